@@ -1,0 +1,154 @@
+# shellcheck shell=bash
+# scripts/lib.sh: the parts scripts/demo and scripts/test share.  Source it, do not run it.
+#
+# One way to do each thing:
+#   fincore_ensure_deps    install the Debian packages that are missing (apt-get, sudo when not root)
+#   fincore_build_install  make; make install (sudo when not root)
+#   fincore_in_cluster     run the calling script again inside a throwaway pg_virtualenv cluster
+#   fincore_create_db      create a database with fincore (and any other extensions) in it
+#
+# Sourcing it also sets strict mode, makes the run non-interactive and cds to the project root,
+# so the scripts work from any directory.
+
+set -euo pipefail
+shopt -s inherit_errexit
+
+FINCORE_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+# The script that sourced this file, as an absolute path (it re-runs itself inside the cluster).
+FINCORE_SELF=$(cd -- "$(dirname -- "${BASH_SOURCE[1]}")" && pwd -P)/$(basename -- "${BASH_SOURCE[1]}")
+
+FINCORE_PG_VERSION=15
+FINCORE_PG_CONFIG=/usr/lib/postgresql/$FINCORE_PG_VERSION/bin/pg_config
+
+# Everything the demo and the tests need on Debian 12.  pg_prove is not in pgtap itself but in
+# libtap-parser-sourcehandler-pgtap-perl (a dependency of pgtap); it is listed so the check is explicit.
+FINCORE_PACKAGES=(
+    "postgresql-$FINCORE_PG_VERSION"
+    "postgresql-server-dev-$FINCORE_PG_VERSION"
+    postgresql-contrib
+    "postgresql-$FINCORE_PG_VERSION-cron"
+    "postgresql-$FINCORE_PG_VERSION-pgtap"
+    pgtap
+    libtap-parser-sourcehandler-pgtap-perl
+    build-essential
+    postgresql-common
+    python3
+    python3-pytest
+    python3-hypothesis
+    python3-psycopg
+)
+
+export DEBIAN_FRONTEND=noninteractive
+# One locale everywhere (clients, and the cluster through initdb below), whatever the caller's is:
+# server messages, sorting and encoding are then the same on every machine.
+export LC_ALL=C.UTF-8
+exec </dev/null
+cd -- "$FINCORE_ROOT"
+
+fincore_say() { printf '\n==> %s\n' "$*"; }
+fincore_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root: directly when we are root, through sudo otherwise.
+fincore_as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -- "$@"
+    else
+        fincore_die "not root and sudo is not installed; cannot run: $*"
+    fi
+}
+
+# Print the packages of FINCORE_PACKAGES that are not installed, one a line.
+fincore_missing_packages() {
+    local pkg
+    for pkg in "${FINCORE_PACKAGES[@]}"; do
+        if [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true) != ii* ]]; then
+            printf '%s\n' "$pkg"
+        fi
+    done
+}
+
+# Install what is missing; a machine that has everything does no apt work at all.
+fincore_ensure_deps() {
+    command -v dpkg-query >/dev/null 2>&1 || fincore_die "dpkg-query not found: this script needs Debian 12"
+    local missing
+    missing=$(fincore_missing_packages)
+    if [[ -z $missing ]]; then
+        fincore_say "All ${#FINCORE_PACKAGES[@]} required Debian packages are installed"
+        return 0
+    fi
+    local -a pkgs
+    mapfile -t pkgs <<<"$missing"
+    fincore_say "Installing missing Debian packages: ${pkgs[*]}"
+    # sudo resets the environment, so pass DEBIAN_FRONTEND explicitly.
+    fincore_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    fincore_as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "${pkgs[@]}"
+    missing=$(fincore_missing_packages)
+    [[ -z $missing ]] || fincore_die "still not installed after apt-get: ${missing//$'\n'/ }"
+}
+
+# Build fincore as the caller, install it as root.
+fincore_build_install() {
+    fincore_say "Building fincore (make)"
+    make -s -j"$(nproc)" PG_CONFIG="$FINCORE_PG_CONFIG"
+    fincore_say "Installing fincore into PostgreSQL $FINCORE_PG_VERSION (make install)"
+    fincore_as_root make -s install PG_CONFIG="$FINCORE_PG_CONFIG"
+}
+
+# Run the calling script again inside a throwaway cluster; return its exit status.
+#
+# pg_virtualenv creates the cluster (as root: cluster 15/regress in the standard locations, run by the
+# postgres user; otherwise in a temporary directory as the caller), exports PGHOST/PGPORT/PGUSER/
+# PGPASSWORD/PGDATABASE, runs the command and drops the cluster on exit.  Its own messages ("Dropping
+# cluster ...", the server log it dumps when the command fails) go to a log file, so that what the
+# caller sees ends with the command's own last line; the command gets the caller's stdout and stderr
+# on fds 3 and 4 and takes them back in fincore_enter_cluster.  The log is shown only if the cluster
+# could not be set up.  (The server inherits fds 3 and 4 as it would inherit stdout anyway; they
+# close when pg_virtualenv stops it, before this function returns.)
+fincore_in_cluster() {
+    local run_dir rc=0
+    run_dir=$(mktemp -d -t fincore-run.XXXXXX)
+    FINCORE_IN_CLUSTER=1 FINCORE_RUN_DIR=$run_dir \
+        pg_virtualenv -v "$FINCORE_PG_VERSION" -i '--encoding=UTF8 --locale=C.UTF-8' \
+            -o shared_preload_libraries=pg_cron -o cron.database_name=postgres \
+            bash "$FINCORE_SELF" \
+        3>&1 4>&2 >"$run_dir/pg_virtualenv.log" 2>&1 || rc=$?
+    if [[ ! -e $run_dir/started ]]; then
+        printf 'error: pg_virtualenv could not set up the throwaway cluster (exit %s); its output:\n' "$rc" >&2
+        cat -- "$run_dir/pg_virtualenv.log" >&2
+        [[ $rc -ne 0 ]] || rc=1
+    fi
+    rm -rf -- "$run_dir"
+    return "$rc"
+}
+
+# True when this script is the copy that fincore_in_cluster runs inside the cluster.
+fincore_inside_cluster() { [[ ${FINCORE_IN_CLUSTER:-} == 1 ]]; }
+
+# First thing the inside copy does: take back the caller's stdout/stderr, say we started.
+fincore_enter_cluster() {
+    exec 1>&3 2>&4 3>&- 4>&-
+    : >"$FINCORE_RUN_DIR/started"
+    unset FINCORE_IN_CLUSTER FINCORE_RUN_DIR
+}
+
+# psql as the scripts use it: no psqlrc, stop at the first error, quiet, no pager.
+fincore_psql() { psql -X -q -v ON_ERROR_STOP=1 -P pager=off "$@"; }
+
+# fincore_create_db NAME [EXTENSION...]: a new database with the given extensions, then fincore.
+fincore_create_db() {
+    local db=$1 ext sql="SET client_min_messages = warning; "
+    shift
+    for ext in "$@" fincore; do
+        sql+="CREATE EXTENSION $ext CASCADE; "
+    done
+    fincore_psql -d postgres -c "CREATE DATABASE $db" &&
+        fincore_psql -d "$db" -c "$sql"
+}
+
+# The server log of the throwaway cluster (valid inside it).
+fincore_server_log() {
+    pg_lsclusters -h | awk -v v="$FINCORE_PG_VERSION" '$1 == v && $2 == "regress" { print $7 }'
+}

@@ -1,0 +1,217 @@
+-- pgTAP: the money objects in the catalogue - names, signatures, operator
+-- classes, volatility, strictness, parallel safety, comments, privileges.
+BEGIN;
+SET search_path = fincore, public;
+SELECT plan(109);
+
+-- The extension and its schema.
+SELECT has_extension('fincore');
+SELECT has_schema('fincore');
+SELECT results_eq($$SELECT extrelocatable, extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'fincore'$$,
+    $$VALUES (false, 'fincore')$$, 'fincore is not relocatable and lives in schema fincore');
+SELECT ok(EXISTS (SELECT 1 FROM pg_depend d JOIN pg_extension e ON d.objid = e.oid AND d.classid = 'pg_extension'::regclass
+                   JOIN pg_extension r ON d.refobjid = r.oid AND d.refclassid = 'pg_extension'::regclass
+                  WHERE e.extname = 'fincore' AND r.extname = 'pgcrypto'), 'fincore requires pgcrypto');
+SELECT ok(has_schema_privilege('public', 'fincore', 'USAGE'), 'PUBLIC may use schema fincore');
+SELECT ok(NOT has_schema_privilege('public', 'fincore', 'CREATE'), 'PUBLIC may not create in schema fincore');
+
+-- The type.
+SELECT has_type('fincore', 'amount', 'type fincore.amount exists');
+SELECT results_eq($$SELECT typlen::int, typbyval, typalign::text, typstorage::text,
+                           typinput::text, typoutput::text, typreceive::text, typsend::text
+                      FROM pg_type WHERE oid = 'fincore.amount'::regtype$$,
+    $$VALUES (16, false, 'd', 'p', 'amount_in', 'amount_out', 'amount_recv', 'amount_send')$$,
+    'amount is a 16-byte, double-aligned, plain type with text and binary I/O');
+SELECT ok(obj_description('fincore.amount'::regtype, 'pg_type') IS NOT NULL, 'type amount has a comment');
+
+-- Functions (every one, with its signature).
+SELECT has_function('fincore', 'amount_in', ARRAY['cstring']);
+SELECT has_function('fincore', 'amount_out', ARRAY['amount']);
+SELECT has_function('fincore', 'amount_recv', ARRAY['internal']);
+SELECT has_function('fincore', 'amount_send', ARRAY['amount']);
+SELECT has_function('fincore', 'register_currency', ARRAY['text', 'integer', 'text']);
+SELECT has_function('fincore', 'iso_currencies', ARRAY[]::name[]);
+SELECT has_function('fincore', 'currency_exponent', ARRAY['text']);
+SELECT has_function('fincore', 'currency_registry_guard', ARRAY[]::name[]);
+SELECT has_function('fincore', 'from_minor', ARRAY['bigint', 'text']);
+SELECT has_function('fincore', 'from_numeric', ARRAY['numeric', 'text', 'text']);
+SELECT has_function('fincore', 'minor_units', ARRAY['amount']);
+SELECT has_function('fincore', 'currency', ARRAY['amount']);
+SELECT has_function('fincore', 'exponent', ARRAY['amount']);
+SELECT has_function('fincore', 'to_numeric', ARRAY['amount']);
+SELECT has_function('fincore', 'amount_pl', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_mi', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_um', ARRAY['amount']);
+SELECT has_function('fincore', 'amount_mul_int8', ARRAY['amount', 'bigint']);
+SELECT has_function('fincore', 'int8_mul_amount', ARRAY['bigint', 'amount']);
+SELECT has_function('fincore', 'amount_div_int8', ARRAY['amount', 'bigint']);
+SELECT has_function('fincore', 'div_round', ARRAY['bigint', 'bigint', 'text']);
+SELECT has_function('fincore', 'div', ARRAY['amount', 'bigint', 'text']);
+SELECT has_function('fincore', 'multiply', ARRAY['amount', 'numeric', 'text']);
+SELECT has_function('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
+SELECT has_function('fincore', 'allocate', ARRAY['amount', 'integer']);
+SELECT has_function('fincore', 'amount_eq', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_ne', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_lt', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_le', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_gt', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_ge', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_cmp', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_hash', ARRAY['amount']);
+SELECT has_function('fincore', 'amount_hash_extended', ARRAY['amount', 'bigint']);
+SELECT has_function('fincore', 'amount_smaller', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_larger', ARRAY['amount', 'amount']);
+SELECT has_function('fincore', 'amount_sum_accum', ARRAY['internal', 'amount']);
+SELECT has_function('fincore', 'amount_sum_combine', ARRAY['internal', 'internal']);
+SELECT has_function('fincore', 'amount_sum_serialize', ARRAY['internal']);
+SELECT has_function('fincore', 'amount_sum_deserialize', ARRAY['bytea', 'internal']);
+SELECT has_function('fincore', 'amount_sum_final', ARRAY['internal']);
+SELECT is_aggregate('fincore', 'sum', ARRAY['amount']);
+SELECT is_aggregate('fincore', 'min', ARRAY['amount']);
+SELECT is_aggregate('fincore', 'max', ARRAY['amount']);
+SELECT function_returns('fincore', 'allocate', ARRAY['amount', 'bigint[]'], 'amount[]');
+SELECT function_returns('fincore', 'div_round', ARRAY['bigint', 'bigint', 'text'], 'bigint');
+SELECT function_returns('fincore', 'to_numeric', ARRAY['amount'], 'numeric');
+SELECT function_returns('fincore', 'register_currency', ARRAY['text', 'integer', 'text'], 'void');
+SELECT function_returns('fincore', 'sum', ARRAY['amount'], 'amount');
+-- Defaults.
+SELECT is((SELECT pg_get_function_arguments('fincore.div_round(bigint,bigint,text)'::regprocedure)),
+    $$numerator bigint, denominator bigint, mode text DEFAULT 'half_even'::text$$, 'div_round defaults to half_even');
+SELECT is((SELECT pg_get_function_arguments('fincore.from_numeric(numeric,text,text)'::regprocedure)),
+    'value numeric, currency text, mode text DEFAULT NULL::text', 'from_numeric has no rounding by default');
+SELECT is((SELECT pg_get_function_arguments('fincore.multiply(fincore.amount,numeric,text)'::regprocedure)),
+    'value amount, rate numeric, mode text', 'multiply requires its mode');
+
+-- Every function and aggregate is documented.
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                   WHERE p.pronamespace = 'fincore'::regnamespace
+                     AND obj_description(p.oid, 'pg_proc') IS NULL$$,
+    'every fincore function has a COMMENT');
+SELECT ok(obj_description('fincore.currency_registry'::regclass, 'pg_class') IS NOT NULL, 'currency_registry has a comment');
+SELECT ok(obj_description('fincore.currencies'::regclass, 'pg_class') IS NOT NULL, 'currencies has a comment');
+
+-- Parallel safety: every fincore function is PARALLEL SAFE unless it writes.
+-- (Functions of later modules that write belong in this list.)
+CREATE TEMP TABLE writers (sig text PRIMARY KEY);
+INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('fincore.currency_registry_guard()');
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                   WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
+                     AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
+    'every fincore function except the writers (register_currency, the trigger) is PARALLEL SAFE');
+SELECT results_eq($$SELECT proname::text COLLATE "default", proparallel::text FROM pg_proc
+                     WHERE pronamespace = 'fincore'::regnamespace
+                       AND proname IN ('register_currency', 'currency_registry_guard') ORDER BY 1$$,
+    $$VALUES ('currency_registry_guard', 'u'), ('register_currency', 'u')$$,
+    'register_currency and the trigger are PARALLEL UNSAFE');
+
+-- Volatility: every money function is IMMUTABLE except the two writers.
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                   WHERE p.pronamespace = 'fincore'::regnamespace AND p.provolatile <> 'i'
+                     AND (p.proname LIKE 'amount\_%' OR p.proname IN ('int8_mul_amount', 'iso_currencies',
+                          'currency_exponent', 'from_minor', 'from_numeric', 'minor_units', 'currency',
+                          'exponent', 'to_numeric', 'div_round', 'div', 'multiply', 'allocate',
+                          'sum', 'min', 'max'))$$,
+    'every money function other than the writers is IMMUTABLE');
+SELECT volatility_is('fincore', 'register_currency', ARRAY['text', 'integer', 'text'], 'volatile');
+SELECT volatility_is('fincore', 'currency_registry_guard', ARRAY[]::name[], 'volatile');
+SELECT volatility_is('fincore', 'amount_in', ARRAY['cstring'], 'immutable');
+SELECT volatility_is('fincore', 'currency_exponent', ARRAY['text'], 'immutable');
+
+-- Strictness: only functions that handle NULL themselves are not STRICT.
+SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'fincore'::regnamespace AND p.prokind = 'f' AND NOT p.proisstrict$$,
+    ARRAY['register_currency(text,integer,text)', 'currency_registry_guard()',
+          'from_numeric(numeric,text,text)', 'amount_sum_accum(internal,amount)',
+          'amount_sum_combine(internal,internal)', 'amount_sum_final(internal)'],
+    'the non-STRICT functions are exactly the NULL-aware ones');
+SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
+SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
+SELECT is_strict('fincore', 'amount_sum_deserialize', ARRAY['bytea', 'internal']);
+SELECT isnt_strict('fincore', 'from_numeric', ARRAY['numeric', 'text', 'text']);
+SELECT isnt_strict('fincore', 'register_currency', ARRAY['text', 'integer', 'text']);
+
+-- Leakproof: only the functions that never raise.
+SELECT set_eq($$SELECT proname::text FROM pg_proc WHERE pronamespace = 'fincore'::regnamespace AND proleakproof$$,
+    ARRAY['amount_eq', 'amount_ne', 'amount_cmp', 'amount_hash', 'amount_hash_extended'],
+    'exactly =, <>, cmp and the hash functions are LEAKPROOF');
+
+-- Operators.
+SELECT has_operator('amount'::name, 'fincore'::name, '+'::name, 'amount'::name, 'amount'::name);
+SELECT has_operator('amount'::name, 'fincore'::name, '-'::name, 'amount'::name, 'amount'::name);
+SELECT has_leftop('fincore'::name, '-'::name, 'amount'::name, 'amount'::name);
+SELECT has_operator('amount'::name, 'fincore'::name, '*'::name, 'bigint'::name, 'amount'::name);
+SELECT has_operator('bigint'::name, 'fincore'::name, '*'::name, 'amount'::name, 'amount'::name);
+SELECT has_operator('amount'::name, 'fincore'::name, '/'::name, 'bigint'::name, 'amount'::name);
+SELECT has_operator('amount'::name, 'fincore'::name, '='::name, 'amount'::name, 'boolean'::name);
+SELECT has_operator('amount'::name, 'fincore'::name, '<>'::name, 'amount'::name, 'boolean'::name);
+SELECT has_operator('amount'::name, 'fincore'::name, '<'::name, 'amount'::name, 'boolean'::name);
+SELECT has_operator('amount'::name, 'fincore'::name, '<='::name, 'amount'::name, 'boolean'::name);
+SELECT has_operator('amount'::name, 'fincore'::name, '>'::name, 'amount'::name, 'boolean'::name);
+SELECT has_operator('amount'::name, 'fincore'::name, '>='::name, 'amount'::name, 'boolean'::name);
+SELECT results_eq($$SELECT o.oprname::text COLLATE "default", o.oprcanhash, o.oprcanmerge,
+                           c.oprname::text COLLATE "default", n.oprname::text COLLATE "default"
+                      FROM pg_operator o LEFT JOIN pg_operator c ON c.oid = o.oprcom
+                      LEFT JOIN pg_operator n ON n.oid = o.oprnegate
+                     WHERE o.oprnamespace = 'fincore'::regnamespace
+                       AND o.oprname IN ('=', '<>', '<', '<=', '>', '>=')
+                     ORDER BY o.oprname COLLATE "C"$$,
+    $$VALUES ('<', false, false, '>', '>='), ('<=', false, false, '>=', '>'),
+             ('<>', false, false, '<>', '='), ('=', true, true, '=', '<>'),
+             ('>', false, false, '<', '<='), ('>=', false, false, '<=', '<')$$,
+    'comparison operators: commutators, negators; = hashes and merges');
+
+-- Operator classes: default btree and hash.
+SELECT has_opclass('fincore', 'amount_ops', 'opclass amount_ops exists');
+SELECT has_opclass('fincore', 'amount_hash_ops', 'opclass amount_hash_ops exists');
+SELECT results_eq($$SELECT opcname::text COLLATE "default", am.amname::text COLLATE "default", opcdefault FROM pg_opclass c
+                      JOIN pg_am am ON am.oid = c.opcmethod
+                     WHERE opcnamespace = 'fincore'::regnamespace ORDER BY 1$$,
+    $$VALUES ('amount_hash_ops', 'hash', true), ('amount_ops', 'btree', true)$$,
+    'amount_ops (btree) and amount_hash_ops (hash) are the defaults');
+SELECT results_eq($$SELECT amprocnum::int, amproc::regproc::text FROM pg_amproc
+                     WHERE amprocfamily = (SELECT opcfamily FROM pg_opclass WHERE opcname = 'amount_hash_ops'
+                                             AND opcnamespace = 'fincore'::regnamespace) ORDER BY 1$$,
+    $$VALUES (1, 'amount_hash'), (2, 'amount_hash_extended')$$, 'hash opclass has both support functions');
+SELECT results_eq($$SELECT amopstrategy::int, amopopr::regoperator::text FROM pg_amop
+                     WHERE amopfamily = (SELECT opcfamily FROM pg_opclass WHERE opcname = 'amount_ops'
+                                           AND opcnamespace = 'fincore'::regnamespace) ORDER BY 1$$,
+    $$VALUES (1, '<(amount,amount)'), (2, '<=(amount,amount)'), (3, '=(amount,amount)'),
+             (4, '>=(amount,amount)'), (5, '>(amount,amount)')$$, 'btree opclass strategies');
+-- min and max have no sort operator (they must not be answered from an index).
+SELECT results_eq($$SELECT p.proname::text COLLATE "default", a.aggsortop = 0
+                      FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid
+                     WHERE p.pronamespace = 'fincore'::regnamespace ORDER BY 1$$,
+    $$VALUES ('max', true), ('min', true), ('sum', true)$$,
+    'fincore aggregates have no sort operator');
+SELECT results_eq($$SELECT p.proname::text COLLATE "default", a.aggcombinefn <> 0, a.aggserialfn <> 0,
+                           a.aggdeserialfn <> 0
+                      FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid
+                     WHERE p.pronamespace = 'fincore'::regnamespace ORDER BY 1$$,
+    $$VALUES ('max', true, false, false), ('min', true, false, false), ('sum', true, true, true)$$,
+    'aggregates can be combined in parallel; sum serialises its 128-bit state');
+
+-- The registry, its view and triggers.
+SELECT has_table('fincore', 'currency_registry', 'table currency_registry exists');
+SELECT has_view('fincore', 'currencies', 'view currencies exists');
+SELECT has_trigger('fincore', 'currency_registry', 'currency_registry_immutable', 'row trigger currency_registry_immutable exists');
+SELECT has_trigger('fincore', 'currency_registry', 'currency_registry_no_truncate', 'statement trigger currency_registry_no_truncate exists');
+SELECT ok((SELECT 'security_invoker=true' = ANY (reloptions) FROM pg_class WHERE oid = 'fincore.currencies'::regclass),
+    'currencies is a security_invoker view');
+SELECT ok((SELECT 'fincore.currency_registry'::regclass = ANY (extconfig) FROM pg_extension WHERE extname = 'fincore'),
+    'currency_registry is dumped by pg_dump (extension configuration table)');
+
+-- Privileges: anyone reads; only the owner registers.
+SELECT ok(NOT has_function_privilege('public', 'fincore.register_currency(text,integer,text)', 'EXECUTE'),
+    'PUBLIC may not execute register_currency');
+SELECT ok(has_function_privilege('public', 'fincore.from_minor(bigint,text)', 'EXECUTE'),
+    'PUBLIC may execute from_minor');
+SELECT ok(has_table_privilege('public', 'fincore.currency_registry', 'SELECT'), 'PUBLIC may read currency_registry');
+SELECT ok(NOT has_table_privilege('public', 'fincore.currency_registry', 'INSERT')
+          AND NOT has_table_privilege('public', 'fincore.currency_registry', 'UPDATE')
+          AND NOT has_table_privilege('public', 'fincore.currency_registry', 'DELETE')
+          AND NOT has_table_privilege('public', 'fincore.currency_registry', 'TRUNCATE'),
+    'PUBLIC may not write currency_registry');
+SELECT ok(has_table_privilege('public', 'fincore.currencies', 'SELECT'), 'PUBLIC may read currencies');
+
+SELECT * FROM finish();
+ROLLBACK;
