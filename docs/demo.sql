@@ -1,0 +1,45 @@
+-- docs/demo.sql: a short tour of fincore, run by ./scripts/demo in a throwaway cluster.
+-- Every statement is plain SQL an application would send.
+\pset footer off
+\set ECHO none
+\echo
+\echo '== 1. Money: an exact amount with its currency (integer minor units, never floats)'
+SELECT '12.34 USD'::fincore.amount AS usd, '1000 JPY'::fincore.amount AS jpy,
+       '1.250 BHD'::fincore.amount AS bhd, fincore.from_minor(-50, 'EUR') AS from_minor;
+
+\echo '== 2. Arithmetic is exact and refuses to mix currencies'
+SELECT '0.10 USD'::fincore.amount OPERATOR(fincore.+) '0.20 USD' AS "0.10 + 0.20",
+       '19.99 USD'::fincore.amount OPERATOR(fincore.*) 3 AS "19.99 x 3";
+-- pg_temp.try(sql): runs a statement and shows the error it raises (SQLSTATE and message).
+CREATE FUNCTION pg_temp.try(stmt text, OUT state text, OUT message text) LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE stmt;
+    state := '00000'; message := 'ok';
+EXCEPTION WHEN OTHERS THEN
+    state := SQLSTATE; message := SQLERRM;
+END $$;
+SELECT s AS statement, r.* FROM unnest(ARRAY[
+    $q$SELECT '1.00 USD'::fincore.amount OPERATOR(fincore.+) '1.00 EUR'$q$,
+    $q$SELECT '1.005 USD'::fincore.amount$q$,
+    $q$SELECT '92233720368547758.07 USD'::fincore.amount OPERATOR(fincore.*) 2$q$,
+    $q$SELECT '10.00 USD'::fincore.amount OPERATOR(fincore./) 3$q$]) AS s,
+    LATERAL pg_temp.try(s) AS r;
+
+\echo '== 3. Rounding is always explicit: one division routine, seven modes'
+SELECT m AS mode, fincore.div_round(25, 10, m) AS "2.5", fincore.div_round(-25, 10, m) AS "-2.5",
+       fincore.multiply('0.50 USD', 0.05, m) AS "5% of 0.50 USD"
+  FROM unnest(ARRAY['half_even', 'half_up', 'half_down', 'up', 'down', 'ceiling', 'floor']) AS m;
+
+\echo '== 4. Allocation never loses a cent'
+SELECT fincore.allocate('100.00 USD', 3) AS "100.00 USD in three",
+       fincore.allocate('0.05 USD', ARRAY[70, 30]::bigint[]) AS "0.05 USD 70/30";
+
+\echo '== 5. Registered assets: loyalty points and a stablecoin'
+SELECT fincore.register_currency('POINTS', 0, 'Loyalty points'),
+       fincore.register_currency('USDC', 6, 'USD Coin');
+SELECT '1500 POINTS'::fincore.amount AS points, '12.345678 USDC'::fincore.amount AS usdc;
+
+\echo '== 6. Aggregates and indexes work like any other type'
+SELECT fincore.currency(a) AS currency, fincore.sum(a) AS total, count(*) AS n
+  FROM (VALUES ('10.00 USD'::fincore.amount), ('2.50 USD'), ('7 JPY'), ('5 JPY')) AS v(a)
+ GROUP BY 1 ORDER BY 1;
