@@ -12,6 +12,8 @@
 
 #include "postgres.h"
 
+#include "utils/uuid.h"
+
 #ifndef HAVE_INT128
 #error "fincore needs a compiler with a 128-bit integer type"
 #endif
@@ -30,6 +32,16 @@
 #define ERRCODE_FC_CURRENCY_CONFLICT		MAKE_SQLSTATE('Z','F','1','1','1')
 #define ERRCODE_FC_INVALID_NUMBER			MAKE_SQLSTATE('Z','F','1','1','2')
 #define ERRCODE_FC_CURRENCY_IMMUTABLE		MAKE_SQLSTATE('Z','F','1','1','3')
+
+/* ---- SQLSTATEs: tenancy (ZF2xx) ---- */
+#define ERRCODE_FC_INVALID_CLAIMS			MAKE_SQLSTATE('Z','F','2','0','1')
+#define ERRCODE_FC_INVALID_CLAIM_UUID		MAKE_SQLSTATE('Z','F','2','0','2')
+#define ERRCODE_FC_TENANT_REQUIRED			MAKE_SQLSTATE('Z','F','2','0','3')
+#define ERRCODE_FC_TENANT_NOT_FOUND			MAKE_SQLSTATE('Z','F','2','0','4')
+#define ERRCODE_FC_INVALID_TENANT_COLUMN	MAKE_SQLSTATE('Z','F','2','0','5')
+#define ERRCODE_FC_INVALID_MEMBER_ROLE		MAKE_SQLSTATE('Z','F','2','0','6')
+#define ERRCODE_FC_NOT_A_TABLE				MAKE_SQLSTATE('Z','F','2','0','7')
+#define ERRCODE_FC_TENANT_EXISTS			MAKE_SQLSTATE('Z','F','2','0','8')
 
 /* ---- currencies (currency.c) ---- */
 
@@ -153,5 +165,22 @@ amount_check_same_currency(const Amount *a, const Amount *b)
 				 errhint("Convert one amount explicitly before combining or comparing them.")));
 	}
 }
+
+/* ---- tenancy (tenancy.c) ---- */
+
+extern void tenancy_init(void);
+/* The current tenant / user; false when there is none. */
+extern bool tenancy_current_tenant(pg_uuid_t *out);
+extern bool tenancy_current_user(pg_uuid_t *out);
+/* The current tenant, or raise ERRCODE_FC_TENANT_REQUIRED. */
+extern void tenancy_require_tenant(pg_uuid_t *out);
+/* Is the current user a member of tenant (with role, when role is not NULL)? */
+extern bool tenancy_has_role(const pg_uuid_t *tenant, const char *role);
+/* Run fn(arg) as the owner of a relation: reads past RLS and grants. */
+extern void tenancy_run_as_owner(Oid relid, void (*fn) (void *), void *arg);
+
+/* ---- time-ordered ids (uuidv7.c) ---- */
+
+extern void uuidv7_generate(pg_uuid_t *out);
 
 #endif							/* FINCORE_H */

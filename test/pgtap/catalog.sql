@@ -90,10 +90,14 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
 SELECT ok(obj_description('fincore.currency_registry'::regclass, 'pg_class') IS NOT NULL, 'currency_registry has a comment');
 SELECT ok(obj_description('fincore.currencies'::regclass, 'pg_class') IS NOT NULL, 'currencies has a comment');
 
--- Parallel safety: every fincore function is PARALLEL SAFE unless it writes.
--- (Functions of later modules that write belong in this list.)
+-- Parallel safety: every fincore function is PARALLEL SAFE unless it writes
+-- or sets a setting.  (Functions of later modules that write belong in this list.)
 CREATE TEMP TABLE writers (sig text PRIMARY KEY);
-INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('fincore.currency_registry_guard()');
+INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('fincore.currency_registry_guard()'),
+    ('fincore.set_tenant(uuid)'), ('fincore.set_user(uuid)'), ('fincore.tenant_members_changed()'),
+    ('fincore.create_tenant(text,uuid,jsonb)'), ('fincore.add_tenant_member(uuid,text)'),
+    ('fincore.remove_tenant_member(uuid,text)'), ('fincore.protect(regclass,name)'),
+    ('fincore.unprotect(regclass)'), ('fincore.grant_app_role(name,boolean)'), ('fincore.revoke_app_role(name)');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
@@ -118,11 +122,15 @@ SELECT volatility_is('fincore', 'amount_in', ARRAY['cstring'], 'immutable');
 SELECT volatility_is('fincore', 'currency_exponent', ARRAY['text'], 'immutable');
 
 -- Strictness: only functions that handle NULL themselves are not STRICT.
+-- (Functions without arguments have nothing to be strict about.)
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
-                 WHERE p.pronamespace = 'fincore'::regnamespace AND p.prokind = 'f' AND NOT p.proisstrict$$,
-    ARRAY['register_currency(text,integer,text)', 'currency_registry_guard()',
+                 WHERE p.pronamespace = 'fincore'::regnamespace AND p.prokind = 'f' AND NOT p.proisstrict
+                   AND p.pronargs > 0$$,
+    ARRAY['register_currency(text,integer,text)',
           'from_numeric(numeric,text,text)', 'amount_sum_accum(internal,amount)',
-          'amount_sum_combine(internal,internal)', 'amount_sum_final(internal)'],
+          'amount_sum_combine(internal,internal)', 'amount_sum_final(internal)',
+          'set_tenant(uuid)', 'set_user(uuid)', 'has_tenant_role(uuid,text)',
+          'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
@@ -132,8 +140,8 @@ SELECT isnt_strict('fincore', 'register_currency', ARRAY['text', 'integer', 'tex
 
 -- Leakproof: only the functions that never raise.
 SELECT set_eq($$SELECT proname::text FROM pg_proc WHERE pronamespace = 'fincore'::regnamespace AND proleakproof$$,
-    ARRAY['amount_eq', 'amount_ne', 'amount_cmp', 'amount_hash', 'amount_hash_extended'],
-    'exactly =, <>, cmp and the hash functions are LEAKPROOF');
+    ARRAY['amount_eq', 'amount_ne', 'amount_cmp', 'amount_hash', 'amount_hash_extended', 'has_tenant_role'],
+    'exactly =, <>, cmp, the hash functions and has_tenant_role are LEAKPROOF');
 
 -- Operators.
 SELECT has_operator('amount'::name, 'fincore'::name, '+'::name, 'amount'::name, 'amount'::name);
