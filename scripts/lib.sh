@@ -36,6 +36,7 @@ FINCORE_PACKAGES=(
     python3-pytest
     python3-hypothesis
     python3-psycopg
+    pgbouncer
 )
 
 export DEBIAN_FRONTEND=noninteractive
@@ -107,13 +108,20 @@ fincore_build_install() {
 # on fds 3 and 4 and takes them back in fincore_enter_cluster.  The log is shown only if the cluster
 # could not be set up.  (The server inherits fds 3 and 4 as it would inherit stdout anyway; they
 # close when pg_virtualenv stops it, before this function returns.)
+# Arguments are passed to the inside copy; FINCORE_SERVER_OPTS (an array of name=value) adds
+# server settings.
+FINCORE_SERVER_OPTS=()
 fincore_in_cluster() {
-    local run_dir rc=0
+    local run_dir rc=0 opt
+    local -a server_opts=(-o shared_preload_libraries=pg_cron -o cron.database_name=postgres)
+    for opt in "${FINCORE_SERVER_OPTS[@]}"; do
+        server_opts+=(-o "$opt")
+    done
     run_dir=$(mktemp -d -t fincore-run.XXXXXX)
     FINCORE_IN_CLUSTER=1 FINCORE_RUN_DIR=$run_dir \
         pg_virtualenv -v "$FINCORE_PG_VERSION" -i '--encoding=UTF8 --locale=C.UTF-8' \
-            -o shared_preload_libraries=pg_cron -o cron.database_name=postgres \
-            bash "$FINCORE_SELF" \
+            "${server_opts[@]}" \
+            bash "$FINCORE_SELF" "$@" \
         3>&1 4>&2 >"$run_dir/pg_virtualenv.log" 2>&1 || rc=$?
     if [[ ! -e $run_dir/started ]]; then
         printf 'error: pg_virtualenv could not set up the throwaway cluster (exit %s); its output:\n' "$rc" >&2
