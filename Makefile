@@ -8,7 +8,8 @@ OBJS        = src/fincore.o src/currency.o src/rounding.o src/amount.o src/alloc
 
 # The install script is built from one SQL source per module, in dependency order.
 SQL_MODULES = sql/modules/schema.sql sql/modules/money.sql sql/modules/uuidv7.sql \
-              sql/modules/tenancy.sql sql/modules/grants.sql
+              sql/modules/tenancy.sql sql/modules/maintenance.sql \
+              sql/modules/grants.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # Upgrade scripts (fincore--A--B.sql) live in sql/upgrades/ from the first release on.
 DATA        = $(wildcard sql/upgrades/$(EXTENSION)--*--*.sql)

@@ -97,7 +97,8 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.set_tenant(uuid)'), ('fincore.set_user(uuid)'), ('fincore.tenant_members_changed()'),
     ('fincore.create_tenant(text,uuid,jsonb)'), ('fincore.add_tenant_member(uuid,text)'),
     ('fincore.remove_tenant_member(uuid,text)'), ('fincore.protect(regclass,name)'),
-    ('fincore.unprotect(regclass)'), ('fincore.grant_app_role(name,boolean)'), ('fincore.revoke_app_role(name)');
+    ('fincore.unprotect(regclass)'), ('fincore.grant_app_role(name,boolean)'), ('fincore.revoke_app_role(name)'),
+    ('fincore.maintenance(interval)');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
