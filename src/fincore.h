@@ -43,6 +43,17 @@
 #define ERRCODE_FC_NOT_A_TABLE				MAKE_SQLSTATE('Z','F','2','0','7')
 #define ERRCODE_FC_TENANT_EXISTS			MAKE_SQLSTATE('Z','F','2','0','8')
 
+/* ---- SQLSTATEs: queue (ZF6xx) ---- */
+#define ERRCODE_FC_JOB_NOT_FOUND			MAKE_SQLSTATE('Z','F','6','0','1')
+#define ERRCODE_FC_LEASE_LOST				MAKE_SQLSTATE('Z','F','6','0','2')
+#define ERRCODE_FC_JOB_NOT_DEAD				MAKE_SQLSTATE('Z','F','6','0','3')
+#define ERRCODE_FC_INVALID_QUEUE_NAME		MAKE_SQLSTATE('Z','F','6','0','4')
+#define ERRCODE_FC_INVALID_JOB_OPTION		MAKE_SQLSTATE('Z','F','6','0','5')
+#define ERRCODE_FC_UNIQUE_JOB_CONFLICT		MAKE_SQLSTATE('Z','F','6','0','6')
+#define ERRCODE_FC_JOB_FINISHED				MAKE_SQLSTATE('Z','F','6','0','7')
+#define ERRCODE_FC_PG_CRON_NOT_INSTALLED	MAKE_SQLSTATE('Z','F','6','0','8')
+#define ERRCODE_FC_INVALID_SCHEDULE			MAKE_SQLSTATE('Z','F','6','0','9')
+
 /* ---- currencies (currency.c) ---- */
 
 /*
@@ -178,6 +189,10 @@ extern void tenancy_require_tenant(pg_uuid_t *out);
 extern bool tenancy_has_role(const pg_uuid_t *tenant, const char *role);
 /* Run fn(arg) as the owner of a relation: reads past RLS and grants. */
 extern void tenancy_run_as_owner(Oid relid, void (*fn) (void *), void *arg);
+
+/* ---- job queue (queue.c) ---- */
+
+extern void queue_init(void);
 
 /* ---- time-ordered ids (uuidv7.c) ---- */
 
