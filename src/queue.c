@@ -250,7 +250,8 @@ queue_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 {
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+		/* One generic plan per backend: planning at every call would cost more than the statement. */
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
@@ -530,9 +531,9 @@ enqueue_one(QueueCall *call)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr lookup_plan = NULL;
-	Oid			types[7] = {UUIDOID, TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID, JSONBOID, TEXTOID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[8] = {UUIDOID, TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID, JSONBOID, TEXTOID, BOOLOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	values[0] = UUIDPGetDatum(&call->scope.tenant);
 	values[1] = CStringGetTextDatum(call->queue);
@@ -544,13 +545,14 @@ enqueue_one(QueueCall *call)
 		values[6] = CStringGetTextDatum(call->unique_key);
 	else
 		nulls[6] = 'n';
+	values[7] = BoolGetDatum(call->run_at > GetCurrentTransactionStartTimestamp());
 
 	queue_plan(&insert_plan,
-			   "INSERT INTO fincore.jobs AS j (tenant_id, queue, priority, run_at, max_attempts, payload, unique_key) "
-			   "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+			   "INSERT INTO fincore.jobs AS j (tenant_id, queue, priority, run_at, max_attempts, payload, unique_key, scheduled) "
+			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
 			   "ON CONFLICT (tenant_id, queue, unique_key) WHERE unique_key IS NOT NULL DO NOTHING "
 			   "RETURNING j.id",
-			   7, types);
+			   8, types);
 	queue_plan(&lookup_plan,
 			   "SELECT j.id FROM fincore.jobs j WHERE j.tenant_id = $1 AND j.queue = $2 AND j.unique_key = $3",
 			   3, (Oid[]) {UUIDOID, TEXTOID, TEXTOID});
@@ -560,9 +562,9 @@ enqueue_one(QueueCall *call)
 		static SPIPlanPtr plain_plan = NULL;
 
 		queue_plan(&plain_plan,
-				   "INSERT INTO fincore.jobs AS j (tenant_id, queue, priority, run_at, max_attempts, payload) "
-				   "VALUES ($1, $2, $3, $4, $5, $6) RETURNING j.id",
-				   6, types);
+				   "INSERT INTO fincore.jobs AS j (tenant_id, queue, priority, run_at, max_attempts, payload, scheduled) "
+				   "VALUES ($1, $2, $3, $4, $5, $6, $8) RETURNING j.id",
+				   8, types);
 		queue_exec(plain_plan, values, nulls, 0, SPI_OK_INSERT_RETURNING);
 		call->out_id = spi_int64(0, 1);
 		return;
@@ -638,8 +640,8 @@ static void
 enqueue_many_work(QueueCall *call)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[6] = {UUIDOID, TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID, JSONBARRAYOID};
-	Datum		values[6];
+	Oid			types[7] = {UUIDOID, TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID, JSONBARRAYOID, BOOLOID};
+	Datum		values[7];
 
 	queue_spi_connect();
 	values[0] = UUIDPGetDatum(&call->scope.tenant);
@@ -648,11 +650,12 @@ enqueue_many_work(QueueCall *call)
 	values[3] = TimestampTzGetDatum(call->run_at);
 	values[4] = Int32GetDatum(call->max_attempts);
 	values[5] = call->payloads;
+	values[6] = BoolGetDatum(call->run_at > GetCurrentTransactionStartTimestamp());
 	queue_plan(&plan,
-			   "INSERT INTO fincore.jobs AS j (tenant_id, queue, priority, run_at, max_attempts, payload) "
-			   "SELECT $1, $2, $3, $4, $5, p.payload FROM unnest($6) WITH ORDINALITY AS p (payload, ord) "
+			   "INSERT INTO fincore.jobs AS j (tenant_id, queue, priority, run_at, max_attempts, payload, scheduled) "
+			   "SELECT $1, $2, $3, $4, $5, p.payload, $7 FROM unnest($6) WITH ORDINALITY AS p (payload, ord) "
 			   "ORDER BY p.ord RETURNING j.id",
-			   6, types);
+			   7, types);
 	queue_exec(plan, values, NULL, 0, SPI_OK_INSERT_RETURNING);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -987,7 +990,7 @@ dequeue_hint(const char *queue, QueueScope *scope)
 #define CLAIM_SQL(position) \
 	"WITH c AS (" \
 	"  SELECT j.id FROM fincore.jobs j" \
-	"   WHERE j.queue = $1 AND j.run_at <= now()" \
+	"   WHERE j.queue = $1 AND NOT j.scheduled" \
 	"     AND (j.state = 'ready' OR (j.state = 'running' AND j.lease_until < now()))" \
 	"     AND ($2::uuid IS NULL OR j.tenant_id = $2)" \
 	"     AND ($3::uuid[] IS NULL OR j.tenant_id <> ALL ($3))" \
@@ -1005,6 +1008,53 @@ dequeue_hint(const char *queue, QueueScope *scope)
 	"  worker = $6 " \
 	"FROM c WHERE j.id = c.id " \
 	CLAIM_RETURNING
+
+/*
+ * Run a claim with the only plan that suits it whatever the statistics say.
+ * The hot table is small and churns, so its statistics often describe a table
+ * of a few rows, for which a bitmap scan and a sort look as cheap as an
+ * ordered index scan that stops at the limit; with a backlog of a million
+ * jobs the former reads and sorts all of them.  The settings hold while the
+ * plan is made (the first time, and again after an invalidation).
+ */
+static void
+pinned_exec(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	static const char *const off[] = {"enable_seqscan", "enable_bitmapscan", "enable_sort",
+	"enable_hashjoin", "enable_mergejoin", "enable_material"};
+	int			nest = NewGUCNestLevel();
+
+	for (size_t i = 0; i < lengthof(off); i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	queue_exec(plan, values, nulls, 0, expected);
+	AtEOXact_GUC(true, nest);
+}
+
+/*
+ * Promote due scheduled jobs (of one queue, or of all when queue is NULL)
+ * into the claim index, a batch at a time; returns how many.
+ */
+static uint64
+promote_due(const char *queue)
+{
+	static SPIPlanPtr queue_plan_ = NULL;
+	static SPIPlanPtr all_plan = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+#define PROMOTE_SQL(cond) \
+	"WITH c AS (SELECT j.id FROM fincore.jobs j WHERE j.scheduled AND " cond " j.run_at <= now()" \
+	"           ORDER BY j.queue, j.run_at LIMIT " CppAsString2(RESCUE_BATCH) " FOR NO KEY UPDATE SKIP LOCKED) " \
+	"UPDATE fincore.jobs j SET scheduled = false FROM c WHERE j.id = c.id"
+	if (queue)
+	{
+		values[0] = CStringGetTextDatum(queue);
+		pinned_exec(queue_plan(&queue_plan_, PROMOTE_SQL("j.queue = $1 AND"), 1, types), values, NULL, SPI_OK_UPDATE);
+	}
+	else
+		pinned_exec(queue_plan(&all_plan, PROMOTE_SQL(""), 0, NULL), NULL, NULL, SPI_OK_UPDATE);
+	return SPI_processed;
+}
 
 typedef struct ClaimedRow
 {
@@ -1066,8 +1116,12 @@ dequeue_work(QueueCall *call)
 						  9, types);
 	}
 	else
+	{
+		/* A full scan first moves this queue's due scheduled jobs into the claim index. */
+		(void) promote_due(call->queue);
 		plan = queue_plan(&full_plan, CLAIM_SQL(""), 6, types);
-	queue_exec(plan, values, nulls, 0, SPI_OK_UPDATE_RETURNING);
+	}
+	pinned_exec(plan, values, nulls, SPI_OK_UPDATE_RETURNING);
 
 	nrows = (int) SPI_processed;
 	rows = palloc(sizeof(ClaimedRow) * Max(nrows, 1));
@@ -1283,7 +1337,7 @@ fail_work(QueueCall *call)
 		nulls[2] = ' ';
 		types[2] = TIMESTAMPTZOID;
 		queue_plan(&retry_plan,
-				   "UPDATE fincore.jobs j SET state = 'ready', run_at = $3, lease_until = NULL, "
+				   "UPDATE fincore.jobs j SET state = 'ready', run_at = $3, scheduled = $3 > now(), lease_until = NULL, "
 				   "  errors = coalesce(j.errors, '[]') || "
 				   "  jsonb_build_array(jsonb_build_object('attempt', j.attempts, 'error', $2, 'at', now(), 'worker', j.worker)) "
 				   "WHERE j.id = $1",
@@ -1553,6 +1607,16 @@ rescue_work(QueueCall *call)
 			bury_jobs(construct_array(dead, ndead, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		call->out_count += n;
 		if (n < RESCUE_BATCH || GetCurrentTimestamp() - started >= call->budget_us)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	/* Due scheduled jobs of queues nobody dequeues from are promoted here. */
+	while (GetCurrentTimestamp() - started < call->budget_us)
+	{
+		uint64		n = promote_due(NULL);
+
+		call->out_count += n;
+		if (n < RESCUE_BATCH)
 			break;
 		CHECK_FOR_INTERRUPTS();
 	}

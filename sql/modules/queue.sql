@@ -28,6 +28,9 @@ CREATE TABLE fincore.jobs (
     state        text        NOT NULL DEFAULT 'ready',
     priority     smallint    NOT NULL DEFAULT 0,
     run_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- run_at was in the future when the job was (re)queued: it waits in the scheduled index
+    -- until a dequeue or maintenance promotes it, and stays out of the claim index till then.
+    scheduled    boolean     NOT NULL DEFAULT false,
     attempts     integer     NOT NULL DEFAULT 0,
     max_attempts integer     NOT NULL DEFAULT 25,
     lease_until  timestamptz,
@@ -43,8 +46,10 @@ COMMENT ON TABLE fincore.jobs IS
 -- The claim order: queue, highest priority first, then oldest run_at, then id.  Priority
 -- is negated so that the whole key sorts one way and dequeue can resume a scan from a
 -- position with one row comparison.  Running jobs stay in this index (state is not in it),
--- so a claim changes no indexed column.
-CREATE INDEX jobs_claim_idx ON fincore.jobs (queue, (-(priority::integer)), run_at, id);
+-- so a claim changes no indexed column; jobs waiting for a future run_at are not in it, so
+-- a dequeue never walks over them.
+CREATE INDEX jobs_claim_idx ON fincore.jobs (queue, (-(priority::integer)), run_at, id) WHERE NOT scheduled;
+CREATE INDEX jobs_scheduled_idx ON fincore.jobs (queue, run_at) WHERE scheduled;
 CREATE UNIQUE INDEX jobs_unique_key_idx ON fincore.jobs (tenant_id, queue, unique_key)
     WHERE unique_key IS NOT NULL;
 SELECT fincore.protect('fincore.jobs');
@@ -226,7 +231,7 @@ COMMENT ON FUNCTION fincore.queue_stats(interval) IS
 CREATE FUNCTION fincore.rescue_expired(budget interval DEFAULT '5 seconds') RETURNS bigint
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_rescue_expired';
 COMMENT ON FUNCTION fincore.rescue_expired(interval) IS
-    'Returns running jobs whose lease expired to ready (the attempt counted, "lease expired" recorded), or makes them dead after max_attempts; in batches, within budget. Returns how many. A maintenance step.';
+    'Returns running jobs whose lease expired to ready (the attempt counted, "lease expired" recorded), or makes them dead after max_attempts, and moves due scheduled jobs into the claim index; in batches, within budget. Returns how many jobs it moved. A maintenance step.';
 
 CREATE FUNCTION fincore.job_backoff(attempt integer) RETURNS interval
     LANGUAGE c VOLATILE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'fincore_job_backoff';
@@ -259,8 +264,11 @@ BEGIN
     IF n > 0 THEN
         EXECUTE pg_catalog.format('SELECT count(*) FROM %s', part) INTO n;
         BEGIN
-            -- TRUNCATE needs the partition to itself: wait briefly, else try next time.
-            PERFORM pg_catalog.set_config('lock_timeout', (GREATEST(budget, interval '1 millisecond'))::text, true);
+            -- TRUNCATE needs the partition to itself; nobody writes it today, but a reader of
+            -- the whole archive may hold it: wait briefly (others queue behind the waiting
+            -- TRUNCATE), else try at the next run.
+            PERFORM pg_catalog.set_config('lock_timeout',
+                (pg_catalog.date_part('epoch', LEAST(budget, interval '100 milliseconds')) * 1000)::bigint || 'ms', true);
             EXECUTE pg_catalog.format('TRUNCATE %s', part);
             purged := n;
         EXCEPTION WHEN lock_not_available THEN

@@ -98,7 +98,15 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.create_tenant(text,uuid,jsonb)'), ('fincore.add_tenant_member(uuid,text)'),
     ('fincore.remove_tenant_member(uuid,text)'), ('fincore.protect(regclass,name)'),
     ('fincore.unprotect(regclass)'), ('fincore.grant_app_role(name,boolean)'), ('fincore.revoke_app_role(name)'),
-    ('fincore.maintenance(interval)');
+    ('fincore.maintenance(interval)'),
+    ('fincore.enqueue(text,jsonb,timestamptz,smallint,integer,text)'),
+    ('fincore.enqueue_many(text,jsonb[],timestamptz,smallint,integer,text[])'),
+    ('fincore.dequeue(text,integer,interval,text)'), ('fincore.complete(bigint,jsonb,integer)'),
+    ('fincore.fail(bigint,text,timestamptz,integer)'), ('fincore.heartbeat(bigint,interval,integer)'),
+    ('fincore.cancel(bigint)'), ('fincore.retry(bigint)'), ('fincore.pause_queue(text)'),
+    ('fincore.resume_queue(text)'), ('fincore.queue_stats(interval)'), ('fincore.rescue_expired(interval)'),
+    ('fincore.job_backoff(integer)'), ('fincore.job_retention(interval)'), ('fincore.paused_queues_changed()'),
+    ('fincore.schedule_maintenance(text)'), ('fincore.unschedule_maintenance()');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
@@ -131,7 +139,11 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'from_numeric(numeric,text,text)', 'amount_sum_accum(internal,amount)',
           'amount_sum_combine(internal,internal)', 'amount_sum_final(internal)',
           'set_tenant(uuid)', 'set_user(uuid)', 'has_tenant_role(uuid,text)',
-          'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)'],
+          'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)',
+          'enqueue(text,jsonb,timestamp with time zone,smallint,integer,text)',
+          'enqueue_many(text,jsonb[],timestamp with time zone,smallint,integer,text[])',
+          'dequeue(text,integer,interval,text)', 'complete(bigint,jsonb,integer)',
+          'fail(bigint,text,timestamp with time zone,integer)', 'heartbeat(bigint,interval,integer)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
