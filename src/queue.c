@@ -491,9 +491,10 @@ job_refused(QueueCall *call, const char *action)
 		if (call->attempt != 0 && call->attempt != attempts)
 			ereport(ERROR,
 					(errcode(ERRCODE_FC_LEASE_LOST),
-					 errmsg("cannot %s job %lld: its lease passed from attempt %d to attempt %d",
+					 errmsg("cannot %s job %lld as attempt %d: it is running as attempt %d",
 							action, (long long) call->job_id, call->attempt, attempts),
-					 errdetail("The lease of attempt %d expired and another worker claimed the job.", call->attempt)));
+					 call->attempt < attempts ?
+					 errdetail("The lease of attempt %d expired and another worker claimed the job.", call->attempt) : 0));
 		if (call->attempt == 0 && expired)
 			ereport(ERROR,
 					(errcode(ERRCODE_FC_LEASE_LOST),
