@@ -113,7 +113,8 @@ fincore_build_install() {
 FINCORE_SERVER_OPTS=()
 fincore_in_cluster() {
     local run_dir rc=0 opt
-    local -a server_opts=(-o shared_preload_libraries=pg_cron -o cron.database_name=postgres)
+    # pg_cron runs its jobs in background workers: pg_virtualenv gives postgres a password pg_cron would not know.
+    local -a server_opts=(-o shared_preload_libraries=pg_cron -o cron.database_name=postgres -o cron.use_background_workers=on)
     for opt in "${FINCORE_SERVER_OPTS[@]}"; do
         server_opts+=(-o "$opt")
     done
