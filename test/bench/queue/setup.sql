@@ -20,7 +20,6 @@ CREATE INDEX naive_jobs_ready_idx ON public.naive_jobs (queue, priority DESC, ru
 -- Fill a queue with n ready jobs, older than anything enqueued afterwards.
 CREATE FUNCTION public.bench_backlog(n integer) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM fincore.set_tenant('00000000-0000-4000-8000-00000000b001');
     INSERT INTO fincore.jobs (tenant_id, queue, payload, run_at)
     SELECT '00000000-0000-4000-8000-00000000b001', 'bench', '{"n": 1}', now() - interval '1 hour'
       FROM generate_series(1, n);
