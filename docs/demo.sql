@@ -43,3 +43,21 @@ SELECT '1500 POINTS'::fincore.amount AS points, '12.345678 USDC'::fincore.amount
 SELECT fincore.currency(a) AS currency, fincore.sum(a) AS total, count(*) AS n
   FROM (VALUES ('10.00 USD'::fincore.amount), ('2.50 USD'), ('7 JPY'), ('5 JPY')) AS v(a)
  GROUP BY 1 ORDER BY 1;
+
+\echo '== 7. Job queue: enqueue in a transaction, claim with SKIP LOCKED, complete'
+SELECT fincore.create_tenant('Demo shop', 'd0000000-0000-4000-8000-00000000d001') AS tenant;
+BEGIN;
+SELECT fincore.set_tenant('d0000000-0000-4000-8000-00000000d001');
+SELECT fincore.enqueue('emails', '{"to": "ann@example.com", "template": "receipt"}') AS job,
+       fincore.enqueue('emails', '{"to": "bob@example.com"}', priority => 5::smallint) AS urgent_job,
+       fincore.enqueue('emails', '{"to": "ann@example.com"}', unique_key => 'welcome-ann') AS unique_job,
+       fincore.enqueue('emails', '{"to": "ann@example.com", "again": true}', unique_key => 'welcome-ann') AS same_unique_job;
+COMMIT;
+-- A worker (trusted, serving every tenant) claims two jobs, the urgent one first; it completes
+-- one and fails the other, which is retried after a backoff.
+CREATE TEMP TABLE claimed AS SELECT * FROM fincore.dequeue('emails', 2, '1 minute', 'worker-1');
+SELECT id, tenant_id, attempt, payload FROM claimed;
+SELECT fincore.complete(id, '{"sent": true}', attempt) FROM claimed WHERE priority = 5;
+SELECT fincore.fail(id, 'SMTP 451: try again later', attempt => attempt) - now() AS retry_in
+  FROM claimed WHERE priority = 0;
+SELECT queue, ready, scheduled, running, dead, completed, failed FROM fincore.queue_stats();
