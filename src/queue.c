@@ -1273,6 +1273,151 @@ fincore_complete(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* ---- complete_many: a batch in one statement, all or nothing ---- */
+
+#define COMPLETE_MANY_SQL \
+	"WITH x AS (SELECT * FROM unnest($1::bigint[], $3::integer[], $4::jsonb[]) AS x (id, attempt, result)), " \
+	"     d AS (DELETE FROM fincore.jobs j USING x" \
+	"            WHERE j.id = x.id AND ($2::uuid IS NULL OR j.tenant_id = $2) AND j.state = 'running'" \
+	"              AND CASE WHEN x.attempt IS NULL THEN NOT coalesce(j.errors @> '[{\"expired\": true}]', false)" \
+	"                       ELSE j.attempts = x.attempt END" \
+	"           RETURNING j.*, x.result) " \
+	"INSERT INTO fincore.job_archive_%d (id, tenant_id, queue, state, priority, run_at, attempts, " \
+	"  max_attempts, worker, payload, unique_key, errors, result, created_at, finished_at, slot) " \
+	ARCHIVE_FROM_D("'completed'", "d.result", "$5") " RETURNING id"
+
+typedef struct CompleteBatch
+{
+	ArrayType  *ids;
+	ArrayType  *attempts;		/* NULL: none named */
+	ArrayType  *results;		/* NULL: no results */
+	Datum	   *id_elems;
+	Datum	   *attempt_elems;
+	bool	   *attempt_nulls;
+	int			n;
+} CompleteBatch;
+
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static void
+complete_many_work(QueueCall *call)
+{
+	static SPIPlanPtr plans[ARCHIVE_SLOTS];
+	CompleteBatch *batch = (CompleteBatch *) DatumGetPointer(call->payloads);
+	Oid			types[5] = {INT8ARRAYOID, UUIDOID, INT4ARRAYOID, JSONBARRAYOID, INT2OID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int64	   *done;
+	int			ndone;
+
+	queue_spi_connect();
+	values[0] = PointerGetDatum(batch->ids);
+	values[1] = scope_datum(&call->scope, &nulls[1]);
+	values[2] = PointerGetDatum(batch->attempts);
+	if (batch->attempts == NULL)
+		nulls[2] = 'n';
+	values[3] = PointerGetDatum(batch->results);
+	if (batch->results == NULL)
+		nulls[3] = 'n';
+	values[4] = Int16GetDatum(archive_slot(GetCurrentTransactionStartTimestamp()));
+	pinned_exec(slot_plan(plans, values[4], COMPLETE_MANY_SQL, 5, types), values, nulls, SPI_OK_INSERT_RETURNING);
+	call->out_count = SPI_processed;
+	if (SPI_processed == (uint64) batch->n)
+	{
+		SPI_finish();
+		return;
+	}
+	/* Some job was refused (or named twice): raise the error of the first one. */
+	ndone = (int) SPI_processed;
+	done = palloc(sizeof(int64) * Max(ndone, 1));
+	for (int i = 0; i < ndone; i++)
+		done[i] = spi_int64(i, 1);
+	qsort(done, ndone, sizeof(int64), int64_cmp);
+	for (int i = 0; i < batch->n; i++)
+	{
+		int64		id = DatumGetInt64(batch->id_elems[i]);
+		int64	   *hit = bsearch(&id, done, ndone, sizeof(int64), int64_cmp);
+
+		if (hit != NULL)
+		{
+			*hit = PG_INT64_MIN;	/* used: a second mention of the id is refused */
+			qsort(done, ndone, sizeof(int64), int64_cmp);
+			continue;
+		}
+		call->job_id = id;
+		call->attempt = (batch->attempts == NULL || batch->attempt_nulls[i]) ? 0 :
+			DatumGetInt32(batch->attempt_elems[i]);
+		job_refused(call, "complete");
+	}
+	elog(ERROR, "complete_many: %d of %d jobs completed, but none was refused", ndone, batch->n);
+}
+
+PG_FUNCTION_INFO_V1(fincore_complete_many);
+Datum
+fincore_complete_many(PG_FUNCTION_ARGS)
+{
+	QueueCall	call = {0};
+	CompleteBatch batch = {0};
+	bool	   *id_nulls;
+
+	if (PG_ARGISNULL(0))
+		queue_option_error("job_ids must not be null", NULL);
+	batch.ids = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(batch.ids) > 1)
+		queue_option_error("job_ids must be a one-dimensional array", NULL);
+	deconstruct_array(batch.ids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &batch.id_elems, &id_nulls, &batch.n);
+	if (batch.n > DEQUEUE_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_JOB_OPTION),
+				 errmsg("cannot complete %d jobs in one call", batch.n),
+				 errhint("Complete at most %d jobs a call.", DEQUEUE_MAX)));
+	for (int i = 0; i < batch.n; i++)
+		if (id_nulls[i])
+			queue_option_error("job_ids must not contain null", NULL);
+	if (!PG_ARGISNULL(1))
+	{
+		int			n;
+
+		batch.attempts = PG_GETARG_ARRAYTYPE_P(1);
+		if (ARR_NDIM(batch.attempts) > 1)
+			queue_option_error("attempts must be a one-dimensional array", NULL);
+		deconstruct_array(batch.attempts, INT4OID, 4, true, TYPALIGN_INT, &batch.attempt_elems, &batch.attempt_nulls, &n);
+		if (n != batch.n)
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_INVALID_JOB_OPTION),
+					 errmsg("%d attempts for %d job_ids", n, batch.n),
+					 errhint("Give one attempt per job (NULL for none), or none at all.")));
+		for (int i = 0; i < n; i++)
+			if (!batch.attempt_nulls[i] && DatumGetInt32(batch.attempt_elems[i]) < 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_FC_INVALID_JOB_OPTION),
+						 errmsg("invalid attempt: %d", DatumGetInt32(batch.attempt_elems[i]))));
+	}
+	if (!PG_ARGISNULL(2))
+	{
+		batch.results = PG_GETARG_ARRAYTYPE_P(2);
+		if (ARR_NDIM(batch.results) > 1 ||
+			ArrayGetNItems(ARR_NDIM(batch.results), ARR_DIMS(batch.results)) != batch.n)
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_INVALID_JOB_OPTION),
+					 errmsg("results must have one element per job"),
+					 errhint("Give one result per job (NULL for none), or none at all.")));
+	}
+	queue_scope(&call.scope);
+	if (batch.n == 0)
+		PG_RETURN_INT64(0);
+	call.payloads = PointerGetDatum(&batch);
+	queue_run(complete_many_work, &call);
+	PG_RETURN_INT64(call.out_count);
+}
+
 /* ---- fail ---- */
 
 /* The backoff after failed attempt n: d = min(2^n s, 1 h), a uniform time in [d/2, d]. */

@@ -189,6 +189,12 @@ CREATE FUNCTION fincore.complete(job_id bigint, result jsonb DEFAULT NULL, attem
 COMMENT ON FUNCTION fincore.complete(bigint, jsonb, integer) IS
     'Marks a running job completed (moved to the archive with its result). Pass the attempt dequeue gave you: ZF602 if the lease passed to another claim, ZF607 if the job already finished, ZF601 if there is no such job.';
 
+CREATE FUNCTION fincore.complete_many(job_ids bigint[], attempts integer[] DEFAULT NULL, results jsonb[] DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_complete_many';
+COMMENT ON FUNCTION fincore.complete_many(bigint[], integer[], jsonb[]) IS
+    'Completes a batch of running jobs (at most 1000) in one statement, attempts and results paired with the ids; all or nothing: the first refused job raises its error (ZF601, ZF602, ZF607) and none is completed. Returns how many.';
+
 CREATE FUNCTION fincore.fail(job_id bigint, error text, retry_at timestamptz DEFAULT NULL, attempt integer DEFAULT NULL)
     RETURNS timestamptz
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_fail';
@@ -303,6 +309,7 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.enqueue_many(text,jsonb[],timestamptz,smallint,integer,text[])', 'app'),
     ('fincore.dequeue(text,integer,interval,text)', 'app'),
     ('fincore.complete(bigint,jsonb,integer)', 'app'),
+    ('fincore.complete_many(bigint[],integer[],jsonb[])', 'app'),
     ('fincore.fail(bigint,text,timestamptz,integer)', 'app'),
     ('fincore.heartbeat(bigint,interval,integer)', 'app'),
     ('fincore.cancel(bigint)', 'app'),

@@ -102,6 +102,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.enqueue(text,jsonb,timestamptz,smallint,integer,text)'),
     ('fincore.enqueue_many(text,jsonb[],timestamptz,smallint,integer,text[])'),
     ('fincore.dequeue(text,integer,interval,text)'), ('fincore.complete(bigint,jsonb,integer)'),
+    ('fincore.complete_many(bigint[],integer[],jsonb[])'),
     ('fincore.fail(bigint,text,timestamptz,integer)'), ('fincore.heartbeat(bigint,interval,integer)'),
     ('fincore.cancel(bigint)'), ('fincore.retry(bigint)'), ('fincore.pause_queue(text)'),
     ('fincore.resume_queue(text)'), ('fincore.queue_stats(interval)'), ('fincore.rescue_expired(interval)'),
@@ -143,6 +144,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'enqueue(text,jsonb,timestamp with time zone,smallint,integer,text)',
           'enqueue_many(text,jsonb[],timestamp with time zone,smallint,integer,text[])',
           'dequeue(text,integer,interval,text)', 'complete(bigint,jsonb,integer)',
+          'complete_many(bigint[],integer[],jsonb[])',
           'fail(bigint,text,timestamp with time zone,integer)', 'heartbeat(bigint,interval,integer)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);

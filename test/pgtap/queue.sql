@@ -5,7 +5,7 @@
 -- lease is made by moving lease_until into the past, as the table's owner.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(189);
+SELECT plan(201);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -44,6 +44,7 @@ SELECT has_function('fincore', 'enqueue', ARRAY['text', 'jsonb', 'timestamp with
 SELECT has_function('fincore', 'enqueue_many', ARRAY['text', 'jsonb[]', 'timestamp with time zone', 'smallint', 'integer', 'text[]']);
 SELECT has_function('fincore', 'dequeue', ARRAY['text', 'integer', 'interval', 'text']);
 SELECT has_function('fincore', 'complete', ARRAY['bigint', 'jsonb', 'integer']);
+SELECT has_function('fincore', 'complete_many', ARRAY['bigint[]', 'integer[]', 'jsonb[]']);
 SELECT has_function('fincore', 'fail', ARRAY['bigint', 'text', 'timestamp with time zone', 'integer']);
 SELECT has_function('fincore', 'heartbeat', ARRAY['bigint', 'interval', 'integer']);
 SELECT has_function('fincore', 'cancel', ARRAY['bigint']);
@@ -176,6 +177,32 @@ SELECT isnt(fincore.enqueue('tap', '{}', unique_key => 'order-42'), (SELECT id F
     'a finished job frees its unique key');
 SELECT throws_ok($$SELECT fincore.complete((SELECT max(id) FROM fincore.jobs WHERE unique_key = 'order-42' AND queue = 'tap'))$$,
     'ZF602', NULL, 'ZF602: complete a job that is ready, not running');
+
+-- complete_many: a batch in one statement, all or nothing.
+INSERT INTO ids SELECT 'm' || n, fincore.enqueue('batch', jsonb_build_object('n', n)) FROM generate_series(1, 4) n;
+SELECT * FROM fincore.dequeue('batch', 4);
+SELECT throws_ok($$SELECT fincore.complete_many(ARRAY(SELECT id FROM ids WHERE name IN ('m1', 'm2') ORDER BY name), ARRAY[1, 2])$$,
+    'ZF602', NULL, 'ZF602: complete_many with one attempt wrong');
+SELECT throws_ok($$SELECT fincore.complete_many(ARRAY[(SELECT id FROM ids WHERE name = 'm1'), (SELECT id FROM ids WHERE name = 'm1')])$$,
+    'ZF607', NULL, 'ZF607: complete_many naming a job twice');
+SELECT throws_ok($$SELECT fincore.complete_many(ARRAY[(SELECT id FROM ids WHERE name = 'm1'), -5])$$,
+    'ZF601', NULL, 'ZF601: complete_many naming a job that does not exist');
+SELECT is((SELECT count(*) FROM fincore.jobs WHERE queue = 'batch' AND state = 'running'), 4::bigint,
+    'a refused batch completed nothing');
+SELECT is(fincore.complete_many(ARRAY(SELECT id FROM ids WHERE name LIKE 'm_' ORDER BY name), ARRAY[1, 1, NULL, 1],
+                                ARRAY['{"r": 1}', NULL, '{"r": 3}', NULL]::jsonb[]), 4::bigint,
+    'complete_many completes the batch and returns how many');
+SELECT results_eq($$SELECT state, result FROM fincore.job_archive a JOIN ids USING (id) WHERE ids.name LIKE 'm_' ORDER BY ids.name$$,
+    $$VALUES ('completed'::text, '{"r": 1}'::jsonb), ('completed', NULL), ('completed', '{"r": 3}'), ('completed', NULL)$$,
+    'each job of the batch with its own result');
+SELECT is(fincore.complete_many(ARRAY[]::bigint[]), 0::bigint, 'an empty batch completes nothing');
+SELECT throws_ok($$SELECT fincore.complete_many(ARRAY[1, 2]::bigint[], ARRAY[1])$$, 'ZF605', '1 attempts for 2 job_ids',
+    'ZF605: attempts not matching job_ids');
+SELECT throws_ok($$SELECT fincore.complete_many(ARRAY[1]::bigint[], results => ARRAY['{}', '{}']::jsonb[])$$, 'ZF605', NULL,
+    'ZF605: results not matching job_ids');
+SELECT throws_ok($$SELECT fincore.complete_many(ARRAY[1, NULL]::bigint[])$$, 'ZF605', NULL, 'ZF605: a NULL job id');
+SELECT throws_ok($$SELECT fincore.complete_many(ARRAY(SELECT generate_series(1, 1001)::bigint))$$, 'ZF605', NULL,
+    'ZF605: more than 1000 jobs');
 
 -- ---------------------------------------------------------------------------
 -- fail: backoff, errors kept, dead after max_attempts.

@@ -6,7 +6,7 @@
 #   naive_1      the baseline: one table, INSERT; UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
 #                SKIP LOCKED) to claim; DELETE to complete (setup.sql)
 #   fincore_1    fincore.enqueue, fincore.dequeue(max => 1), fincore.complete
-#   fincore_10   fincore.enqueue_many of 10, fincore.dequeue(max => 10), 10 completes in one statement
+#   fincore_10   fincore.enqueue_many of 10, fincore.dequeue(max => 10), fincore.complete_many of the 10
 # Jobs/s = jobs completed (ids handed out minus jobs still queued) / seconds, medians of ROUNDS
 # interleaved rounds.  Then:
 #   backlog      fincore_1 (and naive_1) with BACKLOG (1,000,000) older jobs waiting
