@@ -287,6 +287,32 @@ queue_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count, int ex
 		elog(ERROR, "fincore queue statement failed: %s", SPI_result_code_string(rc));
 }
 
+/*
+ * Run a claim with the only plan that suits it whatever the statistics say.
+ * The hot table is small and churns, so its statistics often describe a table
+ * of a few rows, for which a bitmap scan and a sort look as cheap as an
+ * ordered index scan that stops at the limit; with a backlog of a million
+ * jobs the former reads and sorts all of them.  The settings hold while the
+ * plan is made (the first time, and again after an invalidation).  The
+ * archive is the same story at another scale: a look-up by id must use its
+ * BRIN index, never read millions of finished jobs.
+ */
+static void
+planned_exec(SPIPlanPtr plan, Datum *values, const char *nulls, int expected, bool brin)
+{
+	static const char *const off[] = {"enable_seqscan", "enable_sort", "enable_hashjoin",
+	"enable_mergejoin", "enable_material", "enable_bitmapscan"};
+	int			nest = NewGUCNestLevel();
+
+	/* A look-up through a BRIN index needs a bitmap scan; it is the rest that must go. */
+	for (size_t i = 0; i < lengthof(off) - (brin ? 1 : 0); i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	queue_exec(plan, values, nulls, 0, expected);
+	AtEOXact_GUC(true, nest);
+}
+
+#define pinned_exec(plan, values, nulls, expected) planned_exec(plan, values, nulls, expected, false)
+
 static inline bool
 spi_bool(int row, int col)
 {
@@ -508,7 +534,7 @@ job_refused(QueueCall *call, const char *action)
 	queue_plan(&archive_plan,
 			   "SELECT a.state FROM fincore.job_archive a WHERE a.id = $1 AND ($2::uuid IS NULL OR a.tenant_id = $2)",
 			   2, types);
-	queue_exec(archive_plan, values, nulls, 1, SPI_OK_SELECT);
+	planned_exec(archive_plan, values, nulls, SPI_OK_SELECT, true);
 	if (SPI_processed > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_JOB_FINISHED),
@@ -1009,27 +1035,6 @@ dequeue_hint(const char *queue, QueueScope *scope)
 	"  worker = $6 " \
 	"FROM c WHERE j.id = c.id " \
 	CLAIM_RETURNING
-
-/*
- * Run a claim with the only plan that suits it whatever the statistics say.
- * The hot table is small and churns, so its statistics often describe a table
- * of a few rows, for which a bitmap scan and a sort look as cheap as an
- * ordered index scan that stops at the limit; with a backlog of a million
- * jobs the former reads and sorts all of them.  The settings hold while the
- * plan is made (the first time, and again after an invalidation).
- */
-static void
-pinned_exec(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
-{
-	static const char *const off[] = {"enable_seqscan", "enable_bitmapscan", "enable_sort",
-	"enable_hashjoin", "enable_mergejoin", "enable_material"};
-	int			nest = NewGUCNestLevel();
-
-	for (size_t i = 0; i < lengthof(off); i++)
-		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	queue_exec(plan, values, nulls, 0, expected);
-	AtEOXact_GUC(true, nest);
-}
 
 /*
  * Promote due scheduled jobs (of one queue, or of all when queue is NULL)
@@ -1650,7 +1655,7 @@ retry_work(QueueCall *call)
 			   "SELECT a.state, a.queue, a.unique_key FROM fincore.job_archive a"
 			   " WHERE a.id = $1 AND ($2::uuid IS NULL OR a.tenant_id = $2) FOR UPDATE",
 			   2, types);
-	queue_exec(lock_plan, values, nulls, 1, SPI_OK_SELECT);
+	planned_exec(lock_plan, values, nulls, SPI_OK_SELECT, true);
 	if (SPI_processed == 0)
 	{
 		queue_plan(&hot_plan,

@@ -55,12 +55,12 @@ CREATE UNIQUE INDEX jobs_unique_key_idx ON fincore.jobs (tenant_id, queue, uniqu
 SELECT fincore.protect('fincore.jobs');
 SELECT pg_catalog.pg_extension_config_dump('fincore.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('fincore.jobs_id_seq', '');
--- Autovacuum early: the table churns.  Every 5,000 dead rows while it is small (seconds of
--- work for a busy queue), every 5% of its rows when a backlog makes it large (a vacuum then
--- reads every index in full, so not much more often than that).
-ALTER TABLE fincore.jobs SET (autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_threshold = 5000,
-                              autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_vacuum_insert_threshold = 5000,
-                              autovacuum_analyze_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 0);
+-- Autovacuum: every 5,000 dead rows while the table is small (seconds of work for a busy
+-- queue; vacuum is what lets inserts reuse the space of finished jobs), at the default 20%
+-- when a backlog makes it large (a vacuum then reads every index in full; dequeue does not
+-- need it: it skips dead entries by itself).
+ALTER TABLE fincore.jobs SET (autovacuum_vacuum_threshold = 5000, autovacuum_vacuum_insert_threshold = 5000,
+                              autovacuum_vacuum_cost_delay = 0);
 
 -- ---------------------------------------------------------------------------
 -- Finished jobs.
