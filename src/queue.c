@@ -4,16 +4,17 @@
  *
  * Every statement runs through SPI with plans prepared once per backend,
  * as the owner of the queue tables (application roles cannot write them)
- * and with search_path pinned to pg_catalog, pg_temp, so that a caller's
+ * and with a search path of pg_catalog alone, so that a caller's
  * search_path can neither redirect a name nor change a cached plan.  Each
  * function scopes its statements to the caller's tenant itself; a role
  * that may call fincore.set_tenant() (a trusted role) and has no tenant set
  * acts on every tenant (a worker serving all of them).
  *
  * Storage (see sql/modules/queue.sql and docs/queue.md): fincore.jobs holds
- * unfinished jobs only.  Its claim index (queue, -priority, run_at, id) does
- * not contain the state, so a claim, a heartbeat and a lease rescue change
- * no indexed column and are HOT updates.  Finished jobs are moved to
+ * unfinished jobs only.  Its claim index (queue, -priority, run_at, id)
+ * does not contain the state, so a claim, a heartbeat and a lease rescue
+ * change no indexed column and are HOT updates; jobs for later are kept out
+ * of it (scheduled) until they are due.  Finished jobs are moved to
  * fincore.job_archive at once, whose completed slots are emptied by
  * TRUNCATE.
  *
@@ -22,11 +23,12 @@
  * vacuum may remove them, and a long-held xmin makes every scan from the
  * start of the queue walk all of them.  So each backend remembers, per
  * queue, where it last found ready jobs (the hint) and resumes its scans
- * there; a full scan from the start, which also picks up jobs that became
+ * there.  A full scan from the start, which also picks up jobs that became
  * ready behind the hint (a higher priority, an earlier run_at, a rescued
- * lease), runs at most every fincore.dequeue_rescan_interval and never more
- * often than ten times its own duration, so that it takes at most a tenth
- * of a worker's time however long the graveyard grows.
+ * lease, a promoted scheduled job), runs once fincore.dequeue_rescan_interval
+ * has passed since the last one, and never sooner than ten times the last
+ * one's duration, so that it takes at most a tenth of a worker's time
+ * however long the graveyard grows.
  */
 #include "fincore.h"
 
