@@ -119,6 +119,7 @@ echo "$held_fincore"
 held_naive=$(held_xmin naive_1 naive)
 echo "$held_naive"
 
+# shellcheck disable=SC2086 # the list of figures is split on purpose
 med() { bench_median ${jobs[$1]}; }
 bench_say "Results: jobs/s, medians of $ROUNDS rounds ($CLIENTS workers, enqueue + dequeue + complete)"
 printf '%-28s %12s\n' scenario jobs/s
