@@ -12,6 +12,7 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "utils/uuid.h"
 
 #ifndef HAVE_INT128
@@ -166,6 +167,36 @@ amount_check_same_currency(const Amount *a, const Amount *b)
 	}
 }
 
+/* ---- SQLSTATEs: ledger (ZF3xx); a currency mismatch is the money module's ZF103 ---- */
+#define ERRCODE_FC_ACCOUNT_NOT_FOUND			MAKE_SQLSTATE('Z','F','3','0','1')
+#define ERRCODE_FC_SAME_ACCOUNT					MAKE_SQLSTATE('Z','F','3','0','2')
+#define ERRCODE_FC_INVALID_AMOUNT				MAKE_SQLSTATE('Z','F','3','0','3')
+#define ERRCODE_FC_EXCEEDS_CREDITS				MAKE_SQLSTATE('Z','F','3','0','4')
+#define ERRCODE_FC_EXCEEDS_DEBITS				MAKE_SQLSTATE('Z','F','3','0','5')
+#define ERRCODE_FC_ACCOUNT_FROZEN				MAKE_SQLSTATE('Z','F','3','0','6')
+#define ERRCODE_FC_ACCOUNT_CLOSED				MAKE_SQLSTATE('Z','F','3','0','7')
+#define ERRCODE_FC_PENDING_TRANSFER_NOT_FOUND	MAKE_SQLSTATE('Z','F','3','0','8')
+#define ERRCODE_FC_NOT_A_PENDING_TRANSFER		MAKE_SQLSTATE('Z','F','3','0','9')
+#define ERRCODE_FC_PENDING_ALREADY_POSTED		MAKE_SQLSTATE('Z','F','3','1','0')
+#define ERRCODE_FC_PENDING_ALREADY_VOIDED		MAKE_SQLSTATE('Z','F','3','1','1')
+#define ERRCODE_FC_PENDING_TRANSFER_EXPIRED		MAKE_SQLSTATE('Z','F','3','1','2')
+#define ERRCODE_FC_EXCEEDS_PENDING_AMOUNT		MAKE_SQLSTATE('Z','F','3','1','3')
+#define ERRCODE_FC_TRANSFER_NOT_FOUND			MAKE_SQLSTATE('Z','F','3','1','4')
+#define ERRCODE_FC_TRANSFER_NOT_REVERSIBLE		MAKE_SQLSTATE('Z','F','3','1','5')
+#define ERRCODE_FC_EXCEEDS_REVERSIBLE_AMOUNT	MAKE_SQLSTATE('Z','F','3','1','6')
+#define ERRCODE_FC_TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS MAKE_SQLSTATE('Z','F','3','1','7')
+#define ERRCODE_FC_INVALID_TIMEOUT				MAKE_SQLSTATE('Z','F','3','1','8')
+#define ERRCODE_FC_BALANCE_OVERFLOW				MAKE_SQLSTATE('Z','F','3','1','9')
+#define ERRCODE_FC_TRANSFER_ID_CONFLICT			MAKE_SQLSTATE('Z','F','3','2','0')
+#define ERRCODE_FC_INVALID_TRANSFER_REQUEST		MAKE_SQLSTATE('Z','F','3','2','1')
+#define ERRCODE_FC_LINKED_CHAIN_OPEN			MAKE_SQLSTATE('Z','F','3','2','2')
+#define ERRCODE_FC_INVALID_ACCOUNT_FLAGS		MAKE_SQLSTATE('Z','F','3','2','3')
+#define ERRCODE_FC_INVALID_CREDIT_LIMIT			MAKE_SQLSTATE('Z','F','3','2','4')
+#define ERRCODE_FC_ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS MAKE_SQLSTATE('Z','F','3','2','5')
+#define ERRCODE_FC_ACCOUNT_HAS_PENDING			MAKE_SQLSTATE('Z','F','3','2','6')
+#define ERRCODE_FC_LEDGER_APPEND_ONLY			MAKE_SQLSTATE('Z','F','3','2','7')
+#define ERRCODE_FC_INVALID_ACCOUNT_STATUS_CHANGE MAKE_SQLSTATE('Z','F','3','2','8')
+
 /* ---- tenancy (tenancy.c) ---- */
 
 extern void tenancy_init(void);
@@ -178,6 +209,39 @@ extern void tenancy_require_tenant(pg_uuid_t *out);
 extern bool tenancy_has_role(const pg_uuid_t *tenant, const char *role);
 /* Run fn(arg) as the owner of a relation: reads past RLS and grants. */
 extern void tenancy_run_as_owner(Oid relid, void (*fn) (void *), void *arg);
+
+/* ---- ledger (ledger.c, accounts.c) ---- */
+
+/* Account flags, stored as a bit mask in fincore.accounts.flags. */
+#define ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS	0x01
+#define ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS	0x02
+#define ACCOUNT_HISTORY							0x04
+#define ACCOUNT_HOT								0x08
+
+/* What never changes about an account, cached per backend by id. */
+typedef struct AccountMeta
+{
+	pg_uuid_t	id;				/* hash key */
+	pg_uuid_t	tenant;
+	CurrencyCode currency;
+	int32		code;
+	int32		flags;
+} AccountMeta;
+
+/* Cached metadata of an account (NULL if not cached). */
+extern AccountMeta *account_meta_lookup(const pg_uuid_t *id);
+extern void account_meta_remember(const AccountMeta *meta);
+extern void account_meta_forget(const pg_uuid_t *id);
+/* SPI_prepare + SPI_keepplan, or elog. */
+extern SPIPlanPtr ledger_prepare(const char *sql, int nargs, Oid *argtypes);
+/* uuid text for messages */
+extern char *uuid_text(const pg_uuid_t *id);
+
+static inline bool
+uuid_equal(const pg_uuid_t *a, const pg_uuid_t *b)
+{
+	return memcmp(a, b, sizeof(pg_uuid_t)) == 0;
+}
 
 /* ---- time-ordered ids (uuidv7.c) ---- */
 
