@@ -139,6 +139,7 @@ typedef struct Balances
 typedef struct LedgerAccount
 {
 	AccountMeta meta;
+	bool		meta_known;		/* meta came from the cache */
 	bool		found;			/* exists in the caller's tenant */
 	bool		locked;			/* row locked; bal is absolute */
 	bool		lockfree;		/* hot account used through deltas only; bal is a delta */
@@ -259,7 +260,12 @@ uuid_cmp_qsort(const void *a, const void *b)
 SPIPlanPtr
 ledger_prepare(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	/*
+	 * Generic plans: these statements take arrays and keys whose values never
+	 * change the best plan, and a custom plan would be planned again at every
+	 * call.
+	 */
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
@@ -460,7 +466,6 @@ check_static(LedgerItem *it)
 /* ---- step 2: referenced transfers and account metadata ---- */
 
 static SPIPlanPtr refs_plan = NULL;
-static SPIPlanPtr meta_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr status_plan = NULL;
 static SPIPlanPtr deltas_sum_plan = NULL;
@@ -580,62 +585,27 @@ load_refs(LedgerBatch *b)
 	}
 }
 
-/* Fill in the immutable metadata of every account, from the cache or one query. */
+/*
+ * Fill in what the per-backend cache knows of each account.  An account it
+ * does not know is locked like an ordinary one (the lock query reads its
+ * metadata): at worst a hot account is locked once, after which the cache
+ * knows it is hot.
+ */
 static void
 load_account_meta(LedgerBatch *b)
 {
-	pg_uuid_t  *missing = palloc(sizeof(pg_uuid_t) * Max(b->naccounts, 1));
-	int			n = 0;
-
 	for (int i = 0; i < b->naccounts; i++)
 	{
 		LedgerAccount *a = &b->accounts[i];
 		AccountMeta *m = account_meta_lookup(&a->meta.id);
 
+		a->meta_known = m != NULL;
 		a->found = false;
 		if (m != NULL)
 		{
 			a->meta = *m;
+			/* Another tenant's account is not found, and not locked either. */
 			a->found = uuid_equal(&m->tenant, &b->tenant);
-		}
-		else
-			missing[n++] = a->meta.id;
-	}
-	if (n == 0)
-		return;
-	if (meta_plan == NULL)
-	{
-		Oid			types[1] = {UUIDARRAYOID};
-
-		meta_plan = ledger_prepare(
-			"SELECT a.id, a.tenant_id, a.currency, a.code, a.flags FROM fincore.accounts a "
-			" WHERE a.id OPERATOR(pg_catalog.=) ANY ($1)", 1, types);
-	}
-	{
-		Datum		args[1] = {uuid_array(missing, n)};
-
-		if (SPI_execute_plan(meta_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "ledger: loading accounts failed");
-	}
-	for (uint64 row = 0; row < SPI_processed; row++)
-	{
-		bool		isnull;
-		AccountMeta m;
-		LedgerAccount *a;
-		text	   *cur;
-
-		m.id = *DatumGetUUIDP(spi_value(row, 1, &isnull));
-		m.tenant = *DatumGetUUIDP(spi_value(row, 2, &isnull));
-		cur = DatumGetTextPP(spi_value(row, 3, &isnull));
-		m.currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
-		m.code = DatumGetInt32(spi_value(row, 4, &isnull));
-		m.flags = DatumGetInt32(spi_value(row, 5, &isnull));
-		account_meta_remember(&m);
-		a = batch_account(b, &m.id, false);
-		if (a != NULL)
-		{
-			a->meta = m;
-			a->found = uuid_equal(&m.tenant, &b->tenant);
 		}
 	}
 }
@@ -646,7 +616,7 @@ load_account_meta(LedgerBatch *b)
 static inline bool
 leg_needs_lock(const LedgerAccount *a, bool debit_side, char kind)
 {
-	if (!(a->meta.flags & ACCOUNT_HOT))
+	if (!a->meta_known || !(a->meta.flags & ACCOUNT_HOT))
 		return true;
 	if (kind == KIND_VOID || kind == KIND_EXPIRE || kind == KIND_POST)
 		return false;			/* releases a hold: pending only shrinks */
@@ -669,35 +639,36 @@ lock_accounts(LedgerBatch *b)
 		LedgerAccount *a = &b->accounts[i];
 
 		a->locked = a->lockfree = false;
-		if (!a->found)
-			continue;
+		if (a->meta_known && !a->found)
+			continue;			/* another tenant's */
 		if (a->needs_lock)
-		{
 			lock_ids[nlock++] = a->meta.id;
-			if (a->meta.flags & ACCOUNT_HOT)
-				nhot_locked++;
-		}
 		else
 			free_ids[nfree++] = a->meta.id;
 	}
 
 	if (nlock > 0)
 	{
-		Datum		args[1];
+		Datum		args[2];
 
-		/* One statement, rows locked in id order: the global lock order. */
+		/*
+		 * One statement, rows locked in id order: the global lock order.  It
+		 * also reads what the cache did not know of an account.
+		 */
 		if (lock_plan == NULL)
 		{
-			Oid			types[1] = {UUIDARRAYOID};
+			Oid			types[2] = {UUIDARRAYOID, UUIDOID};
 
 			lock_plan = ledger_prepare(
-				"SELECT a.id, a.status, a.credit_limit, a.debits_pending, a.debits_posted, "
-				"       a.credits_pending, a.credits_posted "
-				"  FROM fincore.accounts a WHERE a.id OPERATOR(pg_catalog.=) ANY ($1) "
-				" ORDER BY a.id FOR NO KEY UPDATE", 1, types);
+				"SELECT a.id, a.currency, a.code, a.flags, a.status, a.credit_limit, a.debits_pending, "
+				"       a.debits_posted, a.credits_pending, a.credits_posted "
+				"  FROM fincore.accounts a "
+				" WHERE a.id OPERATOR(pg_catalog.=) ANY ($1) AND a.tenant_id OPERATOR(pg_catalog.=) $2 "
+				" ORDER BY a.id FOR NO KEY UPDATE", 2, types);
 		}
 		qsort(lock_ids, nlock, sizeof(pg_uuid_t), uuid_cmp_qsort);
 		args[0] = uuid_array(lock_ids, nlock);
+		args[1] = UUIDPGetDatum(&b->tenant);
 		if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "ledger: locking accounts failed");
 		for (uint64 row = 0; row < SPI_processed; row++)
@@ -705,18 +676,32 @@ lock_accounts(LedgerBatch *b)
 			bool		isnull;
 			LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(row, 1, &isnull)), false);
 			Datum		d;
+			text	   *cur;
 
 			if (a == NULL)
 				continue;
+			if (!a->meta_known)
+			{
+				cur = DatumGetTextPP(spi_value(row, 2, &isnull));
+				a->meta.tenant = b->tenant;
+				a->meta.currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
+				a->meta.code = DatumGetInt32(spi_value(row, 3, &isnull));
+				a->meta.flags = DatumGetInt32(spi_value(row, 4, &isnull));
+				account_meta_remember(&a->meta);
+				a->meta_known = true;
+			}
+			a->found = true;
 			a->locked = true;
-			a->status = TextDatumGetCString(spi_value(row, 2, &isnull))[0];
-			d = spi_value(row, 3, &isnull);
+			if (a->meta.flags & ACCOUNT_HOT)
+				nhot_locked++;
+			a->status = TextDatumGetCString(spi_value(row, 5, &isnull))[0];
+			d = spi_value(row, 6, &isnull);
 			a->has_limit = !isnull;
 			a->credit_limit = isnull ? 0 : DatumGetInt64(d);
-			a->loaded.dp = DatumGetInt64(spi_value(row, 4, &isnull));
-			a->loaded.dpo = DatumGetInt64(spi_value(row, 5, &isnull));
-			a->loaded.cp = DatumGetInt64(spi_value(row, 6, &isnull));
-			a->loaded.cpo = DatumGetInt64(spi_value(row, 7, &isnull));
+			a->loaded.dp = DatumGetInt64(spi_value(row, 7, &isnull));
+			a->loaded.dpo = DatumGetInt64(spi_value(row, 8, &isnull));
+			a->loaded.cp = DatumGetInt64(spi_value(row, 9, &isnull));
+			a->loaded.cpo = DatumGetInt64(spi_value(row, 10, &isnull));
 		}
 	}
 
@@ -762,17 +747,19 @@ lock_accounts(LedgerBatch *b)
 	/* Hot accounts used lock-free: only their status is read. */
 	if (nfree > 0)
 	{
-		Datum		args[1];
+		Datum		args[2];
 
 		if (status_plan == NULL)
 		{
-			Oid			types[1] = {UUIDARRAYOID};
+			Oid			types[2] = {UUIDARRAYOID, UUIDOID};
 
 			status_plan = ledger_prepare(
-				"SELECT a.id, a.status FROM fincore.accounts a WHERE a.id OPERATOR(pg_catalog.=) ANY ($1)",
-				1, types);
+				"SELECT a.id, a.status FROM fincore.accounts a "
+				" WHERE a.id OPERATOR(pg_catalog.=) ANY ($1) AND a.tenant_id OPERATOR(pg_catalog.=) $2",
+				2, types);
 		}
 		args[0] = uuid_array(free_ids, nfree);
+		args[1] = UUIDPGetDatum(&b->tenant);
 		if (SPI_execute_plan(status_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "ledger: reading accounts failed");
 		for (uint64 row = 0; row < SPI_processed; row++)
@@ -782,21 +769,23 @@ lock_accounts(LedgerBatch *b)
 
 			if (a == NULL)
 				continue;
+			a->found = true;
 			a->lockfree = true;
 			a->status = TextDatumGetCString(spi_value(row, 2, &isnull))[0];
 			memset(&a->loaded, 0, sizeof(Balances));
 		}
 	}
 
-	/* A cached account that is gone (its creation rolled back) is not found. */
+	/* What neither query returned does not exist here (a cached creation may have rolled back). */
 	for (int i = 0; i < b->naccounts; i++)
 	{
 		LedgerAccount *a = &b->accounts[i];
 
-		if (a->found && !a->locked && !a->lockfree)
+		if (!a->locked && !a->lockfree)
 		{
+			if (a->meta_known && a->found)
+				account_meta_forget(&a->meta.id);
 			a->found = false;
-			account_meta_forget(&a->meta.id);
 		}
 		a->bal = a->loaded;
 		a->changed = false;
@@ -1172,6 +1161,54 @@ ab_array(ArrayBuilder *ab, Oid elemtype)
 											  elemtype, typlen, typbyval, typalign));
 }
 
+/*
+ * The balance rows to write: ids and new counters of the locked accounts this
+ * batch changed.  A hot account's row is left alone even when locked: its
+ * legs are written as deltas, folded in by rollup_hot_accounts().
+ */
+static int
+balance_arrays(LedgerBatch *b, Datum *args)
+{
+	ArrayBuilder ids,
+				dp,
+				dpo,
+				cp,
+				cpo;
+
+	ab_init(&ids, b->naccounts);
+	ab_init(&dp, b->naccounts);
+	ab_init(&dpo, b->naccounts);
+	ab_init(&cp, b->naccounts);
+	ab_init(&cpo, b->naccounts);
+	for (int i = 0; i < b->naccounts; i++)
+	{
+		LedgerAccount *a = &b->accounts[i];
+
+		if (!a->locked || !a->changed || (a->meta.flags & ACCOUNT_HOT))
+			continue;
+		ab_add(&ids, UUIDPGetDatum(&a->meta.id), false);
+		ab_add(&dp, Int64GetDatum(a->bal.dp), false);
+		ab_add(&dpo, Int64GetDatum(a->bal.dpo), false);
+		ab_add(&cp, Int64GetDatum(a->bal.cp), false);
+		ab_add(&cpo, Int64GetDatum(a->bal.cpo), false);
+	}
+	args[0] = ab_array(&ids, UUIDOID);
+	args[1] = ab_array(&dp, INT8OID);
+	args[2] = ab_array(&dpo, INT8OID);
+	args[3] = ab_array(&cp, INT8OID);
+	args[4] = ab_array(&cpo, INT8OID);
+	return ids.n;
+}
+
+/* Sets each account's counters from the arrays, found by position: one index scan on the ids. */
+#define UPDATE_BALANCES_SQL(ids, dp, dpo, cp, cpo) \
+	"UPDATE fincore.accounts a " \
+	"   SET debits_pending = (" dp ")[pg_catalog.array_position(" ids ", a.id)], " \
+	"       debits_posted = (" dpo ")[pg_catalog.array_position(" ids ", a.id)], " \
+	"       credits_pending = (" cp ")[pg_catalog.array_position(" ids ", a.id)], " \
+	"       credits_posted = (" cpo ")[pg_catalog.array_position(" ids ", a.id)] " \
+	" WHERE a.id OPERATOR(pg_catalog.=) ANY (" ids ")"
+
 #define TRANSFER_COLUMNS \
 	"id, tenant_id, debit_account_id, credit_account_id, amount, pending_amount, currency, code, " \
 	"kind, pending_id, reversal_of, timeout, expires_at, metadata, created_at"
@@ -1219,25 +1256,52 @@ item_row(LedgerBatch *b, LedgerItem *it, Datum *v, bool *isnull)
  * the holds) first; ON CONFLICT waits for it and skips the row.
  */
 static int
-insert_transfers(LedgerBatch *b, LedgerItem **rows, int n)
+insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written)
 {
+	*balances_written = false;
 	if (n == 1)
 	{
-		Datum		v[NTRANSFER_COLUMNS];
+		/*
+		 * A single transfer: the row and the new balances in one statement.
+		 * The balances are set only if the row was inserted, so a replayed
+		 * id (ON CONFLICT) writes nothing at all.
+		 */
+		Datum		v[NTRANSFER_COLUMNS + 5];
 		bool		isnull[NTRANSFER_COLUMNS];
-		char		nulls[NTRANSFER_COLUMNS];
+		char		nulls[NTRANSFER_COLUMNS + 5];
+		int			nbalances;
+		bool		null;
 
 		if (insert_one_plan == NULL)
+		{
+			Oid			types[NTRANSFER_COLUMNS + 5];
+
+			memcpy(types, transfer_column_types, sizeof(transfer_column_types));
+			types[NTRANSFER_COLUMNS] = UUIDARRAYOID;
+			for (int i = 1; i < 5; i++)
+				types[NTRANSFER_COLUMNS + i] = INT8ARRAYOID;
 			insert_one_plan = ledger_prepare(
-				"INSERT INTO fincore.transfers (" TRANSFER_COLUMNS ") "
-				"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
-				"ON CONFLICT DO NOTHING", NTRANSFER_COLUMNS, (Oid *) transfer_column_types);
+				"WITH ins AS (INSERT INTO fincore.transfers (" TRANSFER_COLUMNS ") "
+				"             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+				"             ON CONFLICT DO NOTHING RETURNING 1), "
+				"     upd AS (" UPDATE_BALANCES_SQL("$16", "$17", "$18", "$19", "$20")
+				"               AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
+				"SELECT (SELECT pg_catalog.count(*) FROM ins), (SELECT pg_catalog.count(*) FROM upd)",
+				NTRANSFER_COLUMNS + 5, types);
+		}
 		item_row(b, rows[0], v, isnull);
 		for (int i = 0; i < (int) NTRANSFER_COLUMNS; i++)
 			nulls[i] = isnull[i] ? 'n' : ' ';
-		if (SPI_execute_plan(insert_one_plan, v, nulls, false, 0) != SPI_OK_INSERT)
+		nbalances = balance_arrays(b, &v[NTRANSFER_COLUMNS]);
+		memset(&nulls[NTRANSFER_COLUMNS], ' ', 5);
+		if (SPI_execute_plan(insert_one_plan, v, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "ledger: inserting a transfer failed");
-		return (int) SPI_processed;
+		if (DatumGetInt64(spi_value(0, 1, &null)) == 0)
+			return 0;
+		if (DatumGetInt64(spi_value(0, 2, &null)) != nbalances)
+			elog(ERROR, "ledger: updating balances failed");
+		*balances_written = true;
+		return 1;
 	}
 	else
 	{
@@ -1279,57 +1343,20 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n)
 static void
 write_balances(LedgerBatch *b)
 {
-	ArrayBuilder ids,
-				dp,
-				dpo,
-				cp,
-				cpo;
+	Datum		args[5];
+	int			n = balance_arrays(b, args);
 
-	ab_init(&ids, b->naccounts);
-	ab_init(&dp, b->naccounts);
-	ab_init(&dpo, b->naccounts);
-	ab_init(&cp, b->naccounts);
-	ab_init(&cpo, b->naccounts);
-	for (int i = 0; i < b->naccounts; i++)
+	if (n == 0)
+		return;
+	if (update_accounts_plan == NULL)
 	{
-		LedgerAccount *a = &b->accounts[i];
-		Balances	row;
+		Oid			types[5] = {UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
 
-		if (!a->locked || !a->changed)
-			continue;
-		/* A locked hot account's row gets this batch's change; its old deltas stay. */
-		row = a->bal;
-		if (a->meta.flags & ACCOUNT_HOT)
-			continue;
-		ab_add(&ids, UUIDPGetDatum(&a->meta.id), false);
-		ab_add(&dp, Int64GetDatum(row.dp), false);
-		ab_add(&dpo, Int64GetDatum(row.dpo), false);
-		ab_add(&cp, Int64GetDatum(row.cp), false);
-		ab_add(&cpo, Int64GetDatum(row.cpo), false);
+		update_accounts_plan = ledger_prepare(UPDATE_BALANCES_SQL("$1", "$2", "$3", "$4", "$5"), 5, types);
 	}
-	if (ids.n > 0)
-	{
-		Datum		args[5];
-
-		if (update_accounts_plan == NULL)
-		{
-			Oid			types[5] = {UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
-
-			update_accounts_plan = ledger_prepare(
-				"UPDATE fincore.accounts a SET debits_pending = u.dp, debits_posted = u.dpo, "
-				"       credits_pending = u.cp, credits_posted = u.cpo "
-				"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)) AS u(id, dp, dpo, cp, cpo) "
-				" WHERE a.id OPERATOR(pg_catalog.=) u.id", 5, types);
-		}
-		args[0] = ab_array(&ids, UUIDOID);
-		args[1] = ab_array(&dp, INT8OID);
-		args[2] = ab_array(&dpo, INT8OID);
-		args[3] = ab_array(&cp, INT8OID);
-		args[4] = ab_array(&cpo, INT8OID);
-		if (SPI_execute_plan(update_accounts_plan, args, NULL, false, 0) != SPI_OK_UPDATE ||
-			SPI_processed != (uint64) ids.n)
-			elog(ERROR, "ledger: updating balances failed");
-	}
+	if (SPI_execute_plan(update_accounts_plan, args, NULL, false, 0) != SPI_OK_UPDATE ||
+		SPI_processed != (uint64) n)
+		elog(ERROR, "ledger: updating balances failed");
 }
 
 /* One delta row per leg on a hot account (locked or not), per written item. */
@@ -1916,6 +1943,7 @@ retry:
 		MemoryContext oldcxt = CurrentMemoryContext;
 		ResourceOwner oldowner = CurrentResourceOwner;
 		bool		subxact = !b->single;
+		bool		balances_written;
 
 		for (int i = 0; i < b->nitems; i++)
 			if (b->items[i].result == LR_OK)
@@ -1933,7 +1961,7 @@ retry:
 			BeginInternalSubTransaction(NULL);
 			MemoryContextSwitchTo(oldcxt);
 		}
-		inserted = insert_transfers(b, rows, n);
+		inserted = insert_transfers(b, rows, n, &balances_written);
 		if (inserted < n)
 		{
 			if (subxact)
@@ -1975,7 +2003,8 @@ retry:
 		}
 		for (int i = 0; i < n; i++)
 			rows[i]->written = true;
-		write_balances(b);
+		if (!balances_written)
+			write_balances(b);
 		write_deltas_and_history(b, rows, n);
 		write_holds(b, rows, n);
 		emit_transfer_events(b, rows, n);
