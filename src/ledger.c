@@ -1586,9 +1586,9 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 		case LR_EXCEEDS_CREDITS:
 			ereport(ERROR,
 					(errcode(ledger_results[r].sqlstate),
-					 errmsg("transfer %s of %s exceeds the credits of account %s",
-							id, money_text(it->amount, d->meta.currency), uuid_text(&d->meta.id)),
-					 errdetail("Debits posted %s and pending %s would exceed credits posted %s%s.",
+					 errmsg("transfer of %s exceeds the credits of account %s",
+							money_text(it->amount, d->meta.currency), uuid_text(&d->meta.id)),
+					 errdetail("Its debits posted %s and pending %s leave no room under its credits posted %s%s.",
 							   money_text(d->bal.dpo, d->meta.currency), money_text(d->bal.dp, d->meta.currency),
 							   money_text(d->bal.cpo, d->meta.currency),
 							   d->has_limit ? psprintf(" plus the credit limit %s",
@@ -1598,9 +1598,9 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 		case LR_EXCEEDS_DEBITS:
 			ereport(ERROR,
 					(errcode(ledger_results[r].sqlstate),
-					 errmsg("transfer %s of %s exceeds the debits of account %s",
-							id, money_text(it->amount, c->meta.currency), uuid_text(&c->meta.id)),
-					 errdetail("Credits posted %s and pending %s would exceed debits posted %s%s.",
+					 errmsg("transfer of %s exceeds the debits of account %s",
+							money_text(it->amount, c->meta.currency), uuid_text(&c->meta.id)),
+					 errdetail("Its credits posted %s and pending %s leave no room under its debits posted %s%s.",
 							   money_text(c->bal.cpo, c->meta.currency), money_text(c->bal.cp, c->meta.currency),
 							   money_text(c->bal.dpo, c->meta.currency),
 							   c->has_limit ? psprintf(" plus the credit limit %s",
@@ -2069,6 +2069,8 @@ run_single(FunctionCallInfo fcinfo, LedgerItem *it)
 	LedgerBatch b;
 	Datum		result;
 
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
 	memset(&b, 0, sizeof(b));
 	b.items = it;
 	b.nitems = 1;
@@ -2082,7 +2084,13 @@ run_single(FunctionCallInfo fcinfo, LedgerItem *it)
 		raise_item_error(&b, it);
 	}
 	ledger_execute(&b);
-	result = single_result(fcinfo, &b);
+	/* The result must outlive SPI_finish(), which frees SPI's memory. */
+	{
+		MemoryContext spi_cxt = MemoryContextSwitchTo(caller_cxt);
+
+		result = single_result(fcinfo, &b);
+		MemoryContextSwitchTo(spi_cxt);
+	}
 	SPI_finish();
 	return result;
 }

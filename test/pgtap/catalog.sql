@@ -98,7 +98,15 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.create_tenant(text,uuid,jsonb)'), ('fincore.add_tenant_member(uuid,text)'),
     ('fincore.remove_tenant_member(uuid,text)'), ('fincore.protect(regclass,name)'),
     ('fincore.unprotect(regclass)'), ('fincore.grant_app_role(name,boolean)'), ('fincore.revoke_app_role(name)'),
-    ('fincore.maintenance(interval)');
+    ('fincore.maintenance(interval)'),
+    ('fincore.create_account(text,integer,text[],bigint,uuid,text,jsonb)'), ('fincore.freeze_account(uuid)'),
+    ('fincore.unfreeze_account(uuid)'), ('fincore.close_account(uuid)'),
+    ('fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb)'),
+    ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb)'),
+    ('fincore.post_pending(uuid,bigint,uuid)'), ('fincore.void_pending(uuid,uuid)'), ('fincore.reverse(uuid,bigint,uuid)'),
+    ('fincore.create_transfers(fincore.transfer_request[])'), ('fincore.expire_pending(integer)'),
+    ('fincore.rollup_hot_accounts(integer)'), ('fincore.expire_pending_step(interval)'),
+    ('fincore.rollup_hot_accounts_step(interval)'), ('fincore.ledger_append_only()');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
@@ -131,7 +139,13 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'from_numeric(numeric,text,text)', 'amount_sum_accum(internal,amount)',
           'amount_sum_combine(internal,internal)', 'amount_sum_final(internal)',
           'set_tenant(uuid)', 'set_user(uuid)', 'has_tenant_role(uuid,text)',
-          'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)'],
+          'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)',
+          'create_account(text,integer,text[],bigint,uuid,text,jsonb)',
+          'transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb)',
+          'transfer(uuid,uuid,amount,uuid,integer,boolean,interval,jsonb)',
+          'post_pending(uuid,bigint,uuid)', 'void_pending(uuid,uuid)', 'reverse(uuid,bigint,uuid)',
+          'balance(uuid,timestamp with time zone)',
+          'account_transfers(uuid,timestamp with time zone,timestamp with time zone,integer)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
