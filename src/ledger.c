@@ -96,8 +96,9 @@ static const struct
 }			ledger_results[] = {
 	[LR_OK] = {"ok", 0},
 	[LR_EXISTS] = {"exists", 0},
+	/* Batch results only: a single call is never linked. */
 	[LR_LINKED_EVENT_FAILED] = {"linked_event_failed", ERRCODE_FC_INVALID_TRANSFER_REQUEST},
-	[LR_LINKED_EVENT_CHAIN_OPEN] = {"linked_event_chain_open", ERRCODE_FC_LINKED_CHAIN_OPEN},
+	[LR_LINKED_EVENT_CHAIN_OPEN] = {"linked_event_chain_open", ERRCODE_FC_INVALID_TRANSFER_REQUEST},
 	[LR_DEBIT_ACCOUNT_NOT_FOUND] = {"debit_account_not_found", ERRCODE_FC_ACCOUNT_NOT_FOUND},
 	[LR_CREDIT_ACCOUNT_NOT_FOUND] = {"credit_account_not_found", ERRCODE_FC_ACCOUNT_NOT_FOUND},
 	[LR_ACCOUNTS_MUST_BE_DIFFERENT] = {"accounts_must_be_different", ERRCODE_FC_SAME_ACCOUNT},

@@ -365,10 +365,10 @@ CREATE FUNCTION fincore.balance(account uuid, as_of timestamptz DEFAULT NULL,
         SELECT a.id, a.flags, a.credit_limit, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
           FROM fincore.accounts a WHERE a.id = balance.account
     ), now_counters AS (
-        SELECT a.debits_pending + coalesce(sum(d.debits_pending), 0) AS dp,
-               a.debits_posted + coalesce(sum(d.debits_posted), 0) AS dpo,
-               a.credits_pending + coalesce(sum(d.credits_pending), 0) AS cp,
-               a.credits_posted + coalesce(sum(d.credits_posted), 0) AS cpo
+        SELECT a.debits_pending + coalesce(sum(d.debits_pending), 0)::bigint AS dp,
+               a.debits_posted + coalesce(sum(d.debits_posted), 0)::bigint AS dpo,
+               a.credits_pending + coalesce(sum(d.credits_pending), 0)::bigint AS cp,
+               a.credits_posted + coalesce(sum(d.credits_posted), 0)::bigint AS cpo
           FROM acct a LEFT JOIN fincore.account_deltas d ON d.account_id = a.id
          GROUP BY a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
     ), history_counters AS (
@@ -438,8 +438,8 @@ CREATE VIEW fincore.account_balances WITH (security_invoker = true) AS
            a.credits_posted + coalesce(d.cpo, 0) AS credits_posted,
            a.created_at
       FROM fincore.accounts a
-      LEFT JOIN LATERAL (SELECT sum(x.debits_pending) AS dp, sum(x.debits_posted) AS dpo,
-                                sum(x.credits_pending) AS cp, sum(x.credits_posted) AS cpo
+      LEFT JOIN LATERAL (SELECT sum(x.debits_pending)::bigint AS dp, sum(x.debits_posted)::bigint AS dpo,
+                                sum(x.credits_pending)::bigint AS cp, sum(x.credits_posted)::bigint AS cpo
                            FROM fincore.account_deltas x WHERE x.account_id = a.id) d ON true;
 COMMENT ON VIEW fincore.account_balances IS
     'Accounts with their flags by name and their counters including not yet rolled-up deltas of hot accounts.';
