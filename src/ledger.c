@@ -521,7 +521,7 @@ kind_text(char kind)
  * reversed.  Another tenant's transfer is simply not found.
  */
 static void
-load_refs(LedgerBatch *b)
+load_refs(LedgerBatch *b, bool refresh)
 {
 	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * Max(b->nrefs, 1));
 	int			n = 0;
@@ -532,6 +532,18 @@ load_refs(LedgerBatch *b)
 		RefTransfer *r = &b->refs[i];
 
 		if (r->in_batch)
+		{
+			/* Found only once the item that creates it is applied. */
+			if (!refresh)
+				r->found = false;
+			continue;
+		}
+		/*
+		 * A refresh (after the locks) only updates what was found before: a
+		 * transfer that became visible meanwhile named accounts we did not
+		 * lock, so for this call it stays not found.
+		 */
+		if (refresh && !r->found)
 			continue;
 		r->found = false;
 		r->resolved = 0;
@@ -1853,11 +1865,20 @@ retry:
 
 		it->result = it->preset != LR_OK ? it->preset : check_static(it);
 	}
-	load_refs(b);
+	load_refs(b, false);
 	resolve_accounts(b);
 	load_account_meta(b);
 	mark_locks(b);
 	lock_accounts(b);
+
+	/*
+	 * Whether a hold is resolved and how much of a transfer is reversed can
+	 * have changed while we waited for the locks: every writer of those facts
+	 * holds the same accounts' locks, so reading them again now (a new
+	 * snapshot, in READ COMMITTED) sees the last word.
+	 */
+	if (b->nrefs > 0)
+		load_refs(b, true);
 	b->now = GetCurrentTimestamp();
 	b->nundo = 0;
 
@@ -1988,7 +2009,7 @@ retry:
 					raise_item_error(b, it);
 				}
 				/* The hold was resolved by a concurrent call. */
-				load_refs(b);
+				load_refs(b, true);
 				it->ref = batch_ref(b, &it->ref_id, false);
 				it->result = apply_item(b, it);
 				if (it->result == LR_OK)
