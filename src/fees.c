@@ -21,6 +21,7 @@
 #include <ctype.h>
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -34,6 +35,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #define FEE_CODE_MAX		64		/* schedule code length */
@@ -872,6 +874,7 @@ typedef struct FeeLoad
 {
 	const FeeCacheKey *key;
 	MemoryContext cxt;			/* where the compiled versions go */
+	bool		latest;			/* read with the latest snapshot: may be cached */
 	int			nversions;
 	FeeSchedule *versions;
 } FeeLoad;
@@ -900,7 +903,17 @@ fee_load_query(void *arg)
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	}
-	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
+
+	/*
+	 * What is cached must be as new as the invalidations already processed,
+	 * whatever this transaction's snapshot (REPEATABLE READ), so it is read
+	 * with the latest snapshot, as the catalogues are.  Parallel mode cannot
+	 * take one: there the transaction's snapshot serves this call only.
+	 */
+	q->latest = !IsInParallelMode();
+	if ((q->latest ? SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+										  true, false, 0)
+		 : SPI_execute_plan(plan, values, NULL, true, 0)) != SPI_OK_SELECT)
 		elog(ERROR, "fee schedule look-up failed");
 
 	q->nversions = (int) SPI_processed;
@@ -964,7 +977,7 @@ fee_cache_lookup(const char *code, int len)
 	q.cxt = load_cxt;
 	tenancy_run_as_owner(fee_relid, fee_load_query, &q);
 
-	if (fee_cache == NULL || generation != fee_cache_generation)
+	if (!q.latest || fee_cache == NULL || generation != fee_cache_generation)
 	{
 		/* Use it for this call only; it goes with the caller's memory. */
 		entry = palloc0(sizeof(FeeCacheEntry));
