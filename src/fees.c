@@ -1290,16 +1290,19 @@ fincore_gross_up(PG_FUNCTION_ARGS)
 }
 
 /*
- * fincore.quote_fee(schedule, amount, fee_mode, context, at) → (fee, charge,
- * delivered, schedule_id, breakdown): the ledger's API from SQL.
+ * fincore.quote_fee(schedule, amount, fee_mode, context, at, currency) →
+ * (fee, charge, delivered, schedule_id, breakdown): the ledger's API from
+ * SQL.  NULL in any argument but currency gives NULL (as STRICT would); a
+ * currency, when given, must be the schedule's.
  */
 PG_FUNCTION_INFO_V1(fincore_quote_fee);
 Datum
 fincore_quote_fee(PG_FUNCTION_ARGS)
 {
-	text	   *code = PG_GETARG_TEXT_PP(0);
-	int64		amount = PG_GETARG_INT64(1);
-	FeeMode		mode = fee_mode_from_text(PG_GETARG_TEXT_PP(2));
+	text	   *code;
+	int64		amount;
+	FeeMode		mode;
+	CurrencyCode currency = 0;
 	FeeQuote	quote;
 	int64		charge,
 				delivered;
@@ -1308,9 +1311,21 @@ fincore_quote_fee(PG_FUNCTION_ARGS)
 	bool		nulls[5] = {false, false, false, false, false};
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 
+	for (int i = 0; i < 5; i++)
+		if (PG_ARGISNULL(i))
+			PG_RETURN_NULL();
+	code = PG_GETARG_TEXT_PP(0);
+	amount = PG_GETARG_INT64(1);
+	mode = fee_mode_from_text(PG_GETARG_TEXT_PP(2));
+	if (!PG_ARGISNULL(5))
+	{
+		text	   *c = PG_GETARG_TEXT_PP(5);
+
+		currency = currency_pack_or_error(VARDATA_ANY(c), VARSIZE_ANY_EXHDR(c));
+	}
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "quote_fee must return a record");
-	fees_calculate(text_to_cstring(code), 0, amount, PG_GETARG_JSONB_P(3),
+	fees_calculate(text_to_cstring(code), currency, amount, PG_GETARG_JSONB_P(3),
 				   PG_GETARG_TIMESTAMPTZ(4), &quote);
 	fees_apply_mode(mode, amount, quote.fee, &charge, &delivered);
 	*id = quote.schedule_id;

@@ -109,7 +109,7 @@ DECLARE
     tenant uuid := fincore.require_tenant();
     v      record;
 BEGIN
-    IF end_fee_schedule.effective_until < statement_timestamp() THEN
+    IF end_fee_schedule.effective_until < now() THEN
         RAISE EXCEPTION 'cannot end fee schedule % in the past (%)', quote_literal(end_fee_schedule.code),
                 end_fee_schedule.effective_until
             USING ERRCODE = 'ZF402', HINT = 'Fees already charged were charged under the version then in force.';
@@ -162,13 +162,14 @@ CREATE FUNCTION fincore.gross_up(schedule text, net bigint, context jsonb DEFAUL
 COMMENT ON FUNCTION fincore.gross_up(text, bigint, jsonb, timestamptz) IS
     'The smallest charge whose remainder after its fee is at least net (e.g. 10000 at 2.9% + 30 gives 10330). ZF412 if no charge within int64 is enough.';
 
+-- Not STRICT only for currency: NULL there means "do not check"; NULL elsewhere gives NULL.
 CREATE FUNCTION fincore.quote_fee(schedule text, amount bigint, fee_mode text DEFAULT 'on_top',
-        context jsonb DEFAULT '{}', at timestamptz DEFAULT pg_catalog.now(),
+        context jsonb DEFAULT '{}', at timestamptz DEFAULT pg_catalog.now(), currency text DEFAULT NULL,
         OUT fee bigint, OUT charge bigint, OUT delivered bigint, OUT schedule_id uuid, OUT breakdown jsonb)
     RETURNS record
-    LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_quote_fee';
-COMMENT ON FUNCTION fincore.quote_fee(text, bigint, text, jsonb, timestamptz) IS
-    'What a transfer with a fee would post: the fee, what the payer is charged and the payee receives (on_top: amount + fee / amount; deducted: amount / amount - fee, ZF410 if the fee exceeds the amount), the schedule version and the breakdown as jsonb.';
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_quote_fee';
+COMMENT ON FUNCTION fincore.quote_fee(text, bigint, text, jsonb, timestamptz, text) IS
+    'What a transfer with a fee would post (the ledger''s C API, fees_calculate + fees_apply_mode): the fee, what the payer is charged and the payee receives (on_top: amount + fee / amount; deducted: amount / amount - fee, ZF410 if the fee exceeds the amount), the schedule version and the breakdown as jsonb. A currency, when given, must be the schedule''s (ZF407).';
 
 INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.check_fee_schedule(text,text,jsonb,timestamptz,timestamptz,text)', 'app'),
@@ -177,4 +178,4 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.calculate_fee(text,bigint,jsonb,timestamptz)', 'app'),
     ('fincore.fee_breakdown(text,bigint,jsonb,timestamptz)', 'app'),
     ('fincore.gross_up(text,bigint,jsonb,timestamptz)', 'app'),
-    ('fincore.quote_fee(text,bigint,text,jsonb,timestamptz)', 'app');
+    ('fincore.quote_fee(text,bigint,text,jsonb,timestamptz,text)', 'app');

@@ -98,7 +98,9 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.create_tenant(text,uuid,jsonb)'), ('fincore.add_tenant_member(uuid,text)'),
     ('fincore.remove_tenant_member(uuid,text)'), ('fincore.protect(regclass,name)'),
     ('fincore.unprotect(regclass)'), ('fincore.grant_app_role(name,boolean)'), ('fincore.revoke_app_role(name)'),
-    ('fincore.maintenance(interval)');
+    ('fincore.maintenance(interval)'),
+    ('fincore.define_fee_schedule(text,text,jsonb,timestamptz,timestamptz,text)'),
+    ('fincore.end_fee_schedule(text,timestamptz)'), ('fincore.fee_schedules_changed()');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
@@ -131,7 +133,10 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'from_numeric(numeric,text,text)', 'amount_sum_accum(internal,amount)',
           'amount_sum_combine(internal,internal)', 'amount_sum_final(internal)',
           'set_tenant(uuid)', 'set_user(uuid)', 'has_tenant_role(uuid,text)',
-          'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)'],
+          'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)',
+          'check_fee_schedule(text,text,jsonb,timestamp with time zone,timestamp with time zone,text)',
+          'define_fee_schedule(text,text,jsonb,timestamp with time zone,timestamp with time zone,text)',
+          'quote_fee(text,bigint,text,jsonb,timestamp with time zone,text)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
