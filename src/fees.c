@@ -29,6 +29,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -744,10 +745,15 @@ fee_total(const FeeSchedule *s, int64 amount, const bool *applies, int128 *parts
 static int64
 fee_gross_up(const FeeSchedule *s, const bool *applies, int64 net)
 {
-	int64	   *starts = palloc(sizeof(int64) * (FEE_MAX_COMPONENTS * FEE_MAX_TIERS + 1));
-	int			nstarts = 0;
+	int64	   *starts;
+	int			nstarts = 1;
 	long		steps = 0;
 
+	for (int i = 0; i < s->ncomponents; i++)
+		if (applies[i] && s->components[i].kind == FEE_VOLUME)
+			nstarts += s->components[i].ntiers;
+	starts = palloc(sizeof(int64) * nstarts);
+	nstarts = 0;
 	starts[nstarts++] = 0;
 	for (int i = 0; i < s->ncomponents; i++)
 	{
@@ -816,6 +822,8 @@ typedef struct FeeCacheKey
 typedef struct FeeCacheEntry
 {
 	FeeCacheKey key;
+	MemoryContext cxt;			/* holds the versions */
+	LocalTransactionId lxid;	/* valid only in this transaction, or Invalid: always */
 	int			nversions;
 	FeeSchedule *versions;		/* by effective_from */
 } FeeCacheEntry;
@@ -908,7 +916,7 @@ fee_load_query(void *arg)
 	 * What is cached must be as new as the invalidations already processed,
 	 * whatever this transaction's snapshot (REPEATABLE READ), so it is read
 	 * with the latest snapshot, as the catalogues are.  Parallel mode cannot
-	 * take one: there the transaction's snapshot serves this call only.
+	 * take one: there the transaction's snapshot serves this transaction only.
 	 */
 	q->latest = !IsInParallelMode();
 	if ((q->latest ? SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
@@ -964,7 +972,12 @@ fee_cache_lookup(const char *code, int len)
 		fee_cache_init();
 	entry = hash_search(fee_cache, &key, HASH_FIND, NULL);
 	if (entry != NULL)
-		return entry;
+	{
+		if (entry->lxid == InvalidLocalTransactionId || entry->lxid == MyProc->lxid)
+			return entry;
+		MemoryContextDelete(entry->cxt);
+		hash_search(fee_cache, &key, HASH_REMOVE, NULL);
+	}
 
 	/*
 	 * Load into a context of our own: the query may process invalidations
@@ -977,7 +990,7 @@ fee_cache_lookup(const char *code, int len)
 	q.cxt = load_cxt;
 	tenancy_run_as_owner(fee_relid, fee_load_query, &q);
 
-	if (!q.latest || fee_cache == NULL || generation != fee_cache_generation)
+	if (fee_cache == NULL || generation != fee_cache_generation)
 	{
 		/* Use it for this call only; it goes with the caller's memory. */
 		entry = palloc0(sizeof(FeeCacheEntry));
@@ -987,7 +1000,10 @@ fee_cache_lookup(const char *code, int len)
 	{
 		MemoryContextSetParent(load_cxt, fee_cache_cxt);
 		entry = hash_search(fee_cache, &key, HASH_ENTER, NULL);
+		/* Read with the transaction's snapshot (parallel mode): good for it only. */
+		entry->lxid = q.latest ? InvalidLocalTransactionId : MyProc->lxid;
 	}
+	entry->cxt = load_cxt;
 	entry->nversions = q.nversions;
 	entry->versions = q.versions;
 	return entry;

@@ -3,7 +3,7 @@
 -- plus the money and tenancy codes a fee call can raise.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(152);
+SELECT plan(154);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -147,6 +147,18 @@ SELECT throws_ok($$SELECT fincore.calculate_fee('card', 1)$$, 'ZF401', NULL, 'a 
 SELECT is(fincore.calculate_fee('card', 1, at => now() - interval '1 second'), 30::bigint, 'but was a second ago');
 ROLLBACK TO SAVEPOINT ended_now;
 SELECT is(fincore.calculate_fee('card', 10000), 320::bigint, 'after the rollback the card schedule is back');
+
+-- In parallel workers too (they load with the transaction's snapshot and cache for it only).
+CREATE TEMP TABLE serial_fees AS
+    SELECT sum(fincore.calculate_fee('card', g * 37)) AS total, count(*) AS n FROM generate_series(1, 20000) g;
+SELECT is((SELECT n FROM serial_fees), 20000::bigint, 'a serial scan of 20000 fees');
+SAVEPOINT parallel;
+SET LOCAL force_parallel_mode = on;
+SET LOCAL parallel_setup_cost = 0;
+SET LOCAL parallel_tuple_cost = 0;
+SELECT is((SELECT sum(fincore.calculate_fee('card', g * 37)) FROM generate_series(1, 20000) g),
+          (SELECT total FROM serial_fees), 'the same fees under force_parallel_mode');
+ROLLBACK TO SAVEPOINT parallel;
 
 -- ---------------------------------------------------------------------------
 -- Errors, by SQLSTATE.
