@@ -43,3 +43,18 @@ SELECT '1500 POINTS'::fincore.amount AS points, '12.345678 USDC'::fincore.amount
 SELECT fincore.currency(a) AS currency, fincore.sum(a) AS total, count(*) AS n
   FROM (VALUES ('10.00 USD'::fincore.amount), ('2.50 USD'), ('7 JPY'), ('5 JPY')) AS v(a)
  GROUP BY 1 ORDER BY 1;
+
+\echo '== 7. Fees: one schedule, 2.9% + 30c and +1.5% for international cards, computed exactly in C'
+-- Schedules belong to a tenant; a trusted backend defines them (here, in one transaction).
+BEGIN;
+SELECT fincore.create_tenant('Demo shop', '0de0de00-0000-4000-8000-00000000f001') IS NOT NULL AS tenant \g /dev/null
+SELECT fincore.set_tenant('0de0de00-0000-4000-8000-00000000f001') \g /dev/null
+SELECT fincore.define_fee_schedule('card', 'USD', '{"components": [
+    {"type": "percentage", "rate": "0.029"},
+    {"type": "flat", "amount": "0.30 USD"},
+    {"type": "percentage", "name": "international", "rate": "0.015", "when": {"card": "international"}}]}') \g /dev/null
+SELECT fincore.calculate_fee('card', 10000) AS "fee on 100.00",
+       fincore.calculate_fee('card', 10000, '{"card": "international"}') AS "international",
+       fincore.gross_up('card', 10000) AS "charge that nets 100.00";
+SELECT * FROM fincore.fee_breakdown('card', 10000, '{"card": "international"}');
+COMMIT;

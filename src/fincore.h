@@ -12,7 +12,9 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "utils/jsonb.h"
 #include "utils/uuid.h"
 
 #ifndef HAVE_INT128
@@ -43,6 +45,21 @@
 #define ERRCODE_FC_INVALID_MEMBER_ROLE		MAKE_SQLSTATE('Z','F','2','0','6')
 #define ERRCODE_FC_NOT_A_TABLE				MAKE_SQLSTATE('Z','F','2','0','7')
 #define ERRCODE_FC_TENANT_EXISTS			MAKE_SQLSTATE('Z','F','2','0','8')
+
+/* ---- SQLSTATEs: fees (ZF4xx) ---- */
+#define ERRCODE_FC_FEE_SCHEDULE_NOT_FOUND	MAKE_SQLSTATE('Z','F','4','0','1')
+#define ERRCODE_FC_INVALID_FEE_SCHEDULE		MAKE_SQLSTATE('Z','F','4','0','2')
+#define ERRCODE_FC_UNKNOWN_FEE_COMPONENT	MAKE_SQLSTATE('Z','F','4','0','3')
+#define ERRCODE_FC_INVALID_FEE_RATE			MAKE_SQLSTATE('Z','F','4','0','4')
+#define ERRCODE_FC_INVALID_FEE_LIMITS		MAKE_SQLSTATE('Z','F','4','0','5')
+#define ERRCODE_FC_INVALID_FEE_TIERS		MAKE_SQLSTATE('Z','F','4','0','6')
+#define ERRCODE_FC_FEE_CURRENCY_MISMATCH	MAKE_SQLSTATE('Z','F','4','0','7')
+#define ERRCODE_FC_FEE_SCHEDULE_OVERLAP		MAKE_SQLSTATE('Z','F','4','0','8')
+#define ERRCODE_FC_INVALID_FEE_AMOUNT		MAKE_SQLSTATE('Z','F','4','0','9')
+#define ERRCODE_FC_FEE_EXCEEDS_AMOUNT		MAKE_SQLSTATE('Z','F','4','1','0')
+#define ERRCODE_FC_INVALID_FEE_MODE			MAKE_SQLSTATE('Z','F','4','1','1')
+#define ERRCODE_FC_GROSS_UP_IMPOSSIBLE		MAKE_SQLSTATE('Z','F','4','1','2')
+#define ERRCODE_FC_INVALID_FEE_CONTEXT		MAKE_SQLSTATE('Z','F','4','1','3')
 
 /* ---- currencies (currency.c) ---- */
 
@@ -146,6 +163,8 @@ typedef struct Amount
 #define PG_RETURN_AMOUNT_P(x)	return AmountPGetDatum(x)
 
 extern Amount *amount_make(int64 units, CurrencyCode currency);
+/* Parse amount text "[+-]digits[.digits] CODE" (ZF101, ZF102, ZF105, ZF104). */
+extern Amount *amount_parse(const char *str);
 /* Format "units/10^exponent" into a palloc'd decimal string (no code). */
 extern char *format_minor_units(int64 units, int exponent);
 
@@ -241,6 +260,48 @@ uuid_equal(const pg_uuid_t *a, const pg_uuid_t *b)
 {
 	return memcmp(a, b, sizeof(pg_uuid_t)) == 0;
 }
+/* ---- fees (fees.c) ---- */
+
+/*
+ * The fee engine's API for the ledger (docs/fees.md, "For the ledger").
+ *
+ * fees_calculate() finds the version of schedule `code` of the current
+ * tenant in force at `at` (ZF203 without a tenant, ZF401 if there is none),
+ * checks that it charges in `currency` (ZF407; pass 0 to skip the check when
+ * the amount carries no currency) and computes the fee on `amount` minor
+ * units (>= 0, else ZF409) for the transfer context `context` (a jsonb
+ * object, ZF413 otherwise; NULL means {}).  The result carries the fee, the
+ * id of the schedule version used, and a palloc'd breakdown for the
+ * transfer's metadata:
+ *   {"schedule": code, "schedule_id": uuid, "currency": "USD", "fee": 330,
+ *    "components": [{"component": "percentage", "amount": 300}, ...]}
+ * whose component amounts sum to the fee.  Schedules are compiled once per
+ * backend and cached: a call never parses jsonb or runs SQL on a cache hit.
+ *
+ * fees_apply_mode() turns an amount and its fee into what the payer is
+ * charged and what the payee receives: on_top charges amount + fee and
+ * delivers amount; deducted charges amount and delivers amount - fee, and a
+ * fee larger than the amount is ZF410.  Overflow is ZF104.
+ */
+typedef enum FeeMode
+{
+	FEE_MODE_ON_TOP,
+	FEE_MODE_DEDUCTED
+} FeeMode;
+
+typedef struct FeeQuote
+{
+	int64		fee;
+	pg_uuid_t	schedule_id;	/* the version that applied */
+	Jsonb	   *breakdown;
+} FeeQuote;
+
+/* 'on_top' or 'deducted', else ZF411. */
+extern FeeMode fee_mode_from_text(text *mode);
+extern void fees_calculate(const char *code, CurrencyCode currency, int64 amount,
+						   Jsonb *context, TimestampTz at, FeeQuote *out);
+extern void fees_apply_mode(FeeMode mode, int64 amount, int64 fee,
+							int64 *charge, int64 *delivered);
 
 /* ---- time-ordered ids (uuidv7.c) ---- */
 

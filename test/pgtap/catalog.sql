@@ -106,7 +106,9 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.post_pending(uuid,bigint,uuid)'), ('fincore.void_pending(uuid,uuid)'), ('fincore.reverse(uuid,bigint,uuid)'),
     ('fincore.create_transfers(fincore.transfer_request[])'), ('fincore.expire_pending(integer)'),
     ('fincore.rollup_hot_accounts(integer)'), ('fincore.expire_pending_step(interval)'),
-    ('fincore.rollup_hot_accounts_step(interval)'), ('fincore.ledger_append_only()');
+    ('fincore.rollup_hot_accounts_step(interval)'), ('fincore.ledger_append_only()'),
+    ('fincore.define_fee_schedule(text,text,jsonb,timestamptz,timestamptz,text)'),
+    ('fincore.end_fee_schedule(text,timestamptz)'), ('fincore.fee_schedules_changed()');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
@@ -145,7 +147,10 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'transfer(uuid,uuid,amount,uuid,integer,boolean,interval,jsonb)',
           'post_pending(uuid,bigint,uuid)', 'void_pending(uuid,uuid)', 'reverse(uuid,bigint,uuid)',
           'balance(uuid,timestamp with time zone)',
-          'account_transfers(uuid,timestamp with time zone,timestamp with time zone,integer)'],
+          'account_transfers(uuid,timestamp with time zone,timestamp with time zone,integer)',
+          'check_fee_schedule(text,text,jsonb,timestamp with time zone,timestamp with time zone,text)',
+          'define_fee_schedule(text,text,jsonb,timestamp with time zone,timestamp with time zone,text)',
+          'quote_fee(text,bigint,text,jsonb,timestamp with time zone,text)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
