@@ -14,7 +14,7 @@ DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # Upgrade scripts (fincore--A--B.sql) live in sql/upgrades/ from the first release on.
 DATA        = $(wildcard sql/upgrades/$(EXTENSION)--*--*.sql)
 
-REGRESS      = money_io money_ops money_agg rounding allocate currency_registry tenancy
+REGRESS      = money_io money_ops money_agg rounding allocate currency_registry tenancy outbox
 REGRESS_OPTS = --load-extension=pgcrypto --load-extension=$(EXTENSION)
 
 # Our code builds with -Wall -Wextra -Werror.  The server's own headers are not

@@ -98,7 +98,14 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.create_tenant(text,uuid,jsonb)'), ('fincore.add_tenant_member(uuid,text)'),
     ('fincore.remove_tenant_member(uuid,text)'), ('fincore.protect(regclass,name)'),
     ('fincore.unprotect(regclass)'), ('fincore.grant_app_role(name,boolean)'), ('fincore.revoke_app_role(name)'),
-    ('fincore.maintenance(interval)');
+    ('fincore.maintenance(interval)'),
+    ('fincore.emit(text,text,text,text,jsonb,jsonb)'), ('fincore._outbox_changed()'),
+    ('fincore._outbox_latest_snapshot()'), ('fincore._outbox_seal(regclass)'),
+    ('fincore.subscribe(text,text[],uuid,integer,interval,interval)'), ('fincore.unsubscribe(text)'),
+    ('fincore.poll(text,integer)'), ('fincore.ack(text,uuid)'), ('fincore.nack(text,uuid,text)'),
+    ('fincore.replay_dead(text,uuid[])'), ('fincore.outbox_maintenance(interval)'),
+    ('fincore.outbox_configure(boolean,interval,interval,text)'), ('fincore.set_ledger_events(boolean)'),
+    ('fincore.inbox_accept(text,text,jsonb)'), ('fincore.accept_webhook(text,text,text,text,interval)');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
@@ -131,7 +138,10 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'from_numeric(numeric,text,text)', 'amount_sum_accum(internal,amount)',
           'amount_sum_combine(internal,internal)', 'amount_sum_final(internal)',
           'set_tenant(uuid)', 'set_user(uuid)', 'has_tenant_role(uuid,text)',
-          'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)'],
+          'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)',
+          'emit(text,text,text,text,jsonb,jsonb)', 'nack(text,uuid,text)', 'subscribe(text,text[],uuid,integer,interval,interval)',
+          'replay_dead(text,uuid[])', 'outbox_configure(boolean,interval,interval,text)', 'inbox_accept(text,text,jsonb)',
+          'accept_webhook(text,text,text,text,interval)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
