@@ -378,3 +378,40 @@ def test_concurrent_inbox_duplicates(db):
     finally:
         a.close()
         b.close()
+
+
+def test_notify_once_per_committing_transaction(db):
+    received = []
+    with connect(db) as listener, connect(db) as conn:
+        listener.add_notify_handler(lambda n: received.append((n.channel, n.payload)))
+        listener.execute("LISTEN fincore_outbox")
+
+        def emit_in_one_transaction(n, commit=True):
+            with conn.transaction() as tx:
+                conn.execute("SELECT fincore.set_tenant(%s)", (TENANT,))
+                cur = conn.cursor()
+                for i in range(n):
+                    emit(cur, f"nt-{i}", {"i": i}, topic="notify")
+                if not commit:
+                    raise psycopg.Rollback(tx)
+
+        def pump():
+            time.sleep(0.2)
+            listener.execute("SELECT 1")
+            got = list(received)
+            received.clear()
+            return got
+
+        emit_in_one_transaction(3)
+        assert pump() == [], "NOTIFY is off by default"
+        conn.execute("SELECT fincore.outbox_configure(notify => true)")
+        emit_in_one_transaction(5)
+        assert pump() == [("fincore_outbox", "")], "one notification for a transaction of five events"
+        emit_in_one_transaction(2, commit=False)
+        assert pump() == [], "a rolled-back transaction notifies nobody"
+        emit_in_one_transaction(1)
+        emit_in_one_transaction(1)
+        assert pump() == [("fincore_outbox", "")] * 2
+        conn.execute("SELECT fincore.outbox_configure(notify => false)")
+        emit_in_one_transaction(1)
+        assert pump() == []
