@@ -43,3 +43,32 @@ SELECT '1500 POINTS'::fincore.amount AS points, '12.345678 USDC'::fincore.amount
 SELECT fincore.currency(a) AS currency, fincore.sum(a) AS total, count(*) AS n
   FROM (VALUES ('10.00 USD'::fincore.amount), ('2.50 USD'), ('7 JPY'), ('5 JPY')) AS v(a)
  GROUP BY 1 ORDER BY 1;
+
+\echo '== 7. Outbox: events commit (or vanish) with the transaction; consumers get them once, in order'
+SELECT fincore.create_tenant('Demo shop', '0d0d0d0d-0000-4000-8000-000000000001') AS tenant \gset
+SELECT fincore.subscribe('demo_billing', '{orders}');
+BEGIN;
+SELECT fincore.set_tenant(:'tenant');
+SELECT fincore.emit('orders', 'order.created', 'order', 'o-1', '{"total": "19.99 USD"}') IS NOT NULL AS emitted;
+SELECT fincore.emit('orders', 'order.paid', 'order', 'o-1', '{"total": "19.99 USD"}') IS NOT NULL AS emitted;
+COMMIT;
+BEGIN;
+SELECT fincore.set_tenant(:'tenant');
+SELECT fincore.emit('orders', 'order.cancelled', 'order', 'o-1', '{}') IS NOT NULL AS emitted_then_rolled_back;
+ROLLBACK;
+BEGIN;
+SELECT type, aggregateid, payload FROM fincore.poll('demo_billing');
+SELECT fincore.ack('demo_billing', (SELECT id FROM fincore.poll('demo_billing') ORDER BY seq DESC LIMIT 1));
+COMMIT;
+SELECT consumer, pending FROM fincore.consumer_lag();
+
+\echo '== 8. Inbox: a signed webhook is accepted once; a replay changes nothing'
+BEGIN;
+SELECT fincore.set_tenant(:'tenant');
+SELECT 't=' || t || ',v1=' || encode(public.hmac(t || '.{"id":"evt_42"}', 'whsec_demo', 'sha256'), 'hex') AS sig
+  FROM (SELECT extract(epoch FROM now())::bigint AS t) s \gset
+SELECT * FROM fincore.accept_webhook('stripe', '{"id":"evt_42"}', :'sig', 'whsec_demo');
+SELECT * FROM fincore.accept_webhook('stripe', '{"id":"evt_42"}', :'sig', 'whsec_demo');
+SELECT r.* FROM unnest(ARRAY[$q$SELECT fincore.accept_webhook('stripe', '{"id":"evt_42","amount":1}', 't=1,v1=00', 'whsec_demo')$q$]) AS s,
+    LATERAL pg_temp.try(s) AS r;
+COMMIT;

@@ -1038,7 +1038,7 @@ nack_retry(AckArgs *a)
 			  "UPDATE fincore.outbox_retries r SET attempts = r.attempts OPERATOR(pg_catalog.+) 1, last_error = $3,"
 			  "       next_attempt_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
 			  "           LEAST($4 OPERATOR(pg_catalog.*)"
-			  "               pg_catalog.power(2::pg_catalog.float8, LEAST(r.attempts, 40)::pg_catalog.float8), $5)"
+			  "               pg_catalog.power(2::pg_catalog.float8, LEAST(r.attempts, 20)::pg_catalog.float8), $5)"
 			  " WHERE r.consumer OPERATOR(pg_catalog.=) $1 AND r.id OPERATOR(pg_catalog.=) $2",
 			  5, types);
 	values[3] = a->c.backoff;

@@ -91,8 +91,8 @@ CREATE TABLE fincore.outbox_consumers (
     topics        text[]      NOT NULL,
     tenant_scope  uuid        REFERENCES fincore.tenants (id) ON DELETE CASCADE,
     max_attempts  integer     NOT NULL DEFAULT 10 CHECK (max_attempts BETWEEN 1 AND 1000),
-    backoff       interval    NOT NULL DEFAULT '1 second' CHECK (backoff >= '0'),
-    backoff_max   interval    NOT NULL DEFAULT '1 hour' CHECK (backoff_max >= backoff),
+    backoff       interval    NOT NULL DEFAULT '1 second' CHECK (backoff BETWEEN '0' AND '1 day'),
+    backoff_max   interval    NOT NULL DEFAULT '1 hour' CHECK (backoff_max >= backoff AND backoff_max <= '30 days'),
     position      pg_snapshot NOT NULL,
     positioned_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     batch_end     pg_snapshot,
@@ -275,11 +275,12 @@ BEGIN
         END IF;
     END LOOP;
     IF subscribe.max_attempts IS NULL OR subscribe.max_attempts NOT BETWEEN 1 AND 1000
-       OR subscribe.backoff IS NULL OR subscribe.backoff < '0'
-       OR subscribe.backoff_max IS NULL OR subscribe.backoff_max < subscribe.backoff THEN
+       OR subscribe.backoff IS NULL OR subscribe.backoff NOT BETWEEN '0' AND '1 day'
+       OR subscribe.backoff_max IS NULL OR subscribe.backoff_max < subscribe.backoff
+       OR subscribe.backoff_max > '30 days' THEN
         RAISE EXCEPTION 'invalid retry settings for consumer %: max_attempts %, backoff %, backoff_max %',
                 subscribe.consumer, subscribe.max_attempts, subscribe.backoff, subscribe.backoff_max
-            USING ERRCODE = 'ZF503', HINT = 'max_attempts is 1-1000; 0 <= backoff <= backoff_max.';
+            USING ERRCODE = 'ZF503', HINT = 'max_attempts is 1-1000; 0 <= backoff <= 1 day; backoff <= backoff_max <= 30 days.';
     END IF;
     IF subscribe.tenant_scope IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM fincore.tenants tt WHERE tt.id = subscribe.tenant_scope) THEN
