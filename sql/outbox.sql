@@ -65,7 +65,9 @@ SELECT fincore.emit('bad topic', 'order.created', 'order', 'o-2', '{}');        
 ROLLBACK;
 SELECT * FROM fincore.poll('nobody');                                                -- ZF502
 SELECT * FROM fincore.poll('billing', 0);                                            -- ZF503
+\set VERBOSITY terse
 SELECT fincore.subscribe('billing', '{orders}', 'cccccccc-0b0b-4000-8000-000000000003'); -- ZF504
+\set VERBOSITY default
 
 -- Inbox and webhooks.
 BEGIN;
