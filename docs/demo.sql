@@ -58,3 +58,32 @@ SELECT fincore.calculate_fee('card', 10000) AS "fee on 100.00",
        fincore.gross_up('card', 10000) AS "charge that nets 100.00";
 SELECT * FROM fincore.fee_breakdown('card', 10000, '{"card": "international"}');
 COMMIT;
+
+\echo '== 8. Outbox: events commit (or vanish) with the transaction; consumers get them once, in order'
+SELECT '0de0de00-0000-4000-8000-00000000f001' AS tenant \gset
+SELECT fincore.subscribe('demo_billing', '{orders}');
+BEGIN;
+SELECT fincore.set_tenant(:'tenant');
+SELECT fincore.emit('orders', 'order.created', 'order', 'o-1', '{"total": "19.99 USD"}') IS NOT NULL AS emitted;
+SELECT fincore.emit('orders', 'order.paid', 'order', 'o-1', '{"total": "19.99 USD"}') IS NOT NULL AS emitted;
+COMMIT;
+BEGIN;
+SELECT fincore.set_tenant(:'tenant');
+SELECT fincore.emit('orders', 'order.cancelled', 'order', 'o-1', '{}') IS NOT NULL AS emitted_then_rolled_back;
+ROLLBACK;
+BEGIN;
+SELECT type, aggregateid, payload FROM fincore.poll('demo_billing');
+SELECT fincore.ack('demo_billing', (SELECT id FROM fincore.poll('demo_billing') ORDER BY seq DESC LIMIT 1));
+COMMIT;
+SELECT consumer, pending FROM fincore.consumer_lag();
+
+\echo '== 9. Inbox: a signed webhook is accepted once; a replay changes nothing'
+BEGIN;
+SELECT fincore.set_tenant(:'tenant');
+SELECT 't=' || t || ',v1=' || encode(public.hmac(t || '.{"id":"evt_42"}', 'whsec_demo', 'sha256'), 'hex') AS sig
+  FROM (SELECT extract(epoch FROM now())::bigint AS t) s \gset
+SELECT * FROM fincore.accept_webhook('stripe', '{"id":"evt_42"}', :'sig', 'whsec_demo');
+SELECT * FROM fincore.accept_webhook('stripe', '{"id":"evt_42"}', :'sig', 'whsec_demo');
+SELECT r.* FROM unnest(ARRAY[$q$SELECT fincore.accept_webhook('stripe', '{"id":"evt_42","amount":1}', 't=1,v1=00', 'whsec_demo')$q$]) AS s,
+    LATERAL pg_temp.try(s) AS r;
+COMMIT;

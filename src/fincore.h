@@ -60,6 +60,19 @@
 #define ERRCODE_FC_INVALID_FEE_MODE			MAKE_SQLSTATE('Z','F','4','1','1')
 #define ERRCODE_FC_GROSS_UP_IMPOSSIBLE		MAKE_SQLSTATE('Z','F','4','1','2')
 #define ERRCODE_FC_INVALID_FEE_CONTEXT		MAKE_SQLSTATE('Z','F','4','1','3')
+/* ---- SQLSTATEs: outbox and inbox (ZF5xx) ---- */
+#define ERRCODE_FC_INVALID_EVENT			MAKE_SQLSTATE('Z','F','5','0','1')
+#define ERRCODE_FC_UNKNOWN_CONSUMER			MAKE_SQLSTATE('Z','F','5','0','2')
+#define ERRCODE_FC_INVALID_CONSUMER			MAKE_SQLSTATE('Z','F','5','0','3')
+#define ERRCODE_FC_CONSUMER_CONFLICT		MAKE_SQLSTATE('Z','F','5','0','4')
+#define ERRCODE_FC_CONSUMER_FORBIDDEN		MAKE_SQLSTATE('Z','F','5','0','5')
+#define ERRCODE_FC_INVALID_ACK				MAKE_SQLSTATE('Z','F','5','0','6')
+#define ERRCODE_FC_INVALID_SIGNATURE_HEADER	MAKE_SQLSTATE('Z','F','5','0','7')
+#define ERRCODE_FC_SIGNATURE_MISMATCH		MAKE_SQLSTATE('Z','F','5','0','8')
+#define ERRCODE_FC_STALE_WEBHOOK			MAKE_SQLSTATE('Z','F','5','0','9')
+#define ERRCODE_FC_INVALID_WEBHOOK_PAYLOAD	MAKE_SQLSTATE('Z','F','5','1','0')
+#define ERRCODE_FC_INVALID_INBOX_ARGUMENT	MAKE_SQLSTATE('Z','F','5','1','1')
+#define ERRCODE_FC_INVALID_OUTBOX_SETTING	MAKE_SQLSTATE('Z','F','5','1','2')
 
 /* ---- currencies (currency.c) ---- */
 
@@ -306,5 +319,43 @@ extern void fees_apply_mode(FeeMode mode, int64 amount, int64 fee,
 /* ---- time-ordered ids (uuidv7.c) ---- */
 
 extern void uuidv7_generate(pg_uuid_t *out);
+
+/* ---- outbox (outbox.c) ---- */
+
+/*
+ * Emit one event in the current transaction, exactly as fincore.emit() does:
+ * it is rolled back with the transaction, and events of one (tenant,
+ * aggregate_type, aggregate_id) reach every consumer in commit order (the call
+ * takes a transaction-scoped lock on the aggregate: emit the events of several
+ * aggregates in a consistent order, e.g. sorted by id, to avoid deadlocks).
+ *
+ *   tenant          the event's tenant; NULL = the current tenant (ZF203 if none).
+ *                   Pass the row's tenant when there is no request tenant, e.g.
+ *                   expiring holds in fincore.maintenance().
+ *   topic           consumers subscribe to topics; the ledger uses "ledger".
+ *   event_type      e.g. "transfer.created", "transfer.posted", "transfer.voided",
+ *                   "transfer.expired", "transfer.reversed", "account.frozen".
+ *   aggregate_type  e.g. "transfer", "account" (Debezium routes by it).
+ *   aggregate_id    the aggregate's id as text (e.g. the transfer's uuid).
+ *   payload         jsonb, not NULL (the transfer as JSON).
+ *   headers         a jsonb object or NULL.
+ *   id_out          receives the event id (a UUIDv7), unless NULL.
+ *
+ * Names are 1-200 characters of [A-Za-z0-9._:/-]; a bad argument raises
+ * ERRCODE_FC_INVALID_EVENT.  Works inside the caller's SPI connection (it opens
+ * its own) and whatever the current user: it writes as the table's owner.
+ * The ledger should first check outbox_ledger_events_enabled(tenant).
+ */
+extern void outbox_emit_event(const pg_uuid_t *tenant, const char *topic, const char *event_type,
+							  const char *aggregate_type, const char *aggregate_id,
+							  Jsonb *payload, Jsonb *headers, pg_uuid_t *id_out);
+
+/*
+ * Does the ledger emit events for this tenant (NULL = the current tenant; true
+ * when there is none)?  fincore.outbox_settings.ledger_events, default true,
+ * set per tenant with fincore.set_ledger_events(boolean).  Cached per backend
+ * and reloaded only when the table changes: a call costs a short array scan.
+ */
+extern bool outbox_ledger_events_enabled(const pg_uuid_t *tenant);
 
 #endif							/* FINCORE_H */

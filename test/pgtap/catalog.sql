@@ -108,7 +108,14 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.rollup_hot_accounts(integer)'), ('fincore.expire_pending_step(interval)'),
     ('fincore.rollup_hot_accounts_step(interval)'), ('fincore.ledger_append_only()'),
     ('fincore.define_fee_schedule(text,text,jsonb,timestamptz,timestamptz,text)'),
-    ('fincore.end_fee_schedule(text,timestamptz)'), ('fincore.fee_schedules_changed()');
+    ('fincore.end_fee_schedule(text,timestamptz)'), ('fincore.fee_schedules_changed()'),
+    ('fincore.emit(text,text,text,text,jsonb,jsonb)'), ('fincore._outbox_changed()'),
+    ('fincore._outbox_latest_snapshot()'), ('fincore._outbox_seal(regclass)'),
+    ('fincore.subscribe(text,text[],uuid,integer,interval,interval)'), ('fincore.unsubscribe(text)'),
+    ('fincore.poll(text,integer)'), ('fincore.ack(text,uuid)'), ('fincore.nack(text,uuid,text)'),
+    ('fincore.replay_dead(text,uuid[])'), ('fincore.outbox_maintenance(interval)'),
+    ('fincore.outbox_configure(boolean,interval,interval,text)'), ('fincore.set_ledger_events(boolean)'),
+    ('fincore.inbox_accept(text,text,jsonb)'), ('fincore.accept_webhook(text,text,text,text,interval)');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
@@ -150,7 +157,10 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'account_transfers(uuid,timestamp with time zone,timestamp with time zone,integer)',
           'check_fee_schedule(text,text,jsonb,timestamp with time zone,timestamp with time zone,text)',
           'define_fee_schedule(text,text,jsonb,timestamp with time zone,timestamp with time zone,text)',
-          'quote_fee(text,bigint,text,jsonb,timestamp with time zone,text)'],
+          'quote_fee(text,bigint,text,jsonb,timestamp with time zone,text)',
+          'emit(text,text,text,text,jsonb,jsonb)', 'nack(text,uuid,text)', 'subscribe(text,text[],uuid,integer,interval,interval)',
+          'replay_dead(text,uuid[])', 'outbox_configure(boolean,interval,interval,text)', 'inbox_accept(text,text,jsonb)',
+          'accept_webhook(text,text,text,text,interval)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
