@@ -4,7 +4,7 @@ EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION)
 
 MODULE_big  = fincore
 OBJS        = src/fincore.o src/currency.o src/rounding.o src/amount.o src/allocate.o \
-              src/uuidv7.o src/tenancy.o src/ledger.o src/accounts.o src/fees.o src/outbox.o
+              src/uuidv7.o src/tenancy.o src/ledger.o src/accounts.o src/fees.o src/outbox.o src/jsonb_build.o
 
 # The install script is built from one SQL source per module, in dependency order.
 SQL_MODULES = sql/modules/schema.sql sql/modules/money.sql sql/modules/uuidv7.sql \

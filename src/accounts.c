@@ -280,13 +280,26 @@ set_status(pg_uuid_t *id, const char *status)
 		elog(ERROR, "changing an account's status failed");
 }
 
-/*
- * Where a status change becomes an event: the outbox module hooks in here,
- * in the same transaction.
- */
+/* A status change becomes an outbox event (topic "ledger", aggregate the account). */
 static void
-emit_account_event(pg_uuid_t *id pg_attribute_unused(), const char *status pg_attribute_unused())
+emit_account_event(pg_uuid_t *id, pg_uuid_t *tenant, const char *status)
 {
+	JsonbParseState *st = NULL;
+	JsonbValue *res;
+	const char *type = strcmp(status, "frozen") == 0 ? "account.frozen" :
+		strcmp(status, "active") == 0 ? "account.unfrozen" : "account.closed";
+
+	if (!outbox_ledger_events_enabled(tenant))
+		return;
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	jb_key(&st, "id");
+	jb_string(&st, uuid_text(id));
+	jb_key(&st, "tenant_id");
+	jb_string(&st, uuid_text(tenant));
+	jb_key(&st, "status");
+	jb_string(&st, status);
+	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	outbox_emit_event(tenant, "ledger", type, "account", uuid_text(id), JsonbValueToJsonb(res), NULL, NULL);
 }
 
 static Datum
@@ -319,7 +332,7 @@ change_status(FunctionCallInfo fcinfo, char target)
 						   a.debits_pending, a.credits_pending),
 				 errhint("Post, void or let expire its holds first.")));
 	set_status(id, status);
-	emit_account_event(id, status);
+	emit_account_event(id, &tenant, status);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

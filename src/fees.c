@@ -1133,47 +1133,15 @@ typedef struct BreakdownBuild
 } BreakdownBuild;
 
 static void
-push_key(JsonbParseState **st, const char *key)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	pushJsonbValue(st, WJB_KEY, &k);
-}
-
-static void
-push_string(JsonbParseState **st, const char *s)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = (char *) s;
-	v.val.string.len = strlen(s);
-	pushJsonbValue(st, WJB_VALUE, &v);
-}
-
-static void
-push_int(JsonbParseState **st, int64 n)
-{
-	JsonbValue	v;
-
-	v.type = jbvNumeric;
-	v.val.numeric = int64_to_numeric(n);
-	pushJsonbValue(st, WJB_VALUE, &v);
-}
-
-static void
 breakdown_line(const char *name, int64 amount, void *arg)
 {
 	BreakdownBuild *b = arg;
 
 	pushJsonbValue(&b->state, WJB_BEGIN_OBJECT, NULL);
-	push_key(&b->state, "component");
-	push_string(&b->state, name);
-	push_key(&b->state, "amount");
-	push_int(&b->state, amount);
+	jb_key(&b->state, "component");
+	jb_string(&b->state, name);
+	jb_key(&b->state, "amount");
+	jb_int(&b->state, amount);
 	pushJsonbValue(&b->state, WJB_END_OBJECT, NULL);
 }
 
@@ -1186,16 +1154,16 @@ fee_breakdown_jsonb(const char *code, const FeeCalc *calc)
 
 	currency_unpack(calc->schedule->currency, currency);
 	pushJsonbValue(&b.state, WJB_BEGIN_OBJECT, NULL);
-	push_key(&b.state, "schedule");
-	push_string(&b.state, code);
-	push_key(&b.state, "schedule_id");
-	push_string(&b.state, DatumGetCString(DirectFunctionCall1(uuid_out,
+	jb_key(&b.state, "schedule");
+	jb_string(&b.state, code);
+	jb_key(&b.state, "schedule_id");
+	jb_string(&b.state, DatumGetCString(DirectFunctionCall1(uuid_out,
 															  UUIDPGetDatum(&calc->schedule->id))));
-	push_key(&b.state, "currency");
-	push_string(&b.state, currency);
-	push_key(&b.state, "fee");
-	push_int(&b.state, calc->fee);
-	push_key(&b.state, "components");
+	jb_key(&b.state, "currency");
+	jb_string(&b.state, currency);
+	jb_key(&b.state, "fee");
+	jb_int(&b.state, calc->fee);
+	jb_key(&b.state, "components");
 	pushJsonbValue(&b.state, WJB_BEGIN_ARRAY, NULL);
 	fee_calc_lines(calc, breakdown_line, &b);
 	pushJsonbValue(&b.state, WJB_END_ARRAY, NULL);

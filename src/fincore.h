@@ -316,6 +316,14 @@ extern void fees_calculate(const char *code, CurrencyCode currency, int64 amount
 extern void fees_apply_mode(FeeMode mode, int64 amount, int64 fee,
 							int64 *charge, int64 *delivered);
 
+/* ---- building jsonb (jsonb_build.c): a key, then its value ---- */
+
+extern void jb_key(JsonbParseState **st, const char *key);
+extern void jb_string(JsonbParseState **st, const char *s);
+extern void jb_int(JsonbParseState **st, int64 n);
+extern void jb_null(JsonbParseState **st);
+extern void jb_jsonb(JsonbParseState **st, Jsonb *j);
+
 /* ---- time-ordered ids (uuidv7.c) ---- */
 
 extern void uuidv7_generate(pg_uuid_t *out);

@@ -3,7 +3,7 @@
 -- objects as an app role; append-only enforcement; expiry and roll-up.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(134);
+SELECT plan(141);
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
 
@@ -319,6 +319,29 @@ SELECT ok((SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid
 SELECT ok(NOT has_table_privilege('authenticated', 'fincore.transfers', 'INSERT'), 'app roles cannot insert transfers');
 SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb)'::regprocedure),
     ARRAY['search_path=pg_catalog, pg_temp'], 'transfer pins its search_path');
+
+-- ---------------------------------------------------------------------------
+-- 6. Events: every written transfer and status change is an outbox event, in the
+--    same transaction; a tenant can switch them off.
+-- ---------------------------------------------------------------------------
+SELECT set_config('fincore.tenant', 'aaaaaaaa-0000-4000-8000-000000000001', true);
+SELECT results_eq($$SELECT type, aggregatetype, payload->>'kind', (payload->>'amount')::bigint FROM outbox_events
+                    WHERE aggregateid = '10000000-0000-4000-8000-000000000001' ORDER BY seq LIMIT 1$$,
+    $$VALUES ('transfer.created', 'transfer', 'posted', 10000::bigint)$$, 'a transfer emits transfer.created with the transfer');
+SELECT results_eq($$SELECT type FROM outbox_events WHERE aggregateid = '20000000-0000-4000-8000-000000000002' ORDER BY seq$$,
+    ARRAY['transfer.created', 'transfer.posted'], 'a hold''s story is one aggregate, in order: created, posted');
+SELECT results_eq($$SELECT type FROM outbox_events WHERE aggregateid = '20000000-0000-4000-8000-000000000004' ORDER BY seq$$,
+    ARRAY['transfer.created', 'transfer.expired'], 'an expired hold: created, expired');
+SELECT ok(EXISTS (SELECT 1 FROM outbox_events WHERE type = 'transfer.voided'), 'voids are events');
+SELECT ok(EXISTS (SELECT 1 FROM outbox_events WHERE type = 'transfer.reversed'), 'reversals are events');
+SELECT results_eq($$SELECT type FROM outbox_events WHERE aggregateid = '00000000-0000-4000-8000-0000000000a7' ORDER BY seq$$,
+    ARRAY['account.closed'], 'closing an account is an event');
+SELECT set_ledger_events(false);
+SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 1,
+    id => '60000000-0000-4000-8000-000000000001');
+SELECT is_empty($$SELECT 1 FROM outbox_events WHERE aggregateid = '60000000-0000-4000-8000-000000000001'$$,
+    'with ledger events off, a transfer emits nothing');
+SELECT set_ledger_events(true);
 
 SELECT * FROM finish();
 ROLLBACK;
