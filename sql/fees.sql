@@ -139,7 +139,7 @@ SELECT calculate_fee('card', 100, at => '2099-01-01');                      -- Z
 SELECT create_tenant('Other', 'fee00000-0000-4000-8000-000000000002') IS NOT NULL AS tenant;
 SELECT set_config('request.jwt.claims', '{"tenant_id":"fee00000-0000-4000-8000-000000000002"}', false) IS NOT NULL AS claims;
 SELECT calculate_fee('card', 100, at => '2024-06-01');                      -- ZF401
-SELECT count(*) AS visible FROM fee_schedules;
+SELECT count(*) AS of_this_tenant FROM fee_schedules WHERE tenant_id = tenant_id();   -- (a superuser sees past RLS)
 SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS claims;
 SELECT calculate_fee('card', 100, at => '2024-06-01');                      -- ZF203
 

@@ -102,21 +102,21 @@ SELECT freeze_account('a0000000-0000-4000-8000-0000000000ff');
 -- A batch: independent items, a linked chain that fails as a whole, and an open chain.
 SELECT index, id, result FROM create_transfers(ARRAY[
     ROW('c0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000002',
-        100, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        100, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
     ROW('c0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000004',
-        100, NULL, NULL, NULL, NULL, NULL, NULL, true, NULL),
+        100, NULL, NULL, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL),
     ROW('c0000000-0000-4000-8000-000000000003', 'a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000004',
-        99999999, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL),
+        99999999, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
     ROW('b0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000002',
-        10000, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        10000, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
     ROW('b0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000002',
-        1250, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        1250, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
     ROW('c0000000-0000-4000-8000-000000000004', 'a0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000003',
-        300, NULL, true, NULL, NULL, NULL, NULL, true, NULL),
+        300, NULL, true, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL),
     ROW('c0000000-0000-4000-8000-000000000005', NULL, NULL, 200, NULL, NULL, NULL,
-        'c0000000-0000-4000-8000-000000000004', NULL, NULL, false, NULL),
+        'c0000000-0000-4000-8000-000000000004', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
     ROW('c0000000-0000-4000-8000-000000000006', 'a0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000002',
-        1, NULL, NULL, NULL, NULL, NULL, NULL, true, NULL)
+        1, NULL, NULL, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL)
 ]::transfer_request[]);
 
 -- Balances, the merchant's history, and the books.
@@ -131,6 +131,63 @@ SELECT posted FROM balance('a0000000-0000-4000-8000-000000000002',
     (SELECT created_at FROM transfers WHERE id = 'b0000000-0000-4000-8000-000000000005')) AS alice_after_capture;
 SELECT posted, available FROM balance('a0000000-0000-4000-8000-000000000002', '2000-01-01') AS alice_in_2000;
 SELECT kind, amount FROM account_transfers('a0000000-0000-4000-8000-000000000002') ORDER BY created_at, id;
+SELECT * FROM verify();
+
+-- Fees: posted as a linked transfer from the payer to the (hot) fee account, in the same call.
+SELECT define_fee_schedule('p2p', 'USD', '{"components": [{"type": "percentage", "rate": "0.01"},
+                                                          {"type": "flat", "amount": 10}]}',
+                           effective_from => '2000-01-01') IS NOT NULL AS defined;
+-- On top: Alice pays 10.00 + 0.20 fee; Bob gets 10.00.
+SELECT result, amount, fee, fee_transfer_id IS NOT NULL AS has_fee_leg
+  FROM transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003', 1000,
+                id => 'd0000000-0000-4000-8000-000000000001', fee_schedule => 'p2p',
+                fee_account => 'a0000000-0000-4000-8000-000000000005', metadata => '{"memo": "rent share"}');
+SELECT kind, amount, metadata->>'memo' AS memo, metadata->'fee'->>'fee' AS fee, metadata->'fee'->>'mode' AS mode,
+       metadata->'fee'->'components' AS components
+  FROM transfers WHERE id = 'd0000000-0000-4000-8000-000000000001';
+SELECT t.amount, t.debit_account_id = 'a0000000-0000-4000-8000-000000000002' AS from_alice,
+       t.credit_account_id = 'a0000000-0000-4000-8000-000000000005' AS to_fees, t.metadata->>'schedule' AS schedule
+  FROM transfers t WHERE t.metadata->>'fee_for' = 'd0000000-0000-4000-8000-000000000001';
+-- Deducted: Bob receives 20.00 - 0.30.
+SELECT result, amount, fee FROM transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003', 2000,
+    id => 'd0000000-0000-4000-8000-000000000002', fee_schedule => 'p2p',
+    fee_account => 'a0000000-0000-4000-8000-000000000005', fee_mode => 'deducted');
+-- A replay: exists, no second fee.
+SELECT result, amount, fee FROM transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003', 2000,
+    id => 'd0000000-0000-4000-8000-000000000002', fee_schedule => 'p2p',
+    fee_account => 'a0000000-0000-4000-8000-000000000005', fee_mode => 'deducted');
+SELECT transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003', 1999,
+    id => 'd0000000-0000-4000-8000-000000000002', fee_schedule => 'p2p',
+    fee_account => 'a0000000-0000-4000-8000-000000000005', fee_mode => 'deducted');
+SELECT count(*) AS fee_legs FROM transfers WHERE metadata->>'fee_for' = 'd0000000-0000-4000-8000-000000000002';
+-- The fee is refused with the transfer: Alice can pay the amount but not the fee on top.
+SELECT posted FROM balance('a0000000-0000-4000-8000-000000000002') AS alice_before;
+SELECT transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003',
+    (SELECT posted FROM balance('a0000000-0000-4000-8000-000000000002')), fee_schedule => 'p2p',
+    fee_account => 'a0000000-0000-4000-8000-000000000005');
+SELECT posted FROM balance('a0000000-0000-4000-8000-000000000002') AS alice_after;
+-- A fee that eats the whole amount, a fee on a hold, a fee without a fee account.
+SELECT transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003', 10,
+    fee_schedule => 'p2p', fee_account => 'a0000000-0000-4000-8000-000000000005', fee_mode => 'deducted');
+SELECT transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003', 100, pending => true,
+    fee_schedule => 'p2p', fee_account => 'a0000000-0000-4000-8000-000000000005');
+SELECT transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003', 100, fee_schedule => 'p2p');
+SELECT transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003', 100, fee_schedule => 'nope',
+    fee_account => 'a0000000-0000-4000-8000-000000000005');
+SELECT transfer('a0000000-0000-4000-8000-000000000002', 'a0000000-0000-4000-8000-000000000003', 100, fee_schedule => 'p2p',
+    fee_account => 'a0000000-0000-4000-8000-000000000005', fee_mode => 'sometimes');
+-- In a batch: one row per request; a request whose fee cannot be paid fails with the fee's reason.
+SELECT index, result FROM create_transfers(ARRAY[
+    ROW('d0000000-0000-4000-8000-000000000003', 'a0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000002',
+        500, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'p2p', 'a0000000-0000-4000-8000-000000000005', NULL, NULL),
+    ROW('d0000000-0000-4000-8000-000000000004', 'a0000000-0000-4000-8000-000000000003', 'a0000000-0000-4000-8000-000000000001',
+        (SELECT posted + 5000 FROM balance('a0000000-0000-4000-8000-000000000003')), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        'p2p', 'a0000000-0000-4000-8000-000000000005', NULL, NULL),
+    ROW('d0000000-0000-4000-8000-000000000005', 'a0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000002',
+        700, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+]::transfer_request[]);
+SELECT rollup_hot_accounts() >= 0 AS rolled_up;
+SELECT credits_posted AS fee_account FROM account_balances WHERE id = 'a0000000-0000-4000-8000-000000000005';
 SELECT * FROM verify();
 
 -- Append-only, for the owner too.

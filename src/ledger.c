@@ -37,6 +37,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "common/hashfn.h"
 #include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -49,6 +50,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
@@ -86,6 +88,7 @@ typedef enum LedgerResult
 	LR_TIMEOUT_MUST_BE_POSITIVE,
 	LR_OVERFLOWS_BALANCE,
 	LR_ID_ALREADY_USED,
+	LR_FEE_EXCEEDS_AMOUNT,
 	LR_INVALID_REQUEST
 } LedgerResult;
 
@@ -124,6 +127,7 @@ static const struct
 	[LR_TIMEOUT_MUST_BE_POSITIVE] = {"timeout_must_be_positive", ERRCODE_FC_INVALID_TIMEOUT},
 	[LR_OVERFLOWS_BALANCE] = {"overflows_balance", ERRCODE_FC_BALANCE_OVERFLOW},
 	[LR_ID_ALREADY_USED] = {"id_already_used", ERRCODE_FC_TRANSFER_ID_CONFLICT},
+	[LR_FEE_EXCEEDS_AMOUNT] = {"fee_exceeds_amount", ERRCODE_FC_FEE_EXCEEDS_AMOUNT},
 	[LR_INVALID_REQUEST] = {"invalid_request", ERRCODE_FC_INVALID_TRANSFER_REQUEST},
 };
 
@@ -199,6 +203,19 @@ typedef struct LedgerItem
 	bool		linked;
 	Jsonb	   *metadata;
 
+	/* A fee (a posted transfer only): its leg is the next item, linked to this one. */
+	const char *fee_schedule;	/* NULL: no fee */
+	bool		has_fee_account;
+	pg_uuid_t	fee_account;
+	FeeMode		fee_mode;
+	Jsonb	   *fee_context;
+	bool		is_fee_leg;		/* this item is the fee leg of the item before it */
+	bool		skip;			/* a fee leg of a zero fee: nothing to write */
+	int			request;		/* index of the request this item comes from */
+	int64		gross_amount;	/* the requested amount of a transfer with a fee */
+	int64		fee;			/* its fee */
+	Jsonb	   *user_metadata;	/* the metadata as requested (before the fee's is added) */
+
 	/* resolved while running */
 	LedgerAccount *dacc;
 	LedgerAccount *cacc;
@@ -212,6 +229,7 @@ typedef struct LedgerItem
 	LedgerResult preset;		/* a refusal known before the engine runs */
 	LedgerResult result;
 	const char *diff_field;		/* for LR_EXISTS_WITH_DIFFERENT */
+	const char *invalid;		/* for LR_INVALID_REQUEST: what is wrong */
 	bool		written;		/* a new row of this call */
 } LedgerItem;
 
@@ -230,6 +248,7 @@ typedef struct LedgerBatch
 	LedgerItem *items;
 	int			nitems;
 	bool		single;			/* a single call: raise instead of returning a result */
+	bool		optimistic;		/* one item: learn of a replay from the INSERT's ON CONFLICT */
 	bool		tenant_given;	/* the sweep names the tenant; otherwise the caller's */
 	pg_uuid_t	tenant;
 	TimestampTz now;
@@ -447,15 +466,33 @@ undo_to(LedgerBatch *b, int mark)
 
 /* ---- step 1: checks that need no database ---- */
 
+/* Refuse an item as malformed, saying why. */
+static inline LedgerResult
+invalid_request(LedgerItem *it, const char *why)
+{
+	it->invalid = why;
+	return LR_INVALID_REQUEST;
+}
+
 static LedgerResult
 check_static(LedgerItem *it)
 {
+	/* A fee goes with a transfer that moves money now, and needs somewhere to go. */
+	if (it->fee_schedule != NULL &&
+		(it->kind != KIND_POSTED || !it->has_fee_account))
+		return invalid_request(it, it->has_fee_account ?
+							   "a fee applies only to a transfer posted at once, not to a hold, post, void or reversal" :
+							   "a fee needs a fee_account");
+	if (it->fee_schedule == NULL && it->has_fee_account && !it->is_fee_leg)
+		return invalid_request(it, "a fee_account is given without a fee_schedule");
+	if (it->is_fee_leg)
+		return LR_OK;			/* its amount is known once the fee is computed */
 	switch (it->kind)
 	{
 		case KIND_POSTED:
 		case KIND_PENDING:
 			if (!it->has_debit || !it->has_credit || !it->has_amount)
-				return LR_INVALID_REQUEST;
+				return invalid_request(it, "a transfer needs a debit account, a credit account and an amount");
 			if (uuid_equal(&it->debit, &it->credit))
 				return LR_ACCOUNTS_MUST_BE_DIFFERENT;
 			if (it->amount <= 0)
@@ -479,7 +516,7 @@ check_static(LedgerItem *it)
 				return LR_AMOUNT_MUST_BE_POSITIVE;
 			break;
 		default:
-			return LR_INVALID_REQUEST;
+			return invalid_request(it, "unknown kind of request");
 	}
 	return LR_OK;
 }
@@ -916,13 +953,13 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 		if (it->kind == KIND_EXPIRE)
 		{
 			if (!ref->has_expiry || ref->expires_at > it->ts)
-				return LR_INVALID_REQUEST;	/* not due: the sweep raced a post */
+				return invalid_request(it, "the hold is not due to expire yet");
 		}
 		else if (ref->has_expiry && ref->expires_at <= it->ts)
 			return LR_PENDING_TRANSFER_EXPIRED;
 		if ((it->has_debit && !uuid_equal(&it->debit, &ref->debit)) ||
 			(it->has_credit && !uuid_equal(&it->credit, &ref->credit)))
-			return LR_INVALID_REQUEST;
+			return invalid_request(it, "the accounts given are not the hold's");
 		it->pending_amount = ref->amount;
 		if (it->kind == KIND_POST)
 		{
@@ -934,7 +971,7 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 		else
 		{
 			if (it->has_amount && it->amount != ref->amount)
-				return LR_INVALID_REQUEST;
+				return invalid_request(it, "a void releases the whole hold: an amount, if given, must be the hold's");
 			amount = 0;
 		}
 		if (!it->has_code)
@@ -967,7 +1004,7 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 				return LR_EXCEEDS_REVERSIBLE_AMOUNT;
 			if ((it->has_debit && !uuid_equal(&it->debit, &ref->credit)) ||
 				(it->has_credit && !uuid_equal(&it->credit, &ref->debit)))
-				return LR_INVALID_REQUEST;
+				return invalid_request(it, "the accounts given are not the reversed transfer's, swapped");
 			if (!it->has_code)
 				it->code = ref->code;
 		}
@@ -1112,10 +1149,57 @@ jsonb_same(Jsonb *a, Jsonb *b)
 	return compareJsonbContainers(&a->root, &b->root) == 0;
 }
 
+/* A numeric member of a jsonb object, as int64; false if missing. */
+static bool
+jsonb_int_member(JsonbContainer *obj, const char *key, int64 *out)
+{
+	JsonbValue	v;
+
+	if (!JsonContainerIsObject(obj) ||
+		getKeyJsonValueFromContainer(obj, key, strlen(key), &v) == NULL || v.type != jbvNumeric)
+		return false;
+	*out = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v.val.numeric)));
+	return true;
+}
+
+/*
+ * What a transfer with a fee stored about it: metadata.fee holds the
+ * requested amount and the fee (the row's amount is what the payee got).
+ */
+static bool
+stored_fee(Jsonb *metadata, int64 *gross, int64 *fee)
+{
+	JsonbValue	v;
+
+	if (metadata == NULL || !JB_ROOT_IS_OBJECT(metadata) ||
+		getKeyJsonValueFromContainer(&metadata->root, "fee", 3, &v) == NULL || v.type != jbvBinary)
+		return false;
+	return jsonb_int_member(v.val.binary.data, "amount", gross) &&
+		jsonb_int_member(v.val.binary.data, "fee", fee);
+}
+
+/* The requested metadata of a stored transfer: without the fee the ledger added. */
+static Jsonb *
+metadata_without_fee(Jsonb *metadata)
+{
+	Jsonb	   *m;
+
+	if (metadata == NULL || !JB_ROOT_IS_OBJECT(metadata))
+		return metadata;
+	m = DatumGetJsonbP(DirectFunctionCall2(jsonb_delete, JsonbPGetDatum(metadata), CStringGetTextDatum("fee")));
+	/* A fee added to no metadata at all leaves {}: that was NULL. */
+	return JB_ROOT_COUNT(m) == 0 && JB_ROOT_COUNT(metadata) == 1 ? NULL : m;
+}
+
 /* Compare a replayed item with the transfer its id already names. */
 static LedgerResult
 compare_existing(LedgerBatch *b, LedgerItem *it, ExistingTransfer *ex)
 {
+	int64		gross = 0,
+				fee = 0;
+	bool		had_fee = ex->kind == KIND_POSTED && stored_fee(ex->metadata, &gross, &fee);
+	Jsonb	   *metadata = had_fee ? metadata_without_fee(ex->metadata) : ex->metadata;
+
 	if (!uuid_equal(&ex->tenant, &b->tenant))
 		return LR_ID_ALREADY_USED;
 	it->diff_field = NULL;
@@ -1130,11 +1214,13 @@ compare_existing(LedgerBatch *b, LedgerItem *it, ExistingTransfer *ex)
 	else if ((it->kind == KIND_POST || it->kind == KIND_VOID || it->kind == KIND_REVERSAL) &&
 			 (!ex->has_ref || !uuid_equal(&it->ref_id, &ex->ref)))
 		it->diff_field = it->kind == KIND_REVERSAL ? "reversal_of" : "pending_id";
+	else if ((it->fee_schedule != NULL) != had_fee)
+		it->diff_field = "fee_schedule";
 	else if (it->kind == KIND_POST &&
 			 (it->has_amount ? it->amount != ex->amount : ex->amount != ex->pending_amount))
 		it->diff_field = "amount";
 	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING || it->kind == KIND_REVERSAL) &&
-			 it->has_amount && it->amount != ex->amount)
+			 it->has_amount && (had_fee ? it->gross_amount != gross : it->amount != ex->amount))
 		it->diff_field = "amount";
 	else if (it->has_code && it->code != ex->code)
 		it->diff_field = "code";
@@ -1142,7 +1228,7 @@ compare_existing(LedgerBatch *b, LedgerItem *it, ExistingTransfer *ex)
 			 (it->has_timeout != ex->has_timeout ||
 			  (it->has_timeout && memcmp(&it->timeout, &ex->timeout, sizeof(Interval)) != 0)))
 		it->diff_field = "timeout";
-	else if (!jsonb_same(it->metadata, ex->metadata))
+	else if (!jsonb_same(had_fee ? it->user_metadata : it->metadata, metadata))
 		it->diff_field = "metadata";
 	if (it->diff_field != NULL)
 		return LR_EXISTS_WITH_DIFFERENT;
@@ -1152,6 +1238,7 @@ compare_existing(LedgerBatch *b, LedgerItem *it, ExistingTransfer *ex)
 	it->debit = ex->debit;
 	it->credit = ex->credit;
 	it->ts = ex->created_at;
+	it->fee = had_fee ? fee : 0;
 	return LR_EXISTS;
 }
 
@@ -1718,7 +1805,8 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 		case LR_EXCEEDS_CREDITS:
 			ereport(ERROR,
 					(errcode(ledger_results[r].sqlstate),
-					 errmsg("transfer of %s exceeds the credits of account %s",
+					 errmsg("%s of %s exceeds the credits of account %s",
+							it->is_fee_leg ? "the fee" : "transfer",
 							money_text(it->amount, d->meta.currency), uuid_text(&d->meta.id)),
 					 errdetail("Its debits posted %s and pending %s leave no room under its credits posted %s%s.",
 							   money_text(d->bal.dpo, d->meta.currency), money_text(d->bal.dp, d->meta.currency),
@@ -1730,7 +1818,8 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 		case LR_EXCEEDS_DEBITS:
 			ereport(ERROR,
 					(errcode(ledger_results[r].sqlstate),
-					 errmsg("transfer of %s exceeds the debits of account %s",
+					 errmsg("%s of %s exceeds the debits of account %s",
+							it->is_fee_leg ? "the fee" : "transfer",
 							money_text(it->amount, c->meta.currency), uuid_text(&c->meta.id)),
 					 errdetail("Its credits posted %s and pending %s leave no room under its debits posted %s%s.",
 							   money_text(c->bal.cpo, c->meta.currency), money_text(c->bal.cp, c->meta.currency),
@@ -1837,6 +1926,18 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 					 errmsg(r == LR_TIMEOUT_RESERVED_FOR_PENDING ? "a timeout applies only to a pending transfer"
 							: "timeout must be positive, not %s",
 							DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&it->timeout))))));
+			break;
+		case LR_INVALID_REQUEST:
+			ereport(ERROR,
+					(errcode(ledger_results[r].sqlstate),
+					 errmsg("invalid transfer request: %s", it->invalid ? it->invalid : name)));
+			break;
+		case LR_FEE_EXCEEDS_AMOUNT:
+			ereport(ERROR,
+					(errcode(ledger_results[r].sqlstate),
+					 errmsg("fee %s leaves nothing of the amount %s it is deducted from",
+							money_text(it->fee, d->meta.currency), money_text(it->gross_amount, d->meta.currency)),
+					 errhint("Charge the fee on top (fee_mode => 'on_top'), or transfer a larger amount.")));
 			break;
 		case LR_ID_ALREADY_USED:
 			ereport(ERROR,
@@ -1963,6 +2064,167 @@ chain_end(LedgerBatch *b, int start)
 	return i;
 }
 
+/* ---- fees ---- */
+
+/*
+ * The id of a transfer's fee leg: derived from the transfer's id, so that a
+ * replayed transfer names the same fee leg (a UUID of version 8, "custom").
+ */
+static void
+fee_leg_id(const pg_uuid_t *main_id, pg_uuid_t *out)
+{
+	uint64		h1 = hash_bytes_extended(main_id->data, UUID_LEN, 0x66656501);
+	uint64		h2 = hash_bytes_extended(main_id->data, UUID_LEN, 0x66656502);
+
+	for (int i = 0; i < 8; i++)
+	{
+		out->data[i] = (unsigned char) (h1 >> (56 - 8 * i));
+		out->data[8 + i] = (unsigned char) (h2 >> (56 - 8 * i));
+	}
+	out->data[6] = (unsigned char) (0x80 | (out->data[6] & 0x0F));	/* version 8 */
+	out->data[8] = (unsigned char) (0x80 | (out->data[8] & 0x3F));	/* variant 10 */
+}
+
+/*
+ * Give every request with a fee its fee leg: an item right after it, linked
+ * to it (a transfer and its fee succeed or fail together), from the payer to
+ * the fee account.  Its amount is set once the fee is computed.
+ */
+static void
+expand_fee_legs(LedgerBatch *b)
+{
+	int			nfees = 0;
+	LedgerItem *items;
+	int			n = 0;
+
+	for (int i = 0; i < b->nitems; i++)
+	{
+		b->items[i].request = i;
+		if (b->items[i].fee_schedule != NULL)
+			nfees++;
+	}
+	if (nfees == 0)
+		return;
+	items = palloc0(sizeof(LedgerItem) * (b->nitems + nfees));
+	for (int i = 0; i < b->nitems; i++)
+	{
+		LedgerItem *it = &items[n++];
+
+		*it = b->items[i];
+		it->index = n - 1;
+		if (it->fee_schedule == NULL)
+			continue;
+		{
+			LedgerItem *leg = &items[n++];
+			bool		linked = it->linked;
+
+			it->gross_amount = it->amount;
+			it->user_metadata = it->metadata;
+			it->linked = true;
+			memset(leg, 0, sizeof(LedgerItem));
+			leg->index = n - 1;
+			leg->request = i;
+			leg->kind = KIND_POSTED;
+			leg->is_fee_leg = true;
+			fee_leg_id(&it->id, &leg->id);
+			leg->has_debit = it->has_debit;
+			leg->debit = it->debit;
+			leg->has_credit = it->has_fee_account;
+			leg->credit = it->fee_account;
+			leg->has_amount = true;
+			leg->has_code = true;
+			leg->code = it->code;
+			leg->linked = linked;
+			leg->preset = it->preset;
+		}
+	}
+	b->items = items;
+	b->nitems = n;
+}
+
+/* Compute the fee of each transfer that has one (after the locks: the payer's currency is known). */
+static void
+compute_fees(LedgerBatch *b)
+{
+	for (int i = 0; i < b->nitems - 1; i++)
+	{
+		LedgerItem *it = &b->items[i];
+		LedgerItem *leg = &b->items[i + 1];
+		FeeQuote	quote;
+		JsonbParseState *st = NULL;
+		JsonbValue *extra;
+		Jsonb	   *fee_info;
+		Jsonb	   *leg_meta;
+
+		if (it->fee_schedule == NULL || it->is_fee_leg)
+			continue;
+		if (it->result != LR_OK)
+		{
+			/* A replay or a refused transfer: its fee leg neither applies nor is written. */
+			leg->skip = true;
+			if (it->result == LR_EXISTS)
+				leg->result = LR_EXISTS;
+			continue;
+		}
+		if (it->dacc == NULL || !it->dacc->found)
+			continue;			/* refused when applied: debit_account_not_found */
+		if (it->metadata != NULL && !JB_ROOT_IS_OBJECT(it->metadata))
+		{
+			it->result = invalid_request(it, "the metadata of a transfer with a fee must be a JSON object (the fee is added to it)");
+			continue;
+		}
+		fees_calculate(it->fee_schedule, it->dacc->meta.currency, it->gross_amount, it->fee_context,
+					   b->now, &quote);
+		it->fee = quote.fee;
+		if (it->fee_mode == FEE_MODE_DEDUCTED)
+		{
+			if (quote.fee >= it->gross_amount)
+			{
+				it->result = LR_FEE_EXCEEDS_AMOUNT;
+				continue;
+			}
+			it->amount = it->gross_amount - quote.fee;
+		}
+		leg->amount = quote.fee;
+		leg->skip = quote.fee == 0;
+
+		/* metadata.fee: the breakdown, the mode, the requested amount and the fee leg. */
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		jb_key(&st, "mode");
+		jb_string(&st, it->fee_mode == FEE_MODE_DEDUCTED ? "deducted" : "on_top");
+		jb_key(&st, "amount");
+		jb_int(&st, it->gross_amount);
+		jb_key(&st, "fee_transfer_id");
+		if (leg->skip)
+			jb_null(&st);
+		else
+			jb_string(&st, uuid_text(&leg->id));
+		extra = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		fee_info = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(quote.breakdown),
+													  JsonbPGetDatum(JsonbValueToJsonb(extra))));
+		st = NULL;
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		jb_key(&st, "fee");
+		jb_jsonb(&st, fee_info);
+		extra = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		it->metadata = it->user_metadata == NULL ? JsonbValueToJsonb(extra) :
+			DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(it->user_metadata),
+											   JsonbPGetDatum(JsonbValueToJsonb(extra))));
+
+		/* The fee leg says what it is the fee of. */
+		st = NULL;
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		jb_key(&st, "fee_for");
+		jb_string(&st, uuid_text(&it->id));
+		jb_key(&st, "schedule");
+		jb_string(&st, it->fee_schedule);
+		jb_key(&st, "schedule_id");
+		jb_string(&st, uuid_text(&quote.schedule_id));
+		leg_meta = JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+		leg->metadata = leg_meta;
+	}
+}
+
 /*
  * Run a batch.  In a single call (b->single) a refusal raises; otherwise every
  * item gets a result.  Returns after the writes.
@@ -1974,6 +2236,8 @@ ledger_execute(LedgerBatch *b)
 
 	if (!b->tenant_given)
 		tenancy_require_tenant(&b->tenant);
+	expand_fee_legs(b);
+	b->optimistic = b->single && b->nitems == 1;
 	collect(b);
 
 retry:
@@ -2002,7 +2266,7 @@ retry:
 	b->nundo = 0;
 
 	/* Replays: in a batch, every id is looked up once, after the locks. */
-	if (!b->single)
+	if (!b->optimistic)
 	{
 		pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * b->nitems);
 		ExistingTransfer *ex;
@@ -2013,9 +2277,11 @@ retry:
 		nex = load_existing(ids, b->nitems, &ex);
 		for (int e = 0; e < nex; e++)
 			for (int i = 0; i < b->nitems; i++)
-				if (uuid_equal(&b->items[i].id, &ex[e].id) && b->items[i].result == LR_OK)
+				if (uuid_equal(&b->items[i].id, &ex[e].id) && b->items[i].result == LR_OK &&
+					!b->items[i].is_fee_leg)
 					b->items[i].result = compare_existing(b, &b->items[i], &ex[e]);
 	}
+	compute_fees(b);
 
 	/* Apply in order; a chain is applied whole or undone. */
 	for (int i = 0; i < b->nitems;)
@@ -2037,7 +2303,7 @@ retry:
 																		 TimestampTzGetDatum(it->ts),
 																		 IntervalPGetDatum(&it->timeout)));
 			}
-			if (it->result == LR_OK)
+			if (it->result == LR_OK && !it->skip)
 				it->result = apply_item(b, it);
 			if (it->result != LR_OK && it->result != LR_EXISTS && failed < 0)
 				failed = k;
@@ -2060,19 +2326,28 @@ retry:
 	if (b->single)
 	{
 		LedgerItem *it = &b->items[0];
+		LedgerItem *failed = NULL;
 
-		if (it->result != LR_OK)
+		/* The refusal to report: the item's own, else its fee leg's. */
+		for (int i = 0; i < b->nitems && failed == NULL; i++)
+			if (b->items[i].result != LR_OK && b->items[i].result != LR_EXISTS &&
+				b->items[i].result != LR_LINKED_EVENT_FAILED)
+				failed = &b->items[i];
+		if (it->result == LR_EXISTS)
+			return;				/* a replay: nothing to write */
+		if (failed != NULL)
 		{
 			/* A replay of a transfer that succeeded may no longer pass validation. */
 			ExistingTransfer *ex;
 
-			if (load_existing(&it->id, 1, &ex) == 1)
+			if (b->optimistic && load_existing(&it->id, 1, &ex) == 1)
 			{
 				it->result = compare_existing(b, it, &ex[0]);
 				if (it->result == LR_EXISTS)
 					return;
+				failed = it;
 			}
-			raise_item_error(b, it);
+			raise_item_error(b, failed);
 		}
 	}
 
@@ -2083,17 +2358,17 @@ retry:
 		int			inserted;
 		MemoryContext oldcxt = CurrentMemoryContext;
 		ResourceOwner oldowner = CurrentResourceOwner;
-		bool		subxact = !b->single;
+		bool		subxact = !b->optimistic;
 		bool		balances_written;
 
 		for (int i = 0; i < b->nitems; i++)
-			if (b->items[i].result == LR_OK)
+			if (b->items[i].result == LR_OK && !b->items[i].skip)
 				rows[n++] = &b->items[i];
 		if (n == 0)
 			return;
 
 		/*
-		 * A batch inserts its rows in a subtransaction: if a concurrent
+		 * More than one row is inserted in a subtransaction: if a concurrent
 		 * transaction committed one of its ids first, the insert is undone
 		 * and the batch runs again, seeing that row as an existing transfer.
 		 */
@@ -2176,8 +2451,8 @@ single_result(FunctionCallInfo fcinfo, LedgerBatch *b)
 {
 	LedgerItem *it = &b->items[0];
 	TupleDesc	desc;
-	Datum		v[9];
-	bool		isnull[9] = {false};
+	Datum		v[11];
+	bool		isnull[11] = {false};
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "ledger: a composite result is expected");
@@ -2201,6 +2476,12 @@ single_result(FunctionCallInfo fcinfo, LedgerBatch *b)
 	v[7] = UUIDPGetDatum(&it->ref_id);
 	isnull[7] = it->kind != KIND_REVERSAL;
 	v[8] = TimestampTzGetDatum(it->ts);
+	v[9] = Int64GetDatum(it->fee);
+	isnull[9] = it->fee_schedule == NULL;
+	if (it->fee_schedule != NULL && b->nitems > 1 && it->fee > 0)
+		v[10] = UUIDPGetDatum(&b->items[1].id);
+	else
+		isnull[10] = true;
 	return HeapTupleGetDatum(heap_form_tuple(desc, v, isnull));
 }
 
@@ -2236,7 +2517,22 @@ run_single(FunctionCallInfo fcinfo, LedgerItem *it)
 	return result;
 }
 
-/* transfer(debit, credit, amount bigint, id, code, pending, timeout, metadata) */
+/* fee_schedule, fee_account, fee_mode, fee_context: four arguments from argno on. */
+static void
+item_fee_from_args(LedgerItem *it, FunctionCallInfo fcinfo, int argno)
+{
+	if (!PG_ARGISNULL(argno))
+		it->fee_schedule = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (!PG_ARGISNULL(argno + 1))
+	{
+		it->has_fee_account = true;
+		it->fee_account = *PG_GETARG_UUID_P(argno + 1);
+	}
+	it->fee_mode = PG_ARGISNULL(argno + 2) ? FEE_MODE_ON_TOP : fee_mode_from_text(PG_GETARG_TEXT_PP(argno + 2));
+	it->fee_context = PG_ARGISNULL(argno + 3) ? NULL : PG_GETARG_JSONB_P_COPY(argno + 3);
+}
+
+/* transfer(debit, credit, amount bigint, id, code, pending, timeout, metadata, fee...) */
 static void
 transfer_item_from_args(LedgerItem *it, FunctionCallInfo fcinfo)
 {
@@ -2262,6 +2558,7 @@ transfer_item_from_args(LedgerItem *it, FunctionCallInfo fcinfo)
 	}
 	if (!PG_ARGISNULL(7))
 		it->metadata = PG_GETARG_JSONB_P_COPY(7);
+	item_fee_from_args(it, fcinfo, 8);
 }
 
 PG_FUNCTION_INFO_V1(fincore_transfer);
@@ -2363,7 +2660,8 @@ fincore_reverse(PG_FUNCTION_ARGS)
 enum
 {
 	REQ_ID, REQ_DEBIT, REQ_CREDIT, REQ_AMOUNT, REQ_CODE, REQ_PENDING, REQ_TIMEOUT,
-	REQ_POST_PENDING, REQ_VOID_PENDING, REQ_REVERSE, REQ_LINKED, REQ_METADATA, REQ_NFIELDS
+	REQ_POST_PENDING, REQ_VOID_PENDING, REQ_REVERSE, REQ_LINKED, REQ_METADATA,
+	REQ_FEE_SCHEDULE, REQ_FEE_ACCOUNT, REQ_FEE_MODE, REQ_FEE_CONTEXT, REQ_NFIELDS
 };
 
 #define CREATE_TRANSFERS_MAX 8190
@@ -2400,6 +2698,13 @@ item_from_request(LedgerItem *it, int index, HeapTupleHeader rec, TupleDesc desc
 	it->linked = !isnull[REQ_LINKED] && DatumGetBool(v[REQ_LINKED]);
 	if (!isnull[REQ_METADATA])
 		it->metadata = DatumGetJsonbPCopy(v[REQ_METADATA]);
+	if (!isnull[REQ_FEE_SCHEDULE])
+		it->fee_schedule = TextDatumGetCString(v[REQ_FEE_SCHEDULE]);
+	if ((it->has_fee_account = !isnull[REQ_FEE_ACCOUNT]))
+		it->fee_account = *DatumGetUUIDP(v[REQ_FEE_ACCOUNT]);
+	it->fee_mode = isnull[REQ_FEE_MODE] ? FEE_MODE_ON_TOP : fee_mode_from_text(DatumGetTextPP(v[REQ_FEE_MODE]));
+	if (!isnull[REQ_FEE_CONTEXT])
+		it->fee_context = DatumGetJsonbPCopy(v[REQ_FEE_CONTEXT]);
 
 	it->kind = (!isnull[REQ_PENDING] && DatumGetBool(v[REQ_PENDING])) ? KIND_PENDING : KIND_POSTED;
 	if (!isnull[REQ_POST_PENDING])
@@ -2422,7 +2727,7 @@ item_from_request(LedgerItem *it, int index, HeapTupleHeader rec, TupleDesc desc
 	}
 	/* One action per item; pending only for a new transfer. */
 	if (actions > 1 || (actions == 1 && !isnull[REQ_PENDING] && DatumGetBool(v[REQ_PENDING])))
-		it->result = LR_INVALID_REQUEST;
+		it->result = invalid_request(it, "an item is one of: a transfer or hold, a post, a void, a reversal");
 	if (!it->has_code && (it->kind == KIND_POSTED || it->kind == KIND_PENDING))
 	{
 		it->has_code = true;
@@ -2474,7 +2779,7 @@ fincore_create_transfers(PG_FUNCTION_ARGS)
 		{
 			item_init(&b.items[i], i);
 			uuidv7_generate(&b.items[i].id);
-			b.items[i].result = LR_INVALID_REQUEST;
+			b.items[i].result = invalid_request(&b.items[i], "a NULL item");
 			continue;
 		}
 		item_from_request(&b.items[i], i, DatumGetHeapTupleHeader(elems[i]), reqdesc);
@@ -2492,14 +2797,20 @@ fincore_create_transfers(PG_FUNCTION_ARGS)
 		SPI_finish();
 	}
 
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < b.nitems; i++)
 	{
 		LedgerItem *it = &b.items[i];
 		Datum		v[3];
 		bool		isnull[3] = {false, false, false};
 
-		v[0] = Int32GetDatum(i);
-		v[1] = UUIDPGetDatum(&it->id);
+		/* One row per request: a transfer's own result, or its fee leg's refusal. */
+		if (it->is_fee_leg)
+			continue;
+		if (i + 1 < b.nitems && b.items[i + 1].is_fee_leg && it->result == LR_LINKED_EVENT_FAILED &&
+			b.items[i + 1].result != LR_LINKED_EVENT_FAILED)
+			it = &b.items[i + 1];
+		v[0] = Int32GetDatum(b.items[i].request);
+		v[1] = UUIDPGetDatum(&b.items[i].id);
 		if (it->result == LR_EXISTS_WITH_DIFFERENT)
 			v[2] = CStringGetTextDatum(psprintf("exists_with_different_%s", it->diff_field));
 		else

@@ -176,7 +176,7 @@ CREATE FUNCTION fincore.create_account(
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_create_account';
 COMMENT ON FUNCTION fincore.create_account(text, integer, text[], bigint, uuid, text, jsonb) IS
-    'Creates an account in the current tenant and returns its id (a UUIDv7 unless given). Flags: debits_must_not_exceed_credits, credits_must_not_exceed_debits, history, hot. Idempotent for the same id and fields; ZF324 for the same id with other fields.';
+    'Creates an account in the current tenant and returns its id (a UUIDv7 unless given). Flags: debits_must_not_exceed_credits, credits_must_not_exceed_debits, history, hot. Idempotent for the same id and fields; ZF325 for the same id with other fields.';
 
 CREATE FUNCTION fincore.freeze_account(account uuid) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -187,13 +187,13 @@ COMMENT ON FUNCTION fincore.freeze_account(uuid) IS
 CREATE FUNCTION fincore.unfreeze_account(account uuid) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_unfreeze_account';
-COMMENT ON FUNCTION fincore.unfreeze_account(uuid) IS 'Makes a frozen account active again. Idempotent; ZF326 for a closed account.';
+COMMENT ON FUNCTION fincore.unfreeze_account(uuid) IS 'Makes a frozen account active again. Idempotent; ZF328 for a closed account.';
 
 CREATE FUNCTION fincore.close_account(account uuid) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_close_account';
 COMMENT ON FUNCTION fincore.close_account(uuid) IS
-    'Closes an account for good: afterwards only voids and expiry of its holds work. Requires no pending amounts (ZF325). Idempotent.';
+    'Closes an account for good: afterwards only voids and expiry of its holds work. Requires no pending amounts (ZF326). Idempotent.';
 
 -- ---------------------------------------------------------------------------
 -- Transfers (C).
@@ -208,47 +208,53 @@ CREATE TYPE fincore.transfer_result AS (
     amount            bigint,
     pending_id        uuid,
     reversal_of       uuid,
-    created_at        timestamptz
+    created_at        timestamptz,
+    fee               bigint,      -- the fee charged with it (NULL without a fee schedule)
+    fee_transfer_id   uuid         -- the fee leg (NULL without a fee, or for a zero fee)
 );
 COMMENT ON TYPE fincore.transfer_result IS 'What fincore.transfer, post_pending, void_pending and reverse return.';
 
 CREATE FUNCTION fincore.transfer(
         debit_account uuid, credit_account uuid, amount bigint, id uuid DEFAULT NULL, code integer DEFAULT 0,
-        pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL)
+        pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL,
+        fee_schedule text DEFAULT NULL, fee_account uuid DEFAULT NULL, fee_mode text DEFAULT 'on_top',
+        fee_context jsonb DEFAULT '{}')
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_transfer';
-COMMENT ON FUNCTION fincore.transfer(uuid, uuid, bigint, uuid, integer, boolean, interval, jsonb) IS
-    'Moves amount minor units from debit_account to credit_account (or holds it, pending => true, optionally with a timeout). The id is the idempotency key: a replay returns result ''exists''. Refusals raise ZF3xx.';
+COMMENT ON FUNCTION fincore.transfer(uuid, uuid, bigint, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb) IS
+    'Moves amount minor units from debit_account to credit_account (or holds it, pending => true, optionally with a timeout). With a fee schedule, the fee is a linked transfer from the payer to fee_account (on_top: the payer pays amount + fee; deducted: the payee gets amount - fee). The id is the idempotency key: a replay returns result ''exists''. Refusals raise ZF3xx.';
 
 CREATE FUNCTION fincore.transfer(
         debit_account uuid, credit_account uuid, amount fincore.amount, id uuid DEFAULT NULL, code integer DEFAULT 0,
-        pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL)
+        pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL,
+        fee_schedule text DEFAULT NULL, fee_account uuid DEFAULT NULL, fee_mode text DEFAULT 'on_top',
+        fee_context jsonb DEFAULT '{}')
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_transfer_amount';
-COMMENT ON FUNCTION fincore.transfer(uuid, uuid, fincore.amount, uuid, integer, boolean, interval, jsonb) IS
-    'fincore.transfer with a fincore.amount, whose currency must be the accounts'' (ZF306).';
+COMMENT ON FUNCTION fincore.transfer(uuid, uuid, fincore.amount, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb) IS
+    'fincore.transfer with a fincore.amount, whose currency must be the accounts'' (ZF103).';
 
 CREATE FUNCTION fincore.post_pending(pending_id uuid, amount bigint DEFAULT NULL, id uuid DEFAULT NULL)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_post_pending';
 COMMENT ON FUNCTION fincore.post_pending(uuid, bigint, uuid) IS
-    'Posts all (amount NULL) or part of a hold; the rest is released. A hold resolves once; after its timeout it is expired (ZF315).';
+    'Posts all (amount NULL) or part of a hold; the rest is released. A hold resolves once; after its timeout it is expired (ZF312).';
 
 CREATE FUNCTION fincore.void_pending(pending_id uuid, id uuid DEFAULT NULL)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_void_pending';
-COMMENT ON FUNCTION fincore.void_pending(uuid, uuid) IS 'Releases a hold. A hold resolves once; after its timeout it is expired (ZF315).';
+COMMENT ON FUNCTION fincore.void_pending(uuid, uuid) IS 'Releases a hold. A hold resolves once; after its timeout it is expired (ZF312).';
 
 CREATE FUNCTION fincore.reverse(transfer_id uuid, amount bigint DEFAULT NULL, id uuid DEFAULT NULL)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_reverse';
 COMMENT ON FUNCTION fincore.reverse(uuid, bigint, uuid) IS
-    'Moves all that is left (amount NULL) or part of a posted transfer back, as a reversal linked to it; the total reversed never exceeds the original (ZF319). Idempotent by id.';
+    'Moves all that is left (amount NULL) or part of a posted transfer back, as a reversal linked to it; the total reversed never exceeds the original (ZF316). Idempotent by id.';
 
 CREATE TYPE fincore.transfer_request AS (
     id             uuid,
@@ -262,7 +268,11 @@ CREATE TYPE fincore.transfer_request AS (
     void_pending   uuid,        -- void this hold
     reverse        uuid,        -- reverse this transfer (amount NULL = all that is left)
     linked         boolean,     -- chained to the next item: the chain succeeds or fails as a whole
-    metadata       jsonb
+    metadata       jsonb,
+    fee_schedule   text,        -- a fee, posted as a linked transfer to fee_account (a posted transfer only)
+    fee_account    uuid,
+    fee_mode       text,        -- on_top (NULL) or deducted
+    fee_context    jsonb
 );
 COMMENT ON TYPE fincore.transfer_request IS
     'One item of fincore.create_transfers(): a transfer or hold (debit_account, credit_account, amount), or a post_pending, void_pending or reverse of another transfer.';
@@ -557,8 +567,8 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.freeze_account(uuid)', 'app'),
     ('fincore.unfreeze_account(uuid)', 'app'),
     ('fincore.close_account(uuid)', 'app'),
-    ('fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb)', 'app'),
-    ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb)', 'app'),
+    ('fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)', 'app'),
+    ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)', 'app'),
     ('fincore.post_pending(uuid,bigint,uuid)', 'app'),
     ('fincore.void_pending(uuid,uuid)', 'app'),
     ('fincore.reverse(uuid,bigint,uuid)', 'app'),

@@ -3,7 +3,7 @@
 -- objects as an app role; append-only enforcement; expiry and roll-up.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(141);
+SELECT plan(150);
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
 
@@ -118,9 +118,9 @@ SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a3', '0000
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 100,
                                    id => '30000000-0000-4000-8000-00000000000b')$$,
     'ZF320', NULL, 'ZF320 transfer_id_conflict: an id another tenant used');
-SELECT throws_ok($$SELECT * FROM create_transfers(ARRAY[[ROW(NULL, NULL, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)]]::transfer_request[][])$$,
+SELECT throws_ok($$SELECT * FROM create_transfers(ARRAY[[ROW(NULL, NULL, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)]]::transfer_request[][])$$,
     'ZF321', NULL, 'ZF321 invalid_transfer_request: a two-dimensional batch');
-SELECT throws_ok($$SELECT * FROM create_transfers(ARRAY(SELECT ROW(NULL, NULL, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request
+SELECT throws_ok($$SELECT * FROM create_transfers(ARRAY(SELECT ROW(NULL, NULL, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request
                                                          FROM generate_series(1, 8191)))$$,
     'ZF321', NULL, 'ZF321 invalid_transfer_request: more than 8190 transfers');
 SELECT throws_ok($$SELECT create_account('USD', flags => '{overdraft}')$$, 'ZF323', NULL, 'ZF323 invalid_account_flags: unknown');
@@ -155,13 +155,13 @@ CREATE FUNCTION pg_temp.t(id uuid, d text, c text, amount bigint, pending boolea
                           linked boolean DEFAULT NULL, code integer DEFAULT NULL, metadata jsonb DEFAULT NULL)
     RETURNS transfer_request LANGUAGE sql AS $$
     SELECT ROW(id, ('00000000-0000-4000-8000-0000000000' || d)::uuid, ('00000000-0000-4000-8000-0000000000' || c)::uuid,
-               amount, code, pending, timeout, NULL, NULL, NULL, linked, metadata)::transfer_request $$;
+               amount, code, pending, timeout, NULL, NULL, NULL, linked, metadata, NULL, NULL, NULL, NULL)::transfer_request $$;
 CREATE FUNCTION pg_temp.post(pending uuid, amount bigint DEFAULT NULL, linked boolean DEFAULT NULL) RETURNS transfer_request
-    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, amount, NULL, NULL, NULL, pending, NULL, NULL, linked, NULL)::transfer_request $$;
+    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, amount, NULL, NULL, NULL, pending, NULL, NULL, linked, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
 CREATE FUNCTION pg_temp.void(pending uuid) RETURNS transfer_request
-    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pending, NULL, NULL, NULL)::transfer_request $$;
+    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pending, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
 CREATE FUNCTION pg_temp.rev(t uuid, amount bigint DEFAULT NULL) RETURNS transfer_request
-    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, amount, NULL, NULL, NULL, NULL, NULL, t, NULL, NULL)::transfer_request $$;
+    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, amount, NULL, NULL, NULL, NULL, NULL, t, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
 
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'a2', 1)), '{ok}', 'ok');
 SELECT is(pg_temp.r(pg_temp.t('10000000-0000-4000-8000-000000000001', 'a1', 'a2', 10000, code => 7, metadata => '{"k":1}')),
@@ -181,7 +181,7 @@ SELECT is(pg_temp.r(pg_temp.t('10000000-0000-4000-8000-000000000001', 'a1', 'a2'
 SELECT is(pg_temp.r(pg_temp.t('20000000-0000-4000-8000-000000000001', 'a1', 'a2', 500, pending => true, timeout => '2 hours', code => 0)),
     '{exists_with_different_timeout}', 'exists_with_different_timeout');
 SELECT is(pg_temp.r(ROW('20000000-0000-4000-8000-000000000002', NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                        '20000000-0000-4000-8000-000000000001', NULL, NULL, NULL)::transfer_request),
+                        '20000000-0000-4000-8000-000000000001', NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request),
     '{exists_with_different_kind}', 'a post replayed as a void: exists_with_different_kind');
 SELECT is(pg_temp.r(pg_temp.t('30000000-0000-4000-8000-00000000000b', 'a1', 'a2', 1)), '{id_already_used}',
     'id_already_used: another tenant''s id');
@@ -213,7 +213,7 @@ SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'a2', 1, pending => true, timeout => '
     'timeout_must_be_positive');
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a8', 'a9', 9223372036854775807), pg_temp.t(NULL, 'a8', 'a9', 1)),
     '{ok,overflows_balance}', 'overflows_balance');
-SELECT is(pg_temp.r(ROW(NULL, NULL, NULL, 1, NULL, true, NULL, '20000000-0000-4000-8000-000000000001', NULL, NULL, NULL, NULL)::transfer_request),
+SELECT is(pg_temp.r(ROW(NULL, NULL, NULL, 1, NULL, true, NULL, '20000000-0000-4000-8000-000000000001', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request),
     '{invalid_request}', 'invalid_request: a post that is also pending');
 SELECT is(pg_temp.r(NULL::transfer_request), '{invalid_request}', 'invalid_request: a NULL item');
 -- Linked chains.
@@ -317,7 +317,7 @@ SELECT is((SELECT count(*)::int FROM pg_trigger WHERE tgrelid = 'fincore.account
 SELECT ok((SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid = 'fincore.transfers'::regclass),
     'transfers: RLS enabled and forced');
 SELECT ok(NOT has_table_privilege('authenticated', 'fincore.transfers', 'INSERT'), 'app roles cannot insert transfers');
-SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb)'::regprocedure),
+SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)'::regprocedure),
     ARRAY['search_path=pg_catalog, pg_temp'], 'transfer pins its search_path');
 
 -- ---------------------------------------------------------------------------
@@ -342,6 +342,36 @@ SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000
 SELECT is_empty($$SELECT 1 FROM outbox_events WHERE aggregateid = '60000000-0000-4000-8000-000000000001'$$,
     'with ledger events off, a transfer emits nothing');
 SELECT set_ledger_events(true);
+
+-- ---------------------------------------------------------------------------
+-- 7. Fees in transfers: a linked fee leg, both or neither.
+-- ---------------------------------------------------------------------------
+SELECT define_fee_schedule('card', 'USD', '{"components": [{"type": "percentage", "rate": "0.029"}, {"type": "flat", "amount": 30}]}',
+                           effective_from => '2000-01-01');
+SELECT is((SELECT fee FROM transfer('00000000-0000-4000-8000-0000000000a2', '00000000-0000-4000-8000-0000000000a1', 1000,
+                                    id => '70000000-0000-4000-8000-000000000001', fee_schedule => 'card',
+                                    fee_account => '00000000-0000-4000-8000-0000000000a4')), 59::bigint,
+    'a transfer with a fee schedule returns its fee (2.9% of 10.00 + 0.30)');
+SELECT results_eq($$SELECT amount, credit_account_id FROM transfers WHERE metadata->>'fee_for' = '70000000-0000-4000-8000-000000000001'$$,
+    $$VALUES (59::bigint, '00000000-0000-4000-8000-0000000000a4'::uuid)$$, 'the fee leg goes from the payer to the fee account');
+SELECT is((SELECT (metadata->'fee'->>'schedule_id')::uuid FROM transfers WHERE id = '70000000-0000-4000-8000-000000000001'),
+    (SELECT id FROM fee_schedules WHERE code = 'card'), 'the transfer''s metadata records the schedule version');
+SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a2', '00000000-0000-4000-8000-0000000000a1',
+                                   (SELECT posted FROM balance('00000000-0000-4000-8000-0000000000a2')),
+                                   id => '70000000-0000-4000-8000-000000000002', fee_schedule => 'card',
+                                   fee_account => '00000000-0000-4000-8000-0000000000a4')$$,
+    'ZF304', NULL, 'a fee the payer cannot cover refuses the transfer (ZF304)');
+SELECT is_empty($$SELECT 1 FROM transfers WHERE id = '70000000-0000-4000-8000-000000000002'$$, 'and nothing of it was written');
+SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 30,
+                                   fee_schedule => 'card', fee_account => '00000000-0000-4000-8000-0000000000a4',
+                                   fee_mode => 'deducted')$$,
+    'ZF410', NULL, 'a deducted fee that leaves nothing is ZF410');
+SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 30,
+                                   fee_schedule => 'card')$$, 'ZF321', NULL, 'a fee without a fee account is ZF321');
+SELECT is(pg_temp.r(ROW(NULL, '00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 100, NULL, true, NULL,
+                        NULL, NULL, NULL, NULL, NULL, 'card', '00000000-0000-4000-8000-0000000000a4', NULL, NULL)::transfer_request),
+    '{invalid_request}', 'a fee on a hold is an invalid request');
+SELECT is_empty($$SELECT * FROM verify()$$, 'verify() stays clean with fee legs');
 
 SELECT * FROM finish();
 ROLLBACK;
