@@ -7,10 +7,11 @@
 # measured in the same run, interleaved over ROUNDS rounds; medians.  Target (issue 5):
 # fincore >= 10x faster than PL/pgSQL.  The two must agree on every amount first.
 #
-# The issue's second benchmark - transfers with a fee leg against transfers without - needs the
-# ledger (issue 4); it belongs with the ledger integration of fees.
+# Then transfers with a fee leg against transfers without (8 clients, 100,000 accounts, the fee
+# account flagged hot), pgbench -M prepared, interleaved; target: >= 0.7x the transfers/s
+# without a fee.
 #
-#   ROUNDS=5 N=1000000 bash test/bench/fees/run.sh      (with the cluster's PG* environment)
+#   ROUNDS=5 N=1000000 SECS=10 ./scripts/bench fees
 source "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
 
 ROUNDS=${ROUNDS:-5}
@@ -68,3 +69,41 @@ done
 printf '\nplpgsql time / fincore time = %s (target >= 10)\n' "$(bench_ratio "$pl" "$fc")"
 printf 'net of the query itself (minus floor): %s\n' \
     "$(awk -v p="$pl" -v f="$fc" -v z="$fl" 'BEGIN { if (f - z <= 0) print "n/a"; else printf "%.2f\n", (p - z) / (f - z) }')"
+
+bench_say "Transfers with a fee leg against transfers without (8 clients, 100,000 accounts, hot fee account)"
+SECS=${SECS:-10}
+TENANT=00000000-0000-4000-8000-00000000b001
+bench_psql -d "$DB" >/dev/null <<'SQL'
+SET client_min_messages = warning;
+CREATE FUNCTION public.acct(n int) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
+SELECT fincore.create_tenant('bench transfers', '00000000-0000-4000-8000-00000000b001');
+BEGIN;
+SELECT fincore.set_tenant('00000000-0000-4000-8000-00000000b001');
+SELECT count(fincore.create_account('USD', id => public.acct(g))) FROM generate_series(1, 100000) g;
+SELECT fincore.create_account('USD', id => public.acct(0), flags => '{hot}');
+SELECT fincore.define_fee_schedule('card', 'USD', '{"components": [{"type": "percentage", "rate": "0.029"},
+                                                                   {"type": "flat", "amount": 30}]}', '2000-01-01');
+COMMIT;
+VACUUM ANALYZE;
+SQL
+pick='\set d random(1, 100000)
+\set c random(1, 100000)
+\if :d = :c
+\set c (:c % 100000) + 1
+\endif'
+printf '%s\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(:c), 1000);\n' "$pick" >"$BENCH_TMP/nofee.sql"
+printf '%s\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(:c), 1000, fee_schedule => '"'card'"', fee_account => public.acct(0));\n' "$pick" >"$BENCH_TMP/fee.sql"
+declare -A tps=()
+for round in $(seq "$ROUNDS"); do
+    for variant in $(printf '%s\n' nofee fee | shuf); do
+        v=$(PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/$variant.sql" 8 "$SECS" -M prepared)
+        tps[$variant]+="$v "
+        printf '  round %s %-6s %10s transfers/s\n' "$round" "$variant" "$v"
+    done
+done
+# shellcheck disable=SC2086
+nofee=$(bench_median ${tps[nofee]}); fee=$(bench_median ${tps[fee]})
+printf '\ntransfers/s without a fee %.1f, with a fee leg to a hot account %.1f: ratio %s (target >= 0.7)\n' \
+    "$nofee" "$fee" "$(bench_ratio "$fee" "$nofee")"
+bench_psql -d "$DB" -At -c "SELECT 'verify() after the run: ' || count(*) || ' broken invariants' FROM fincore.verify()"
