@@ -43,6 +43,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/itemptr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -154,6 +155,7 @@ typedef struct LedgerAccount
 	char		status;			/* 'a'ctive, 'f'rozen, 'c'losed */
 	Balances	bal;			/* working balances */
 	Balances	loaded;			/* as read under the lock */
+	ItemPointerData tid;		/* where the locked row is: the update goes straight to it */
 	bool		changed;
 } LedgerAccount;
 
@@ -248,7 +250,7 @@ typedef struct LedgerBatch
 	LedgerItem *items;
 	int			nitems;
 	bool		single;			/* a single call: raise instead of returning a result */
-	bool		optimistic;		/* one item: learn of a replay from the INSERT's ON CONFLICT */
+	bool		optimistic;		/* a single call: learn of a replay from the INSERT's ON CONFLICT */
 	bool		tenant_given;	/* the sweep names the tenant; otherwise the caller's */
 	pg_uuid_t	tenant;
 	TimestampTz now;
@@ -529,6 +531,7 @@ static SPIPlanPtr status_plan = NULL;
 static SPIPlanPtr deltas_sum_plan = NULL;
 static SPIPlanPtr exists_plan = NULL;
 static SPIPlanPtr insert_one_plan = NULL;
+static SPIPlanPtr insert_row_plan = NULL;
 static SPIPlanPtr insert_many_plan = NULL;
 static SPIPlanPtr update_accounts_plan = NULL;
 static SPIPlanPtr insert_deltas_plan = NULL;
@@ -731,7 +734,7 @@ lock_accounts(LedgerBatch *b)
 
 			lock_plan = ledger_prepare(
 				"SELECT a.id, a.currency, a.code, a.flags, a.status, a.credit_limit, a.debits_pending, "
-				"       a.debits_posted, a.credits_pending, a.credits_posted "
+				"       a.debits_posted, a.credits_pending, a.credits_posted, a.ctid "
 				"  FROM fincore.accounts a "
 				" WHERE a.id OPERATOR(pg_catalog.=) ANY ($1) AND a.tenant_id OPERATOR(pg_catalog.=) $2 "
 				" ORDER BY a.id FOR NO KEY UPDATE", 2, types);
@@ -772,6 +775,7 @@ lock_accounts(LedgerBatch *b)
 			a->loaded.dpo = DatumGetInt64(spi_value(row, 8, &isnull));
 			a->loaded.cp = DatumGetInt64(spi_value(row, 9, &isnull));
 			a->loaded.cpo = DatumGetInt64(spi_value(row, 10, &isnull));
+			a->tid = *((ItemPointer) DatumGetPointer(spi_value(row, 11, &isnull)));
 		}
 	}
 
@@ -1290,12 +1294,14 @@ static int
 balance_arrays(LedgerBatch *b, Datum *args)
 {
 	ArrayBuilder ids,
+				tids,
 				dp,
 				dpo,
 				cp,
 				cpo;
 
 	ab_init(&ids, b->naccounts);
+	ab_init(&tids, b->naccounts);
 	ab_init(&dp, b->naccounts);
 	ab_init(&dpo, b->naccounts);
 	ab_init(&cp, b->naccounts);
@@ -1307,6 +1313,7 @@ balance_arrays(LedgerBatch *b, Datum *args)
 		if (!a->locked || !a->changed || (a->meta.flags & ACCOUNT_HOT))
 			continue;
 		ab_add(&ids, UUIDPGetDatum(&a->meta.id), false);
+		ab_add(&tids, PointerGetDatum(&a->tid), false);
 		ab_add(&dp, Int64GetDatum(a->bal.dp), false);
 		ab_add(&dpo, Int64GetDatum(a->bal.dpo), false);
 		ab_add(&cp, Int64GetDatum(a->bal.cp), false);
@@ -1317,17 +1324,22 @@ balance_arrays(LedgerBatch *b, Datum *args)
 	args[2] = ab_array(&dpo, INT8OID);
 	args[3] = ab_array(&cp, INT8OID);
 	args[4] = ab_array(&cpo, INT8OID);
+	args[5] = ab_array(&tids, TIDOID);
 	return ids.n;
 }
 
-/* Sets each account's counters from the arrays, found by position: one index scan on the ids. */
-#define UPDATE_BALANCES_SQL(ids, dp, dpo, cp, cpo) \
+/*
+ * Sets each account's counters from the arrays, found by position.  The rows
+ * are reached by the tuple ids the lock query read (a TID scan): they cannot
+ * have moved, since we hold their locks, and no index has to be searched again.
+ */
+#define UPDATE_BALANCES_SQL(ids, dp, dpo, cp, cpo, tids) \
 	"UPDATE fincore.accounts a " \
 	"   SET debits_pending = (" dp ")[pg_catalog.array_position(" ids ", a.id)], " \
 	"       debits_posted = (" dpo ")[pg_catalog.array_position(" ids ", a.id)], " \
 	"       credits_pending = (" cp ")[pg_catalog.array_position(" ids ", a.id)], " \
 	"       credits_posted = (" cpo ")[pg_catalog.array_position(" ids ", a.id)] " \
-	" WHERE a.id OPERATOR(pg_catalog.=) ANY (" ids ")"
+	" WHERE a.ctid OPERATOR(pg_catalog.=) ANY (" tids ") AND a.id OPERATOR(pg_catalog.=) ANY (" ids ")"
 
 #define TRANSFER_COLUMNS \
 	"id, tenant_id, debit_account_id, credit_account_id, amount, pending_amount, currency, code, " \
@@ -1379,41 +1391,42 @@ static int
 insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written)
 {
 	*balances_written = false;
-	if (n == 1)
+	if (b->optimistic)
 	{
 		/*
 		 * A single transfer: the row and the new balances in one statement.
 		 * The balances are set only if the row was inserted, so a replayed
 		 * id (ON CONFLICT) writes nothing at all.
 		 */
-		Datum		v[NTRANSFER_COLUMNS + 5];
+		Datum		v[NTRANSFER_COLUMNS + 6];
 		bool		isnull[NTRANSFER_COLUMNS];
-		char		nulls[NTRANSFER_COLUMNS + 5];
+		char		nulls[NTRANSFER_COLUMNS + 6];
 		int			nbalances;
 		bool		null;
 
 		if (insert_one_plan == NULL)
 		{
-			Oid			types[NTRANSFER_COLUMNS + 5];
+			Oid			types[NTRANSFER_COLUMNS + 6];
 
 			memcpy(types, transfer_column_types, sizeof(transfer_column_types));
 			types[NTRANSFER_COLUMNS] = UUIDARRAYOID;
 			for (int i = 1; i < 5; i++)
 				types[NTRANSFER_COLUMNS + i] = INT8ARRAYOID;
+			types[NTRANSFER_COLUMNS + 5] = get_array_type(TIDOID);
 			insert_one_plan = ledger_prepare(
 				"WITH ins AS (INSERT INTO fincore.transfers (" TRANSFER_COLUMNS ") "
 				"             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
 				"             ON CONFLICT DO NOTHING RETURNING 1), "
-				"     upd AS (" UPDATE_BALANCES_SQL("$16", "$17", "$18", "$19", "$20")
+				"     upd AS (" UPDATE_BALANCES_SQL("$16", "$17", "$18", "$19", "$20", "$21")
 				"               AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
 				"SELECT (SELECT pg_catalog.count(*) FROM ins), (SELECT pg_catalog.count(*) FROM upd)",
-				NTRANSFER_COLUMNS + 5, types);
+				NTRANSFER_COLUMNS + 6, types);
 		}
 		item_row(b, rows[0], v, isnull);
 		for (int i = 0; i < (int) NTRANSFER_COLUMNS; i++)
 			nulls[i] = isnull[i] ? 'n' : ' ';
 		nbalances = balance_arrays(b, &v[NTRANSFER_COLUMNS]);
-		memset(&nulls[NTRANSFER_COLUMNS], ' ', 5);
+		memset(&nulls[NTRANSFER_COLUMNS], ' ', 6);
 		if (SPI_execute_plan(insert_one_plan, v, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "ledger: inserting a transfer failed");
 		if (DatumGetInt64(spi_value(0, 1, &null)) == 0)
@@ -1421,7 +1434,25 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 		if (DatumGetInt64(spi_value(0, 2, &null)) != nbalances)
 			elog(ERROR, "ledger: updating balances failed");
 		*balances_written = true;
-		return 1;
+
+		/*
+		 * The first row decides: once it is in, the rest (a fee leg, whose id
+		 * is derived from it) is new too.
+		 */
+		for (int r = 1; r < n; r++)
+		{
+			if (insert_row_plan == NULL)
+				insert_row_plan = ledger_prepare(
+					"INSERT INTO fincore.transfers (" TRANSFER_COLUMNS ") "
+					"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+					NTRANSFER_COLUMNS, (Oid *) transfer_column_types);
+			item_row(b, rows[r], v, isnull);
+			for (int i = 0; i < (int) NTRANSFER_COLUMNS; i++)
+				nulls[i] = isnull[i] ? 'n' : ' ';
+			if (SPI_execute_plan(insert_row_plan, v, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "ledger: inserting a transfer failed");
+		}
+		return n;
 	}
 	else
 	{
@@ -1463,16 +1494,17 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 static void
 write_balances(LedgerBatch *b)
 {
-	Datum		args[5];
+	Datum		args[6];
 	int			n = balance_arrays(b, args);
 
 	if (n == 0)
 		return;
 	if (update_accounts_plan == NULL)
 	{
-		Oid			types[5] = {UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+		Oid			types[6] = {UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, InvalidOid};
 
-		update_accounts_plan = ledger_prepare(UPDATE_BALANCES_SQL("$1", "$2", "$3", "$4", "$5"), 5, types);
+		types[5] = get_array_type(TIDOID);
+		update_accounts_plan = ledger_prepare(UPDATE_BALANCES_SQL("$1", "$2", "$3", "$4", "$5", "$6"), 6, types);
 	}
 	if (SPI_execute_plan(update_accounts_plan, args, NULL, false, 0) != SPI_OK_UPDATE ||
 		SPI_processed != (uint64) n)
@@ -2237,7 +2269,11 @@ ledger_execute(LedgerBatch *b)
 	if (!b->tenant_given)
 		tenancy_require_tenant(&b->tenant);
 	expand_fee_legs(b);
-	b->optimistic = b->single && b->nitems == 1;
+	/*
+	 * A single call (one transfer, and its fee leg if it has one) learns of a
+	 * replayed id from the INSERT: the first row decides for both.
+	 */
+	b->optimistic = b->single;
 	collect(b);
 
 retry:

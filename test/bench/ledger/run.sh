@@ -2,7 +2,10 @@
 # test/bench/ledger: posting throughput, in one run, 8 clients, 100,000 accounts, pgbench -M prepared.
 #
 #   baseline   a minimal PL/pgSQL transfer (two UPDATEs in id order, one INSERT, no checks)
-#   uniform    fincore.transfer between two uniformly random accounts
+#   uniform    fincore.transfer between two uniformly random accounts (ledger events off, like
+#              the baseline, which writes no event either)
+#   events     the same with the tenant's ledger events on: each transfer also writes its
+#              outbox event, in the same transaction (fincore's default)
 #   hot        fincore.transfer from a random account to one hot account (every transfer)
 #   batch100   fincore.create_transfers with 100 random transfers a call (transfers/s = calls/s x 100)
 # and the memory of one backend posting 1,000,000 transfers (create_transfers, 100 a call).
@@ -31,6 +34,7 @@ pick='\set d random(1, 100000)
 \endif'
 printf '%s\nSELECT public.base_transfer(:d, :c, 1);\n' "$pick" >"$BENCH_TMP/baseline.sql"
 printf '%s\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(:c), 1);\n' "$pick" >"$BENCH_TMP/uniform.sql"
+cp "$BENCH_TMP/uniform.sql" "$BENCH_TMP/events.sql"
 printf '\\set d random(1, 100000)\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(0), 1);\n' >"$BENCH_TMP/hot.sql"
 printf 'SELECT count(*) FROM public.batch100(1) AS b(index int, id uuid, result text);\n' >"$BENCH_TMP/batch100.sql"
 
@@ -40,15 +44,30 @@ run() {
     local scenario=$1
     if [[ $scenario == baseline ]]; then
         bench_tps "$DB" "$BENCH_TMP/$scenario.sql" "$CLIENTS" "$SECS" -M prepared
+    elif [[ $scenario == events ]]; then
+        events on
+        PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/$scenario.sql" "$CLIENTS" "$SECS" -M prepared
+        events off
     else
         PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/$scenario.sql" "$CLIENTS" "$SECS" -M prepared
     fi
 }
 
+# Ledger events of the bench tenant, on or off.
+events() {
+    bench_psql -d "$DB" -c "BEGIN; SELECT fincore.set_tenant('$TENANT'); SELECT fincore.set_ledger_events($([[ $1 == on ]] && echo true || echo false)); COMMIT;" >/dev/null
+}
+events off
+
+# Warm up, then refresh the statistics of the tables the runs fill, so that no backend plans
+# against an empty transfers table.
+PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/uniform.sql" "$CLIENTS" 3 -M prepared >/dev/null
+bench_psql -d "$DB" -c "ANALYZE" >/dev/null
+
 declare -A tps=()
 for round in $(seq "$ROUNDS"); do
     bench_say "Round $round of $ROUNDS ($CLIENTS clients, ${SECS}s a run)"
-    for scenario in $(printf '%s\n' baseline uniform hot batch100 | shuf); do
+    for scenario in $(printf '%s\n' baseline uniform events hot batch100 | shuf); do
         v=$(run "$scenario")
         tps[$scenario]+="$v "
         printf '  %-10s %12s calls/s\n' "$scenario" "$v"
@@ -98,12 +117,14 @@ wait "$loop_pid" || { cat "$BENCH_TMP/rss.out"; exit 1; }
 bench_say "Results: medians of $ROUNDS rounds"
 base=$(bench_median ${tps[baseline]})
 uni=$(bench_median ${tps[uniform]})
+evt=$(bench_median ${tps[events]})
 hot=$(bench_median ${tps[hot]})
 b100=$(bench_median ${tps[batch100]})
 b100_transfers=$(awk -v t="$b100" 'BEGIN { printf "%.1f", t * 100 }')
 printf '%-34s %14s %10s %s\n' scenario "transfers/s" ratio "target"
 printf '%-34s %14.1f %10s\n' "baseline (PL/pgSQL, no checks)" "$base" "1.00"
 printf '%-34s %14.1f %10s %s\n' "fincore, uniform" "$uni" "$(bench_ratio "$uni" "$base")" ">= 0.8 x baseline"
+printf '%-34s %14.1f %10s %s\n' "fincore, uniform, events on" "$evt" "$(bench_ratio "$evt" "$base")" "(x baseline)"
 printf '%-34s %14.1f %10s %s\n' "fincore, every credit to 1 hot" "$hot" "$(bench_ratio "$hot" "$uni")" ">= 0.7 x uniform"
 printf '%-34s %14.1f %10s %s\n' "fincore, create_transfers x100" "$b100_transfers" "$(bench_ratio "$b100_transfers" "$uni")" ">= 10 x uniform"
 printf '\nMemory of one backend over %s transfers: private (RssAnon) %s kB -> %s kB (peak %s kB), growth %s MB (target < 20 MB); VmRSS %s kB -> %s kB (includes shared buffers it touched).\n' \
