@@ -74,6 +74,19 @@
 #define ERRCODE_FC_INVALID_INBOX_ARGUMENT	MAKE_SQLSTATE('Z','F','5','1','1')
 #define ERRCODE_FC_INVALID_OUTBOX_SETTING	MAKE_SQLSTATE('Z','F','5','1','2')
 
+/* The value of a hexadecimal digit, or -1. */
+static inline int
+hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /* ---- currencies (currency.c) ---- */
 
 /*

@@ -2632,62 +2632,50 @@ fincore_transfer_amount(PG_FUNCTION_ARGS)
 	return run_single(fcinfo, &it);
 }
 
-PG_FUNCTION_INFO_V1(fincore_post_pending);
-Datum
-fincore_post_pending(PG_FUNCTION_ARGS)
+/*
+ * post_pending(pending_id, amount, id), void_pending(pending_id, id),
+ * reverse(transfer_id, amount, id): an item that refers to another transfer.
+ * amount_arg is -1 where the function takes no amount.
+ */
+static Datum
+run_referring(FunctionCallInfo fcinfo, char kind, LedgerResult missing, int amount_arg, int id_arg)
 {
 	LedgerItem	it;
 
 	item_init(&it, 0);
-	it.kind = KIND_POST;
+	it.kind = kind;
 	if (PG_ARGISNULL(0))
-		it.result = LR_PENDING_TRANSFER_NOT_FOUND;
+		it.result = missing;
 	else
 		it.ref_id = *PG_GETARG_UUID_P(0);
-	if (!PG_ARGISNULL(1))
+	if (amount_arg >= 0 && !PG_ARGISNULL(amount_arg))
 	{
 		it.has_amount = true;
-		it.amount = PG_GETARG_INT64(1);
+		it.amount = PG_GETARG_INT64(amount_arg);
 	}
-	item_set_id(&it, fcinfo, 2);
+	item_set_id(&it, fcinfo, id_arg);
 	return run_single(fcinfo, &it);
+}
+
+PG_FUNCTION_INFO_V1(fincore_post_pending);
+Datum
+fincore_post_pending(PG_FUNCTION_ARGS)
+{
+	return run_referring(fcinfo, KIND_POST, LR_PENDING_TRANSFER_NOT_FOUND, 1, 2);
 }
 
 PG_FUNCTION_INFO_V1(fincore_void_pending);
 Datum
 fincore_void_pending(PG_FUNCTION_ARGS)
 {
-	LedgerItem	it;
-
-	item_init(&it, 0);
-	it.kind = KIND_VOID;
-	if (PG_ARGISNULL(0))
-		it.result = LR_PENDING_TRANSFER_NOT_FOUND;
-	else
-		it.ref_id = *PG_GETARG_UUID_P(0);
-	item_set_id(&it, fcinfo, 1);
-	return run_single(fcinfo, &it);
+	return run_referring(fcinfo, KIND_VOID, LR_PENDING_TRANSFER_NOT_FOUND, -1, 1);
 }
 
 PG_FUNCTION_INFO_V1(fincore_reverse);
 Datum
 fincore_reverse(PG_FUNCTION_ARGS)
 {
-	LedgerItem	it;
-
-	item_init(&it, 0);
-	it.kind = KIND_REVERSAL;
-	if (PG_ARGISNULL(0))
-		it.result = LR_TRANSFER_NOT_FOUND;
-	else
-		it.ref_id = *PG_GETARG_UUID_P(0);
-	if (!PG_ARGISNULL(1))
-	{
-		it.has_amount = true;
-		it.amount = PG_GETARG_INT64(1);
-	}
-	item_set_id(&it, fcinfo, 2);
-	return run_single(fcinfo, &it);
+	return run_referring(fcinfo, KIND_REVERSAL, LR_TRANSFER_NOT_FOUND, 1, 2);
 }
 
 /* ---- create_transfers: a batch ---- */

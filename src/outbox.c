@@ -1322,18 +1322,6 @@ typedef struct SignatureHeader
 	uint8		sig[MAX_SIGNATURES][HMAC_SHA256_LEN];
 } SignatureHeader;
 
-static inline int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static void
 bad_header(const char *header, const char *why)
 {
@@ -1401,8 +1389,8 @@ parse_signature_header(const char *header, SignatureHeader *h)
 
 				for (int i = 0; i < HMAC_SHA256_LEN && ok; i++)
 				{
-					int			hi = hex_value(d[2 * i]);
-					int			lo = hex_value(d[2 * i + 1]);
+					int			hi = hex_digit(d[2 * i]);
+					int			lo = hex_digit(d[2 * i + 1]);
 
 					ok = hi >= 0 && lo >= 0;
 					h->sig[h->nsig][i] = (uint8) (hi << 4 | lo);
