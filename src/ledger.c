@@ -1329,17 +1329,18 @@ balance_arrays(LedgerBatch *b, Datum *args)
 }
 
 /*
- * Sets each account's counters from the arrays, found by position.  The rows
- * are reached by the tuple ids the lock query read (a TID scan): they cannot
- * have moved, since we hold their locks, and no index has to be searched again.
+ * Sets each account's counters from the arrays.  The rows are reached by the
+ * tuple ids the lock query read (a TID scan per row): they cannot have moved,
+ * since we hold their locks, and no index has to be searched again.  The id
+ * check is a safeguard.
  */
 #define UPDATE_BALANCES_SQL(ids, dp, dpo, cp, cpo, tids) \
 	"UPDATE fincore.accounts a " \
-	"   SET debits_pending = (" dp ")[pg_catalog.array_position(" ids ", a.id)], " \
-	"       debits_posted = (" dpo ")[pg_catalog.array_position(" ids ", a.id)], " \
-	"       credits_pending = (" cp ")[pg_catalog.array_position(" ids ", a.id)], " \
-	"       credits_posted = (" cpo ")[pg_catalog.array_position(" ids ", a.id)] " \
-	" WHERE a.ctid OPERATOR(pg_catalog.=) ANY (" tids ") AND a.id OPERATOR(pg_catalog.=) ANY (" ids ")"
+	"   SET debits_pending = u.dp, debits_posted = u.dpo, credits_pending = u.cp, credits_posted = u.cpo " \
+	"  FROM ROWS FROM (pg_catalog.unnest(" tids "), pg_catalog.unnest(" ids "), pg_catalog.unnest(" dp "), " \
+	"                  pg_catalog.unnest(" dpo "), pg_catalog.unnest(" cp "), pg_catalog.unnest(" cpo ")) " \
+	"       AS u(tid, id, dp, dpo, cp, cpo) " \
+	" WHERE a.ctid OPERATOR(pg_catalog.=) u.tid AND a.id OPERATOR(pg_catalog.=) u.id"
 
 #define TRANSFER_COLUMNS \
 	"id, tenant_id, debit_account_id, credit_account_id, amount, pending_amount, currency, code, " \
