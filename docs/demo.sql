@@ -44,10 +44,97 @@ SELECT fincore.currency(a) AS currency, fincore.sum(a) AS total, count(*) AS n
   FROM (VALUES ('10.00 USD'::fincore.amount), ('2.50 USD'), ('7 JPY'), ('5 JPY')) AS v(a)
  GROUP BY 1 ORDER BY 1;
 
-\echo '== 7. Job queue: enqueue in a transaction, claim with SKIP LOCKED, complete'
-SELECT fincore.create_tenant('Demo shop', 'd0000000-0000-4000-8000-00000000d001') AS tenant;
+\echo '== 7. Ledger: a tenant, accounts, and money that only moves in balanced, checked transfers'
+-- A trusted backend names the tenant it acts for; a PostgREST client's JWT would carry it.
+SELECT fincore.create_tenant('Demo shop', '0de0de00-0000-4000-8000-00000000f001') AS tenant \gset
+SELECT fincore.subscribe('demo_ledger', '{ledger}') \g /dev/null
 BEGIN;
-SELECT fincore.set_tenant('d0000000-0000-4000-8000-00000000d001');
+SELECT fincore.set_tenant(:'tenant') \g /dev/null
+SELECT fincore.create_account('USD', id => 'de000000-0000-4000-8000-000000000001', external_ref => 'bank') AS bank,
+       fincore.create_account('USD', id => 'de000000-0000-4000-8000-000000000002', external_ref => 'alice',
+                              flags => '{debits_must_not_exceed_credits}') AS alice,
+       fincore.create_account('USD', id => 'de000000-0000-4000-8000-000000000003', external_ref => 'bob',
+                              flags => '{debits_must_not_exceed_credits}') AS bob,
+       fincore.create_account('USD', id => 'de000000-0000-4000-8000-000000000004', external_ref => 'coffee shop',
+                              flags => '{history}') AS merchant,
+       fincore.create_account('USD', id => 'de000000-0000-4000-8000-000000000005', external_ref => 'fees',
+                              flags => '{hot}') AS fees \gset
+\echo '-- a wallet top-up: the bank pays 100.00 into Alice''s wallet'
+SELECT result, kind, fincore.from_minor(amount, 'USD') AS amount
+  FROM fincore.transfer(:'bank', :'alice', 10000, id => 'de000000-0000-4000-8000-0000000000a1');
+\echo '-- the same request again (a retry): nothing moves twice'
+SELECT result, fincore.from_minor(amount, 'USD') AS amount
+  FROM fincore.transfer(:'bank', :'alice', 10000, id => 'de000000-0000-4000-8000-0000000000a1');
+\echo '-- a card hold of 40.00 at the coffee shop, captured for 4.50: the rest is released'
+SELECT id AS hold FROM fincore.transfer(:'alice', :'merchant', 4000, pending => true, timeout => '1 hour') \gset
+SELECT fincore.from_minor(debits_pending, 'USD') AS held, fincore.from_minor(available, 'USD') AS available
+  FROM fincore.balance(:'alice');
+SELECT result, kind, fincore.from_minor(amount, 'USD') AS captured FROM fincore.post_pending(:'hold', 450);
+SELECT fincore.from_minor(debits_pending, 'USD') AS held, fincore.from_minor(available, 'USD') AS available
+  FROM fincore.balance(:'alice');
+\echo '-- Alice cannot spend what she does not have (and nothing is written)'
+SELECT r.* FROM unnest(ARRAY[$q$SELECT fincore.transfer('de000000-0000-4000-8000-000000000002', 'de000000-0000-4000-8000-000000000003', 100000)$q$]) AS s,
+    LATERAL pg_temp.try(s) AS r;
+
+\echo '== 8. Fees: 2.9% + 30c (+1.5% international), computed exactly in C and posted as a linked leg'
+SELECT fincore.define_fee_schedule('card', 'USD', '{"components": [
+    {"type": "percentage", "rate": "0.029"},
+    {"type": "flat", "amount": "0.30 USD"},
+    {"type": "percentage", "name": "international", "rate": "0.015", "when": {"card": "international"}}]}',
+    effective_from => now() - interval '1 day') \g /dev/null
+SELECT fincore.calculate_fee('card', 10000) AS "fee on 100.00",
+       fincore.calculate_fee('card', 10000, '{"card": "international"}') AS "international",
+       fincore.gross_up('card', 10000) AS "charge that nets 100.00";
+SELECT * FROM fincore.fee_breakdown('card', 10000, '{"card": "international"}');
+\echo '-- a P2P payment of 20.00 from Alice to Bob with the fee on top, in one call'
+SELECT result, fincore.from_minor(amount, 'USD') AS amount, fincore.from_minor(fee, 'USD') AS fee
+  FROM fincore.transfer(:'alice', :'bob', 2000, fee_schedule => 'card', fee_account => :'fees',
+                        id => 'de000000-0000-4000-8000-0000000000a2', metadata => '{"memo": "concert tickets"}');
+\echo '-- a refund: Bob sends 5.00 of it back'
+SELECT result, kind, fincore.from_minor(amount, 'USD') AS refunded
+  FROM fincore.reverse('de000000-0000-4000-8000-0000000000a2'::uuid, 500);
+SELECT external_ref, flags, fincore.from_minor(credits_posted - debits_posted, 'USD') AS balance,
+       fincore.from_minor(debits_pending, 'USD') AS held
+  FROM fincore.account_balances ORDER BY external_ref;
+\echo '-- and the books add up: verify() returns nothing'
+SELECT count(*) AS broken_invariants FROM fincore.verify();
+COMMIT;
+
+\echo '== 9. Outbox: every transfer above became an event, in the same transaction; consumers get each once'
+BEGIN;
+SELECT type, aggregatetype, payload->>'kind' AS kind, payload->>'amount_text' AS amount FROM fincore.poll('demo_ledger');
+SELECT fincore.ack('demo_ledger', (SELECT id FROM fincore.poll('demo_ledger') ORDER BY seq DESC LIMIT 1)) \g /dev/null
+COMMIT;
+\echo '-- an event in a transaction that rolls back is never delivered'
+SELECT fincore.subscribe('demo_billing', '{orders}') \g /dev/null
+BEGIN;
+SELECT fincore.set_tenant(:'tenant') \g /dev/null
+SELECT fincore.emit('orders', 'order.created', 'order', 'o-1', '{"total": "19.99 USD"}') IS NOT NULL AS emitted;
+COMMIT;
+BEGIN;
+SELECT fincore.set_tenant(:'tenant') \g /dev/null
+SELECT fincore.emit('orders', 'order.cancelled', 'order', 'o-1', '{}') IS NOT NULL AS emitted_then_rolled_back;
+ROLLBACK;
+BEGIN;
+SELECT type, aggregateid, payload FROM fincore.poll('demo_billing');
+SELECT fincore.ack('demo_billing', (SELECT id FROM fincore.poll('demo_billing') ORDER BY seq DESC LIMIT 1)) \g /dev/null
+COMMIT;
+SELECT consumer, pending FROM fincore.consumer_lag();
+
+\echo '== 10. Inbox: a signed webhook is accepted once; a replay changes nothing'
+BEGIN;
+SELECT fincore.set_tenant(:'tenant') \g /dev/null
+SELECT 't=' || t || ',v1=' || encode(public.hmac(t || '.{"id":"evt_42"}', 'whsec_demo', 'sha256'), 'hex') AS sig
+  FROM (SELECT extract(epoch FROM now())::bigint AS t) s \gset
+SELECT * FROM fincore.accept_webhook('stripe', '{"id":"evt_42"}', :'sig', 'whsec_demo');
+SELECT * FROM fincore.accept_webhook('stripe', '{"id":"evt_42"}', :'sig', 'whsec_demo');
+SELECT r.* FROM unnest(ARRAY[$q$SELECT fincore.accept_webhook('stripe', '{"id":"evt_42","amount":1}', 't=1,v1=00', 'whsec_demo')$q$]) AS s,
+    LATERAL pg_temp.try(s) AS r;
+COMMIT;
+
+\echo '== 11. Job queue: enqueue in a transaction, claim with SKIP LOCKED, complete'
+BEGIN;
+SELECT fincore.set_tenant(:'tenant') \g /dev/null
 SELECT fincore.enqueue('emails', '{"to": "ann@example.com", "template": "receipt"}') AS job,
        fincore.enqueue('emails', '{"to": "bob@example.com"}', priority => 5::smallint) AS urgent_job,
        fincore.enqueue('emails', '{"to": "ann@example.com"}', unique_key => 'welcome-ann') AS unique_job,

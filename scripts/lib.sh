@@ -37,6 +37,7 @@ FINCORE_PACKAGES=(
     python3-hypothesis
     python3-psycopg
     pgbouncer
+    "postgresql-$FINCORE_PG_VERSION-pgq3"
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -97,7 +97,7 @@ amount_syntax_error(const char *str)
  * Parse "[+-]digits[.digits] CODE" with optional surrounding white space.
  * Errors, in order: syntax, unknown currency, too many decimals, range.
  */
-static Amount *
+Amount *
 amount_parse(const char *str)
 {
 	const char *p = str;

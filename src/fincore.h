@@ -12,6 +12,9 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "utils/jsonb.h"
 #include "utils/uuid.h"
 
 #ifndef HAVE_INT128
@@ -42,6 +45,47 @@
 #define ERRCODE_FC_INVALID_MEMBER_ROLE		MAKE_SQLSTATE('Z','F','2','0','6')
 #define ERRCODE_FC_NOT_A_TABLE				MAKE_SQLSTATE('Z','F','2','0','7')
 #define ERRCODE_FC_TENANT_EXISTS			MAKE_SQLSTATE('Z','F','2','0','8')
+
+/* ---- SQLSTATEs: fees (ZF4xx) ---- */
+#define ERRCODE_FC_FEE_SCHEDULE_NOT_FOUND	MAKE_SQLSTATE('Z','F','4','0','1')
+#define ERRCODE_FC_INVALID_FEE_SCHEDULE		MAKE_SQLSTATE('Z','F','4','0','2')
+#define ERRCODE_FC_UNKNOWN_FEE_COMPONENT	MAKE_SQLSTATE('Z','F','4','0','3')
+#define ERRCODE_FC_INVALID_FEE_RATE			MAKE_SQLSTATE('Z','F','4','0','4')
+#define ERRCODE_FC_INVALID_FEE_LIMITS		MAKE_SQLSTATE('Z','F','4','0','5')
+#define ERRCODE_FC_INVALID_FEE_TIERS		MAKE_SQLSTATE('Z','F','4','0','6')
+#define ERRCODE_FC_FEE_CURRENCY_MISMATCH	MAKE_SQLSTATE('Z','F','4','0','7')
+#define ERRCODE_FC_FEE_SCHEDULE_OVERLAP		MAKE_SQLSTATE('Z','F','4','0','8')
+#define ERRCODE_FC_INVALID_FEE_AMOUNT		MAKE_SQLSTATE('Z','F','4','0','9')
+#define ERRCODE_FC_FEE_EXCEEDS_AMOUNT		MAKE_SQLSTATE('Z','F','4','1','0')
+#define ERRCODE_FC_INVALID_FEE_MODE			MAKE_SQLSTATE('Z','F','4','1','1')
+#define ERRCODE_FC_GROSS_UP_IMPOSSIBLE		MAKE_SQLSTATE('Z','F','4','1','2')
+#define ERRCODE_FC_INVALID_FEE_CONTEXT		MAKE_SQLSTATE('Z','F','4','1','3')
+/* ---- SQLSTATEs: outbox and inbox (ZF5xx) ---- */
+#define ERRCODE_FC_INVALID_EVENT			MAKE_SQLSTATE('Z','F','5','0','1')
+#define ERRCODE_FC_UNKNOWN_CONSUMER			MAKE_SQLSTATE('Z','F','5','0','2')
+#define ERRCODE_FC_INVALID_CONSUMER			MAKE_SQLSTATE('Z','F','5','0','3')
+#define ERRCODE_FC_CONSUMER_CONFLICT		MAKE_SQLSTATE('Z','F','5','0','4')
+#define ERRCODE_FC_CONSUMER_FORBIDDEN		MAKE_SQLSTATE('Z','F','5','0','5')
+#define ERRCODE_FC_INVALID_ACK				MAKE_SQLSTATE('Z','F','5','0','6')
+#define ERRCODE_FC_INVALID_SIGNATURE_HEADER	MAKE_SQLSTATE('Z','F','5','0','7')
+#define ERRCODE_FC_SIGNATURE_MISMATCH		MAKE_SQLSTATE('Z','F','5','0','8')
+#define ERRCODE_FC_STALE_WEBHOOK			MAKE_SQLSTATE('Z','F','5','0','9')
+#define ERRCODE_FC_INVALID_WEBHOOK_PAYLOAD	MAKE_SQLSTATE('Z','F','5','1','0')
+#define ERRCODE_FC_INVALID_INBOX_ARGUMENT	MAKE_SQLSTATE('Z','F','5','1','1')
+#define ERRCODE_FC_INVALID_OUTBOX_SETTING	MAKE_SQLSTATE('Z','F','5','1','2')
+
+/* The value of a hexadecimal digit, or -1. */
+static inline int
+hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
 
 /* ---- SQLSTATEs: queue (ZF6xx) ---- */
 #define ERRCODE_FC_JOB_NOT_FOUND			MAKE_SQLSTATE('Z','F','6','0','1')
@@ -156,6 +200,8 @@ typedef struct Amount
 #define PG_RETURN_AMOUNT_P(x)	return AmountPGetDatum(x)
 
 extern Amount *amount_make(int64 units, CurrencyCode currency);
+/* Parse amount text "[+-]digits[.digits] CODE" (ZF101, ZF102, ZF105, ZF104). */
+extern Amount *amount_parse(const char *str);
 /* Format "units/10^exponent" into a palloc'd decimal string (no code). */
 extern char *format_minor_units(int64 units, int exponent);
 
@@ -177,6 +223,35 @@ amount_check_same_currency(const Amount *a, const Amount *b)
 	}
 }
 
+/* ---- SQLSTATEs: ledger (ZF3xx); a currency mismatch is the money module's ZF103 ---- */
+#define ERRCODE_FC_ACCOUNT_NOT_FOUND			MAKE_SQLSTATE('Z','F','3','0','1')
+#define ERRCODE_FC_SAME_ACCOUNT					MAKE_SQLSTATE('Z','F','3','0','2')
+#define ERRCODE_FC_INVALID_AMOUNT				MAKE_SQLSTATE('Z','F','3','0','3')
+#define ERRCODE_FC_EXCEEDS_CREDITS				MAKE_SQLSTATE('Z','F','3','0','4')
+#define ERRCODE_FC_EXCEEDS_DEBITS				MAKE_SQLSTATE('Z','F','3','0','5')
+#define ERRCODE_FC_ACCOUNT_FROZEN				MAKE_SQLSTATE('Z','F','3','0','6')
+#define ERRCODE_FC_ACCOUNT_CLOSED				MAKE_SQLSTATE('Z','F','3','0','7')
+#define ERRCODE_FC_PENDING_TRANSFER_NOT_FOUND	MAKE_SQLSTATE('Z','F','3','0','8')
+#define ERRCODE_FC_NOT_A_PENDING_TRANSFER		MAKE_SQLSTATE('Z','F','3','0','9')
+#define ERRCODE_FC_PENDING_ALREADY_POSTED		MAKE_SQLSTATE('Z','F','3','1','0')
+#define ERRCODE_FC_PENDING_ALREADY_VOIDED		MAKE_SQLSTATE('Z','F','3','1','1')
+#define ERRCODE_FC_PENDING_TRANSFER_EXPIRED		MAKE_SQLSTATE('Z','F','3','1','2')
+#define ERRCODE_FC_EXCEEDS_PENDING_AMOUNT		MAKE_SQLSTATE('Z','F','3','1','3')
+#define ERRCODE_FC_TRANSFER_NOT_FOUND			MAKE_SQLSTATE('Z','F','3','1','4')
+#define ERRCODE_FC_TRANSFER_NOT_REVERSIBLE		MAKE_SQLSTATE('Z','F','3','1','5')
+#define ERRCODE_FC_EXCEEDS_REVERSIBLE_AMOUNT	MAKE_SQLSTATE('Z','F','3','1','6')
+#define ERRCODE_FC_TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS MAKE_SQLSTATE('Z','F','3','1','7')
+#define ERRCODE_FC_INVALID_TIMEOUT				MAKE_SQLSTATE('Z','F','3','1','8')
+#define ERRCODE_FC_BALANCE_OVERFLOW				MAKE_SQLSTATE('Z','F','3','1','9')
+#define ERRCODE_FC_TRANSFER_ID_CONFLICT			MAKE_SQLSTATE('Z','F','3','2','0')
+#define ERRCODE_FC_INVALID_TRANSFER_REQUEST		MAKE_SQLSTATE('Z','F','3','2','1')
+#define ERRCODE_FC_INVALID_ACCOUNT_FLAGS		MAKE_SQLSTATE('Z','F','3','2','3')
+#define ERRCODE_FC_INVALID_CREDIT_LIMIT			MAKE_SQLSTATE('Z','F','3','2','4')
+#define ERRCODE_FC_ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS MAKE_SQLSTATE('Z','F','3','2','5')
+#define ERRCODE_FC_ACCOUNT_HAS_PENDING			MAKE_SQLSTATE('Z','F','3','2','6')
+#define ERRCODE_FC_LEDGER_APPEND_ONLY			MAKE_SQLSTATE('Z','F','3','2','7')
+#define ERRCODE_FC_INVALID_ACCOUNT_STATUS_CHANGE MAKE_SQLSTATE('Z','F','3','2','8')
+
 /* ---- tenancy (tenancy.c) ---- */
 
 extern void tenancy_init(void);
@@ -190,6 +265,89 @@ extern bool tenancy_has_role(const pg_uuid_t *tenant, const char *role);
 /* Run fn(arg) as the owner of a relation: reads past RLS and grants. */
 extern void tenancy_run_as_owner(Oid relid, void (*fn) (void *), void *arg);
 
+/* ---- ledger (ledger.c, accounts.c) ---- */
+
+/* Account flags, stored as a bit mask in fincore.accounts.flags. */
+#define ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS	0x01
+#define ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS	0x02
+#define ACCOUNT_HISTORY							0x04
+#define ACCOUNT_HOT								0x08
+
+/* What never changes about an account, cached per backend by id. */
+typedef struct AccountMeta
+{
+	pg_uuid_t	id;				/* hash key */
+	pg_uuid_t	tenant;
+	CurrencyCode currency;
+	int32		code;
+	int32		flags;
+} AccountMeta;
+
+/* Cached metadata of an account (NULL if not cached). */
+extern AccountMeta *account_meta_lookup(const pg_uuid_t *id);
+extern void account_meta_remember(const AccountMeta *meta);
+extern void account_meta_forget(const pg_uuid_t *id);
+/* SPI_prepare + SPI_keepplan, or elog. */
+extern SPIPlanPtr ledger_prepare(const char *sql, int nargs, Oid *argtypes);
+/* uuid text for messages */
+extern char *uuid_text(const pg_uuid_t *id);
+
+static inline bool
+uuid_equal(const pg_uuid_t *a, const pg_uuid_t *b)
+{
+	return memcmp(a, b, sizeof(pg_uuid_t)) == 0;
+}
+/* ---- fees (fees.c) ---- */
+
+/*
+ * The fee engine's API for the ledger (docs/fees.md, "For the ledger").
+ *
+ * fees_calculate() finds the version of schedule `code` of the current
+ * tenant in force at `at` (ZF203 without a tenant, ZF401 if there is none),
+ * checks that it charges in `currency` (ZF407; pass 0 to skip the check when
+ * the amount carries no currency) and computes the fee on `amount` minor
+ * units (>= 0, else ZF409) for the transfer context `context` (a jsonb
+ * object, ZF413 otherwise; NULL means {}).  The result carries the fee, the
+ * id of the schedule version used, and a palloc'd breakdown for the
+ * transfer's metadata:
+ *   {"schedule": code, "schedule_id": uuid, "currency": "USD", "fee": 330,
+ *    "components": [{"component": "percentage", "amount": 300}, ...]}
+ * whose component amounts sum to the fee.  Schedules are compiled once per
+ * backend and cached: a call never parses jsonb or runs SQL on a cache hit.
+ *
+ * fees_apply_mode() turns an amount and its fee into what the payer is
+ * charged and what the payee receives: on_top charges amount + fee and
+ * delivers amount; deducted charges amount and delivers amount - fee, and a
+ * fee larger than the amount is ZF410.  Overflow is ZF104.
+ */
+typedef enum FeeMode
+{
+	FEE_MODE_ON_TOP,
+	FEE_MODE_DEDUCTED
+} FeeMode;
+
+typedef struct FeeQuote
+{
+	int64		fee;
+	pg_uuid_t	schedule_id;	/* the version that applied */
+	Jsonb	   *breakdown;
+} FeeQuote;
+
+/* 'on_top' or 'deducted', else ZF411. */
+extern FeeMode fee_mode_from_text(text *mode);
+extern void fees_calculate(const char *code, CurrencyCode currency, int64 amount,
+						   Jsonb *context, TimestampTz at, FeeQuote *out);
+extern void fees_apply_mode(FeeMode mode, int64 amount, int64 fee,
+							int64 *charge, int64 *delivered);
+
+/* ---- building jsonb (jsonb_build.c): a key, then its value ---- */
+
+extern void jb_key(JsonbParseState **st, const char *key);
+extern void jb_string(JsonbParseState **st, const char *s);
+extern void jb_int(JsonbParseState **st, int64 n);
+extern void jb_null(JsonbParseState **st);
+extern void jb_jsonb(JsonbParseState **st, Jsonb *j);
+
 /* ---- job queue (queue.c) ---- */
 
 extern void queue_init(void);
@@ -197,5 +355,43 @@ extern void queue_init(void);
 /* ---- time-ordered ids (uuidv7.c) ---- */
 
 extern void uuidv7_generate(pg_uuid_t *out);
+
+/* ---- outbox (outbox.c) ---- */
+
+/*
+ * Emit one event in the current transaction, exactly as fincore.emit() does:
+ * it is rolled back with the transaction, and events of one (tenant,
+ * aggregate_type, aggregate_id) reach every consumer in commit order (the call
+ * takes a transaction-scoped lock on the aggregate: emit the events of several
+ * aggregates in a consistent order, e.g. sorted by id, to avoid deadlocks).
+ *
+ *   tenant          the event's tenant; NULL = the current tenant (ZF203 if none).
+ *                   Pass the row's tenant when there is no request tenant, e.g.
+ *                   expiring holds in fincore.maintenance().
+ *   topic           consumers subscribe to topics; the ledger uses "ledger".
+ *   event_type      e.g. "transfer.created", "transfer.posted", "transfer.voided",
+ *                   "transfer.expired", "transfer.reversed", "account.frozen".
+ *   aggregate_type  e.g. "transfer", "account" (Debezium routes by it).
+ *   aggregate_id    the aggregate's id as text (e.g. the transfer's uuid).
+ *   payload         jsonb, not NULL (the transfer as JSON).
+ *   headers         a jsonb object or NULL.
+ *   id_out          receives the event id (a UUIDv7), unless NULL.
+ *
+ * Names are 1-200 characters of [A-Za-z0-9._:/-]; a bad argument raises
+ * ERRCODE_FC_INVALID_EVENT.  Works inside the caller's SPI connection (it opens
+ * its own) and whatever the current user: it writes as the table's owner.
+ * The ledger should first check outbox_ledger_events_enabled(tenant).
+ */
+extern void outbox_emit_event(const pg_uuid_t *tenant, const char *topic, const char *event_type,
+							  const char *aggregate_type, const char *aggregate_id,
+							  Jsonb *payload, Jsonb *headers, pg_uuid_t *id_out);
+
+/*
+ * Does the ledger emit events for this tenant (NULL = the current tenant; true
+ * when there is none)?  fincore.outbox_settings.ledger_events, default true,
+ * set per tenant with fincore.set_ledger_events(boolean).  Cached per backend
+ * and reloaded only when the table changes: a call costs a short array scan.
+ */
+extern bool outbox_ledger_events_enabled(const pg_uuid_t *tenant);
 
 #endif							/* FINCORE_H */

@@ -55,7 +55,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#define QUEUE_NAME_MAX		64
+#define QUEUE_NAME_MAX		128	/* room for webhook:<provider of 63> */
 #define UNIQUE_KEY_MAX		200
 #define DEQUEUE_MAX			1000
 #define MAX_ATTEMPTS_MAX	1000

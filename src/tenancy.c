@@ -83,18 +83,6 @@ setting_is_set(const char *value)
 	return value != NULL && value[0] != '\0';
 }
 
-static inline int
-hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Parse a UUID in the canonical 8-4-4-4-12 form or as 32 hex digits; false
  * if malformed.  (uuid_in would raise 22P02; claims get their own code.)

@@ -16,6 +16,25 @@
 
 static uint64 last_uuidv7_time = 0;	/* 48-bit ms << 12 | 12-bit fraction */
 
+/* Random bytes fetched in bulk: one pg_strong_random() call serves 512 ids. */
+static uint8 random_pool[4096];
+static int	random_pool_used = sizeof(random_pool);
+
+static void
+random_bytes(uint8 *out, int n)
+{
+	if (random_pool_used + n > (int) sizeof(random_pool))
+	{
+		if (!pg_strong_random(random_pool, sizeof(random_pool)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random values")));
+		random_pool_used = 0;
+	}
+	memcpy(out, random_pool + random_pool_used, n);
+	random_pool_used += n;
+}
+
 void
 uuidv7_generate(pg_uuid_t *out)
 {
@@ -29,10 +48,7 @@ uuidv7_generate(pg_uuid_t *out)
 		t = last_uuidv7_time + 1;
 	last_uuidv7_time = t;
 
-	if (!pg_strong_random(out->data + 8, 8))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random values")));
+	random_bytes(out->data + 8, 8);
 	ms = t >> 12;
 	out->data[0] = (unsigned char) (ms >> 40);
 	out->data[1] = (unsigned char) (ms >> 32);

@@ -7,6 +7,7 @@ set -euo pipefail
 BENCH_TMP=$(mktemp -d -t fincore-bench.XXXXXX)
 trap 'rm -rf -- "$BENCH_TMP"' EXIT
 
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 bench_psql() { psql -X -q -v ON_ERROR_STOP=1 -P pager=off "$@"; }
 
 # bench_db NAME: a fresh database with fincore.

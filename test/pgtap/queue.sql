@@ -430,9 +430,9 @@ SELECT matches(pg_temp.cron_hint(), CASE WHEN current_setting('cron.database_nam
 SELECT throws_ok($$SELECT fincore.enqueue(NULL, '{}')$$, 'ZF604', 'queue name must not be null', 'ZF604: NULL queue');
 SELECT throws_ok($$SELECT fincore.enqueue('', '{}')$$, 'ZF604', NULL, 'ZF604: empty queue name');
 SELECT throws_ok($$SELECT fincore.enqueue('has space', '{}')$$, 'ZF604', 'invalid queue name: "has space"', 'ZF604: a space');
-SELECT throws_ok($$SELECT fincore.enqueue(repeat('q', 65), '{}')$$, 'ZF604', NULL, 'ZF604: 65 characters');
+SELECT throws_ok($$SELECT fincore.enqueue(repeat('q', 129), '{}')$$, 'ZF604', NULL, 'ZF604: 129 characters');
 SELECT throws_ok($$SELECT fincore.enqueue('-lead', '{}')$$, 'ZF604', NULL, 'ZF604: leading punctuation');
-SELECT lives_ok($$SELECT fincore.enqueue('Mail.v2:high-prio_' || repeat('q', 46), '{}')$$, 'letters, digits, _ . : - up to 64');
+SELECT lives_ok($$SELECT fincore.enqueue('Mail.v2:high-prio_' || repeat('q', 110), '{}')$$, 'letters, digits, _ . : - up to 128');
 SELECT throws_ok($$SELECT * FROM fincore.dequeue('bad name')$$, 'ZF604', NULL, 'ZF604 from dequeue');
 SELECT throws_ok($$SELECT fincore.pause_queue('bad name')$$, 'ZF604', NULL, 'ZF604 from pause_queue');
 SELECT throws_ok($$SELECT fincore.enqueue('q', NULL)$$, 'ZF605', 'job payload must not be null', 'ZF605: NULL payload');

@@ -12,11 +12,11 @@
 # what is measured.  Targets (issue 3): fincore within 1.2x of the floor, and at least 5x
 # faster than sql_bare.
 #
-#   ROUNDS=3 SECS=8 ./scripts/bench tenancy
+#   ROUNDS=5 SECS=5 ./scripts/bench tenancy
 source "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
 
-ROUNDS=${ROUNDS:-3}
-SECS=${SECS:-8}
+ROUNDS=${ROUNDS:-5}
+SECS=${SECS:-5}
 DB=fincore_bench_tenancy
 dir=$(dirname -- "${BASH_SOURCE[0]}")
 
@@ -56,13 +56,13 @@ done
 declare -A tps=()
 for round in $(seq "$ROUNDS"); do
     bench_say "Round $round of $ROUNDS (${SECS}s per run, 1 client)"
-    for table in bench_rows bench_rows_idx; do
-        v=$(bench_tps "$DB" "$BENCH_TMP/floor_$table.sql" 1 "$SECS")
-        tps[$table,floor]+="$v "
-        printf '  %-15s %-12s %10s tps\n' "$table" floor "$v"
-        for variant in fincore sql_bare sql_wrapped; do
-            bench_psql -d "$DB" -c "SELECT public.bench_policy('$variant')" >/dev/null
-            v=$(bench_tps "$DB" "$BENCH_TMP/policy_$table.sql" 1 "$SECS")
+    # A new order every round, so that no variant always runs first (cold) or last.
+    for variant in $(printf '%s\n' floor fincore sql_bare sql_wrapped | shuf); do
+        [[ $variant == floor ]] || bench_psql -d "$DB" -c "SELECT public.bench_policy('$variant')" >/dev/null
+        for table in bench_rows bench_rows_idx; do
+            script=$BENCH_TMP/policy_$table.sql
+            [[ $variant != floor ]] || script=$BENCH_TMP/floor_$table.sql
+            v=$(bench_tps "$DB" "$script" 1 "$SECS")
             tps[$table,$variant]+="$v "
             printf '  %-15s %-12s %10s tps\n' "$table" "$variant" "$v"
         done

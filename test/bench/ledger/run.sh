@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# test/bench/ledger: posting throughput, in one run, 8 clients, 100,000 accounts, pgbench -M prepared.
+#
+#   baseline   a minimal PL/pgSQL transfer (two UPDATEs in id order, one INSERT, no checks)
+#   uniform    fincore.transfer between two uniformly random accounts (ledger events off, like
+#              the baseline, which writes no event either)
+#   events     the same with the tenant's ledger events on: each transfer also writes its
+#              outbox event, in the same transaction (fincore's default)
+#   hot        fincore.transfer from a random account to one hot account (every transfer)
+#   batch100   fincore.create_transfers with 100 random transfers a call (transfers/s = calls/s x 100)
+# and the memory of one backend posting 1,000,000 transfers (create_transfers, 100 a call).
+# Targets (issue 4): uniform >= 0.8x baseline; hot >= 0.7x uniform; batch100 >= 10x uniform;
+# RSS growth < 20 MB.  Medians of ROUNDS interleaved rounds of SECS seconds.
+#
+#   ROUNDS=3 SECS=10 ./scripts/bench ledger
+source "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
+
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-10}
+CLIENTS=${CLIENTS:-8}
+RSS_TRANSFERS=${RSS_TRANSFERS:-1000000}
+DB=fincore_bench_ledger
+TENANT=00000000-0000-4000-8000-00000000b001
+dir=$(dirname -- "${BASH_SOURCE[0]}")
+
+bench_say "Setting up $DB (100,000 accounts each for fincore and the baseline)"
+bench_db "$DB"
+bench_psql -d "$DB" -f "$dir/setup.sql" >/dev/null
+
+pick='\set d random(1, 100000)
+\set c random(1, 100000)
+\if :d = :c
+\set c (:c % 100000) + 1
+\endif'
+printf '%s\nSELECT public.base_transfer(:d, :c, 1);\n' "$pick" >"$BENCH_TMP/baseline.sql"
+printf '%s\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(:c), 1);\n' "$pick" >"$BENCH_TMP/uniform.sql"
+cp "$BENCH_TMP/uniform.sql" "$BENCH_TMP/events.sql"
+printf '\\set d random(1, 100000)\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(0), 1);\n' >"$BENCH_TMP/hot.sql"
+printf 'SELECT count(*) FROM public.batch100(1) AS b(index int, id uuid, result text);\n' >"$BENCH_TMP/batch100.sql"
+
+# fincore's scripts run as one trusted backend of the tenant (the session's tenant is set at
+# connection time, as a superuser may); the baseline needs none.
+run() {
+    local scenario=$1
+    if [[ $scenario == baseline ]]; then
+        bench_tps "$DB" "$BENCH_TMP/$scenario.sql" "$CLIENTS" "$SECS" -M prepared
+    elif [[ $scenario == events ]]; then
+        events on
+        PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/$scenario.sql" "$CLIENTS" "$SECS" -M prepared
+        events off
+    else
+        PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/$scenario.sql" "$CLIENTS" "$SECS" -M prepared
+    fi
+}
+
+# Ledger events of the bench tenant, on or off.
+events() {
+    bench_psql -d "$DB" -c "BEGIN; SELECT fincore.set_tenant('$TENANT'); SELECT fincore.set_ledger_events($([[ $1 == on ]] && echo true || echo false)); COMMIT;" >/dev/null
+}
+events off
+
+# Warm up, then refresh the statistics of the tables the runs fill, so that no backend plans
+# against an empty transfers table.
+PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/uniform.sql" "$CLIENTS" 3 -M prepared >/dev/null
+bench_psql -d "$DB" -c "ANALYZE" >/dev/null
+
+declare -A tps=()
+for round in $(seq "$ROUNDS"); do
+    bench_say "Round $round of $ROUNDS ($CLIENTS clients, ${SECS}s a run)"
+    for scenario in $(printf '%s\n' baseline uniform events hot batch100 | shuf); do
+        v=$(run "$scenario")
+        tps[$scenario]+="$v "
+        printf '  %-10s %12s calls/s\n' "$scenario" "$v"
+    done
+    bench_psql -d "$DB" -c "SELECT fincore.rollup_hot_accounts(1000)" >/dev/null
+done
+
+bench_say "Memory: one backend posting $RSS_TRANSFERS transfers (create_transfers, 100 a call)"
+calls=$((RSS_TRANSFERS / 100))
+rss_out=$(PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_psql -d "$DB" -At <<SQL
+CREATE TEMP TABLE m AS SELECT pg_backend_pid() AS pid;
+SELECT public.batch100(1) FROM generate_series(1, 20) LIMIT 0;   -- warm up plans and caches
+\\o /dev/null
+SELECT count(*) FROM public.batch100(1) AS b(index int, id uuid, result text);
+\\o
+SELECT 'start ' || pg_backend_pid();
+\\! sleep 0
+SQL
+)
+# A loop in one session: the RSS of that backend is read from /proc before and after.
+pid_file=$BENCH_TMP/rss.pid
+(
+    PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" psql -X -q -At -d "$DB" <<SQL >"$BENCH_TMP/rss.out" 2>&1
+SELECT pg_backend_pid() \\g $pid_file
+SELECT count(*) FROM public.batch100(1) AS b(index int, id uuid, result text), generate_series(1, 50);
+SELECT pg_sleep(2);
+DO \$\$ BEGIN FOR i IN 1..$calls LOOP PERFORM count(*) FROM public.batch100(i) AS b(index int, id uuid, result text); COMMIT; END LOOP; END \$\$;
+SELECT pg_sleep(2);
+SQL
+) &
+loop_pid=$!
+while [[ ! -s $pid_file ]]; do sleep 0.1; done
+backend=$(head -1 "$pid_file")
+sleep 1.5
+rss_kb() { awk -v f="$1" '$1 == f":" { print $2 }' "/proc/$backend/status"; }
+anon0=$(rss_kb RssAnon); rss0=$(rss_kb VmRSS)
+peak_anon=$anon0
+while kill -0 "$loop_pid" 2>/dev/null; do
+    a=$(rss_kb RssAnon 2>/dev/null || echo 0)
+    [[ -n $a && $a -gt $peak_anon ]] && peak_anon=$a
+    [[ -n $a && $a -gt 0 ]] && { anon1=$a; rss1=$(rss_kb VmRSS 2>/dev/null || echo "$rss1"); }
+    sleep 0.5
+done
+wait "$loop_pid" || { cat "$BENCH_TMP/rss.out"; exit 1; }
+: "$rss_out"
+
+bench_say "Results: medians of $ROUNDS rounds"
+base=$(bench_median ${tps[baseline]})
+uni=$(bench_median ${tps[uniform]})
+evt=$(bench_median ${tps[events]})
+hot=$(bench_median ${tps[hot]})
+b100=$(bench_median ${tps[batch100]})
+b100_transfers=$(awk -v t="$b100" 'BEGIN { printf "%.1f", t * 100 }')
+printf '%-34s %14s %10s %s\n' scenario "transfers/s" ratio "target"
+printf '%-34s %14.1f %10s\n' "baseline (PL/pgSQL, no checks)" "$base" "1.00"
+printf '%-34s %14.1f %10s %s\n' "fincore, uniform" "$uni" "$(bench_ratio "$uni" "$base")" ">= 0.8 x baseline"
+printf '%-34s %14.1f %10s %s\n' "fincore, uniform, events on" "$evt" "$(bench_ratio "$evt" "$base")" "(x baseline)"
+printf '%-34s %14.1f %10s %s\n' "fincore, every credit to 1 hot" "$hot" "$(bench_ratio "$hot" "$uni")" ">= 0.7 x uniform"
+printf '%-34s %14.1f %10s %s\n' "fincore, create_transfers x100" "$b100_transfers" "$(bench_ratio "$b100_transfers" "$uni")" ">= 10 x uniform"
+printf '\nMemory of one backend over %s transfers: private (RssAnon) %s kB -> %s kB (peak %s kB), growth %s MB (target < 20 MB); VmRSS %s kB -> %s kB (includes shared buffers it touched).\n' \
+    "$RSS_TRANSFERS" "$anon0" "$anon1" "$peak_anon" "$(awk -v a="$anon0" -v b="$peak_anon" 'BEGIN { printf "%.1f", (b - a) / 1024 }')" "$rss0" "$rss1"
+bench_psql -d "$DB" -At -c "SELECT 'verify() after the run: ' || count(*) || ' broken invariants' FROM fincore.verify()"
