@@ -5,12 +5,12 @@ EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION)
 MODULE_big  = fincore
 OBJS        = src/fincore.o src/currency.o src/rounding.o src/amount.o src/allocate.o \
               src/uuidv7.o src/tenancy.o src/ledger.o src/accounts.o src/fees.o src/outbox.o src/jsonb_build.o \
-              src/queue.o
+              src/queue.o src/owner_sql.o
 
 # The install script is built from one SQL source per module, in dependency order.
 SQL_MODULES = sql/modules/schema.sql sql/modules/money.sql sql/modules/uuidv7.sql \
               sql/modules/tenancy.sql sql/modules/maintenance.sql sql/modules/outbox.sql \
-              sql/modules/ledger.sql sql/modules/fees.sql sql/modules/queue.sql sql/modules/grants.sql
+              sql/modules/ledger.sql sql/modules/fees.sql sql/modules/queue.sql sql/modules/owner.sql sql/modules/grants.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # Upgrade scripts (fincore--A--B.sql) live in sql/upgrades/ from the first release on.
 DATA        = $(wildcard sql/upgrades/$(EXTENSION)--*--*.sql)

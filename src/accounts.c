@@ -138,6 +138,7 @@ fincore_create_account(PG_FUNCTION_ARGS)
 	args[4] = Int32GetDatum(flags);
 	args[5] = Int64GetDatum(credit_limit);
 	nulls[5] = has_limit ? ' ' : 'n';
+	args[6] = (Datum) 0;
 	if (PG_ARGISNULL(5))
 		nulls[6] = 'n';
 	else
@@ -147,8 +148,7 @@ fincore_create_account(PG_FUNCTION_ARGS)
 	else
 		args[7] = JsonbPGetDatum(metadata);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	fincore_spi_connect();
 	if (create_plan == NULL)
 	{
 		Oid			types[8] = {UUIDOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT8OID, TEXTOID, JSONBOID};
@@ -174,6 +174,8 @@ fincore_create_account(PG_FUNCTION_ARGS)
 
 		if (SPI_execute_plan(existing_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "looking up an account failed");
+		if (SPI_processed == 0 && nulls[6] == 'n')
+			elog(ERROR, "account %s conflicts but cannot be found", uuid_text(id));
 		if (SPI_processed == 0)
 		{
 			Datum		a2[2] = {args[1], args[6]};
@@ -311,8 +313,7 @@ change_status(FunctionCallInfo fcinfo, char target)
 	const char *status = target == 'f' ? "frozen" : target == 'a' ? "active" : "closed";
 
 	tenancy_require_tenant(&tenant);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	fincore_spi_connect();
 	a = lock_account_for_status(id, &tenant);
 	if (a.status == target)
 	{

@@ -140,6 +140,7 @@ typedef struct RegistryEntry
 
 static HTAB *registry_cache = NULL;
 static SPIPlanPtr registry_lookup_plan = NULL;
+static SPIPlanPtr register_plan = NULL;
 static Oid	registry_relid = InvalidOid;
 static bool registry_callback_registered = false;
 
@@ -184,6 +185,7 @@ registry_lookup(CurrencyCode code)
 	Datum		arg;
 	int			exponent = -1;
 	bool		cacheable = true;
+	int			nest;
 
 	if (registry_cache == NULL)
 		registry_cache_init();
@@ -194,20 +196,12 @@ registry_lookup(CurrencyCode code)
 	currency_unpack(code, buf);
 	arg = CStringGetTextDatum(buf);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	fincore_spi_connect();
 	if (registry_lookup_plan == NULL)
-	{
-		Oid			argtypes[1] = {TEXTOID};
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare("SELECT exponent, xmin FROM fincore.currency_registry WHERE code = $1",
-						   1, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		registry_lookup_plan = plan;
-	}
+		registry_lookup_plan = fincore_prepare("SELECT r.exponent, r.xmin FROM fincore.currency_registry r "
+											   " WHERE r.code OPERATOR(pg_catalog.=) $1",
+											   1, (Oid[]) {TEXTOID}, 0);
+	nest = fincore_pin_search_path();
 	if (SPI_execute_plan(registry_lookup_plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "currency registry look-up failed");
 	if (SPI_processed == 1)
@@ -222,6 +216,7 @@ registry_lookup(CurrencyCode code)
 		if (!isnull && TransactionIdIsCurrentTransactionId(DatumGetTransactionId(d)))
 			cacheable = false;
 	}
+	fincore_unpin_search_path(nest);
 	SPI_finish();
 
 	if (exponent >= 0 && cacheable && registry_cache != NULL)
@@ -306,6 +301,7 @@ fincore_register_currency(PG_FUNCTION_ARGS)
 	char		nulls[3] = {' ', ' ', ' '};
 	Oid			argtypes[3] = {TEXTOID, INT4OID, TEXTOID};
 	int			existing;
+	int			nest;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -335,15 +331,17 @@ fincore_register_currency(PG_FUNCTION_ARGS)
 		args[2] = PG_GETARG_DATUM(2);
 
 	/* One statement: the row we insert, or the one already registered. */
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("WITH ins AS (INSERT INTO fincore.currency_registry (code, exponent, name) "
-							  "VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING RETURNING exponent) "
-							  "SELECT exponent FROM ins UNION ALL "
-							  "SELECT exponent FROM fincore.currency_registry WHERE code = $1",
-							  3, argtypes, args, nulls, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+	fincore_spi_connect();
+	if (register_plan == NULL)
+		register_plan = fincore_prepare("WITH ins AS (INSERT INTO fincore.currency_registry AS r (code, exponent, name) "
+										"VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING RETURNING r.exponent) "
+										"SELECT i.exponent FROM ins i UNION ALL "
+										"SELECT r.exponent FROM fincore.currency_registry r "
+										" WHERE r.code OPERATOR(pg_catalog.=) $1", 3, argtypes, 0);
+	nest = fincore_pin_search_path();
+	if (SPI_execute_plan(register_plan, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "currency registration failed");
+	fincore_unpin_search_path(nest);
 	{
 		bool		isnull;
 

@@ -897,19 +897,16 @@ fee_load_query(void *arg)
 
 	values[0] = UUIDPGetDatum(&q->key->tenant);
 	values[1] = CStringGetTextDatum(q->key->code);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	fincore_spi_connect();
 	if (plan == NULL)
 	{
 		Oid			types[2] = {UUIDOID, TEXTOID};
 
-		plan = SPI_prepare("SELECT s.id, s.currency, s.rules, s.rounding, s.effective_from, s.effective_until "
-						   "FROM fincore.fee_schedules s "
-						   "WHERE s.tenant_id OPERATOR(pg_catalog.=) $1 AND s.code OPERATOR(pg_catalog.=) $2 "
-						   "ORDER BY s.effective_from",
-						   2, types);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		plan = fincore_prepare("SELECT s.id, s.currency, s.rules, s.rounding, s.effective_from, s.effective_until "
+							   "FROM fincore.fee_schedules s "
+							   "WHERE s.tenant_id OPERATOR(pg_catalog.=) $1 AND s.code OPERATOR(pg_catalog.=) $2 "
+							   "ORDER BY s.effective_from",
+							   2, types, 0);
 	}
 
 	/*
@@ -988,7 +985,7 @@ fee_cache_lookup(const char *code, int len)
 									 ALLOCSET_SMALL_SIZES);
 	q.key = &key;
 	q.cxt = load_cxt;
-	tenancy_run_as_owner(fee_relid, fee_load_query, &q);
+	fincore_run_as_owner(fee_relid, fee_load_query, &q);
 
 	if (fee_cache == NULL || generation != fee_cache_generation)
 	{

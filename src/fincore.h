@@ -252,6 +252,27 @@ amount_check_same_currency(const Amount *a, const Amount *b)
 #define ERRCODE_FC_LEDGER_APPEND_ONLY			MAKE_SQLSTATE('Z','F','3','2','7')
 #define ERRCODE_FC_INVALID_ACCOUNT_STATUS_CHANGE MAKE_SQLSTATE('Z','F','3','2','8')
 
+/* ---- SQL run with the owner's rights (owner_sql.c) ---- */
+
+/* The search_path of every statement fincore runs: nothing of the caller's. */
+#define FINCORE_SEARCH_PATH "pg_catalog, pg_temp"
+
+/* SPI_connect, or elog. */
+extern void fincore_spi_connect(void);
+/*
+ * SPI_prepare_cursor + SPI_keepplan under the pinned search_path, or elog.
+ * Every statement fincore prepares comes through here.
+ */
+extern SPIPlanPtr fincore_prepare(const char *sql, int nargs, Oid *argtypes, int cursor_options);
+/* Pin search_path at a new GUC nest level; undo with fincore_unpin_search_path. */
+extern int	fincore_pin_search_path(void);
+extern void fincore_unpin_search_path(int nest);
+/*
+ * Run fn(arg) as the owner of a relation (reads past grants; past RLS through
+ * the owner's fincore_owner policy), with search_path pinned.
+ */
+extern void fincore_run_as_owner(Oid relid, void (*fn) (void *), void *arg);
+
 /* ---- tenancy (tenancy.c) ---- */
 
 extern void tenancy_init(void);
@@ -262,8 +283,6 @@ extern bool tenancy_current_user(pg_uuid_t *out);
 extern void tenancy_require_tenant(pg_uuid_t *out);
 /* Is the current user a member of tenant (with role, when role is not NULL)? */
 extern bool tenancy_has_role(const pg_uuid_t *tenant, const char *role);
-/* Run fn(arg) as the owner of a relation: reads past RLS and grants. */
-extern void tenancy_run_as_owner(Oid relid, void (*fn) (void *), void *arg);
 
 /* ---- ledger (ledger.c, accounts.c) ---- */
 

@@ -279,18 +279,6 @@ uuid_cmp_qsort(const void *a, const void *b)
 	return memcmp(a, b, sizeof(pg_uuid_t));
 }
 
-static SPIPlanPtr
-prepare_with(const char *sql, int nargs, Oid *argtypes, int cursor_options)
-{
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 /*
  * Generic plans: these statements take arrays and keys whose values never
  * change the best plan, and a custom plan would be planned again at every
@@ -300,7 +288,7 @@ prepare_with(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 SPIPlanPtr
 ledger_prepare(const char *sql, int nargs, Oid *argtypes)
 {
-	return prepare_with(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	return fincore_prepare(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 }
 
 /*
@@ -313,7 +301,7 @@ ledger_prepare(const char *sql, int nargs, Oid *argtypes)
 static SPIPlanPtr
 ledger_prepare_custom(const char *sql, int nargs, Oid *argtypes)
 {
-	return prepare_with(sql, nargs, argtypes, CURSOR_OPT_CUSTOM_PLAN);
+	return fincore_prepare(sql, nargs, argtypes, CURSOR_OPT_CUSTOM_PLAN);
 }
 
 static Datum
@@ -2534,8 +2522,7 @@ run_single(FunctionCallInfo fcinfo, LedgerItem *it)
 	b.items = it;
 	b.nitems = 1;
 	b.single = true;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	fincore_spi_connect();
 	if (it->result != LR_OK)
 	{
 		/* Malformed before anything is looked up. */
@@ -2816,8 +2803,7 @@ fincore_create_transfers(PG_FUNCTION_ARGS)
 		/* Results known before the engine runs (malformed items) must survive it. */
 		for (int i = 0; i < n; i++)
 			b.items[i].preset = b.items[i].result;
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		fincore_spi_connect();
 		ledger_execute(&b);
 		SPI_finish();
 	}
@@ -2866,8 +2852,7 @@ fincore_expire_pending(PG_FUNCTION_ARGS)
 
 	if (max_holds <= 0)
 		PG_RETURN_INT32(0);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	fincore_spi_connect();
 	if (due_holds_plan == NULL)
 	{
 		Oid			types[1] = {INT4OID};
@@ -2945,8 +2930,7 @@ fincore_rollup_hot_accounts(PG_FUNCTION_ARGS)
 
 	if (max_accounts <= 0)
 		PG_RETURN_INT32(0);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	fincore_spi_connect();
 	if (hot_accounts_plan == NULL)
 	{
 		Oid			types[1] = {INT4OID};

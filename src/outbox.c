@@ -150,11 +150,7 @@ kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 	{
 		/* Generic plans: the batch queries must use the seq and txid indexes
 		 * whatever the width of the range a custom plan would see. */
-		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		*plan = p;
+		*plan = fincore_prepare(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	return *plan;
 }
@@ -178,13 +174,6 @@ execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount)
 	rc = SPI_execute_plan(plan, values, nulls, false, tcount);
 	AtEOXact_GUC(true, nest);
 	return rc;
-}
-
-static void
-spi_connect(void)
-{
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 }
 
 static Datum
@@ -426,7 +415,7 @@ emit_as_owner(void *arg)
 	int			slot;
 	int64		seq;
 
-	spi_connect();
+	fincore_spi_connect();
 	slot = lock_current_slot();
 	if (plans[slot] == NULL)
 	{
@@ -471,7 +460,7 @@ emit_event(EmitArgs *a)
 	lock_aggregate(&a->tenant, a->aggregate_type, a->aggregate_id);
 	if (!state.valid || !OidIsValid(state.events_relid))
 		state.events_relid = outbox_relid("outbox_events");
-	tenancy_run_as_owner(state.events_relid, emit_as_owner, a);
+	fincore_run_as_owner(state.events_relid, emit_as_owner, a);
 	/* PostgreSQL folds identical notifications of a transaction into one. */
 	if (a->notify)
 		Async_Notify(a->channel, NULL);
@@ -555,7 +544,7 @@ ledger_load_query(void *arg pg_attribute_unused())
 	static SPIPlanPtr plan = NULL;
 	MemoryContext old;
 
-	spi_connect();
+	fincore_spi_connect();
 	kept_plan(&plan, "SELECT s.tenant_id FROM fincore.outbox_settings s WHERE NOT s.ledger_events", 0, NULL);
 	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "outbox settings look-up failed");
@@ -587,7 +576,7 @@ ledger_load(void)
 	ledger_valid = true;
 	PG_TRY();
 	{
-		tenancy_run_as_owner(settings_relid, ledger_load_query, NULL);
+		fincore_run_as_owner(settings_relid, ledger_load_query, NULL);
 	}
 	PG_CATCH();
 	{
@@ -927,7 +916,7 @@ poll_as_owner(void *arg)
 	Consumer   *c = &p->c;
 	int			left;
 
-	spi_connect();
+	fincore_spi_connect();
 	consumer_load(c, p->trusted);
 	left = p->max - (int) read_retries(c, p->max, p->out);
 	/* At most one batch is finished and one opened per call. */
@@ -962,7 +951,7 @@ fincore_poll(PG_FUNCTION_ARGS)
 	p.out = rsinfo->setResult;
 	if (!state.valid || !OidIsValid(state.events_relid))
 		state.events_relid = outbox_relid("outbox_events");
-	tenancy_run_as_owner(state.events_relid, poll_as_owner, &p);
+	fincore_run_as_owner(state.events_relid, poll_as_owner, &p);
 	return (Datum) 0;
 }
 
@@ -1074,7 +1063,7 @@ ack_as_owner(void *arg)
 	SPIPlanPtr	plan;
 	int			expect;
 
-	spi_connect();
+	fincore_spi_connect();
 	consumer_load(c, a->trusted);
 
 	/* A retried event: ack forgets it, nack counts the failure. */
@@ -1176,7 +1165,7 @@ ack_common(FunctionCallInfo fcinfo, AckArgs *a)
 	a->trusted = caller_is_trusted();
 	if (!state.valid || !OidIsValid(state.events_relid))
 		state.events_relid = outbox_relid("outbox_events");
-	tenancy_run_as_owner(state.events_relid, ack_as_owner, a);
+	fincore_run_as_owner(state.events_relid, ack_as_owner, a);
 }
 
 PG_FUNCTION_INFO_V1(fincore_ack);
@@ -1251,7 +1240,7 @@ inbox_as_owner(void *arg)
 	Datum		values[4];
 	char		nulls[4] = "    ";
 
-	spi_connect();
+	fincore_spi_connect();
 	kept_plan(&plan,
 			  "INSERT INTO fincore.inbox (tenant_id, source, message_id, payload) VALUES ($1, $2, $3, $4)"
 			  " ON CONFLICT ON CONSTRAINT inbox_pkey DO NOTHING",
@@ -1288,7 +1277,7 @@ static void
 inbox_record(InboxArgs *a)
 {
 	tenancy_require_tenant(&a->tenant);
-	tenancy_run_as_owner(outbox_relid("inbox"), inbox_as_owner, a);
+	fincore_run_as_owner(outbox_relid("inbox"), inbox_as_owner, a);
 }
 
 PG_FUNCTION_INFO_V1(fincore_inbox_accept);
@@ -1426,7 +1415,7 @@ pgcrypto_hmac(void)
 	bool		isnull;
 	Oid			fn;
 
-	spi_connect();
+	fincore_spi_connect();
 	kept_plan(&plan,
 			  "SELECT p.oid FROM pg_catalog.pg_depend d"
 			  "  JOIN pg_catalog.pg_extension x ON x.oid OPERATOR(pg_catalog.=) d.refobjid"

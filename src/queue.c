@@ -253,13 +253,7 @@ queue_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 	if (*plan == NULL)
 	{
 		/* One generic plan per backend: planning at every call would cost more than the statement. */
-		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		*plan = p;
+		*plan = fincore_prepare(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	return *plan;
 }
@@ -426,37 +420,14 @@ queue_run_trampoline(void *arg)
 	run->work(run->call);
 }
 
-/*
- * The statements see pg_catalog only (no temporary schema, nothing of the
- * caller's search_path): cheaper than a GUC nest level, and the plan cache,
- * which re-parses a statement when the search path differs from the one it
- * was planned under, then always finds the same one.
- */
 static void
 queue_run(QueueWork work, QueueCall *call)
 {
-	OverrideSearchPath path = {NIL, true, false, 0};
 	QueueRun	run = {work, call};
-	Oid			relid = jobs_relid();
 
-	PushOverrideSearchPath(&path);
-	PG_TRY();
-	{
-		tenancy_run_as_owner(relid, queue_run_trampoline, &run);
-	}
-	PG_FINALLY();
-	{
-		PopOverrideSearchPath();
-	}
-	PG_END_TRY();
+	fincore_run_as_owner(jobs_relid(), queue_run_trampoline, &run);
 }
 
-static void
-queue_spi_connect(void)
-{
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-}
 
 /* ---- moving jobs to the archive ---- */
 
@@ -620,7 +591,7 @@ enqueue_one(QueueCall *call)
 static void
 enqueue_work(QueueCall *call)
 {
-	queue_spi_connect();
+	fincore_spi_connect();
 	enqueue_one(call);
 	SPI_finish();
 }
@@ -672,7 +643,7 @@ enqueue_many_work(QueueCall *call)
 	Oid			types[7] = {UUIDOID, TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID, JSONBARRAYOID, BOOLOID};
 	Datum		values[7];
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = UUIDPGetDatum(&call->scope.tenant);
 	values[1] = CStringGetTextDatum(call->queue);
 	values[2] = Int16GetDatum(call->priority);
@@ -710,7 +681,7 @@ enqueue_unique_work(QueueCall *call)
 {
 	UniqueBatch *batch = (UniqueBatch *) DatumGetPointer(call->payloads);
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	for (int i = 0; i < batch->n; i++)
 	{
 		Datum		v[1];
@@ -812,7 +783,7 @@ paused_load_work(QueueCall *call pg_attribute_unused())
 	static SPIPlanPtr plan = NULL;
 	MemoryContext old;
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	queue_plan(&plan, "SELECT p.tenant_id, p.queue FROM fincore.paused_queues p", 0, NULL);
 	queue_exec(plan, NULL, NULL, 0, SPI_OK_SELECT);
 	old = MemoryContextSwitchTo(paused_cxt);
@@ -913,7 +884,7 @@ pause_work(QueueCall *call)
 	Oid			types[2] = {UUIDOID, TEXTOID};
 	Datum		values[2] = {UUIDPGetDatum(&call->scope.tenant), CStringGetTextDatum(call->queue)};
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	if (call->out_null)
 	{
 		queue_plan(&resume_plan, "DELETE FROM fincore.paused_queues p WHERE p.tenant_id = $1 AND p.queue = $2",
@@ -1102,7 +1073,7 @@ dequeue_work(QueueCall *call)
 	int			ndead = 0;
 	Datum	   *dead;
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = CStringGetTextDatum(call->queue);
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	values[2] = PointerGetDatum(call->paused_tenants);
@@ -1249,7 +1220,7 @@ complete_work(QueueCall *call)
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = Int64GetDatum(call->job_id);
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	values[2] = Int32GetDatum(call->attempt);
@@ -1324,7 +1295,7 @@ complete_many_work(QueueCall *call)
 	int64	   *done;
 	int			ndone;
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = PointerGetDatum(batch->ids);
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	values[2] = PointerGetDatum(batch->attempts);
@@ -1449,7 +1420,7 @@ fail_work(QueueCall *call)
 	int32		attempts;
 	int32		max_attempts;
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = Int64GetDatum(call->job_id);
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	values[2] = Int32GetDatum(call->attempt);
@@ -1553,7 +1524,7 @@ heartbeat_work(QueueCall *call)
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = Int64GetDatum(call->job_id);
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	values[2] = Int32GetDatum(call->attempt);
@@ -1599,7 +1570,7 @@ cancel_work(QueueCall *call)
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = Int64GetDatum(call->job_id);
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	values[2] = Int16GetDatum(archive_slot(GetCurrentTransactionStartTimestamp()));
@@ -1650,7 +1621,7 @@ retry_work(QueueCall *call)
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = Int64GetDatum(call->job_id);
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	queue_plan(&lock_plan,
@@ -1730,7 +1701,7 @@ rescue_work(QueueCall *call)
 	char		nulls[1] = {' '};
 	TimestampTz started = GetCurrentTimestamp();
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = scope_datum(&call->scope, &nulls[0]);
 	queue_plan(&plan,
 			   "WITH c AS (SELECT j.id FROM fincore.jobs j"
@@ -1798,7 +1769,7 @@ stats_work(QueueCall *call)
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 
-	queue_spi_connect();
+	fincore_spi_connect();
 	values[0] = scope_datum(&call->scope, &nulls[0]);
 	values[1] = IntervalPGetDatum(&call->extend);
 	queue_plan(&plan,

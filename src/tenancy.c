@@ -526,39 +526,6 @@ fincore_relid(const char *relname)
 	return relid;
 }
 
-static Oid
-relation_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
-void
-tenancy_run_as_owner(Oid relid, void (*fn) (void *), void *arg)
-{
-	Oid			save_userid;
-	int			save_sec;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(relation_owner(relid),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		fn(arg);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec);
-	}
-	PG_END_TRY();
-}
-
 typedef struct TenantLookup
 {
 	pg_uuid_t  *id;
@@ -572,16 +539,10 @@ tenant_exists_query(void *arg)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1] = {UUIDPGetDatum(q->id)};
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	fincore_spi_connect();
 	if (plan == NULL)
-	{
-		Oid			types[1] = {UUIDOID};
-
-		plan = SPI_prepare("SELECT 1 FROM fincore.tenants WHERE id = $1", 1, types);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	}
+		plan = fincore_prepare("SELECT 1 FROM fincore.tenants t WHERE t.id OPERATOR(pg_catalog.=) $1",
+							   1, (Oid[]) {UUIDOID}, 0);
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "tenant look-up failed");
 	q->found = SPI_processed > 0;
@@ -593,7 +554,7 @@ tenant_exists(pg_uuid_t *id)
 {
 	TenantLookup q = {id, false};
 
-	tenancy_run_as_owner(fincore_relid("tenants"), tenant_exists_query, &q);
+	fincore_run_as_owner(fincore_relid("tenants"), tenant_exists_query, &q);
 	return q.found;
 }
 
@@ -634,17 +595,10 @@ members_load_query(void *arg)
 	Datum		values[1] = {UUIDPGetDatum(&q->user)};
 	MemoryContext old;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	fincore_spi_connect();
 	if (plan == NULL)
-	{
-		Oid			types[1] = {UUIDOID};
-
-		plan = SPI_prepare("SELECT tenant_id, role FROM fincore.tenant_members WHERE user_id = $1",
-						   1, types);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	}
+		plan = fincore_prepare("SELECT m.tenant_id, m.role FROM fincore.tenant_members m "
+							   " WHERE m.user_id OPERATOR(pg_catalog.=) $1", 1, (Oid[]) {UUIDOID}, 0);
 	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "membership look-up failed");
 
@@ -696,7 +650,7 @@ current_memberships(Membership **out)
 		members_count = 0;
 		members_valid = false;
 		q.user = user;
-		tenancy_run_as_owner(members_relid, members_load_query, &q);
+		fincore_run_as_owner(members_relid, members_load_query, &q);
 		members_lxid = MyProc->lxid;
 		members_user = user;
 		members_valid = true;

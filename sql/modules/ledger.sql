@@ -350,7 +350,7 @@ CREATE FUNCTION fincore.transfer_effects(t fincore.transfers,
         OUT credits_pending bigint, OUT credits_posted bigint)
     RETURNS SETOF record
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE ROWS 2
-    AS $fn$
+BEGIN ATOMIC
     SELECT t.debit_account_id,
            CASE t.kind WHEN 'pending' THEN t.amount WHEN 'posted' THEN 0 WHEN 'reversal' THEN 0
                        ELSE -t.pending_amount END,
@@ -360,8 +360,8 @@ CREATE FUNCTION fincore.transfer_effects(t fincore.transfers,
     SELECT t.credit_account_id, 0::bigint, 0::bigint,
            CASE t.kind WHEN 'pending' THEN t.amount WHEN 'posted' THEN 0 WHEN 'reversal' THEN 0
                        ELSE -t.pending_amount END,
-           CASE WHEN t.kind IN ('posted', 'post', 'reversal') THEN t.amount ELSE 0 END
-$fn$;
+           CASE WHEN t.kind IN ('posted', 'post', 'reversal') THEN t.amount ELSE 0 END;
+END;
 COMMENT ON FUNCTION fincore.transfer_effects(fincore.transfers) IS
     'How one transfer row changes the counters of its debit and its credit account (two rows).';
 
@@ -370,7 +370,7 @@ CREATE FUNCTION fincore.balance(account uuid, as_of timestamptz DEFAULT NULL,
         OUT posted bigint, OUT pending bigint, OUT available bigint)
     RETURNS record
     LANGUAGE sql STABLE PARALLEL SAFE
-    AS $fn$
+BEGIN ATOMIC
     WITH acct AS (
         SELECT a.id, a.flags, a.credit_limit, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
           FROM fincore.accounts a WHERE a.id = balance.account
@@ -411,8 +411,8 @@ CREATE FUNCTION fincore.balance(account uuid, as_of timestamptz DEFAULT NULL,
            c.cp - c.dp,
            c.cpo - c.dpo - c.dp + coalesce((SELECT a.credit_limit FROM acct a), 0)
       FROM chosen c
-     WHERE EXISTS (SELECT 1 FROM acct)
-$fn$;
+     WHERE EXISTS (SELECT 1 FROM acct);
+END;
 COMMENT ON FUNCTION fincore.balance(uuid, timestamptz) IS
     'An account''s four counters and derived balances (credit-normal: posted = credits_posted - debits_posted; pending = credits_pending - debits_pending; available = posted - debits_pending + credit_limit), now or as of a time (exact: from history rows when flagged history, else from the transfers). Hot accounts include their deltas. NULL for an account the caller cannot see.';
 
@@ -420,7 +420,7 @@ CREATE FUNCTION fincore.account_transfers(account uuid, since timestamptz DEFAUL
         until timestamptz DEFAULT NULL, lim integer DEFAULT 100)
     RETURNS SETOF fincore.transfers
     LANGUAGE sql STABLE PARALLEL SAFE
-    AS $fn$
+BEGIN ATOMIC
     SELECT * FROM (
         SELECT t.* FROM fincore.transfers t
          WHERE t.debit_account_id = account_transfers.account
@@ -431,8 +431,8 @@ CREATE FUNCTION fincore.account_transfers(account uuid, since timestamptz DEFAUL
            AND (since IS NULL OR t.created_at >= since) AND (until IS NULL OR t.created_at < until)
     ) s
     ORDER BY s.created_at, s.id
-    LIMIT lim
-$fn$;
+    LIMIT lim;
+END;
 COMMENT ON FUNCTION fincore.account_transfers(uuid, timestamptz, timestamptz, integer) IS
     'The transfers of an account in time order, from since (inclusive) to until (exclusive), at most lim.';
 
@@ -466,7 +466,7 @@ COMMENT ON VIEW fincore.transfer_log IS 'Transfers with their amount as a fincor
 CREATE FUNCTION fincore.verify()
     RETURNS TABLE (invariant text, tenant_id uuid, subject text, detail text)
     LANGUAGE sql STABLE PARALLEL SAFE
-    AS $fn$
+BEGIN ATOMIC
     WITH balances AS (
         SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
                b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
@@ -557,8 +557,8 @@ CREATE FUNCTION fincore.verify()
            pg_catalog.format('reversed %s of %s', sum(r.amount), t.amount)
       FROM fincore.transfers t JOIN fincore.transfers r ON r.reversal_of = t.id
      GROUP BY t.tenant_id, t.id, t.amount
-    HAVING sum(r.amount) > t.amount
-$fn$;
+    HAVING sum(r.amount) > t.amount;
+END;
 COMMENT ON FUNCTION fincore.verify() IS
     'Proves the books: one row per broken invariant (debits = credits per tenant and currency, counters = transfers, limits, history, holds, reversals); no rows when all hold. Runs with the caller''s rights.';
 

@@ -1,0 +1,250 @@
+-- fincore 0.1.0 -> 0.2.0.  Keep in step with sql/modules/: every schema change of 0.2.0 lands
+-- here too, so a 0.1.0 database upgrades in place (ALTER EXTENSION fincore UPDATE).
+\echo Use "ALTER EXTENSION fincore UPDATE TO '0.2.0'" to load this file. \quit
+
+-- ---- Hardening (issue 13) ----------------------------------------------------------------------
+
+-- SQL functions are bound when created (BEGIN ATOMIC): the caller's search_path cannot reach them.
+CREATE OR REPLACE FUNCTION fincore.transfer_effects(t fincore.transfers,
+        OUT account_id uuid, OUT debits_pending bigint, OUT debits_posted bigint,
+        OUT credits_pending bigint, OUT credits_posted bigint)
+    RETURNS SETOF record
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE ROWS 2
+BEGIN ATOMIC
+    SELECT t.debit_account_id,
+           CASE t.kind WHEN 'pending' THEN t.amount WHEN 'posted' THEN 0 WHEN 'reversal' THEN 0
+                       ELSE -t.pending_amount END,
+           CASE WHEN t.kind IN ('posted', 'post', 'reversal') THEN t.amount ELSE 0 END,
+           0::bigint, 0::bigint
+    UNION ALL
+    SELECT t.credit_account_id, 0::bigint, 0::bigint,
+           CASE t.kind WHEN 'pending' THEN t.amount WHEN 'posted' THEN 0 WHEN 'reversal' THEN 0
+                       ELSE -t.pending_amount END,
+           CASE WHEN t.kind IN ('posted', 'post', 'reversal') THEN t.amount ELSE 0 END;
+END;
+
+CREATE OR REPLACE FUNCTION fincore.balance(account uuid, as_of timestamptz DEFAULT NULL,
+        OUT debits_pending bigint, OUT debits_posted bigint, OUT credits_pending bigint, OUT credits_posted bigint,
+        OUT posted bigint, OUT pending bigint, OUT available bigint)
+    RETURNS record
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    WITH acct AS (
+        SELECT a.id, a.flags, a.credit_limit, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
+          FROM fincore.accounts a WHERE a.id = balance.account
+    ), now_counters AS (
+        SELECT a.debits_pending + coalesce(sum(d.debits_pending), 0)::bigint AS dp,
+               a.debits_posted + coalesce(sum(d.debits_posted), 0)::bigint AS dpo,
+               a.credits_pending + coalesce(sum(d.credits_pending), 0)::bigint AS cp,
+               a.credits_posted + coalesce(sum(d.credits_posted), 0)::bigint AS cpo
+          FROM acct a LEFT JOIN fincore.account_deltas d ON d.account_id = a.id
+         GROUP BY a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
+    ), history_counters AS (
+        SELECT h.debits_pending AS dp, h.debits_posted AS dpo, h.credits_pending AS cp, h.credits_posted AS cpo
+          FROM fincore.account_history h
+         WHERE h.account_id = balance.account AND h.at <= balance.as_of
+         ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1
+    ), replayed_counters AS (
+        SELECT coalesce(sum(e.debits_pending), 0)::bigint AS dp, coalesce(sum(e.debits_posted), 0)::bigint AS dpo,
+               coalesce(sum(e.credits_pending), 0)::bigint AS cp, coalesce(sum(e.credits_posted), 0)::bigint AS cpo
+          FROM fincore.transfers t, fincore.transfer_effects(t) e
+         WHERE (t.debit_account_id = balance.account OR t.credit_account_id = balance.account)
+           AND t.created_at <= balance.as_of AND e.account_id = balance.account
+    ), chosen AS (
+        SELECT * FROM now_counters WHERE balance.as_of IS NULL
+        UNION ALL
+        SELECT * FROM history_counters
+         WHERE balance.as_of IS NOT NULL AND (SELECT flags & 4 <> 0 FROM acct)
+        UNION ALL
+        SELECT coalesce(h.dp, 0), coalesce(h.dpo, 0), coalesce(h.cp, 0), coalesce(h.cpo, 0)
+          FROM (SELECT 1) one LEFT JOIN history_counters h ON true
+         WHERE balance.as_of IS NOT NULL AND (SELECT flags & 4 <> 0 FROM acct)
+           AND NOT EXISTS (SELECT 1 FROM history_counters)
+        UNION ALL
+        SELECT * FROM replayed_counters
+         WHERE balance.as_of IS NOT NULL AND (SELECT flags & 4 = 0 FROM acct)
+    )
+    SELECT c.dp, c.dpo, c.cp, c.cpo,
+           c.cpo - c.dpo,
+           c.cp - c.dp,
+           c.cpo - c.dpo - c.dp + coalesce((SELECT a.credit_limit FROM acct a), 0)
+      FROM chosen c
+     WHERE EXISTS (SELECT 1 FROM acct);
+END;
+
+CREATE OR REPLACE FUNCTION fincore.account_transfers(account uuid, since timestamptz DEFAULT NULL,
+        until timestamptz DEFAULT NULL, lim integer DEFAULT 100)
+    RETURNS SETOF fincore.transfers
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT * FROM (
+        SELECT t.* FROM fincore.transfers t
+         WHERE t.debit_account_id = account_transfers.account
+           AND (since IS NULL OR t.created_at >= since) AND (until IS NULL OR t.created_at < until)
+        UNION ALL
+        SELECT t.* FROM fincore.transfers t
+         WHERE t.credit_account_id = account_transfers.account
+           AND (since IS NULL OR t.created_at >= since) AND (until IS NULL OR t.created_at < until)
+    ) s
+    ORDER BY s.created_at, s.id
+    LIMIT lim;
+END;
+
+CREATE OR REPLACE FUNCTION fincore.verify()
+    RETURNS TABLE (invariant text, tenant_id uuid, subject text, detail text)
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    WITH balances AS (
+        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
+               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
+          FROM fincore.account_balances b JOIN fincore.accounts a ON a.id = b.id
+    ), implied AS (
+        SELECT e.account_id, sum(e.debits_pending)::bigint AS dp, sum(e.debits_posted)::bigint AS dpo,
+               sum(e.credits_pending)::bigint AS cp, sum(e.credits_posted)::bigint AS cpo
+          FROM fincore.transfers t, fincore.transfer_effects(t) e
+         GROUP BY e.account_id
+    )
+    -- 1. Double entry: per tenant and currency, debits equal credits (posted and pending).
+    SELECT 'debits_equal_credits', b.tenant_id, b.currency,
+           pg_catalog.format('debits posted %s, credits posted %s, debits pending %s, credits pending %s',
+                             sum(b.debits_posted), sum(b.credits_posted), sum(b.debits_pending), sum(b.credits_pending))
+      FROM balances b
+     GROUP BY b.tenant_id, b.currency
+    HAVING sum(b.debits_posted) <> sum(b.credits_posted) OR sum(b.debits_pending) <> sum(b.credits_pending)
+    UNION ALL
+    -- 2. Every account's counters are what its transfers imply.
+    SELECT 'counters_match_transfers', b.tenant_id, b.id::text,
+           pg_catalog.format('counters %s/%s/%s/%s, transfers imply %s/%s/%s/%s',
+                             b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted,
+                             coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
+      FROM balances b LEFT JOIN implied i ON i.account_id = b.id
+     WHERE (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
+           IS DISTINCT FROM (coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
+    UNION ALL
+    SELECT 'transfer_accounts_exist', t.tenant_id, t.id::text, 'a transfer names an account that does not exist'
+      FROM fincore.transfers t
+     WHERE NOT EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.id = t.debit_account_id AND a.currency = t.currency)
+        OR NOT EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.id = t.credit_account_id AND a.currency = t.currency)
+    UNION ALL
+    -- 3. No limit flag is violated.
+    SELECT 'debits_must_not_exceed_credits', b.tenant_id, b.id::text,
+           pg_catalog.format('debits %s exceed credits %s + limit %s', b.debits_pending + b.debits_posted,
+                             b.credits_posted, coalesce(b.credit_limit, 0))
+      FROM balances b
+     WHERE b.flags & 1 <> 0 AND b.debits_pending + b.debits_posted > b.credits_posted + coalesce(b.credit_limit, 0)
+    UNION ALL
+    SELECT 'credits_must_not_exceed_debits', b.tenant_id, b.id::text,
+           pg_catalog.format('credits %s exceed debits %s + limit %s', b.credits_pending + b.credits_posted,
+                             b.debits_posted, coalesce(b.credit_limit, 0))
+      FROM balances b
+     WHERE b.flags & 2 <> 0 AND b.credits_pending + b.credits_posted > b.debits_posted + coalesce(b.credit_limit, 0)
+    UNION ALL
+    -- 4. History rows agree: the latest equals the counters, and each row is what the
+    --    account's transfers up to it imply.
+    SELECT 'history_matches_counters', b.tenant_id, b.id::text, 'the latest history row differs from the counters'
+      FROM balances b
+      JOIN LATERAL (SELECT h.* FROM fincore.account_history h WHERE h.account_id = b.id
+                     ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1) h ON true
+     WHERE b.flags & 4 <> 0
+       AND (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
+           IS DISTINCT FROM (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
+    UNION ALL
+    SELECT 'history_matches_transfers', h.tenant_id, h.account_id::text || ' @ ' || h.transfer_id::text,
+           pg_catalog.format('history %s/%s/%s/%s, transfers up to it imply %s/%s/%s/%s',
+                             h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted,
+                             c.dp, c.dpo, c.cp, c.cpo)
+      FROM fincore.account_history h
+      JOIN (SELECT e.account_id, t.id AS transfer_id,
+                   sum(e.debits_pending) OVER w AS dp, sum(e.debits_posted) OVER w AS dpo,
+                   sum(e.credits_pending) OVER w AS cp, sum(e.credits_posted) OVER w AS cpo
+              FROM fincore.transfers t, fincore.transfer_effects(t) e
+             WHERE EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.id = e.account_id AND a.flags & 4 <> 0)
+            WINDOW w AS (PARTITION BY e.account_id ORDER BY t.created_at, t.id)) c
+        ON c.account_id = h.account_id AND c.transfer_id = h.transfer_id
+     WHERE (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
+           IS DISTINCT FROM (c.dp, c.dpo, c.cp, c.cpo)
+    UNION ALL
+    SELECT 'history_covers_transfers', b.tenant_id, b.id::text,
+           'a transfer of a history account has no history row'
+      FROM balances b
+     WHERE b.flags & 4 <> 0
+       AND EXISTS (SELECT 1 FROM fincore.transfers t
+                    WHERE (t.debit_account_id = b.id OR t.credit_account_id = b.id)
+                      AND NOT EXISTS (SELECT 1 FROM fincore.account_history h
+                                       WHERE h.account_id = b.id AND h.transfer_id = t.id))
+    UNION ALL
+    -- 5. Holds: each is resolved at most once, open holds are listed, reversals stay within the original.
+    SELECT 'open_holds_listed', t.tenant_id, t.id::text, 'an unresolved hold is missing from pending_holds'
+      FROM fincore.transfers t
+     WHERE t.kind = 'pending'
+       AND NOT EXISTS (SELECT 1 FROM fincore.transfers r WHERE r.pending_id = t.id)
+       AND NOT EXISTS (SELECT 1 FROM fincore.pending_holds p WHERE p.transfer_id = t.id)
+    UNION ALL
+    SELECT 'reversals_within_original', t.tenant_id, t.id::text,
+           pg_catalog.format('reversed %s of %s', sum(r.amount), t.amount)
+      FROM fincore.transfers t JOIN fincore.transfers r ON r.reversal_of = t.id
+     GROUP BY t.tenant_id, t.id, t.amount
+    HAVING sum(r.amount) > t.amount;
+END;
+
+-- owner: fincore's own statements and a non-superuser owner (docs/security.md).
+--
+-- Row level security is forced on fincore's tables, so it binds their owner
+-- as well when the owner is not a superuser (managed PostgreSQL, or a demoted
+-- owner).  fincore's own statements name their tenant explicitly and must see
+-- every tenant's rows (maintenance, look-ups before a tenant is chosen, a
+-- conflict with another tenant's id), so each protected table gets one more
+-- permissive policy, for its owner alone, that holds only while the owner's
+-- rights were borrowed: inside a fincore SECURITY DEFINER function or C code
+-- that switched to the owner.  A session that logs in as the owner still sees
+-- one tenant, as the app roles do.  An upgrade script ends with the same block.
+
+CREATE FUNCTION fincore.owner_context() RETURNS boolean
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_owner_context';
+COMMENT ON FUNCTION fincore.owner_context() IS
+    'True while the current rights are borrowed (a SECURITY DEFINER function, or fincore running SQL as the owner); the condition of the fincore_owner policies.';
+REVOKE ALL ON FUNCTION fincore.owner_context() FROM PUBLIC;
+
+DO $owner$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT c.oid::regclass AS tbl, c.relowner::regrole AS owner
+               FROM pg_catalog.pg_class c
+              WHERE c.relnamespace OPERATOR(pg_catalog.=) 'fincore'::regnamespace
+                AND c.relkind IN ('r', 'p') AND c.relrowsecurity
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
+                                 WHERE p.polrelid OPERATOR(pg_catalog.=) c.oid
+                                   AND p.polname OPERATOR(pg_catalog.=) 'fincore_owner')
+              ORDER BY c.oid LOOP
+        EXECUTE pg_catalog.format('CREATE POLICY fincore_owner ON %s AS PERMISSIVE FOR ALL TO %I '
+                                  'USING (fincore.owner_context()) WITH CHECK (fincore.owner_context())',
+                                  r.tbl, r.owner::text);
+    END LOOP;
+END
+$owner$;
+
+-- grants: the last module.  Every function of an audience is revoked from
+-- PUBLIC, then the registered application roles (and Supabase's, when they
+-- exist) get their grants; an upgrade script ends the same way, so new
+-- functions reach existing app roles.
+
+DO $grants$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT f.fn FROM fincore.function_audience f LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', r.fn::regprocedure);
+    END LOOP;
+    -- Supabase: anon and authenticated are app roles; service_role is trusted.
+    FOR r IN SELECT rolname, rolname = 'service_role' AS trusted FROM pg_catalog.pg_roles
+              WHERE rolname IN ('anon', 'authenticated', 'service_role')
+                AND rolname NOT IN (SELECT a.role_name FROM fincore.app_roles a) LOOP
+        PERFORM fincore.grant_app_role(r.rolname, r.trusted);
+    END LOOP;
+    FOR r IN SELECT a.role_name, a.trusted FROM fincore.app_roles a
+              WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles p WHERE p.rolname = a.role_name) LOOP
+        PERFORM fincore.grant_app_role(r.role_name, r.trusted);
+    END LOOP;
+END
+$grants$;

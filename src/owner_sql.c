@@ -1,0 +1,126 @@
+/*
+ * owner_sql.c — the one way fincore runs SQL with its owner's rights.
+ *
+ * Application roles cannot write fincore's tables; fincore writes them for
+ * them, as the tables' owner, either inside a SECURITY DEFINER function (whose
+ * SET search_path clause pins the path) or by switching to the owner here.
+ * Whatever runs with the owner's rights must not be steerable by the caller:
+ * a role that can create objects in a schema on its own search_path could
+ * otherwise plant an operator (= on uuid), a function (now()) or a domain that
+ * then runs as the owner, usually a superuser.  So, as a class:
+ *
+ *   - every statement fincore prepares goes through fincore_prepare(), and
+ *     every statement it runs as the owner runs inside
+ *     fincore_run_as_owner(), which pins search_path to "pg_catalog, pg_temp"
+ *     at a new GUC nest level (the way contrib's SECURITY DEFINER handling and
+ *     pg_cron do it) for as long as the owner's rights are in effect;
+ *   - the SQL texts also qualify their names, operators and casts
+ *     (fincore.accounts, OPERATOR(pg_catalog.=), ::pg_catalog.int8), so a
+ *     statement means the same thing whichever path is in force.
+ *
+ * Row level security is forced on fincore's tables, so it binds their owner
+ * too when the owner is not a superuser (managed PostgreSQL).  fincore's own
+ * statements name their tenant explicitly and must see every tenant's rows
+ * (maintenance, look-ups before a tenant is chosen), so each table also has a
+ * policy for its owner alone, fincore_owner, whose condition is
+ * fincore.owner_context(): true only while the owner's rights were taken on by
+ * a SECURITY DEFINER function or by fincore_run_as_owner(), never for a
+ * session that merely logs in as the owner.  See docs/security.md.
+ */
+#include "fincore.h"
+
+#include "catalog/pg_class.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+
+void
+fincore_spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+int
+fincore_pin_search_path(void)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", FINCORE_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+void
+fincore_unpin_search_path(int nest)
+{
+	AtEOXact_GUC(true, nest);
+}
+
+SPIPlanPtr
+fincore_prepare(const char *sql, int nargs, Oid *argtypes, int cursor_options)
+{
+	SPIPlanPtr	plan;
+	int			nest = fincore_pin_search_path();
+
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	fincore_unpin_search_path(nest);
+	return plan;
+}
+
+static Oid
+relation_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+void
+fincore_run_as_owner(Oid relid, void (*fn) (void *), void *arg)
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			nest;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(relation_owner(relid),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		nest = fincore_pin_search_path();
+		fn(arg);
+		fincore_unpin_search_path(nest);
+	}
+	PG_CATCH();
+	{
+		/* The abort that follows unwinds the GUC nest level. */
+		SetUserIdAndSecContext(save_userid, save_sec);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/*
+ * fincore.owner_context(): are the current rights borrowed, by a SECURITY
+ * DEFINER function or fincore_run_as_owner()?  Only the owner's policy
+ * (fincore_owner, TO the owner) calls it, so the current user is the owner.
+ */
+PG_FUNCTION_INFO_V1(fincore_owner_context);
+Datum
+fincore_owner_context(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(InLocalUserIdChange() || InSecurityRestrictedOperation());
+}
