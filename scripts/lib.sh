@@ -158,6 +158,22 @@ fincore_create_db() {
         fincore_psql -d "$db" -c "$sql"
 }
 
+# fincore_create_db_nonsuperuser_owner NAME OWNER [EXTENSION...]: like fincore_create_db, but fincore
+# (and the database) belong to OWNER, a role that is not a superuser: the way managed PostgreSQL
+# installs extensions, and what a demoted owner looks like.  OWNER is created a superuser, installs
+# fincore, and is then demoted (docs/security.md, "A non-superuser owner").
+fincore_create_db_nonsuperuser_owner() {
+    local db=$1 owner=$2 ext sql="SET client_min_messages = warning; "
+    shift 2
+    for ext in "$@"; do
+        sql+="CREATE EXTENSION $ext CASCADE; "
+    done
+    sql+="SET ROLE $owner; CREATE EXTENSION fincore CASCADE; RESET ROLE; ALTER ROLE $owner NOSUPERUSER;"
+    fincore_psql -d postgres -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$owner') THEN CREATE ROLE $owner NOLOGIN; END IF; END \$\$" \
+        -c "ALTER ROLE $owner SUPERUSER" -c "CREATE DATABASE $db OWNER $owner" &&
+        fincore_psql -d "$db" -c "$sql"
+}
+
 # The server log of the throwaway cluster (valid inside it).
 fincore_server_log() {
     pg_lsclusters -h | awk -v v="$FINCORE_PG_VERSION" '$1 == v && $2 == "regress" { print $7 }'
