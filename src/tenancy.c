@@ -259,13 +259,41 @@ claim_with_legacy(const char *name)
 
 /* ---- current tenant and user ---- */
 
-/* One cached answer per helper, valid for one identity_generation. */
+/*
+ * One cached answer per helper, valid for one identity_generation and, when
+ * the claim may come from a legacy per-claim setting that fincore does not
+ * define (request.jwt.claim.tenant_id, set by PostgREST < 9 as a placeholder
+ * with no assign hook), for one value of that setting: a pooled connection
+ * that changes only that setting must not keep the last request's answer.
+ */
+#define LEGACY_VALUE_MAX 64
+
 typedef struct IdentityCache
 {
 	uint64		generation;		/* 0: nothing cached */
 	bool		isnull;
 	pg_uuid_t	value;
+	char		legacy[LEGACY_VALUE_MAX];	/* the legacy setting it was resolved with */
 } IdentityCache;
+
+/*
+ * The current value of the legacy setting request.jwt.claim.<path> when the
+ * claim at path can come from it and nothing tells fincore of its changes
+ * ("" when unset); NULL when no such setting can apply: an override is set,
+ * the path is dotted, or it is "sub", which fincore defines with a hook.
+ */
+static const char *
+unwatched_legacy_claim(const char *override, const char *path)
+{
+	char		guc[NAMEDATALEN + sizeof(LEGACY_CLAIM_PREFIX)];
+	const char *value;
+
+	if (setting_is_set(override) || path == NULL || strchr(path, '.') != NULL || strcmp(path, "sub") == 0)
+		return NULL;
+	snprintf(guc, sizeof(guc), "%s%s", LEGACY_CLAIM_PREFIX, path);
+	value = GetConfigOption(guc, true, false);
+	return value != NULL ? value : "";
+}
 
 static IdentityCache tenant_cache;
 static IdentityCache user_cache;
@@ -280,9 +308,17 @@ resolve_identity(IdentityCache *cache, const char *override, const char *path,
 				 const char *what, pg_uuid_t *out)
 {
 	char	   *value;
+	const char *legacy = unwatched_legacy_claim(override, path);
 
-	if (cache->generation != identity_generation)
+	if (cache->generation != identity_generation ||
+		(legacy != NULL && strcmp(cache->legacy, legacy) != 0))
 	{
+		/* A legacy value too long to remember is read again at every call. */
+		bool		cacheable = legacy == NULL || strlen(legacy) < LEGACY_VALUE_MAX;
+
+		cache->generation = 0;
+		if (legacy != NULL && cacheable)
+			strlcpy(cache->legacy, legacy, LEGACY_VALUE_MAX);
 		if (setting_is_set(override))
 			uuid_or_error(override, what, &cache->value);
 		else if ((value = claim_with_legacy(path ? path : "")) != NULL)
@@ -290,11 +326,11 @@ resolve_identity(IdentityCache *cache, const char *override, const char *path,
 		else
 		{
 			cache->isnull = true;
-			cache->generation = identity_generation;
+			cache->generation = cacheable ? identity_generation : 0;
 			return false;
 		}
 		cache->isnull = false;
-		cache->generation = identity_generation;
+		cache->generation = cacheable ? identity_generation : 0;
 	}
 	if (!cache->isnull)
 		*out = cache->value;

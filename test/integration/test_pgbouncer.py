@@ -2,7 +2,8 @@
 
 Two clients of different tenants share ONE server connection (pool size 1) and
 interleave transactions on it.  Each transaction sets its claims the way
-PostgREST does (SET LOCAL ROLE, set_config(..., true)) or uses set_tenant; a
+PostgREST does (SET LOCAL ROLE, set_config(..., true)), in either claim style
+(request.jwt.claims, or PostgREST < 9's request.jwt.claim.<name>), or uses set_tenant; a
 transaction must only ever see its own tenant's rows, and nothing one client
 set may survive into the next transaction on the shared server connection.
 """
@@ -72,15 +73,20 @@ def test_clients_share_one_server_connection(setup, pgbouncer):
 def test_interleaved_requests_never_see_the_other_tenant(setup, pgbouncer):
     clients = {"A": bouncer_client(pgbouncer), "B": bouncer_client(pgbouncer)}
     rng = random.Random(20261123)
-    seen = {"jwt": 0, "set_tenant": 0, "nothing": 0}
+    seen = {"jwt": 0, "legacy": 0, "set_tenant": 0, "nothing": 0}
     try:
-        for step in range(400):
+        for step in range(600):
             t = rng.choice("AB")
             c = clients[t]
-            how = rng.choice(["jwt", "jwt", "set_tenant", "nothing"])
+            how = rng.choice(["jwt", "jwt", "legacy", "legacy", "set_tenant", "nothing"])
             if how == "jwt":
                 c.execute("SET LOCAL ROLE authenticated")
                 c.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims(t),))
+            elif how == "legacy":
+                # PostgREST < 9: one setting per claim, request.jwt.claims untouched.
+                c.execute("SET LOCAL ROLE authenticated")
+                c.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", (USER[t],))
+                c.execute("SELECT set_config('request.jwt.claim.tenant_id', %s, true)", (TENANT[t],))
             elif how == "set_tenant":
                 c.execute("SET LOCAL ROLE fincore_it_backend")
                 c.execute("SELECT fincore.set_tenant(%s)", (TENANT[t],))

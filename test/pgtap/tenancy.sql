@@ -3,7 +3,7 @@
 -- Every tenancy SQLSTATE is checked here too.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(73);
+SELECT plan(79);
 
 -- pgTAP keeps its bookkeeping in temporary tables; the app roles below must be
 -- able to write them, or a test run as an app role could not record its result.
@@ -277,6 +277,25 @@ SELECT ok(EXISTS (SELECT 1 FROM fincore.app_roles WHERE role_name = 'authenticat
     'grant_app_role records authenticated as an app role');
 SELECT fincore.revoke_app_role('anon');
 SELECT ok(NOT has_table_privilege('anon', 'fincore.tenants', 'SELECT'), 'revoke_app_role takes the grants back');
+
+-- ---------------------------------------------------------------------------
+-- The claim cache follows every setting a claim can come from: requests on one connection that
+-- alternate tenants and claim styles (request.jwt.claims, PostgREST < 9's request.jwt.claim.<name>).
+SELECT set_config('request.jwt.claims', '', true);
+SELECT set_config('request.jwt.claim.tenant_id', 'aaaaaaaa-0000-4000-8000-000000000001', true);
+SELECT is(fincore.tenant_id(), 'aaaaaaaa-0000-4000-8000-000000000001', 'legacy claim style: tenant A');
+SELECT set_config('request.jwt.claim.tenant_id', 'bbbbbbbb-0000-4000-8000-000000000002', true);
+SELECT is(fincore.tenant_id(), 'bbbbbbbb-0000-4000-8000-000000000002',
+    'the next request changes only request.jwt.claim.tenant_id: tenant B, not the cached A');
+SELECT set_config('request.jwt.claims', pg_temp.claims_of('A'), true);
+SELECT is(fincore.tenant_id(), 'aaaaaaaa-0000-4000-8000-000000000001', 'claims object: tenant A (it wins over the legacy setting)');
+SELECT set_config('request.jwt.claims', '', true);
+SELECT is(fincore.tenant_id(), 'bbbbbbbb-0000-4000-8000-000000000002', 'claims object gone: the legacy setting again, B');
+SELECT set_config('request.jwt.claim.tenant_id', '', true);
+SELECT is(fincore.tenant_id(), NULL, 'no setting left: no tenant');
+SELECT set_config('request.jwt.claim.tenant_id', 'aaaaaaaa-0000-4000-8000-000000000001', true);
+SELECT is(fincore.tenant_id(), 'aaaaaaaa-0000-4000-8000-000000000001', 'a tenant after none: A');
+SELECT set_config('request.jwt.claim.tenant_id', '', true);
 
 SELECT * FROM finish();
 ROLLBACK;
