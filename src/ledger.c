@@ -155,6 +155,7 @@ typedef struct LedgerAccount
 	char		status;			/* 'a'ctive, 'f'rozen, 'c'losed */
 	Balances	bal;			/* working balances */
 	Balances	loaded;			/* as read under the lock */
+	Balances	base;			/* lock-free: the row as read without a lock (deltas not included) */
 	ItemPointerData tid;		/* where the locked row is: the update goes straight to it */
 	bool		changed;
 } LedgerAccount;
@@ -673,17 +674,154 @@ load_account_meta(LedgerBatch *b)
 
 /* ---- step 3: lock and read ---- */
 
-/* Does this leg risk a limit of a hot account (so it must lock the row)? */
+/*
+ * Totals are checked before every write (TigerBeetle's overflow rules, plus
+ * the available balance): on a locked account exactly.  A hot account's legs
+ * go lock-free through deltas, whose sum nobody holds; they stay exact by
+ * construction: a lock-free leg moves at most HOT_LOCKFREE_MAX_AMOUNT, and
+ * only while the row's counters are below HOT_LOCKFREE_CEILING, so 2^26
+ * such legs would have to wait for the same roll-up before the totals could
+ * leave int64.  Any other leg of a hot account locks its row and sums its
+ * deltas, and is checked like any account.
+ */
+#define HOT_LOCKFREE_MAX_AMOUNT	(INT64CONST(1) << 36)
+#define HOT_LOCKFREE_CEILING	(INT64CONST(1) << 62)
+
+/* Does this leg risk a limit or the totals of a hot account (so it must lock the row)? */
 static inline bool
-leg_needs_lock(const LedgerAccount *a, bool debit_side, char kind)
+leg_needs_lock(const LedgerAccount *a, bool debit_side, const LedgerItem *it)
 {
+	char		kind = it->kind;
+
 	if (!a->meta_known || !(a->meta.flags & ACCOUNT_HOT))
 		return true;
 	if (kind == KIND_VOID || kind == KIND_EXPIRE || kind == KIND_POST)
 		return false;			/* releases a hold: pending only shrinks */
+	if (!it->has_amount || it->amount > HOT_LOCKFREE_MAX_AMOUNT)
+		return true;
 	if (debit_side)
 		return (a->meta.flags & ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS) != 0;
 	return (a->meta.flags & ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS) != 0;
+}
+
+/*
+ * Lock the rows of ids (sorted here: one statement, rows locked in id order,
+ * the global lock order) and read them: their counters, and what the cache
+ * did not know of them.  Returns how many of them are hot.
+ */
+static int
+lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
+{
+	Datum		args[2];
+	int			nhot = 0;
+
+	if (lock_plan == NULL)
+	{
+		Oid			types[2] = {UUIDARRAYOID, UUIDOID};
+
+		lock_plan = ledger_prepare(
+			"SELECT a.id, a.currency, a.code, a.flags, a.status, a.credit_limit, a.debits_pending, "
+			"       a.debits_posted, a.credits_pending, a.credits_posted, a.ctid "
+			"  FROM fincore.accounts a "
+			" WHERE a.id OPERATOR(pg_catalog.=) ANY ($1) AND a.tenant_id OPERATOR(pg_catalog.=) $2 "
+			" ORDER BY a.id FOR NO KEY UPDATE", 2, types);
+	}
+	qsort(ids, n, sizeof(pg_uuid_t), uuid_cmp_qsort);
+	args[0] = uuid_array(ids, n);
+	args[1] = UUIDPGetDatum(&b->tenant);
+	if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ledger: locking accounts failed");
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool		isnull;
+		LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(row, 1, &isnull)), false);
+		Datum		d;
+		text	   *cur;
+
+		if (a == NULL)
+			continue;
+		if (!a->meta_known)
+		{
+			cur = DatumGetTextPP(spi_value(row, 2, &isnull));
+			a->meta.tenant = b->tenant;
+			a->meta.currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
+			a->meta.code = DatumGetInt32(spi_value(row, 3, &isnull));
+			a->meta.flags = DatumGetInt32(spi_value(row, 4, &isnull));
+			account_meta_remember(&a->meta);
+			a->meta_known = true;
+		}
+		a->found = true;
+		a->locked = true;
+		a->lockfree = false;
+		if (a->meta.flags & ACCOUNT_HOT)
+			nhot++;
+		a->status = TextDatumGetCString(spi_value(row, 5, &isnull))[0];
+		d = spi_value(row, 6, &isnull);
+		a->has_limit = !isnull;
+		a->credit_limit = isnull ? 0 : DatumGetInt64(d);
+		a->loaded.dp = DatumGetInt64(spi_value(row, 7, &isnull));
+		a->loaded.dpo = DatumGetInt64(spi_value(row, 8, &isnull));
+		a->loaded.cp = DatumGetInt64(spi_value(row, 9, &isnull));
+		a->loaded.cpo = DatumGetInt64(spi_value(row, 10, &isnull));
+		a->tid = *((ItemPointer) DatumGetPointer(spi_value(row, 11, &isnull)));
+	}
+	return nhot;
+}
+
+/* Locked hot accounts: the exact balance includes every committed delta. */
+static void
+add_hot_deltas(LedgerBatch *b, pg_uuid_t *hot, int k)
+{
+	Datum		args[1];
+
+	if (deltas_sum_plan == NULL)
+	{
+		Oid			types[1] = {UUIDARRAYOID};
+
+		deltas_sum_plan = ledger_prepare(
+			"SELECT d.account_id, pg_catalog.sum(d.debits_pending)::pg_catalog.int8, "
+			"       pg_catalog.sum(d.debits_posted)::pg_catalog.int8, pg_catalog.sum(d.credits_pending)::pg_catalog.int8, "
+			"       pg_catalog.sum(d.credits_posted)::pg_catalog.int8 "
+			"  FROM fincore.account_deltas d WHERE d.account_id OPERATOR(pg_catalog.=) ANY ($1) "
+			" GROUP BY d.account_id", 1, types);
+	}
+	args[0] = uuid_array(hot, k);
+	if (SPI_execute_plan(deltas_sum_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ledger: reading hot account deltas failed");
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool		isnull;
+		LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(row, 1, &isnull)), false);
+
+		if (a == NULL)
+			continue;
+		/* Kept in loaded: what the row will be credited with at rollup. */
+		a->loaded.dp += DatumGetInt64(spi_value(row, 2, &isnull));
+		a->loaded.dpo += DatumGetInt64(spi_value(row, 3, &isnull));
+		a->loaded.cp += DatumGetInt64(spi_value(row, 4, &isnull));
+		a->loaded.cpo += DatumGetInt64(spi_value(row, 5, &isnull));
+	}
+}
+
+/* Lock rows, then add the deltas of those that are hot. */
+static void
+lock_and_read(LedgerBatch *b, pg_uuid_t *ids, int n)
+{
+	pg_uuid_t  *hot;
+	int			k = 0;
+
+	if (lock_rows(b, ids, n) == 0)
+		return;
+	hot = palloc(sizeof(pg_uuid_t) * n);
+	for (int i = 0; i < n; i++)
+	{
+		LedgerAccount *a = batch_account(b, &ids[i], false);
+
+		if (a != NULL && a->locked && (a->meta.flags & ACCOUNT_HOT))
+			hot[k++] = a->meta.id;
+	}
+	if (k > 0)
+		add_hot_deltas(b, hot, k);
 }
 
 static void
@@ -693,7 +831,7 @@ lock_accounts(LedgerBatch *b)
 	pg_uuid_t  *free_ids = palloc(sizeof(pg_uuid_t) * Max(b->naccounts, 1));
 	int			nlock = 0,
 				nfree = 0,
-				nhot_locked = 0;
+				nlate = 0;
 
 	for (int i = 0; i < b->naccounts; i++)
 	{
@@ -709,104 +847,9 @@ lock_accounts(LedgerBatch *b)
 	}
 
 	if (nlock > 0)
-	{
-		Datum		args[2];
+		lock_and_read(b, lock_ids, nlock);
 
-		/*
-		 * One statement, rows locked in id order: the global lock order.  It
-		 * also reads what the cache did not know of an account.
-		 */
-		if (lock_plan == NULL)
-		{
-			Oid			types[2] = {UUIDARRAYOID, UUIDOID};
-
-			lock_plan = ledger_prepare(
-				"SELECT a.id, a.currency, a.code, a.flags, a.status, a.credit_limit, a.debits_pending, "
-				"       a.debits_posted, a.credits_pending, a.credits_posted, a.ctid "
-				"  FROM fincore.accounts a "
-				" WHERE a.id OPERATOR(pg_catalog.=) ANY ($1) AND a.tenant_id OPERATOR(pg_catalog.=) $2 "
-				" ORDER BY a.id FOR NO KEY UPDATE", 2, types);
-		}
-		qsort(lock_ids, nlock, sizeof(pg_uuid_t), uuid_cmp_qsort);
-		args[0] = uuid_array(lock_ids, nlock);
-		args[1] = UUIDPGetDatum(&b->tenant);
-		if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "ledger: locking accounts failed");
-		for (uint64 row = 0; row < SPI_processed; row++)
-		{
-			bool		isnull;
-			LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(row, 1, &isnull)), false);
-			Datum		d;
-			text	   *cur;
-
-			if (a == NULL)
-				continue;
-			if (!a->meta_known)
-			{
-				cur = DatumGetTextPP(spi_value(row, 2, &isnull));
-				a->meta.tenant = b->tenant;
-				a->meta.currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
-				a->meta.code = DatumGetInt32(spi_value(row, 3, &isnull));
-				a->meta.flags = DatumGetInt32(spi_value(row, 4, &isnull));
-				account_meta_remember(&a->meta);
-				a->meta_known = true;
-			}
-			a->found = true;
-			a->locked = true;
-			if (a->meta.flags & ACCOUNT_HOT)
-				nhot_locked++;
-			a->status = TextDatumGetCString(spi_value(row, 5, &isnull))[0];
-			d = spi_value(row, 6, &isnull);
-			a->has_limit = !isnull;
-			a->credit_limit = isnull ? 0 : DatumGetInt64(d);
-			a->loaded.dp = DatumGetInt64(spi_value(row, 7, &isnull));
-			a->loaded.dpo = DatumGetInt64(spi_value(row, 8, &isnull));
-			a->loaded.cp = DatumGetInt64(spi_value(row, 9, &isnull));
-			a->loaded.cpo = DatumGetInt64(spi_value(row, 10, &isnull));
-			a->tid = *((ItemPointer) DatumGetPointer(spi_value(row, 11, &isnull)));
-		}
-	}
-
-	/* Locked hot accounts: the exact balance includes every committed delta. */
-	if (nhot_locked > 0)
-	{
-		pg_uuid_t  *hot = palloc(sizeof(pg_uuid_t) * nhot_locked);
-		int			k = 0;
-		Datum		args[1];
-
-		for (int i = 0; i < b->naccounts; i++)
-			if (b->accounts[i].locked && (b->accounts[i].meta.flags & ACCOUNT_HOT))
-				hot[k++] = b->accounts[i].meta.id;
-		if (deltas_sum_plan == NULL)
-		{
-			Oid			types[1] = {UUIDARRAYOID};
-
-			deltas_sum_plan = ledger_prepare(
-				"SELECT d.account_id, pg_catalog.sum(d.debits_pending)::bigint, "
-				"       pg_catalog.sum(d.debits_posted)::bigint, pg_catalog.sum(d.credits_pending)::bigint, "
-				"       pg_catalog.sum(d.credits_posted)::bigint "
-				"  FROM fincore.account_deltas d WHERE d.account_id OPERATOR(pg_catalog.=) ANY ($1) "
-				" GROUP BY d.account_id", 1, types);
-		}
-		args[0] = uuid_array(hot, k);
-		if (SPI_execute_plan(deltas_sum_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "ledger: reading hot account deltas failed");
-		for (uint64 row = 0; row < SPI_processed; row++)
-		{
-			bool		isnull;
-			LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(row, 1, &isnull)), false);
-
-			if (a == NULL)
-				continue;
-			/* Kept in loaded: what the row will be credited with at rollup. */
-			a->loaded.dp += DatumGetInt64(spi_value(row, 2, &isnull));
-			a->loaded.dpo += DatumGetInt64(spi_value(row, 3, &isnull));
-			a->loaded.cp += DatumGetInt64(spi_value(row, 4, &isnull));
-			a->loaded.cpo += DatumGetInt64(spi_value(row, 5, &isnull));
-		}
-	}
-
-	/* Hot accounts used lock-free: only their status is read. */
+	/* Hot accounts used lock-free: their status, and the row's counters as they are. */
 	if (nfree > 0)
 	{
 		Datum		args[2];
@@ -816,7 +859,9 @@ lock_accounts(LedgerBatch *b)
 			Oid			types[2] = {UUIDARRAYOID, UUIDOID};
 
 			status_plan = ledger_prepare(
-				"SELECT a.id, a.status FROM fincore.accounts a "
+				"SELECT a.id, a.status, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted, "
+				"       a.credit_limit "
+				"  FROM fincore.accounts a "
 				" WHERE a.id OPERATOR(pg_catalog.=) ANY ($1) AND a.tenant_id OPERATOR(pg_catalog.=) $2",
 				2, types);
 		}
@@ -824,19 +869,41 @@ lock_accounts(LedgerBatch *b)
 		args[1] = UUIDPGetDatum(&b->tenant);
 		if (SPI_execute_plan(status_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "ledger: reading accounts failed");
+		nfree = 0;
 		for (uint64 row = 0; row < SPI_processed; row++)
 		{
 			bool		isnull;
 			LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(row, 1, &isnull)), false);
+			Datum		d;
 
 			if (a == NULL)
 				continue;
 			a->found = true;
 			a->lockfree = true;
 			a->status = TextDatumGetCString(spi_value(row, 2, &isnull))[0];
+			a->base.dp = DatumGetInt64(spi_value(row, 3, &isnull));
+			a->base.dpo = DatumGetInt64(spi_value(row, 4, &isnull));
+			a->base.cp = DatumGetInt64(spi_value(row, 5, &isnull));
+			a->base.cpo = DatumGetInt64(spi_value(row, 6, &isnull));
+			d = spi_value(row, 7, &isnull);
+			a->has_limit = !isnull;
+			a->credit_limit = isnull ? 0 : DatumGetInt64(d);
 			memset(&a->loaded, 0, sizeof(Balances));
+			/* Near the edge of int64, a hot account is checked exactly: under its lock. */
+			if ((int128) a->base.dp + a->base.dpo > HOT_LOCKFREE_CEILING ||
+				(int128) a->base.cp + a->base.cpo > HOT_LOCKFREE_CEILING ||
+				(int128) a->base.cpo + a->credit_limit > HOT_LOCKFREE_CEILING)
+				free_ids[nlate++] = a->meta.id;
 		}
 	}
+
+	/*
+	 * Locked after the others, out of the global order: only accounts whose
+	 * totals are within a factor of two of int64's limit ever come here, and
+	 * a deadlock this could cause is detected and reported by PostgreSQL.
+	 */
+	if (nlate > 0)
+		lock_and_read(b, free_ids, nlate);
 
 	/* What neither query returned does not exist here (a cached creation may have rolled back). */
 	for (int i = 0; i < b->naccounts; i++)
@@ -862,7 +929,21 @@ add_checked(int64 *v, int64 delta)
 	return !pg_add_s64_overflow(*v, delta, v);
 }
 
-/* Apply signed deltas to an account; false on overflow (nothing changed then). */
+/*
+ * Do an account's totals fit?  TigerBeetle's rules (each counter, and pending
+ * + posted on each side, so that an accepted hold can always be posted) and
+ * the available balance every reader computes (credits_posted + credit_limit).
+ */
+static inline bool
+totals_fit(const Balances *t, int64 credit_limit)
+{
+	return t->dp >= 0 && t->dpo >= 0 && t->cp >= 0 && t->cpo >= 0 &&
+		(int128) t->dp + t->dpo <= PG_INT64_MAX &&
+		(int128) t->cp + t->cpo <= PG_INT64_MAX &&
+		(int128) t->cpo + credit_limit <= PG_INT64_MAX;
+}
+
+/* Apply signed deltas to an account; false when a total would not fit (nothing changed then). */
 static bool
 account_apply(LedgerBatch *b, LedgerAccount *a, int64 dp, int64 dpo, int64 cp, int64 cpo)
 {
@@ -871,6 +952,18 @@ account_apply(LedgerBatch *b, LedgerAccount *a, int64 dp, int64 dpo, int64 cp, i
 	if (!add_checked(&n.dp, dp) || !add_checked(&n.dpo, dpo) ||
 		!add_checked(&n.cp, cp) || !add_checked(&n.cpo, cpo))
 		return false;
+	if (a->locked && !totals_fit(&n, a->has_limit ? a->credit_limit : 0))
+		return false;
+	if (a->lockfree)
+	{
+		/* n is this batch's delta; the row's counters are below the ceiling (see lock_accounts). */
+		Balances	t = a->base;
+
+		if (!add_checked(&t.dp, n.dp) || !add_checked(&t.dpo, n.dpo) ||
+			!add_checked(&t.cp, n.cp) || !add_checked(&t.cpo, n.cpo) ||
+			!totals_fit(&t, a->has_limit ? a->credit_limit : 0))
+			return false;
+	}
 	undo_push(b, a, NULL);
 	a->bal = n;
 	a->changed = true;
@@ -2067,9 +2160,9 @@ mark_locks(LedgerBatch *b)
 	{
 		LedgerItem *it = &b->items[i];
 
-		if (it->dacc && leg_needs_lock(it->dacc, true, it->kind))
+		if (it->dacc && leg_needs_lock(it->dacc, true, it))
 			it->dacc->needs_lock = true;
-		if (it->cacc && leg_needs_lock(it->cacc, false, it->kind))
+		if (it->cacc && leg_needs_lock(it->cacc, false, it))
 			it->cacc->needs_lock = true;
 	}
 }
