@@ -45,7 +45,14 @@
 #define FEE_MAX_TIERS		100
 #define FEE_RATE_MAX_SCALE	18		/* decimal places of a rate */
 #define FEE_RATE_MAX		10		/* 1000%: keeps amount x rate within 128 bits */
-#define GROSS_UP_MAX_STEPS	10000000
+/*
+ * A gross-up may evaluate the fee at most this many component tiers in all
+ * (a flat or percentage component counts one): a few tenths of a second on
+ * the largest schedule, and thousands of steps for the usual ones, which
+ * need tens.  Only schedules whose fee takes nearly all of a large charge
+ * need more; they get ZF412.
+ */
+#define GROSS_UP_MAX_WORK	20000000
 
 typedef enum FeeKind
 {
@@ -651,11 +658,16 @@ fee_component_applies(const FeeComponent *c, Jsonb *context)
 	return JsonbDeepContains(&it1, &it2);
 }
 
+/* Component tiers evaluated so far: fee_gross_up() bounds its work with it. */
+static uint64 fee_tiers_evaluated = 0;
+
 /* The component's exact value, rounded once. */
 static int128
 fee_component_value(const FeeComponent *c, int64 amount, RoundingMode mode)
 {
 	int128		n = 0;
+
+	fee_tiers_evaluated++;
 
 	switch (c->kind)
 	{
@@ -675,6 +687,7 @@ fee_component_value(const FeeComponent *c, int64 amount, RoundingMode mode)
 
 				if (i > 0 && amount <= lower)
 					break;
+				fee_tiers_evaluated++;
 				n = add128(n, add128((int128) (upper - lower) * t->rate, t->flat));
 			}
 			break;
@@ -684,6 +697,7 @@ fee_component_value(const FeeComponent *c, int64 amount, RoundingMode mode)
 			{
 				const FeeTier *t = &c->tiers[i];
 
+				fee_tiers_evaluated++;
 				if (!t->bounded || amount <= t->up_to)
 				{
 					n = add128((int128) amount * t->rate, t->flat);
@@ -747,7 +761,7 @@ fee_gross_up(const FeeSchedule *s, const bool *applies, int64 net)
 {
 	int64	   *starts;
 	int			nstarts = 1;
-	long		steps = 0;
+	uint64		work_limit = fee_tiers_evaluated + GROSS_UP_MAX_WORK;
 
 	for (int i = 0; i < s->ncomponents; i++)
 		if (applies[i] && s->components[i].kind == FEE_VOLUME)
@@ -793,14 +807,14 @@ fee_gross_up(const FeeSchedule *s, const bool *applies, int64 net)
 				return (int64) c;
 			}
 			c += net - remainder;	/* > 0 */
-			if (++steps > GROSS_UP_MAX_STEPS)
+			if (fee_tiers_evaluated > work_limit)
 				ereport(ERROR,
 						(errcode(ERRCODE_FC_GROSS_UP_IMPOSSIBLE),
-						 errmsg("gross-up of %lld did not converge within %d steps", (long long) net,
-								GROSS_UP_MAX_STEPS),
+						 errmsg("gross-up of %lld did not converge", (long long) net),
+						 errdetail("The search stopped at its limit of %d component tiers evaluated.",
+								   GROSS_UP_MAX_WORK),
 						 errhint("The schedule's rates add up to nearly 100%% or more of the charge.")));
-			if ((steps & 0xFFFF) == 0)
-				CHECK_FOR_INTERRUPTS();
+			CHECK_FOR_INTERRUPTS();
 		}
 	}
 	ereport(ERROR,

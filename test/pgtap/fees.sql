@@ -3,7 +3,7 @@
 -- plus the money and tenancy codes a fee call can raise.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(154);
+SELECT plan(156);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -342,8 +342,23 @@ SELECT fincore.set_tenant(NULL);
 SELECT throws_ok($$SELECT fincore.define_fee_schedule('x', 'USD', '{"components": [{"type": "flat", "amount": 1}]}')$$,
     'ZF203', NULL, 'ZF203: defining without a tenant');
 
--- A rejected definition writes nothing.
+-- gross_up is bounded in time on any valid schedule: the largest one (32 graduated components of
+-- 100 tiers) with rates adding up to 99.99 % of the charge gives up with ZF412 within its work
+-- limit (tens of milliseconds; a statement timeout far above that catches a search that runs on).
 SELECT fincore.set_tenant('fa000000-0000-4000-8000-00000000000a');
+SELECT fincore.define_fee_schedule('extreme', 'USD', jsonb_build_object('components',
+    (SELECT jsonb_agg(jsonb_build_object('type', 'graduated', 'name', 'g' || c, 'tiers',
+        (SELECT jsonb_agg(CASE WHEN t < 100 THEN jsonb_build_object('up_to', t * 1000000000000, 'rate', '0.0312468750')
+                               ELSE jsonb_build_object('rate', '0.0312468750') END ORDER BY t)
+           FROM generate_series(1, 100) t)))
+       FROM generate_series(1, 32) c)), '2020-01-01');
+SET LOCAL statement_timeout = '5s';
+SELECT throws_ok($$SELECT fincore.gross_up('extreme', 1000000000000000)$$, 'ZF412', NULL,
+    'ZF412: a gross-up on the largest schedule with rates near 100 % stops at its work limit');
+SELECT is(fincore.gross_up('extreme', 100), 840004::bigint, 'the same schedule grosses up a small amount exactly');
+RESET statement_timeout;
+
+-- A rejected definition writes nothing.
 SELECT is((SELECT count(*)::int FROM fincore.fee_schedules WHERE code = 'x'), 0, 'no rejected definition left a row');
 
 SELECT * FROM finish();
