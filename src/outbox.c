@@ -668,6 +668,18 @@ caller_is_trusted(void)
 	return OidIsValid(fn) && pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK;
 }
 
+/* The one error for a consumer the caller cannot see, missing or not. */
+static void unknown_consumer_error(text *name) pg_attribute_noreturn();
+
+static void
+unknown_consumer_error(text *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FC_UNKNOWN_CONSUMER),
+			 errmsg("unknown consumer: \"%s\"", text_to_cstring(name)),
+			 errhint("Create it with fincore.subscribe(consumer, topics); app roles see only the consumers scoped to their tenant.")));
+}
+
 /* Lock and read the consumer row; check the caller may use it.  SPI connected, as owner. */
 static void
 consumer_load(Consumer *c, bool trusted)
@@ -687,10 +699,7 @@ consumer_load(Consumer *c, bool trusted)
 	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "consumer look-up failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FC_UNKNOWN_CONSUMER),
-				 errmsg("unknown consumer: \"%s\"", text_to_cstring(c->name)),
-				 errhint("Create it with fincore.subscribe(consumer, topics).")));
+		unknown_consumer_error(c->name);
 	c->topics = SPI_datumTransfer(spi_value(0, 1, &isnull), false, -1);
 	c->all_topics = DatumGetBool(spi_value(0, 2, &isnull));
 	{
@@ -720,11 +729,13 @@ consumer_load(Consumer *c, bool trusted)
 		return;
 	if (c->scoped && tenancy_current_tenant(&tenant) && memcmp(&tenant, &c->scope, sizeof(pg_uuid_t)) == 0)
 		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_FC_CONSUMER_FORBIDDEN),
-			 errmsg("permission denied for consumer \"%s\"", text_to_cstring(c->name)),
-			 c->scoped ? errdetail("The consumer is scoped to another tenant.")
-			 : errdetail("The consumer reads every tenant's events: only trusted roles may use it.")));
+
+	/*
+	 * A consumer of another tenant, or one that reads every tenant's events,
+	 * is reported to an app role exactly as a missing one: which names exist
+	 * elsewhere is not its business.
+	 */
+	unknown_consumer_error(c->name);
 }
 
 static void

@@ -4,7 +4,7 @@
 -- commit order, retention) needs committed transactions: test/integration/test_outbox.py.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(127);
+SELECT plan(128);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -158,18 +158,20 @@ SELECT lives_ok($$SELECT * FROM fincore.poll('tap_all')$$, 'the owner polls a cr
 SELECT is((SELECT count(*) FROM fincore.consumer_lag() WHERE consumer IN ('tap_all', 'tap_a')), 2::bigint,
     'consumer_lag lists the consumers');
 
--- ZF505 consumer_forbidden: app roles only reach consumers scoped to their own tenant.
+-- App roles only reach consumers scoped to their own tenant; any other is reported exactly as a
+-- missing one (ZF502, same message), so a caller learns nothing of what exists elsewhere.
 SAVEPOINT consumers_as_app;
 SET LOCAL ROLE authenticated;
 SELECT pg_temp.as_tenant('A');
 SELECT lives_ok($$SELECT * FROM fincore.poll('tap_a')$$, 'tenant A polls its own scoped consumer');
-SELECT throws_ok($$SELECT * FROM fincore.poll('tap_all')$$, 'ZF505', NULL, 'ZF505: an app role polls a cross-tenant consumer');
-SELECT throws_ok($$SELECT fincore.ack('tap_all', gen_random_uuid())$$, 'ZF505', NULL, 'ZF505: or acks on it');
+SELECT throws_ok($$SELECT * FROM fincore.poll('tap_all')$$, 'ZF502', 'unknown consumer: "tap_all"', 'ZF502: an app role polls a cross-tenant consumer: as if it did not exist');
+SELECT throws_ok($$SELECT fincore.ack('tap_all', gen_random_uuid())$$, 'ZF502', 'unknown consumer: "tap_all"', 'ZF502: or acks on it');
 SELECT results_eq($$SELECT name FROM fincore.outbox_consumers$$, ARRAY['tap_a'], 'an app role sees only its tenant''s consumers');
 SELECT throws_ok($$SELECT fincore.subscribe('tap_y', '{orders}')$$, '42501', NULL, 'an app role cannot subscribe');
 SELECT pg_temp.as_tenant('B');
-SELECT throws_ok($$SELECT * FROM fincore.poll('tap_a')$$, 'ZF505', NULL, 'ZF505: tenant B polls A''s consumer');
-SELECT throws_ok($$SELECT fincore.nack('tap_a', gen_random_uuid(), 'x')$$, 'ZF505', NULL, 'ZF505: or nacks on it');
+SELECT throws_ok($$SELECT * FROM fincore.poll('tap_a')$$, 'ZF502', 'unknown consumer: "tap_a"', 'ZF502: tenant B polls A''s consumer: as if it did not exist');
+SELECT throws_ok($$SELECT fincore.nack('tap_a', gen_random_uuid(), 'x')$$, 'ZF502', 'unknown consumer: "tap_a"', 'ZF502: or nacks on it');
+SELECT throws_ok($$SELECT * FROM fincore.poll('tap_nowhere')$$, 'ZF502', 'unknown consumer: "tap_nowhere"', 'ZF502: the same error for a consumer that exists nowhere');
 ROLLBACK TO SAVEPOINT consumers_as_app;
 SAVEPOINT consumers_as_backend;
 SET LOCAL ROLE tap_ob_backend;
