@@ -87,6 +87,14 @@ hex_digit(char c)
 	return -1;
 }
 
+/*
+ * The longest identifier an outside system gives fincore, in bytes: an inbox
+ * message id (a webhook's event id) and a job's unique key, which
+ * accept_webhook() sets to that event id.  One length for both, so whatever
+ * the inbox accepts the queue accepts too.
+ */
+#define EXTERNAL_ID_MAX_LEN		500
+
 /* ---- SQLSTATEs: queue (ZF6xx) ---- */
 #define ERRCODE_FC_JOB_NOT_FOUND			MAKE_SQLSTATE('Z','F','6','0','1')
 #define ERRCODE_FC_LEASE_LOST				MAKE_SQLSTATE('Z','F','6','0','2')

@@ -73,7 +73,7 @@
 #define POLL_MAX_LIMIT			10000
 #define TOPIC_MAX_LEN			200
 #define AGGREGATE_ID_MAX_LEN	500
-#define INBOX_TEXT_MAX_LEN		500
+#define INBOX_TEXT_MAX_LEN		EXTERNAL_ID_MAX_LEN
 #define HMAC_SHA256_LEN			32
 
 /* ---- small helpers ---- */

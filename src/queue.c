@@ -56,7 +56,7 @@
 #include "utils/timestamp.h"
 
 #define QUEUE_NAME_MAX		128	/* room for webhook:<provider of 63> */
-#define UNIQUE_KEY_MAX		200
+#define UNIQUE_KEY_MAX		EXTERNAL_ID_MAX_LEN
 #define DEQUEUE_MAX			1000
 #define MAX_ATTEMPTS_MAX	1000
 #define LEASE_MAX			USECS_PER_DAY

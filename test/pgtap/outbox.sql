@@ -4,7 +4,7 @@
 -- commit order, retention) needs committed transactions: test/integration/test_outbox.py.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(128);
+SELECT plan(131);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -275,8 +275,20 @@ SELECT throws_ok($$SELECT * FROM fincore.accept_webhook('stripe', '{"id":"e"}', 
     'ZF511', NULL, 'ZF511: empty secret');
 SELECT throws_ok($$SELECT * FROM fincore.accept_webhook('stripe', '{"id":"e"}', pg_temp.sign('{"id":"e"}', 's'), 's', '-1 minute')$$,
     'ZF511', NULL, 'ZF511: negative tolerance');
+-- One documented length for an event id (500 bytes) in the inbox and in the queue's unique key.
+SELECT throws_ok($$SELECT * FROM fincore.accept_webhook('stripe', '{"id":"' || repeat('e', 501) || '"}',
+                      pg_temp.sign('{"id":"' || repeat('e', 501) || '"}', 'whsec_test'), 'whsec_test')$$,
+    'ZF511', NULL, 'ZF511: an event id of 501 bytes');
 SELECT is((SELECT count(*) FROM fincore.inbox WHERE source = 'webhook:stripe'), 3::bigint,
     'refused deliveries recorded nothing (evt_1, evt_2, evt_4 only)');
+CREATE TEMP TABLE accepted300 AS SELECT * FROM fincore.accept_webhook('stripe', '{"id":"' || repeat('e', 300) || '"}',
+                      pg_temp.sign('{"id":"' || repeat('e', 300) || '"}', 'whsec_test'), 'whsec_test');
+SELECT results_eq($$SELECT accepted, job_id = (SELECT j.id FROM fincore.jobs j WHERE j.unique_key = repeat('e', 300))
+                      FROM accepted300$$,
+    $$VALUES (true, true)$$, 'an event id of 300 bytes is recorded and enqueued (it failed in the queue before)');
+SELECT results_eq($$SELECT accepted FROM fincore.accept_webhook('stripe', '{"id":"' || repeat('e', 500) || '"}',
+                      pg_temp.sign('{"id":"' || repeat('e', 500) || '"}', 'whsec_test'), 'whsec_test')$$,
+    ARRAY[true], 'an event id of 500 bytes, the documented maximum, too');
 
 -- With the job queue installed, an accepted event is enqueued once, on webhook:<provider>,
 -- with the event id as unique key.
@@ -303,8 +315,8 @@ SELECT results_eq($$SELECT accepted FROM fincore.accept_webhook('stripe', '{"id"
     ARRAY[true], 'tenant B''s evt_1 is not tenant A''s');
 SELECT results_eq($$SELECT message_id FROM fincore.inbox ORDER BY 1$$, ARRAY['evt_1'], 'B sees only its own inbox');
 ROLLBACK TO SAVEPOINT hooks_as_app;
-SELECT is((SELECT count(*) FROM fincore.inbox WHERE source = 'webhook:stripe'), 4::bigint,
-    'tenant A''s webhook inbox holds evt_1, evt_2, evt_4 and evt_q');
+SELECT is((SELECT count(*) FROM fincore.inbox WHERE source = 'webhook:stripe'), 6::bigint,
+    'tenant A''s webhook inbox holds evt_1, evt_2, evt_4, the ids of 300 and 500 bytes and evt_q');
 
 SELECT * FROM finish();
 ROLLBACK;

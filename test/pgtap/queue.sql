@@ -5,7 +5,7 @@
 -- lease is made by moving lease_until into the past, as the table's owner.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(201);
+SELECT plan(202);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -442,7 +442,8 @@ SELECT throws_ok($$SELECT fincore.enqueue('q', '{}', max_attempts => NULL)$$, 'Z
 SELECT throws_ok($$SELECT fincore.enqueue('q', '{}', priority => NULL)$$, 'ZF605', NULL, 'ZF605: NULL priority');
 SELECT throws_ok($$SELECT fincore.enqueue('q', '{}', run_at => 'infinity')$$, 'ZF605', NULL, 'ZF605: infinite run_at');
 SELECT throws_ok($$SELECT fincore.enqueue('q', '{}', unique_key => '')$$, 'ZF605', NULL, 'ZF605: empty unique key');
-SELECT throws_ok($$SELECT fincore.enqueue('q', '{}', unique_key => repeat('k', 201))$$, 'ZF605', NULL, 'ZF605: long unique key');
+SELECT throws_ok($$SELECT fincore.enqueue('q', '{}', unique_key => repeat('k', 501))$$, 'ZF605', NULL, 'ZF605: a unique key over 500 bytes');
+SELECT lives_ok($$SELECT fincore.enqueue('q', '{}', unique_key => repeat('k', 500))$$, 'a unique key of 500 bytes (an inbox message id''s maximum)');
 SELECT throws_ok($$SELECT fincore.enqueue_many('q', ARRAY['{}', NULL]::jsonb[])$$, 'ZF605', 'payload 2 of 2 is null',
     'ZF605: a NULL payload in enqueue_many');
 SELECT throws_ok($$SELECT fincore.enqueue_many('q', NULL)$$, 'ZF605', NULL, 'ZF605: NULL payloads');
