@@ -47,6 +47,8 @@ account_flags_from_array(ArrayType *arr)
 
 	if (ARR_NDIM(arr) > 1)
 		flags_error("account flags must be a one-dimensional array", NULL);
+	check_batch_size(ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)), PG_INT32_MAX,
+					 ERRCODE_FC_INVALID_ACCOUNT_FLAGS, "create_account's flags");
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	for (int i = 0; i < n; i++)
 	{

@@ -260,6 +260,44 @@ amount_check_same_currency(const Amount *a, const Amount *b)
 #define ERRCODE_FC_LEDGER_APPEND_ONLY			MAKE_SQLSTATE('Z','F','3','2','7')
 #define ERRCODE_FC_INVALID_ACCOUNT_STATUS_CHANGE MAKE_SQLSTATE('Z','F','3','2','8')
 
+/* ---- bounds per call (fincore.c) ---- */
+
+/*
+ * fincore.max_batch_size: the most items one call takes (enqueue_many's
+ * payloads, replay_dead's ids, subscribe's topics, create_account's flags;
+ * functions with a smaller cap of their own, such as create_transfers, keep
+ * it).  fincore.max_payload_size: the largest payload in bytes (an event's
+ * payload and headers, a job's payload, an inbox message, a webhook body).
+ * Both are PGC_SUSET: a caller cannot raise them for itself.
+ */
+extern int	fincore_max_batch_size;
+extern int	fincore_max_payload_size;
+
+/* Raise sqlstate unless n items fit in one call of what (its own cap, or the GUC if lower). */
+static inline void
+check_batch_size(int64 n, int64 cap, int sqlstate, const char *what)
+{
+	int64		limit = Min(cap, (int64) fincore_max_batch_size);
+
+	if (unlikely(n > limit))
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("%s takes at most " INT64_FORMAT " items a call, not " INT64_FORMAT, what, limit, n),
+				 errhint("Split the call; the limit is fincore.max_batch_size (%d)%s.", fincore_max_batch_size,
+						 cap < fincore_max_batch_size ? psprintf(", capped at " INT64_FORMAT " for this function", cap) : "")));
+}
+
+/* Raise sqlstate unless a payload of size bytes fits (fincore.max_payload_size). */
+static inline void
+check_payload_size(int64 size, int sqlstate, const char *what)
+{
+	if (unlikely(size > fincore_max_payload_size))
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("%s of " INT64_FORMAT " bytes is larger than %d bytes", what, size, fincore_max_payload_size),
+				 errhint("The limit is fincore.max_payload_size; keep large documents elsewhere and pass a reference.")));
+}
+
 /* ---- SQL run with the owner's rights (owner_sql.c) ---- */
 
 /* The search_path of every statement fincore runs: nothing of the caller's. */

@@ -937,8 +937,8 @@ add_checked(int64 *v, int64 delta)
 static inline bool
 totals_fit(const Balances *t, int64 credit_limit)
 {
-	return t->dp >= 0 && t->dpo >= 0 && t->cp >= 0 && t->cpo >= 0 &&
-		(int128) t->dp + t->dpo <= PG_INT64_MAX &&
+	/* No lower bounds: a lock-free leg's total leaves out the deltas not yet rolled up. */
+	return (int128) t->dp + t->dpo <= PG_INT64_MAX &&
 		(int128) t->cp + t->cpo <= PG_INT64_MAX &&
 		(int128) t->cpo + credit_limit <= PG_INT64_MAX;
 }

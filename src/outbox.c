@@ -456,6 +456,8 @@ emit_event(EmitArgs *a)
 	check_event_name("aggregate type", VARDATA_ANY(a->aggregate_type), VARSIZE_ANY_EXHDR(a->aggregate_type));
 	check_aggregate_id(VARSIZE_ANY_EXHDR(a->aggregate_id));
 	check_headers(a->headers);
+	check_payload_size((int64) VARSIZE(a->payload) + (a->headers ? VARSIZE(a->headers) : 0),
+					   ERRCODE_FC_INVALID_EVENT, "an event's payload and headers");
 
 	lock_aggregate(&a->tenant, a->aggregate_type, a->aggregate_id);
 	if (!state.valid || !OidIsValid(state.events_relid))
@@ -1307,6 +1309,8 @@ fincore_inbox_accept(PG_FUNCTION_ARGS)
 	a.payload = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	check_inbox_text("source", a.source);
 	check_inbox_text("message id", a.message_id);
+	if (a.payload != NULL)
+		check_payload_size(VARSIZE(a.payload), ERRCODE_FC_INVALID_INBOX_ARGUMENT, "an inbox payload");
 	inbox_record(&a);
 	PG_RETURN_BOOL(a.accepted);
 }
@@ -1532,6 +1536,7 @@ fincore_accept_webhook(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FC_INVALID_WEBHOOK_PAYLOAD),
 				 errmsg("webhook payload must not be null")));
 	payload = PG_GETARG_TEXT_PP(1);
+	check_payload_size(VARSIZE_ANY_EXHDR(payload), ERRCODE_FC_INVALID_WEBHOOK_PAYLOAD, "a webhook payload");
 
 	/* 1. The signature, over the payload exactly as received. */
 	parse_signature_header(header, &h);

@@ -32,6 +32,8 @@
  */
 #include "fincore.h"
 
+#include "access/detoast.h"
+
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -171,7 +173,7 @@ check_payload(Datum payload, bool isnull)
 				(errcode(ERRCODE_FC_INVALID_JOB_OPTION),
 				 errmsg("job payload must not be null"),
 				 errhint("Use '{}' or 'null'::jsonb for a job without data.")));
-	(void) payload;
+	check_payload_size(toast_raw_datum_size(payload), ERRCODE_FC_INVALID_JOB_OPTION, "a job payload");
 }
 
 static inline void
@@ -712,13 +714,18 @@ fincore_enqueue_many(PG_FUNCTION_ARGS)
 	payloads = PG_GETARG_ARRAYTYPE_P(1);
 	if (ARR_NDIM(payloads) > 1)
 		queue_option_error("payloads must be a one-dimensional array", NULL);
+	check_batch_size(ArrayGetNItems(ARR_NDIM(payloads), ARR_DIMS(payloads)), PG_INT32_MAX,
+					 ERRCODE_FC_INVALID_JOB_OPTION, "enqueue_many");
 	deconstruct_array(payloads, JSONBOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	for (int i = 0; i < n; i++)
+	{
 		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_FC_INVALID_JOB_OPTION),
 					 errmsg("payload %d of %d is null", i + 1, n),
 					 errhint("Use '{}' or 'null'::jsonb for a job without data.")));
+		check_payload_size(toast_raw_datum_size(elems[i]), ERRCODE_FC_INVALID_JOB_OPTION, "a job payload");
+	}
 	tenancy_require_tenant(&call.scope.tenant);
 	call.scope.scoped = true;
 

@@ -268,6 +268,11 @@ BEGIN
         RAISE EXCEPTION 'consumer % needs a one-dimensional, non-empty array of topics', subscribe.consumer
             USING ERRCODE = 'ZF503', HINT = 'Name the topics it reads, or ''{*}'' for every topic.';
     END IF;
+    IF pg_catalog.cardinality(subscribe.topics) > fincore._max_batch_size() THEN
+        RAISE EXCEPTION 'subscribe takes at most % topics a call, not %', fincore._max_batch_size(),
+                pg_catalog.cardinality(subscribe.topics)
+            USING ERRCODE = 'ZF503', HINT = 'The limit is fincore.max_batch_size; subscribe to ''{*}'' for every topic.';
+    END IF;
     FOREACH t IN ARRAY subscribe.topics LOOP
         IF t IS NULL OR (t <> '*' AND t !~ '^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$') THEN
             RAISE EXCEPTION 'invalid topic for consumer %: %', subscribe.consumer, coalesce(pg_catalog.quote_literal(t), 'NULL')
@@ -351,6 +356,11 @@ BEGIN
        OR NOT EXISTS (SELECT 1 FROM fincore.outbox_consumers c WHERE c.name = replay_dead.consumer) THEN
         RAISE EXCEPTION 'unknown consumer: %', coalesce(pg_catalog.quote_literal(replay_dead.consumer), 'NULL')
             USING ERRCODE = 'ZF502';
+    END IF;
+    IF pg_catalog.cardinality(replay_dead.event_ids) > fincore._max_batch_size() THEN
+        RAISE EXCEPTION 'replay_dead takes at most % event ids a call, not %', fincore._max_batch_size(),
+                pg_catalog.cardinality(replay_dead.event_ids)
+            USING ERRCODE = 'ZF503', HINT = 'Split the call, or pass NULL to replay every dead letter of the consumer.';
     END IF;
     WITH d AS (
         DELETE FROM fincore.dead_events e

@@ -7,7 +7,7 @@
 -- maintenance function over the stored state: none may fail.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(27);
+SELECT plan(28);
 
 SELECT fincore.create_tenant('Overflow', 'aaaaaaaa-0f10-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-0f10-4000-8000-000000000001');
@@ -72,6 +72,10 @@ SELECT throws_ok($$SELECT fincore.transfer(pg_temp.acct('src5'), pg_temp.acct('h
 SELECT is(pg_temp.state(), (SELECT s FROM before), 'the refusal wrote nothing');
 SELECT lives_ok($$SELECT fincore.transfer(pg_temp.acct('hotsrc'), pg_temp.acct('hot'), 100)$$,
     'a leg that fits, from another hot account');
+SELECT lives_ok($$SELECT fincore.transfer(pg_temp.acct('src4'), pg_temp.acct('hotsrc'), 500,
+                                          'aaaaaaaa-0f10-4000-8000-0000000000b3', pending => true);
+                  SELECT fincore.post_pending('aaaaaaaa-0f10-4000-8000-0000000000b3', 200)$$,
+    'a hold on a hot account far from the edge posts through its deltas (pending shrinks below the row)');
 
 -- 6. In a batch: one item is refused, the others are not.
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
