@@ -2865,12 +2865,10 @@ fincore_create_transfers(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FC_INVALID_TRANSFER_REQUEST),
 				 errmsg("create_transfers takes a one-dimensional array of fincore.transfer_request")));
 	reqdesc = lookup_rowtype_tupdesc(elemtype, -1);
+	/* Before the array is taken apart: a huge one is refused without the work. */
+	check_batch_size(ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)), CREATE_TRANSFERS_MAX,
+					 ERRCODE_FC_INVALID_TRANSFER_REQUEST, "create_transfers");
 	deconstruct_array(arr, elemtype, -1, false, TYPALIGN_DOUBLE, &elems, &nulls, &n);
-	if (n > CREATE_TRANSFERS_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_FC_INVALID_TRANSFER_REQUEST),
-				 errmsg("create_transfers takes at most %d transfers, not %d", CREATE_TRANSFERS_MAX, n),
-				 errhint("Split the batch; linked chains must stay within one batch.")));
 	if (reqdesc->natts != REQ_NFIELDS)
 		elog(ERROR, "fincore.transfer_request has %d fields, expected %d", reqdesc->natts, REQ_NFIELDS);
 

@@ -1357,12 +1357,9 @@ fincore_complete_many(PG_FUNCTION_ARGS)
 	batch.ids = PG_GETARG_ARRAYTYPE_P(0);
 	if (ARR_NDIM(batch.ids) > 1)
 		queue_option_error("job_ids must be a one-dimensional array", NULL);
+	check_batch_size(ArrayGetNItems(ARR_NDIM(batch.ids), ARR_DIMS(batch.ids)), DEQUEUE_MAX,
+					 ERRCODE_FC_INVALID_JOB_OPTION, "complete_many");
 	deconstruct_array(batch.ids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &batch.id_elems, &id_nulls, &batch.n);
-	if (batch.n > DEQUEUE_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_FC_INVALID_JOB_OPTION),
-				 errmsg("cannot complete %d jobs in one call", batch.n),
-				 errhint("Complete at most %d jobs a call.", DEQUEUE_MAX)));
 	for (int i = 0; i < batch.n; i++)
 		if (id_nulls[i])
 			queue_option_error("job_ids must not contain null", NULL);
