@@ -6,6 +6,8 @@ MODULE_big  = fincore
 OBJS        = src/fincore.o src/currency.o src/rounding.o src/amount.o src/allocate.o \
               src/uuidv7.o src/tenancy.o src/ledger.o src/accounts.o src/fees.o src/outbox.o src/jsonb_build.o \
               src/queue.o src/owner_sql.o
+# ./scripts/test --sanitize adds the sanitizer options object (test/sanitize/options.o).
+OBJS       += $(SANITIZE_OBJS)
 
 # The install script is built from one SQL source per module, in dependency order.
 SQL_MODULES = sql/modules/schema.sql sql/modules/money.sql sql/modules/uuidv7.sql \

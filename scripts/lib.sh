@@ -31,6 +31,8 @@ FINCORE_PACKAGES=(
     pgtap
     libtap-parser-sourcehandler-pgtap-perl
     build-essential
+    libasan8
+    libubsan1
     postgresql-common
     python3
     python3-pytest
@@ -172,6 +174,110 @@ fincore_create_db_nonsuperuser_owner() {
     fincore_psql -d postgres -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$owner') THEN CREATE ROLE $owner NOLOGIN; END IF; END \$\$" \
         -c "ALTER ROLE $owner SUPERUSER" -c "CREATE DATABASE $db OWNER $owner" &&
         fincore_psql -d "$db" -c "$sql"
+}
+
+# --- the sanitizer build (./scripts/test --sanitize) ---------------------------------------------
+#
+# fincore is built with AddressSanitizer and UndefinedBehaviorSanitizer and installed into a private
+# copy of the PostgreSQL tree (PostgreSQL finds its share and lib directories relative to its own
+# binaries, so a copied tree runs as it is), never over the system one.  test/sanitize/options.c is
+# linked in: backends cannot read ASAN_OPTIONS, and it says why asan-stack is off.
+FINCORE_SANITIZE_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer --param asan-stack=0 -g -O1"
+FINCORE_SANITIZER_REPORT='runtime error:|ERROR: AddressSanitizer|terminated by signal'
+
+# fincore_sanitized_cluster_run COMMAND [ARG...]: build the sanitized fincore and the canary into a
+# private tree, start a cluster of that tree, prove the check live, run COMMAND against the cluster
+# (PGHOST, PGPORT, PGUSER, FINCORE_PG_CONFIG, FINCORE_SERVER_LOG_FILE are set), then fail if the
+# server log has any sanitizer report.  Returns COMMAND's status, or 1.
+fincore_sanitized_cluster_run() {
+    local run_dir tree pgbin pgc build data log sock rc=0 mark
+    local -a as_pg=()
+    run_dir=$(mktemp -d -t fincore-sanitize.XXXXXX)
+    chmod 755 "$run_dir"
+    tree=$run_dir/tree
+    fincore_say "Copying the PostgreSQL $FINCORE_PG_VERSION tree to $tree (the sanitized build goes there)"
+    mkdir -p "$tree/usr/lib/postgresql" "$tree/usr/share/postgresql" "$tree/usr/include"
+    cp -a "/usr/lib/postgresql/$FINCORE_PG_VERSION" "$tree/usr/lib/postgresql/"
+    cp -a "/usr/share/postgresql/$FINCORE_PG_VERSION" "$tree/usr/share/postgresql/"
+    cp -a /usr/include/postgresql "$tree/usr/include/"
+    pgbin=$tree/usr/lib/postgresql/$FINCORE_PG_VERSION/bin
+    pgc=$pgbin/pg_config
+    [[ $("$pgc" --pkglibdir) == "$tree"/* ]] || fincore_die "the copied pg_config does not point into its own tree"
+
+    fincore_say "Building fincore with $FINCORE_SANITIZE_FLAGS"
+    build=$run_dir/build
+    mkdir -p "$build"
+    cp -a Makefile fincore.control src sql test "$build/"
+    (cd "$build" && make -s clean PG_CONFIG="$pgc" with_llvm=no &&
+        make -s -j"$(nproc)" PG_CONFIG="$pgc" with_llvm=no SANITIZE_OBJS=test/sanitize/options.o \
+            PG_CFLAGS="$FINCORE_SANITIZE_FLAGS" SHLIB_LINK="-fsanitize=address,undefined" &&
+        make -s install PG_CONFIG="$pgc" with_llvm=no) || return 1
+    # shellcheck disable=SC2086 # the flags are words
+    gcc -fPIC -shared $FINCORE_SANITIZE_FLAGS -I"$("$pgc" --includedir-server)" \
+        test/sanitize/canary.c test/sanitize/options.c -o "$("$pgc" --pkglibdir)/fincore_canary.so" || return 1
+
+    # The server never runs as root: as root, it runs as the postgres user.
+    data=$run_dir/data
+    log=$run_dir/server.log
+    sock=$run_dir/socket
+    mkdir -p "$data" "$sock"
+    : >"$log"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown postgres "$data" "$sock" "$log"
+        as_pg=(runuser -u postgres --)
+    fi
+    "${as_pg[@]}" "$pgbin/initdb" -D "$data" --encoding=UTF8 --locale=C.UTF-8 -A trust -U postgres >/dev/null || return 1
+    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -l "$log" -w -t 120 \
+        -o "-p 5432 -k $sock -c listen_addresses='' -c shared_preload_libraries=pg_cron -c cron.database_name=postgres -c cron.use_background_workers=on" \
+        start >/dev/null || { cat "$log"; return 1; }
+    export PGHOST=$sock PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
+    export FINCORE_PG_CONFIG=$pgc FINCORE_SERVER_LOG_FILE=$log
+
+    if fincore_sanitizer_canary "$log"; then
+        mark=$(wc -c <"$log")
+        "$@" || rc=$?
+        if tail -c +"$((mark + 1))" -- "$log" | grep -qE "$FINCORE_SANITIZER_REPORT"; then
+            printf '\nFAIL: the sanitizers reported (server log %s):\n' "$log"
+            tail -c +"$((mark + 1))" -- "$log" | grep -E -A40 "$FINCORE_SANITIZER_REPORT" | head -200
+            rc=1
+        fi
+    else
+        rc=1
+    fi
+    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
+    [[ $rc -ne 0 ]] || rm -rf -- "$run_dir"
+    return "$rc"
+}
+
+# fincore_sanitizer_canary LOG: the canary module commits an ASan and a UBSan error; both reports
+# must reach LOG, else the sanitizer check is not live and the run fails.
+fincore_sanitizer_canary() {
+    local log=$1 kind expect mark
+    fincore_psql -d postgres -c "CREATE DATABASE fincore_canary" || return 1
+    fincore_psql -d fincore_canary -c "CREATE FUNCTION canary(text) RETURNS integer LANGUAGE c STRICT
+        AS 'fincore_canary', 'fincore_sanitizer_canary'" || return 1
+    for kind in global-buffer-overflow signed-integer-overflow; do
+        case $kind in
+            global-buffer-overflow) expect='ERROR: AddressSanitizer: global-buffer-overflow' ;;
+            signed-integer-overflow) expect='runtime error: signed integer overflow' ;;
+        esac
+        mark=$(wc -c <"$log")
+        if fincore_psql -d fincore_canary -c "SELECT canary('$kind')" >/dev/null 2>&1; then
+            printf 'FAIL: the canary %s ran to its end: the sanitizers are not live\n' "$kind"
+            return 1
+        fi
+        # The postmaster restarts after the crash; wait for it.
+        for _ in $(seq 1 60); do
+            pg_isready -q && break
+            sleep 0.5
+        done
+        if ! tail -c +"$((mark + 1))" -- "$log" | grep -qF "$expect"; then
+            printf 'FAIL: the canary %s left no "%s" in the server log: the check is not live\n' "$kind" "$expect"
+            return 1
+        fi
+        fincore_say "Sanitizer check is live: the canary's $kind was reported"
+    done
+    fincore_psql -d postgres -c "DROP DATABASE fincore_canary"
 }
 
 # The server log of the throwaway cluster (valid inside it).
