@@ -157,7 +157,7 @@ fincore_create_account(PG_FUNCTION_ARGS)
 
 		create_plan = ledger_prepare(
 			"INSERT INTO fincore.accounts (id, tenant_id, currency, code, flags, credit_limit, external_ref, metadata) "
-			"VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, '{}'::jsonb)) ON CONFLICT DO NOTHING",
+			"VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, '{}'::pg_catalog.jsonb)) ON CONFLICT DO NOTHING",
 			8, types);
 		existing_plan = ledger_prepare(
 			"SELECT a.tenant_id, a.currency, a.code, a.flags, a.credit_limit, a.external_ref, a.metadata "

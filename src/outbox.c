@@ -824,7 +824,7 @@ open_batch(Consumer *c)
 			  "   AND pg_catalog.pg_visible_in_snapshot(e.txid, $2)"
 			  "   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $1)"
 			  "   AND ($3 OR e.topic OPERATOR(pg_catalog.=) ANY ($4))"
-			  "   AND ($5::uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $5) OFFSET 0) AS b",
+			  "   AND ($5::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $5) OFFSET 0) AS b",
 			  5, types);
 	values[0] = c->position;
 	values[1] = cur;
@@ -872,7 +872,7 @@ read_batch(Consumer *c, int max, Tuplestorestate *out)
 			  "   AND pg_catalog.pg_visible_in_snapshot(e.txid, $3)"
 			  "   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $4)"
 			  "   AND ($5 OR e.topic OPERATOR(pg_catalog.=) ANY ($6))"
-			  "   AND ($7::uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)"
+			  "   AND ($7::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)"
 			  " ORDER BY e.seq LIMIT $8",
 			  8, types);
 	values[0] = Int64GetDatum(c->batch_acked);
@@ -1057,7 +1057,7 @@ nack_retry(AckArgs *a)
 	"   AND pg_catalog.pg_visible_in_snapshot(e.txid, $3)" \
 	"   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $4)" \
 	"   AND ($5 OR e.topic OPERATOR(pg_catalog.=) ANY ($6))" \
-	"   AND ($7::uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)"
+	"   AND ($7::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)"
 
 static void
 ack_as_owner(void *arg)

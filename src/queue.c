@@ -439,7 +439,7 @@ queue_run(QueueWork work, QueueCall *call)
 	"  max_attempts, worker, payload, unique_key, errors, result, created_at, finished_at, slot) "
 #define ARCHIVE_FROM_D(state, result, slot) \
 	"SELECT d.id, d.tenant_id, d.queue, " state ", d.priority, d.run_at, d.attempts, d.max_attempts, " \
-	"  d.worker, d.payload, d.unique_key, d.errors, " result ", d.created_at, now(), " slot " FROM d"
+	"  d.worker, d.payload, d.unique_key, d.errors, " result ", d.created_at, pg_catalog.now(), " slot " FROM d"
 
 /* Move the jobs of ids (marked 'dead' in fincore.jobs) to the dead slot. */
 static void
@@ -450,7 +450,7 @@ bury_jobs(ArrayType *ids)
 	Datum		values[1] = {PointerGetDatum(ids)};
 
 	queue_plan(&plan,
-			   "WITH d AS (DELETE FROM fincore.jobs j WHERE j.id = ANY ($1) AND j.state = 'dead' RETURNING j.*) "
+			   "WITH d AS (DELETE FROM fincore.jobs j WHERE j.id OPERATOR(pg_catalog.=) ANY ($1) AND j.state OPERATOR(pg_catalog.=) 'dead' RETURNING j.*) "
 			   ARCHIVE_INSERT ARCHIVE_FROM_D("'dead'", "NULL", "-1"),
 			   1, types);
 	queue_exec(plan, values, NULL, 0, SPI_OK_INSERT);
@@ -471,9 +471,9 @@ job_refused(QueueCall *call, const char *action)
 	values[0] = Int64GetDatum(call->job_id);
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	queue_plan(&hot_plan,
-			   "SELECT j.state, j.attempts, coalesce(j.errors @> '[{\"expired\": true}]', false), "
-			   "       j.state = 'ready' AND j.run_at > now() "
-			   "  FROM fincore.jobs j WHERE j.id = $1 AND ($2::uuid IS NULL OR j.tenant_id = $2)",
+			   "SELECT j.state, j.attempts, coalesce(j.errors OPERATOR(pg_catalog.@>) '[{\"expired\": true}]', false), "
+			   "       j.state OPERATOR(pg_catalog.=) 'ready' AND j.run_at OPERATOR(pg_catalog.>) pg_catalog.now() "
+			   "  FROM fincore.jobs j WHERE j.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2)",
 			   2, types);
 	queue_exec(hot_plan, values, nulls, 1, SPI_OK_SELECT);
 	if (SPI_processed > 0)
@@ -507,7 +507,7 @@ job_refused(QueueCall *call, const char *action)
 		elog(ERROR, "job %lld is running but could not be changed", (long long) call->job_id);
 	}
 	queue_plan(&archive_plan,
-			   "SELECT a.state FROM fincore.job_archive a WHERE a.id = $1 AND ($2::uuid IS NULL OR a.tenant_id = $2)",
+			   "SELECT a.state FROM fincore.job_archive a WHERE a.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR a.tenant_id OPERATOR(pg_catalog.=) $2)",
 			   2, types);
 	planned_exec(archive_plan, values, nulls, SPI_OK_SELECT, true);
 	if (SPI_processed > 0)
@@ -523,8 +523,8 @@ job_refused(QueueCall *call, const char *action)
 /* The lease condition of complete/fail/heartbeat: $attempt names the claim, or, without
  * it, no lease of the job may have expired (else two workers could hold it in turn). */
 #define LEASE_HELD(att) \
-	"j.state = 'running' AND CASE WHEN " att "::integer IS NULL " \
-	"THEN NOT coalesce(j.errors @> '[{\"expired\": true}]', false) ELSE j.attempts = " att " END"
+	"j.state OPERATOR(pg_catalog.=) 'running' AND CASE WHEN " att "::pg_catalog.int4 IS NULL " \
+	"THEN NOT coalesce(j.errors OPERATOR(pg_catalog.@>) '[{\"expired\": true}]', false) ELSE j.attempts OPERATOR(pg_catalog.=) " att " END"
 
 /* ---- enqueue ---- */
 
@@ -556,7 +556,7 @@ enqueue_one(QueueCall *call)
 			   "RETURNING j.id",
 			   8, types);
 	queue_plan(&lookup_plan,
-			   "SELECT j.id FROM fincore.jobs j WHERE j.tenant_id = $1 AND j.queue = $2 AND j.unique_key = $3",
+			   "SELECT j.id FROM fincore.jobs j WHERE j.tenant_id OPERATOR(pg_catalog.=) $1 AND j.queue OPERATOR(pg_catalog.=) $2 AND j.unique_key OPERATOR(pg_catalog.=) $3",
 			   3, (Oid[]) {UUIDOID, TEXTOID, TEXTOID});
 
 	if (call->unique_key == NULL)
@@ -655,7 +655,7 @@ enqueue_many_work(QueueCall *call)
 	values[6] = BoolGetDatum(call->run_at > GetCurrentTransactionStartTimestamp());
 	queue_plan(&plan,
 			   "INSERT INTO fincore.jobs AS j (tenant_id, queue, priority, run_at, max_attempts, payload, scheduled) "
-			   "SELECT $1, $2, $3, $4, $5, p.payload, $7 FROM unnest($6) WITH ORDINALITY AS p (payload, ord) "
+			   "SELECT $1, $2, $3, $4, $5, p.payload, $7 FROM pg_catalog.unnest($6) WITH ORDINALITY AS p (payload, ord) "
 			   "ORDER BY p.ord RETURNING j.id",
 			   7, types);
 	queue_exec(plan, values, NULL, 0, SPI_OK_INSERT_RETURNING);
@@ -894,7 +894,7 @@ pause_work(QueueCall *call)
 	fincore_spi_connect();
 	if (call->out_null)
 	{
-		queue_plan(&resume_plan, "DELETE FROM fincore.paused_queues p WHERE p.tenant_id = $1 AND p.queue = $2",
+		queue_plan(&resume_plan, "DELETE FROM fincore.paused_queues p WHERE p.tenant_id OPERATOR(pg_catalog.=) $1 AND p.queue OPERATOR(pg_catalog.=) $2",
 				   2, types);
 		queue_exec(resume_plan, values, NULL, 0, SPI_OK_DELETE);
 	}
@@ -997,23 +997,23 @@ dequeue_hint(const char *queue, QueueScope *scope)
 #define CLAIM_SQL(position) \
 	"WITH c AS (" \
 	"  SELECT j.id FROM fincore.jobs j" \
-	"   WHERE j.queue = $1 AND NOT j.scheduled" \
-	"     AND (j.state = 'ready' OR (j.state = 'running' AND j.lease_until < now()))" \
-	"     AND ($2::uuid IS NULL OR j.tenant_id = $2)" \
-	"     AND ($3::uuid[] IS NULL OR j.tenant_id <> ALL ($3))" \
+	"   WHERE j.queue OPERATOR(pg_catalog.=) $1 AND NOT j.scheduled" \
+	"     AND (j.state OPERATOR(pg_catalog.=) 'ready' OR (j.state OPERATOR(pg_catalog.=) 'running' AND j.lease_until OPERATOR(pg_catalog.<) pg_catalog.now()))" \
+	"     AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2)" \
+	"     AND ($3::pg_catalog.uuid[] IS NULL OR j.tenant_id OPERATOR(pg_catalog.<>) ALL ($3))" \
 	position \
-	"   ORDER BY j.queue, (-(j.priority::integer)), j.run_at, j.id" \
+	"   ORDER BY j.queue, (-(j.priority::pg_catalog.int4)), j.run_at, j.id" \
 	"   LIMIT $4" \
 	"   FOR NO KEY UPDATE OF j SKIP LOCKED) " \
 	"UPDATE fincore.jobs j SET" \
-	"  state = CASE WHEN j.state = 'running' AND j.attempts >= j.max_attempts THEN 'dead' ELSE 'running' END," \
-	"  attempts = CASE WHEN j.state = 'running' AND j.attempts >= j.max_attempts THEN j.attempts ELSE j.attempts + 1 END," \
-	"  errors = CASE WHEN j.state = 'running' THEN coalesce(j.errors, '[]') || jsonb_build_array(jsonb_build_object(" \
+	"  state = CASE WHEN j.state OPERATOR(pg_catalog.=) 'running' AND j.attempts OPERATOR(pg_catalog.>=) j.max_attempts THEN 'dead' ELSE 'running' END," \
+	"  attempts = CASE WHEN j.state OPERATOR(pg_catalog.=) 'running' AND j.attempts OPERATOR(pg_catalog.>=) j.max_attempts THEN j.attempts ELSE j.attempts OPERATOR(pg_catalog.+) 1 END," \
+	"  errors = CASE WHEN j.state OPERATOR(pg_catalog.=) 'running' THEN coalesce(j.errors, '[]') OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(" \
 	"             'attempt', j.attempts, 'error', 'lease expired', 'expired', true, 'at', j.lease_until, 'worker', j.worker))" \
 	"           ELSE j.errors END," \
-	"  lease_until = now() + $5," \
+	"  lease_until = pg_catalog.now() OPERATOR(pg_catalog.+) $5," \
 	"  worker = $6 " \
-	"FROM c WHERE j.id = c.id " \
+	"FROM c WHERE j.id OPERATOR(pg_catalog.=) c.id " \
 	CLAIM_RETURNING
 
 /*
@@ -1029,13 +1029,13 @@ promote_due(const char *queue)
 	Datum		values[1];
 
 #define PROMOTE_SQL(cond) \
-	"WITH c AS (SELECT j.id FROM fincore.jobs j WHERE j.scheduled AND " cond " j.run_at <= now()" \
+	"WITH c AS (SELECT j.id FROM fincore.jobs j WHERE j.scheduled AND " cond " j.run_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
 	"           ORDER BY j.queue, j.run_at LIMIT " CppAsString2(RESCUE_BATCH) " FOR NO KEY UPDATE SKIP LOCKED) " \
-	"UPDATE fincore.jobs j SET scheduled = false FROM c WHERE j.id = c.id"
+	"UPDATE fincore.jobs j SET scheduled = false FROM c WHERE j.id OPERATOR(pg_catalog.=) c.id"
 	if (queue)
 	{
 		values[0] = CStringGetTextDatum(queue);
-		pinned_exec(queue_plan(&queue_plan_, PROMOTE_SQL("j.queue = $1 AND"), 1, types), values, NULL, SPI_OK_UPDATE);
+		pinned_exec(queue_plan(&queue_plan_, PROMOTE_SQL("j.queue OPERATOR(pg_catalog.=) $1 AND"), 1, types), values, NULL, SPI_OK_UPDATE);
 	}
 	else
 		pinned_exec(queue_plan(&all_plan, PROMOTE_SQL(""), 0, NULL), NULL, NULL, SPI_OK_UPDATE);
@@ -1098,7 +1098,7 @@ dequeue_work(QueueCall *call)
 		values[7] = TimestampTzGetDatum(call->hint_run_at);
 		values[8] = Int64GetDatum(call->hint_id);
 		plan = queue_plan(&hinted_plan,
-						  CLAIM_SQL("     AND ((-(j.priority::integer)), j.run_at, j.id) >= ($7, $8, $9)"),
+						  CLAIM_SQL("     AND ((-(j.priority::pg_catalog.int4)), j.run_at, j.id) OPERATOR(pg_catalog.>=) ($7, $8, $9)"),
 						  9, types);
 	}
 	else
@@ -1213,7 +1213,7 @@ fincore_dequeue(PG_FUNCTION_ARGS)
 
 #define COMPLETE_SQL \
 	"WITH d AS (DELETE FROM fincore.jobs j" \
-	"  WHERE j.id = $1 AND ($2::uuid IS NULL OR j.tenant_id = $2) AND " LEASE_HELD("$3") \
+	"  WHERE j.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2) AND " LEASE_HELD("$3") \
 	"  RETURNING j.*) " \
 	"INSERT INTO fincore.job_archive_%d (id, tenant_id, queue, state, priority, run_at, attempts, " \
 	"  max_attempts, worker, payload, unique_key, errors, result, created_at, finished_at, slot) " \
@@ -1261,11 +1261,12 @@ fincore_complete(PG_FUNCTION_ARGS)
 /* ---- complete_many: a batch in one statement, all or nothing ---- */
 
 #define COMPLETE_MANY_SQL \
-	"WITH x AS (SELECT * FROM unnest($1::bigint[], $3::integer[], $4::jsonb[]) AS x (id, attempt, result)), " \
+	"WITH x AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.int4[]), " \
+	"                                    pg_catalog.unnest($4::pg_catalog.jsonb[])) AS x (id, attempt, result)), " \
 	"     d AS (DELETE FROM fincore.jobs j USING x" \
-	"            WHERE j.id = x.id AND ($2::uuid IS NULL OR j.tenant_id = $2) AND j.state = 'running'" \
-	"              AND CASE WHEN x.attempt IS NULL THEN NOT coalesce(j.errors @> '[{\"expired\": true}]', false)" \
-	"                       ELSE j.attempts = x.attempt END" \
+	"            WHERE j.id OPERATOR(pg_catalog.=) x.id AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2) AND j.state OPERATOR(pg_catalog.=) 'running'" \
+	"              AND CASE WHEN x.attempt IS NULL THEN NOT coalesce(j.errors OPERATOR(pg_catalog.@>) '[{\"expired\": true}]', false)" \
+	"                       ELSE j.attempts OPERATOR(pg_catalog.=) x.attempt END" \
 	"           RETURNING j.*, x.result) " \
 	"INSERT INTO fincore.job_archive_%d (id, tenant_id, queue, state, priority, run_at, attempts, " \
 	"  max_attempts, worker, payload, unique_key, errors, result, created_at, finished_at, slot) " \
@@ -1432,7 +1433,7 @@ fail_work(QueueCall *call)
 		nulls[2] = 'n';
 	queue_plan(&lock_plan,
 			   "SELECT j.attempts, j.max_attempts FROM fincore.jobs j"
-			   " WHERE j.id = $1 AND ($2::uuid IS NULL OR j.tenant_id = $2) AND " LEASE_HELD("$3")
+			   " WHERE j.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2) AND " LEASE_HELD("$3")
 			   " FOR NO KEY UPDATE",
 			   3, types);
 	queue_exec(lock_plan, values, nulls, 1, SPI_OK_SELECT);
@@ -1448,9 +1449,9 @@ fail_work(QueueCall *call)
 	if (attempts >= max_attempts)
 	{
 		queue_plan(&dead_plan,
-				   "UPDATE fincore.jobs j SET state = 'dead', errors = coalesce(j.errors, '[]') || "
-				   "  jsonb_build_array(jsonb_build_object('attempt', j.attempts, 'error', $2, 'at', now(), 'worker', j.worker)) "
-				   "WHERE j.id = $1",
+				   "UPDATE fincore.jobs j SET state = 'dead', errors = coalesce(j.errors, '[]') OPERATOR(pg_catalog.||) "
+				   "  pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', j.attempts, 'error', $2, 'at', pg_catalog.now(), 'worker', j.worker)) "
+				   "WHERE j.id OPERATOR(pg_catalog.=) $1",
 				   2, types);
 		queue_exec(dead_plan, values, nulls, 0, SPI_OK_UPDATE);
 		bury_jobs(construct_array(&values[0], 1, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -1465,10 +1466,10 @@ fail_work(QueueCall *call)
 		nulls[2] = ' ';
 		types[2] = TIMESTAMPTZOID;
 		queue_plan(&retry_plan,
-				   "UPDATE fincore.jobs j SET state = 'ready', run_at = $3, scheduled = $3 > now(), lease_until = NULL, "
-				   "  errors = coalesce(j.errors, '[]') || "
-				   "  jsonb_build_array(jsonb_build_object('attempt', j.attempts, 'error', $2, 'at', now(), 'worker', j.worker)) "
-				   "WHERE j.id = $1",
+				   "UPDATE fincore.jobs j SET state = 'ready', run_at = $3, scheduled = $3 OPERATOR(pg_catalog.>) pg_catalog.now(), lease_until = NULL, "
+				   "  errors = coalesce(j.errors, '[]') OPERATOR(pg_catalog.||) "
+				   "  pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', j.attempts, 'error', $2, 'at', pg_catalog.now(), 'worker', j.worker)) "
+				   "WHERE j.id OPERATOR(pg_catalog.=) $1",
 				   3, types);
 		queue_exec(retry_plan, values, nulls, 0, SPI_OK_UPDATE);
 	}
@@ -1536,8 +1537,8 @@ heartbeat_work(QueueCall *call)
 		nulls[2] = 'n';
 	values[3] = IntervalPGetDatum(&call->extend);
 	queue_plan(&plan,
-			   "UPDATE fincore.jobs j SET lease_until = now() + $4"
-			   " WHERE j.id = $1 AND ($2::uuid IS NULL OR j.tenant_id = $2) AND " LEASE_HELD("$3")
+			   "UPDATE fincore.jobs j SET lease_until = pg_catalog.now() OPERATOR(pg_catalog.+) $4"
+			   " WHERE j.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2) AND " LEASE_HELD("$3")
 			   " RETURNING j.lease_until",
 			   4, types);
 	queue_exec(plan, values, nulls, 0, SPI_OK_UPDATE_RETURNING);
@@ -1579,18 +1580,18 @@ cancel_work(QueueCall *call)
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	values[2] = Int16GetDatum(archive_slot(GetCurrentTransactionStartTimestamp()));
 	queue_plan(&hot_plan,
-			   "WITH d AS (DELETE FROM fincore.jobs j WHERE j.id = $1 AND ($2::uuid IS NULL OR j.tenant_id = $2)"
+			   "WITH d AS (DELETE FROM fincore.jobs j WHERE j.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2)"
 			   "           RETURNING j.*), "
 			   "     i AS (" ARCHIVE_INSERT ARCHIVE_FROM_D("'cancelled'", "NULL", "$3") ") "
-			   "SELECT CASE WHEN d.state = 'ready' AND d.run_at > now() THEN 'scheduled' ELSE d.state END FROM d",
+			   "SELECT CASE WHEN d.state OPERATOR(pg_catalog.=) 'ready' AND d.run_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled' ELSE d.state END FROM d",
 			   3, types);
 	queue_exec(hot_plan, values, nulls, 0, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 	{
 		queue_plan(&dead_plan,
-				   "UPDATE fincore.job_archive a SET state = 'cancelled', slot = $3, finished_at = now()"
-				   " WHERE a.id = $1 AND ($2::uuid IS NULL OR a.tenant_id = $2) AND a.slot = -1"
-				   " RETURNING 'dead'::text",
+				   "UPDATE fincore.job_archive a SET state = 'cancelled', slot = $3, finished_at = pg_catalog.now()"
+				   " WHERE a.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR a.tenant_id OPERATOR(pg_catalog.=) $2) AND a.slot OPERATOR(pg_catalog.=) -1"
+				   " RETURNING 'dead'::pg_catalog.text",
 				   3, types);
 		queue_exec(dead_plan, values, nulls, 0, SPI_OK_UPDATE_RETURNING);
 	}
@@ -1630,14 +1631,14 @@ retry_work(QueueCall *call)
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	queue_plan(&lock_plan,
 			   "SELECT a.state, a.queue, a.unique_key FROM fincore.job_archive a"
-			   " WHERE a.id = $1 AND ($2::uuid IS NULL OR a.tenant_id = $2) FOR UPDATE",
+			   " WHERE a.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR a.tenant_id OPERATOR(pg_catalog.=) $2) FOR UPDATE",
 			   2, types);
 	planned_exec(lock_plan, values, nulls, SPI_OK_SELECT, true);
 	if (SPI_processed == 0)
 	{
 		queue_plan(&hot_plan,
-				   "SELECT CASE WHEN j.state = 'ready' AND j.run_at > now() THEN 'scheduled' ELSE j.state END"
-				   "  FROM fincore.jobs j WHERE j.id = $1 AND ($2::uuid IS NULL OR j.tenant_id = $2)",
+				   "SELECT CASE WHEN j.state OPERATOR(pg_catalog.=) 'ready' AND j.run_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled' ELSE j.state END"
+				   "  FROM fincore.jobs j WHERE j.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2)",
 				   2, types);
 		queue_exec(hot_plan, values, nulls, 1, SPI_OK_SELECT);
 		if (SPI_processed == 0)
@@ -1655,10 +1656,10 @@ retry_work(QueueCall *call)
 		queue_plan(&insert_plan,
 				   "INSERT INTO fincore.jobs AS j (id, tenant_id, queue, state, priority, run_at, attempts, "
 				   "  max_attempts, payload, unique_key, errors, created_at) "
-				   "SELECT a.id, a.tenant_id, a.queue, 'ready', a.priority, now(), 0, a.max_attempts, a.payload, "
-				   "  a.unique_key, coalesce(a.errors, '[]') || jsonb_build_array(jsonb_build_object('retried_at', now())), "
+				   "SELECT a.id, a.tenant_id, a.queue, 'ready', a.priority, pg_catalog.now(), 0, a.max_attempts, a.payload, "
+				   "  a.unique_key, coalesce(a.errors, '[]') OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('retried_at', pg_catalog.now())), "
 				   "  a.created_at "
-				   "  FROM fincore.job_archive_dead a WHERE a.id = $1 AND ($2::uuid IS NULL OR a.tenant_id = $2) "
+				   "  FROM fincore.job_archive_dead a WHERE a.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR a.tenant_id OPERATOR(pg_catalog.=) $2) "
 				   "ON CONFLICT (tenant_id, queue, unique_key) WHERE unique_key IS NOT NULL DO NOTHING "
 				   "RETURNING j.id",
 				   2, types);
@@ -1670,7 +1671,7 @@ retry_work(QueueCall *call)
 							(long long) call->job_id, queue, key),
 					 errhint("Let that job finish, or cancel this one.")));
 		queue_plan(&delete_plan,
-				   "DELETE FROM fincore.job_archive_dead a WHERE a.id = $1 AND ($2::uuid IS NULL OR a.tenant_id = $2)",
+				   "DELETE FROM fincore.job_archive_dead a WHERE a.id OPERATOR(pg_catalog.=) $1 AND ($2::pg_catalog.uuid IS NULL OR a.tenant_id OPERATOR(pg_catalog.=) $2)",
 				   2, types);
 		queue_exec(delete_plan, values, nulls, 0, SPI_OK_DELETE);
 		SPI_finish();
@@ -1709,15 +1710,15 @@ rescue_work(QueueCall *call)
 	values[0] = scope_datum(&call->scope, &nulls[0]);
 	queue_plan(&plan,
 			   "WITH c AS (SELECT j.id FROM fincore.jobs j"
-			   "            WHERE j.state = 'running' AND j.lease_until < now()"
-			   "              AND ($1::uuid IS NULL OR j.tenant_id = $1)"
+			   "            WHERE j.state OPERATOR(pg_catalog.=) 'running' AND j.lease_until OPERATOR(pg_catalog.<) pg_catalog.now()"
+			   "              AND ($1::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $1)"
 			   "            LIMIT " CppAsString2(RESCUE_BATCH) " FOR NO KEY UPDATE SKIP LOCKED) "
 			   "UPDATE fincore.jobs j SET"
-			   "  state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'ready' END,"
-			   "  errors = coalesce(j.errors, '[]') || jsonb_build_array(jsonb_build_object("
+			   "  state = CASE WHEN j.attempts OPERATOR(pg_catalog.>=) j.max_attempts THEN 'dead' ELSE 'ready' END,"
+			   "  errors = coalesce(j.errors, '[]') OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
 			   "    'attempt', j.attempts, 'error', 'lease expired', 'expired', true, 'at', j.lease_until, 'worker', j.worker)),"
 			   "  lease_until = NULL "
-			   "FROM c WHERE j.id = c.id RETURNING j.id, j.state = 'dead'",
+			   "FROM c WHERE j.id OPERATOR(pg_catalog.=) c.id RETURNING j.id, j.state OPERATOR(pg_catalog.=) 'dead'",
 			   1, types);
 	for (;;)
 	{
@@ -1779,39 +1780,42 @@ stats_work(QueueCall *call)
 	queue_plan(&plan,
 			   "WITH hot AS ("
 			   "  SELECT j.queue,"
-			   "         count(*) FILTER (WHERE j.state = 'ready' AND j.run_at <= now()) AS ready,"
-			   "         count(*) FILTER (WHERE j.state = 'ready' AND j.run_at > now()) AS scheduled,"
-			   "         count(*) FILTER (WHERE j.state = 'running') AS running,"
-			   "         now() - min(j.run_at) FILTER (WHERE j.state = 'ready' AND j.run_at <= now()) AS oldest"
-			   "    FROM fincore.jobs j WHERE ($1::uuid IS NULL OR j.tenant_id = $1) GROUP BY j.queue),"
+			   "         pg_catalog.count(*) FILTER (WHERE j.state OPERATOR(pg_catalog.=) 'ready' AND j.run_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS ready,"
+			   "         pg_catalog.count(*) FILTER (WHERE j.state OPERATOR(pg_catalog.=) 'ready' AND j.run_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS scheduled,"
+			   "         pg_catalog.count(*) FILTER (WHERE j.state OPERATOR(pg_catalog.=) 'running') AS running,"
+			   "         pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(j.run_at) FILTER (WHERE j.state OPERATOR(pg_catalog.=) 'ready' AND j.run_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS oldest"
+			   "    FROM fincore.jobs j WHERE ($1::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $1) GROUP BY j.queue),"
 			   " dead AS ("
-			   "  SELECT a.queue, count(*) AS dead FROM fincore.job_archive_dead a"
-			   "   WHERE ($1::uuid IS NULL OR a.tenant_id = $1) GROUP BY a.queue),"
+			   "  SELECT a.queue, pg_catalog.count(*) AS dead FROM fincore.job_archive_dead a"
+			   "   WHERE ($1::pg_catalog.uuid IS NULL OR a.tenant_id OPERATOR(pg_catalog.=) $1) GROUP BY a.queue),"
 			   " done AS ("
-			   "  SELECT a.queue, count(*) AS completed FROM fincore.job_archive a"
-			   "   WHERE a.state = 'completed' AND a.finished_at >= now() - $2"
-			   "     AND ($1::uuid IS NULL OR a.tenant_id = $1) GROUP BY a.queue),"
+			   "  SELECT a.queue, pg_catalog.count(*) AS completed FROM fincore.job_archive a"
+			   "   WHERE a.state OPERATOR(pg_catalog.=) 'completed' AND a.finished_at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) $2)"
+			   "     AND ($1::pg_catalog.uuid IS NULL OR a.tenant_id OPERATOR(pg_catalog.=) $1) GROUP BY a.queue),"
 			   " failed AS ("
-			   "  SELECT x.queue, count(*) AS failed"
+			   "  SELECT x.queue, pg_catalog.count(*) AS failed"
 			   "    FROM (SELECT j.queue, j.errors FROM fincore.jobs j"
-			   "           WHERE j.errors IS NOT NULL AND ($1::uuid IS NULL OR j.tenant_id = $1)"
+			   "           WHERE j.errors IS NOT NULL AND ($1::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $1)"
 			   "          UNION ALL"
 			   "          SELECT a.queue, a.errors FROM fincore.job_archive a"
-			   "           WHERE a.errors IS NOT NULL AND a.finished_at >= now() - $2"
-			   "             AND ($1::uuid IS NULL OR a.tenant_id = $1)) x,"
-			   "         jsonb_array_elements(x.errors) e"
-			   "   WHERE e ? 'error' AND (e ->> 'at')::timestamptz >= now() - $2"
+			   "           WHERE a.errors IS NOT NULL AND a.finished_at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) $2)"
+			   "             AND ($1::pg_catalog.uuid IS NULL OR a.tenant_id OPERATOR(pg_catalog.=) $1)) x,"
+			   "         pg_catalog.jsonb_array_elements(x.errors) e"
+			   "   WHERE e OPERATOR(pg_catalog.?) 'error' AND (e OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) $2)"
 			   "   GROUP BY x.queue),"
 			   " paused AS ("
 			   "  SELECT DISTINCT p.queue FROM fincore.paused_queues p"
-			   "   WHERE p.tenant_id = '00000000-0000-0000-0000-000000000000' OR p.tenant_id = $1),"
+			   "   WHERE p.tenant_id OPERATOR(pg_catalog.=) '00000000-0000-0000-0000-000000000000' OR p.tenant_id OPERATOR(pg_catalog.=) $1),"
 			   " q AS (SELECT queue FROM hot UNION SELECT queue FROM dead UNION SELECT queue FROM done"
 			   "       UNION SELECT queue FROM failed UNION SELECT queue FROM paused) "
 			   "SELECT q.queue, coalesce(h.ready, 0), coalesce(h.scheduled, 0), coalesce(h.running, 0),"
 			   "       coalesce(d.dead, 0), h.oldest, coalesce(c.completed, 0), coalesce(f.failed, 0),"
 			   "       p.queue IS NOT NULL"
-			   "  FROM q LEFT JOIN hot h USING (queue) LEFT JOIN dead d USING (queue)"
-			   "  LEFT JOIN done c USING (queue) LEFT JOIN failed f USING (queue) LEFT JOIN paused p USING (queue)"
+			   "  FROM q LEFT JOIN hot h ON h.queue OPERATOR(pg_catalog.=) q.queue"
+			   "  LEFT JOIN dead d ON d.queue OPERATOR(pg_catalog.=) q.queue"
+			   "  LEFT JOIN done c ON c.queue OPERATOR(pg_catalog.=) q.queue"
+			   "  LEFT JOIN failed f ON f.queue OPERATOR(pg_catalog.=) q.queue"
+			   "  LEFT JOIN paused p ON p.queue OPERATOR(pg_catalog.=) q.queue"
 			   " ORDER BY q.queue",
 			   2, types);
 	queue_exec(plan, values, nulls, 0, SPI_OK_SELECT);
