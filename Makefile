@@ -14,8 +14,10 @@ SQL_MODULES = sql/modules/schema.sql sql/modules/money.sql sql/modules/uuidv7.sq
               sql/modules/tenancy.sql sql/modules/maintenance.sql sql/modules/outbox.sql \
               sql/modules/ledger.sql sql/modules/fees.sql sql/modules/queue.sql sql/modules/owner.sql sql/modules/grants.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
-# Upgrade scripts (fincore--A--B.sql) live in sql/upgrades/ from the first release on.
-DATA        = $(wildcard sql/upgrades/$(EXTENSION)--*--*.sql)
+# Upgrade scripts (fincore--A--B.sql) live in sql/upgrades/ from the first release on; the install
+# scripts of past releases, frozen, in sql/releases/ (as contrib keeps a base version and its
+# upgrades), so a database can be made at an old version and upgraded in place.
+DATA        = $(wildcard sql/upgrades/$(EXTENSION)--*--*.sql) $(wildcard sql/releases/$(EXTENSION)--*.sql)
 
 REGRESS      = money_io money_ops money_agg rounding allocate currency_registry tenancy ledger fees outbox queue
 REGRESS_OPTS = --load-extension=pgcrypto --load-extension=$(EXTENSION)

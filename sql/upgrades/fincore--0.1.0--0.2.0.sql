@@ -1,8 +1,15 @@
 -- fincore 0.1.0 -> 0.2.0.  Keep in step with sql/modules/: every schema change of 0.2.0 lands
--- here too, so a 0.1.0 database upgrades in place (ALTER EXTENSION fincore UPDATE).
+-- here too, so a 0.1.0 database upgrades in place (ALTER EXTENSION fincore UPDATE);
+-- test/integration/test_upgrade.py checks that an upgraded database and a new one are the same.
 \echo Use "ALTER EXTENSION fincore UPDATE TO '0.2.0'" to load this file. \quit
 
 -- ---- Hardening (issue 13) ----------------------------------------------------------------------
+
+-- Bounds per call: fincore.max_batch_size for the SQL functions.
+CREATE FUNCTION fincore._max_batch_size() RETURNS integer
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_max_batch_size_setting';
+COMMENT ON FUNCTION fincore._max_batch_size() IS
+    'The value of fincore.max_batch_size: the most items one fincore call takes.';
 
 -- SQL functions are bound when created (BEGIN ATOMIC): the caller's search_path cannot reach them.
 CREATE OR REPLACE FUNCTION fincore.transfer_effects(t fincore.transfers,
@@ -186,6 +193,108 @@ BEGIN ATOMIC
      GROUP BY t.tenant_id, t.id, t.amount
     HAVING sum(r.amount) > t.amount;
 END;
+
+-- Outbox: subscribe and replay_dead take at most fincore.max_batch_size topics / ids.
+CREATE OR REPLACE FUNCTION fincore.subscribe(consumer text, topics text[], tenant_scope uuid DEFAULT NULL,
+                                  max_attempts integer DEFAULT 10, backoff interval DEFAULT '1 second',
+                                  backoff_max interval DEFAULT '1 hour') RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    old record;
+    t   text;
+BEGIN
+    IF subscribe.consumer IS NULL OR subscribe.consumer !~ '^[a-z][a-z0-9_.:-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid consumer name: %', coalesce(pg_catalog.quote_literal(subscribe.consumer), 'NULL')
+            USING ERRCODE = 'ZF503', HINT = 'A consumer name is a lower-case word of up to 63 characters: [a-z][a-z0-9_.:-]*.';
+    END IF;
+    IF subscribe.topics IS NULL OR pg_catalog.cardinality(subscribe.topics) = 0
+       OR pg_catalog.array_ndims(subscribe.topics) <> 1 THEN
+        RAISE EXCEPTION 'consumer % needs a one-dimensional, non-empty array of topics', subscribe.consumer
+            USING ERRCODE = 'ZF503', HINT = 'Name the topics it reads, or ''{*}'' for every topic.';
+    END IF;
+    IF pg_catalog.cardinality(subscribe.topics) > fincore._max_batch_size() THEN
+        RAISE EXCEPTION 'subscribe takes at most % topics a call, not %', fincore._max_batch_size(),
+                pg_catalog.cardinality(subscribe.topics)
+            USING ERRCODE = 'ZF503', HINT = 'The limit is fincore.max_batch_size; subscribe to ''{*}'' for every topic.';
+    END IF;
+    FOREACH t IN ARRAY subscribe.topics LOOP
+        IF t IS NULL OR (t <> '*' AND t !~ '^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$') THEN
+            RAISE EXCEPTION 'invalid topic for consumer %: %', subscribe.consumer, coalesce(pg_catalog.quote_literal(t), 'NULL')
+                USING ERRCODE = 'ZF503', HINT = 'A topic is 1-200 characters of [A-Za-z0-9._:/-], or * for every topic.';
+        END IF;
+    END LOOP;
+    IF subscribe.max_attempts IS NULL OR subscribe.max_attempts NOT BETWEEN 1 AND 1000
+       OR subscribe.backoff IS NULL OR subscribe.backoff NOT BETWEEN '0' AND '1 day'
+       OR subscribe.backoff_max IS NULL OR subscribe.backoff_max < subscribe.backoff
+       OR subscribe.backoff_max > '30 days' THEN
+        RAISE EXCEPTION 'invalid retry settings for consumer %: max_attempts %, backoff %, backoff_max %',
+                subscribe.consumer, subscribe.max_attempts, subscribe.backoff, subscribe.backoff_max
+            USING ERRCODE = 'ZF503', HINT = 'max_attempts is 1-1000; 0 <= backoff <= 1 day; backoff <= backoff_max <= 30 days.';
+    END IF;
+    IF subscribe.tenant_scope IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM fincore.tenants tt WHERE tt.id = subscribe.tenant_scope) THEN
+        RAISE EXCEPTION 'tenant % does not exist', subscribe.tenant_scope USING ERRCODE = 'ZF204';
+    END IF;
+
+    -- Retention (outbox_maintenance) holds SHARE ROW EXCLUSIVE on outbox_slots while it
+    -- decides what every consumer has passed: a new position is never taken under it.
+    LOCK TABLE fincore.outbox_slots IN ROW EXCLUSIVE MODE;
+    INSERT INTO fincore.outbox_consumers AS c (name, topics, tenant_scope, max_attempts, backoff, backoff_max, position)
+    VALUES (subscribe.consumer, subscribe.topics, subscribe.tenant_scope, subscribe.max_attempts,
+            subscribe.backoff, subscribe.backoff_max, fincore._outbox_latest_snapshot())
+    ON CONFLICT ON CONSTRAINT outbox_consumers_pkey DO NOTHING;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    SELECT c.tenant_scope INTO old FROM fincore.outbox_consumers c WHERE c.name = subscribe.consumer FOR UPDATE;
+    IF old.tenant_scope IS DISTINCT FROM subscribe.tenant_scope THEN
+        RAISE EXCEPTION 'consumer % exists with tenant scope %', subscribe.consumer, coalesce(old.tenant_scope::text, 'NULL (all tenants)')
+            USING ERRCODE = 'ZF504', HINT = 'A consumer''s tenant scope is fixed: unsubscribe it first, or choose another name.';
+    END IF;
+    UPDATE fincore.outbox_consumers c
+       SET topics = subscribe.topics, max_attempts = subscribe.max_attempts,
+           backoff = subscribe.backoff, backoff_max = subscribe.backoff_max
+     WHERE c.name = subscribe.consumer;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION fincore.replay_dead(consumer text, event_ids uuid[] DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    IF replay_dead.consumer IS NULL
+       OR NOT EXISTS (SELECT 1 FROM fincore.outbox_consumers c WHERE c.name = replay_dead.consumer) THEN
+        RAISE EXCEPTION 'unknown consumer: %', coalesce(pg_catalog.quote_literal(replay_dead.consumer), 'NULL')
+            USING ERRCODE = 'ZF502';
+    END IF;
+    IF pg_catalog.cardinality(replay_dead.event_ids) > fincore._max_batch_size() THEN
+        RAISE EXCEPTION 'replay_dead takes at most % event ids a call, not %', fincore._max_batch_size(),
+                pg_catalog.cardinality(replay_dead.event_ids)
+            USING ERRCODE = 'ZF503', HINT = 'Split the call, or pass NULL to replay every dead letter of the consumer.';
+    END IF;
+    WITH d AS (
+        DELETE FROM fincore.dead_events e
+         WHERE e.consumer = replay_dead.consumer
+           AND (replay_dead.event_ids IS NULL OR e.id = ANY (replay_dead.event_ids))
+        RETURNING e.*)
+    INSERT INTO fincore.outbox_retries (consumer, id, seq, tenant_id, topic, type, aggregatetype, aggregateid,
+                                        payload, headers, created_at, attempts, next_attempt_at, last_error)
+    SELECT d.consumer, d.id, d.seq, d.tenant_id, d.topic, d.type, d.aggregatetype, d.aggregateid,
+           d.payload, d.headers, d.created_at, 1, pg_catalog.clock_timestamp(), d.last_error
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+
+-- Outbox: a consumer an app role may not use is reported as a missing one (ZF502).
+COMMENT ON FUNCTION fincore.poll(text, integer) IS
+    'The consumer''s next events, at most max (1-10000): retries that are due first, then its batch in commit order. Polling again without ack returns the same events. ZF502 unknown consumer (also one the caller may not use: another tenant''s, or a cross-tenant one for an app role), ZF503 bad max.';
 
 -- owner: fincore's own statements and a non-superuser owner (docs/security.md).
 --
