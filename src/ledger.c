@@ -772,20 +772,22 @@ lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 static void
 add_hot_deltas(LedgerBatch *b, pg_uuid_t *hot, int k)
 {
-	Datum		args[1];
+	Datum		args[2];
 
 	if (deltas_sum_plan == NULL)
 	{
-		Oid			types[1] = {UUIDARRAYOID};
+		Oid			types[2] = {UUIDARRAYOID, UUIDOID};
 
 		deltas_sum_plan = ledger_prepare(
 			"SELECT d.account_id, pg_catalog.sum(d.debits_pending)::pg_catalog.int8, "
 			"       pg_catalog.sum(d.debits_posted)::pg_catalog.int8, pg_catalog.sum(d.credits_pending)::pg_catalog.int8, "
 			"       pg_catalog.sum(d.credits_posted)::pg_catalog.int8 "
-			"  FROM fincore.account_deltas d WHERE d.account_id OPERATOR(pg_catalog.=) ANY ($1) "
-			" GROUP BY d.account_id", 1, types);
+			"  FROM fincore.account_deltas d "
+			" WHERE d.tenant_id OPERATOR(pg_catalog.=) $2 AND d.account_id OPERATOR(pg_catalog.=) ANY ($1) "
+			" GROUP BY d.account_id", 2, types);
 	}
 	args[0] = uuid_array(hot, k);
+	args[1] = UUIDPGetDatum(&b->tenant);
 	if (SPI_execute_plan(deltas_sum_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ledger: reading hot account deltas failed");
 	for (uint64 row = 0; row < SPI_processed; row++)
