@@ -199,6 +199,8 @@ SELECT fincore.calculate_fee('hostile_card', 1000);
 SELECT * FROM fincore.fee_breakdown('hostile_card', 1000);
 SELECT fincore.gross_up('hostile_card', 1000);
 SELECT fincore.quote_fee('hostile_card', 1000, 'on_top');
+SELECT fincore.check_fee_schedule('hostile_check', 'USD', '{"components": [{"type": "flat", "amount": 5}]}');
+DO $r$ BEGIN PERFORM fincore.check_fee_schedule('hostile_check', 'USD', '{"components": []}'); EXCEPTION WHEN OTHERS THEN NULL; END $r$;
 SELECT fincore.emit('orders', 'order.created', 'order', 'o-1', '{"total": "12.00 USD"}', '{"trace": "t"}');
 SELECT fincore.ledger_events_enabled();
 SELECT fincore.inbox_accept('psp', 'msg-h1', '{"a": 1}');
@@ -252,8 +254,12 @@ SELECT fincore.define_fee_schedule('hostile_flat', 'USD', '{"components": [{"typ
 SELECT fincore.end_fee_schedule('hostile_flat');
 SELECT fincore.set_ledger_events(true);
 SELECT fincore.subscribe('hostile_consumer2', '{orders}');
+SELECT id AS ev1 FROM fincore.poll('hostile_consumer', 1) \gset
+SELECT fincore.nack('hostile_consumer', :'ev1', 'boom');
 SELECT * FROM fincore.poll('hostile_consumer', 10);
-SELECT * FROM fincore.poll('hostile_consumer', 10);
+SELECT id AS ev2 FROM fincore.poll('hostile_consumer', 1) \gset
+SELECT fincore.ack('hostile_consumer', :'ev2');
+DO $r$ BEGIN PERFORM fincore.ack('hostile_consumer', 'aaaaaaaa-4057-4000-8000-0000000e0001'); EXCEPTION WHEN OTHERS THEN NULL; END $r$;
 SELECT * FROM fincore.consumer_lag();
 SELECT fincore.unsubscribe('hostile_consumer2');
 SELECT fincore.expire_pending(100);
