@@ -52,7 +52,7 @@
  * need tens.  Only schedules whose fee takes nearly all of a large charge
  * need more; they get ZF412.
  */
-#define GROSS_UP_MAX_WORK	20000000
+#define GROSS_UP_MAX_WORK	100000000
 
 typedef enum FeeKind
 {
