@@ -19,6 +19,7 @@
 #include "fincore.h"
 
 #include <ctype.h>
+#include <math.h>
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -749,12 +750,71 @@ fee_total(const FeeSchedule *s, int64 amount, const bool *applies, int128 *parts
 }
 
 /*
+ * The least rate at which the fee grows on [from, to] (to within one volume
+ * segment), counting every applied component at the smallest marginal rate
+ * it has there, as a double just below the exact sum; and how far the
+ * rounded fee may fall behind that growth: each rounded component is within
+ * one unit of its exact value at both ends.
+ */
+static double
+fee_min_growth(const FeeSchedule *s, const bool *applies, int64 from, int64 to, int *slack)
+{
+	double		rho = 0;
+
+	*slack = 0;
+	for (int i = 0; i < s->ncomponents; i++)
+	{
+		const FeeComponent *c = &s->components[i];
+		double		least = 0;
+
+		if (!applies[i])
+			continue;
+		if (c->divisor != 1)
+			*slack += 2;
+		switch (c->kind)
+		{
+			case FEE_FLAT:
+				break;
+			case FEE_PERCENTAGE:
+				least = (double) c->rate / (double) c->divisor;
+				break;
+			case FEE_GRADUATED:
+			case FEE_VOLUME:
+				least = -1;
+				for (int t = 0; t < c->ntiers; t++)
+				{
+					int64		lower = t == 0 ? PG_INT64_MIN : c->tiers[t - 1].up_to;
+					bool		overlaps = lower < to && (!c->tiers[t].bounded || c->tiers[t].up_to >= from);
+					double		r = (double) c->tiers[t].rate / (double) c->divisor;
+
+					if (overlaps && (least < 0 || r < least))
+						least = r;
+				}
+				least = Max(least, 0);
+				break;
+		}
+		rho += least;
+	}
+	/* Below the exact sum whatever the doubles' rounding: the skip must never pass a solution. */
+	return rho - 1e-9;
+}
+
+/*
  * The smallest charge c >= 0 with c - fee(c) >= net.  fee() is
  * non-decreasing between the tier boundaries of volume components (and
  * everywhere without them), so within such a segment
  *     c' = c + (net - (c - fee(c)))
  * skips no solution: any c'' in (c, c') has c'' - fee(c'') <= c'' - fee(c) < net.
  * The segments are tried in order; the first solution is the smallest.
+ *
+ * That step shrinks the shortfall only by the fee's marginal rate each time,
+ * which is slow when the rates add up to nearly all of the charge.  So, when
+ * no maximum caps the fee, the step is also bounded from the other side: the
+ * unclamped fee grows at least at rate rho on the segment, less the rounding
+ * slack k, so with D = net - (c - fee_unclamped(c)) no c'' up to
+ * c + (D - k) / (1 - rho) can be a solution either, and the search jumps
+ * there: a few steps per segment instead of thousands, still the smallest
+ * answer.  The work stays bounded by GROSS_UP_MAX_WORK whatever happens.
  */
 static int64
 fee_gross_up(const FeeSchedule *s, const bool *applies, int64 net)
@@ -762,6 +822,7 @@ fee_gross_up(const FeeSchedule *s, const bool *applies, int64 net)
 	int64	   *starts;
 	int			nstarts = 1;
 	uint64		work_limit = fee_tiers_evaluated + GROSS_UP_MAX_WORK;
+	int128	   *parts = palloc0(sizeof(int128) * Max(s->ncomponents, 1));
 
 	for (int i = 0; i < s->ncomponents; i++)
 		if (applies[i] && s->components[i].kind == FEE_VOLUME)
@@ -799,14 +860,39 @@ fee_gross_up(const FeeSchedule *s, const bool *applies, int64 net)
 		c = Max((int128) starts[seg], (int128) net);
 		while (c <= end)
 		{
-			int128		remainder = c - fee_total(s, (int64) c, applies, NULL, NULL);
+			int128		remainder = c - fee_total(s, (int64) c, applies, parts, NULL);
+			int128		next;
 
 			if (remainder >= net)
 			{
 				pfree(starts);
+				pfree(parts);
 				return (int64) c;
 			}
-			c += net - remainder;	/* > 0 */
+			next = c + (net - remainder);	/* > c */
+			if (!s->has_maximum)
+			{
+				int			slack;
+				double		rho = fee_min_growth(s, applies, (int64) c, end, &slack);
+				int128		unclamped = 0;
+				int128		shortfall;
+
+				for (int i = 0; i < s->ncomponents; i++)
+					if (applies[i])
+						unclamped += parts[i];
+				shortfall = net - (c - unclamped) - slack;
+				if (rho < 1 - 1e-12 && shortfall > 0)
+				{
+					double		skip = floor((double) shortfall / (1 - rho));
+
+					/* Every c'' in (c, c + skip] is excluded; past the segment, the segment is done. */
+					if (skip >= (double) (end - c) + 1)
+						next = (int128) end + 1;
+					else if ((int128) skip + c + 1 > next)
+						next = c + (int128) skip + 1;
+				}
+			}
+			c = next;
 			if (fee_tiers_evaluated > work_limit)
 				ereport(ERROR,
 						(errcode(ERRCODE_FC_GROSS_UP_IMPOSSIBLE),
