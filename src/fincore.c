@@ -30,6 +30,7 @@ _PG_init(void)
 							"An event's payload and headers, a job's payload, an inbox message, a webhook body.",
 							&fincore_max_payload_size, 1024 * 1024, 1024, 256 * 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	owner_sql_init();
 	tenancy_init();
 	queue_init();
 	/* Unknown fincore.* settings are typos: warn about them. */

@@ -303,6 +303,8 @@ check_payload_size(int64 size, int sqlstate, const char *what)
 /* The search_path of every statement fincore runs: nothing of the caller's. */
 #define FINCORE_SEARCH_PATH "pg_catalog, pg_temp"
 
+/* Defines fincore.owner_context (called from _PG_init). */
+extern void owner_sql_init(void);
 /* SPI_connect, or elog. */
 extern void fincore_spi_connect(void);
 /*

@@ -36,6 +36,21 @@
 #include "utils/guc.h"
 #include "utils/syscache.h"
 
+/* fincore.owner_context: set by fincore's SECURITY DEFINER functions and fincore_run_as_owner(). */
+static bool owner_context_setting = false;
+
+void
+owner_sql_init(void)
+{
+	DefineCustomBoolVariable("fincore.owner_context",
+							 "Set while fincore runs SQL with its owner's rights (internal).",
+							 "fincore's SECURITY DEFINER functions set it for their duration; it means "
+							 "nothing outside a borrowed owner's rights.",
+							 &owner_context_setting, false,
+							 PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
+							 NULL, NULL, NULL);
+}
+
 void
 fincore_spi_connect(void)
 {
@@ -49,6 +64,17 @@ fincore_pin_search_path(void)
 	int			nest = NewGUCNestLevel();
 
 	(void) set_config_option("search_path", FINCORE_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+/* Pin search_path and mark fincore's owner context, at one new GUC nest level. */
+static int
+owner_context_begin(void)
+{
+	int			nest = fincore_pin_search_path();
+
+	(void) set_config_option("fincore.owner_context", "on", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	return nest;
 }
@@ -99,7 +125,7 @@ fincore_run_as_owner(Oid relid, void (*fn) (void *), void *arg)
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	PG_TRY();
 	{
-		nest = fincore_pin_search_path();
+		nest = owner_context_begin();
 		fn(arg);
 		fincore_unpin_search_path(nest);
 	}
@@ -114,13 +140,15 @@ fincore_run_as_owner(Oid relid, void (*fn) (void *), void *arg)
 }
 
 /*
- * fincore.owner_context(): are the current rights borrowed, by a SECURITY
- * DEFINER function or fincore_run_as_owner()?  Only the owner's policy
- * (fincore_owner, TO the owner) calls it, so the current user is the owner.
+ * fincore.owner_context(): has fincore borrowed the owner's rights here, in
+ * one of its SECURITY DEFINER functions or fincore_run_as_owner()?  Both the
+ * setting and a borrowed identity are needed: the setting alone anyone can
+ * SET.  Only the owner's policy (fincore_owner, TO the owner) calls it, so
+ * the current user is the owner.
  */
 PG_FUNCTION_INFO_V1(fincore_owner_context);
 Datum
 fincore_owner_context(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(InLocalUserIdChange() || InSecurityRestrictedOperation());
+	PG_RETURN_BOOL(owner_context_setting && (InLocalUserIdChange() || InSecurityRestrictedOperation()));
 }

@@ -14,7 +14,7 @@
 -- come after the path is reset.
 BEGIN;
 SET search_path = public, pg_catalog;
-SELECT plan(6);
+SELECT plan(8);
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
 
@@ -39,6 +39,10 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.prosecdef
                      AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)$$,
     'every SECURITY DEFINER function of fincore pins search_path = pg_catalog, pg_temp');
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                   WHERE p.pronamespace = 'fincore'::regnamespace AND p.prosecdef
+                     AND NOT coalesce(p.proconfig @> ARRAY['fincore.owner_context=on'], false)$$,
+    'every SECURITY DEFINER function of fincore marks its owner context (fincore.owner_context = on)');
 
 -- ---- the hostile schema ------------------------------------------------------------------------
 CREATE SCHEMA hostile AUTHORIZATION mallory;
@@ -275,6 +279,26 @@ SELECT fincore.currency_exponent('HOSTILEPT');
 RESET search_path;
 SET search_path = public, pg_catalog;
 \o
+
+-- ---- the owner's own SECURITY DEFINER code is not fincore's -------------------------------------
+-- An RPC written as the owner (as Supabase users write them as postgres) runs with the owner's
+-- identity, but not in fincore's owner context: under forced row level security it sees one
+-- tenant, as its caller would.  (Only a non-superuser owner is bound by RLS at all.)
+SELECT c.relowner::regrole::text AS fincore_owner, r.rolsuper AS owner_is_superuser
+  FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = 'fincore.tenants'::regclass \gset
+CREATE FUNCTION public.owner_rpc() RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+    AS $$ SELECT count(*) FROM fincore.tenants $$;
+ALTER FUNCTION public.owner_rpc() OWNER TO :"fincore_owner";
+GRANT EXECUTE ON FUNCTION public.owner_rpc() TO authenticated;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"aaaaaaaa-4057-4000-8000-0000000000a1","role":"authenticated","tenant_id":"aaaaaaaa-4057-4000-8000-000000000001"}', true);
+SELECT count(*) AS direct FROM fincore.tenants \gset
+SELECT public.owner_rpc() AS via_rpc \gset
+RESET ROLE;
+SELECT CASE WHEN :'owner_is_superuser'::boolean
+            THEN skip('fincore''s owner is a superuser, whom row level security never binds', 1)
+            ELSE is(:via_rpc::bigint, :direct::bigint,
+                    'a SECURITY DEFINER function of the owner''s sees what its caller sees, not every tenant') END;
 
 -- ---- the verdict ---------------------------------------------------------------------------------
 SELECT is_empty($$SELECT who, what FROM hostile.calls GROUP BY who, what ORDER BY who, what$$,

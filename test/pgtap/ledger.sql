@@ -318,7 +318,8 @@ SELECT ok((SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid
     'transfers: RLS enabled and forced');
 SELECT ok(NOT has_table_privilege('authenticated', 'fincore.transfers', 'INSERT'), 'app roles cannot insert transfers');
 SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)'::regprocedure),
-    ARRAY['search_path=pg_catalog, pg_temp'], 'transfer pins its search_path');
+    ARRAY['search_path=pg_catalog, pg_temp', 'fincore.owner_context=on'],
+    'transfer pins its search_path and marks fincore''s owner context');
 
 -- ---------------------------------------------------------------------------
 -- 6. Events: every written transfer and status change is an outbox event, in the
