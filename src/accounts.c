@@ -131,6 +131,11 @@ fincore_create_account(PG_FUNCTION_ARGS)
 		uuidv7_generate(id);
 	else
 		*id = *PG_GETARG_UUID_P(4);
+	if (uuid_reserved(id) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_RESERVED_ID),
+				 errmsg("account id %s is reserved", uuid_text(id)),
+				 errhint("The nil UUID and the all-ones UUID are never ids; leave the id out for a new UUIDv7.")));
 	metadata = PG_ARGISNULL(6) ? NULL : PG_GETARG_JSONB_P(6);
 
 	args[0] = UUIDPGetDatum(id);

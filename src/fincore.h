@@ -259,6 +259,7 @@ amount_check_same_currency(const Amount *a, const Amount *b)
 #define ERRCODE_FC_ACCOUNT_HAS_PENDING			MAKE_SQLSTATE('Z','F','3','2','6')
 #define ERRCODE_FC_LEDGER_APPEND_ONLY			MAKE_SQLSTATE('Z','F','3','2','7')
 #define ERRCODE_FC_INVALID_ACCOUNT_STATUS_CHANGE MAKE_SQLSTATE('Z','F','3','2','8')
+#define ERRCODE_FC_RESERVED_ID					MAKE_SQLSTATE('Z','F','3','2','9')
 
 /* ---- bounds per call (fincore.c) ---- */
 
@@ -363,6 +364,25 @@ static inline bool
 uuid_equal(const pg_uuid_t *a, const pg_uuid_t *b)
 {
 	return memcmp(a, b, sizeof(pg_uuid_t)) == 0;
+}
+
+/*
+ * Reserved ids, as in TigerBeetle (where 0 and 2^128 - 1 are reserved): the
+ * nil UUID and the all-ones UUID are never the id of a transfer or an account.
+ * 0 when id is an ordinary id, else -1 for nil and 1 for all ones.
+ */
+static inline int
+uuid_reserved(const pg_uuid_t *id)
+{
+	bool		zero = true,
+				ones = true;
+
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		zero &= id->data[i] == 0x00;
+		ones &= id->data[i] == 0xFF;
+	}
+	return zero ? -1 : ones ? 1 : 0;
 }
 /* ---- fees (fees.c) ---- */
 

@@ -46,6 +46,7 @@
 #include "storage/itemptr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "pgtime.h"
 #include "utils/datetime.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -90,7 +91,10 @@ typedef enum LedgerResult
 	LR_OVERFLOWS_BALANCE,
 	LR_ID_ALREADY_USED,
 	LR_FEE_EXCEEDS_AMOUNT,
-	LR_INVALID_REQUEST
+	LR_INVALID_REQUEST,
+	LR_ID_MUST_NOT_BE_ZERO,
+	LR_ID_MUST_NOT_BE_INT_MAX,
+	LR_OVERFLOWS_TIMEOUT
 } LedgerResult;
 
 static const struct
@@ -130,6 +134,9 @@ static const struct
 	[LR_ID_ALREADY_USED] = {"id_already_used", ERRCODE_FC_TRANSFER_ID_CONFLICT},
 	[LR_FEE_EXCEEDS_AMOUNT] = {"fee_exceeds_amount", ERRCODE_FC_FEE_EXCEEDS_AMOUNT},
 	[LR_INVALID_REQUEST] = {"invalid_request", ERRCODE_FC_INVALID_TRANSFER_REQUEST},
+	[LR_ID_MUST_NOT_BE_ZERO] = {"id_must_not_be_zero", ERRCODE_FC_RESERVED_ID},
+	[LR_ID_MUST_NOT_BE_INT_MAX] = {"id_must_not_be_int_max", ERRCODE_FC_RESERVED_ID},
+	[LR_OVERFLOWS_TIMEOUT] = {"overflows_timeout", ERRCODE_FC_INVALID_TIMEOUT},
 };
 
 /* ---- the engine's data ---- */
@@ -468,6 +475,14 @@ invalid_request(LedgerItem *it, const char *why)
 static LedgerResult
 check_static(LedgerItem *it)
 {
+	/* TigerBeetle's first checks: the reserved ids. */
+	switch (uuid_reserved(&it->id))
+	{
+		case -1:
+			return LR_ID_MUST_NOT_BE_ZERO;
+		case 1:
+			return LR_ID_MUST_NOT_BE_INT_MAX;
+	}
 	/* A fee goes with a transfer that moves money now, and needs somewhere to go. */
 	if (it->fee_schedule != NULL &&
 		(it->kind != KIND_POSTED || !it->has_fee_account))
@@ -510,6 +525,72 @@ check_static(LedgerItem *it)
 			return invalid_request(it, "unknown kind of request");
 	}
 	return LR_OK;
+}
+
+/*
+ * ts + iv, as timestamptz_pl_interval() computes it (months, then days in the
+ * session's time zone, then time), or false where that would raise because
+ * the result is not a representable time: a refusal of its own
+ * (overflows_timeout), never a raw 22008.
+ */
+static bool
+timestamptz_plus_interval(TimestampTz ts, const Interval *iv, TimestampTz *out)
+{
+	struct pg_tm tt,
+			   *tm = &tt;
+	fsec_t		fsec;
+	int			tz;
+
+	if (TIMESTAMP_NOT_FINITE(ts))
+	{
+		*out = ts;
+		return true;
+	}
+	/* Beyond these no time is representable (and date2j's int arithmetic stays in range). */
+	if (Abs((int64) iv->month) > INT64CONST(12) * 300000 || Abs((int64) iv->day) > INT64CONST(366) * 300000)
+		return false;
+	if (iv->month != 0)
+	{
+		if (timestamp2tm(ts, &tz, tm, &fsec, NULL, NULL) != 0)
+			return false;
+		tm->tm_mon += iv->month;
+		if (tm->tm_mon > MONTHS_PER_YEAR)
+		{
+			tm->tm_year += (tm->tm_mon - 1) / MONTHS_PER_YEAR;
+			tm->tm_mon = ((tm->tm_mon - 1) % MONTHS_PER_YEAR) + 1;
+		}
+		else if (tm->tm_mon < 1)
+		{
+			tm->tm_year += tm->tm_mon / MONTHS_PER_YEAR - 1;
+			tm->tm_mon = tm->tm_mon % MONTHS_PER_YEAR + MONTHS_PER_YEAR;
+		}
+		/* The last day of a shorter month, as PostgreSQL does. */
+		if (tm->tm_mday > day_tab[isleap(tm->tm_year)][tm->tm_mon - 1])
+			tm->tm_mday = day_tab[isleap(tm->tm_year)][tm->tm_mon - 1];
+		if (!IS_VALID_JULIAN(tm->tm_year, tm->tm_mon, tm->tm_mday))
+			return false;
+		tz = DetermineTimeZoneOffset(tm, session_timezone);
+		if (tm2timestamp(tm, fsec, &tz, &ts) != 0)
+			return false;
+	}
+	if (iv->day != 0)
+	{
+		int			julian;
+
+		if (timestamp2tm(ts, &tz, tm, &fsec, NULL, NULL) != 0)
+			return false;
+		julian = date2j(tm->tm_year, tm->tm_mon, tm->tm_mday) + iv->day;
+		j2date(julian, &tm->tm_year, &tm->tm_mon, &tm->tm_mday);
+		if (!IS_VALID_JULIAN(tm->tm_year, tm->tm_mon, tm->tm_mday))
+			return false;
+		tz = DetermineTimeZoneOffset(tm, session_timezone);
+		if (tm2timestamp(tm, fsec, &tz, &ts) != 0)
+			return false;
+	}
+	if (pg_add_s64_overflow(ts, iv->time, &ts) || !IS_VALID_TIMESTAMP(ts))
+		return false;
+	*out = ts;
+	return true;
 }
 
 /* ---- step 2: referenced transfers and account metadata ---- */
@@ -2048,6 +2129,20 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 					(errcode(ledger_results[r].sqlstate),
 					 errmsg("invalid transfer request: %s", it->invalid ? it->invalid : name)));
 			break;
+		case LR_ID_MUST_NOT_BE_ZERO:
+		case LR_ID_MUST_NOT_BE_INT_MAX:
+			ereport(ERROR,
+					(errcode(ledger_results[r].sqlstate),
+					 errmsg("transfer id %s is reserved", id),
+					 errhint("The nil UUID and the all-ones UUID are never ids; use fincore.uuidv7().")));
+			break;
+		case LR_OVERFLOWS_TIMEOUT:
+			ereport(ERROR,
+					(errcode(ledger_results[r].sqlstate),
+					 errmsg("timeout %s overflows: the hold would expire after the last representable time",
+							DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&it->timeout)))),
+					 errhint("Give a timeout that ends before the year 294276.")));
+			break;
 		case LR_FEE_EXCEEDS_AMOUNT:
 			ereport(ERROR,
 					(errcode(ledger_results[r].sqlstate),
@@ -2418,10 +2513,11 @@ retry:
 			it->ts = b->now + k;	/* one microsecond apart, in request order */
 			if (it->kind == KIND_PENDING && it->has_timeout)
 			{
-				it->has_expiry = true;
-				it->expires_at = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-																		 TimestampTzGetDatum(it->ts),
-																		 IntervalPGetDatum(&it->timeout)));
+				/* A hold must be able to expire: its expiry is a representable time. */
+				if (timestamptz_plus_interval(it->ts, &it->timeout, &it->expires_at))
+					it->has_expiry = true;
+				else if (it->result == LR_OK)
+					it->result = LR_OVERFLOWS_TIMEOUT;
 			}
 			if (it->result == LR_OK && !it->skip)
 				it->result = apply_item(b, it);
