@@ -260,6 +260,7 @@ amount_check_same_currency(const Amount *a, const Amount *b)
 #define ERRCODE_FC_LEDGER_APPEND_ONLY			MAKE_SQLSTATE('Z','F','3','2','7')
 #define ERRCODE_FC_INVALID_ACCOUNT_STATUS_CHANGE MAKE_SQLSTATE('Z','F','3','2','8')
 #define ERRCODE_FC_RESERVED_ID					MAKE_SQLSTATE('Z','F','3','2','9')
+#define ERRCODE_FC_PENDING_TRANSFER_MISMATCH	MAKE_SQLSTATE('Z','F','3','3','0')
 
 /* ---- bounds per call (fincore.c) ---- */
 

@@ -94,7 +94,12 @@ typedef enum LedgerResult
 	LR_INVALID_REQUEST,
 	LR_ID_MUST_NOT_BE_ZERO,
 	LR_ID_MUST_NOT_BE_INT_MAX,
-	LR_OVERFLOWS_TIMEOUT
+	LR_OVERFLOWS_TIMEOUT,
+	LR_PENDING_TRANSFER_HAS_DIFFERENT_DEBIT_ACCOUNT_ID,
+	LR_PENDING_TRANSFER_HAS_DIFFERENT_CREDIT_ACCOUNT_ID,
+	LR_PENDING_TRANSFER_HAS_DIFFERENT_CURRENCY,
+	LR_PENDING_TRANSFER_HAS_DIFFERENT_CODE,
+	LR_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT
 } LedgerResult;
 
 static const struct
@@ -137,6 +142,11 @@ static const struct
 	[LR_ID_MUST_NOT_BE_ZERO] = {"id_must_not_be_zero", ERRCODE_FC_RESERVED_ID},
 	[LR_ID_MUST_NOT_BE_INT_MAX] = {"id_must_not_be_int_max", ERRCODE_FC_RESERVED_ID},
 	[LR_OVERFLOWS_TIMEOUT] = {"overflows_timeout", ERRCODE_FC_INVALID_TIMEOUT},
+	[LR_PENDING_TRANSFER_HAS_DIFFERENT_DEBIT_ACCOUNT_ID] = {"pending_transfer_has_different_debit_account_id", ERRCODE_FC_PENDING_TRANSFER_MISMATCH},
+	[LR_PENDING_TRANSFER_HAS_DIFFERENT_CREDIT_ACCOUNT_ID] = {"pending_transfer_has_different_credit_account_id", ERRCODE_FC_PENDING_TRANSFER_MISMATCH},
+	[LR_PENDING_TRANSFER_HAS_DIFFERENT_CURRENCY] = {"pending_transfer_has_different_currency", ERRCODE_FC_PENDING_TRANSFER_MISMATCH},
+	[LR_PENDING_TRANSFER_HAS_DIFFERENT_CODE] = {"pending_transfer_has_different_code", ERRCODE_FC_PENDING_TRANSFER_MISMATCH},
+	[LR_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT] = {"pending_transfer_has_different_amount", ERRCODE_FC_PENDING_TRANSFER_MISMATCH},
 };
 
 /* ---- the engine's data ---- */
@@ -197,6 +207,7 @@ typedef struct LedgerItem
 	int			index;			/* 0-based position in the request */
 	char		kind;
 	pg_uuid_t	id;
+	int			dup_prev;		/* the previous item of the batch with the same id, or -1 */
 	bool		has_debit;
 	pg_uuid_t	debit;
 	bool		has_credit;
@@ -1108,10 +1119,35 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 
 	if (it->kind == KIND_POST || it->kind == KIND_VOID || it->kind == KIND_EXPIRE)
 	{
+		/* TigerBeetle's order: the hold, what the request says of it, then its state. */
 		if (ref == NULL || !ref->found)
 			return LR_PENDING_TRANSFER_NOT_FOUND;
 		if (ref->kind != KIND_PENDING)
 			return LR_PENDING_TRANSFER_NOT_PENDING;
+		if (it->has_debit && !uuid_equal(&it->debit, &ref->debit))
+			return LR_PENDING_TRANSFER_HAS_DIFFERENT_DEBIT_ACCOUNT_ID;
+		if (it->has_credit && !uuid_equal(&it->credit, &ref->credit))
+			return LR_PENDING_TRANSFER_HAS_DIFFERENT_CREDIT_ACCOUNT_ID;
+		if (it->has_currency && it->dacc != NULL && it->dacc->found && it->currency != it->dacc->meta.currency)
+			return LR_PENDING_TRANSFER_HAS_DIFFERENT_CURRENCY;
+		/* Code 0, or none, means the hold's code. */
+		if (it->has_code && it->code != 0 && it->code != ref->code)
+			return LR_PENDING_TRANSFER_HAS_DIFFERENT_CODE;
+		it->pending_amount = ref->amount;
+		if (it->kind == KIND_POST)
+		{
+			if (!it->has_amount)
+				amount = ref->amount;
+			if (amount > ref->amount)
+				return LR_EXCEEDS_PENDING_TRANSFER_AMOUNT;
+		}
+		else
+		{
+			/* A void releases the whole hold: an amount, if given, must be the hold's. */
+			if (it->kind == KIND_VOID && it->has_amount && it->amount != ref->amount)
+				return LR_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT;
+			amount = 0;
+		}
 		if (ref->resolved == KIND_POST)
 			return LR_PENDING_TRANSFER_ALREADY_POSTED;
 		if (ref->resolved == KIND_VOID)
@@ -1125,24 +1161,7 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 		}
 		else if (ref->has_expiry && ref->expires_at <= it->ts)
 			return LR_PENDING_TRANSFER_EXPIRED;
-		if ((it->has_debit && !uuid_equal(&it->debit, &ref->debit)) ||
-			(it->has_credit && !uuid_equal(&it->credit, &ref->credit)))
-			return invalid_request(it, "the accounts given are not the hold's");
-		it->pending_amount = ref->amount;
-		if (it->kind == KIND_POST)
-		{
-			if (!it->has_amount)
-				amount = ref->amount;
-			if (amount > ref->amount)
-				return LR_EXCEEDS_PENDING_TRANSFER_AMOUNT;
-		}
-		else
-		{
-			if (it->has_amount && it->amount != ref->amount)
-				return invalid_request(it, "a void releases the whole hold: an amount, if given, must be the hold's");
-			amount = 0;
-		}
-		if (!it->has_code)
+		if (!it->has_code || it->code == 0)
 			it->code = ref->code;
 		d = it->dacc;
 		c = it->cacc;
@@ -1193,15 +1212,22 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 		return LR_CURRENCY_MISMATCH;
 	if ((r = status_check(d, c, it->kind)) != LR_OK)
 		return r;
-	if ((r = limit_check(d, ddp, ddpo, 0, 0, true)) != LR_OK)
-		return r;
-	if ((r = limit_check(c, 0, 0, dcp, dcpo, false)) != LR_OK)
-		return r;
+
+	/* TigerBeetle's order: the totals' overflow, then the timeout's, then the limits. */
 	if (!account_apply(b, d, ddp, ddpo, 0, 0) || !account_apply(b, c, 0, 0, dcp, dcpo))
 	{
 		undo_to(b, mark);
 		return LR_OVERFLOWS_BALANCE;
 	}
+	undo_to(b, mark);
+	if (it->kind == KIND_PENDING && it->has_timeout && !it->has_expiry)
+		return LR_OVERFLOWS_TIMEOUT;
+	if ((r = limit_check(d, ddp, ddpo, 0, 0, true)) != LR_OK)
+		return r;
+	if ((r = limit_check(c, 0, 0, dcp, dcpo, false)) != LR_OK)
+		return r;
+	if (!account_apply(b, d, ddp, ddpo, 0, 0) || !account_apply(b, c, 0, 0, dcp, dcpo))
+		elog(ERROR, "ledger: totals that fitted a moment ago no longer fit");
 	it->amount = amount;
 	it->has_amount = true;
 	it->d_after = d->bal;
@@ -1257,6 +1283,7 @@ typedef struct ExistingTransfer
 	Interval	timeout;
 	Jsonb	   *metadata;
 	TimestampTz created_at;
+	CurrencyCode currency;
 } ExistingTransfer;
 
 /* Existing transfers among the given ids (any tenant). */
@@ -1273,7 +1300,7 @@ load_existing(pg_uuid_t *ids, int n, ExistingTransfer **out)
 		exists_plan = ledger_prepare_custom(
 			"SELECT t.id, t.tenant_id, t.kind, t.debit_account_id, t.credit_account_id, t.amount, "
 			"       t.pending_amount, t.code, COALESCE(t.pending_id, t.reversal_of), "
-			"       t.timeout, t.metadata, t.created_at "
+			"       t.timeout, t.metadata, t.created_at, t.currency "
 			"  FROM fincore.transfers t WHERE t.id OPERATOR(pg_catalog.=) ANY ($1)", 1, types);
 	}
 	args[0] = uuid_array(ids, n);
@@ -1304,6 +1331,11 @@ load_existing(pg_uuid_t *ids, int n, ExistingTransfer **out)
 		d = spi_value(row, 11, &isnull);
 		ex[row].metadata = isnull ? NULL : DatumGetJsonbPCopy(d);
 		ex[row].created_at = DatumGetTimestampTz(spi_value(row, 12, &isnull));
+		{
+			text	   *cur = DatumGetTextPP(spi_value(row, 13, &isnull));
+
+			ex[row].currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
+		}
 	}
 	*out = ex;
 	return (int) SPI_processed;
@@ -1371,33 +1403,46 @@ compare_existing(LedgerBatch *b, LedgerItem *it, ExistingTransfer *ex)
 	if (!uuid_equal(&ex->tenant, &b->tenant))
 		return LR_ID_ALREADY_USED;
 	it->diff_field = NULL;
+
+	/*
+	 * In TigerBeetle's order (create_transfers results): flags (here the kind,
+	 * and whether a fee was charged), pending_id, timeout, debit account,
+	 * credit account, amount, user data (metadata), ledger (currency), code.
+	 * A transfer or hold must name both accounts and an amount; one that does
+	 * not differs from the stored one.
+	 */
 	if (ex->kind != it->kind)
 		it->diff_field = "kind";
-	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING) &&
-			 it->has_debit && !uuid_equal(&it->debit, &ex->debit))
-		it->diff_field = "debit_account_id";
-	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING) &&
-			 it->has_credit && !uuid_equal(&it->credit, &ex->credit))
-		it->diff_field = "credit_account_id";
+	else if ((it->fee_schedule != NULL) != had_fee)
+		it->diff_field = "fee_schedule";
 	else if ((it->kind == KIND_POST || it->kind == KIND_VOID || it->kind == KIND_REVERSAL) &&
 			 (!ex->has_ref || !uuid_equal(&it->ref_id, &ex->ref)))
 		it->diff_field = it->kind == KIND_REVERSAL ? "reversal_of" : "pending_id";
-	else if ((it->fee_schedule != NULL) != had_fee)
-		it->diff_field = "fee_schedule";
-	else if (it->kind == KIND_POST &&
-			 (it->has_amount ? it->amount != ex->amount : ex->amount != ex->pending_amount))
-		it->diff_field = "amount";
-	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING || it->kind == KIND_REVERSAL) &&
-			 it->has_amount && (had_fee ? it->gross_amount != gross : it->amount != ex->amount))
-		it->diff_field = "amount";
-	else if (it->has_code && it->code != ex->code)
-		it->diff_field = "code";
 	else if (it->kind == KIND_PENDING &&
 			 (it->has_timeout != ex->has_timeout ||
 			  (it->has_timeout && memcmp(&it->timeout, &ex->timeout, sizeof(Interval)) != 0)))
 		it->diff_field = "timeout";
+	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING) &&
+			 (!it->has_debit || !uuid_equal(&it->debit, &ex->debit)))
+		it->diff_field = "debit_account_id";
+	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING) &&
+			 (!it->has_credit || !uuid_equal(&it->credit, &ex->credit)))
+		it->diff_field = "credit_account_id";
+	else if (it->kind == KIND_POST &&
+			 (it->has_amount ? it->amount != ex->amount : ex->amount != ex->pending_amount))
+		it->diff_field = "amount";
+	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING) &&
+			 (!it->has_amount || (had_fee ? it->gross_amount != gross : it->amount != ex->amount)))
+		it->diff_field = "amount";
+	else if (it->kind == KIND_REVERSAL && it->has_amount && it->amount != ex->amount)
+		it->diff_field = "amount";
 	else if (!jsonb_same(had_fee ? it->user_metadata : it->metadata, metadata))
 		it->diff_field = "metadata";
+	else if (it->has_currency && it->currency != ex->currency)
+		it->diff_field = "currency";
+	else if (it->has_code && it->code != ex->code &&
+			 !((it->kind == KIND_POST || it->kind == KIND_VOID) && it->code == 0))
+		it->diff_field = "code";
 	if (it->diff_field != NULL)
 		return LR_EXISTS_WITH_DIFFERENT;
 	/* The original, for the caller. */
@@ -2136,6 +2181,16 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 					 errmsg("transfer id %s is reserved", id),
 					 errhint("The nil UUID and the all-ones UUID are never ids; use fincore.uuidv7().")));
 			break;
+		case LR_PENDING_TRANSFER_HAS_DIFFERENT_DEBIT_ACCOUNT_ID:
+		case LR_PENDING_TRANSFER_HAS_DIFFERENT_CREDIT_ACCOUNT_ID:
+		case LR_PENDING_TRANSFER_HAS_DIFFERENT_CURRENCY:
+		case LR_PENDING_TRANSFER_HAS_DIFFERENT_CODE:
+		case LR_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT:
+			ereport(ERROR,
+					(errcode(ledger_results[r].sqlstate),
+					 errmsg("the request does not match pending transfer %s: %s", uuid_text(&it->ref_id), name),
+					 errhint("Name the hold's accounts, currency and code, or leave them out; a void releases the whole hold.")));
+			break;
 		case LR_OVERFLOWS_TIMEOUT:
 			ereport(ERROR,
 					(errcode(ledger_results[r].sqlstate),
@@ -2166,6 +2221,67 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 }
 
 /* Which accounts and referenced transfers the items name. */
+/* qsort of item indexes by id, then position. */
+static LedgerItem *dup_sort_items;
+
+static int
+dup_sort_cmp(const void *a, const void *b)
+{
+	int			i = *(const int *) a,
+				j = *(const int *) b;
+	int			c = memcmp(&dup_sort_items[i].id, &dup_sort_items[j].id, sizeof(pg_uuid_t));
+
+	return c != 0 ? c : (i > j) - (i < j);
+}
+
+/*
+ * Link every item to the previous item of the batch with the same id
+ * (dup_prev), so that a later one sees an earlier one that was created as an
+ * existing transfer, as TigerBeetle applies a batch in order.  Fee legs take
+ * their ids from their transfers and follow them.
+ */
+static void
+mark_duplicate_ids(LedgerBatch *b)
+{
+	int		   *order = palloc(sizeof(int) * Max(b->nitems, 1));
+
+	for (int i = 0; i < b->nitems; i++)
+	{
+		order[i] = i;
+		b->items[i].dup_prev = -1;
+	}
+	dup_sort_items = b->items;
+	qsort(order, b->nitems, sizeof(int), dup_sort_cmp);
+	for (int k = 1; k < b->nitems; k++)
+		if (uuid_equal(&b->items[order[k]].id, &b->items[order[k - 1]].id) &&
+			!b->items[order[k]].is_fee_leg && !b->items[order[k - 1]].is_fee_leg)
+			b->items[order[k]].dup_prev = order[k - 1];
+	pfree(order);
+}
+
+/* An item of this batch that was created, as the transfer a later item with its id finds. */
+static void
+existing_from_item(LedgerBatch *b, const LedgerItem *j, ExistingTransfer *ex)
+{
+	memset(ex, 0, sizeof(*ex));
+	ex->id = j->id;
+	ex->tenant = b->tenant;
+	ex->kind = j->kind;
+	ex->debit = j->dacc ? j->dacc->meta.id : j->debit;
+	ex->credit = j->cacc ? j->cacc->meta.id : j->credit;
+	ex->amount = j->amount;
+	ex->pending_amount = j->pending_amount;
+	ex->code = j->code;
+	ex->has_ref = j->kind == KIND_POST || j->kind == KIND_VOID || j->kind == KIND_EXPIRE ||
+		j->kind == KIND_REVERSAL;
+	ex->ref = j->ref_id;
+	ex->has_timeout = j->has_timeout;
+	ex->timeout = j->timeout;
+	ex->metadata = j->metadata;
+	ex->created_at = j->ts;
+	ex->currency = j->dacc ? j->dacc->meta.currency : 0;
+}
+
 static void
 collect(LedgerBatch *b)
 {
@@ -2191,6 +2307,7 @@ collect(LedgerBatch *b)
 		if (self != NULL && (it->kind == KIND_POSTED || it->kind == KIND_PENDING))
 			self->in_batch = true;
 	}
+	mark_duplicate_ids(b);
 }
 
 /* Resolve the accounts of every item (after the refs are loaded). */
@@ -2436,6 +2553,13 @@ compute_fees(LedgerBatch *b)
 	}
 }
 
+/* Results that come before exists in TigerBeetle's precedence (the id itself is unusable). */
+static inline bool
+result_precedes_exists(LedgerResult r)
+{
+	return r == LR_ID_MUST_NOT_BE_ZERO || r == LR_ID_MUST_NOT_BE_INT_MAX;
+}
+
 /*
  * Run a batch.  In a single call (b->single) a refusal raises; otherwise every
  * item gets a result.  Returns after the writes.
@@ -2490,10 +2614,14 @@ retry:
 		for (int i = 0; i < b->nitems; i++)
 			ids[i] = b->items[i].id;
 		nex = load_existing(ids, b->nitems, &ex);
+		/*
+		 * As in TigerBeetle, a replay is recognised before the request is
+		 * validated: only a reserved id comes first.
+		 */
 		for (int e = 0; e < nex; e++)
 			for (int i = 0; i < b->nitems; i++)
-				if (uuid_equal(&b->items[i].id, &ex[e].id) && b->items[i].result == LR_OK &&
-					!b->items[i].is_fee_leg)
+				if (uuid_equal(&b->items[i].id, &ex[e].id) && !b->items[i].is_fee_leg &&
+					!result_precedes_exists(b->items[i].result))
 					b->items[i].result = compare_existing(b, &b->items[i], &ex[e]);
 	}
 	compute_fees(b);
@@ -2513,15 +2641,26 @@ retry:
 			it->ts = b->now + k;	/* one microsecond apart, in request order */
 			if (it->kind == KIND_PENDING && it->has_timeout)
 			{
-				/* A hold must be able to expire: its expiry is a representable time. */
-				if (timestamptz_plus_interval(it->ts, &it->timeout, &it->expires_at))
-					it->has_expiry = true;
-				else if (it->result == LR_OK)
-					it->result = LR_OVERFLOWS_TIMEOUT;
+				/* A hold must be able to expire: apply_item refuses one whose expiry is not a representable time. */
+				it->has_expiry = timestamptz_plus_interval(it->ts, &it->timeout, &it->expires_at);
+			}
+			/* An earlier item of the batch with this id that was created: this one replays it. */
+			if (it->dup_prev >= 0 && !result_precedes_exists(it->result))
+			{
+				for (int j = it->dup_prev; j >= 0; j = b->items[j].dup_prev)
+					if (b->items[j].result == LR_OK)
+					{
+						ExistingTransfer ex;
+
+						existing_from_item(b, &b->items[j], &ex);
+						it->result = compare_existing(b, it, &ex);
+						break;
+					}
 			}
 			if (it->result == LR_OK && !it->skip)
 				it->result = apply_item(b, it);
-			if (it->result != LR_OK && it->result != LR_EXISTS && failed < 0)
+			/* Any other result fails the chain, exists included (TigerBeetle). */
+			if (it->result != LR_OK && failed < 0)
 				failed = k;
 		}
 		if (open && failed < 0 && end > i - 1)

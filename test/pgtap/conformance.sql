@@ -3,7 +3,7 @@
 -- nothing: no transfer, no hold, no counter change, no delta, no history row, no event.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(16);
+SELECT plan(31);
 
 SELECT fincore.create_tenant('Conformance', 'aaaaaaaa-c0f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -14,7 +14,7 @@ CREATE FUNCTION pg_temp.state() RETURNS text LANGUAGE sql AS $$
            || '/' || (SELECT count(*) FROM fincore.account_deltas)::text || '/' || (SELECT count(*) FROM fincore.account_history)::text
            || '/' || (SELECT coalesce(sum(debits_pending + debits_posted + credits_pending + credits_posted), 0) FROM fincore.accounts)::text
            || '/' || (SELECT count(*) FROM fincore.accounts)::text
-           || '/' || (SELECT count(*) FROM fincore.outbox_events)::text $$;
+           || '/' || (SELECT count(*) FROM fincore.outbox_events WHERE type LIKE 'transfer.%')::text $$;
 SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 100);
 CREATE TEMP TABLE before AS SELECT pg_temp.state() AS s;
 
@@ -77,5 +77,85 @@ SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4
 SELECT is((SELECT expires_at FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000b5'),
           (SELECT created_at + interval '1 mon 3 days 04:05:06.789' FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000b5'),
     'and so is an ordinary one, months, days and time');
+-- ---- duplicate ids inside one batch ---------------------------------------------------------------
+-- TigerBeetle applies a batch in order: a later event with the id of an earlier one that was created
+-- is a replay of it (exists, or exists_with_different_<field>); the rest of the batch is unaffected.
+-- (fincore 0.1.0 raised XX000 and lost the whole batch.)
+UPDATE before SET s = pg_temp.state();
+SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 6, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+    ]::fincore.transfer_request[]) ORDER BY index$$,
+    $$VALUES ('ok'::text), ('exists'), ('exists_with_different_amount'), ('ok')$$,
+    'TigerBeetle exists / exists_with_different_amount for a duplicate id inside one batch, the rest unaffected');
+SELECT is((SELECT count(*)::int FROM fincore.transfers WHERE id IN ('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000d2')), 2,
+    'one row for the duplicated id, one for the other');
+SELECT is((SELECT debits_posted FROM fincore.accounts WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000a1'), 100::bigint + 5 + 7,
+    'the counters moved once for the duplicated id');
+SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+    ]::fincore.transfer_request[]) ORDER BY index$$,
+    $$VALUES ('accounts_must_be_different'::text), ('ok')$$,
+    'an id whose first event failed is free for a later one of the batch (that failure does not depend on state)');
+
+-- ---- exists_with_different_ledger (the currency) -----------------------------------------------------
+UPDATE before SET s = pg_temp.state();
+SELECT throws_ok($$SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2',
+                                           '0.07 EUR'::fincore.amount, 'aaaaaaaa-c0f0-4000-8000-0000000000d2')$$,
+    'ZF317', 'transfer aaaaaaaa-c0f0-4000-8000-0000000000d2 already exists with a different currency',
+    'TigerBeetle exists_with_different_ledger: a replay in another currency (before the accounts'' currency is even checked)');
+SELECT is(pg_temp.state(), (SELECT s FROM before), 'and it wrote nothing');
+
+-- ---- exists comes first: a replay is recognised before the request is validated ---------------------
+SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', -7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+    ]::fincore.transfer_request[]) ORDER BY index$$,
+    $$VALUES ('exists'::text), ('exists_with_different_amount'), ('exists_with_different_credit_account_id')$$,
+    'TigerBeetle precedence: exists_with_different_* before amount_must_not_be_zero and accounts_must_be_different');
+SELECT fincore.freeze_account('aaaaaaaa-c0f0-4000-8000-0000000000a2');
+SELECT is((SELECT result FROM fincore.create_transfers(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+    ]::fincore.transfer_request[])), 'exists', 'an exact replay is exists even though its account was frozen since');
+SELECT fincore.unfreeze_account('aaaaaaaa-c0f0-4000-8000-0000000000a2');
+SELECT is(pg_temp.state(), (SELECT s FROM before), 'no replay wrote anything');
+
+-- ---- exists fails its linked chain ------------------------------------------------------------------
+SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d4', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+    ]::fincore.transfer_request[]) ORDER BY index$$,
+    $$VALUES ('exists'::text), ('linked_event_failed')$$,
+    'TigerBeetle: an event that exists fails its linked chain like any other result but ok');
+SELECT is(pg_temp.state(), (SELECT s FROM before), 'and the chain wrote nothing');
+
+-- ---- post and void must match their hold ------------------------------------------------------------
+SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 50,
+                       'aaaaaaaa-c0f0-4000-8000-0000000000e1', code => 3, pending => true);
+UPDATE before SET s = pg_temp.state();
+SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e2', NULL, NULL, NULL, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e3', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', NULL, NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e4', NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000a1', NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e5', NULL, NULL, 10, NULL, false, NULL, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e6', NULL, NULL, 60, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+    ]::fincore.transfer_request[]) ORDER BY index$$,
+    $$VALUES ('pending_transfer_has_different_code'::text), ('pending_transfer_has_different_debit_account_id'),
+             ('pending_transfer_has_different_credit_account_id'), ('pending_transfer_has_different_amount'),
+             ('pending_transfer_has_different_code')$$,
+    'TigerBeetle pending_transfer_has_different_{code,debit_account_id,credit_account_id,amount}; the code before exceeds_pending_transfer_amount');
+SELECT is(pg_temp.state(), (SELECT s FROM before), 'no mismatched post or void wrote anything');
+SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 3, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+    ]::fincore.transfer_request[]) ORDER BY index$$,
+    $$VALUES ('ok'::text), ('exists'), ('exists')$$,
+    'code 0 means the hold''s code; replaying the post (code 0, or the hold''s) is exists, not pending_transfer_already_posted');
+SELECT is((SELECT code FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000e8'), 3, 'the post carries its hold''s code');
 SELECT * FROM finish();
 ROLLBACK;
