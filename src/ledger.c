@@ -68,7 +68,7 @@ typedef enum LedgerResult
 	LR_DEBIT_ACCOUNT_NOT_FOUND,
 	LR_CREDIT_ACCOUNT_NOT_FOUND,
 	LR_ACCOUNTS_MUST_BE_DIFFERENT,
-	LR_AMOUNT_MUST_BE_POSITIVE,
+	LR_AMOUNT_MUST_NOT_BE_NEGATIVE,
 	LR_CURRENCY_MISMATCH,
 	LR_EXCEEDS_CREDITS,
 	LR_EXCEEDS_DEBITS,
@@ -115,7 +115,7 @@ static const struct
 	[LR_DEBIT_ACCOUNT_NOT_FOUND] = {"debit_account_not_found", ERRCODE_FC_ACCOUNT_NOT_FOUND},
 	[LR_CREDIT_ACCOUNT_NOT_FOUND] = {"credit_account_not_found", ERRCODE_FC_ACCOUNT_NOT_FOUND},
 	[LR_ACCOUNTS_MUST_BE_DIFFERENT] = {"accounts_must_be_different", ERRCODE_FC_SAME_ACCOUNT},
-	[LR_AMOUNT_MUST_BE_POSITIVE] = {"amount_must_be_positive", ERRCODE_FC_INVALID_AMOUNT},
+	[LR_AMOUNT_MUST_NOT_BE_NEGATIVE] = {"amount_must_not_be_negative", ERRCODE_FC_INVALID_AMOUNT},
 	[LR_CURRENCY_MISMATCH] = {"accounts_must_have_the_same_currency", ERRCODE_FC_CURRENCY_MISMATCH},
 	[LR_EXCEEDS_CREDITS] = {"exceeds_credits", ERRCODE_FC_EXCEEDS_CREDITS},
 	[LR_EXCEEDS_DEBITS] = {"exceeds_debits", ERRCODE_FC_EXCEEDS_DEBITS},
@@ -512,8 +512,9 @@ check_static(LedgerItem *it)
 				return invalid_request(it, "a transfer needs a debit account, a credit account and an amount");
 			if (uuid_equal(&it->debit, &it->credit))
 				return LR_ACCOUNTS_MUST_BE_DIFFERENT;
-			if (it->amount <= 0)
-				return LR_AMOUNT_MUST_BE_POSITIVE;
+			/* Zero moves nothing and is a transfer all the same (TigerBeetle 0.16). */
+			if (it->amount < 0)
+				return LR_AMOUNT_MUST_NOT_BE_NEGATIVE;
 			if (it->has_timeout)
 			{
 				if (it->kind != KIND_PENDING)
@@ -529,8 +530,9 @@ check_static(LedgerItem *it)
 		case KIND_REVERSAL:
 			if (it->has_timeout)
 				return LR_TIMEOUT_RESERVED_FOR_PENDING;
-			if (it->has_amount && it->amount <= 0)
-				return LR_AMOUNT_MUST_BE_POSITIVE;
+			/* Posting 0 of a hold releases it all (TigerBeetle 0.16); no amount posts it whole. */
+			if (it->has_amount && it->amount < 0)
+				return LR_AMOUNT_MUST_NOT_BE_NEGATIVE;
 			break;
 		default:
 			return invalid_request(it, "unknown kind of request");
@@ -2151,10 +2153,10 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 							   money_text(it->ref->reversed, d->meta.currency),
 							   money_text(it->ref->amount, d->meta.currency))));
 			break;
-		case LR_AMOUNT_MUST_BE_POSITIVE:
+		case LR_AMOUNT_MUST_NOT_BE_NEGATIVE:
 			ereport(ERROR,
 					(errcode(ledger_results[r].sqlstate),
-					 errmsg("amount must be positive, not " INT64_FORMAT, it->amount)));
+					 errmsg("amount must not be negative, not " INT64_FORMAT, it->amount)));
 			break;
 		case LR_ACCOUNTS_MUST_BE_DIFFERENT:
 			ereport(ERROR,

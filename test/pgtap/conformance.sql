@@ -3,7 +3,7 @@
 -- nothing: no transfer, no hold, no counter change, no delta, no history row, no event.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(31);
+SELECT plan(36);
 
 SELECT fincore.create_tenant('Conformance', 'aaaaaaaa-c0f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -157,5 +157,21 @@ SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
     $$VALUES ('ok'::text), ('exists'), ('exists')$$,
     'code 0 means the hold''s code; replaying the post (code 0, or the hold''s) is exists, not pending_transfer_already_posted');
 SELECT is((SELECT code FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000e8'), 3, 'the post carries its hold''s code');
+-- ---- zero amounts (TigerBeetle 0.16) ----------------------------------------------------------------
+-- A transfer of 0 is created and moves nothing; posting 0 of a hold releases it all.
+CREATE TEMP TABLE a1_before AS
+    SELECT debits_pending, debits_posted FROM fincore.accounts WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000a1';
+SELECT is((SELECT result FROM fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 0,
+                                               'aaaaaaaa-c0f0-4000-8000-0000000000f1')), 'created',
+    'TigerBeetle 0.16: a zero-amount transfer is created');
+SELECT is((SELECT amount FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000f1'), 0::bigint, 'with amount 0');
+SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 30,
+                       'aaaaaaaa-c0f0-4000-8000-0000000000f2', pending => true);
+SELECT is((SELECT result FROM fincore.post_pending('aaaaaaaa-c0f0-4000-8000-0000000000f2', 0, 'aaaaaaaa-c0f0-4000-8000-0000000000f3')),
+    'created', 'posting 0 of a hold is a post');
+SELECT is((SELECT row(a.debits_pending, a.debits_posted)::text FROM fincore.accounts a WHERE a.id = 'aaaaaaaa-c0f0-4000-8000-0000000000a1'),
+          (SELECT row(b.debits_pending, b.debits_posted)::text FROM a1_before b),
+    'the zero transfer moved nothing, and the hold of 30 was released with nothing posted');
+SELECT is_empty($$SELECT * FROM fincore.verify()$$, 'and the books prove');
 SELECT * FROM finish();
 ROLLBACK;

@@ -61,14 +61,14 @@ SELECT throws_ok($$SELECT freeze_account('00000000-0000-4000-8000-0000000000b1')
     'ZF301', NULL, 'ZF301 account_not_found: freezing another tenant''s account');
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a1', 1)$$,
     'ZF302', NULL, 'ZF302 same_account');
-SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 0)$$,
-    'ZF303', NULL, 'ZF303 invalid_amount: zero');
+SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', '-0.01 USD'::amount)$$,
+    'ZF303', NULL, 'ZF303 invalid_amount: a negative fincore.amount');
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', -5)$$,
     'ZF303', NULL, 'ZF303 invalid_amount: negative');
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', NULL::bigint)$$,
     'ZF321', NULL, 'ZF321 invalid_transfer_request: no amount');
-SELECT throws_ok($$SELECT post_pending('20000000-0000-4000-8000-000000000001', 0)$$,
-    'ZF303', NULL, 'ZF303 invalid_amount: posting zero');
+SELECT throws_ok($$SELECT post_pending('20000000-0000-4000-8000-000000000001', -1)$$,
+    'ZF303', NULL, 'ZF303 invalid_amount: posting a negative amount');
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a2', '00000000-0000-4000-8000-0000000000a1', 999999)$$,
     'ZF304', NULL, 'ZF304 exceeds_credits');
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a3', 1)$$,
@@ -189,7 +189,7 @@ SELECT is(pg_temp.r(pg_temp.t(NULL, 'ff', 'a2', 1)), '{debit_account_not_found}'
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'ff', 1)), '{credit_account_not_found}', 'credit_account_not_found');
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'b1', 1)), '{credit_account_not_found}', 'credit_account_not_found: another tenant');
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'a1', 1)), '{accounts_must_be_different}', 'accounts_must_be_different');
-SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'a2', 0)), '{amount_must_be_positive}', 'amount_must_be_positive');
+SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'a2', -1)), '{amount_must_not_be_negative}', 'amount_must_not_be_negative');
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'a5', 1)), '{accounts_must_have_the_same_currency}', 'accounts_must_have_the_same_currency');
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a2', 'a1', 999999)), '{exceeds_credits}', 'exceeds_credits');
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'a3', 1)), '{exceeds_debits}', 'exceeds_debits');
