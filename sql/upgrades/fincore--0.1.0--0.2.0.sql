@@ -79,23 +79,67 @@ BEGIN ATOMIC
      WHERE EXISTS (SELECT 1 FROM acct);
 END;
 
-CREATE OR REPLACE FUNCTION fincore.account_transfers(account uuid, since timestamptz DEFAULT NULL,
-        until timestamptz DEFAULT NULL, lim integer DEFAULT 100)
+-- account_transfers takes TigerBeetle's filters (a new signature), and account_balances() is new.
+DROP FUNCTION fincore.account_transfers(uuid, timestamptz, timestamptz, integer);
+-- Filters as TigerBeetle's AccountFilter: a time range (since inclusive, until exclusive), the
+-- account's debits and/or credits, a code, newest first (reversed), at most lim rows.
+CREATE FUNCTION fincore.account_transfers(account uuid, since timestamptz DEFAULT NULL,
+        until timestamptz DEFAULT NULL, lim integer DEFAULT 100, debits boolean DEFAULT true,
+        credits boolean DEFAULT true, reversed boolean DEFAULT false, code integer DEFAULT NULL)
     RETURNS SETOF fincore.transfers
     LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT * FROM (
         SELECT t.* FROM fincore.transfers t
-         WHERE t.debit_account_id = account_transfers.account
-           AND (since IS NULL OR t.created_at >= since) AND (until IS NULL OR t.created_at < until)
+         WHERE t.debit_account_id OPERATOR(pg_catalog.=) account_transfers.account
+           AND account_transfers.debits
+           AND (account_transfers.since IS NULL OR t.created_at OPERATOR(pg_catalog.>=) account_transfers.since)
+           AND (account_transfers.until IS NULL OR t.created_at OPERATOR(pg_catalog.<) account_transfers.until)
+           AND (account_transfers.code IS NULL OR t.code OPERATOR(pg_catalog.=) account_transfers.code)
         UNION ALL
         SELECT t.* FROM fincore.transfers t
-         WHERE t.credit_account_id = account_transfers.account
-           AND (since IS NULL OR t.created_at >= since) AND (until IS NULL OR t.created_at < until)
+         WHERE t.credit_account_id OPERATOR(pg_catalog.=) account_transfers.account
+           AND account_transfers.credits
+           AND (account_transfers.since IS NULL OR t.created_at OPERATOR(pg_catalog.>=) account_transfers.since)
+           AND (account_transfers.until IS NULL OR t.created_at OPERATOR(pg_catalog.<) account_transfers.until)
+           AND (account_transfers.code IS NULL OR t.code OPERATOR(pg_catalog.=) account_transfers.code)
     ) s
-    ORDER BY s.created_at, s.id
-    LIMIT lim;
+    ORDER BY CASE WHEN account_transfers.reversed THEN NULL ELSE s.created_at END,
+             CASE WHEN account_transfers.reversed THEN NULL ELSE s.id END,
+             CASE WHEN account_transfers.reversed THEN s.created_at END DESC,
+             CASE WHEN account_transfers.reversed THEN s.id END DESC
+    LIMIT GREATEST(COALESCE(account_transfers.lim, 100), 0);
 END;
+COMMENT ON FUNCTION fincore.account_transfers(uuid, timestamptz, timestamptz, integer, boolean, boolean, boolean, integer) IS
+    'The transfers of an account in time order (newest first if reversed), from since (inclusive) to until (exclusive), its debits and/or credits, of one code if given, at most lim (TigerBeetle''s get_account_transfers and AccountFilter).';
+
+-- The balances of a history account after each of its transfers, with the same filters
+-- (TigerBeetle's get_account_balances).  A function beside the view of the same name.
+CREATE FUNCTION fincore.account_balances(account uuid, since timestamptz DEFAULT NULL,
+        until timestamptz DEFAULT NULL, lim integer DEFAULT 100, debits boolean DEFAULT true,
+        credits boolean DEFAULT true, reversed boolean DEFAULT false, code integer DEFAULT NULL,
+        OUT transfer_id uuid, OUT at timestamptz, OUT debits_pending bigint, OUT debits_posted bigint,
+        OUT credits_pending bigint, OUT credits_posted bigint)
+    RETURNS SETOF record
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT h.transfer_id, h.at, h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted
+      FROM fincore.account_history h
+      JOIN fincore.transfers t ON t.id OPERATOR(pg_catalog.=) h.transfer_id
+     WHERE h.account_id OPERATOR(pg_catalog.=) account_balances.account
+       AND ((account_balances.debits AND t.debit_account_id OPERATOR(pg_catalog.=) account_balances.account)
+            OR (account_balances.credits AND t.credit_account_id OPERATOR(pg_catalog.=) account_balances.account))
+       AND (account_balances.since IS NULL OR h.at OPERATOR(pg_catalog.>=) account_balances.since)
+       AND (account_balances.until IS NULL OR h.at OPERATOR(pg_catalog.<) account_balances.until)
+       AND (account_balances.code IS NULL OR t.code OPERATOR(pg_catalog.=) account_balances.code)
+     ORDER BY CASE WHEN account_balances.reversed THEN NULL ELSE h.at END,
+              CASE WHEN account_balances.reversed THEN NULL ELSE h.transfer_id END,
+              CASE WHEN account_balances.reversed THEN h.at END DESC,
+              CASE WHEN account_balances.reversed THEN h.transfer_id END DESC
+     LIMIT GREATEST(COALESCE(account_balances.lim, 100), 0);
+END;
+COMMENT ON FUNCTION fincore.account_balances(uuid, timestamptz, timestamptz, integer, boolean, boolean, boolean, integer) IS
+    'The four counters of a history account after each of its transfers (newest first if reversed), with account_transfers()'' filters: time range, debits and/or credits, code, at most lim (TigerBeetle''s get_account_balances). Empty for an account without history.';
 
 CREATE OR REPLACE FUNCTION fincore.verify()
     RETURNS TABLE (invariant text, tenant_id uuid, subject text, detail text)

@@ -3,7 +3,7 @@
 -- nothing: no transfer, no hold, no counter change, no delta, no history row, no event.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(36);
+SELECT plan(46);
 
 SELECT fincore.create_tenant('Conformance', 'aaaaaaaa-c0f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -173,5 +173,37 @@ SELECT is((SELECT row(a.debits_pending, a.debits_posted)::text FROM fincore.acco
           (SELECT row(b.debits_pending, b.debits_posted)::text FROM a1_before b),
     'the zero transfer moved nothing, and the hold of 30 was released with nothing posted');
 SELECT is_empty($$SELECT * FROM fincore.verify()$$, 'and the books prove');
+-- ---- get_account_transfers / get_account_balances with an AccountFilter ---------------------------
+-- a2 has history; its transfers so far: credits from a1 (codes 1 and 7, holds, posts), no debits.
+SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 4,
+                       'aaaaaaaa-c0f0-4000-8000-0000000000f4', code => 42);
+CREATE TEMP TABLE a2 AS SELECT t.*, t.debit_account_id = 'aaaaaaaa-c0f0-4000-8000-0000000000a2' AS is_debit
+  FROM fincore.transfers t WHERE 'aaaaaaaa-c0f0-4000-8000-0000000000a2' IN (t.debit_account_id, t.credit_account_id);
+SELECT results_eq($$SELECT id FROM fincore.account_transfers('aaaaaaaa-c0f0-4000-8000-0000000000a2', lim => 1000)$$,
+    $$SELECT id FROM a2 ORDER BY created_at, id$$, 'account_transfers: every transfer of the account, oldest first');
+SELECT results_eq($$SELECT id FROM fincore.account_transfers('aaaaaaaa-c0f0-4000-8000-0000000000a2', lim => 1000, reversed => true)$$,
+    $$SELECT id FROM a2 ORDER BY created_at DESC, id DESC$$, 'AccountFilter reversed: newest first');
+SELECT results_eq($$SELECT id FROM fincore.account_transfers('aaaaaaaa-c0f0-4000-8000-0000000000a2', lim => 1000, credits => false)$$,
+    $$SELECT id FROM a2 WHERE is_debit ORDER BY created_at, id$$, 'AccountFilter debits only');
+SELECT results_eq($$SELECT id FROM fincore.account_transfers('aaaaaaaa-c0f0-4000-8000-0000000000a2', lim => 1000, debits => false)$$,
+    $$SELECT id FROM a2 WHERE NOT is_debit ORDER BY created_at, id$$, 'AccountFilter credits only');
+SELECT is_empty($$SELECT * FROM fincore.account_transfers('aaaaaaaa-c0f0-4000-8000-0000000000a2', debits => false, credits => false)$$,
+    'neither debits nor credits: nothing (TigerBeetle: an invalid filter)');
+SELECT results_eq($$SELECT id FROM fincore.account_transfers('aaaaaaaa-c0f0-4000-8000-0000000000a2', code => 42)$$,
+    $$VALUES ('aaaaaaaa-c0f0-4000-8000-0000000000f4'::uuid)$$, 'AccountFilter code');
+SELECT results_eq($$SELECT id FROM fincore.account_transfers('aaaaaaaa-c0f0-4000-8000-0000000000a2', lim => 2)$$,
+    $$SELECT id FROM a2 ORDER BY created_at, id LIMIT 2$$, 'AccountFilter limit');
+SELECT results_eq($$SELECT id FROM fincore.account_transfers('aaaaaaaa-c0f0-4000-8000-0000000000a2',
+                        since => (SELECT min(created_at) + interval '1 microsecond' FROM a2),
+                        until => (SELECT max(created_at) FROM a2), lim => 1000)$$,
+    $$SELECT id FROM a2 WHERE created_at > (SELECT min(created_at) FROM a2) AND created_at < (SELECT max(created_at) FROM a2)
+       ORDER BY created_at, id$$, 'AccountFilter timestamp range: since inclusive, until exclusive');
+SELECT results_eq($$SELECT transfer_id, debits_posted, credits_posted
+                      FROM fincore.account_balances('aaaaaaaa-c0f0-4000-8000-0000000000a2', lim => 1000, reversed => true, debits => false)$$,
+    $$SELECT h.transfer_id, h.debits_posted, h.credits_posted FROM fincore.account_history h JOIN a2 ON a2.id = h.transfer_id
+       WHERE h.account_id = 'aaaaaaaa-c0f0-4000-8000-0000000000a2' AND NOT a2.is_debit ORDER BY h.at DESC, h.transfer_id DESC$$,
+    'get_account_balances: the history snapshots, credits only, newest first');
+SELECT is_empty($$SELECT * FROM fincore.account_balances('aaaaaaaa-c0f0-4000-8000-0000000000a1')$$,
+    'get_account_balances of an account without history: nothing');
 SELECT * FROM finish();
 ROLLBACK;
