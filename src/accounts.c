@@ -9,12 +9,19 @@
  */
 #include "fincore.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/typcache.h"
 
 static const struct
 {
@@ -80,9 +87,17 @@ static SPIPlanPtr create_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr external_ref_plan = NULL;
 
+/*
+ * What the last create_account call found, for create_accounts' results: the
+ * id existed with the same fields (a replay), or the field that differed.
+ */
+static bool account_last_existed;
+static const char *account_last_diff_field;
+
 static void
 account_exists_error(const pg_uuid_t *id, const char *field)
 {
+	account_last_diff_field = field;
 	ereport(ERROR,
 			(errcode(ERRCODE_FC_ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS),
 			 errmsg("account %s already exists with a different %s", uuid_text(id), field),
@@ -109,6 +124,8 @@ fincore_create_account(PG_FUNCTION_ARGS)
 	Datum		args[8];
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
+	account_last_existed = false;
+	account_last_diff_field = NULL;
 	tenancy_require_tenant(&tenant);
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -228,9 +245,218 @@ fincore_create_account(PG_FUNCTION_ARGS)
 			if (compareJsonbContainers(&old->root, &new->root) != 0)
 				account_exists_error(id, "metadata");
 		}
+		account_last_existed = true;
 	}
 	SPI_finish();
 	PG_RETURN_UUID_P(id);
+}
+
+/* ---- batches: create_accounts ---- */
+
+#define ACCOUNT_REQ_NFIELDS 8	/* id, currency, code, flags, credit_limit, external_ref, metadata, linked */
+#define CREATE_ACCOUNTS_MAX 8190
+
+typedef struct AccountItem
+{
+	pg_uuid_t	id;
+	Datum		args[7];		/* create_account's: currency, code, flags, credit_limit, id, external_ref, metadata */
+	bool		nulls[7];
+	bool		linked;
+	const char *result;
+} AccountItem;
+
+/* The result of one create_account error, or NULL for an error the whole call raises. */
+static const char *
+account_error_result(const AccountItem *it, ErrorData *edata)
+{
+	switch (edata->sqlerrcode)
+	{
+		case ERRCODE_FC_RESERVED_ID:
+			return uuid_reserved(&it->id) < 0 ? "id_must_not_be_zero" : "id_must_not_be_int_max";
+		case ERRCODE_FC_ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS:
+			if (account_last_diff_field != NULL)
+				return psprintf("exists_with_different_%s", account_last_diff_field);
+			return strstr(edata->message, "external reference") != NULL ? "external_ref_already_used" : "id_already_used";
+		case ERRCODE_FC_INVALID_ACCOUNT_FLAGS:
+			return strstr(edata->message, "exclude each other") != NULL ? "flags_are_mutually_exclusive" : "invalid_flags";
+		case ERRCODE_FC_INVALID_CREDIT_LIMIT:
+			return "invalid_credit_limit";
+		case ERRCODE_FC_INVALID_CURRENCY_CODE:
+			return "invalid_currency";
+		case ERRCODE_FC_UNKNOWN_CURRENCY:
+			return "unknown_currency";
+		default:
+			return NULL;
+	}
+}
+
+/*
+ * Create one account in a subtransaction of the chain: its result, or NULL
+ * after an error the whole call must raise (edata_out holds it).
+ */
+static const char *
+create_account_item(AccountItem *it, ErrorData **edata_out)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	const char *result = NULL;
+
+	PG_TRY();
+	{
+		LOCAL_FCINFO(fc, 7);
+
+		InitFunctionCallInfoData(*fc, NULL, 7, InvalidOid, NULL, NULL);
+		for (int a = 0; a < 7; a++)
+		{
+			fc->args[a].value = it->args[a];
+			fc->args[a].isnull = it->nulls[a];
+		}
+		(void) fincore_create_account(fc);
+		result = account_last_existed ? "exists" : "ok";
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		*edata_out = CopyErrorData();
+		FlushErrorState();
+		result = account_error_result(it, *edata_out);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * fincore.create_accounts(requests fincore.account_request[])
+ *     → TABLE (index integer, id uuid, result text)
+ *
+ * TigerBeetle's create_accounts: one result per request (ok, exists, or why it
+ * was refused), items independent unless linked, a linked chain created whole
+ * or not at all (every result but ok, exists included, fails it).
+ */
+PG_FUNCTION_INFO_V1(fincore_create_accounts);
+Datum
+fincore_create_accounts(PG_FUNCTION_ARGS)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Oid			elemtype = ARR_ELEMTYPE(arr);
+	TupleDesc	reqdesc;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			n;
+	AccountItem *items;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	pg_uuid_t	tenant;
+
+	tenancy_require_tenant(&tenant);	/* ZF203 for the whole call */
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_TRANSFER_REQUEST),
+				 errmsg("create_accounts takes a one-dimensional array")));
+	check_batch_size(ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)), CREATE_ACCOUNTS_MAX,
+					 ERRCODE_FC_INVALID_TRANSFER_REQUEST, "create_accounts");
+	InitMaterializedSRF(fcinfo, 0);
+	reqdesc = lookup_rowtype_tupdesc(elemtype, -1);
+	if (reqdesc->natts != ACCOUNT_REQ_NFIELDS)
+		elog(ERROR, "fincore.account_request has %d fields, expected %d", reqdesc->natts, ACCOUNT_REQ_NFIELDS);
+	deconstruct_array(arr, elemtype, -1, false, TYPALIGN_DOUBLE, &elems, &elem_nulls, &n);
+	items = palloc0(sizeof(AccountItem) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		AccountItem *it = &items[i];
+		HeapTupleData tup;
+		Datum		f[ACCOUNT_REQ_NFIELDS];
+		bool		fn[ACCOUNT_REQ_NFIELDS];
+
+		if (elem_nulls[i])
+		{
+			uuidv7_generate(&it->id);
+			it->result = "invalid_request";
+			continue;
+		}
+		tup.t_len = HeapTupleHeaderGetDatumLength(DatumGetHeapTupleHeader(elems[i]));
+		ItemPointerSetInvalid(&tup.t_self);
+		tup.t_tableOid = InvalidOid;
+		tup.t_data = DatumGetHeapTupleHeader(elems[i]);
+		heap_deform_tuple(&tup, reqdesc, f, fn);
+		if (fn[0])
+			uuidv7_generate(&it->id);
+		else
+			it->id = *DatumGetUUIDP(f[0]);
+		/* create_account(currency, code, flags, credit_limit, id, external_ref, metadata) */
+		it->args[0] = f[1];
+		it->nulls[0] = fn[1];
+		it->args[1] = fn[2] ? Int32GetDatum(0) : f[2];
+		it->args[2] = f[3];
+		it->nulls[2] = fn[3];
+		it->args[3] = f[4];
+		it->nulls[3] = fn[4];
+		it->args[4] = UUIDPGetDatum(&it->id);
+		it->args[5] = f[5];
+		it->nulls[5] = fn[5];
+		if (fn[6])
+			it->args[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+		else
+			it->args[6] = f[6];
+		it->linked = !fn[7] && DatumGetBool(f[7]);
+	}
+	ReleaseTupleDesc(reqdesc);
+
+	for (int i = 0; i < n;)
+	{
+		int			end = i;
+		int			failed = -1;
+		MemoryContext oldcxt = CurrentMemoryContext;
+		ResourceOwner oldowner = CurrentResourceOwner;
+		ErrorData  *raise = NULL;
+
+		while (end < n - 1 && items[end].linked)
+			end++;
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcxt);
+		for (int k = i; k <= end && failed < 0; k++)
+		{
+			AccountItem *it = &items[k];
+
+			if (it->result == NULL)
+				it->result = create_account_item(it, &raise);
+			if (raise != NULL && it->result == NULL)
+				break;
+			if (strcmp(it->result, "ok") != 0)
+				failed = k;
+		}
+		if (raise == NULL && failed < 0 && items[end].linked)
+		{
+			failed = end;
+			items[end].result = "linked_event_chain_open";
+		}
+		if (raise != NULL || failed >= 0)
+		{
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+			if (raise != NULL && (failed < 0 || items[failed].result == NULL))
+				ReThrowError(raise);
+			if (end > i || items[end].linked)
+				for (int k = i; k <= end; k++)
+					if (k != failed)
+						items[k].result = "linked_event_failed";
+		}
+		else
+		{
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+		}
+		i = end + 1;
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		v[3] = {Int32GetDatum(i), UUIDPGetDatum(&items[i].id), CStringGetTextDatum(items[i].result)};
+		bool		isnull[3] = {false, false, false};
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, isnull);
+	}
+	return (Datum) 0;
 }
 
 /* ---- status ---- */

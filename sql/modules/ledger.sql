@@ -178,6 +178,27 @@ CREATE FUNCTION fincore.create_account(
 COMMENT ON FUNCTION fincore.create_account(text, integer, text[], bigint, uuid, text, jsonb) IS
     'Creates an account in the current tenant and returns its id (a UUIDv7 unless given). Flags: debits_must_not_exceed_credits, credits_must_not_exceed_debits, history, hot. Idempotent for the same id and fields; ZF325 for the same id with other fields.';
 
+-- A batch of accounts, as TigerBeetle's create_accounts: one result per request.
+CREATE TYPE fincore.account_request AS (
+    id           uuid,      -- NULL: a new UUIDv7
+    currency     text,
+    code         integer,   -- NULL: 0
+    flags        text[],
+    credit_limit bigint,
+    external_ref text,
+    metadata     jsonb,     -- NULL: {}
+    linked       boolean    -- chain with the next request: all are created or none
+);
+COMMENT ON TYPE fincore.account_request IS
+    'One account of a fincore.create_accounts() batch: the arguments of create_account, and linked to chain it with the next one.';
+
+CREATE FUNCTION fincore.create_accounts(requests fincore.account_request[])
+    RETURNS TABLE (index integer, id uuid, result text)
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'fincore_create_accounts';
+COMMENT ON FUNCTION fincore.create_accounts(fincore.account_request[]) IS
+    'A batch of accounts with TigerBeetle-style per-item results (ok, exists, exists_with_different_<field>, id_must_not_be_zero, id_must_not_be_int_max, flags_are_mutually_exclusive, invalid_flags, invalid_credit_limit, invalid_currency, unknown_currency, id_already_used, external_ref_already_used, linked_event_failed, linked_event_chain_open). Items are independent unless linked; a linked chain is created whole or not at all. At most 8,190 (or fincore.max_batch_size) a call.';
+
 CREATE FUNCTION fincore.freeze_account(account uuid) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_freeze_account';
@@ -604,6 +625,7 @@ COMMENT ON FUNCTION fincore.verify() IS
 
 INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.create_account(text,integer,text[],bigint,uuid,text,jsonb)', 'app'),
+    ('fincore.create_accounts(fincore.account_request[])', 'app'),
     ('fincore.freeze_account(uuid)', 'app'),
     ('fincore.unfreeze_account(uuid)', 'app'),
     ('fincore.close_account(uuid)', 'app'),

@@ -99,7 +99,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.remove_tenant_member(uuid,text)'), ('fincore.protect(regclass,name)'),
     ('fincore.unprotect(regclass)'), ('fincore.grant_app_role(name,boolean)'), ('fincore.revoke_app_role(name)'),
     ('fincore.maintenance(interval)'),
-    ('fincore.create_account(text,integer,text[],bigint,uuid,text,jsonb)'), ('fincore.freeze_account(uuid)'),
+    ('fincore.create_account(text,integer,text[],bigint,uuid,text,jsonb)'), ('fincore.create_accounts(fincore.account_request[])'), ('fincore.freeze_account(uuid)'),
     ('fincore.unfreeze_account(uuid)'), ('fincore.close_account(uuid)'),
     ('fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)'),
     ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)'),

@@ -3,7 +3,7 @@
 -- nothing: no transfer, no hold, no counter change, no delta, no history row, no event.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(46);
+SELECT plan(54);
 
 SELECT fincore.create_tenant('Conformance', 'aaaaaaaa-c0f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -205,5 +205,51 @@ SELECT results_eq($$SELECT transfer_id, debits_posted, credits_posted
     'get_account_balances: the history snapshots, credits only, newest first');
 SELECT is_empty($$SELECT * FROM fincore.account_balances('aaaaaaaa-c0f0-4000-8000-0000000000a1')$$,
     'get_account_balances of an account without history: nothing');
+-- ---- create_accounts -------------------------------------------------------------------------------
+-- TigerBeetle's create_accounts: a result per request, linked chains created whole or not at all,
+-- exists failing its chain.
+CREATE TEMP TABLE acct_before AS SELECT count(*) AS n FROM fincore.accounts;
+SELECT results_eq($$SELECT result FROM fincore.create_accounts(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 1, NULL, NULL, NULL, NULL, false),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 1, NULL, NULL, NULL, NULL, false),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 2, NULL, NULL, NULL, NULL, false),
+        ROW('00000000-0000-0000-0000-000000000000', 'USD', 1, NULL, NULL, NULL, NULL, false),
+        ROW('ffffffff-ffff-ffff-ffff-ffffffffffff', 'USD', 1, NULL, NULL, NULL, NULL, false),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c2', 'USD', 1, '{debits_must_not_exceed_credits,credits_must_not_exceed_debits}', NULL, NULL, NULL, false),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c3', 'USD', 1, '{bogus}', NULL, NULL, NULL, false),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c4', 'XQZ', 1, NULL, NULL, NULL, NULL, false),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c5', 'usd!', 1, NULL, NULL, NULL, NULL, false),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c6', 'USD', 1, NULL, 100, NULL, NULL, false)
+    ]::fincore.account_request[]) ORDER BY index$$,
+    $$VALUES ('ok'::text), ('exists'), ('exists_with_different_code'), ('id_must_not_be_zero'), ('id_must_not_be_int_max'),
+             ('flags_are_mutually_exclusive'), ('invalid_flags'), ('unknown_currency'), ('invalid_currency'), ('invalid_credit_limit')$$,
+    'TigerBeetle create_accounts: ok, exists, exists_with_different_code, id_must_not_be_zero, id_must_not_be_int_max, flags_are_mutually_exclusive, and fincore''s own');
+SELECT is((SELECT count(*) FROM fincore.accounts) - (SELECT n FROM acct_before), 1::bigint, 'one account was created');
+SELECT results_eq($$SELECT result FROM fincore.create_accounts(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c7', 'USD', 1, NULL, NULL, NULL, NULL, true),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c8', 'USD', 1, NULL, NULL, NULL, NULL, true),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c9', 'USD', 1, '{bogus}', NULL, NULL, NULL, false),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000ca', 'USD', 1, NULL, NULL, NULL, NULL, true),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 1, NULL, NULL, NULL, NULL, false),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000cb', 'USD', 1, NULL, NULL, NULL, NULL, true)
+    ]::fincore.account_request[]) ORDER BY index$$,
+    $$VALUES ('linked_event_failed'::text), ('linked_event_failed'), ('invalid_flags'),
+             ('linked_event_failed'), ('exists'), ('linked_event_chain_open')$$,
+    'a failed chain creates none of its accounts; exists fails its chain; a chain left open is linked_event_chain_open');
+SELECT is((SELECT count(*) FROM fincore.accounts) - (SELECT n FROM acct_before), 1::bigint, 'and no chain created anything');
+SELECT is((SELECT array_agg(result ORDER BY index) FROM fincore.create_accounts(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000cc', 'EUR', 5, '{history}', NULL, 'ext-1', '{"k": 1}', true),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000cd', 'EUR', 5, '{debits_must_not_exceed_credits}', 500, 'ext-2', NULL, false)
+    ]::fincore.account_request[])), '{ok,ok}', 'a chain that succeeds creates all its accounts');
+SELECT results_eq($$SELECT currency, code, flags, credit_limit, external_ref FROM fincore.account_balances
+                     WHERE id IN ('aaaaaaaa-c0f0-4000-8000-0000000000cc', 'aaaaaaaa-c0f0-4000-8000-0000000000cd') ORDER BY id$$,
+    $$VALUES ('EUR'::text, 5, '{history}'::text[], NULL::bigint, 'ext-1'::text),
+             ('EUR', 5, '{debits_must_not_exceed_credits}', 500, 'ext-2')$$,
+    'with every field as requested');
+SELECT throws_ok($$SELECT * FROM fincore.create_accounts(array_fill(NULL::fincore.account_request, ARRAY[8191]))$$, 'ZF321', NULL,
+    'ZF321: more than 8,190 accounts a call');
+SELECT fincore.set_tenant(NULL);
+SELECT throws_ok($$SELECT * FROM fincore.create_accounts(ARRAY[ROW(NULL, 'USD', 1, NULL, NULL, NULL, NULL, false)]::fincore.account_request[])$$,
+    'ZF203', NULL, 'ZF203: a batch of accounts needs a tenant, for the whole call');
 SELECT * FROM finish();
 ROLLBACK;
