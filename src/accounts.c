@@ -23,6 +23,12 @@
 #include "utils/resowner.h"
 #include "utils/typcache.h"
 
+/*
+ * Not a flag of the stored mask but TigerBeetle's closed flag at creation: the
+ * account is created with status closed (and is closed from then on).
+ */
+#define ACCOUNT_CREATED_CLOSED	0x100
+
 static const struct
 {
 	const char *name;
@@ -32,6 +38,7 @@ static const struct
 	{"credits_must_not_exceed_debits", ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS},
 	{"history", ACCOUNT_HISTORY},
 	{"hot", ACCOUNT_HOT},
+	{"closed", ACCOUNT_CREATED_CLOSED},
 };
 
 static void
@@ -73,7 +80,7 @@ account_flags_from_array(ArrayType *arr)
 			}
 		if (!known)
 			flags_error(psprintf("unknown account flag \"%s\"", name),
-						"Flags are debits_must_not_exceed_credits, credits_must_not_exceed_debits, history and hot.");
+						"Flags are debits_must_not_exceed_credits, credits_must_not_exceed_debits, history, hot and closed.");
 	}
 	if ((flags & ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS) && (flags & ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS))
 		flags_error("debits_must_not_exceed_credits and credits_must_not_exceed_debits exclude each other", NULL);
@@ -121,8 +128,9 @@ fincore_create_account(PG_FUNCTION_ARGS)
 	bool		has_limit = !PG_ARGISNULL(3);
 	int64		credit_limit = has_limit ? PG_GETARG_INT64(3) : 0;
 	Jsonb	   *metadata;
-	Datum		args[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		created_closed;
 
 	account_last_existed = false;
 	account_last_diff_field = NULL;
@@ -155,11 +163,14 @@ fincore_create_account(PG_FUNCTION_ARGS)
 				 errhint("The nil UUID and the all-ones UUID are never ids; leave the id out for a new UUIDv7.")));
 	metadata = PG_ARGISNULL(6) ? NULL : PG_GETARG_JSONB_P(6);
 
+	created_closed = (flags & ACCOUNT_CREATED_CLOSED) != 0;
+	flags &= ~ACCOUNT_CREATED_CLOSED;
 	args[0] = UUIDPGetDatum(id);
 	args[1] = UUIDPGetDatum(&tenant);
 	args[2] = CStringGetTextDatum(currency_code);
 	args[3] = Int32GetDatum(code);
 	args[4] = Int32GetDatum(flags);
+	args[8] = CStringGetTextDatum(created_closed ? "closed" : "active");
 	args[5] = Int64GetDatum(credit_limit);
 	nulls[5] = has_limit ? ' ' : 'n';
 	args[6] = (Datum) 0;
@@ -175,14 +186,15 @@ fincore_create_account(PG_FUNCTION_ARGS)
 	fincore_spi_connect();
 	if (create_plan == NULL)
 	{
-		Oid			types[8] = {UUIDOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT8OID, TEXTOID, JSONBOID};
+		Oid			types[9] = {UUIDOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT8OID, TEXTOID, JSONBOID, TEXTOID};
 
 		create_plan = ledger_prepare(
-			"INSERT INTO fincore.accounts (id, tenant_id, currency, code, flags, credit_limit, external_ref, metadata) "
-			"VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, '{}'::pg_catalog.jsonb)) ON CONFLICT DO NOTHING",
-			8, types);
+			"INSERT INTO fincore.accounts (id, tenant_id, currency, code, flags, credit_limit, external_ref, metadata, status) "
+			"VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, '{}'::pg_catalog.jsonb), $9) ON CONFLICT DO NOTHING",
+			9, types);
 		existing_plan = ledger_prepare(
-			"SELECT a.tenant_id, a.currency, a.code, a.flags, a.credit_limit, a.external_ref, a.metadata "
+			"SELECT a.tenant_id, a.currency, a.code, a.flags, a.credit_limit, a.external_ref, a.metadata, "
+			"       a.status OPERATOR(pg_catalog.=) 'closed' "
 			"  FROM fincore.accounts a WHERE a.id OPERATOR(pg_catalog.=) $1", 1, (Oid[]) {UUIDOID});
 		external_ref_plan = ledger_prepare(
 			"SELECT a.id FROM fincore.accounts a WHERE a.tenant_id OPERATOR(pg_catalog.=) $1 "
@@ -226,7 +238,8 @@ fincore_create_account(PG_FUNCTION_ARGS)
 			account_exists_error(id, "currency");
 		if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)) != code)
 			account_exists_error(id, "code");
-		if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)) != flags)
+		if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)) != flags ||
+			DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 8, &isnull)) != created_closed)
 			account_exists_error(id, "flags");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
 		if (isnull != !has_limit || (!isnull && DatumGetInt64(d) != credit_limit))

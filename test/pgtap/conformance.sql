@@ -3,7 +3,7 @@
 -- nothing: no transfer, no hold, no counter change, no delta, no history row, no event.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(54);
+SELECT plan(60);
 
 SELECT fincore.create_tenant('Conformance', 'aaaaaaaa-c0f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -251,5 +251,21 @@ SELECT throws_ok($$SELECT * FROM fincore.create_accounts(array_fill(NULL::fincor
 SELECT fincore.set_tenant(NULL);
 SELECT throws_ok($$SELECT * FROM fincore.create_accounts(ARRAY[ROW(NULL, 'USD', 1, NULL, NULL, NULL, NULL, false)]::fincore.account_request[])$$,
     'ZF203', NULL, 'ZF203: a batch of accounts needs a tenant, for the whole call');
+-- ---- an account created closed (TigerBeetle's closed flag) -----------------------------------------
+SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
+SELECT is(fincore.create_account('USD', flags => '{closed}', id => 'aaaaaaaa-c0f0-4000-8000-0000000000d9'),
+          'aaaaaaaa-c0f0-4000-8000-0000000000d9'::uuid, 'create_account(flags => {closed})');
+SELECT is((SELECT status FROM fincore.accounts WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000d9'), 'closed',
+    'the account is created closed');
+SELECT throws_ok($$SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000d9', 1)$$,
+    'ZF307', NULL, 'credit_account_closed: it takes no transfer');
+SELECT is(fincore.create_account('USD', flags => '{closed}', id => 'aaaaaaaa-c0f0-4000-8000-0000000000d9'),
+          'aaaaaaaa-c0f0-4000-8000-0000000000d9'::uuid, 'replaying the creation with the closed flag is idempotent');
+SELECT throws_ok($$SELECT fincore.create_account('USD', id => 'aaaaaaaa-c0f0-4000-8000-0000000000d9')$$,
+    'ZF325', 'account aaaaaaaa-c0f0-4000-8000-0000000000d9 already exists with a different flags',
+    'TigerBeetle exists_with_different_flags: the same id without closed');
+SELECT is((SELECT result FROM fincore.create_accounts(ARRAY[
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000da', 'USD', 0, '{closed,history}', NULL, NULL, NULL, false)]::fincore.account_request[])),
+    'ok', 'create_accounts takes the closed flag too');
 SELECT * FROM finish();
 ROLLBACK;
