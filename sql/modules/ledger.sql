@@ -176,7 +176,7 @@ CREATE FUNCTION fincore.create_account(
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_create_account';
 COMMENT ON FUNCTION fincore.create_account(text, integer, text[], bigint, uuid, text, jsonb) IS
-    'Creates an account in the current tenant and returns its id (a UUIDv7 unless given). Flags: debits_must_not_exceed_credits, credits_must_not_exceed_debits, history, hot. Idempotent for the same id and fields; ZF325 for the same id with other fields.';
+    'Creates an account in the current tenant and returns its id (a UUIDv7 unless given). Flags: debits_must_not_exceed_credits, credits_must_not_exceed_debits, history, hot, and closed (created closed). Idempotent for the same id and fields; ZF325 for the same id with other fields; ZF329 for a reserved id.';
 
 -- A batch of accounts, as TigerBeetle's create_accounts: one result per request.
 CREATE TYPE fincore.account_request AS (
