@@ -222,6 +222,8 @@ typedef struct LedgerItem
 	Interval	timeout;
 	pg_uuid_t	ref_id;			/* pending or reversed transfer */
 	bool		linked;
+	bool		balancing_debit;	/* move at most what keeps the debit account's debits within its credits */
+	bool		balancing_credit;	/* ... and the credit account's credits within its debits */
 	Jsonb	   *metadata;
 
 	/* A fee (a posted transfer only): its leg is the next item, linked to this one. */
@@ -504,6 +506,9 @@ check_static(LedgerItem *it)
 		return invalid_request(it, "a fee_account is given without a fee_schedule");
 	if (it->is_fee_leg)
 		return LR_OK;			/* its amount is known once the fee is computed */
+	if ((it->balancing_debit || it->balancing_credit) &&
+		((it->kind != KIND_POSTED && it->kind != KIND_PENDING) || it->fee_schedule != NULL))
+		return invalid_request(it, "balancing applies to a transfer or a hold, without a fee");
 	switch (it->kind)
 	{
 		case KIND_POSTED:
@@ -792,6 +797,9 @@ leg_needs_lock(const LedgerAccount *a, bool debit_side, const LedgerItem *it)
 	if (kind == KIND_VOID || kind == KIND_EXPIRE || kind == KIND_POST)
 		return false;			/* releases a hold: pending only shrinks */
 	if (!it->has_amount || it->amount > HOT_LOCKFREE_MAX_AMOUNT)
+		return true;
+	/* A balancing side needs the exact balance it is clamped to. */
+	if ((debit_side && it->balancing_debit) || (!debit_side && it->balancing_credit))
 		return true;
 	if (debit_side)
 		return (a->meta.flags & ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS) != 0;
@@ -1104,6 +1112,36 @@ status_check(const LedgerAccount *d, const LedgerAccount *c, char kind)
 	return LR_OK;
 }
 
+/*
+ * TigerBeetle's balancing transfers: move at most amount, less as needed so
+ * that the debit account's debits (pending and posted) stay within its credits
+ * posted (plus its credit limit, if it is flagged debits_must_not_exceed_credits),
+ * and likewise the credit account's credits within its debits.  Both accounts
+ * are locked (leg_needs_lock), so the balances are exact.  Never below zero: a
+ * zero transfer is still a transfer.
+ */
+static int64
+balancing_amount(const LedgerItem *it, const LedgerAccount *d, const LedgerAccount *c, int64 amount)
+{
+	int128		room;
+
+	if (it->balancing_debit)
+	{
+		room = (int128) d->bal.cpo - d->bal.dpo - d->bal.dp +
+			((d->meta.flags & ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS) && d->has_limit ? d->credit_limit : 0);
+		if (room < amount)
+			amount = (int64) Max(room, 0);
+	}
+	if (it->balancing_credit)
+	{
+		room = (int128) c->bal.dpo - c->bal.cpo - c->bal.cp +
+			((c->meta.flags & ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS) && c->has_limit ? c->credit_limit : 0);
+		if (room < amount)
+			amount = (int64) Max(room, 0);
+	}
+	return amount;
+}
+
 /* Apply one item; on a refusal nothing is changed. */
 static LedgerResult
 apply_item(LedgerBatch *b, LedgerItem *it)
@@ -1199,6 +1237,8 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 		}
 		d = it->dacc;
 		c = it->cacc;
+		if ((it->balancing_debit || it->balancing_credit) && d != NULL && d->found && c != NULL && c->found)
+			amount = balancing_amount(it, d, c, amount);
 		if (it->kind == KIND_PENDING)
 			ddp = dcp = amount;
 		else
@@ -1434,7 +1474,10 @@ compare_existing(LedgerBatch *b, LedgerItem *it, ExistingTransfer *ex)
 			 (it->has_amount ? it->amount != ex->amount : ex->amount != ex->pending_amount))
 		it->diff_field = "amount";
 	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING) &&
-			 (!it->has_amount || (had_fee ? it->gross_amount != gross : it->amount != ex->amount)))
+			 (!it->has_amount ||
+			  /* A balancing transfer moved at most what it asked for (TigerBeetle). */
+			  ((it->balancing_debit || it->balancing_credit) ? it->amount < ex->amount :
+			   had_fee ? it->gross_amount != gross : it->amount != ex->amount)))
 		it->diff_field = "amount";
 	else if (it->kind == KIND_REVERSAL && it->has_amount && it->amount != ex->amount)
 		it->diff_field = "amount";
@@ -3005,7 +3048,8 @@ enum
 {
 	REQ_ID, REQ_DEBIT, REQ_CREDIT, REQ_AMOUNT, REQ_CODE, REQ_PENDING, REQ_TIMEOUT,
 	REQ_POST_PENDING, REQ_VOID_PENDING, REQ_REVERSE, REQ_LINKED, REQ_METADATA,
-	REQ_FEE_SCHEDULE, REQ_FEE_ACCOUNT, REQ_FEE_MODE, REQ_FEE_CONTEXT, REQ_NFIELDS
+	REQ_FEE_SCHEDULE, REQ_FEE_ACCOUNT, REQ_FEE_MODE, REQ_FEE_CONTEXT,
+	REQ_BALANCING_DEBIT, REQ_BALANCING_CREDIT, REQ_NFIELDS
 };
 
 #define CREATE_TRANSFERS_MAX 8190
@@ -3049,6 +3093,8 @@ item_from_request(LedgerItem *it, int index, HeapTupleHeader rec, TupleDesc desc
 	it->fee_mode = isnull[REQ_FEE_MODE] ? FEE_MODE_ON_TOP : fee_mode_from_text(DatumGetTextPP(v[REQ_FEE_MODE]));
 	if (!isnull[REQ_FEE_CONTEXT])
 		it->fee_context = DatumGetJsonbPCopy(v[REQ_FEE_CONTEXT]);
+	it->balancing_debit = !isnull[REQ_BALANCING_DEBIT] && DatumGetBool(v[REQ_BALANCING_DEBIT]);
+	it->balancing_credit = !isnull[REQ_BALANCING_CREDIT] && DatumGetBool(v[REQ_BALANCING_CREDIT]);
 
 	it->kind = (!isnull[REQ_PENDING] && DatumGetBool(v[REQ_PENDING])) ? KIND_PENDING : KIND_POSTED;
 	if (!isnull[REQ_POST_PENDING])

@@ -293,7 +293,9 @@ CREATE TYPE fincore.transfer_request AS (
     fee_schedule   text,        -- a fee, posted as a linked transfer to fee_account (a posted transfer only)
     fee_account    uuid,
     fee_mode       text,        -- on_top (NULL) or deducted
-    fee_context    jsonb
+    fee_context    jsonb,
+    balancing_debit  boolean,   -- TigerBeetle's: move at most amount, less as needed to keep the
+    balancing_credit boolean    -- debit account's debits within its credits (credit: the mirror image)
 );
 COMMENT ON TYPE fincore.transfer_request IS
     'One item of fincore.create_transfers(): a transfer or hold (debit_account, credit_account, amount), or a post_pending, void_pending or reverse of another transfer.';

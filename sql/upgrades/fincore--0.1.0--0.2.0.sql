@@ -238,6 +238,9 @@ BEGIN ATOMIC
     HAVING sum(r.amount) > t.amount;
 END;
 
+-- Balancing transfers (issue 14): two more fields of a batch request.
+ALTER TYPE fincore.transfer_request ADD ATTRIBUTE balancing_debit boolean, ADD ATTRIBUTE balancing_credit boolean;
+
 -- create_account takes the closed flag, and refuses reserved ids.
 COMMENT ON FUNCTION fincore.create_account(text, integer, text[], bigint, uuid, text, jsonb) IS
     'Creates an account in the current tenant and returns its id (a UUIDv7 unless given). Flags: debits_must_not_exceed_credits, credits_must_not_exceed_debits, history, hot, and closed (created closed). Idempotent for the same id and fields; ZF325 for the same id with other fields; ZF329 for a reserved id.';

@@ -3,7 +3,7 @@
 -- nothing: no transfer, no hold, no counter change, no delta, no history row, no event.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(60);
+SELECT plan(70);
 
 SELECT fincore.create_tenant('Conformance', 'aaaaaaaa-c0f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -29,10 +29,10 @@ SELECT throws_ok($$SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1
                                            '00000000-0000-0000-0000-000000000000', pending => true)$$,
     'ZF329', NULL, 'id_must_not_be_zero for a hold');
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('00000000-0000-0000-0000-000000000000', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('ffffffff-ffff-ffff-ffff-ffffffffffff', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
+        ROW('00000000-0000-0000-0000-000000000000', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('ffffffff-ffff-ffff-ffff-ffffffffffff', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
         -- precedence: the reserved id comes before every other check, here a zero amount and one account
-        ROW('00000000-0000-0000-0000-000000000000', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', -5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+        ROW('00000000-0000-0000-0000-000000000000', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', -5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('id_must_not_be_zero'::text), ('id_must_not_be_int_max'), ('id_must_not_be_zero')$$,
     'a batch: id_must_not_be_zero and id_must_not_be_int_max per item, before any other check');
@@ -59,9 +59,9 @@ SELECT throws_ok($$SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1
                                            pending => true, timeout => '2147483647 mons 2147483647 days')$$,
     'ZF318', NULL, 'overflows_timeout: the largest interval there is');
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '300000 years', NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '1 hour', NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '2147483647 days', NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '300000 years', NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '1 hour', NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '2147483647 days', NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('overflows_timeout'::text), ('linked_event_failed'), ('overflows_timeout')$$,
     'a batch: overflows_timeout per item, and it fails its linked chain');
@@ -83,10 +83,10 @@ SELECT is((SELECT expires_at FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-40
 -- (fincore 0.1.0 raised XX000 and lost the whole batch.)
 UPDATE before SET s = pg_temp.state();
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 6, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 6, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('ok'::text), ('exists'), ('exists_with_different_amount'), ('ok')$$,
     'TigerBeetle exists / exists_with_different_amount for a duplicate id inside one batch, the rest unaffected');
@@ -95,8 +95,8 @@ SELECT is((SELECT count(*)::int FROM fincore.transfers WHERE id IN ('aaaaaaaa-c0
 SELECT is((SELECT debits_posted FROM fincore.accounts WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000a1'), 100::bigint + 5 + 7,
     'the counters moved once for the duplicated id');
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('accounts_must_be_different'::text), ('ok')$$,
     'an id whose first event failed is free for a later one of the batch (that failure does not depend on state)');
@@ -111,23 +111,23 @@ SELECT is(pg_temp.state(), (SELECT s FROM before), 'and it wrote nothing');
 
 -- ---- exists comes first: a replay is recognised before the request is validated ---------------------
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', -7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', -7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('exists'::text), ('exists_with_different_amount'), ('exists_with_different_credit_account_id')$$,
     'TigerBeetle precedence: exists_with_different_* before amount_must_not_be_zero and accounts_must_be_different');
 SELECT fincore.freeze_account('aaaaaaaa-c0f0-4000-8000-0000000000a2');
 SELECT is((SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[])), 'exists', 'an exact replay is exists even though its account was frozen since');
 SELECT fincore.unfreeze_account('aaaaaaaa-c0f0-4000-8000-0000000000a2');
 SELECT is(pg_temp.state(), (SELECT s FROM before), 'no replay wrote anything');
 
 -- ---- exists fails its linked chain ------------------------------------------------------------------
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d4', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d4', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('exists'::text), ('linked_event_failed')$$,
     'TigerBeetle: an event that exists fails its linked chain like any other result but ok');
@@ -138,11 +138,11 @@ SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4
                        'aaaaaaaa-c0f0-4000-8000-0000000000e1', code => 3, pending => true);
 UPDATE before SET s = pg_temp.state();
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e2', NULL, NULL, NULL, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e3', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', NULL, NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e4', NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000a1', NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e5', NULL, NULL, 10, NULL, false, NULL, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e6', NULL, NULL, 60, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e2', NULL, NULL, NULL, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e3', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', NULL, NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e4', NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000a1', NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e5', NULL, NULL, 10, NULL, false, NULL, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e6', NULL, NULL, 60, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('pending_transfer_has_different_code'::text), ('pending_transfer_has_different_debit_account_id'),
              ('pending_transfer_has_different_credit_account_id'), ('pending_transfer_has_different_amount'),
@@ -150,9 +150,9 @@ SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
     'TigerBeetle pending_transfer_has_different_{code,debit_account_id,credit_account_id,amount}; the code before exceeds_pending_transfer_amount');
 SELECT is(pg_temp.state(), (SELECT s FROM before), 'no mismatched post or void wrote anything');
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 3, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 3, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('ok'::text), ('exists'), ('exists')$$,
     'code 0 means the hold''s code; replaying the post (code 0, or the hold''s) is exists, not pending_transfer_already_posted');
@@ -267,5 +267,41 @@ SELECT throws_ok($$SELECT fincore.create_account('USD', id => 'aaaaaaaa-c0f0-400
 SELECT is((SELECT result FROM fincore.create_accounts(ARRAY[
         ROW('aaaaaaaa-c0f0-4000-8000-0000000000da', 'USD', 0, '{closed,history}', NULL, NULL, NULL, false)]::fincore.account_request[])),
     'ok', 'create_accounts takes the closed flag too');
+-- ---- balancing transfers (TigerBeetle's balancing_debit / balancing_credit) -----------------------
+SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
+SELECT fincore.create_account('USD', id => 'aaaaaaaa-c0f0-4000-8000-0000000001b0', flags => '{debits_must_not_exceed_credits}');
+SELECT fincore.create_account('USD', id => 'aaaaaaaa-c0f0-4000-8000-0000000001bc', flags => '{credits_must_not_exceed_debits}');
+SELECT fincore.create_account('USD', id => 'aaaaaaaa-c0f0-4000-8000-0000000001bd', flags => '{debits_must_not_exceed_credits}', credit_limit => 20);
+SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000001b0', 100);
+SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000001bc', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 30);
+CREATE FUNCTION pg_temp.bal(id uuid, d uuid, c uuid, amount bigint, bd boolean, bc boolean, pending boolean DEFAULT false)
+    RETURNS text LANGUAGE sql AS $$
+    SELECT result FROM fincore.create_transfers(ARRAY[ROW(id, d, c, amount, 1, pending, NULL, NULL, NULL, NULL, false,
+                                                          NULL, NULL, NULL, NULL, NULL, bd, bc)]::fincore.transfer_request[]) $$;
+SELECT is(pg_temp.bal('aaaaaaaa-c0f0-4000-8000-0000000001b1', 'aaaaaaaa-c0f0-4000-8000-0000000001b0',
+                      'aaaaaaaa-c0f0-4000-8000-0000000000a1', 1000, true, false), 'ok',
+    'TigerBeetle balancing_debit: a transfer of 1000 from an account with 100 is ok ...');
+SELECT is((SELECT amount FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000001b1'), 100::bigint,
+    '... and moves the 100 there are');
+SELECT is(pg_temp.bal('aaaaaaaa-c0f0-4000-8000-0000000001b1', 'aaaaaaaa-c0f0-4000-8000-0000000001b0',
+                      'aaaaaaaa-c0f0-4000-8000-0000000000a1', 1000, true, false), 'exists',
+    'replaying it is exists (it moved at most what it asked for)');
+SELECT is(pg_temp.bal('aaaaaaaa-c0f0-4000-8000-0000000001b1', 'aaaaaaaa-c0f0-4000-8000-0000000001b0',
+                      'aaaaaaaa-c0f0-4000-8000-0000000000a1', 50, true, false), 'exists_with_different_amount',
+    'asking for less than it moved is exists_with_different_amount');
+SELECT is(pg_temp.bal('aaaaaaaa-c0f0-4000-8000-0000000001b2', 'aaaaaaaa-c0f0-4000-8000-0000000001b0',
+                      'aaaaaaaa-c0f0-4000-8000-0000000000a1', 9223372036854775807, true, false, true), 'ok',
+    'balancing_debit with amount = max on an empty account: a hold of 0 ...');
+SELECT is((SELECT amount FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000001b2'), 0::bigint, '... (zero amounts are transfers)');
+SELECT is(pg_temp.bal('aaaaaaaa-c0f0-4000-8000-0000000001b3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1',
+                      'aaaaaaaa-c0f0-4000-8000-0000000001bc', 100, false, true), 'ok',
+    'TigerBeetle balancing_credit: 100 to an account whose credits must stay within its 30 of debits ...');
+SELECT is((SELECT amount FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000001b3'), 30::bigint, '... moves 30');
+SELECT pg_temp.bal('aaaaaaaa-c0f0-4000-8000-0000000001b4', 'aaaaaaaa-c0f0-4000-8000-0000000001bd',
+                   'aaaaaaaa-c0f0-4000-8000-0000000000a1', 9223372036854775807, true, false) AS b4_result \gset
+SELECT is((SELECT amount FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000001b4'), 20::bigint,
+    'balancing_debit counts a credit limit: an empty account with a limit of 20 moves 20');
+SELECT is(pg_temp.bal('aaaaaaaa-c0f0-4000-8000-0000000001b5', NULL, NULL, 5, true, false), 'invalid_request',
+    'balancing applies to a transfer or hold with both accounts');
 SELECT * FROM finish();
 ROLLBACK;
