@@ -224,6 +224,8 @@ typedef struct LedgerItem
 	bool		linked;
 	bool		balancing_debit;	/* move at most what keeps the debit account's debits within its credits */
 	bool		balancing_credit;	/* ... and the credit account's credits within its debits */
+	bool		asked_known;	/* a balancing transfer was applied: asked is what it asked for */
+	int64		asked;
 	Jsonb	   *metadata;
 
 	/* A fee (a posted transfer only): its leg is the next item, linked to this one. */
@@ -1238,7 +1240,12 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 		d = it->dacc;
 		c = it->cacc;
 		if ((it->balancing_debit || it->balancing_credit) && d != NULL && d->found && c != NULL && c->found)
+		{
+			/* A replay learnt of after applying (a single call) compares what was asked for. */
+			it->asked = amount;
+			it->asked_known = true;
 			amount = balancing_amount(it, d, c, amount);
+		}
 		if (it->kind == KIND_PENDING)
 			ddp = dcp = amount;
 		else
@@ -1476,7 +1483,8 @@ compare_existing(LedgerBatch *b, LedgerItem *it, ExistingTransfer *ex)
 	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING) &&
 			 (!it->has_amount ||
 			  /* A balancing transfer moved at most what it asked for (TigerBeetle). */
-			  ((it->balancing_debit || it->balancing_credit) ? it->amount < ex->amount :
+			  ((it->balancing_debit || it->balancing_credit) ?
+			   (it->asked_known ? it->asked : it->amount) < ex->amount :
 			   had_fee ? it->gross_amount != gross : it->amount != ex->amount)))
 		it->diff_field = "amount";
 	else if (it->kind == KIND_REVERSAL && it->has_amount && it->amount != ex->amount)
@@ -2958,6 +2966,12 @@ transfer_item_from_args(LedgerItem *it, FunctionCallInfo fcinfo)
 	if (!PG_ARGISNULL(7))
 		it->metadata = PG_GETARG_JSONB_P_COPY(7);
 	item_fee_from_args(it, fcinfo, 8);
+	/* balancing_debit, balancing_credit: 0.2.0's arguments (0.1.0's function has 12). */
+	if (PG_NARGS() > 13)
+	{
+		it->balancing_debit = !PG_ARGISNULL(12) && PG_GETARG_BOOL(12);
+		it->balancing_credit = !PG_ARGISNULL(13) && PG_GETARG_BOOL(13);
+	}
 }
 
 PG_FUNCTION_INFO_V1(fincore_transfer);

@@ -239,22 +239,22 @@ CREATE FUNCTION fincore.transfer(
         debit_account uuid, credit_account uuid, amount bigint, id uuid DEFAULT NULL, code integer DEFAULT 0,
         pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL,
         fee_schedule text DEFAULT NULL, fee_account uuid DEFAULT NULL, fee_mode text DEFAULT 'on_top',
-        fee_context jsonb DEFAULT '{}')
+        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_transfer';
-COMMENT ON FUNCTION fincore.transfer(uuid, uuid, bigint, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb) IS
-    'Moves amount minor units from debit_account to credit_account (or holds it, pending => true, optionally with a timeout). With a fee schedule, the fee is a linked transfer from the payer to fee_account (on_top: the payer pays amount + fee; deducted: the payee gets amount - fee). The id is the idempotency key: a replay returns result ''exists''. Refusals raise ZF3xx.';
+COMMENT ON FUNCTION fincore.transfer(uuid, uuid, bigint, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean) IS
+    'Moves amount minor units from debit_account to credit_account (or holds it, pending => true, optionally with a timeout). With a fee schedule, the fee is a linked transfer from the payer to fee_account (on_top: the payer pays amount + fee; deducted: the payee gets amount - fee). With balancing_debit (balancing_credit) it moves at most amount, less as needed to keep the debit account''s debits within its credits (the credit account''s credits within its debits). The id is the idempotency key: a replay returns result ''exists''. Refusals raise ZF3xx.';
 
 CREATE FUNCTION fincore.transfer(
         debit_account uuid, credit_account uuid, amount fincore.amount, id uuid DEFAULT NULL, code integer DEFAULT 0,
         pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL,
         fee_schedule text DEFAULT NULL, fee_account uuid DEFAULT NULL, fee_mode text DEFAULT 'on_top',
-        fee_context jsonb DEFAULT '{}')
+        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_transfer_amount';
-COMMENT ON FUNCTION fincore.transfer(uuid, uuid, fincore.amount, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb) IS
+COMMENT ON FUNCTION fincore.transfer(uuid, uuid, fincore.amount, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean) IS
     'fincore.transfer with a fincore.amount, whose currency must be the accounts'' (ZF103).';
 
 CREATE FUNCTION fincore.post_pending(pending_id uuid, amount bigint DEFAULT NULL, id uuid DEFAULT NULL)
@@ -631,8 +631,8 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.freeze_account(uuid)', 'app'),
     ('fincore.unfreeze_account(uuid)', 'app'),
     ('fincore.close_account(uuid)', 'app'),
-    ('fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)', 'app'),
-    ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)', 'app'),
+    ('fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean)', 'app'),
+    ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean)', 'app'),
     ('fincore.post_pending(uuid,bigint,uuid)', 'app'),
     ('fincore.void_pending(uuid,uuid)', 'app'),
     ('fincore.reverse(uuid,bigint,uuid)', 'app'),

@@ -3,7 +3,7 @@
 -- nothing: no transfer, no hold, no counter change, no delta, no history row, no event.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(70);
+SELECT plan(72);
 
 SELECT fincore.create_tenant('Conformance', 'aaaaaaaa-c0f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -303,5 +303,12 @@ SELECT is((SELECT amount FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-4000-8
     'balancing_debit counts a credit limit: an empty account with a limit of 20 moves 20');
 SELECT is(pg_temp.bal('aaaaaaaa-c0f0-4000-8000-0000000001b5', NULL, NULL, 5, true, false), 'invalid_request',
     'balancing applies to a transfer or hold with both accounts');
+SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000001b0', 7);
+SELECT is((SELECT amount FROM fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000001b0', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 1000,
+                                               'aaaaaaaa-c0f0-4000-8000-0000000001b6', balancing_debit => true)), 7::bigint,
+    'the single call takes balancing_debit too, and returns what it moved');
+SELECT is((SELECT result FROM fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000001b0', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 1000,
+                                               'aaaaaaaa-c0f0-4000-8000-0000000001b6', balancing_debit => true)), 'exists',
+    'and its replay is exists');
 SELECT * FROM finish();
 ROLLBACK;

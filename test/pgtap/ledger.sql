@@ -317,7 +317,7 @@ SELECT is((SELECT count(*)::int FROM pg_trigger WHERE tgrelid = 'fincore.account
 SELECT ok((SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid = 'fincore.transfers'::regclass),
     'transfers: RLS enabled and forced');
 SELECT ok(NOT has_table_privilege('authenticated', 'fincore.transfers', 'INSERT'), 'app roles cannot insert transfers');
-SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)'::regprocedure),
+SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean)'::regprocedure),
     ARRAY['search_path=pg_catalog, pg_temp', 'fincore.owner_context=on'],
     'transfer pins its search_path and marks fincore''s owner context');
 
