@@ -21,6 +21,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/timestamp.h"
 #include "utils/typcache.h"
 
 /*
@@ -128,8 +129,8 @@ fincore_create_account(PG_FUNCTION_ARGS)
 	bool		has_limit = !PG_ARGISNULL(3);
 	int64		credit_limit = has_limit ? PG_GETARG_INT64(3) : 0;
 	Jsonb	   *metadata;
-	Datum		args[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', 'n'};
 	bool		created_closed;
 
 	account_last_existed = false;
@@ -182,16 +183,25 @@ fincore_create_account(PG_FUNCTION_ARGS)
 		nulls[7] = 'n';
 	else
 		args[7] = JsonbPGetDatum(metadata);
+	/* An imported account's creation time (create_accounts passes it as an 8th argument). */
+	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
+	{
+		args[9] = PG_GETARG_DATUM(7);
+		nulls[9] = ' ';
+	}
 
 	fincore_spi_connect();
 	if (create_plan == NULL)
 	{
-		Oid			types[9] = {UUIDOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT8OID, TEXTOID, JSONBOID, TEXTOID};
+		Oid			types[10] = {UUIDOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT8OID, TEXTOID, JSONBOID, TEXTOID,
+		TIMESTAMPTZOID};
 
 		create_plan = ledger_prepare(
-			"INSERT INTO fincore.accounts (id, tenant_id, currency, code, flags, credit_limit, external_ref, metadata, status) "
-			"VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, '{}'::pg_catalog.jsonb), $9) ON CONFLICT DO NOTHING",
-			9, types);
+			"INSERT INTO fincore.accounts (id, tenant_id, currency, code, flags, credit_limit, external_ref, metadata, status, "
+			"                             created_at) "
+			"VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, '{}'::pg_catalog.jsonb), $9, "
+			"        COALESCE($10, pg_catalog.clock_timestamp())) ON CONFLICT DO NOTHING",
+			10, types);
 		existing_plan = ledger_prepare(
 			"SELECT a.tenant_id, a.currency, a.code, a.flags, a.credit_limit, a.external_ref, a.metadata, "
 			"       a.status OPERATOR(pg_catalog.=) 'closed' "
@@ -266,17 +276,50 @@ fincore_create_account(PG_FUNCTION_ARGS)
 
 /* ---- batches: create_accounts ---- */
 
-#define ACCOUNT_REQ_NFIELDS 8	/* id, currency, code, flags, credit_limit, external_ref, metadata, linked */
+/* id, currency, code, flags, credit_limit, external_ref, metadata, linked, imported, timestamp */
+#define ACCOUNT_REQ_NFIELDS 10
 #define CREATE_ACCOUNTS_MAX 8190
 
 typedef struct AccountItem
 {
 	pg_uuid_t	id;
-	Datum		args[7];		/* create_account's: currency, code, flags, credit_limit, id, external_ref, metadata */
-	bool		nulls[7];
+	/* create_account's: currency, code, flags, credit_limit, id, external_ref, metadata; and created_at */
+	Datum		args[8];
+	bool		nulls[8];
 	bool		linked;
+	bool		imported;
 	const char *result;
 } AccountItem;
+
+/*
+ * TigerBeetle's checks of imported accounts, before anything else: a batch is
+ * imported as a whole or not at all (as its first item is); an imported
+ * account carries its creation time, in the past and later than the batch's
+ * previous one; an account that is not imported carries none.
+ */
+static const char *
+account_imported_result(const AccountItem *items, int i, TimestampTz now, TimestampTz *last)
+{
+	const AccountItem *it = &items[i];
+	TimestampTz ts;
+
+	if (!it->imported)
+	{
+		if (items[0].imported)
+			return "imported_event_expected";
+		return it->nulls[7] ? NULL : "timestamp_must_be_zero";
+	}
+	if (!items[0].imported)
+		return "imported_event_not_expected";
+	if (it->nulls[7] || TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(it->args[7])))
+		return "imported_event_timestamp_out_of_range";
+	ts = DatumGetTimestampTz(it->args[7]);
+	if (ts >= now)
+		return "imported_event_timestamp_must_not_advance";
+	if (ts <= *last)
+		return "imported_event_timestamp_must_not_regress";
+	return NULL;
+}
 
 /* The result of one create_account error, or NULL for an error the whole call raises. */
 static const char *
@@ -315,10 +358,10 @@ create_account_item(AccountItem *it, ErrorData **edata_out)
 
 	PG_TRY();
 	{
-		LOCAL_FCINFO(fc, 7);
+		LOCAL_FCINFO(fc, 8);
 
-		InitFunctionCallInfoData(*fc, NULL, 7, InvalidOid, NULL, NULL);
-		for (int a = 0; a < 7; a++)
+		InitFunctionCallInfoData(*fc, NULL, 8, InvalidOid, NULL, NULL);
+		for (int a = 0; a < 8; a++)
 		{
 			fc->args[a].value = it->args[a];
 			fc->args[a].isnull = it->nulls[a];
@@ -410,8 +453,22 @@ fincore_create_accounts(PG_FUNCTION_ARGS)
 		else
 			it->args[6] = f[6];
 		it->linked = !fn[7] && DatumGetBool(f[7]);
+		it->imported = !fn[8] && DatumGetBool(f[8]);
+		it->args[7] = f[9];
+		it->nulls[7] = fn[9];
 	}
 	ReleaseTupleDesc(reqdesc);
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		TimestampTz last = DT_NOBEGIN;
+
+		/* Imported times increase item by item, whether or not an item is then created. */
+		for (int i = 0; i < n; i++)
+			if (items[i].result == NULL &&
+				(items[i].result = account_imported_result(items, i, now, &last)) == NULL &&
+				items[i].imported)
+				last = DatumGetTimestampTz(items[i].args[7]);
+	}
 
 	for (int i = 0; i < n;)
 	{
@@ -529,13 +586,11 @@ set_status(pg_uuid_t *id, const char *status)
 }
 
 /* A status change becomes an outbox event (topic "ledger", aggregate the account). */
-static void
-emit_account_event(pg_uuid_t *id, pg_uuid_t *tenant, const char *status)
+void
+account_status_event(const pg_uuid_t *id, const pg_uuid_t *tenant, const char *status, const char *type)
 {
 	JsonbParseState *st = NULL;
 	JsonbValue *res;
-	const char *type = strcmp(status, "frozen") == 0 ? "account.frozen" :
-		strcmp(status, "active") == 0 ? "account.unfrozen" : "account.closed";
 
 	if (!outbox_ledger_events_enabled(tenant))
 		return;
@@ -579,7 +634,8 @@ change_status(FunctionCallInfo fcinfo, char target)
 						   a.debits_pending, a.credits_pending),
 				 errhint("Post, void or let expire its holds first.")));
 	set_status(id, status);
-	emit_account_event(id, &tenant, status);
+	account_status_event(id, &tenant, status,
+						 target == 'f' ? "account.frozen" : target == 'a' ? "account.unfrozen" : "account.closed");
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -261,6 +261,8 @@ amount_check_same_currency(const Amount *a, const Amount *b)
 #define ERRCODE_FC_INVALID_ACCOUNT_STATUS_CHANGE MAKE_SQLSTATE('Z','F','3','2','8')
 #define ERRCODE_FC_RESERVED_ID					MAKE_SQLSTATE('Z','F','3','2','9')
 #define ERRCODE_FC_PENDING_TRANSFER_MISMATCH	MAKE_SQLSTATE('Z','F','3','3','0')
+#define ERRCODE_FC_TRANSFER_ID_ALREADY_FAILED	MAKE_SQLSTATE('Z','F','3','3','1')
+#define ERRCODE_FC_INVALID_IMPORTED_TRANSFER	MAKE_SQLSTATE('Z','F','3','3','2')
 
 /* ---- bounds per call (fincore.c) ---- */
 
@@ -356,6 +358,9 @@ typedef struct AccountMeta
 extern AccountMeta *account_meta_lookup(const pg_uuid_t *id);
 extern void account_meta_remember(const AccountMeta *meta);
 extern void account_meta_forget(const pg_uuid_t *id);
+/* An account's status change as an outbox event (topic "ledger"), e.g. "account.closed". */
+extern void account_status_event(const pg_uuid_t *id, const pg_uuid_t *tenant, const char *status,
+								 const char *type);
 /* SPI_prepare + SPI_keepplan, or elog. */
 extern SPIPlanPtr ledger_prepare(const char *sql, int nargs, Oid *argtypes);
 /* uuid text for messages */

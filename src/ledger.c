@@ -35,6 +35,7 @@
 #include "fincore.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -99,7 +100,18 @@ typedef enum LedgerResult
 	LR_PENDING_TRANSFER_HAS_DIFFERENT_CREDIT_ACCOUNT_ID,
 	LR_PENDING_TRANSFER_HAS_DIFFERENT_CURRENCY,
 	LR_PENDING_TRANSFER_HAS_DIFFERENT_CODE,
-	LR_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT
+	LR_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT,
+	LR_CLOSING_TRANSFER_MUST_BE_PENDING,
+	LR_ID_ALREADY_FAILED,
+	LR_IMPORTED_EVENT_EXPECTED,
+	LR_IMPORTED_EVENT_NOT_EXPECTED,
+	LR_TIMESTAMP_MUST_BE_ZERO,
+	LR_IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE,
+	LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE,
+	LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS,
+	LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT,
+	LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT,
+	LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO
 } LedgerResult;
 
 static const struct
@@ -147,7 +159,57 @@ static const struct
 	[LR_PENDING_TRANSFER_HAS_DIFFERENT_CURRENCY] = {"pending_transfer_has_different_currency", ERRCODE_FC_PENDING_TRANSFER_MISMATCH},
 	[LR_PENDING_TRANSFER_HAS_DIFFERENT_CODE] = {"pending_transfer_has_different_code", ERRCODE_FC_PENDING_TRANSFER_MISMATCH},
 	[LR_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT] = {"pending_transfer_has_different_amount", ERRCODE_FC_PENDING_TRANSFER_MISMATCH},
+	[LR_CLOSING_TRANSFER_MUST_BE_PENDING] = {"closing_transfer_must_be_pending", ERRCODE_FC_INVALID_TRANSFER_REQUEST},
+	[LR_ID_ALREADY_FAILED] = {"id_already_failed", ERRCODE_FC_TRANSFER_ID_ALREADY_FAILED},
+	/* Imported transfers: TigerBeetle's names ("zero" is a NULL here). */
+	[LR_IMPORTED_EVENT_EXPECTED] = {"imported_event_expected", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
+	[LR_IMPORTED_EVENT_NOT_EXPECTED] = {"imported_event_not_expected", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
+	[LR_TIMESTAMP_MUST_BE_ZERO] = {"timestamp_must_be_zero", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
+	[LR_IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE] = {"imported_event_timestamp_out_of_range", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
+	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE] = {"imported_event_timestamp_must_not_advance", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
+	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS] = {"imported_event_timestamp_must_not_regress", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
+	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT] = {"imported_event_timestamp_must_postdate_debit_account", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
+	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT] = {"imported_event_timestamp_must_postdate_credit_account", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
+	[LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO] = {"imported_event_timeout_must_be_zero", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
 };
+
+/*
+ * Results that depend on the ledger's state rather than on the request alone
+ * (TigerBeetle's transient errors): a batch records the id of an item that
+ * failed with one (fincore.failed_transfers), and the id stays failed, so a
+ * retry cannot succeed later by accident once the state has changed.
+ */
+static inline bool
+result_is_transient(LedgerResult r)
+{
+	switch (r)
+	{
+		case LR_DEBIT_ACCOUNT_NOT_FOUND:
+		case LR_CREDIT_ACCOUNT_NOT_FOUND:
+		case LR_PENDING_TRANSFER_NOT_FOUND:
+		case LR_TRANSFER_NOT_FOUND:
+		case LR_EXCEEDS_CREDITS:
+		case LR_EXCEEDS_DEBITS:
+		case LR_DEBIT_ACCOUNT_FROZEN:
+		case LR_CREDIT_ACCOUNT_FROZEN:
+		case LR_DEBIT_ACCOUNT_CLOSED:
+		case LR_CREDIT_ACCOUNT_CLOSED:
+		case LR_OVERFLOWS_BALANCE:
+		case LR_FEE_EXCEEDS_AMOUNT:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* Transfer flags, stored as a bit mask in fincore.transfers.flags (the kind says pending, post, void). */
+#define TRANSFER_BALANCING_DEBIT	0x01
+#define TRANSFER_BALANCING_CREDIT	0x02
+#define TRANSFER_CLOSING_DEBIT		0x04
+#define TRANSFER_CLOSING_CREDIT		0x08
+#define TRANSFER_IMPORTED			0x10
+#define TRANSFER_BALANCING			(TRANSFER_BALANCING_DEBIT | TRANSFER_BALANCING_CREDIT)
+#define TRANSFER_CLOSING			(TRANSFER_CLOSING_DEBIT | TRANSFER_CLOSING_CREDIT)
 
 /* ---- the engine's data ---- */
 
@@ -170,6 +232,10 @@ typedef struct LedgerAccount
 	bool		has_limit;
 	int64		credit_limit;
 	char		status;			/* 'a'ctive, 'f'rozen, 'c'losed */
+	char		loaded_status;
+	bool		status_changed; /* by a closing transfer, or the void of one */
+	TimestampTz created_at;		/* imported batches: when the account was created ... */
+	TimestampTz last_ts;		/* ... and its latest transfer (or created_at) */
 	Balances	bal;			/* working balances */
 	Balances	loaded;			/* as read under the lock */
 	Balances	base;			/* lock-free: the row as read without a lock (deltas not included) */
@@ -184,6 +250,7 @@ typedef struct LedgerAccount
 #define KIND_VOID		'V'
 #define KIND_EXPIRE		'X'
 #define KIND_REVERSAL	'R'
+#define KIND_FAILED		'F'		/* an id in fincore.failed_transfers */
 
 /* A transfer an item refers to: a hold to resolve, or a transfer to reverse. */
 typedef struct RefTransfer
@@ -196,6 +263,7 @@ typedef struct RefTransfer
 	pg_uuid_t	credit;
 	int64		amount;			/* held amount, or amount moved */
 	int32		code;
+	int32		flags;			/* TRANSFER_* */
 	bool		has_expiry;
 	TimestampTz expires_at;
 	char		resolved;		/* 0, or KIND_POST / KIND_VOID / KIND_EXPIRE */
@@ -222,8 +290,9 @@ typedef struct LedgerItem
 	Interval	timeout;
 	pg_uuid_t	ref_id;			/* pending or reversed transfer */
 	bool		linked;
-	bool		balancing_debit;	/* move at most what keeps the debit account's debits within its credits */
-	bool		balancing_credit;	/* ... and the credit account's credits within its debits */
+	int32		flags;			/* TRANSFER_*: balancing, closing, imported */
+	bool		has_timestamp;	/* an imported item's created_at */
+	TimestampTz timestamp;
 	bool		asked_known;	/* a balancing transfer was applied: asked is what it asked for */
 	int64		asked;
 	Jsonb	   *metadata;
@@ -263,6 +332,9 @@ typedef struct UndoEntry
 	LedgerAccount *acc;			/* either an account ... */
 	Balances	bal;
 	bool		changed;
+	char		status;
+	bool		status_changed;
+	TimestampTz last_ts;
 	RefTransfer *ref;			/* ... or a referenced transfer */
 	char		resolved;
 	int64		reversed;
@@ -275,6 +347,10 @@ typedef struct LedgerBatch
 	bool		single;			/* a single call: raise instead of returning a result */
 	bool		optimistic;		/* a single call: learn of a replay from the INSERT's ON CONFLICT */
 	bool		tenant_given;	/* the sweep names the tenant; otherwise the caller's */
+	int			schema;			/* the installed SQL: 1 for 0.2.0's tables, 0 for 0.1.0's */
+	bool		record_failures;	/* create_transfers: remember ids that failed on the state */
+	bool		imported;		/* the items are imported (as the first one is) */
+	TimestampTz last_imported;	/* the latest created_at applied in this batch */
 	pg_uuid_t	tenant;
 	TimestampTz now;
 
@@ -448,6 +524,9 @@ undo_push(LedgerBatch *b, LedgerAccount *acc, RefTransfer *ref)
 		u->acc = acc;
 		u->bal = acc->bal;
 		u->changed = acc->changed;
+		u->status = acc->status;
+		u->status_changed = acc->status_changed;
+		u->last_ts = acc->last_ts;
 	}
 	if (ref)
 	{
@@ -468,6 +547,9 @@ undo_to(LedgerBatch *b, int mark)
 		{
 			u->acc->bal = u->bal;
 			u->acc->changed = u->changed;
+			u->acc->status = u->status;
+			u->acc->status_changed = u->status_changed;
+			u->acc->last_ts = u->last_ts;
 		}
 		if (u->ref)
 		{
@@ -508,9 +590,11 @@ check_static(LedgerItem *it)
 		return invalid_request(it, "a fee_account is given without a fee_schedule");
 	if (it->is_fee_leg)
 		return LR_OK;			/* its amount is known once the fee is computed */
-	if ((it->balancing_debit || it->balancing_credit) &&
+	if ((it->flags & TRANSFER_BALANCING) &&
 		((it->kind != KIND_POSTED && it->kind != KIND_PENDING) || it->fee_schedule != NULL))
 		return invalid_request(it, "balancing applies to a transfer or a hold, without a fee");
+	if ((it->flags & TRANSFER_IMPORTED) && it->fee_schedule != NULL)
+		return invalid_request(it, "an imported transfer takes no fee: import the fee as a transfer of its own");
 	switch (it->kind)
 	{
 		case KIND_POSTED:
@@ -544,6 +628,37 @@ check_static(LedgerItem *it)
 		default:
 			return invalid_request(it, "unknown kind of request");
 	}
+	/* Only a hold can close an account: voiding it opens the account again. */
+	if ((it->flags & TRANSFER_CLOSING) && it->kind != KIND_PENDING)
+		return LR_CLOSING_TRANSFER_MUST_BE_PENDING;
+	return LR_OK;
+}
+
+/*
+ * The checks TigerBeetle makes first of all, before the id's: a batch is
+ * imported as a whole or not at all (as its first item is), an imported item
+ * carries its own created_at (timestamp), which must be a time in the past,
+ * and an item that is not imported carries none.
+ */
+static LedgerResult
+check_imported(const LedgerBatch *b, const LedgerItem *it)
+{
+	bool		batch_imported = (b->items[0].flags & TRANSFER_IMPORTED) != 0;
+
+	if (it->is_fee_leg)
+		return LR_OK;
+	if (!(it->flags & TRANSFER_IMPORTED))
+	{
+		if (batch_imported)
+			return LR_IMPORTED_EVENT_EXPECTED;
+		return it->has_timestamp ? LR_TIMESTAMP_MUST_BE_ZERO : LR_OK;
+	}
+	if (!batch_imported)
+		return LR_IMPORTED_EVENT_NOT_EXPECTED;
+	if (!it->has_timestamp || TIMESTAMP_NOT_FINITE(it->timestamp))
+		return LR_IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE;
+	if (it->timestamp >= b->now)
+		return LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE;
 	return LR_OK;
 }
 
@@ -615,19 +730,27 @@ timestamptz_plus_interval(TimestampTz ts, const Interval *iv, TimestampTz *out)
 
 /* ---- step 2: referenced transfers and account metadata ---- */
 
-static SPIPlanPtr refs_plan = NULL;
+/*
+ * Plans that differ with the installed SQL: [1] for 0.2.0's tables, [0] for
+ * 0.1.0's (no transfers.flags, no failed_transfers), which this library still
+ * serves between the installation of its files and ALTER EXTENSION UPDATE.
+ */
+static SPIPlanPtr refs_plan[2];
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr status_plan = NULL;
 static SPIPlanPtr deltas_sum_plan = NULL;
-static SPIPlanPtr exists_plan = NULL;
-static SPIPlanPtr insert_one_plan = NULL;
-static SPIPlanPtr insert_row_plan = NULL;
-static SPIPlanPtr insert_many_plan = NULL;
+static SPIPlanPtr exists_plan[2];
+static SPIPlanPtr insert_one_plan[2];
+static SPIPlanPtr insert_row_plan[2];
+static SPIPlanPtr insert_many_plan[2];
 static SPIPlanPtr update_accounts_plan = NULL;
 static SPIPlanPtr insert_deltas_plan = NULL;
 static SPIPlanPtr insert_history_plan = NULL;
 static SPIPlanPtr insert_holds_plan = NULL;
 static SPIPlanPtr delete_holds_plan = NULL;
+static SPIPlanPtr account_times_plan = NULL;
+static SPIPlanPtr set_status_plan = NULL;
+static SPIPlanPtr insert_failed_plan = NULL;
 
 static char
 kind_from_text(const char *k)
@@ -702,24 +825,24 @@ load_refs(LedgerBatch *b, bool refresh)
 	}
 	if (n == 0)
 		return;
-	if (refs_plan == NULL)
+	if (refs_plan[b->schema] == NULL)
 	{
 		Oid			types[2] = {UUIDARRAYOID, UUIDOID};
 
-		refs_plan = ledger_prepare_custom(
+		refs_plan[b->schema] = ledger_prepare_custom(psprintf(
 			"SELECT t.id, t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.code, t.expires_at, "
 			"       (SELECT r.kind FROM fincore.transfers r WHERE r.pending_id OPERATOR(pg_catalog.=) t.id), "
 			"       (SELECT pg_catalog.sum(r.amount)::bigint FROM fincore.transfers r "
-			"         WHERE r.reversal_of OPERATOR(pg_catalog.=) t.id) "
+			"         WHERE r.reversal_of OPERATOR(pg_catalog.=) t.id), %s "
 			"  FROM fincore.transfers t "
 			" WHERE t.id OPERATOR(pg_catalog.=) ANY ($1) AND t.tenant_id OPERATOR(pg_catalog.=) $2",
-			2, types);
+			b->schema ? "t.flags" : "0"), 2, types);
 	}
 	args[0] = uuid_array(ids, n);
 	{
 		Datum		a2[2] = {args[0], UUIDPGetDatum(&b->tenant)};
 
-		if (SPI_execute_plan(refs_plan, a2, NULL, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(refs_plan[b->schema], a2, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "ledger: loading referenced transfers failed");
 	}
 	for (uint64 row = 0; row < SPI_processed; row++)
@@ -745,6 +868,7 @@ load_refs(LedgerBatch *b, bool refresh)
 		r->resolved = isnull ? 0 : kind_from_text(TextDatumGetCString(d));
 		d = spi_value(row, 9, &isnull);
 		r->reversed = isnull ? 0 : DatumGetInt64(d);
+		r->flags = DatumGetInt32(spi_value(row, 10, &isnull));
 	}
 }
 
@@ -793,15 +917,19 @@ static inline bool
 leg_needs_lock(const LedgerAccount *a, bool debit_side, const LedgerItem *it)
 {
 	char		kind = it->kind;
+	int32		closing = debit_side ? TRANSFER_CLOSING_DEBIT : TRANSFER_CLOSING_CREDIT;
 
 	if (!a->meta_known || !(a->meta.flags & ACCOUNT_HOT))
+		return true;
+	/* An import reads the account's latest transfer; closing (or re-opening) changes its status. */
+	if ((it->flags & TRANSFER_IMPORTED) || ((it->flags | (it->ref ? it->ref->flags : 0)) & closing))
 		return true;
 	if (kind == KIND_VOID || kind == KIND_EXPIRE || kind == KIND_POST)
 		return false;			/* releases a hold: pending only shrinks */
 	if (!it->has_amount || it->amount > HOT_LOCKFREE_MAX_AMOUNT)
 		return true;
 	/* A balancing side needs the exact balance it is clamped to. */
-	if ((debit_side && it->balancing_debit) || (!debit_side && it->balancing_credit))
+	if ((debit_side && (it->flags & TRANSFER_BALANCING_DEBIT)) || (!debit_side && (it->flags & TRANSFER_BALANCING_CREDIT)))
 		return true;
 	if (debit_side)
 		return (a->meta.flags & ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS) != 0;
@@ -859,7 +987,7 @@ lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 		a->lockfree = false;
 		if (a->meta.flags & ACCOUNT_HOT)
 			nhot++;
-		a->status = TextDatumGetCString(spi_value(row, 5, &isnull))[0];
+		a->status = a->loaded_status = TextDatumGetCString(spi_value(row, 5, &isnull))[0];
 		d = spi_value(row, 6, &isnull);
 		a->has_limit = !isnull;
 		a->credit_limit = isnull ? 0 : DatumGetInt64(d);
@@ -986,7 +1114,7 @@ lock_accounts(LedgerBatch *b)
 				continue;
 			a->found = true;
 			a->lockfree = true;
-			a->status = TextDatumGetCString(spi_value(row, 2, &isnull))[0];
+			a->status = a->loaded_status = TextDatumGetCString(spi_value(row, 2, &isnull))[0];
 			a->base.dp = DatumGetInt64(spi_value(row, 3, &isnull));
 			a->base.dpo = DatumGetInt64(spi_value(row, 4, &isnull));
 			a->base.cp = DatumGetInt64(spi_value(row, 5, &isnull));
@@ -1024,6 +1152,55 @@ lock_accounts(LedgerBatch *b)
 		}
 		a->bal = a->loaded;
 		a->changed = false;
+		a->status_changed = false;
+	}
+}
+
+/*
+ * An imported batch: when each locked account was created, and its latest
+ * transfer (an imported transfer must postdate both).  Read under the
+ * accounts' locks, so no transfer of theirs can be added meanwhile.
+ */
+static void
+load_account_times(LedgerBatch *b)
+{
+	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * Max(b->naccounts, 1));
+	int			n = 0;
+	Datum		args[2];
+
+	for (int i = 0; i < b->naccounts; i++)
+		if (b->accounts[i].locked)
+			ids[n++] = b->accounts[i].meta.id;
+	if (n == 0)
+		return;
+	if (account_times_plan == NULL)
+	{
+		Oid			types[2] = {UUIDARRAYOID, UUIDOID};
+
+		account_times_plan = ledger_prepare(
+			"SELECT a.id, a.created_at, GREATEST("
+			"       (SELECT pg_catalog.max(t.created_at) FROM fincore.transfers t "
+			"         WHERE t.debit_account_id OPERATOR(pg_catalog.=) a.id AND t.tenant_id OPERATOR(pg_catalog.=) $2), "
+			"       (SELECT pg_catalog.max(t.created_at) FROM fincore.transfers t "
+			"         WHERE t.credit_account_id OPERATOR(pg_catalog.=) a.id AND t.tenant_id OPERATOR(pg_catalog.=) $2)) "
+			"  FROM fincore.accounts a "
+			" WHERE a.id OPERATOR(pg_catalog.=) ANY ($1) AND a.tenant_id OPERATOR(pg_catalog.=) $2", 2, types);
+	}
+	args[0] = uuid_array(ids, n);
+	args[1] = UUIDPGetDatum(&b->tenant);
+	if (SPI_execute_plan(account_times_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ledger: reading accounts' latest transfers failed");
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool		isnull;
+		LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(row, 1, &isnull)), false);
+		Datum		d;
+
+		if (a == NULL)
+			continue;
+		a->created_at = DatumGetTimestampTz(spi_value(row, 2, &isnull));
+		d = spi_value(row, 3, &isnull);
+		a->last_ts = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
 	}
 }
 
@@ -1098,14 +1275,17 @@ limit_check(const LedgerAccount *a, int64 dp, int64 dpo, int64 cp, int64 cpo, bo
 }
 
 static LedgerResult
-status_check(const LedgerAccount *d, const LedgerAccount *c, char kind)
+status_check(const LedgerItem *it, const LedgerAccount *d, const LedgerAccount *c)
 {
+	int32		ref_flags = it->kind == KIND_POST && it->ref ? it->ref->flags : 0;
+
 	/* Releasing a hold works on frozen and closed accounts. */
-	if (kind == KIND_VOID || kind == KIND_EXPIRE)
+	if (it->kind == KIND_VOID || it->kind == KIND_EXPIRE)
 		return LR_OK;
-	if (d->status == 'c')
+	/* The hold that closed an account can still be posted (TigerBeetle). */
+	if (d->status == 'c' && !(ref_flags & TRANSFER_CLOSING_DEBIT))
 		return LR_DEBIT_ACCOUNT_CLOSED;
-	if (c->status == 'c')
+	if (c->status == 'c' && !(ref_flags & TRANSFER_CLOSING_CREDIT))
 		return LR_CREDIT_ACCOUNT_CLOSED;
 	if (d->status == 'f')
 		return LR_DEBIT_ACCOUNT_FROZEN;
@@ -1127,14 +1307,14 @@ balancing_amount(const LedgerItem *it, const LedgerAccount *d, const LedgerAccou
 {
 	int128		room;
 
-	if (it->balancing_debit)
+	if (it->flags & TRANSFER_BALANCING_DEBIT)
 	{
 		room = (int128) d->bal.cpo - d->bal.dpo - d->bal.dp +
 			((d->meta.flags & ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS) && d->has_limit ? d->credit_limit : 0);
 		if (room < amount)
 			amount = (int64) Max(room, 0);
 	}
-	if (it->balancing_credit)
+	if (it->flags & TRANSFER_BALANCING_CREDIT)
 	{
 		room = (int128) c->bal.dpo - c->bal.cpo - c->bal.cp +
 			((c->meta.flags & ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS) && c->has_limit ? c->credit_limit : 0);
@@ -1239,7 +1419,7 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 		}
 		d = it->dacc;
 		c = it->cacc;
-		if ((it->balancing_debit || it->balancing_credit) && d != NULL && d->found && c != NULL && c->found)
+		if ((it->flags & TRANSFER_BALANCING) && d != NULL && d->found && c != NULL && c->found)
 		{
 			/* A replay learnt of after applying (a single call) compares what was asked for. */
 			it->asked = amount;
@@ -1259,7 +1439,20 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 	if (d->meta.currency != c->meta.currency ||
 		(it->has_currency && it->currency != d->meta.currency))
 		return LR_CURRENCY_MISMATCH;
-	if ((r = status_check(d, c, it->kind)) != LR_OK)
+	if (it->flags & TRANSFER_IMPORTED)
+	{
+		/* Each account's transfers stay in time order, and so do the batch's. */
+		if (it->ts <= b->last_imported || it->ts <= d->last_ts || it->ts <= c->last_ts)
+			return LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS;
+		if (it->ts <= d->created_at)
+			return LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT;
+		if (it->ts <= c->created_at)
+			return LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT;
+		/* An expiry would be relative to a time long past. */
+		if (it->kind == KIND_PENDING && it->has_timeout)
+			return LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO;
+	}
+	if ((r = status_check(it, d, c)) != LR_OK)
 		return r;
 
 	/* TigerBeetle's order: the totals' overflow, then the timeout's, then the limits. */
@@ -1281,6 +1474,26 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 	it->has_amount = true;
 	it->d_after = d->bal;
 	it->c_after = c->bal;
+
+	/* account_apply saved both accounts for an undo: status and times included. */
+	if (it->kind == KIND_PENDING)
+	{
+		/* A closing hold closes its account(s); they must be active (status_check). */
+		if (it->flags & TRANSFER_CLOSING_DEBIT)
+			d->status = 'c', d->status_changed = true;
+		if (it->flags & TRANSFER_CLOSING_CREDIT)
+			c->status = 'c', c->status_changed = true;
+	}
+	else if ((it->kind == KIND_VOID || it->kind == KIND_EXPIRE) && (ref->flags & TRANSFER_CLOSING))
+	{
+		/* Releasing a closing hold opens what it closed again. */
+		if (ref->flags & TRANSFER_CLOSING_DEBIT)
+			d->status = 'a', d->status_changed = true;
+		if (ref->flags & TRANSFER_CLOSING_CREDIT)
+			c->status = 'a', c->status_changed = true;
+	}
+	if (it->flags & TRANSFER_IMPORTED)
+		d->last_ts = c->last_ts = b->last_imported = it->ts;
 
 	if (ref != NULL)
 	{
@@ -1305,6 +1518,7 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 			self->credit = it->credit;
 			self->amount = amount;
 			self->code = it->code;
+			self->flags = it->flags;
 			self->has_expiry = it->has_expiry;
 			self->expires_at = it->expires_at;
 			self->resolved = 0;
@@ -1333,37 +1547,63 @@ typedef struct ExistingTransfer
 	Jsonb	   *metadata;
 	TimestampTz created_at;
 	CurrencyCode currency;
+	int32		flags;
 } ExistingTransfer;
 
-/* Existing transfers among the given ids (any tenant). */
+/*
+ * Existing transfers among the given ids (any tenant: an id used by another
+ * tenant is id_already_used), and the ids that failed in the tenant
+ * (fincore.failed_transfers, kind KIND_FAILED).  Failed ids come first: in
+ * the (raced) case of both, the transfer is the last word.
+ */
 static int
-load_existing(pg_uuid_t *ids, int n, ExistingTransfer **out)
+load_existing(LedgerBatch *b, pg_uuid_t *ids, int n, ExistingTransfer **out)
 {
-	Datum		args[1];
+	Datum		args[2];
 	ExistingTransfer *ex;
 
-	if (exists_plan == NULL)
+	if (exists_plan[b->schema] == NULL)
 	{
-		Oid			types[1] = {UUIDARRAYOID};
-
-		exists_plan = ledger_prepare_custom(
+		Oid			types[2] = {UUIDARRAYOID, UUIDOID};
+		const char *transfers_sql =
 			"SELECT t.id, t.tenant_id, t.kind, t.debit_account_id, t.credit_account_id, t.amount, "
 			"       t.pending_amount, t.code, COALESCE(t.pending_id, t.reversal_of), "
-			"       t.timeout, t.metadata, t.created_at, t.currency "
-			"  FROM fincore.transfers t WHERE t.id OPERATOR(pg_catalog.=) ANY ($1)", 1, types);
+			"       t.timeout, t.metadata, t.created_at, t.currency, %s "
+			"  FROM fincore.transfers t WHERE t.id OPERATOR(pg_catalog.=) ANY ($1)";
+
+		if (b->schema == 0)
+			exists_plan[0] = ledger_prepare_custom(
+				psprintf("SELECT * FROM (%s) t WHERE $2 IS NOT NULL", psprintf(transfers_sql, "0")), 2, types);
+		else
+			exists_plan[1] = ledger_prepare_custom(psprintf(
+			"SELECT f.id, f.tenant_id, 'failed', NULL::pg_catalog.uuid, NULL::pg_catalog.uuid, 0::pg_catalog.int8, "
+			"       0::pg_catalog.int8, 0, NULL::pg_catalog.uuid, NULL::pg_catalog.interval, NULL::pg_catalog.jsonb, "
+			"       f.failed_at, NULL::pg_catalog.text, 0 "
+			"  FROM fincore.failed_transfers f "
+			" WHERE f.tenant_id OPERATOR(pg_catalog.=) $2 AND f.id OPERATOR(pg_catalog.=) ANY ($1) "
+			"UNION ALL %s", psprintf(transfers_sql, "t.flags")), 2, types);
 	}
 	args[0] = uuid_array(ids, n);
-	if (SPI_execute_plan(exists_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	args[1] = UUIDPGetDatum(&b->tenant);
+	if (SPI_execute_plan(exists_plan[b->schema], args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ledger: looking up transfer ids failed");
 	ex = palloc0(sizeof(ExistingTransfer) * Max(SPI_processed, 1));
 	for (uint64 row = 0; row < SPI_processed; row++)
 	{
 		bool		isnull;
 		Datum		d;
+		const char *kind;
 
 		ex[row].id = *DatumGetUUIDP(spi_value(row, 1, &isnull));
 		ex[row].tenant = *DatumGetUUIDP(spi_value(row, 2, &isnull));
-		ex[row].kind = kind_from_text(TextDatumGetCString(spi_value(row, 3, &isnull)));
+		kind = TextDatumGetCString(spi_value(row, 3, &isnull));
+		if (strcmp(kind, "failed") == 0)
+		{
+			ex[row].kind = KIND_FAILED;
+			continue;
+		}
+		ex[row].kind = kind_from_text(kind);
+		ex[row].flags = DatumGetInt32(spi_value(row, 14, &isnull));
 		ex[row].debit = *DatumGetUUIDP(spi_value(row, 4, &isnull));
 		ex[row].credit = *DatumGetUUIDP(spi_value(row, 5, &isnull));
 		ex[row].amount = DatumGetInt64(spi_value(row, 6, &isnull));
@@ -1451,17 +1691,21 @@ compare_existing(LedgerBatch *b, LedgerItem *it, ExistingTransfer *ex)
 
 	if (!uuid_equal(&ex->tenant, &b->tenant))
 		return LR_ID_ALREADY_USED;
+	if (ex->kind == KIND_FAILED)
+		return LR_ID_ALREADY_FAILED;
 	it->diff_field = NULL;
 
 	/*
 	 * In TigerBeetle's order (create_transfers results): flags (here the kind,
-	 * and whether a fee was charged), pending_id, timeout, debit account,
+	 * the flags, and whether a fee was charged), pending_id, timeout, debit account,
 	 * credit account, amount, user data (metadata), ledger (currency), code.
 	 * A transfer or hold must name both accounts and an amount; one that does
 	 * not differs from the stored one.
 	 */
 	if (ex->kind != it->kind)
 		it->diff_field = "kind";
+	else if (ex->flags != it->flags)
+		it->diff_field = "flags";
 	else if ((it->fee_schedule != NULL) != had_fee)
 		it->diff_field = "fee_schedule";
 	else if ((it->kind == KIND_POST || it->kind == KIND_VOID || it->kind == KIND_REVERSAL) &&
@@ -1483,7 +1727,7 @@ compare_existing(LedgerBatch *b, LedgerItem *it, ExistingTransfer *ex)
 	else if ((it->kind == KIND_POSTED || it->kind == KIND_PENDING) &&
 			 (!it->has_amount ||
 			  /* A balancing transfer moved at most what it asked for (TigerBeetle). */
-			  ((it->balancing_debit || it->balancing_credit) ?
+			  ((it->flags & TRANSFER_BALANCING) ?
 			   (it->asked_known ? it->asked : it->amount) < ex->amount :
 			   had_fee ? it->gross_amount != gross : it->amount != ex->amount)))
 		it->diff_field = "amount";
@@ -1604,15 +1848,45 @@ balance_arrays(LedgerBatch *b, Datum *args)
 	"       AS u(tid, id, dp, dpo, cp, cpo) " \
 	" WHERE a.ctid OPERATOR(pg_catalog.=) u.tid AND a.id OPERATOR(pg_catalog.=) u.id"
 
-#define TRANSFER_COLUMNS \
+/* 0.1.0's columns of fincore.transfers; 0.2.0 adds flags, the last one. */
+#define TRANSFER_COLUMNS_V1 \
 	"id, tenant_id, debit_account_id, credit_account_id, amount, pending_amount, currency, code, " \
 	"kind, pending_id, reversal_of, timeout, expires_at, metadata, created_at"
 
 static const Oid transfer_column_types[] = {
 	UUIDOID, UUIDOID, UUIDOID, UUIDOID, INT8OID, INT8OID, TEXTOID, INT4OID,
-	TEXTOID, UUIDOID, UUIDOID, INTERVALOID, TIMESTAMPTZOID, JSONBOID, TIMESTAMPTZOID
+	TEXTOID, UUIDOID, UUIDOID, INTERVALOID, TIMESTAMPTZOID, JSONBOID, TIMESTAMPTZOID, INT4OID
 };
 #define NTRANSFER_COLUMNS lengthof(transfer_column_types)
+
+/* How many of the columns the installed SQL has, and their names. */
+static inline int
+transfer_ncolumns(const LedgerBatch *b)
+{
+	return b->schema ? (int) NTRANSFER_COLUMNS : (int) NTRANSFER_COLUMNS - 1;
+}
+
+static inline const char *
+transfer_columns(const LedgerBatch *b)
+{
+	return b->schema ? TRANSFER_COLUMNS_V1 ", flags" : TRANSFER_COLUMNS_V1;
+}
+
+/* "$first, ..., $(first + n - 1)", each wrapped in fmt (e.g. "pg_catalog.unnest(%s)"). */
+static char *
+param_list(int first, int n, const char *fmt)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		appendStringInfo(&buf, fmt, psprintf("$%d", first + i));
+	}
+	return buf.data;
+}
 
 /* The column values of an item's transfer row. */
 static void
@@ -1643,6 +1917,7 @@ item_row(LedgerBatch *b, LedgerItem *it, Datum *v, bool *isnull)
 	v[13] = it->metadata ? JsonbPGetDatum(it->metadata) : (Datum) 0;
 	isnull[13] = it->metadata == NULL;
 	v[14] = TimestampTzGetDatum(it->ts);
+	v[15] = Int32GetDatum(it->flags);
 }
 
 /*
@@ -1653,6 +1928,8 @@ item_row(LedgerBatch *b, LedgerItem *it, Datum *v, bool *isnull)
 static int
 insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written)
 {
+	int			ncols = transfer_ncolumns(b);
+
 	*balances_written = false;
 	if (b->optimistic)
 	{
@@ -1667,30 +1944,36 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 		int			nbalances;
 		bool		null;
 
-		if (insert_one_plan == NULL)
+		if (insert_one_plan[b->schema] == NULL)
 		{
 			Oid			types[NTRANSFER_COLUMNS + 6];
 
-			memcpy(types, transfer_column_types, sizeof(transfer_column_types));
-			types[NTRANSFER_COLUMNS] = UUIDARRAYOID;
+			memcpy(types, transfer_column_types, sizeof(Oid) * ncols);
+			types[ncols] = UUIDARRAYOID;
 			for (int i = 1; i < 5; i++)
-				types[NTRANSFER_COLUMNS + i] = INT8ARRAYOID;
-			types[NTRANSFER_COLUMNS + 5] = get_array_type(TIDOID);
-			insert_one_plan = ledger_prepare(
-				"WITH ins AS (INSERT INTO fincore.transfers (" TRANSFER_COLUMNS ") "
-				"             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+				types[ncols + i] = INT8ARRAYOID;
+			types[ncols + 5] = get_array_type(TIDOID);
+			/* An id that failed in a batch is not created either (id_already_failed). */
+			insert_one_plan[b->schema] = ledger_prepare(psprintf(
+				"WITH ins AS (INSERT INTO fincore.transfers (%s) "
+				"             SELECT %s %s "
 				"             ON CONFLICT DO NOTHING RETURNING 1), "
-				"     upd AS (" UPDATE_BALANCES_SQL("$16", "$17", "$18", "$19", "$20", "$21")
+				"     upd AS (" UPDATE_BALANCES_SQL("$%d", "$%d", "$%d", "$%d", "$%d", "$%d")
 				"               AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
 				"SELECT (SELECT pg_catalog.count(*) FROM ins), (SELECT pg_catalog.count(*) FROM upd)",
-				NTRANSFER_COLUMNS + 6, types);
+				transfer_columns(b), param_list(1, ncols, "%s"),
+				b->schema ? "WHERE NOT EXISTS (SELECT FROM fincore.failed_transfers f "
+				"                   WHERE f.tenant_id OPERATOR(pg_catalog.=) $2 AND f.id OPERATOR(pg_catalog.=) $1)" : "",
+				/* UPDATE_BALANCES_SQL names the tuple ids first, then ids and counters */
+				ncols + 6, ncols + 1, ncols + 2, ncols + 3, ncols + 4, ncols + 5),
+				ncols + 6, types);
 		}
 		item_row(b, rows[0], v, isnull);
-		for (int i = 0; i < (int) NTRANSFER_COLUMNS; i++)
+		for (int i = 0; i < ncols; i++)
 			nulls[i] = isnull[i] ? 'n' : ' ';
-		nbalances = balance_arrays(b, &v[NTRANSFER_COLUMNS]);
-		memset(&nulls[NTRANSFER_COLUMNS], ' ', 6);
-		if (SPI_execute_plan(insert_one_plan, v, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		nbalances = balance_arrays(b, &v[ncols]);
+		memset(&nulls[ncols], ' ', 6);
+		if (SPI_execute_plan(insert_one_plan[b->schema], v, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "ledger: inserting a transfer failed");
 		if (DatumGetInt64(spi_value(0, 1, &null)) == 0)
 			return 0;
@@ -1704,15 +1987,15 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 		 */
 		for (int r = 1; r < n; r++)
 		{
-			if (insert_row_plan == NULL)
-				insert_row_plan = ledger_prepare(
-					"INSERT INTO fincore.transfers (" TRANSFER_COLUMNS ") "
-					"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-					NTRANSFER_COLUMNS, (Oid *) transfer_column_types);
+			if (insert_row_plan[b->schema] == NULL)
+				insert_row_plan[b->schema] = ledger_prepare(
+					psprintf("INSERT INTO fincore.transfers (%s) VALUES (%s)",
+							 transfer_columns(b), param_list(1, ncols, "%s")),
+					ncols, (Oid *) transfer_column_types);
 			item_row(b, rows[r], v, isnull);
-			for (int i = 0; i < (int) NTRANSFER_COLUMNS; i++)
+			for (int i = 0; i < ncols; i++)
 				nulls[i] = isnull[i] ? 'n' : ' ';
-			if (SPI_execute_plan(insert_row_plan, v, nulls, false, 0) != SPI_OK_INSERT)
+			if (SPI_execute_plan(insert_row_plan[b->schema], v, nulls, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "ledger: inserting a transfer failed");
 		}
 		return n;
@@ -1722,20 +2005,21 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 		ArrayBuilder cols[NTRANSFER_COLUMNS];
 		Datum		args[NTRANSFER_COLUMNS];
 
-		if (insert_many_plan == NULL)
+		if (insert_many_plan[b->schema] == NULL)
 		{
 			Oid			types[NTRANSFER_COLUMNS];
 
-			for (int i = 0; i < (int) NTRANSFER_COLUMNS; i++)
+			for (int i = 0; i < ncols; i++)
 				types[i] = get_array_type(transfer_column_types[i]);
 			/* Rows in id order, so concurrent batches meet on a duplicate id in one order. */
-			insert_many_plan = ledger_prepare(
-				"INSERT INTO fincore.transfers (" TRANSFER_COLUMNS ") "
-				"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14), pg_catalog.unnest($15)) "
-				"    AS u(" TRANSFER_COLUMNS ") ORDER BY 1 "
-				"ON CONFLICT DO NOTHING", NTRANSFER_COLUMNS, types);
+			insert_many_plan[b->schema] = ledger_prepare(psprintf(
+				"INSERT INTO fincore.transfers (%s) "
+				"SELECT * FROM ROWS FROM (%s) AS u(%s) ORDER BY 1 "
+				"ON CONFLICT DO NOTHING",
+				transfer_columns(b), param_list(1, ncols, "pg_catalog.unnest(%s)"), transfer_columns(b)),
+				ncols, types);
 		}
-		for (int c = 0; c < (int) NTRANSFER_COLUMNS; c++)
+		for (int c = 0; c < ncols; c++)
 			ab_init(&cols[c], n);
 		for (int r = 0; r < n; r++)
 		{
@@ -1743,12 +2027,12 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 			bool		isnull[NTRANSFER_COLUMNS];
 
 			item_row(b, rows[r], v, isnull);
-			for (int c = 0; c < (int) NTRANSFER_COLUMNS; c++)
+			for (int c = 0; c < ncols; c++)
 				ab_add(&cols[c], v[c], isnull[c]);
 		}
-		for (int c = 0; c < (int) NTRANSFER_COLUMNS; c++)
+		for (int c = 0; c < ncols; c++)
 			args[c] = ab_array(&cols[c], transfer_column_types[c]);
-		if (SPI_execute_plan(insert_many_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_plan(insert_many_plan[b->schema], args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "ledger: inserting transfers failed");
 		return (int) SPI_processed;
 	}
@@ -1962,6 +2246,115 @@ write_holds(LedgerBatch *b, LedgerItem **rows, int n)
 		if (SPI_execute_plan(delete_holds_plan, args, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "ledger: clearing resolved holds failed");
 	}
+}
+
+/*
+ * Accounts closed by a closing hold, or opened again by its void or expiry:
+ * the new status, and an event as close_account() emits one.
+ */
+static void
+write_statuses(LedgerBatch *b)
+{
+	ArrayBuilder ids,
+				statuses;
+	Datum		args[3];
+
+	ab_init(&ids, b->naccounts);
+	ab_init(&statuses, b->naccounts);
+	for (int i = 0; i < b->naccounts; i++)
+	{
+		LedgerAccount *a = &b->accounts[i];
+
+		if (!a->locked || !a->status_changed || a->status == a->loaded_status)
+			continue;
+		ab_add(&ids, UUIDPGetDatum(&a->meta.id), false);
+		ab_add(&statuses, CStringGetTextDatum(a->status == 'c' ? "closed" : "active"), false);
+	}
+	if (ids.n == 0)
+		return;
+	if (set_status_plan == NULL)
+	{
+		Oid			types[3] = {UUIDARRAYOID, TEXTARRAYOID, UUIDOID};
+
+		set_status_plan = ledger_prepare(
+			"UPDATE fincore.accounts a SET status = u.status "
+			"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(id, status) "
+			" WHERE a.tenant_id OPERATOR(pg_catalog.=) $3 AND a.id OPERATOR(pg_catalog.=) u.id", 3, types);
+	}
+	args[0] = ab_array(&ids, UUIDOID);
+	args[1] = ab_array(&statuses, TEXTOID);
+	args[2] = UUIDPGetDatum(&b->tenant);
+	if (SPI_execute_plan(set_status_plan, args, NULL, false, 0) != SPI_OK_UPDATE ||
+		SPI_processed != (uint64) ids.n)
+		elog(ERROR, "ledger: changing the status of closed or re-opened accounts failed");
+	for (int i = 0; i < b->naccounts; i++)
+	{
+		LedgerAccount *a = &b->accounts[i];
+
+		if (a->locked && a->status_changed && a->status != a->loaded_status)
+			account_status_event(&a->meta.id, &b->tenant, a->status == 'c' ? "closed" : "active",
+								 a->status == 'c' ? "account.closed" : "account.reopened");
+	}
+}
+
+/*
+ * Does request items[i] fail on the ledger's state (a transient result, its
+ * own or its fee leg's), so that a batch records its id as failed?
+ */
+static bool
+request_failed_on_state(const LedgerBatch *b, int i)
+{
+	const LedgerItem *it = &b->items[i];
+
+	if (!b->record_failures || it->is_fee_leg)
+		return false;
+	if (result_is_transient(it->result))
+		return true;
+	return it->result == LR_LINKED_EVENT_FAILED && i + 1 < b->nitems && b->items[i + 1].is_fee_leg &&
+		result_is_transient(b->items[i + 1].result);
+}
+
+/*
+ * Record the ids of the requests that failed on the ledger's state: a later
+ * request with such an id is refused (id_already_failed), in this batch or
+ * any later call.  Validation failures are not recorded: the request may be
+ * corrected and sent again with its id.
+ */
+static void
+write_failures(LedgerBatch *b, int nfailed)
+{
+	ArrayBuilder ids,
+				results;
+	Datum		args[4];
+
+	ab_init(&ids, nfailed);
+	ab_init(&results, nfailed);
+	for (int i = 0; i < b->nitems; i++)
+	{
+		LedgerItem *it = &b->items[i];
+
+		if (!request_failed_on_state(b, i))
+			continue;
+		if (!result_is_transient(it->result))
+			it = &b->items[i + 1];	/* the fee leg's result */
+		ab_add(&ids, UUIDPGetDatum(&b->items[i].id), false);
+		ab_add(&results, CStringGetTextDatum(ledger_results[it->result].name), false);
+	}
+	if (insert_failed_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+
+		insert_failed_plan = ledger_prepare(
+			"INSERT INTO fincore.failed_transfers (tenant_id, id, result, failed_at) "
+			"SELECT $1, u.id, u.result, $4 FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS u(id, result) "
+			"ON CONFLICT DO NOTHING", 4, types);
+	}
+	args[0] = UUIDPGetDatum(&b->tenant);
+	args[1] = ab_array(&ids, UUIDOID);
+	args[2] = ab_array(&results, TEXTOID);
+	args[3] = TimestampTzGetDatum(b->now);
+	if (SPI_execute_plan(insert_failed_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "ledger: recording failed transfer ids failed");
 }
 
 /* ---- events ---- */
@@ -2258,6 +2651,35 @@ raise_item_error(LedgerBatch *b, LedgerItem *it)
 							money_text(it->fee, d->meta.currency), money_text(it->gross_amount, d->meta.currency)),
 					 errhint("Charge the fee on top (fee_mode => 'on_top'), or transfer a larger amount.")));
 			break;
+		case LR_CLOSING_TRANSFER_MUST_BE_PENDING:
+			ereport(ERROR,
+					(errcode(ledger_results[r].sqlstate),
+					 errmsg("a closing transfer must be pending"),
+					 errhint("closing_debit and closing_credit close an account with a hold (pending => true); voiding it opens the account again.")));
+			break;
+		case LR_ID_ALREADY_FAILED:
+			ereport(ERROR,
+					(errcode(ledger_results[r].sqlstate),
+					 errmsg("transfer id %s already failed", id),
+					 errdetail("A create_transfers batch refused it on the ledger's state; fincore.failed_transfers says why."),
+					 errhint("Use a new id: a failed id stays failed, so that a retry never succeeds by accident.")));
+			break;
+		case LR_IMPORTED_EVENT_EXPECTED:
+		case LR_IMPORTED_EVENT_NOT_EXPECTED:
+		case LR_TIMESTAMP_MUST_BE_ZERO:
+		case LR_IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE:
+		case LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE:
+		case LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS:
+		case LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT:
+		case LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT:
+		case LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO:
+			ereport(ERROR,
+					(errcode(ledger_results[r].sqlstate),
+					 errmsg("imported transfer %s refused: %s%s", id, name,
+							it->has_timestamp ? psprintf(" (timestamp %s)",
+														 DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(it->timestamp)))) : ""),
+					 errhint("An import gives every transfer a timestamp in the past, later than its accounts' creation and their latest transfers, and no timeout; see docs/ledger.md, \"Imported transfers\".")));
+			break;
 		case LR_ID_ALREADY_USED:
 			ereport(ERROR,
 					(errcode(ledger_results[r].sqlstate),
@@ -2331,6 +2753,7 @@ existing_from_item(LedgerBatch *b, const LedgerItem *j, ExistingTransfer *ex)
 	ex->has_timeout = j->has_timeout;
 	ex->timeout = j->timeout;
 	ex->metadata = j->metadata;
+	ex->flags = j->flags;
 	ex->created_at = j->ts;
 	ex->currency = j->dacc ? j->dacc->meta.currency : 0;
 }
@@ -2396,6 +2819,7 @@ resolve_accounts(LedgerBatch *b)
 					{
 						d = &b->items[j].debit;
 						c = &b->items[j].credit;
+						ref->flags = b->items[j].flags;	/* a closing hold's void locks what it opens */
 					}
 			}
 			else if (ref != NULL && ref->found)
@@ -2606,11 +3030,42 @@ compute_fees(LedgerBatch *b)
 	}
 }
 
-/* Results that come before exists in TigerBeetle's precedence (the id itself is unusable). */
+/*
+ * Results that come before exists in TigerBeetle's precedence: the batch's
+ * import mode, the imported timestamp, and an id that is no id at all.
+ */
 static inline bool
 result_precedes_exists(LedgerResult r)
 {
-	return r == LR_ID_MUST_NOT_BE_ZERO || r == LR_ID_MUST_NOT_BE_INT_MAX;
+	switch (r)
+	{
+		case LR_IMPORTED_EVENT_EXPECTED:
+		case LR_IMPORTED_EVENT_NOT_EXPECTED:
+		case LR_TIMESTAMP_MUST_BE_ZERO:
+		case LR_IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE:
+		case LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE:
+		case LR_ID_MUST_NOT_BE_ZERO:
+		case LR_ID_MUST_NOT_BE_INT_MAX:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Which SQL is installed: 1 when fincore.transfers has 0.2.0's flags column,
+ * 0 for 0.1.0's tables, which this library keeps serving (with 0.1.0's
+ * features) from the moment its files are installed until ALTER EXTENSION
+ * fincore UPDATE.  Looked up at every call (three syscache look-ups), so an
+ * upgrade committed by another session is seen by the next call.
+ */
+static int
+ledger_schema(void)
+{
+	Oid			nsp = get_namespace_oid("fincore", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("transfers", nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, "flags") != InvalidAttrNumber ? 1 : 0;
 }
 
 /*
@@ -2630,6 +3085,10 @@ ledger_execute(LedgerBatch *b)
 	 * replayed id from the INSERT: the first row decides for both.
 	 */
 	b->optimistic = b->single;
+	b->schema = ledger_schema();
+	if (b->schema == 0)
+		b->record_failures = false; /* no fincore.failed_transfers yet */
+	b->imported = b->nitems > 0 && (b->items[0].flags & TRANSFER_IMPORTED);
 	collect(b);
 
 retry:
@@ -2654,8 +3113,20 @@ retry:
 	 */
 	if (b->nrefs > 0)
 		load_refs(b, true);
+	if (b->imported)
+		load_account_times(b);
 	b->now = GetCurrentTimestamp();
 	b->nundo = 0;
+	b->last_imported = DT_NOBEGIN;
+	for (int i = 0; i < b->nitems; i++)
+	{
+		LedgerItem *it = &b->items[i];
+		LedgerResult r;
+
+		/* TigerBeetle checks these before anything else (malformed items aside). */
+		if (it->preset == LR_OK && (r = check_imported(b, it)) != LR_OK)
+			it->result = r;
+	}
 
 	/* Replays: in a batch, every id is looked up once, after the locks. */
 	if (!b->optimistic)
@@ -2666,7 +3137,7 @@ retry:
 
 		for (int i = 0; i < b->nitems; i++)
 			ids[i] = b->items[i].id;
-		nex = load_existing(ids, b->nitems, &ex);
+		nex = load_existing(b, ids, b->nitems, &ex);
 		/*
 		 * As in TigerBeetle, a replay is recognised before the request is
 		 * validated: only a reserved id comes first.
@@ -2684,6 +3155,7 @@ retry:
 	{
 		int			end = chain_end(b, i);
 		int			mark = b->nundo;
+		TimestampTz last_imported = b->last_imported;
 		int			failed = -1;
 		bool		open = (end == b->nitems - 1 && b->items[end].linked);
 
@@ -2691,7 +3163,8 @@ retry:
 		{
 			LedgerItem *it = &b->items[k];
 
-			it->ts = b->now + k;	/* one microsecond apart, in request order */
+			/* One microsecond apart, in request order; an import says when. */
+			it->ts = (it->flags & TRANSFER_IMPORTED) && it->has_timestamp ? it->timestamp : b->now + k;
 			if (it->kind == KIND_PENDING && it->has_timeout)
 			{
 				/* A hold must be able to expire: apply_item refuses one whose expiry is not a representable time. */
@@ -2701,6 +3174,7 @@ retry:
 			if (it->dup_prev >= 0 && !result_precedes_exists(it->result))
 			{
 				for (int j = it->dup_prev; j >= 0; j = b->items[j].dup_prev)
+				{
 					if (b->items[j].result == LR_OK)
 					{
 						ExistingTransfer ex;
@@ -2709,6 +3183,13 @@ retry:
 						it->result = compare_existing(b, it, &ex);
 						break;
 					}
+					/* Recorded as failed a moment ago (see write_failures). */
+					if (request_failed_on_state(b, j))
+					{
+						it->result = LR_ID_ALREADY_FAILED;
+						break;
+					}
+				}
 			}
 			if (it->result == LR_OK && !it->skip)
 				it->result = apply_item(b, it);
@@ -2724,6 +3205,7 @@ retry:
 		if (failed >= 0 && (end > i || open))
 		{
 			undo_to(b, mark);
+			b->last_imported = last_imported;
 			for (int k = i; k <= end; k++)
 				if (k != failed)
 					b->items[k].result = LR_LINKED_EVENT_FAILED;
@@ -2748,9 +3230,11 @@ retry:
 			/* A replay of a transfer that succeeded may no longer pass validation. */
 			ExistingTransfer *ex;
 
-			if (b->optimistic && load_existing(&it->id, 1, &ex) == 1)
+			int			nex;
+
+			if (b->optimistic && (nex = load_existing(b, &it->id, 1, &ex)) >= 1)
 			{
-				it->result = compare_existing(b, it, &ex[0]);
+				it->result = compare_existing(b, it, &ex[nex - 1]);
 				if (it->result == LR_EXISTS)
 					return;
 				failed = it;
@@ -2767,12 +3251,17 @@ retry:
 		MemoryContext oldcxt = CurrentMemoryContext;
 		ResourceOwner oldowner = CurrentResourceOwner;
 		bool		subxact = !b->optimistic;
-		bool		balances_written;
+		bool		balances_written = false;
+		int			nfailed = 0;
 
 		for (int i = 0; i < b->nitems; i++)
+		{
 			if (b->items[i].result == LR_OK && !b->items[i].skip)
 				rows[n++] = &b->items[i];
-		if (n == 0)
+			if (request_failed_on_state(b, i))
+				nfailed++;
+		}
+		if (n == 0 && nfailed == 0)
 			return;
 
 		/*
@@ -2785,7 +3274,7 @@ retry:
 			BeginInternalSubTransaction(NULL);
 			MemoryContextSwitchTo(oldcxt);
 		}
-		inserted = insert_transfers(b, rows, n, &balances_written);
+		inserted = n > 0 ? insert_transfers(b, rows, n, &balances_written) : 0;
 		if (inserted < n)
 		{
 			if (subxact)
@@ -2802,10 +3291,11 @@ retry:
 				/* Single call: the row was not inserted, so nothing was written. */
 				LedgerItem *it = &b->items[0];
 				ExistingTransfer *ex;
+				int			nex;
 
-				if (load_existing(&it->id, 1, &ex) == 1)
+				if ((nex = load_existing(b, &it->id, 1, &ex)) >= 1)
 				{
-					it->result = compare_existing(b, it, &ex[0]);
+					it->result = compare_existing(b, it, &ex[nex - 1]);
 					if (it->result == LR_EXISTS)
 						return;
 					raise_item_error(b, it);
@@ -2819,16 +3309,21 @@ retry:
 				raise_item_error(b, it);
 			}
 		}
+		if (nfailed > 0)
+			write_failures(b, nfailed);
 		if (subxact)
 		{
 			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(oldcxt);
 			CurrentResourceOwner = oldowner;
 		}
+		if (n == 0)
+			return;
 		for (int i = 0; i < n; i++)
 			rows[i]->written = true;
 		if (!balances_written)
 			write_balances(b);
+		write_statuses(b);
 		write_deltas_and_history(b, rows, n);
 		write_holds(b, rows, n);
 		emit_transfer_events(b, rows, n);
@@ -2966,11 +3461,20 @@ transfer_item_from_args(LedgerItem *it, FunctionCallInfo fcinfo)
 	if (!PG_ARGISNULL(7))
 		it->metadata = PG_GETARG_JSONB_P_COPY(7);
 	item_fee_from_args(it, fcinfo, 8);
-	/* balancing_debit, balancing_credit: 0.2.0's arguments (0.1.0's function has 12). */
-	if (PG_NARGS() > 13)
+	/*
+	 * 0.2.0's arguments (0.1.0's function has 12): balancing_debit,
+	 * balancing_credit, closing_debit, closing_credit, imported, "timestamp".
+	 */
+	if (PG_NARGS() > 17)
 	{
-		it->balancing_debit = !PG_ARGISNULL(12) && PG_GETARG_BOOL(12);
-		it->balancing_credit = !PG_ARGISNULL(13) && PG_GETARG_BOOL(13);
+		static const int32 arg_flags[] = {TRANSFER_BALANCING_DEBIT, TRANSFER_BALANCING_CREDIT,
+		TRANSFER_CLOSING_DEBIT, TRANSFER_CLOSING_CREDIT, TRANSFER_IMPORTED};
+
+		for (int a = 0; a < (int) lengthof(arg_flags); a++)
+			if (!PG_ARGISNULL(12 + a) && PG_GETARG_BOOL(12 + a))
+				it->flags |= arg_flags[a];
+		if ((it->has_timestamp = !PG_ARGISNULL(17)))
+			it->timestamp = PG_GETARG_TIMESTAMPTZ(17);
 	}
 }
 
@@ -3063,7 +3567,8 @@ enum
 	REQ_ID, REQ_DEBIT, REQ_CREDIT, REQ_AMOUNT, REQ_CODE, REQ_PENDING, REQ_TIMEOUT,
 	REQ_POST_PENDING, REQ_VOID_PENDING, REQ_REVERSE, REQ_LINKED, REQ_METADATA,
 	REQ_FEE_SCHEDULE, REQ_FEE_ACCOUNT, REQ_FEE_MODE, REQ_FEE_CONTEXT,
-	REQ_BALANCING_DEBIT, REQ_BALANCING_CREDIT, REQ_NFIELDS
+	REQ_BALANCING_DEBIT, REQ_BALANCING_CREDIT, REQ_CLOSING_DEBIT, REQ_CLOSING_CREDIT,
+	REQ_IMPORTED, REQ_TIMESTAMP, REQ_NFIELDS
 };
 
 #define CREATE_TRANSFERS_MAX 8190
@@ -3081,6 +3586,8 @@ item_from_request(LedgerItem *it, int index, HeapTupleHeader rec, TupleDesc desc
 	ItemPointerSetInvalid(&tuple.t_self);
 	tuple.t_tableOid = InvalidOid;
 	tuple.t_data = rec;
+	for (int f = desc->natts; f < REQ_NFIELDS; f++)
+		isnull[f] = true;		/* fields 0.1.0's request does not have */
 	heap_deform_tuple(&tuple, desc, v, isnull);
 
 	if (!isnull[REQ_ID])
@@ -3107,8 +3614,23 @@ item_from_request(LedgerItem *it, int index, HeapTupleHeader rec, TupleDesc desc
 	it->fee_mode = isnull[REQ_FEE_MODE] ? FEE_MODE_ON_TOP : fee_mode_from_text(DatumGetTextPP(v[REQ_FEE_MODE]));
 	if (!isnull[REQ_FEE_CONTEXT])
 		it->fee_context = DatumGetJsonbPCopy(v[REQ_FEE_CONTEXT]);
-	it->balancing_debit = !isnull[REQ_BALANCING_DEBIT] && DatumGetBool(v[REQ_BALANCING_DEBIT]);
-	it->balancing_credit = !isnull[REQ_BALANCING_CREDIT] && DatumGetBool(v[REQ_BALANCING_CREDIT]);
+	{
+		static const struct
+		{
+			int			field;
+			int32		flag;
+		}			bool_flags[] = {
+			{REQ_BALANCING_DEBIT, TRANSFER_BALANCING_DEBIT}, {REQ_BALANCING_CREDIT, TRANSFER_BALANCING_CREDIT},
+			{REQ_CLOSING_DEBIT, TRANSFER_CLOSING_DEBIT}, {REQ_CLOSING_CREDIT, TRANSFER_CLOSING_CREDIT},
+			{REQ_IMPORTED, TRANSFER_IMPORTED},
+		};
+
+		for (int f = 0; f < (int) lengthof(bool_flags); f++)
+			if (!isnull[bool_flags[f].field] && DatumGetBool(v[bool_flags[f].field]))
+				it->flags |= bool_flags[f].flag;
+	}
+	if ((it->has_timestamp = !isnull[REQ_TIMESTAMP]))
+		it->timestamp = DatumGetTimestampTz(v[REQ_TIMESTAMP]);
 
 	it->kind = (!isnull[REQ_PENDING] && DatumGetBool(v[REQ_PENDING])) ? KIND_PENDING : KIND_POSTED;
 	if (!isnull[REQ_POST_PENDING])
@@ -3168,7 +3690,8 @@ fincore_create_transfers(PG_FUNCTION_ARGS)
 	check_batch_size(ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)), CREATE_TRANSFERS_MAX,
 					 ERRCODE_FC_INVALID_TRANSFER_REQUEST, "create_transfers");
 	deconstruct_array(arr, elemtype, -1, false, TYPALIGN_DOUBLE, &elems, &nulls, &n);
-	if (reqdesc->natts != REQ_NFIELDS)
+	/* 0.1.0's request had the fields up to fee_context (until ALTER EXTENSION UPDATE). */
+	if (reqdesc->natts != REQ_NFIELDS && reqdesc->natts != REQ_BALANCING_DEBIT)
 		elog(ERROR, "fincore.transfer_request has %d fields, expected %d", reqdesc->natts, REQ_NFIELDS);
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -3194,6 +3717,7 @@ fincore_create_transfers(PG_FUNCTION_ARGS)
 		for (int i = 0; i < n; i++)
 			b.items[i].preset = b.items[i].result;
 		fincore_spi_connect();
+		b.record_failures = true;
 		ledger_execute(&b);
 		SPI_finish();
 	}

@@ -49,7 +49,9 @@ SELECT pg_catalog.pg_extension_config_dump('fincore.accounts', '');
 --   expire    the same, when the hold timed out
 --   reversal  moves amount back along reversal_of (debit and credit swapped)
 -- Debit and credit accounts are stored on every row, so that an account's
--- counters are the sum of its rows alone.
+-- counters are the sum of its rows alone.  flags is TigerBeetle's (bits):
+-- 1 balancing_debit, 2 balancing_credit, 4 closing_debit, 8 closing_credit,
+-- 16 imported.
 -- ---------------------------------------------------------------------------
 
 CREATE TABLE fincore.transfers (
@@ -67,7 +69,8 @@ CREATE TABLE fincore.transfers (
     timeout           interval,
     expires_at        timestamptz,
     metadata          jsonb,
-    created_at        timestamptz NOT NULL
+    created_at        timestamptz NOT NULL,
+    flags             integer     NOT NULL DEFAULT 0
 );
 -- A hold is resolved (posted, voided or expired) at most once.
 CREATE UNIQUE INDEX transfers_pending_once_idx ON fincore.transfers (pending_id) WHERE pending_id IS NOT NULL;
@@ -78,6 +81,24 @@ COMMENT ON TABLE fincore.transfers IS
     'Every movement of money, append-only: transfers, holds and their resolutions (post, void, expire), reversals. Never updated or deleted.';
 SELECT fincore.protect('fincore.transfers');
 SELECT pg_catalog.pg_extension_config_dump('fincore.transfers', '');
+
+-- Transfer ids that a create_transfers batch refused on the ledger's state
+-- (TigerBeetle's transient errors: an account or hold not found, a limit, a
+-- frozen or closed account, an overflow, a fee larger than the amount): the id
+-- stays failed (id_already_failed), so that a retry never succeeds later by
+-- accident.  Not a record of money; refusals that depend on the request alone
+-- are not recorded.
+CREATE TABLE fincore.failed_transfers (
+    tenant_id uuid        NOT NULL DEFAULT fincore.require_tenant(),
+    id        uuid        NOT NULL,
+    result    text        NOT NULL,
+    failed_at timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+COMMENT ON TABLE fincore.failed_transfers IS
+    'Transfer ids a create_transfers batch refused on the ledger''s state, with the result; such an id stays failed (id_already_failed). Written only by fincore''s functions.';
+SELECT fincore.protect('fincore.failed_transfers');
+SELECT pg_catalog.pg_extension_config_dump('fincore.failed_transfers', '');
 
 -- The holds not yet resolved, for the expiry sweep: an index of open holds, not a
 -- record of money (the transfers rows are); a row leaves when its hold resolves.
@@ -187,7 +208,9 @@ CREATE TYPE fincore.account_request AS (
     credit_limit bigint,
     external_ref text,
     metadata     jsonb,     -- NULL: {}
-    linked       boolean    -- chain with the next request: all are created or none
+    linked       boolean,   -- chain with the next request: all are created or none
+    imported     boolean,   -- migrated from another ledger: created at "timestamp" (in the past)
+    "timestamp"  timestamptz
 );
 COMMENT ON TYPE fincore.account_request IS
     'One account of a fincore.create_accounts() batch: the arguments of create_account, and linked to chain it with the next one.';
@@ -197,7 +220,7 @@ CREATE FUNCTION fincore.create_accounts(requests fincore.account_request[])
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_create_accounts';
 COMMENT ON FUNCTION fincore.create_accounts(fincore.account_request[]) IS
-    'A batch of accounts with TigerBeetle-style per-item results (ok, exists, exists_with_different_<field>, id_must_not_be_zero, id_must_not_be_int_max, flags_are_mutually_exclusive, invalid_flags, invalid_credit_limit, invalid_currency, unknown_currency, id_already_used, external_ref_already_used, linked_event_failed, linked_event_chain_open). Items are independent unless linked; a linked chain is created whole or not at all. At most 8,190 (or fincore.max_batch_size) a call.';
+    'A batch of accounts with TigerBeetle-style per-item results (ok, exists, exists_with_different_<field>, id_must_not_be_zero, id_must_not_be_int_max, flags_are_mutually_exclusive, invalid_flags, invalid_credit_limit, invalid_currency, unknown_currency, id_already_used, external_ref_already_used, imported_event_expected, imported_event_not_expected, timestamp_must_be_zero, imported_event_timestamp_out_of_range, imported_event_timestamp_must_not_advance, imported_event_timestamp_must_not_regress, linked_event_failed, linked_event_chain_open). Items are independent unless linked; a linked chain is created whole or not at all. Imported accounts (migrated from another ledger) carry their creation time. At most 8,190 (or fincore.max_batch_size) a call.';
 
 CREATE FUNCTION fincore.freeze_account(account uuid) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -239,22 +262,26 @@ CREATE FUNCTION fincore.transfer(
         debit_account uuid, credit_account uuid, amount bigint, id uuid DEFAULT NULL, code integer DEFAULT 0,
         pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL,
         fee_schedule text DEFAULT NULL, fee_account uuid DEFAULT NULL, fee_mode text DEFAULT 'on_top',
-        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false)
+        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false,
+        closing_debit boolean DEFAULT false, closing_credit boolean DEFAULT false,
+        imported boolean DEFAULT false, "timestamp" timestamptz DEFAULT NULL)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_transfer';
-COMMENT ON FUNCTION fincore.transfer(uuid, uuid, bigint, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean) IS
-    'Moves amount minor units from debit_account to credit_account (or holds it, pending => true, optionally with a timeout). With a fee schedule, the fee is a linked transfer from the payer to fee_account (on_top: the payer pays amount + fee; deducted: the payee gets amount - fee). With balancing_debit (balancing_credit) it moves at most amount, less as needed to keep the debit account''s debits within its credits (the credit account''s credits within its debits). The id is the idempotency key: a replay returns result ''exists''. Refusals raise ZF3xx.';
+COMMENT ON FUNCTION fincore.transfer(uuid, uuid, bigint, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean, boolean, boolean, boolean, timestamptz) IS
+    'Moves amount minor units from debit_account to credit_account (or holds it, pending => true, optionally with a timeout). With a fee schedule, the fee is a linked transfer from the payer to fee_account (on_top: the payer pays amount + fee; deducted: the payee gets amount - fee). With balancing_debit (balancing_credit) it moves at most amount, less as needed to keep the debit account''s debits within its credits (the credit account''s credits within its debits). A hold with closing_debit (closing_credit) closes the debit (credit) account; voiding it opens the account again. imported with a past timestamp migrates a transfer from another ledger. The id is the idempotency key: a replay returns result ''exists''. Refusals raise ZF3xx.';
 
 CREATE FUNCTION fincore.transfer(
         debit_account uuid, credit_account uuid, amount fincore.amount, id uuid DEFAULT NULL, code integer DEFAULT 0,
         pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL,
         fee_schedule text DEFAULT NULL, fee_account uuid DEFAULT NULL, fee_mode text DEFAULT 'on_top',
-        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false)
+        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false,
+        closing_debit boolean DEFAULT false, closing_credit boolean DEFAULT false,
+        imported boolean DEFAULT false, "timestamp" timestamptz DEFAULT NULL)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_transfer_amount';
-COMMENT ON FUNCTION fincore.transfer(uuid, uuid, fincore.amount, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean) IS
+COMMENT ON FUNCTION fincore.transfer(uuid, uuid, fincore.amount, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean, boolean, boolean, boolean, timestamptz) IS
     'fincore.transfer with a fincore.amount, whose currency must be the accounts'' (ZF103).';
 
 CREATE FUNCTION fincore.post_pending(pending_id uuid, amount bigint DEFAULT NULL, id uuid DEFAULT NULL)
@@ -295,7 +322,11 @@ CREATE TYPE fincore.transfer_request AS (
     fee_mode       text,        -- on_top (NULL) or deducted
     fee_context    jsonb,
     balancing_debit  boolean,   -- TigerBeetle's: move at most amount, less as needed to keep the
-    balancing_credit boolean    -- debit account's debits within its credits (credit: the mirror image)
+    balancing_credit boolean,   -- debit account's debits within its credits (credit: the mirror image)
+    closing_debit  boolean,     -- a hold that closes its debit account (voiding it opens it again)
+    closing_credit boolean,     -- ... its credit account
+    imported       boolean,     -- migrated from another ledger: created at "timestamp" (in the past)
+    "timestamp"    timestamptz
 );
 COMMENT ON TYPE fincore.transfer_request IS
     'One item of fincore.create_transfers(): a transfer or hold (debit_account, credit_account, amount), or a post_pending, void_pending or reverse of another transfer.';
@@ -305,7 +336,7 @@ CREATE FUNCTION fincore.create_transfers(requests fincore.transfer_request[])
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_create_transfers';
 COMMENT ON FUNCTION fincore.create_transfers(fincore.transfer_request[]) IS
-    'A batch of transfers with TigerBeetle-style per-item results (ok, exists, or the reason it was refused). Items are independent unless linked; a linked chain succeeds or fails as a whole.';
+    'A batch of transfers with TigerBeetle-style per-item results (ok, exists, or the reason it was refused). Items are independent unless linked; a linked chain succeeds or fails as a whole. An id refused on the ledger''s state (an account not found, a limit, ...) stays failed: id_already_failed. A batch is imported as a whole or not at all.';
 
 CREATE FUNCTION fincore.expire_pending(max_holds integer DEFAULT 1000) RETURNS integer
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -631,8 +662,8 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.freeze_account(uuid)', 'app'),
     ('fincore.unfreeze_account(uuid)', 'app'),
     ('fincore.close_account(uuid)', 'app'),
-    ('fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean)', 'app'),
-    ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean)', 'app'),
+    ('fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamptz)', 'app'),
+    ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamptz)', 'app'),
     ('fincore.post_pending(uuid,bigint,uuid)', 'app'),
     ('fincore.void_pending(uuid,uuid)', 'app'),
     ('fincore.reverse(uuid,bigint,uuid)', 'app'),

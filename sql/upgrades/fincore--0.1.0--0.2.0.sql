@@ -3,6 +3,30 @@
 -- test/integration/test_upgrade.py checks that an upgraded database and a new one are the same.
 \echo Use "ALTER EXTENSION fincore UPDATE TO '0.2.0'" to load this file. \quit
 
+-- ---- Ledger tables (issue 14) ------------------------------------------------------------------
+
+-- Transfers store TigerBeetle's flags (issue 14).  First of all: the SQL functions made again
+-- below bind the table's row type, which then cannot change.
+ALTER TABLE fincore.transfers ADD COLUMN flags integer NOT NULL DEFAULT 0;
+
+-- Transfer ids that a create_transfers batch refused on the ledger's state
+-- (TigerBeetle's transient errors: an account or hold not found, a limit, a
+-- frozen or closed account, an overflow, a fee larger than the amount): the id
+-- stays failed (id_already_failed), so that a retry never succeeds later by
+-- accident.  Not a record of money; refusals that depend on the request alone
+-- are not recorded.
+CREATE TABLE fincore.failed_transfers (
+    tenant_id uuid        NOT NULL DEFAULT fincore.require_tenant(),
+    id        uuid        NOT NULL,
+    result    text        NOT NULL,
+    failed_at timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+COMMENT ON TABLE fincore.failed_transfers IS
+    'Transfer ids a create_transfers batch refused on the ledger''s state, with the result; such an id stays failed (id_already_failed). Written only by fincore''s functions.';
+SELECT fincore.protect('fincore.failed_transfers');
+SELECT pg_catalog.pg_extension_config_dump('fincore.failed_transfers', '');
+
 -- ---- Hardening (issue 13) ----------------------------------------------------------------------
 
 -- Bounds per call: fincore.max_batch_size for the SQL functions.
@@ -238,37 +262,46 @@ BEGIN ATOMIC
     HAVING sum(r.amount) > t.amount;
 END;
 
--- Balancing transfers (issue 14): two more fields of a batch request.
-ALTER TYPE fincore.transfer_request ADD ATTRIBUTE balancing_debit boolean, ADD ATTRIBUTE balancing_credit boolean;
+-- Balancing, closing and imported transfers (issue 14): more fields of a batch request.
+ALTER TYPE fincore.transfer_request ADD ATTRIBUTE balancing_debit boolean, ADD ATTRIBUTE balancing_credit boolean,
+    ADD ATTRIBUTE closing_debit boolean, ADD ATTRIBUTE closing_credit boolean,
+    ADD ATTRIBUTE imported boolean, ADD ATTRIBUTE "timestamp" timestamptz;
+COMMENT ON FUNCTION fincore.create_transfers(fincore.transfer_request[]) IS
+    'A batch of transfers with TigerBeetle-style per-item results (ok, exists, or the reason it was refused). Items are independent unless linked; a linked chain succeeds or fails as a whole. An id refused on the ledger''s state (an account not found, a limit, ...) stays failed: id_already_failed. A batch is imported as a whole or not at all.';
 
--- transfer() takes balancing_debit and balancing_credit (a new signature; the grants are re-applied at the end).
+-- transfer() takes balancing_debit, balancing_credit, closing_debit, closing_credit, imported and
+-- "timestamp" (a new signature; the grants are re-applied at the end).
 DROP FUNCTION fincore.transfer(uuid, uuid, bigint, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb);
 DROP FUNCTION fincore.transfer(uuid, uuid, fincore.amount, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb);
 CREATE FUNCTION fincore.transfer(
         debit_account uuid, credit_account uuid, amount bigint, id uuid DEFAULT NULL, code integer DEFAULT 0,
         pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL,
         fee_schedule text DEFAULT NULL, fee_account uuid DEFAULT NULL, fee_mode text DEFAULT 'on_top',
-        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false)
+        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false,
+        closing_debit boolean DEFAULT false, closing_credit boolean DEFAULT false,
+        imported boolean DEFAULT false, "timestamp" timestamptz DEFAULT NULL)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_transfer';
-COMMENT ON FUNCTION fincore.transfer(uuid, uuid, bigint, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean) IS
-    'Moves amount minor units from debit_account to credit_account (or holds it, pending => true, optionally with a timeout). With a fee schedule, the fee is a linked transfer from the payer to fee_account (on_top: the payer pays amount + fee; deducted: the payee gets amount - fee). With balancing_debit (balancing_credit) it moves at most amount, less as needed to keep the debit account''s debits within its credits (the credit account''s credits within its debits). The id is the idempotency key: a replay returns result ''exists''. Refusals raise ZF3xx.';
+COMMENT ON FUNCTION fincore.transfer(uuid, uuid, bigint, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean, boolean, boolean, boolean, timestamptz) IS
+    'Moves amount minor units from debit_account to credit_account (or holds it, pending => true, optionally with a timeout). With a fee schedule, the fee is a linked transfer from the payer to fee_account (on_top: the payer pays amount + fee; deducted: the payee gets amount - fee). With balancing_debit (balancing_credit) it moves at most amount, less as needed to keep the debit account''s debits within its credits (the credit account''s credits within its debits). A hold with closing_debit (closing_credit) closes the debit (credit) account; voiding it opens the account again. imported with a past timestamp migrates a transfer from another ledger. The id is the idempotency key: a replay returns result ''exists''. Refusals raise ZF3xx.';
 
 CREATE FUNCTION fincore.transfer(
         debit_account uuid, credit_account uuid, amount fincore.amount, id uuid DEFAULT NULL, code integer DEFAULT 0,
         pending boolean DEFAULT false, timeout interval DEFAULT NULL, metadata jsonb DEFAULT NULL,
         fee_schedule text DEFAULT NULL, fee_account uuid DEFAULT NULL, fee_mode text DEFAULT 'on_top',
-        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false)
+        fee_context jsonb DEFAULT '{}', balancing_debit boolean DEFAULT false, balancing_credit boolean DEFAULT false,
+        closing_debit boolean DEFAULT false, closing_credit boolean DEFAULT false,
+        imported boolean DEFAULT false, "timestamp" timestamptz DEFAULT NULL)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_transfer_amount';
-COMMENT ON FUNCTION fincore.transfer(uuid, uuid, fincore.amount, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean) IS
+COMMENT ON FUNCTION fincore.transfer(uuid, uuid, fincore.amount, uuid, integer, boolean, interval, jsonb, text, uuid, text, jsonb, boolean, boolean, boolean, boolean, boolean, timestamptz) IS
     'fincore.transfer with a fincore.amount, whose currency must be the accounts'' (ZF103).';
 
-UPDATE fincore.function_audience SET fn = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean)'
+UPDATE fincore.function_audience SET fn = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamptz)'
  WHERE fn = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)';
-UPDATE fincore.function_audience SET fn = 'fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean)'
+UPDATE fincore.function_audience SET fn = 'fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamptz)'
  WHERE fn = 'fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb)';
 
 -- create_account takes the closed flag, and refuses reserved ids.
@@ -285,7 +318,9 @@ CREATE TYPE fincore.account_request AS (
     credit_limit bigint,
     external_ref text,
     metadata     jsonb,     -- NULL: {}
-    linked       boolean    -- chain with the next request: all are created or none
+    linked       boolean,   -- chain with the next request: all are created or none
+    imported     boolean,   -- migrated from another ledger: created at "timestamp" (in the past)
+    "timestamp"  timestamptz
 );
 COMMENT ON TYPE fincore.account_request IS
     'One account of a fincore.create_accounts() batch: the arguments of create_account, and linked to chain it with the next one.';
@@ -295,7 +330,7 @@ CREATE FUNCTION fincore.create_accounts(requests fincore.account_request[])
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_create_accounts';
 COMMENT ON FUNCTION fincore.create_accounts(fincore.account_request[]) IS
-    'A batch of accounts with TigerBeetle-style per-item results (ok, exists, exists_with_different_<field>, id_must_not_be_zero, id_must_not_be_int_max, flags_are_mutually_exclusive, invalid_flags, invalid_credit_limit, invalid_currency, unknown_currency, id_already_used, external_ref_already_used, linked_event_failed, linked_event_chain_open). Items are independent unless linked; a linked chain is created whole or not at all. At most 8,190 (or fincore.max_batch_size) a call.';
+    'A batch of accounts with TigerBeetle-style per-item results (ok, exists, exists_with_different_<field>, id_must_not_be_zero, id_must_not_be_int_max, flags_are_mutually_exclusive, invalid_flags, invalid_credit_limit, invalid_currency, unknown_currency, id_already_used, external_ref_already_used, imported_event_expected, imported_event_not_expected, timestamp_must_be_zero, imported_event_timestamp_out_of_range, imported_event_timestamp_must_not_advance, imported_event_timestamp_must_not_regress, linked_event_failed, linked_event_chain_open). Items are independent unless linked; a linked chain is created whole or not at all. Imported accounts (migrated from another ledger) carry their creation time. At most 8,190 (or fincore.max_batch_size) a call.';
 
 INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.create_accounts(fincore.account_request[])', 'app');

@@ -52,12 +52,12 @@ def setup_ledger(conn, n_accounts=1000, n_hot=3):
         # Opening balances from the world account, so that limited accounts can spend.
         conn.execute("""
             SELECT fincore.create_transfers(array_agg(ROW(NULL, %s::uuid, id, 20000, NULL, NULL, NULL, NULL, NULL,
-                                                           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request))
+                                                           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request))
               FROM fincore.accounts WHERE id <> %s::uuid""", (WORLD, WORLD))
         # A capped account needs debits before it can take credits.
         conn.execute("""
             SELECT fincore.create_transfers(array_agg(ROW(NULL, id, %s::uuid, 30000, NULL, NULL, NULL, NULL, NULL,
-                                                           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request))
+                                                           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request))
               FROM fincore.account_balances WHERE 'credits_must_not_exceed_debits' = ANY (flags)""", (WORLD,))
     return kinds
 
@@ -79,7 +79,7 @@ class Shared:
             table[key] = table.get(key, 0) + 1
 
 
-REQ = ("ROW(%s, %s, %s, %s, NULL, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request")
+REQ = ("ROW(%s, %s, %s, %s, NULL, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request")
 
 
 class Worker(threading.Thread):

@@ -107,7 +107,7 @@ def test_the_same_id_from_many_clients_creates_one_transfer(ledger):
 def test_the_same_id_in_concurrent_batches_creates_one_transfer(ledger):
     tid = str(uuid.uuid4())
     outcomes = storm(ledger, CLIENTS, lambda conn: conn.execute(
-        "SELECT result FROM fincore.create_transfers(ARRAY[ROW(%s, %s, %s, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+        "SELECT result FROM fincore.create_transfers(ARRAY[ROW(%s, %s, %s, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
         "::fincore.transfer_request])", (tid, account_id(700), account_id(701))).fetchone()[0])
     results = sorted(o[1] for o in outcomes)
     assert results.count("ok") == 1 and results.count("exists") == CLIENTS - 1, outcomes

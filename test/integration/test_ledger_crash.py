@@ -100,7 +100,7 @@ class CrashWorker(threading.Thread):
                     reqs, params = [], []
                     for tid in ids:
                         d, c = self.rng.sample(range(1, ACCOUNTS + 1), 2)
-                        reqs.append("ROW(%s, %s, %s, %s, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request")
+                        reqs.append("ROW(%s, %s, %s, %s, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request")
                         params += [tid, account_id(d), account_id(c), self.rng.randint(1, 3000)]
                     rows = conn.execute("SELECT id::text, result FROM fincore.create_transfers(ARRAY[" +
                                         ", ".join(reqs) + "])", params).fetchall()

@@ -99,6 +99,14 @@ def upgraded_and_new():
             conn.execute("SELECT fincore.transfer(%s, %s, 300)", (b, h))
             conn.execute("SELECT fincore.transfer(%s, %s, 500, 'aaaaaaaa-0090-4000-8000-0000000000f1', pending => true)", (b, a))
             conn.execute("SELECT fincore.enqueue('old', '{}')")
+            # 0.2.0's library serves 0.1.0's tables until the update: a batch of 0.1.0's requests
+            # (16 fields), one of which fails on the state (nothing to record it in yet).
+            results = conn.execute(
+                "SELECT array_agg(result ORDER BY index) FROM fincore.create_transfers(ARRAY["
+                " ROW(NULL, %s, %s, 5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),"
+                " ROW(NULL, %s, %s, 999999, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+                "]::fincore.transfer_request[])", (a, b, b, a)).fetchone()[0]
+            assert results == ["ok", "exceeds_credits"], results
         assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'fincore'").fetchone()[0] == OLD
         conn.execute("ALTER EXTENSION fincore UPDATE")
     with connect(names[1]) as conn:
@@ -135,6 +143,22 @@ def test_old_data_works_after_the_upgrade(upgraded_and_new):
             conn.execute("SELECT fincore.set_tenant('aaaaaaaa-0090-4000-8000-000000000001')")
             conn.execute("SELECT fincore.post_pending('aaaaaaaa-0090-4000-8000-0000000000f1', 200)")
             assert conn.execute("SELECT fincore.rollup_hot_accounts(10)").fetchone()[0] == 1
+            assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
+            # 0.2.0's requests: a failure on the state is recorded, a closing hold closes its account.
+            a, b = conn.execute("SELECT min(id::text)::uuid, max(id::text)::uuid FROM fincore.accounts "
+                                "WHERE flags = 0 OR flags = 1").fetchone()
+            results = conn.execute(
+                "SELECT array_agg(result ORDER BY index) FROM fincore.create_transfers(ARRAY["
+                " ROW('aaaaaaaa-0090-4000-8000-0000000000f2', %s, %s, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+                "     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),"
+                " ROW('aaaaaaaa-0090-4000-8000-0000000000f3', %s, 'aaaaaaaa-0090-4000-8000-0000000000ff', 1, NULL, NULL,"
+                "     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),"
+                " ROW('aaaaaaaa-0090-4000-8000-0000000000f4', %s, %s, 0, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL,"
+                "     NULL, NULL, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL)"
+                "]::fincore.transfer_request[])", (a, b, a, a, b)).fetchone()[0]
+            assert results == ["ok", "credit_account_not_found", "ok"], results
+            assert conn.execute("SELECT result FROM fincore.failed_transfers").fetchall() == [("credit_account_not_found",)]
+            assert conn.execute("SELECT status FROM fincore.accounts WHERE id = %s", (a,)).fetchone()[0] == "closed"
             assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
             job = conn.execute("SELECT * FROM fincore.dequeue('old')").fetchone()
             assert job is not None

@@ -29,10 +29,10 @@ SELECT throws_ok($$SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1
                                            '00000000-0000-0000-0000-000000000000', pending => true)$$,
     'ZF329', NULL, 'id_must_not_be_zero for a hold');
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('00000000-0000-0000-0000-000000000000', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('ffffffff-ffff-ffff-ffff-ffffffffffff', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('00000000-0000-0000-0000-000000000000', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('ffffffff-ffff-ffff-ffff-ffffffffffff', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
         -- precedence: the reserved id comes before every other check, here a zero amount and one account
-        ROW('00000000-0000-0000-0000-000000000000', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', -5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('00000000-0000-0000-0000-000000000000', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', -5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('id_must_not_be_zero'::text), ('id_must_not_be_int_max'), ('id_must_not_be_zero')$$,
     'a batch: id_must_not_be_zero and id_must_not_be_int_max per item, before any other check');
@@ -59,9 +59,9 @@ SELECT throws_ok($$SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1
                                            pending => true, timeout => '2147483647 mons 2147483647 days')$$,
     'ZF318', NULL, 'overflows_timeout: the largest interval there is');
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '300000 years', NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '1 hour', NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '2147483647 days', NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '300000 years', NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '1 hour', NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000b3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 1, 1, true, '2147483647 days', NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('overflows_timeout'::text), ('linked_event_failed'), ('overflows_timeout')$$,
     'a batch: overflows_timeout per item, and it fails its linked chain');
@@ -83,10 +83,10 @@ SELECT is((SELECT expires_at FROM fincore.transfers WHERE id = 'aaaaaaaa-c0f0-40
 -- (fincore 0.1.0 raised XX000 and lost the whole batch.)
 UPDATE before SET s = pg_temp.state();
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 6, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 6, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('ok'::text), ('exists'), ('exists_with_different_amount'), ('ok')$$,
     'TigerBeetle exists / exists_with_different_amount for a duplicate id inside one batch, the rest unaffected');
@@ -95,8 +95,8 @@ SELECT is((SELECT count(*)::int FROM fincore.transfers WHERE id IN ('aaaaaaaa-c0
 SELECT is((SELECT debits_posted FROM fincore.accounts WHERE id = 'aaaaaaaa-c0f0-4000-8000-0000000000a1'), 100::bigint + 5 + 7,
     'the counters moved once for the duplicated id');
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d3', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 5, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('accounts_must_be_different'::text), ('ok')$$,
     'an id whose first event failed is free for a later one of the batch (that failure does not depend on state)');
@@ -111,23 +111,23 @@ SELECT is(pg_temp.state(), (SELECT s FROM before), 'and it wrote nothing');
 
 -- ---- exists comes first: a replay is recognised before the request is validated ---------------------
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', -7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', -7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('exists'::text), ('exists_with_different_amount'), ('exists_with_different_credit_account_id')$$,
     'TigerBeetle precedence: exists_with_different_* before amount_must_not_be_zero and accounts_must_be_different');
 SELECT fincore.freeze_account('aaaaaaaa-c0f0-4000-8000-0000000000a2');
 SELECT is((SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[])), 'exists', 'an exact replay is exists even though its account was frozen since');
 SELECT fincore.unfreeze_account('aaaaaaaa-c0f0-4000-8000-0000000000a2');
 SELECT is(pg_temp.state(), (SELECT s FROM before), 'no replay wrote anything');
 
 -- ---- exists fails its linked chain ------------------------------------------------------------------
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d4', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d2', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000d4', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 7, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('exists'::text), ('linked_event_failed')$$,
     'TigerBeetle: an event that exists fails its linked chain like any other result but ok');
@@ -138,11 +138,11 @@ SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4
                        'aaaaaaaa-c0f0-4000-8000-0000000000e1', code => 3, pending => true);
 UPDATE before SET s = pg_temp.state();
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e2', NULL, NULL, NULL, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e3', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', NULL, NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e4', NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000a1', NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e5', NULL, NULL, 10, NULL, false, NULL, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e6', NULL, NULL, 60, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e2', NULL, NULL, NULL, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e3', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', NULL, NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e4', NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000a1', NULL, NULL, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e5', NULL, NULL, 10, NULL, false, NULL, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e6', NULL, NULL, 60, 9, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('pending_transfer_has_different_code'::text), ('pending_transfer_has_different_debit_account_id'),
              ('pending_transfer_has_different_credit_account_id'), ('pending_transfer_has_different_amount'),
@@ -150,9 +150,9 @@ SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
     'TigerBeetle pending_transfer_has_different_{code,debit_account_id,credit_account_id,amount}; the code before exceeds_pending_transfer_amount');
 SELECT is(pg_temp.state(), (SELECT s FROM before), 'no mismatched post or void wrote anything');
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 3, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 0, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000e8', NULL, NULL, 20, 3, false, NULL, 'aaaaaaaa-c0f0-4000-8000-0000000000e1', NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('ok'::text), ('exists'), ('exists')$$,
     'code 0 means the hold''s code; replaying the post (code 0, or the hold''s) is exists, not pending_transfer_already_posted');
@@ -210,36 +210,36 @@ SELECT is_empty($$SELECT * FROM fincore.account_balances('aaaaaaaa-c0f0-4000-800
 -- exists failing its chain.
 CREATE TEMP TABLE acct_before AS SELECT count(*) AS n FROM fincore.accounts;
 SELECT results_eq($$SELECT result FROM fincore.create_accounts(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 1, NULL, NULL, NULL, NULL, false),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 1, NULL, NULL, NULL, NULL, false),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 2, NULL, NULL, NULL, NULL, false),
-        ROW('00000000-0000-0000-0000-000000000000', 'USD', 1, NULL, NULL, NULL, NULL, false),
-        ROW('ffffffff-ffff-ffff-ffff-ffffffffffff', 'USD', 1, NULL, NULL, NULL, NULL, false),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c2', 'USD', 1, '{debits_must_not_exceed_credits,credits_must_not_exceed_debits}', NULL, NULL, NULL, false),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c3', 'USD', 1, '{bogus}', NULL, NULL, NULL, false),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c4', 'XQZ', 1, NULL, NULL, NULL, NULL, false),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c5', 'usd!', 1, NULL, NULL, NULL, NULL, false),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c6', 'USD', 1, NULL, 100, NULL, NULL, false)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 1, NULL, NULL, NULL, NULL, false, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 1, NULL, NULL, NULL, NULL, false, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 2, NULL, NULL, NULL, NULL, false, NULL, NULL),
+        ROW('00000000-0000-0000-0000-000000000000', 'USD', 1, NULL, NULL, NULL, NULL, false, NULL, NULL),
+        ROW('ffffffff-ffff-ffff-ffff-ffffffffffff', 'USD', 1, NULL, NULL, NULL, NULL, false, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c2', 'USD', 1, '{debits_must_not_exceed_credits,credits_must_not_exceed_debits}', NULL, NULL, NULL, false, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c3', 'USD', 1, '{bogus}', NULL, NULL, NULL, false, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c4', 'XQZ', 1, NULL, NULL, NULL, NULL, false, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c5', 'usd!', 1, NULL, NULL, NULL, NULL, false, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c6', 'USD', 1, NULL, 100, NULL, NULL, false, NULL, NULL)
     ]::fincore.account_request[]) ORDER BY index$$,
     $$VALUES ('ok'::text), ('exists'), ('exists_with_different_code'), ('id_must_not_be_zero'), ('id_must_not_be_int_max'),
              ('flags_are_mutually_exclusive'), ('invalid_flags'), ('unknown_currency'), ('invalid_currency'), ('invalid_credit_limit')$$,
     'TigerBeetle create_accounts: ok, exists, exists_with_different_code, id_must_not_be_zero, id_must_not_be_int_max, flags_are_mutually_exclusive, and fincore''s own');
 SELECT is((SELECT count(*) FROM fincore.accounts) - (SELECT n FROM acct_before), 1::bigint, 'one account was created');
 SELECT results_eq($$SELECT result FROM fincore.create_accounts(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c7', 'USD', 1, NULL, NULL, NULL, NULL, true),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c8', 'USD', 1, NULL, NULL, NULL, NULL, true),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c9', 'USD', 1, '{bogus}', NULL, NULL, NULL, false),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000ca', 'USD', 1, NULL, NULL, NULL, NULL, true),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 1, NULL, NULL, NULL, NULL, false),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000cb', 'USD', 1, NULL, NULL, NULL, NULL, true)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c7', 'USD', 1, NULL, NULL, NULL, NULL, true, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c8', 'USD', 1, NULL, NULL, NULL, NULL, true, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c9', 'USD', 1, '{bogus}', NULL, NULL, NULL, false, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000ca', 'USD', 1, NULL, NULL, NULL, NULL, true, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000c1', 'USD', 1, NULL, NULL, NULL, NULL, false, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000cb', 'USD', 1, NULL, NULL, NULL, NULL, true, NULL, NULL)
     ]::fincore.account_request[]) ORDER BY index$$,
     $$VALUES ('linked_event_failed'::text), ('linked_event_failed'), ('invalid_flags'),
              ('linked_event_failed'), ('exists'), ('linked_event_chain_open')$$,
     'a failed chain creates none of its accounts; exists fails its chain; a chain left open is linked_event_chain_open');
 SELECT is((SELECT count(*) FROM fincore.accounts) - (SELECT n FROM acct_before), 1::bigint, 'and no chain created anything');
 SELECT is((SELECT array_agg(result ORDER BY index) FROM fincore.create_accounts(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000cc', 'EUR', 5, '{history}', NULL, 'ext-1', '{"k": 1}', true),
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000cd', 'EUR', 5, '{debits_must_not_exceed_credits}', 500, 'ext-2', NULL, false)
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000cc', 'EUR', 5, '{history}', NULL, 'ext-1', '{"k": 1}', true, NULL, NULL),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000cd', 'EUR', 5, '{debits_must_not_exceed_credits}', 500, 'ext-2', NULL, false, NULL, NULL)
     ]::fincore.account_request[])), '{ok,ok}', 'a chain that succeeds creates all its accounts');
 SELECT results_eq($$SELECT currency, code, flags, credit_limit, external_ref FROM fincore.account_balances
                      WHERE id IN ('aaaaaaaa-c0f0-4000-8000-0000000000cc', 'aaaaaaaa-c0f0-4000-8000-0000000000cd') ORDER BY id$$,
@@ -249,7 +249,7 @@ SELECT results_eq($$SELECT currency, code, flags, credit_limit, external_ref FRO
 SELECT throws_ok($$SELECT * FROM fincore.create_accounts(array_fill(NULL::fincore.account_request, ARRAY[8191]))$$, 'ZF321', NULL,
     'ZF321: more than 8,190 accounts a call');
 SELECT fincore.set_tenant(NULL);
-SELECT throws_ok($$SELECT * FROM fincore.create_accounts(ARRAY[ROW(NULL, 'USD', 1, NULL, NULL, NULL, NULL, false)]::fincore.account_request[])$$,
+SELECT throws_ok($$SELECT * FROM fincore.create_accounts(ARRAY[ROW(NULL, 'USD', 1, NULL, NULL, NULL, NULL, false, NULL, NULL)]::fincore.account_request[])$$,
     'ZF203', NULL, 'ZF203: a batch of accounts needs a tenant, for the whole call');
 -- ---- an account created closed (TigerBeetle's closed flag) -----------------------------------------
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -265,7 +265,7 @@ SELECT throws_ok($$SELECT fincore.create_account('USD', id => 'aaaaaaaa-c0f0-400
     'ZF325', 'account aaaaaaaa-c0f0-4000-8000-0000000000d9 already exists with a different flags',
     'TigerBeetle exists_with_different_flags: the same id without closed');
 SELECT is((SELECT result FROM fincore.create_accounts(ARRAY[
-        ROW('aaaaaaaa-c0f0-4000-8000-0000000000da', 'USD', 0, '{closed,history}', NULL, NULL, NULL, false)]::fincore.account_request[])),
+        ROW('aaaaaaaa-c0f0-4000-8000-0000000000da', 'USD', 0, '{closed,history}', NULL, NULL, NULL, false, NULL, NULL)]::fincore.account_request[])),
     'ok', 'create_accounts takes the closed flag too');
 -- ---- balancing transfers (TigerBeetle's balancing_debit / balancing_credit) -----------------------
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -277,7 +277,7 @@ SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000001bc', 'aaaaaaaa-c0f0-4
 CREATE FUNCTION pg_temp.bal(id uuid, d uuid, c uuid, amount bigint, bd boolean, bc boolean, pending boolean DEFAULT false)
     RETURNS text LANGUAGE sql AS $$
     SELECT result FROM fincore.create_transfers(ARRAY[ROW(id, d, c, amount, 1, pending, NULL, NULL, NULL, NULL, false,
-                                                          NULL, NULL, NULL, NULL, NULL, bd, bc)]::fincore.transfer_request[]) $$;
+                                                          NULL, NULL, NULL, NULL, NULL, bd, bc, NULL, NULL, NULL, NULL)]::fincore.transfer_request[]) $$;
 SELECT is(pg_temp.bal('aaaaaaaa-c0f0-4000-8000-0000000001b1', 'aaaaaaaa-c0f0-4000-8000-0000000001b0',
                       'aaaaaaaa-c0f0-4000-8000-0000000000a1', 1000, true, false), 'ok',
     'TigerBeetle balancing_debit: a transfer of 1000 from an account with 100 is ok ...');

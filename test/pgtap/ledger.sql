@@ -118,9 +118,9 @@ SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a3', '0000
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 100,
                                    id => '30000000-0000-4000-8000-00000000000b')$$,
     'ZF320', NULL, 'ZF320 transfer_id_conflict: an id another tenant used');
-SELECT throws_ok($$SELECT * FROM create_transfers(ARRAY[[ROW(NULL, NULL, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)]]::transfer_request[][])$$,
+SELECT throws_ok($$SELECT * FROM create_transfers(ARRAY[[ROW(NULL, NULL, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)]]::transfer_request[][])$$,
     'ZF321', NULL, 'ZF321 invalid_transfer_request: a two-dimensional batch');
-SELECT throws_ok($$SELECT * FROM create_transfers(ARRAY(SELECT ROW(NULL, NULL, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request
+SELECT throws_ok($$SELECT * FROM create_transfers(ARRAY(SELECT ROW(NULL, NULL, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request
                                                          FROM generate_series(1, 8191)))$$,
     'ZF321', NULL, 'ZF321 invalid_transfer_request: more than 8190 transfers');
 SELECT throws_ok($$SELECT create_account('USD', flags => '{overdraft}')$$, 'ZF323', NULL, 'ZF323 invalid_account_flags: unknown');
@@ -155,13 +155,13 @@ CREATE FUNCTION pg_temp.t(id uuid, d text, c text, amount bigint, pending boolea
                           linked boolean DEFAULT NULL, code integer DEFAULT NULL, metadata jsonb DEFAULT NULL)
     RETURNS transfer_request LANGUAGE sql AS $$
     SELECT ROW(id, ('00000000-0000-4000-8000-0000000000' || d)::uuid, ('00000000-0000-4000-8000-0000000000' || c)::uuid,
-               amount, code, pending, timeout, NULL, NULL, NULL, linked, metadata, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
+               amount, code, pending, timeout, NULL, NULL, NULL, linked, metadata, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
 CREATE FUNCTION pg_temp.post(pending uuid, amount bigint DEFAULT NULL, linked boolean DEFAULT NULL) RETURNS transfer_request
-    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, amount, NULL, NULL, NULL, pending, NULL, NULL, linked, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
+    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, amount, NULL, NULL, NULL, pending, NULL, NULL, linked, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
 CREATE FUNCTION pg_temp.void(pending uuid) RETURNS transfer_request
-    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pending, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
+    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, pending, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
 CREATE FUNCTION pg_temp.rev(t uuid, amount bigint DEFAULT NULL) RETURNS transfer_request
-    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, amount, NULL, NULL, NULL, NULL, NULL, t, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
+    LANGUAGE sql AS $$ SELECT ROW(NULL, NULL, NULL, amount, NULL, NULL, NULL, NULL, NULL, t, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request $$;
 
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'a2', 1)), '{ok}', 'ok');
 SELECT is(pg_temp.r(pg_temp.t('10000000-0000-4000-8000-000000000001', 'a1', 'a2', 10000, code => 7, metadata => '{"k":1}')),
@@ -181,7 +181,7 @@ SELECT is(pg_temp.r(pg_temp.t('10000000-0000-4000-8000-000000000001', 'a1', 'a2'
 SELECT is(pg_temp.r(pg_temp.t('20000000-0000-4000-8000-000000000001', 'a1', 'a2', 500, pending => true, timeout => '2 hours', code => 0)),
     '{exists_with_different_timeout}', 'exists_with_different_timeout');
 SELECT is(pg_temp.r(ROW('20000000-0000-4000-8000-000000000002', NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                        '20000000-0000-4000-8000-000000000001', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request),
+                        '20000000-0000-4000-8000-000000000001', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request),
     '{exists_with_different_kind}', 'a post replayed as a void: exists_with_different_kind');
 SELECT is(pg_temp.r(pg_temp.t('30000000-0000-4000-8000-00000000000b', 'a1', 'a2', 1)), '{id_already_used}',
     'id_already_used: another tenant''s id');
@@ -213,7 +213,7 @@ SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'a2', 1, pending => true, timeout => '
     'timeout_must_be_positive');
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a8', 'a9', 9223372036854775807), pg_temp.t(NULL, 'a8', 'a9', 1)),
     '{ok,overflows_balance}', 'overflows_balance');
-SELECT is(pg_temp.r(ROW(NULL, NULL, NULL, 1, NULL, true, NULL, '20000000-0000-4000-8000-000000000001', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request),
+SELECT is(pg_temp.r(ROW(NULL, NULL, NULL, 1, NULL, true, NULL, '20000000-0000-4000-8000-000000000001', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request),
     '{invalid_request}', 'invalid_request: a post that is also pending');
 SELECT is(pg_temp.r(NULL::transfer_request), '{invalid_request}', 'invalid_request: a NULL item');
 -- Linked chains.
@@ -317,7 +317,7 @@ SELECT is((SELECT count(*)::int FROM pg_trigger WHERE tgrelid = 'fincore.account
 SELECT ok((SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid = 'fincore.transfers'::regclass),
     'transfers: RLS enabled and forced');
 SELECT ok(NOT has_table_privilege('authenticated', 'fincore.transfers', 'INSERT'), 'app roles cannot insert transfers');
-SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean)'::regprocedure),
+SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamptz)'::regprocedure),
     ARRAY['search_path=pg_catalog, pg_temp', 'fincore.owner_context=on'],
     'transfer pins its search_path and marks fincore''s owner context');
 
@@ -370,7 +370,7 @@ SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '0000
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 30,
                                    fee_schedule => 'card')$$, 'ZF321', NULL, 'a fee without a fee account is ZF321');
 SELECT is(pg_temp.r(ROW(NULL, '00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 100, NULL, true, NULL,
-                        NULL, NULL, NULL, NULL, NULL, 'card', '00000000-0000-4000-8000-0000000000a4', NULL, NULL, NULL, NULL)::transfer_request),
+                        NULL, NULL, NULL, NULL, NULL, 'card', '00000000-0000-4000-8000-0000000000a4', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::transfer_request),
     '{invalid_request}', 'a fee on a hold is an invalid request');
 SELECT is_empty($$SELECT * FROM verify()$$, 'verify() stays clean with fee legs');
 

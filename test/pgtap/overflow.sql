@@ -79,8 +79,8 @@ SELECT lives_ok($$SELECT fincore.transfer(pg_temp.acct('src4'), pg_temp.acct('ho
 
 -- 6. In a batch: one item is refused, the others are not.
 SELECT results_eq($$SELECT result FROM fincore.create_transfers(ARRAY[
-        ROW('aaaaaaaa-0f10-4000-8000-0000000000c1', pg_temp.acct('src4'), pg_temp.acct('dst1'), 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-        ROW('aaaaaaaa-0f10-4000-8000-0000000000c2', pg_temp.acct('src4'), pg_temp.acct('src1'), 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ROW('aaaaaaaa-0f10-4000-8000-0000000000c1', pg_temp.acct('src4'), pg_temp.acct('dst1'), 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        ROW('aaaaaaaa-0f10-4000-8000-0000000000c2', pg_temp.acct('src4'), pg_temp.acct('src1'), 1, 1, false, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[]) ORDER BY index$$,
     $$VALUES ('overflows_balance'::text), ('ok')$$, 'a batch: overflows_balance for the item that would overflow, ok for the next');
 

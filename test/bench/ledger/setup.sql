@@ -34,7 +34,7 @@ END $$;
 CREATE FUNCTION public.batch100(seed int) RETURNS SETOF record LANGUAGE sql AS $$
     SELECT index, id, result FROM fincore.create_transfers(ARRAY(
         SELECT ROW(NULL, public.acct(d), public.acct(CASE WHEN c = d THEN c % 100000 + 1 ELSE c END), 1,
-                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request
           FROM (SELECT 1 + (random() * 99999)::int AS d, 1 + (random() * 99999)::int AS c
                   FROM generate_series(1, 100)) r))
 $$;
