@@ -2,10 +2,11 @@
 
 Each worker thread has its own connection and runs operations, each in its own
 transaction as a trusted backend would (set_tenant inside the transaction):
-single transfers, holds with and without timeouts, posts and voids of holds
-(its own and other workers'), linked batches (some designed to fail),
-independent batches, reversals, and idempotent replays of transfers that
-already exist.  Refusals (SQLSTATE class ZF) are expected; anything else a
+single transfers, holds with and without timeouts, closing holds (which close
+an account until they are voided or expire), posts and voids of holds (its own
+and other workers'), linked batches (some designed to fail), independent
+batches, reversals, idempotent replays of transfers that already exist, and
+retries of ids a batch refused on the ledger's state (id_already_failed).  Refusals (SQLSTATE class ZF) are expected; anything else a
 worker sees — a deadlock, a serialization failure, an internal error — is
 recorded as a problem.
 """
@@ -70,6 +71,7 @@ class Shared:
         self.transfers = []         # (id, debit, credit, amount) of posted transfers
         self.holds = []             # ids of holds
         self.created = []           # every transfer id a worker saw created (committed)
+        self.failed = []            # ids a batch refused on the ledger's state (committed)
         self.refused = {}           # result / SQLSTATE -> count
         self.problems = []          # anything that is not a refusal
         self.ops = {}
@@ -107,13 +109,16 @@ class Worker(threading.Thread):
             with psycopg.connect(self.conninfo, autocommit=False) as conn:
                 while time.time() < self.deadline:
                     op = self.rng.choices(
-                        ["single", "hold", "resolve", "linked", "batch", "reverse", "replay"],
-                        weights=[30, 12, 12, 12, 8, 8, 8])[0]
+                        ["single", "hold", "closing", "resolve", "linked", "batch", "reverse", "replay", "retry_failed"],
+                        weights=[30, 12, 2, 12, 12, 8, 8, 8, 3])[0]
                     self.shared.count(self.shared.ops, op)
                     try:
+                        self.pending_failed = []
                         with conn.transaction():
                             conn.execute("SELECT fincore.set_tenant(%s)", (TENANT,))
                             getattr(self, "op_" + op)(conn)
+                        with self.shared.lock:
+                            self.shared.failed.extend(self.pending_failed)
                     except psycopg.Error as e:
                         state = e.sqlstate or "?"
                         if state.startswith("ZF"):
@@ -149,6 +154,37 @@ class Worker(threading.Thread):
             self.shared.holds.append(tid)
             self.shared.created.append(tid)
 
+    def op_closing(self, conn):
+        # A hold that closes its debit or credit account; voiding it or its expiry opens it again.
+        # Only accounts above 900 (the other tests' fixed accounts stay open).
+        d = account_id(self.rng.randint(901, self.n))
+        c = account_id(self.rng.randint(1, 900))
+        if self.rng.random() < 0.5:
+            d, c = c, d
+        tid = str(uuid.uuid4())
+        side = "closing_debit" if d > c else "closing_credit"     # the account above 900
+        timeout = self.rng.choice([None, "50 milliseconds", "1 second"])
+        conn.execute(f"SELECT fincore.transfer(%s, %s, %s, id => %s, pending => true, timeout => %s::interval, {side} => true)",
+                     (d, c, self.rng.randint(0, 100), tid, timeout))
+        with self.shared.lock:
+            self.shared.holds.append(tid)
+            self.shared.created.append(tid)
+
+    def op_retry_failed(self, conn):
+        # An id a batch refused on the state stays failed, whatever happened since.
+        with self.shared.lock:
+            if not self.shared.failed:
+                return
+            tid = self.rng.choice(self.shared.failed)
+        d, c = self.pair()
+        try:
+            with conn.transaction():
+                conn.execute("SELECT fincore.transfer(%s, %s, 1, id => %s)", (d, c, tid))
+        except psycopg.Error as e:
+            assert e.sqlstate == "ZF331", f"a retry of failed id {tid}: {e.sqlstate} {e}"
+            return
+        raise AssertionError(f"a retry of failed id {tid} succeeded")
+
     def op_resolve(self, conn):
         with self.shared.lock:
             if not self.shared.holds:
@@ -180,11 +216,14 @@ class Worker(threading.Thread):
                             ", ".join(reqs) + "])", params).fetchall()
         assert len(rows) == len(ids)
         ok = [r[1] for r in rows if r[2] == "ok"]
+        failed = [r[1] for r in rows if r[2] in ("exceeds_credits", "exceeds_debits", "debit_account_closed",
+                                                 "credit_account_closed", "overflows_balance")]
         for r in rows:
             if r[2] not in ("ok",):
                 self.shared.count(self.shared.refused, r[2])
         with self.shared.lock:
             self.shared.created.extend(ok)
+        self.pending_failed = failed                # remembered once the transaction commits
         return rows
 
     def op_linked(self, conn):

@@ -65,8 +65,24 @@ def test_random_load_keeps_the_books(ledger):
                                               (shared.created,))}
         missing = set(shared.created) - present
         assert not missing, f"{len(missing)} transfers a client saw created are missing"
+        # A failed id is never a transfer; every failure a client saw committed is recorded.
+        both = conn.execute("SELECT count(*) FROM fincore.failed_transfers f JOIN fincore.transfers t ON t.id = f.id").fetchone()[0]
+        assert both == 0, f"{both} ids are both failed and transfers"
+        recorded = {r[0] for r in conn.execute("SELECT id::text FROM fincore.failed_transfers")}
+        assert set(shared.failed) <= recorded, "a failure a client saw committed is not recorded"
+        # An account is closed only by a closing hold that is open or was posted.
+        stray = conn.execute("""
+            SELECT count(*) FROM fincore.accounts a
+             WHERE a.status = 'closed'
+               AND NOT EXISTS (SELECT 1 FROM fincore.transfers t
+                                WHERE t.kind = 'pending' AND t.flags & 12 <> 0
+                                  AND ((t.flags & 4 <> 0 AND t.debit_account_id = a.id) OR (t.flags & 8 <> 0 AND t.credit_account_id = a.id))
+                                  AND NOT EXISTS (SELECT 1 FROM fincore.transfers r
+                                                   WHERE r.pending_id = t.id AND r.kind IN ('void', 'expire')))""").fetchone()[0]
+        assert stray == 0, f"{stray} accounts are closed without an open or posted closing hold"
         deadlocks = conn.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
         assert deadlocks == 0, f"{deadlocks} deadlocks"
+    assert shared.failed, "no batch failure was recorded (the workload should make some)"
     print(f"\n{total_ops} operations in {SECONDS}s by {CLIENTS} clients: {shared.ops}; refusals {shared.refused}")
 
 

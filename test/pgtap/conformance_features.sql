@@ -5,7 +5,7 @@
 -- event (a failure on the state writes its id to fincore.failed_transfers, and nothing else).
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(68);
+SELECT plan(74);
 
 SELECT fincore.create_tenant('Features', 'aaaaaaaa-c1f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c1f0-4000-8000-000000000001');
@@ -211,6 +211,22 @@ SELECT is(pg_temp.results(ARRAY[
     '{imported_event_timestamp_must_postdate_credit_account,imported_event_timestamp_must_postdate_debit_account,imported_event_timeout_must_be_zero,imported_event_timestamp_must_not_advance,invalid_request,imported_event_expected}',
     'TigerBeetle imported transfers: after both accounts, no timeout, in the past, no fee, the whole batch imported');
 SELECT is(pg_temp.state(), (SELECT s FROM before_import), 'refused imports write nothing');
+CREATE TEMP TABLE before_import2 AS SELECT pg_temp.state() AS s;
+SELECT is(pg_temp.results(ARRAY[
+        pg_temp.req('aaaaaaaa-c1f0-4000-8000-000000000307', 'aaaaaaaa-c1f0-4000-8000-0000000000a1', 'aaaaaaaa-c1f0-4000-8000-0000000000b2', 10),
+        pg_temp.req('aaaaaaaa-c1f0-4000-8000-000000000308', 'aaaaaaaa-c1f0-4000-8000-0000000003a1', 'aaaaaaaa-c1f0-4000-8000-0000000003a2', 10,
+                    imported => true, ts => '2020-01-05 00:00Z')]),
+    '{ok,imported_event_not_expected}', 'TigerBeetle imported_event_not_expected: in a batch that is not imported ...');
+SELECT is(pg_temp.results(ARRAY[
+        pg_temp.req('aaaaaaaa-c1f0-4000-8000-000000000309', 'aaaaaaaa-c1f0-4000-8000-0000000003a1', 'aaaaaaaa-c1f0-4000-8000-0000000003a2', 10,
+                    imported => true),
+        pg_temp.req('aaaaaaaa-c1f0-4000-8000-00000000030a', 'aaaaaaaa-c1f0-4000-8000-0000000003a1', 'aaaaaaaa-c1f0-4000-8000-0000000003a2', 10,
+                    imported => true, ts => '-infinity')]),
+    '{imported_event_timestamp_out_of_range,imported_event_timestamp_out_of_range}', '... imported_event_timestamp_out_of_range');
+SELECT is((SELECT count(*) FROM fincore.transfers WHERE id::text LIKE 'aaaaaaaa-c1f0-4000-8000-00000000030_'), 1::bigint,
+    'only the item that is not imported was written');
+SELECT is((SELECT count(*) FROM fincore.failed_transfers WHERE id::text LIKE 'aaaaaaaa-c1f0-4000-8000-00000000030_'), 0::bigint,
+    'refused imports are not failures on the state: their ids are not recorded');
 SELECT is(pg_temp.results(ARRAY[
         pg_temp.req('aaaaaaaa-c1f0-4000-8000-000000000311', 'aaaaaaaa-c1f0-4000-8000-0000000003a1', 'aaaaaaaa-c1f0-4000-8000-0000000003a2', 100,
                     imported => true, ts => '2020-02-01 00:00Z'),
@@ -222,6 +238,10 @@ SELECT is(pg_temp.results(ARRAY[
                     imported => true, ts => '2020-02-02 12:00Z')]),
     '{ok,ok,ok,imported_event_timestamp_must_not_regress}',
     'a migration: a transfer, a hold and its post at their own times; an earlier one after them must_not_regress');
+SELECT is((SELECT count(*) FROM fincore.transfers WHERE id = 'aaaaaaaa-c1f0-4000-8000-000000000314'), 0::bigint,
+    'the refused import wrote no transfer ...');
+SELECT is((SELECT count(*) FROM fincore.account_history WHERE transfer_id = 'aaaaaaaa-c1f0-4000-8000-000000000314'), 0::bigint,
+    '... and no history row');
 SELECT is((SELECT array_agg(created_at ORDER BY created_at) FROM fincore.transfers WHERE id::text LIKE 'aaaaaaaa-c1f0-4000-8000-00000000031_'),
     ARRAY['2020-02-01 00:00Z', '2020-02-02 00:00Z', '2020-02-03 00:00Z']::timestamptz[], 'the transfers carry the imported times');
 SELECT is((SELECT array_agg(flags ORDER BY created_at) FROM fincore.transfers WHERE id::text LIKE 'aaaaaaaa-c1f0-4000-8000-00000000031_'), '{16,16,16}',
