@@ -2,15 +2,22 @@
 # test/bench/ledger: posting throughput, in one run, 8 clients, 100,000 accounts, pgbench -M prepared.
 #
 #   baseline   a minimal PL/pgSQL transfer (two UPDATEs in id order, one INSERT, no checks)
+#   same       the same writes and checks as fincore, in PL/pgSQL, on copies of its tables
+#              ("same-storage": lock and read both accounts, check, insert the row, update both)
 #   uniform    fincore.transfer between two uniformly random accounts (ledger events off, like
 #              the baseline, which writes no event either)
 #   events     the same with the tenant's ledger events on: each transfer also writes its
 #              outbox event, in the same transaction (fincore's default)
 #   hot        fincore.transfer from a random account to one hot account (every transfer)
 #   batch100   fincore.create_transfers with 100 random transfers a call (transfers/s = calls/s x 100)
-# and the memory of one backend posting 1,000,000 transfers (create_transfers, 100 a call).
-# Targets (issue 4): uniform >= 0.8x baseline; hot >= 0.7x uniform; batch100 >= 10x uniform;
-# RSS growth < 20 MB.  Medians of ROUNDS interleaved rounds of SECS seconds.
+#   batch1000  the same with 1,000 a call
+# then bytes per transfer (table and indexes) and per ledger event, WAL per transfer right after
+# a checkpoint and in steady state (for the baseline, same-storage and fincore), and the memory
+# of one backend posting 1,000,000 transfers (create_transfers, 100 a call).
+# Targets (issue 15): uniform >= 0.8x baseline and >= 1.3x same; events >= 0.9x uniform; hot
+# >= 0.7x uniform; batch100 >= 10x uniform; <= 200 bytes a transfer, <= 150 an event, <= 800
+# bytes of WAL a transfer in steady state; RSS flat.  Medians of ROUNDS interleaved rounds of
+# SECS seconds.
 #
 #   ROUNDS=3 SECS=10 ./scripts/bench ledger
 source "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
@@ -33,16 +40,18 @@ pick='\set d random(1, 100000)
 \set c (:c % 100000) + 1
 \endif'
 printf '%s\nSELECT public.base_transfer(:d, :c, 1);\n' "$pick" >"$BENCH_TMP/baseline.sql"
+printf '%s\nSELECT public.same_transfer(public.acct(:d), public.acct(:c), 1);\n' "$pick" >"$BENCH_TMP/same.sql"
 printf '%s\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(:c), 1);\n' "$pick" >"$BENCH_TMP/uniform.sql"
 cp "$BENCH_TMP/uniform.sql" "$BENCH_TMP/events.sql"
 printf '\\set d random(1, 100000)\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(0), 1);\n' >"$BENCH_TMP/hot.sql"
 printf 'SELECT count(*) FROM public.batch100(1) AS b(index int, id uuid, result text);\n' >"$BENCH_TMP/batch100.sql"
+printf 'SELECT count(*) FROM public.batch(1000) AS b(index int, id uuid, result text);\n' >"$BENCH_TMP/batch1000.sql"
 
 # fincore's scripts run as one trusted backend of the tenant (the session's tenant is set at
 # connection time, as a superuser may); the baseline needs none.
 run() {
     local scenario=$1
-    if [[ $scenario == baseline ]]; then
+    if [[ $scenario == baseline || $scenario == same ]]; then
         bench_tps "$DB" "$BENCH_TMP/$scenario.sql" "$CLIENTS" "$SECS" -M prepared
     elif [[ $scenario == events ]]; then
         events on
@@ -67,13 +76,60 @@ bench_psql -d "$DB" -c "ANALYZE" >/dev/null
 declare -A tps=()
 for round in $(seq "$ROUNDS"); do
     bench_say "Round $round of $ROUNDS ($CLIENTS clients, ${SECS}s a run)"
-    for scenario in $(printf '%s\n' baseline uniform events hot batch100 | shuf); do
+    for scenario in $(printf '%s\n' baseline same uniform events hot batch100 batch1000 | shuf); do
         v=$(run "$scenario")
         tps[$scenario]+="$v "
         printf '  %-10s %12s calls/s\n' "$scenario" "$v"
     done
     bench_psql -d "$DB" -c "SELECT fincore.rollup_hot_accounts(1000)" >/dev/null
 done
+
+bench_say "Bytes and WAL per transfer"
+# Bytes: each table with its indexes, divided by its rows (after the runs, so the tables are full).
+bytes() {
+    bench_psql -d "$DB" -At -c "SELECT round(pg_total_relation_size('$1') / greatest(count(*), 1)::numeric) FROM $1"
+}
+bytes_base=$(bytes public.base_transfers)
+bytes_same=$(bytes public.s_transfers)
+bytes_fincore=$(bytes fincore.transfers)
+events on
+PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/events.sql" 1 3 -M prepared >/dev/null
+events off
+bytes_event=$(bench_psql -d "$DB" -At -c "SELECT round(sum(pg_total_relation_size(c.oid)) / greatest((SELECT count(*) FROM fincore.outbox_events), 1)::numeric)
+    FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = 'fincore.outbox_events'::regclass")
+# WAL: 5,000 transfers by one client right after a CHECKPOINT (a full-page image of every page
+# first touched since), and 5,000 in steady state, where every page a transfer touches has been
+# logged since the last checkpoint already: measured with full_page_writes off, since random
+# accounts and index pages of tables of different sizes would otherwise compare their sizes.
+wal_per() {
+    local scenario=$1 after_checkpoint=$2 lsn0 lsn1
+    if [[ $after_checkpoint == yes ]]; then
+        bench_psql -d "$DB" -c "CHECKPOINT" >/dev/null
+    else
+        bench_psql -d "$DB" -c "ALTER SYSTEM SET full_page_writes = off" -c "SELECT pg_reload_conf()" >/dev/null
+        sleep 1
+    fi
+    lsn0=$(bench_psql -d "$DB" -At -c "SELECT pg_current_wal_insert_lsn()")
+    if [[ $scenario == baseline || $scenario == same ]]; then
+        pgbench -n -M prepared -f "$BENCH_TMP/$scenario.sql" -c 1 -t 5000 "$DB" >/dev/null 2>&1
+    else
+        PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" pgbench -n -M prepared -f "$BENCH_TMP/$scenario.sql" -c 1 -t 5000 "$DB" >/dev/null 2>&1
+    fi
+    lsn1=$(bench_psql -d "$DB" -At -c "SELECT pg_current_wal_insert_lsn()")
+    if [[ $after_checkpoint != yes ]]; then
+        bench_psql -d "$DB" -c "ALTER SYSTEM RESET full_page_writes" -c "SELECT pg_reload_conf()" >/dev/null
+    fi
+    bench_psql -d "$DB" -At -c "SELECT round(pg_wal_lsn_diff('$lsn1', '$lsn0') / 5000.0)"
+}
+declare -A wal_cp=() wal_steady=()
+for scenario in baseline same uniform; do
+    wal_cp[$scenario]=$(wal_per "$scenario" yes)
+    wal_steady[$scenario]=$(wal_per "$scenario" no)
+done
+events on
+wal_cp[events]=$(wal_per events yes)
+wal_steady[events]=$(wal_per events no)
+events off
 
 bench_say "Memory: one backend posting $RSS_TRANSFERS transfers (create_transfers, 100 a call)"
 calls=$((RSS_TRANSFERS / 100))
@@ -116,17 +172,28 @@ wait "$loop_pid" || { cat "$BENCH_TMP/rss.out"; exit 1; }
 
 bench_say "Results: medians of $ROUNDS rounds"
 base=$(bench_median ${tps[baseline]})
+same=$(bench_median ${tps[same]})
 uni=$(bench_median ${tps[uniform]})
 evt=$(bench_median ${tps[events]})
 hot=$(bench_median ${tps[hot]})
 b100=$(bench_median ${tps[batch100]})
 b100_transfers=$(awk -v t="$b100" 'BEGIN { printf "%.1f", t * 100 }')
+b1000=$(bench_median ${tps[batch1000]})
+b1000_transfers=$(awk -v t="$b1000" 'BEGIN { printf "%.1f", t * 1000 }')
 printf '%-34s %14s %10s %s\n' scenario "transfers/s" ratio "target"
 printf '%-34s %14.1f %10s\n' "baseline (PL/pgSQL, no checks)" "$base" "1.00"
+printf '%-34s %14.1f %10s %s\n' "same-storage (PL/pgSQL, checks)" "$same" "$(bench_ratio "$same" "$base")" "(x baseline)"
 printf '%-34s %14.1f %10s %s\n' "fincore, uniform" "$uni" "$(bench_ratio "$uni" "$base")" ">= 0.8 x baseline"
-printf '%-34s %14.1f %10s %s\n' "fincore, uniform, events on" "$evt" "$(bench_ratio "$evt" "$base")" "(x baseline)"
+printf '%-34s %14s %10s %s\n' "  ... against same-storage" "" "$(bench_ratio "$uni" "$same")" ">= 1.3 x same"
+printf '%-34s %14.1f %10s %s\n' "fincore, uniform, events on" "$evt" "$(bench_ratio "$evt" "$uni")" ">= 0.9 x uniform"
 printf '%-34s %14.1f %10s %s\n' "fincore, every credit to 1 hot" "$hot" "$(bench_ratio "$hot" "$uni")" ">= 0.7 x uniform"
 printf '%-34s %14.1f %10s %s\n' "fincore, create_transfers x100" "$b100_transfers" "$(bench_ratio "$b100_transfers" "$uni")" ">= 10 x uniform"
+printf '%-34s %14.1f %10s %s\n' "fincore, create_transfers x1000" "$b1000_transfers" "$(bench_ratio "$b1000_transfers" "$uni")" "(x uniform)"
+printf '\nBytes a transfer (table and indexes): baseline %s, same-storage %s, fincore %s (target <= 200); a ledger event: %s (target <= 150).\n' \
+    "$bytes_base" "$bytes_same" "$bytes_fincore" "$bytes_event"
+printf 'WAL a transfer, right after a checkpoint / in steady state: baseline %s / %s, same-storage %s / %s, fincore %s / %s (target <= 800 steady), events on %s / %s.\n' \
+    "${wal_cp[baseline]}" "${wal_steady[baseline]}" "${wal_cp[same]}" "${wal_steady[same]}" \
+    "${wal_cp[uniform]}" "${wal_steady[uniform]}" "${wal_cp[events]}" "${wal_steady[events]}"
 printf '\nMemory of one backend over %s transfers: private (RssAnon) %s kB -> %s kB (peak %s kB), growth %s MB (target < 20 MB); VmRSS %s kB -> %s kB (includes shared buffers it touched).\n' \
     "$RSS_TRANSFERS" "$anon0" "$anon1" "$peak_anon" "$(awk -v a="$anon0" -v b="$peak_anon" 'BEGIN { printf "%.1f", (b - a) / 1024 }')" "$rss0" "$rss1"
 bench_psql -d "$DB" -At -c "SELECT 'verify() after the run: ' || count(*) || ' broken invariants' FROM fincore.verify()"
