@@ -4,7 +4,9 @@ EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION)
 
 MODULE_big  = fincore
 OBJS        = src/fincore.o src/currency.o src/rounding.o src/amount.o src/allocate.o \
-              src/uuidv7.o src/tenancy.o src/ledger.o src/accounts.o src/fees.o src/outbox.o src/jsonb_build.o \
+              src/uuidv7.o src/tenancy.o src/ledger.o src/ledger_core.o src/ledger_engine.o \
+              src/ledger_store.o src/ledger_events.o src/ledger_errors.o src/ledger_fees.o src/ledger_api.o \
+              src/ledger_maint.o src/accounts.o src/fees.o src/outbox.o src/jsonb_build.o \
               src/queue.o src/owner_sql.o
 # ./scripts/test --sanitize adds the sanitizer options object (test/sanitize/options.o).
 OBJS       += $(SANITIZE_OBJS)
@@ -40,3 +42,4 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_MODULES) $(EXTENSION).control Makefile
 	  for f in $(SQL_MODULES); do echo; echo "-- ==== $$f"; cat $$f; done ) > $@
 
 src/%.o: src/fincore.h
+$(filter src/ledger%.o,$(OBJS)): src/ledger_int.h
