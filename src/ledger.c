@@ -202,12 +202,16 @@ retry:
 	if (!b->optimistic)
 	{
 		pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * b->nitems);
-		ExistingTransfer *ex;
-		int			nex;
+		ExistingTransfer *ex = NULL;
+		int			nex = 0,
+					nids = 0;
 
+		/* An id fincore generated for this call names nothing yet. */
 		for (int i = 0; i < b->nitems; i++)
-			ids[i] = b->items[i].id;
-		nex = load_existing(b, ids, b->nitems, &ex);
+			if (!b->items[i].id_generated)
+				ids[nids++] = b->items[i].id;
+		if (nids > 0)
+			nex = load_existing(b, ids, nids, &ex);
 		/*
 		 * As in TigerBeetle, a replay is recognised before the request is
 		 * validated: only a reserved id comes first.
@@ -302,7 +306,7 @@ retry:
 
 			int			nex;
 
-			if (b->optimistic && (nex = load_existing(b, &it->id, 1, &ex)) >= 1)
+			if (b->optimistic && !it->id_generated && (nex = load_existing(b, &it->id, 1, &ex)) >= 1)
 			{
 				it->result = compare_existing(b, it, &ex[nex - 1]);
 				if (it->result == LR_EXISTS)

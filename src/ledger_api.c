@@ -21,7 +21,7 @@ item_set_id(LedgerItem *it, FunctionCallInfo fcinfo, int argno)
 	if (argno >= 0 && !PG_ARGISNULL(argno))
 		it->id = *PG_GETARG_UUID_P(argno);
 	else
-		uuidv7_generate(&it->id);
+		item_generate_id(it);
 }
 
 static Datum
@@ -268,7 +268,7 @@ item_from_request(LedgerItem *it, int index, HeapTupleHeader rec, TupleDesc desc
 	if (!isnull[REQ_ID])
 		it->id = *DatumGetUUIDP(v[REQ_ID]);
 	else
-		uuidv7_generate(&it->id);
+		item_generate_id(it);
 	if ((it->has_debit = !isnull[REQ_DEBIT]))
 		it->debit = *DatumGetUUIDP(v[REQ_DEBIT]);
 	if ((it->has_credit = !isnull[REQ_CREDIT]))
@@ -378,7 +378,7 @@ fincore_create_transfers(PG_FUNCTION_ARGS)
 		if (nulls[i])
 		{
 			item_init(&b.items[i], i);
-			uuidv7_generate(&b.items[i].id);
+			item_generate_id(&b.items[i]);
 			b.items[i].result = invalid_request(&b.items[i], "a NULL item");
 			continue;
 		}

@@ -67,6 +67,7 @@ expand_fee_legs(LedgerBatch *b)
 			leg->kind = KIND_POSTED;
 			leg->is_fee_leg = true;
 			fee_leg_id(&it->id, &leg->id);
+			leg->id_generated = it->id_generated;	/* a new transfer's fee leg is new too */
 			leg->has_debit = it->has_debit;
 			leg->debit = it->debit;
 			leg->has_credit = it->has_fee_account;

@@ -190,6 +190,7 @@ typedef struct LedgerItem
 	char		kind;
 	pg_uuid_t	id;
 	int			dup_prev;		/* the previous item of the batch with the same id, or -1 */
+	bool		id_generated;	/* fincore made the id now: no transfer or failure can have it */
 	bool		has_debit;
 	pg_uuid_t	debit;
 	bool		has_credit;
@@ -285,6 +286,17 @@ spi_value(int row, int col, bool *isnull)
 }
 
 /* ---- step 1: checks that need no database ---- */
+
+/*
+ * A new UUIDv7 for an item the caller gave no id: nothing can be stored
+ * under it, so the engine skips the look-ups and conflict checks of the id.
+ */
+static inline void
+item_generate_id(LedgerItem *it)
+{
+	uuidv7_generate(&it->id);
+	it->id_generated = true;
+}
 
 /* Refuse an item as malformed, saying why. */
 static inline LedgerResult

@@ -68,7 +68,7 @@ fincore_expire_pending(PG_FUNCTION_ARGS)
 			item_init(&b.items[i], i);
 			b.items[i].kind = KIND_EXPIRE;
 			b.items[i].ref_id = ids[start + i];
-			uuidv7_generate(&b.items[i].id);
+			item_generate_id(&b.items[i]);
 		}
 		b.tenant = tenants[start];
 		b.tenant_given = true;

@@ -19,9 +19,9 @@ static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr status_plan = NULL;
 static SPIPlanPtr deltas_sum_plan = NULL;
 static SPIPlanPtr exists_plan[2];
-static SPIPlanPtr insert_one_plan[2];
+static SPIPlanPtr insert_one_plan[2][2];	/* [schema][the rows may conflict] */
 static SPIPlanPtr insert_row_plan[2];
-static SPIPlanPtr insert_many_plan[2];
+static SPIPlanPtr insert_many_plan[2][2];
 static SPIPlanPtr update_accounts_plan = NULL;
 static SPIPlanPtr insert_deltas_plan = NULL;
 static SPIPlanPtr insert_history_plan = NULL;
@@ -626,7 +626,17 @@ int
 insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written)
 {
 	int			ncols = transfer_ncolumns(b);
+	int			may_conflict = 0;
 
+	/*
+	 * A row may conflict when the caller named its id (a replay, or a
+	 * concurrent duplicate) or when it resolves a hold (a concurrent post or
+	 * void of the same hold, transfers_pending_once_idx).  Rows that cannot
+	 * are inserted without ON CONFLICT, and without the look-up of failed ids.
+	 */
+	for (int r = 0; r < n && !may_conflict; r++)
+		may_conflict = !rows[r]->id_generated || rows[r]->kind == KIND_POST ||
+			rows[r]->kind == KIND_VOID || rows[r]->kind == KIND_EXPIRE;
 	*balances_written = false;
 	if (b->optimistic)
 	{
@@ -641,7 +651,7 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 		int			nbalances;
 		bool		null;
 
-		if (insert_one_plan[b->schema] == NULL)
+		if (insert_one_plan[b->schema][may_conflict] == NULL)
 		{
 			Oid			types[NTRANSFER_COLUMNS + 6];
 
@@ -651,16 +661,17 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 				types[ncols + i] = INT8ARRAYOID;
 			types[ncols + 5] = get_array_type(TIDOID);
 			/* An id that failed in a batch is not created either (id_already_failed). */
-			insert_one_plan[b->schema] = ledger_prepare(psprintf(
+			insert_one_plan[b->schema][may_conflict] = ledger_prepare(psprintf(
 				"WITH ins AS (INSERT INTO fincore.transfers (%s) "
 				"             SELECT %s %s "
-				"             ON CONFLICT DO NOTHING RETURNING 1), "
+				"             %s RETURNING 1), "
 				"     upd AS (" UPDATE_BALANCES_SQL("$%d", "$%d", "$%d", "$%d", "$%d", "$%d")
 				"               AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
 				"SELECT (SELECT pg_catalog.count(*) FROM ins), (SELECT pg_catalog.count(*) FROM upd)",
 				transfer_columns(b), param_list(1, ncols, "%s"),
-				b->schema ? "WHERE NOT EXISTS (SELECT FROM fincore.failed_transfers f "
+				b->schema && may_conflict ? "WHERE NOT EXISTS (SELECT FROM fincore.failed_transfers f "
 				"                   WHERE f.tenant_id OPERATOR(pg_catalog.=) $2 AND f.id OPERATOR(pg_catalog.=) $1)" : "",
+				may_conflict ? "ON CONFLICT DO NOTHING" : "",
 				/* UPDATE_BALANCES_SQL names the tuple ids first, then ids and counters */
 				ncols + 6, ncols + 1, ncols + 2, ncols + 3, ncols + 4, ncols + 5),
 				ncols + 6, types);
@@ -670,7 +681,7 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 			nulls[i] = isnull[i] ? 'n' : ' ';
 		nbalances = balance_arrays(b, &v[ncols]);
 		memset(&nulls[ncols], ' ', 6);
-		if (SPI_execute_plan(insert_one_plan[b->schema], v, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		if (SPI_execute_plan(insert_one_plan[b->schema][may_conflict], v, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "ledger: inserting a transfer failed");
 		if (DatumGetInt64(spi_value(0, 1, &null)) == 0)
 			return 0;
@@ -702,18 +713,18 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 		ArrayBuilder cols[NTRANSFER_COLUMNS];
 		Datum		args[NTRANSFER_COLUMNS];
 
-		if (insert_many_plan[b->schema] == NULL)
+		if (insert_many_plan[b->schema][may_conflict] == NULL)
 		{
 			Oid			types[NTRANSFER_COLUMNS];
 
 			for (int i = 0; i < ncols; i++)
 				types[i] = get_array_type(transfer_column_types[i]);
 			/* Rows in id order, so concurrent batches meet on a duplicate id in one order. */
-			insert_many_plan[b->schema] = ledger_prepare(psprintf(
+			insert_many_plan[b->schema][may_conflict] = ledger_prepare(psprintf(
 				"INSERT INTO fincore.transfers (%s) "
-				"SELECT * FROM ROWS FROM (%s) AS u(%s) ORDER BY 1 "
-				"ON CONFLICT DO NOTHING",
-				transfer_columns(b), param_list(1, ncols, "pg_catalog.unnest(%s)"), transfer_columns(b)),
+				"SELECT * FROM ROWS FROM (%s) AS u(%s) ORDER BY 1 %s",
+				transfer_columns(b), param_list(1, ncols, "pg_catalog.unnest(%s)"), transfer_columns(b),
+				may_conflict ? "ON CONFLICT DO NOTHING" : ""),
 				ncols, types);
 		}
 		for (int c = 0; c < ncols; c++)
@@ -729,7 +740,7 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 		}
 		for (int c = 0; c < ncols; c++)
 			args[c] = ab_array(&cols[c], transfer_column_types[c]);
-		if (SPI_execute_plan(insert_many_plan[b->schema], args, NULL, false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_plan(insert_many_plan[b->schema][may_conflict], args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "ledger: inserting transfers failed");
 		return (int) SPI_processed;
 	}
