@@ -44,6 +44,7 @@ collect(LedgerBatch *b)
 	b->accounts = palloc0(sizeof(LedgerAccount) * (2 * b->nitems + 1));
 	b->refs = palloc0(sizeof(RefTransfer) * (2 * b->nitems + 1));
 	b->naccounts = b->nrefs = 0;
+	b->account_index = b->ref_index = NULL;
 
 	/* Items that later items of the batch may refer to. */
 	for (int i = 0; i < b->nitems; i++)
@@ -70,7 +71,7 @@ collect(LedgerBatch *b)
 static void
 resolve_accounts(LedgerBatch *b)
 {
-	b->naccounts = 0;
+	batch_accounts_reset(b);
 	for (int i = 0; i < b->nitems; i++)
 	{
 		LedgerItem *it = &b->items[i];

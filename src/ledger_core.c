@@ -172,28 +172,96 @@ account_meta_forget(const pg_uuid_t *id)
 
 /* ---- batch bookkeeping ---- */
 
+/*
+ * The batch's accounts and referenced transfers are arrays, found by id: by a
+ * linear search while they are few (a single call has two accounts), through
+ * a hash index of positions once they are more, so that a batch of n items
+ * costs O(n), not O(n^2).
+ */
+#define BATCH_INDEX_MIN 16
+
+typedef struct BatchIndexEntry
+{
+	pg_uuid_t	id;				/* hash key */
+	int			pos;
+} BatchIndexEntry;
+
+/* Where id is among the n ids (each at stride bytes from the previous), or -1; builds *index when n is large. */
+static int
+batch_find(HTAB **index, const char *first, Size stride, int n, const pg_uuid_t *id)
+{
+	BatchIndexEntry *e;
+
+	if (*index == NULL && n < BATCH_INDEX_MIN)
+	{
+		for (int i = 0; i < n; i++)
+			if (uuid_equal((const pg_uuid_t *) (first + i * stride), id))
+				return i;
+		return -1;
+	}
+	if (*index == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(pg_uuid_t);
+		ctl.entrysize = sizeof(BatchIndexEntry);
+		ctl.hcxt = CurrentMemoryContext;
+		*index = hash_create("fincore batch index", n * 2, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		for (int i = 0; i < n; i++)
+		{
+			e = hash_search(*index, first + i * stride, HASH_ENTER, NULL);
+			e->pos = i;
+		}
+	}
+	e = hash_search(*index, id, HASH_FIND, NULL);
+	return e ? e->pos : -1;
+}
+
+/* Record that id is at position pos, if the index exists. */
+static void
+batch_index_add(HTAB *index, const pg_uuid_t *id, int pos)
+{
+	if (index != NULL)
+		((BatchIndexEntry *) hash_search(index, id, HASH_ENTER, NULL))->pos = pos;
+}
+
 LedgerAccount *
 batch_account(LedgerBatch *b, const pg_uuid_t *id, bool add)
 {
-	for (int i = 0; i < b->naccounts; i++)
-		if (uuid_equal(&b->accounts[i].meta.id, id))
-			return &b->accounts[i];
+	int			i = batch_find(&b->account_index, (const char *) &b->accounts[0].meta.id,
+							   sizeof(LedgerAccount), b->naccounts, id);
+
+	if (i >= 0)
+		return &b->accounts[i];
 	if (!add)
 		return NULL;
 	b->accounts[b->naccounts].meta.id = *id;
+	batch_index_add(b->account_index, id, b->naccounts);
 	return &b->accounts[b->naccounts++];
+}
+
+/* Forget the batch's accounts (they are collected again). */
+void
+batch_accounts_reset(LedgerBatch *b)
+{
+	b->naccounts = 0;
+	if (b->account_index != NULL)
+		hash_destroy(b->account_index);
+	b->account_index = NULL;
 }
 
 RefTransfer *
 batch_ref(LedgerBatch *b, const pg_uuid_t *id, bool add)
 {
-	for (int i = 0; i < b->nrefs; i++)
-		if (uuid_equal(&b->refs[i].id, id))
-			return &b->refs[i];
+	int			i = batch_find(&b->ref_index, (const char *) &b->refs[0].id, sizeof(RefTransfer), b->nrefs, id);
+
+	if (i >= 0)
+		return &b->refs[i];
 	if (!add)
 		return NULL;
 	memset(&b->refs[b->nrefs], 0, sizeof(RefTransfer));
 	b->refs[b->nrefs].id = *id;
+	batch_index_add(b->ref_index, id, b->nrefs);
 	return &b->refs[b->nrefs++];
 }
 

@@ -270,6 +270,8 @@ typedef struct LedgerBatch
 	TimestampTz now;
 
 	LedgerAccount *accounts;
+	HTAB	   *account_index;	/* positions in accounts by id, for large batches */
+	HTAB	   *ref_index;		/* positions in refs by id */
 	int			naccounts;
 	RefTransfer *refs;
 	int			nrefs;
@@ -450,6 +452,9 @@ void
 ab_init(ArrayBuilder *ab, int cap);
 Datum
 ab_array(ArrayBuilder *ab, Oid elemtype);
+
+void
+batch_accounts_reset(LedgerBatch *b);
 
 /* ledger_engine.c */
 LedgerResult

@@ -5,7 +5,7 @@
 -- event (a failure on the state writes its id to fincore.failed_transfers, and nothing else).
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(74);
+SELECT plan(77);
 
 SELECT fincore.create_tenant('Features', 'aaaaaaaa-c1f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c1f0-4000-8000-000000000001');
@@ -320,6 +320,25 @@ SELECT is(pg_temp.results(ARRAY[
         pg_temp.req('aaaaaaaa-c1f0-4000-8000-000000000423', 'aaaaaaaa-c1f0-4000-8000-0000000004c0', 'aaaaaaaa-c1f0-4000-8000-0000000004c1', 100)]),
     '{linked_event_failed,exceeds_credits,linked_event_failed}', 'the fixed-amount recipe fails whole when a source is short');
 SELECT is((SELECT count(*) FROM fincore.verify()), 0::bigint, 'the books hold');
+
+-- ---- a large batch: the engine finds accounts and holds by id through an index -----------------
+SELECT count(fincore.create_account('USD', id => ('aaaaaaaa-c1f0-4000-8000-0000000005' || lpad(g::text, 2, '0'))::uuid))
+  FROM generate_series(0, 59) g \gset
+CREATE FUNCTION pg_temp.acct5(g int) RETURNS uuid LANGUAGE sql AS $$
+    SELECT ('aaaaaaaa-c1f0-4000-8000-0000000005' || lpad((g % 60)::text, 2, '0'))::uuid $$;
+CREATE FUNCTION pg_temp.hold5(g int) RETURNS uuid LANGUAGE sql AS $$
+    SELECT ('aaaaaaaa-c1f0-4000-8000-0000000006' || lpad(g::text, 2, '0'))::uuid $$;
+SELECT is((SELECT array_agg(DISTINCT result) FROM fincore.create_transfers(ARRAY(
+        SELECT pg_temp.req(pg_temp.hold5(g), pg_temp.acct5(g), pg_temp.acct5(g + 7), g + 1, pending => true) FROM generate_series(0, 99) g
+        UNION ALL
+        SELECT pg_temp.req(NULL, post_id => pg_temp.hold5(g), amount => g) FROM generate_series(0, 99) g
+        UNION ALL
+        SELECT pg_temp.req(NULL, pg_temp.acct5(g), pg_temp.acct5(g + 1), 1) FROM generate_series(0, 299) g))),
+    '{ok}', 'a batch of 500 items over 60 accounts: 100 holds, their posts in the same batch, 300 transfers');
+SELECT is((SELECT sum(debits_posted) FROM fincore.accounts WHERE id::text LIKE 'aaaaaaaa-c1f0-4000-8000-0000000005__'),
+    (4950 + 300)::numeric, 'every post moved what it posted (0 + 1 + ... + 99) and every transfer 1');
+SELECT is((SELECT sum(debits_pending) FROM fincore.accounts WHERE id::text LIKE 'aaaaaaaa-c1f0-4000-8000-0000000005__'),
+    0::numeric, 'and released the rest of its hold');
 
 SELECT * FROM finish();
 ROLLBACK;
