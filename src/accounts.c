@@ -616,12 +616,17 @@ change_status(FunctionCallInfo fcinfo, char target)
 	tenancy_require_tenant(&tenant);
 	fincore_spi_connect();
 	a = lock_account_for_status(id, &tenant);
-	if (a.status == target)
+	/*
+	 * Closing is final only without pending amounts; an account closed by a
+	 * closing hold still holds it (voiding it would open the account again),
+	 * so it is refused like any account with holds.
+	 */
+	if (a.status == target && !(target == 'c' && (a.debits_pending != 0 || a.credits_pending != 0)))
 	{
 		SPI_finish();
 		PG_RETURN_VOID();		/* idempotent */
 	}
-	if (a.status == 'c')
+	if (a.status == 'c' && target != 'c')
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_ACCOUNT_STATUS_CHANGE),
 				 errmsg("account %s is closed and cannot be made %s", uuid_text(id), status),

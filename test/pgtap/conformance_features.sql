@@ -5,7 +5,7 @@
 -- event (a failure on the state writes its id to fincore.failed_transfers, and nothing else).
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(77);
+SELECT plan(78);
 
 SELECT fincore.create_tenant('Features', 'aaaaaaaa-c1f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c1f0-4000-8000-000000000001');
@@ -61,6 +61,8 @@ SELECT is(pg_temp.results(ARRAY[pg_temp.req('aaaaaaaa-c1f0-4000-8000-00000000010
                                 pg_temp.req('aaaaaaaa-c1f0-4000-8000-000000000103', 'aaaaaaaa-c1f0-4000-8000-0000000000a1',
                                             'aaaaaaaa-c1f0-4000-8000-0000000000b1', 5)]),
     '{closing_transfer_must_be_pending,credit_account_closed}', 'the same results in a batch');
+SELECT throws_ok($$SELECT fincore.close_account('aaaaaaaa-c1f0-4000-8000-0000000000b1')$$, 'ZF326', NULL,
+    'close_account() does not make final an account its closing hold still holds (voiding would open it)');
 SELECT is(pg_temp.state(), (SELECT s FROM before), 'no refusal of a closed account wrote anything');
 SELECT is((SELECT result FROM fincore.transfer('aaaaaaaa-c1f0-4000-8000-0000000000b1', 'aaaaaaaa-c1f0-4000-8000-0000000000a1', 0,
                                                'aaaaaaaa-c1f0-4000-8000-000000000101', pending => true, closing_debit => true)),
