@@ -533,6 +533,31 @@ fincore_create_accounts(PG_FUNCTION_ARGS)
 
 static SPIPlanPtr status_lock_plan = NULL;
 static SPIPlanPtr status_set_plan = NULL;
+static SPIPlanPtr closing_hold_plan = NULL;
+
+/*
+ * Is the account held closed by an open closing hold (one that has not been
+ * posted, voided or expired)?  Its void would open the account again.
+ */
+static bool
+held_closed(pg_uuid_t *id, pg_uuid_t *tenant)
+{
+	Datum		args[2] = {UUIDPGetDatum(id), UUIDPGetDatum(tenant)};
+
+	if (ledger_schema() == 0)
+		return false;			/* 0.1.0's tables: no closing holds */
+	if (closing_hold_plan == NULL)
+		closing_hold_plan = ledger_prepare(
+			"SELECT 1 FROM fincore.transfers t "
+			" WHERE t.tenant_id OPERATOR(pg_catalog.=) $2 AND t.kind OPERATOR(pg_catalog.=) 'pending' "
+			"   AND ((t.debit_account_id OPERATOR(pg_catalog.=) $1 AND (t.flags OPERATOR(pg_catalog.&) 4) OPERATOR(pg_catalog.<>) 0) "
+			"     OR (t.credit_account_id OPERATOR(pg_catalog.=) $1 AND (t.flags OPERATOR(pg_catalog.&) 8) OPERATOR(pg_catalog.<>) 0)) "
+			"   AND EXISTS (SELECT 1 FROM fincore.pending_holds h WHERE h.transfer_id OPERATOR(pg_catalog.=) t.id) "
+			" LIMIT 1", 2, (Oid[]) {UUIDOID, UUIDOID});
+	if (SPI_execute_plan(closing_hold_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "looking for a closing hold failed");
+	return SPI_processed > 0;
+}
 
 typedef struct LockedAccount
 {
@@ -617,11 +642,10 @@ change_status(FunctionCallInfo fcinfo, char target)
 	fincore_spi_connect();
 	a = lock_account_for_status(id, &tenant);
 	/*
-	 * Closing is final only without pending amounts; an account closed by a
-	 * closing hold still holds it (voiding it would open the account again),
-	 * so it is refused like any account with holds.
+	 * Closing is final: an account an open closing hold has closed is not
+	 * closed for good yet (voiding the hold would open it), so it is refused.
 	 */
-	if (a.status == target && !(target == 'c' && (a.debits_pending != 0 || a.credits_pending != 0)))
+	if (a.status == target && !(target == 'c' && held_closed(id, &tenant)))
 	{
 		SPI_finish();
 		PG_RETURN_VOID();		/* idempotent */
@@ -631,6 +655,11 @@ change_status(FunctionCallInfo fcinfo, char target)
 				(errcode(ERRCODE_FC_INVALID_ACCOUNT_STATUS_CHANGE),
 				 errmsg("account %s is closed and cannot be made %s", uuid_text(id), status),
 				 errhint("Closing an account is final.")));
+	if (target == 'c' && a.status == 'c')
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_ACCOUNT_HAS_PENDING),
+				 errmsg("account %s is held closed by an open closing hold, and cannot be closed for good", uuid_text(id)),
+				 errhint("Post the closing hold (the account stays closed), or void it first.")));
 	if (target == 'c' && (a.debits_pending != 0 || a.credits_pending != 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_ACCOUNT_HAS_PENDING),

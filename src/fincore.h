@@ -358,6 +358,8 @@ typedef struct AccountMeta
 extern AccountMeta *account_meta_lookup(const pg_uuid_t *id);
 extern void account_meta_remember(const AccountMeta *meta);
 extern void account_meta_forget(const pg_uuid_t *id);
+/* The installed SQL of the ledger: 1 for 0.2.0's tables, 0 for 0.1.0's (ledger_store.c). */
+extern int	ledger_schema(void);
 /* An account's status change as an outbox event (topic "ledger"), e.g. "account.closed". */
 extern void account_status_event(const pg_uuid_t *id, const pg_uuid_t *tenant, const char *status,
 								 const char *type);
