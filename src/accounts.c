@@ -125,7 +125,7 @@ fincore_create_account(PG_FUNCTION_ARGS)
 	CurrencyCode currency;
 	char		currency_code[CURRENCY_CODE_MAX_LEN + 1];
 	int32		code = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
-	int32		flags = PG_ARGISNULL(2) ? 0 : account_flags_from_array(PG_GETARG_ARRAYTYPE_P(2));
+	int32		flags;
 	bool		has_limit = !PG_ARGISNULL(3);
 	int64		credit_limit = has_limit ? PG_GETARG_INT64(3) : 0;
 	Jsonb	   *metadata;
@@ -136,6 +136,17 @@ fincore_create_account(PG_FUNCTION_ARGS)
 	account_last_existed = false;
 	account_last_diff_field = NULL;
 	tenancy_require_tenant(&tenant);
+	/* TigerBeetle's first checks: the reserved ids. */
+	if (PG_ARGISNULL(4))
+		uuidv7_generate(id);
+	else
+		*id = *PG_GETARG_UUID_P(4);
+	if (uuid_reserved(id) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_RESERVED_ID),
+				 errmsg("account id %s is reserved", uuid_text(id)),
+				 errhint("The nil UUID and the all-ones UUID are never ids; leave the id out for a new UUIDv7.")));
+	flags = PG_ARGISNULL(2) ? 0 : account_flags_from_array(PG_GETARG_ARRAYTYPE_P(2));
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_CURRENCY_CODE),
@@ -153,15 +164,6 @@ fincore_create_account(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FC_INVALID_CREDIT_LIMIT),
 				 errmsg("a credit limit needs a limit flag"),
 				 errhint("Flag the account debits_must_not_exceed_credits (an overdraft up to the limit) or credits_must_not_exceed_debits.")));
-	if (PG_ARGISNULL(4))
-		uuidv7_generate(id);
-	else
-		*id = *PG_GETARG_UUID_P(4);
-	if (uuid_reserved(id) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FC_RESERVED_ID),
-				 errmsg("account id %s is reserved", uuid_text(id)),
-				 errhint("The nil UUID and the all-ones UUID are never ids; leave the id out for a new UUIDv7.")));
 	metadata = PG_ARGISNULL(6) ? NULL : PG_GETARG_JSONB_P(6);
 
 	created_closed = (flags & ACCOUNT_CREATED_CLOSED) != 0;

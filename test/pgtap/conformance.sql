@@ -3,7 +3,7 @@
 -- nothing: no transfer, no hold, no counter change, no delta, no history row, no event.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(72);
+SELECT plan(74);
 
 SELECT fincore.create_tenant('Conformance', 'aaaaaaaa-c0f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -40,6 +40,10 @@ SELECT throws_ok($$SELECT fincore.create_account('USD', id => '00000000-0000-000
     'account id 00000000-0000-0000-0000-000000000000 is reserved', 'TigerBeetle create_accounts id_must_not_be_zero (ZF329)');
 SELECT throws_ok($$SELECT fincore.create_account('USD', id => 'ffffffff-ffff-ffff-ffff-ffffffffffff')$$, 'ZF329',
     NULL, 'TigerBeetle create_accounts id_must_not_be_int_max (ZF329)');
+SELECT throws_ok($$SELECT fincore.create_account('no such currency', id => '00000000-0000-0000-0000-000000000000')$$, 'ZF329',
+    NULL, 'TigerBeetle precedence for accounts: the reserved id before the currency');
+SELECT throws_ok($$SELECT fincore.create_account('USD', flags => '{hot,history}', id => 'ffffffff-ffff-ffff-ffff-ffffffffffff')$$, 'ZF329',
+    NULL, '... and before the flags');
 SELECT is(pg_temp.state(), (SELECT s FROM before), 'no reserved id wrote anything');
 
 -- ---- overflows_timeout ----------------------------------------------------------------------------
