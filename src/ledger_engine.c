@@ -165,7 +165,7 @@ timestamptz_plus_interval(TimestampTz ts, const Interval *iv, TimestampTz *out)
 	return true;
 }
 
-/* ---- step 4: apply the items ---- */
+/* ---- applying an item ---- */
 
 static inline bool
 add_checked(int64 *v, int64 delta)

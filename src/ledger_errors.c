@@ -3,8 +3,6 @@
  */
 #include "ledger_int.h"
 
-/* ---- the engine ---- */
-
 /* Raise the error a single call reports for an item's result. */
 void pg_attribute_noreturn()
 raise_item_error(LedgerBatch *b, LedgerItem *it)

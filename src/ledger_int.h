@@ -287,7 +287,7 @@ spi_value(int row, int col, bool *isnull)
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
 }
 
-/* ---- step 1: checks that need no database ---- */
+/* ---- items ---- */
 
 /*
  * A new UUIDv7 for an item the caller gave no id: nothing can be stored
@@ -308,7 +308,7 @@ invalid_request(LedgerItem *it, const char *why)
 	return LR_INVALID_REQUEST;
 }
 
-/* ---- step 3: lock and read ---- */
+/* ---- hot accounts ---- */
 
 /*
  * Totals are checked before every write (TigerBeetle's overflow rules, plus
@@ -345,7 +345,7 @@ typedef struct ExistingTransfer
 	int32		flags;
 } ExistingTransfer;
 
-/* ---- step 5: write ---- */
+/* ---- building arrays of SQL parameters ---- */
 
 typedef struct ArrayBuilder
 {

@@ -7,7 +7,7 @@
  */
 #include "ledger_int.h"
 
-/* ---- step 2: referenced transfers and account metadata ---- */
+/* ---- referenced transfers and account metadata ---- */
 
 /*
  * Plans that differ with the installed SQL: [1] for 0.2.0's tables, [0] for
