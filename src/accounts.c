@@ -554,7 +554,8 @@ held_closed(pg_uuid_t *id, pg_uuid_t *tenant)
 			" WHERE t.tenant_id OPERATOR(pg_catalog.=) $2 AND t.kind OPERATOR(pg_catalog.=) 'pending' "
 			"   AND ((t.debit_account_id OPERATOR(pg_catalog.=) $1 AND (t.flags OPERATOR(pg_catalog.&) 4) OPERATOR(pg_catalog.<>) 0) "
 			"     OR (t.credit_account_id OPERATOR(pg_catalog.=) $1 AND (t.flags OPERATOR(pg_catalog.&) 8) OPERATOR(pg_catalog.<>) 0)) "
-			"   AND EXISTS (SELECT 1 FROM fincore.pending_holds h WHERE h.transfer_id OPERATOR(pg_catalog.=) t.id) "
+			"   AND EXISTS (SELECT 1 FROM fincore.pending_holds h WHERE h.tenant_id OPERATOR(pg_catalog.=) $2 "
+			"                 AND h.transfer_id OPERATOR(pg_catalog.=) t.id) "
 			" LIMIT 1", 2, (Oid[]) {UUIDOID, UUIDOID});
 	if (SPI_execute_plan(closing_hold_plan, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "looking for a closing hold failed");

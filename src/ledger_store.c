@@ -74,9 +74,10 @@ load_refs(LedgerBatch *b, bool refresh)
 
 		refs_plan[b->schema] = ledger_prepare_custom(psprintf(
 			"SELECT t.id, t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.code, t.expires_at, "
-			"       (SELECT r.kind FROM fincore.transfers r WHERE r.pending_id OPERATOR(pg_catalog.=) t.id), "
+			"       (SELECT r.kind FROM fincore.transfers r WHERE r.pending_id OPERATOR(pg_catalog.=) t.id "
+			"           AND r.tenant_id OPERATOR(pg_catalog.=) $2), "
 			"       (SELECT pg_catalog.sum(r.amount)::bigint FROM fincore.transfers r "
-			"         WHERE r.reversal_of OPERATOR(pg_catalog.=) t.id), %s "
+			"         WHERE r.reversal_of OPERATOR(pg_catalog.=) t.id AND r.tenant_id OPERATOR(pg_catalog.=) $2), %s "
 			"  FROM fincore.transfers t "
 			" WHERE t.id OPERATOR(pg_catalog.=) ANY ($1) AND t.tenant_id OPERATOR(pg_catalog.=) $2",
 			b->schema ? "t.flags" : "0"), 2, types);
