@@ -5,11 +5,13 @@
  * The exponent of a registered currency is looked up once per backend and
  * cached.  Registrations are immutable (a trigger refuses UPDATE of code or
  * exponent, DELETE and TRUNCATE), so a cached exponent can only go stale if
- * the registry itself is dropped, which a relcache callback catches, or if
+ * the registry itself is dropped, which its cache watch catches, or if
  * the registering transaction rolls back, which is why rows written by our
  * own open transaction are never cached.
  */
 #include "fincore.h"
+
+#include "cache_watch.h"
 
 #include "access/transam.h"
 #include "access/xact.h"
@@ -22,7 +24,6 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -139,41 +140,30 @@ typedef struct RegistryEntry
 } RegistryEntry;
 
 static HTAB *registry_cache = NULL;
+static CacheWatch registry_watch;
 static SPIPlanPtr registry_lookup_plan = NULL;
 static SPIPlanPtr register_plan = NULL;
-static Oid	registry_relid = InvalidOid;
-static bool registry_callback_registered = false;
 
+/* An empty cache of registered codes, filled as they are looked up. */
 static void
-registry_invalidate(Datum arg pg_attribute_unused(), Oid relid)
-{
-	if (registry_cache != NULL &&
-		(relid == InvalidOid || relid == registry_relid))
-	{
-		hash_destroy(registry_cache);
-		registry_cache = NULL;
-		registry_relid = InvalidOid;
-	}
-}
-
-static void
-registry_cache_init(void)
+registry_cache_reset(void)
 {
 	HASHCTL		ctl;
 	Oid			nsp;
+	Oid			relid = InvalidOid;
 
-	if (!registry_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(registry_invalidate, (Datum) 0);
-		registry_callback_registered = true;
-	}
+	if (registry_cache != NULL)
+		hash_destroy(registry_cache);
 	ctl.keysize = sizeof(CurrencyCode);
 	ctl.entrysize = sizeof(RegistryEntry);
 	ctl.hcxt = TopMemoryContext;
 	registry_cache = hash_create("fincore currency registry", 64, &ctl,
 								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	nsp = get_namespace_oid("fincore", true);
-	registry_relid = OidIsValid(nsp) ? get_relname_relid("currency_registry", nsp) : InvalidOid;
+	if (OidIsValid(nsp))
+		relid = get_relname_relid("currency_registry", nsp);
+	cache_watch_begin(&registry_watch, OidIsValid(relid) ? 1 : 0, &relid);
+	cache_watch_done(&registry_watch);
 }
 
 /* Returns the exponent of a registered code, or -1 when it is not registered. */
@@ -187,8 +177,8 @@ registry_lookup(CurrencyCode code)
 	bool		cacheable = true;
 	int			nest;
 
-	if (registry_cache == NULL)
-		registry_cache_init();
+	if (!cache_watch_valid(&registry_watch))
+		registry_cache_reset();
 	entry = hash_search(registry_cache, &code, HASH_FIND, NULL);
 	if (entry != NULL)
 		return entry->exponent;
@@ -219,7 +209,8 @@ registry_lookup(CurrencyCode code)
 	fincore_unpin_search_path(nest);
 	SPI_finish();
 
-	if (exponent >= 0 && cacheable && registry_cache != NULL)
+	/* Not if the registry changed while it was read. */
+	if (exponent >= 0 && cacheable && cache_watch_valid(&registry_watch))
 	{
 		entry = hash_search(registry_cache, &code, HASH_ENTER, NULL);
 		entry->exponent = exponent;

@@ -18,14 +18,14 @@
  */
 #include "fincore.h"
 
+#include "cache_watch.h"
+
 #include <ctype.h>
 #include <math.h>
 
 #include "access/htup_details.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -33,7 +33,6 @@
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -931,44 +930,19 @@ typedef struct FeeCacheEntry
 static MemoryContext fee_cache_cxt = NULL;	/* the table and every entry */
 static HTAB *fee_cache = NULL;
 static Oid	fee_relid = InvalidOid;
-static uint64 fee_cache_generation = 0;
-static bool fee_callback_registered = false;
+static CacheWatch fee_watch;
 
+/* An empty cache, filled schedule by schedule as they are used. */
 static void
-fee_cache_invalidate(Datum arg pg_attribute_unused(), Oid relid)
-{
-	if (relid == InvalidOid || relid == fee_relid)
-	{
-		if (fee_cache_cxt != NULL)
-			MemoryContextDelete(fee_cache_cxt);
-		fee_cache_cxt = NULL;
-		fee_cache = NULL;
-		fee_cache_generation++;
-	}
-}
-
-static Oid
-fee_schedules_relid(void)
-{
-	Oid			nsp = get_namespace_oid("fincore", false);
-	Oid			relid = get_relname_relid("fee_schedules", nsp);
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "fincore.fee_schedules does not exist");
-	return relid;
-}
-
-static void
-fee_cache_init(void)
+fee_cache_reset(void)
 {
 	HASHCTL		ctl;
 
-	if (!fee_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(fee_cache_invalidate, (Datum) 0);
-		fee_callback_registered = true;
-	}
-	fee_relid = fee_schedules_relid();
+	if (fee_cache_cxt != NULL)
+		MemoryContextDelete(fee_cache_cxt);
+	fee_cache_cxt = NULL;
+	fee_cache = NULL;
+	fee_relid = fincore_table_oid("fee_schedules");
 	fee_cache_cxt = AllocSetContextCreate(TopMemoryContext, "fincore fee schedules",
 										  ALLOCSET_DEFAULT_SIZES);
 	ctl.keysize = sizeof(FeeCacheKey);
@@ -976,6 +950,8 @@ fee_cache_init(void)
 	ctl.hcxt = fee_cache_cxt;
 	fee_cache = hash_create("fincore fee schedules", 64, &ctl,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	cache_watch_begin(&fee_watch, 1, &fee_relid);
+	cache_watch_done(&fee_watch);
 }
 
 typedef struct FeeLoad
@@ -1057,7 +1033,6 @@ fee_cache_lookup(const char *code, int len)
 	FeeCacheKey key;
 	FeeCacheEntry *entry;
 	FeeLoad		q;
-	uint64		generation;
 	MemoryContext load_cxt;
 
 	fee_check_code(code, len);
@@ -1065,8 +1040,8 @@ fee_cache_lookup(const char *code, int len)
 	tenancy_require_tenant(&key.tenant);
 	memcpy(key.code, code, len);
 
-	if (fee_cache == NULL)
-		fee_cache_init();
+	if (!cache_watch_valid(&fee_watch))
+		fee_cache_reset();
 	entry = hash_search(fee_cache, &key, HASH_FIND, NULL);
 	if (entry != NULL)
 	{
@@ -1078,16 +1053,15 @@ fee_cache_lookup(const char *code, int len)
 
 	/*
 	 * Load into a context of our own: the query may process invalidations
-	 * that drop the cache.  Only a load no invalidation interrupted is kept.
+	 * that make the cache stale.  Only a load no change interrupted is kept.
 	 */
-	generation = fee_cache_generation;
 	load_cxt = AllocSetContextCreate(CurrentMemoryContext, "fincore fee schedule",
 									 ALLOCSET_SMALL_SIZES);
 	q.key = &key;
 	q.cxt = load_cxt;
 	fincore_run_as_owner(fee_relid, fee_load_query, &q);
 
-	if (fee_cache == NULL || generation != fee_cache_generation)
+	if (!cache_watch_valid(&fee_watch))
 	{
 		/* Use it for this call only; it goes with the caller's memory. */
 		entry = palloc0(sizeof(FeeCacheEntry));
@@ -1461,10 +1435,5 @@ PG_FUNCTION_INFO_V1(fincore_fee_schedules_changed);
 Datum
 fincore_fee_schedules_changed(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		elog(ERROR, "fincore_fee_schedules_changed: not called as a trigger");
-	CacheInvalidateRelcache(trigdata->tg_relation);
-	return PointerGetDatum(NULL);
+	return cache_watch_trigger(fcinfo);
 }

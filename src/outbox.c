@@ -36,13 +36,13 @@
  */
 #include "fincore.h"
 
+#include "cache_watch.h"
+
 #include "access/transam.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/sequence.h"
-#include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
@@ -127,21 +127,6 @@ check_headers(Jsonb *headers)
 				 errhint("e.g. '{\"traceparent\": \"00-...\"}'")));
 }
 
-static Oid
-fincore_namespace(void)
-{
-	return get_namespace_oid("fincore", false);
-}
-
-static Oid
-outbox_relid(const char *relname)
-{
-	Oid			relid = get_relname_relid(relname, fincore_namespace());
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "fincore.%s does not exist", relname);
-	return relid;
-}
 
 static SPIPlanPtr
 kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
@@ -200,7 +185,6 @@ snapshot_datum(Snapshot snap)
 
 typedef struct OutboxState
 {
-	bool		valid;
 	Oid			events_relid;
 	Oid			seq_relid;
 	Oid			slots_relid;
@@ -212,37 +196,14 @@ typedef struct OutboxState
 } OutboxState;
 
 static OutboxState state;
+static CacheWatch state_watch;	/* outbox_events, outbox_slots, outbox_config, the partitions */
 
 /* Tenants whose ledger events are off (fincore.outbox_settings). */
-static bool ledger_valid = false;
+static CacheWatch ledger_watch;
 static Oid	settings_relid = InvalidOid;
 static pg_uuid_t *ledger_off = NULL;
 static int	ledger_off_count = 0;
 static MemoryContext ledger_cxt = NULL;
-static bool callback_registered = false;
-
-static void
-outbox_invalidate(Datum arg pg_attribute_unused(), Oid relid)
-{
-	if (relid == InvalidOid || relid == settings_relid)
-		ledger_valid = false;
-	if (relid == InvalidOid || relid == state.slots_relid || relid == state.config_relid ||
-		relid == state.events_relid)
-		state.valid = false;
-	for (int i = 0; i < OUTBOX_SLOTS; i++)
-		if (relid == state.part_relid[i])
-			state.valid = false;
-}
-
-static void
-register_callback(void)
-{
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(outbox_invalidate, (Datum) 0);
-		callback_registered = true;
-	}
-}
 
 /* Load the state with a snapshot taken now (the transaction's may predate a rotation).
  * SPI connected, as the owner. */
@@ -254,17 +215,22 @@ state_load(void)
 	Datum		d;
 	char		name[NAMEDATALEN];
 
-	register_callback();
-	state.valid = false;
-	state.events_relid = outbox_relid("outbox_events");
-	state.seq_relid = outbox_relid("outbox_seq");
-	state.slots_relid = outbox_relid("outbox_slots");
-	state.config_relid = outbox_relid("outbox_config");
+	Oid			watched[3 + OUTBOX_SLOTS];
+
+	state.events_relid = fincore_table_oid("outbox_events");
+	state.seq_relid = fincore_table_oid("outbox_seq");
+	state.slots_relid = fincore_table_oid("outbox_slots");
+	state.config_relid = fincore_table_oid("outbox_config");
 	for (int i = 0; i < OUTBOX_SLOTS; i++)
 	{
 		snprintf(name, sizeof(name), "outbox_events_%d", i);
-		state.part_relid[i] = outbox_relid(name);
+		state.part_relid[i] = fincore_table_oid(name);
 	}
+	watched[0] = state.events_relid;
+	watched[1] = state.slots_relid;
+	watched[2] = state.config_relid;
+	memcpy(&watched[3], state.part_relid, sizeof(state.part_relid));
+	cache_watch_begin(&state_watch, lengthof(watched), watched);
 	kept_plan(&plan,
 			  "SELECT (SELECT s.slot FROM fincore.outbox_slots s WHERE s.state OPERATOR(pg_catalog.=) 'current'),"
 			  "       coalesce(c.notify, false), coalesce(c.notify_channel, 'fincore_outbox')"
@@ -279,8 +245,8 @@ state_load(void)
 	state.current_slot = DatumGetInt16(d);
 	state.notify = DatumGetBool(spi_value(0, 2, &isnull));
 	text_to_cstring_buffer(DatumGetTextPP(spi_value(0, 3, &isnull)), state.notify_channel, NAMEDATALEN);
-	/* Invalidations that arrived during the look-up leave it invalid: look again next time. */
-	state.valid = true;
+	/* A change heard during the look-up leaves it stale: look again next time. */
+	cache_watch_done(&state_watch);
 	AcceptInvalidationMessages();
 }
 
@@ -297,11 +263,11 @@ lock_current_slot(void)
 	{
 		int			slot;
 
-		if (!state.valid)
+		if (!cache_watch_valid(&state_watch))
 			state_load();
 		slot = state.current_slot;
 		LockRelationOid(state.part_relid[slot], RowExclusiveLock);
-		if (state.valid && state.current_slot == slot)
+		if (cache_watch_valid(&state_watch) && state.current_slot == slot)
 			return slot;
 	}
 }
@@ -460,8 +426,8 @@ emit_event(EmitArgs *a)
 					   ERRCODE_FC_INVALID_EVENT, "an event's payload and headers");
 
 	lock_aggregate(&a->tenant, a->aggregate_type, a->aggregate_id);
-	if (!state.valid || !OidIsValid(state.events_relid))
-		state.events_relid = outbox_relid("outbox_events");
+	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
+		state.events_relid = fincore_table_oid("outbox_events");
 	fincore_run_as_owner(state.events_relid, emit_as_owner, a);
 	/* PostgreSQL folds identical notifications of a transaction into one. */
 	if (a->notify)
@@ -528,14 +494,7 @@ PG_FUNCTION_INFO_V1(fincore_outbox_changed);
 Datum
 fincore_outbox_changed(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		elog(ERROR, "fincore_outbox_changed: not called as a trigger");
-	state.valid = false;
-	ledger_valid = false;
-	CacheInvalidateRelcache(trigdata->tg_relation);
-	return PointerGetDatum(NULL);
+	return cache_watch_trigger(fcinfo);
 }
 
 /* ---- per-tenant ledger events setting ---- */
@@ -566,26 +525,16 @@ ledger_load_query(void *arg pg_attribute_unused())
 static void
 ledger_load(void)
 {
-	register_callback();
-	settings_relid = outbox_relid("outbox_settings");
+	settings_relid = fincore_table_oid("outbox_settings");
 	if (ledger_cxt == NULL)
 		ledger_cxt = AllocSetContextCreate(TopMemoryContext, "fincore outbox settings",
 										   ALLOCSET_SMALL_SIZES);
 	MemoryContextReset(ledger_cxt);
 	ledger_off = NULL;
 	ledger_off_count = 0;
-	/* Valid before the look-up: an invalidation arriving during it clears it again. */
-	ledger_valid = true;
-	PG_TRY();
-	{
-		fincore_run_as_owner(settings_relid, ledger_load_query, NULL);
-	}
-	PG_CATCH();
-	{
-		ledger_valid = false;
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
+	cache_watch_begin(&ledger_watch, 1, &settings_relid);
+	fincore_run_as_owner(settings_relid, ledger_load_query, NULL);
+	cache_watch_done(&ledger_watch);
 }
 
 bool
@@ -599,7 +548,7 @@ outbox_ledger_events_enabled(const pg_uuid_t *tenant)
 			return true;
 		tenant = &current;
 	}
-	if (!ledger_valid)
+	if (!cache_watch_valid(&ledger_watch))
 		ledger_load();
 	for (int i = 0; i < ledger_off_count; i++)
 		if (memcmp(&ledger_off[i], tenant, sizeof(pg_uuid_t)) == 0)
@@ -962,8 +911,8 @@ fincore_poll(PG_FUNCTION_ARGS)
 	p.trusted = caller_is_trusted();
 	InitMaterializedSRF(fcinfo, 0);
 	p.out = rsinfo->setResult;
-	if (!state.valid || !OidIsValid(state.events_relid))
-		state.events_relid = outbox_relid("outbox_events");
+	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
+		state.events_relid = fincore_table_oid("outbox_events");
 	fincore_run_as_owner(state.events_relid, poll_as_owner, &p);
 	return (Datum) 0;
 }
@@ -1176,8 +1125,8 @@ ack_common(FunctionCallInfo fcinfo, AckArgs *a)
 	a->c.name = PG_GETARG_TEXT_PP(0);
 	a->event_id = PG_GETARG_UUID_P(1);
 	a->trusted = caller_is_trusted();
-	if (!state.valid || !OidIsValid(state.events_relid))
-		state.events_relid = outbox_relid("outbox_events");
+	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
+		state.events_relid = fincore_table_oid("outbox_events");
 	fincore_run_as_owner(state.events_relid, ack_as_owner, a);
 }
 
@@ -1290,7 +1239,7 @@ static void
 inbox_record(InboxArgs *a)
 {
 	tenancy_require_tenant(&a->tenant);
-	fincore_run_as_owner(outbox_relid("inbox"), inbox_as_owner, a);
+	fincore_run_as_owner(fincore_table_oid("inbox"), inbox_as_owner, a);
 }
 
 PG_FUNCTION_INFO_V1(fincore_inbox_accept);

@@ -32,12 +32,12 @@
  */
 #include "fincore.h"
 
+#include "cache_watch.h"
+
 #include "access/detoast.h"
 
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/trigger.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -51,7 +51,6 @@
 #include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -235,11 +234,7 @@ scope_datum(QueueScope *scope, char *null)
 static Oid
 jobs_relid(void)
 {
-	Oid			relid = get_relname_relid("jobs", get_namespace_oid("fincore", false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "fincore.jobs does not exist");
-	return relid;
+	return fincore_table_oid("jobs");
 }
 
 typedef struct QueueCall QueueCall;
@@ -773,16 +768,7 @@ typedef struct PausedQueue
 static MemoryContext paused_cxt = NULL;
 static PausedQueue *paused = NULL;
 static int	paused_count = 0;
-static bool paused_valid = false;
-static Oid	paused_relid = InvalidOid;
-static bool paused_callback_registered = false;
-
-static void
-paused_invalidate(Datum arg pg_attribute_unused(), Oid relid)
-{
-	if (relid == InvalidOid || relid == paused_relid)
-		paused_valid = false;
-}
+static CacheWatch paused_watch;
 
 static void
 paused_load_work(QueueCall *call pg_attribute_unused())
@@ -812,21 +798,19 @@ paused_load_work(QueueCall *call pg_attribute_unused())
 static void
 paused_ensure_loaded(void)
 {
-	if (!paused_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(paused_invalidate, (Datum) 0);
-		paused_callback_registered = true;
-	}
-	if (paused_valid)
+	Oid			relid;
+
+	if (cache_watch_valid(&paused_watch))
 		return;
-	paused_relid = get_relname_relid("paused_queues", get_namespace_oid("fincore", false));
+	relid = fincore_table_oid("paused_queues");
 	if (paused_cxt == NULL)
 		paused_cxt = AllocSetContextCreate(TopMemoryContext, "fincore paused queues", ALLOCSET_SMALL_SIZES);
 	MemoryContextReset(paused_cxt);
 	paused = NULL;
 	paused_count = 0;
+	cache_watch_begin(&paused_watch, 1, &relid);
 	queue_run(paused_load_work, NULL);
-	paused_valid = true;
+	cache_watch_done(&paused_watch);
 }
 
 static inline bool
@@ -874,13 +858,7 @@ PG_FUNCTION_INFO_V1(fincore_paused_queues_changed);
 Datum
 fincore_paused_queues_changed(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		elog(ERROR, "fincore_paused_queues_changed: not called as a trigger");
-	paused_valid = false;
-	CacheInvalidateRelcache(trigdata->tg_relation);
-	return PointerGetDatum(NULL);
+	return cache_watch_trigger(fcinfo);
 }
 
 static void

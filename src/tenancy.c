@@ -27,11 +27,11 @@
  */
 #include "fincore.h"
 
+#include "cache_watch.h"
+
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
-#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -44,7 +44,6 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -551,17 +550,6 @@ fincore_set_user(PG_FUNCTION_ARGS)
 
 /* ---- queries as the owner of a fincore table ---- */
 
-static Oid
-fincore_relid(const char *relname)
-{
-	Oid			nsp = get_namespace_oid("fincore", false);
-	Oid			relid = get_relname_relid(relname, nsp);
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "fincore.%s does not exist", relname);
-	return relid;
-}
-
 typedef struct TenantLookup
 {
 	pg_uuid_t  *id;
@@ -590,7 +578,7 @@ tenant_exists(pg_uuid_t *id)
 {
 	TenantLookup q = {id, false};
 
-	fincore_run_as_owner(fincore_relid("tenants"), tenant_exists_query, &q);
+	fincore_run_as_owner(fincore_table_oid("tenants"), tenant_exists_query, &q);
 	return q.found;
 }
 
@@ -605,18 +593,10 @@ typedef struct Membership
 static MemoryContext members_cxt = NULL;
 static Membership *members = NULL;
 static int	members_count = 0;
-static bool members_valid = false;
+static CacheWatch members_watch;
 static LocalTransactionId members_lxid = InvalidLocalTransactionId;
 static pg_uuid_t members_user;
 static Oid	members_relid = InvalidOid;
-static bool members_callback_registered = false;
-
-static void
-members_invalidate(Datum arg pg_attribute_unused(), Oid relid)
-{
-	if (relid == InvalidOid || relid == members_relid)
-		members_valid = false;
-}
 
 typedef struct MembersLoad
 {
@@ -667,29 +647,24 @@ current_memberships(Membership **out)
 		*out = NULL;
 		return 0;
 	}
-	if (!members_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(members_invalidate, (Datum) 0);
-		members_callback_registered = true;
-	}
-	if (!members_valid || members_lxid != MyProc->lxid ||
+	if (!cache_watch_valid(&members_watch) || members_lxid != MyProc->lxid ||
 		memcmp(&members_user, &user, sizeof(pg_uuid_t)) != 0)
 	{
 		MembersLoad q;
 
-		members_relid = fincore_relid("tenant_members");
+		members_relid = fincore_table_oid("tenant_members");
 		if (members_cxt == NULL)
 			members_cxt = AllocSetContextCreate(TopMemoryContext, "fincore memberships",
 												ALLOCSET_SMALL_SIZES);
 		MemoryContextReset(members_cxt);
 		members = NULL;
 		members_count = 0;
-		members_valid = false;
 		q.user = user;
+		cache_watch_begin(&members_watch, 1, &members_relid);
 		fincore_run_as_owner(members_relid, members_load_query, &q);
 		members_lxid = MyProc->lxid;
 		members_user = user;
-		members_valid = true;
+		cache_watch_done(&members_watch);
 	}
 	*out = members;
 	return members_count;
@@ -758,13 +733,7 @@ PG_FUNCTION_INFO_V1(fincore_tenant_members_changed);
 Datum
 fincore_tenant_members_changed(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		elog(ERROR, "fincore_tenant_members_changed: not called as a trigger");
-	members_valid = false;
-	CacheInvalidateRelcache(trigdata->tg_relation);
-	return PointerGetDatum(NULL);
+	return cache_watch_trigger(fcinfo);
 }
 
 /* ---- module initialisation ---- */

@@ -1,0 +1,96 @@
+/*
+ * cache_watch.c — backend caches of fincore's tables, made stale whenever a
+ * table they were built from changes (see cache_watch.h).
+ *
+ * One relcache callback serves every cache: PostgreSQL allows a backend only
+ * a fixed number of them, and each module registering its own was the same
+ * dozen lines five times.
+ */
+#include "postgres.h"
+
+#include "cache_watch.h"
+
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+static CacheWatch *watches = NULL;
+static bool callback_registered = false;
+
+/* Every cache built from relid (every cache, for InvalidOid) is stale. */
+static void
+cache_watch_relation_changed(Datum arg pg_attribute_unused(), Oid relid)
+{
+	for (CacheWatch *w = watches; w != NULL; w = w->next)
+	{
+		if (relid == InvalidOid)
+		{
+			w->valid = false;
+			continue;
+		}
+		for (int i = 0; i < w->nrelations; i++)
+			if (w->relations[i] == relid)
+				w->valid = false;
+	}
+}
+
+void
+cache_watch_begin(CacheWatch *watch, int nrelations, const Oid *relations)
+{
+	if (nrelations < 0 || nrelations > CACHE_WATCH_MAX_RELATIONS)
+		elog(ERROR, "a fincore cache cannot watch %d relations", nrelations);
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(cache_watch_relation_changed, (Datum) 0);
+		callback_registered = true;
+	}
+	if (!watch->registered)
+	{
+		watch->next = watches;
+		watches = watch;
+		watch->registered = true;
+	}
+	watch->nrelations = nrelations;
+	for (int i = 0; i < nrelations; i++)
+		watch->relations[i] = relations[i];
+	watch->loading = true;
+	watch->valid = true;
+}
+
+void
+cache_watch_done(CacheWatch *watch)
+{
+	watch->loading = false;
+}
+
+void
+cache_watch_stale(CacheWatch *watch)
+{
+	watch->valid = false;
+}
+
+Datum
+cache_watch_trigger(FunctionCallInfo fcinfo)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s: not called as a trigger", get_func_name(fcinfo->flinfo->fn_oid))));
+	cache_watch_relation_changed((Datum) 0, RelationGetRelid(trigdata->tg_relation));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}
+
+Oid
+fincore_table_oid(const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, get_namespace_oid("fincore", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "fincore.%s does not exist", relname);
+	return relid;
+}
