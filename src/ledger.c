@@ -314,7 +314,7 @@ retry:
 					return;
 				failed = it;
 			}
-			raise_item_error(b, failed);
+			raise_item_error(failed);
 		}
 	}
 
@@ -373,7 +373,7 @@ retry:
 					it->result = compare_existing(b, it, &ex[nex - 1]);
 					if (it->result == LR_EXISTS)
 						return;
-					raise_item_error(b, it);
+					raise_item_error(it);
 				}
 				/* The hold was resolved by a concurrent call. */
 				load_refs(b, true);
@@ -381,7 +381,7 @@ retry:
 				it->result = apply_item(b, it);
 				if (it->result == LR_OK)
 					elog(ERROR, "ledger: transfer %s could not be inserted", uuid_text(&it->id));
-				raise_item_error(b, it);
+				raise_item_error(it);
 			}
 		}
 		if (nfailed > 0)

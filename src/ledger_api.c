@@ -80,7 +80,7 @@ run_single(FunctionCallInfo fcinfo, LedgerItem *it)
 	{
 		/* Malformed before anything is looked up. */
 		tenancy_require_tenant(&b.tenant);
-		raise_item_error(&b, it);
+		raise_item_error(it);
 	}
 	ledger_execute(&b);
 	/* The result must outlive SPI_finish(), which frees SPI's memory. */

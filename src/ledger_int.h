@@ -85,36 +85,8 @@ typedef enum LedgerResult
 	LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT,
 	LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT,
 	LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO
+#define LR_NRESULTS (LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO + 1)
 } LedgerResult;
-
-/*
- * Results that depend on the ledger's state rather than on the request alone
- * (TigerBeetle's transient errors): a batch records the id of an item that
- * failed with one (fincore.failed_transfers), and the id stays failed, so a
- * retry cannot succeed later by accident once the state has changed.
- */
-static inline bool
-result_is_transient(LedgerResult r)
-{
-	switch (r)
-	{
-		case LR_DEBIT_ACCOUNT_NOT_FOUND:
-		case LR_CREDIT_ACCOUNT_NOT_FOUND:
-		case LR_PENDING_TRANSFER_NOT_FOUND:
-		case LR_TRANSFER_NOT_FOUND:
-		case LR_EXCEEDS_CREDITS:
-		case LR_EXCEEDS_DEBITS:
-		case LR_DEBIT_ACCOUNT_FROZEN:
-		case LR_CREDIT_ACCOUNT_FROZEN:
-		case LR_DEBIT_ACCOUNT_CLOSED:
-		case LR_CREDIT_ACCOUNT_CLOSED:
-		case LR_OVERFLOWS_BALANCE:
-		case LR_FEE_EXCEEDS_AMOUNT:
-			return true;
-		default:
-			return false;
-	}
-}
 
 /* Transfer flags, stored as a bit mask in fincore.transfers.flags (the kind says pending, post, void). */
 #define TRANSFER_BALANCING_DEBIT	0x01
@@ -387,35 +359,43 @@ leg_needs_lock(const LedgerAccount *a, bool debit_side, const LedgerItem *it)
 }
 
 /*
- * Results that come before exists in TigerBeetle's precedence: the batch's
- * import mode, the imported timestamp, and an id that is no id at all.
+ * Each result's name in a batch, the SQLSTATE a single call raises, and its
+ * traits (ledger_core.c; the message a single call raises is in
+ * ledger_errors.c).
+ *
+ * RESULT_TRANSIENT: the result depends on the ledger's state rather than on
+ * the request alone (TigerBeetle's transient errors): a batch records the id
+ * of an item that failed with one (fincore.failed_transfers), and the id stays
+ * failed, so a retry cannot succeed later by accident once the state changed.
+ *
+ * RESULT_BEFORE_EXISTS: the result comes before exists in TigerBeetle's
+ * precedence: the batch's import mode, the imported timestamp, and an id that
+ * is no id at all.
  */
-static inline bool
-result_precedes_exists(LedgerResult r)
-{
-	switch (r)
-	{
-		case LR_IMPORTED_EVENT_EXPECTED:
-		case LR_IMPORTED_EVENT_NOT_EXPECTED:
-		case LR_TIMESTAMP_MUST_BE_ZERO:
-		case LR_IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE:
-		case LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE:
-		case LR_ID_MUST_NOT_BE_ZERO:
-		case LR_ID_MUST_NOT_BE_INT_MAX:
-			return true;
-		default:
-			return false;
-	}
-}
+#define RESULT_TRANSIENT		0x01
+#define RESULT_BEFORE_EXISTS	0x02
 
-/* Each result's name in a batch, and the SQLSTATE a single call raises (ledger_core.c). */
 typedef struct LedgerResultInfo
 {
 	const char *name;
 	int			sqlstate;
+	int			traits;			/* RESULT_* */
 } LedgerResultInfo;
 
-extern const LedgerResultInfo ledger_results[];
+extern const LedgerResultInfo ledger_results[LR_NRESULTS];
+
+static inline bool
+result_is_transient(LedgerResult r)
+{
+	return (ledger_results[r].traits & RESULT_TRANSIENT) != 0;
+}
+
+static inline bool
+result_precedes_exists(LedgerResult r)
+{
+	return (ledger_results[r].traits & RESULT_BEFORE_EXISTS) != 0;
+}
+
 
 /* ledger_core.c */
 char *
@@ -508,7 +488,7 @@ emit_transfer_events(LedgerBatch *b, LedgerItem **rows, int n);
 
 /* ledger_errors.c */
 void pg_attribute_noreturn()
-raise_item_error(LedgerBatch *b, LedgerItem *it);
+raise_item_error(const LedgerItem *it);
 
 /* ledger_fees.c */
 void
