@@ -30,7 +30,7 @@ REGRESS_OPTS = --load-extension=pgcrypto --load-extension=$(EXTENSION)
 PG_CFLAGS   += -Wall -Wextra -Werror
 PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
 
-EXTRA_CLEAN = $(DATA_built)
+EXTRA_CLEAN = $(DATA_built) $(OBJS:.o=.d)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -41,6 +41,8 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_MODULES) $(EXTENSION).control Makefile
 	  printf '%s\n' '\echo Use "CREATE EXTENSION fincore" to load this file. \quit'; \
 	  for f in $(SQL_MODULES); do echo; echo "-- ==== $$f"; cat $$f; done ) > $@
 
-src/%.o: src/fincore.h
-$(filter src/ledger%.o,$(OBJS)): src/ledger_int.h
-src/cache_watch.o src/currency.o src/fees.o src/outbox.o src/queue.o src/tenancy.o: src/cache_watch.h
+# Each object depends on the headers it includes, as the compiler lists them (src/*.d) while it
+# builds: a change to one module's header rebuilds the files that include it, and only those.
+# CFLAGS, not CPPFLAGS: the bitcode compile (with_llvm) must not write the same .d files.
+override CFLAGS += -MMD -MP
+-include $(OBJS:.o=.d)

@@ -9,6 +9,13 @@
  */
 #include "fincore.h"
 
+#include "jsonb_build.h"
+#include "ledger.h"
+#include "outbox.h"
+#include "owner_sql.h"
+#include "tenancy.h"
+#include "uuidv7.h"
+
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"

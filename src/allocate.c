@@ -9,6 +9,8 @@
  */
 #include "fincore.h"
 
+#include "money.h"
+
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "utils/array.h"

@@ -15,6 +15,8 @@
  */
 #include "fincore.h"
 
+#include "money.h"
+
 #include "common/hashfn.h"
 #include "common/int.h"
 #include "fmgr.h"

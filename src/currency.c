@@ -12,6 +12,8 @@
 #include "fincore.h"
 
 #include "cache_watch.h"
+#include "money.h"
+#include "owner_sql.h"
 
 #include "access/transam.h"
 #include "access/xact.h"

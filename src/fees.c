@@ -19,6 +19,10 @@
 #include "fincore.h"
 
 #include "cache_watch.h"
+#include "fees.h"
+#include "jsonb_build.h"
+#include "owner_sql.h"
+#include "tenancy.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -1154,7 +1158,7 @@ fee_calc_lines(const FeeCalc *calc, void (*fn) (const char *, int64, void *), vo
 		   int128_to_int64_checked((int128) calc->fee - calc->subtotal, "fee limit adjustment"), arg);
 }
 
-/* ---- the C API (fincore.h) ---- */
+/* ---- the C API (fees.h) ---- */
 
 FeeMode
 fee_mode_from_text(text *mode)

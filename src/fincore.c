@@ -5,6 +5,10 @@
  */
 #include "fincore.h"
 
+#include "owner_sql.h"
+#include "queue.h"
+#include "tenancy.h"
+
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"

@@ -5,6 +5,8 @@
  */
 #include "fincore.h"
 
+#include "jsonb_build.h"
+
 #include "utils/builtins.h"
 #include "utils/numeric.h"
 

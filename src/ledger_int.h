@@ -6,6 +6,14 @@
 
 #include "fincore.h"
 
+#include "fees.h"
+#include "jsonb_build.h"
+#include "ledger.h"
+#include "outbox.h"
+#include "owner_sql.h"
+#include "tenancy.h"
+#include "uuidv7.h"
+
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -29,7 +37,6 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
-
 
 /* ---- results ---- */
 
@@ -395,7 +402,6 @@ result_precedes_exists(LedgerResult r)
 {
 	return (ledger_results[r].traits & RESULT_BEFORE_EXISTS) != 0;
 }
-
 
 /* ledger_core.c */
 char *

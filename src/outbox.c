@@ -37,6 +37,9 @@
 #include "fincore.h"
 
 #include "cache_watch.h"
+#include "outbox.h"
+#include "owner_sql.h"
+#include "tenancy.h"
 
 #include "access/transam.h"
 #include "access/xact.h"
@@ -126,7 +129,6 @@ check_headers(Jsonb *headers)
 				 errmsg("event headers must be a JSON object or NULL"),
 				 errhint("e.g. '{\"traceparent\": \"00-...\"}'")));
 }
-
 
 static SPIPlanPtr
 kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)

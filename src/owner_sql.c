@@ -29,6 +29,8 @@
  */
 #include "fincore.h"
 
+#include "owner_sql.h"
+
 #include "catalog/pg_class.h"
 #include "fmgr.h"
 #include "miscadmin.h"

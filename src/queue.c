@@ -33,6 +33,9 @@
 #include "fincore.h"
 
 #include "cache_watch.h"
+#include "owner_sql.h"
+#include "queue.h"
+#include "tenancy.h"
 
 #include "access/detoast.h"
 
@@ -424,7 +427,6 @@ queue_run(QueueWork work, QueueCall *call)
 
 	fincore_run_as_owner(jobs_relid(), queue_run_trampoline, &run);
 }
-
 
 /* ---- moving jobs to the archive ---- */
 

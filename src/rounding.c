@@ -5,6 +5,8 @@
  */
 #include "fincore.h"
 
+#include "money.h"
+
 #include "common/int.h"
 #include "fmgr.h"
 #include "utils/builtins.h"

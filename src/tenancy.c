@@ -28,6 +28,8 @@
 #include "fincore.h"
 
 #include "cache_watch.h"
+#include "owner_sql.h"
+#include "tenancy.h"
 
 #include "access/xact.h"
 #include "catalog/pg_class.h"

@@ -10,6 +10,8 @@
  */
 #include "fincore.h"
 
+#include "uuidv7.h"
+
 #include "fmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"

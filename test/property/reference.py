@@ -19,7 +19,7 @@ INT128_MAX = 2 ** 127 - 1
 MODES = ("half_even", "half_up", "half_down", "up", "down", "ceiling", "floor")
 DEFAULT_MODE = "half_even"
 
-# SQLSTATEs (src/fincore.h)
+# SQLSTATEs (src/errcodes.h)
 INVALID_AMOUNT_TEXT = "ZF101"
 UNKNOWN_CURRENCY = "ZF102"
 AMOUNT_OUT_OF_RANGE = "ZF104"

@@ -1,4 +1,4 @@
-"""docs/errors.md and src/fincore.h list the same SQLSTATEs.
+"""docs/errors.md and src/errcodes.h list the same SQLSTATEs.
 
 The header is authoritative: every `#define ERRCODE_FC_<NAME>
 MAKE_SQLSTATE('Z','F',...)` must have a row `| ZFnnn | <name> |` in the
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEADER = ROOT / "src" / "fincore.h"
+HEADER = ROOT / "src" / "errcodes.h"
 DOC = ROOT / "docs" / "errors.md"
 
 DEFINE_RE = re.compile(
@@ -47,13 +47,13 @@ def test_header_defines_the_codes():
 def test_every_header_code_is_documented():
     documented = {code for code, _ in doc_rows()}
     missing = sorted(set(header_codes()) - documented)
-    assert not missing, f"in src/fincore.h but not in docs/errors.md: {missing}"
+    assert not missing, f"in src/errcodes.h but not in docs/errors.md: {missing}"
 
 
 def test_every_documented_code_exists():
     defined = header_codes()
     unknown = sorted({code for code, _ in doc_rows()} - set(defined))
-    assert not unknown, f"in docs/errors.md but not in src/fincore.h: {unknown}"
+    assert not unknown, f"in docs/errors.md but not in src/errcodes.h: {unknown}"
 
 
 def test_documented_names_match_the_header():

@@ -1,0 +1,33 @@
+/*
+ * owner_sql.h — SQL run with the owner's rights (owner_sql.c).
+ */
+#ifndef FINCORE_OWNER_SQL_H
+#define FINCORE_OWNER_SQL_H
+
+#include "fincore.h"
+#include "executor/spi.h"
+
+/* ---- SQL run with the owner's rights (owner_sql.c) ---- */
+
+/* The search_path of every statement fincore runs: nothing of the caller's. */
+#define FINCORE_SEARCH_PATH "pg_catalog, pg_temp"
+
+/* Defines fincore.owner_context (called from _PG_init). */
+extern void owner_sql_init(void);
+/* SPI_connect, or elog. */
+extern void fincore_spi_connect(void);
+/*
+ * SPI_prepare_cursor + SPI_keepplan under the pinned search_path, or elog.
+ * Every statement fincore prepares comes through here.
+ */
+extern SPIPlanPtr fincore_prepare(const char *sql, int nargs, Oid *argtypes, int cursor_options);
+/* Pin search_path at a new GUC nest level; undo with fincore_unpin_search_path. */
+extern int	fincore_pin_search_path(void);
+extern void fincore_unpin_search_path(int nest);
+/*
+ * Run fn(arg) as the owner of a relation (reads past grants; past RLS through
+ * the owner's fincore_owner policy), with search_path pinned.
+ */
+extern void fincore_run_as_owner(Oid relid, void (*fn) (void *), void *arg);
+
+#endif							/* FINCORE_OWNER_SQL_H */
