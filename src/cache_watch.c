@@ -10,7 +10,6 @@
 
 #include "cache_watch.h"
 
-#include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -83,14 +82,4 @@ cache_watch_trigger(FunctionCallInfo fcinfo)
 	cache_watch_relation_changed((Datum) 0, RelationGetRelid(trigdata->tg_relation));
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
-}
-
-Oid
-fincore_table_oid(const char *relname)
-{
-	Oid			relid = get_relname_relid(relname, get_namespace_oid("fincore", false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "fincore.%s does not exist", relname);
-	return relid;
 }

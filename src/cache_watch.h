@@ -61,7 +61,4 @@ extern void cache_watch_stale(CacheWatch *watch);
 /* The body of every "…_changed" statement trigger on a cached table. */
 extern Datum cache_watch_trigger(FunctionCallInfo fcinfo);
 
-/* The OID of table fincore.<relname>; an error if it does not exist. */
-extern Oid	fincore_table_oid(const char *relname);
-
 #endif							/* FINCORE_CACHE_WATCH_H */

@@ -31,11 +31,13 @@
 
 #include "owner_sql.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 /* fincore.owner_context: set by fincore's SECURITY DEFINER functions and fincore_run_as_owner(). */
@@ -153,4 +155,14 @@ Datum
 fincore_owner_context(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(owner_context_setting && (InLocalUserIdChange() || InSecurityRestrictedOperation()));
+}
+
+Oid
+fincore_table_oid(const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, get_namespace_oid("fincore", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "fincore.%s does not exist", relname);
+	return relid;
 }

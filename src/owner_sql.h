@@ -29,5 +29,7 @@ extern void fincore_unpin_search_path(int nest);
  * the owner's fincore_owner policy), with search_path pinned.
  */
 extern void fincore_run_as_owner(Oid relid, void (*fn) (void *), void *arg);
+/* The OID of table fincore.<relname>; an error if it does not exist. */
+extern Oid	fincore_table_oid(const char *relname);
 
 #endif							/* FINCORE_OWNER_SQL_H */
