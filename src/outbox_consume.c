@@ -1,0 +1,587 @@
+/*
+ * outbox_consume.c — named consumers: subscribe, poll a snapshot batch, ack and nack,
+ * dead letters and lag.
+ */
+#include "outbox_int.h"
+
+#include "cache_watch.h"
+
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "parser/parse_func.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+
+/* ---- consumers ---- */
+
+typedef struct Consumer
+{
+	text	   *name;
+	Datum		topics;
+	bool		all_topics;
+	bool		scoped;
+	pg_uuid_t	scope;
+	Datum		position;
+	bool		position_stale; /* last moved more than a second ago */
+	bool		has_batch;
+	Datum		batch_end;
+	int64		batch_acked;
+	int64		batch_last;
+	int32		max_attempts;
+	Datum		backoff;
+	Datum		backoff_max;
+	bool		dirty;			/* write back */
+	bool		moved;			/* position changed */
+} Consumer;
+
+/* May the calling role use cross-tenant consumers?  Trusted roles may call set_tenant. */
+static bool
+caller_is_trusted(void)
+{
+	Oid			argtypes[1] = {UUIDOID};
+	Oid			fn;
+
+	if (superuser())
+		return true;
+	fn = LookupFuncName(list_make2(makeString("fincore"), makeString("set_tenant")), 1, argtypes, true);
+	return OidIsValid(fn) && pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK;
+}
+
+/* The one error for a consumer the caller cannot see, missing or not. */
+static void unknown_consumer_error(text *name) pg_attribute_noreturn();
+
+static void
+unknown_consumer_error(text *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FC_UNKNOWN_CONSUMER),
+			 errmsg("unknown consumer: \"%s\"", text_to_cstring(name)),
+			 errhint("Create it with fincore.subscribe(consumer, topics); app roles see only the consumers scoped to their tenant.")));
+}
+
+/* Lock and read the consumer row; check the caller may use it.  SPI connected, as owner. */
+static void
+consumer_load(Consumer *c, bool trusted)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {PointerGetDatum(c->name)};
+	bool		isnull;
+	pg_uuid_t	tenant;
+
+	kept_plan(&plan,
+			  "SELECT c.topics, '*' OPERATOR(pg_catalog.=) ANY (c.topics), c.tenant_scope, c.position,"
+			  "       c.positioned_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 second'::pg_catalog.interval),"
+			  "       c.batch_end, c.batch_acked, c.batch_last, c.max_attempts, c.backoff, c.backoff_max"
+			  "  FROM fincore.outbox_consumers c WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
+			  1, types);
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "consumer look-up failed");
+	if (SPI_processed == 0)
+		unknown_consumer_error(c->name);
+	c->topics = SPI_datumTransfer(spi_value(0, 1, &isnull), false, -1);
+	c->all_topics = DatumGetBool(spi_value(0, 2, &isnull));
+	{
+		Datum		scope = spi_value(0, 3, &isnull);
+
+		c->scoped = !isnull;
+		if (c->scoped)
+			c->scope = *DatumGetUUIDP(scope);
+	}
+	c->position = SPI_datumTransfer(spi_value(0, 4, &isnull), false, -1);
+	c->position_stale = DatumGetBool(spi_value(0, 5, &isnull));
+	c->batch_end = spi_value(0, 6, &isnull);
+	c->has_batch = !isnull;
+	if (c->has_batch)
+	{
+		c->batch_end = SPI_datumTransfer(c->batch_end, false, -1);
+		c->batch_acked = DatumGetInt64(spi_value(0, 7, &isnull));
+		c->batch_last = DatumGetInt64(spi_value(0, 8, &isnull));
+	}
+	c->max_attempts = DatumGetInt32(spi_value(0, 9, &isnull));
+	c->backoff = SPI_datumTransfer(spi_value(0, 10, &isnull), false, sizeof(Interval));
+	c->backoff_max = SPI_datumTransfer(spi_value(0, 11, &isnull), false, sizeof(Interval));
+	c->dirty = false;
+	c->moved = false;
+
+	if (trusted)
+		return;
+	if (c->scoped && tenancy_current_tenant(&tenant) && memcmp(&tenant, &c->scope, sizeof(pg_uuid_t)) == 0)
+		return;
+
+	/*
+	 * A consumer of another tenant, or one that reads every tenant's events,
+	 * is reported to an app role exactly as a missing one: which names exist
+	 * elsewhere is not its business.
+	 */
+	unknown_consumer_error(c->name);
+}
+
+static void
+consumer_store(Consumer *c)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[6] = {TEXTOID, PG_SNAPSHOTOID, BOOLOID, PG_SNAPSHOTOID, INT8OID, INT8OID};
+	Datum		values[6];
+	char		nulls[6] = "      ";
+
+	if (!c->dirty)
+		return;
+	kept_plan(&plan,
+			  "UPDATE fincore.outbox_consumers c SET position = $2,"
+			  "       positioned_at = CASE WHEN $3 THEN pg_catalog.now() ELSE c.positioned_at END,"
+			  "       batch_end = $4, batch_acked = $5, batch_last = $6"
+			  " WHERE c.name OPERATOR(pg_catalog.=) $1",
+			  6, types);
+	values[0] = PointerGetDatum(c->name);
+	values[1] = c->position;
+	values[2] = BoolGetDatum(c->moved);
+	values[3] = c->batch_end;
+	values[4] = Int64GetDatum(c->batch_acked);
+	values[5] = Int64GetDatum(c->batch_last);
+	if (!c->has_batch)
+		nulls[3] = nulls[4] = nulls[5] = 'n';
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "consumer update failed");
+}
+
+static void
+close_batch(Consumer *c)
+{
+	c->position = c->batch_end;
+	c->has_batch = false;
+	c->dirty = c->moved = true;
+}
+
+/*
+ * Open the next batch: events visible in a snapshot taken now and not in the
+ * position.  Their txids are either in the position's xip list or at least its
+ * xmax, both index look-ups.  Returns false when it would be empty.
+ */
+static bool
+open_batch(Consumer *c)
+{
+	static SPIPlanPtr snap_plan = NULL;
+	static SPIPlanPtr bounds_plan = NULL;
+	Oid			snap_types[1] = {PG_SNAPSHOTOID};
+	Oid			types[5] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID, UUIDOID};
+	Datum		values[5];
+	char		nulls[5] = "     ";
+	Datum		cur;
+	bool		isnull;
+	bool		foreign;
+
+	/* A new statement: in READ COMMITTED a snapshot newer than the locked row. */
+	kept_plan(&snap_plan,
+			  "SELECT pg_catalog.pg_current_snapshot(),"
+			  "       pg_catalog.pg_snapshot_xmax($1) OPERATOR(pg_catalog.>)"
+			  "       pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())",
+			  1, snap_types);
+	values[0] = c->position;
+	if (SPI_execute_plan(snap_plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "snapshot look-up failed");
+	cur = SPI_datumTransfer(spi_value(0, 1, &isnull), false, -1);
+	foreign = DatumGetBool(spi_value(0, 2, &isnull));
+	if (foreign)
+	{
+		/* Only a restored dump (another cluster's transaction ids) puts it ahead. */
+		ereport(WARNING,
+				(errmsg("position of consumer \"%s\" is ahead of this cluster's transactions; it starts from now",
+						text_to_cstring(c->name))));
+		c->position = cur;
+		c->dirty = c->moved = true;
+		return false;
+	}
+
+	kept_plan(&bounds_plan,
+			  "SELECT pg_catalog.min(b.seq), pg_catalog.max(b.seq) FROM (SELECT e.seq FROM fincore.outbox_events e"
+			  " WHERE ((e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax($1)"
+			  "         AND e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmax($2))"
+			  "        OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip($1))))"
+			  "   AND pg_catalog.pg_visible_in_snapshot(e.txid, $2)"
+			  "   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $1)"
+			  "   AND ($3 OR e.topic OPERATOR(pg_catalog.=) ANY ($4))"
+			  "   AND ($5::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $5) OFFSET 0) AS b",
+			  5, types);
+	values[0] = c->position;
+	values[1] = cur;
+	values[2] = BoolGetDatum(c->all_topics);
+	values[3] = c->topics;
+	values[4] = UUIDPGetDatum(&c->scope);
+	if (!c->scoped)
+		nulls[4] = 'n';
+	if (execute_indexed(bounds_plan, values, nulls, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "batch look-up failed");
+	c->batch_acked = DatumGetInt64(spi_value(0, 1, &isnull)) - 1;
+	if (isnull)
+	{
+		/* Nothing new: move the position on now and then, so retention can proceed. */
+		if (c->position_stale)
+		{
+			c->position = cur;
+			c->dirty = c->moved = true;
+		}
+		return false;
+	}
+	c->batch_last = DatumGetInt64(spi_value(0, 2, &isnull));
+	c->batch_end = cur;
+	c->has_batch = true;
+	c->dirty = true;
+	return true;
+}
+
+#define EVENT_COLUMNS \
+	"e.id, e.seq, e.tenant_id, e.topic, e.type, e.aggregatetype, e.aggregateid, e.payload, e.headers, e.created_at"
+
+/* Append up to max events of the open batch after batch_acked; how many. */
+static uint64
+read_batch(Consumer *c, int max, Tuplestorestate *out)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[8] = {INT8OID, INT8OID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID,
+	UUIDOID, INT4OID};
+	Datum		values[8];
+	char		nulls[8] = "        ";
+
+	kept_plan(&plan,
+			  "SELECT " EVENT_COLUMNS ", 0 FROM fincore.outbox_events e"
+			  " WHERE e.seq OPERATOR(pg_catalog.>) $1 AND e.seq OPERATOR(pg_catalog.<=) $2"
+			  "   AND pg_catalog.pg_visible_in_snapshot(e.txid, $3)"
+			  "   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $4)"
+			  "   AND ($5 OR e.topic OPERATOR(pg_catalog.=) ANY ($6))"
+			  "   AND ($7::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)"
+			  " ORDER BY e.seq LIMIT $8",
+			  8, types);
+	values[0] = Int64GetDatum(c->batch_acked);
+	values[1] = Int64GetDatum(c->batch_last);
+	values[2] = c->batch_end;
+	values[3] = c->position;
+	values[4] = BoolGetDatum(c->all_topics);
+	values[5] = c->topics;
+	values[6] = UUIDPGetDatum(&c->scope);
+	values[7] = Int32GetDatum(max);
+	if (!c->scoped)
+		nulls[6] = 'n';
+	if (execute_indexed(plan, values, nulls, 0) != SPI_OK_SELECT)
+		elog(ERROR, "batch read failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		tuplestore_puttuple(out, SPI_tuptable->vals[i]);
+	return SPI_processed;
+}
+
+static uint64
+read_retries(Consumer *c, int max, Tuplestorestate *out)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		values[2] = {PointerGetDatum(c->name), Int32GetDatum(max)};
+
+	kept_plan(&plan,
+			  "SELECT e.id, e.seq, e.tenant_id, e.topic, e.type, e.aggregatetype, e.aggregateid,"
+			  "       e.payload, e.headers, e.created_at, e.attempts"
+			  "  FROM fincore.outbox_retries e"
+			  " WHERE e.consumer OPERATOR(pg_catalog.=) $1"
+			  "   AND e.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()"
+			  " ORDER BY e.next_attempt_at, e.seq LIMIT $2",
+			  2, types);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "retry read failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		tuplestore_puttuple(out, SPI_tuptable->vals[i]);
+	return SPI_processed;
+}
+
+typedef struct PollArgs
+{
+	Consumer	c;
+	bool		trusted;
+	int			max;
+	Tuplestorestate *out;
+} PollArgs;
+
+static void
+poll_as_owner(void *arg)
+{
+	PollArgs   *p = arg;
+	Consumer   *c = &p->c;
+	int			left;
+
+	fincore_spi_connect();
+	consumer_load(c, p->trusted);
+	left = p->max - (int) read_retries(c, p->max, p->out);
+	/* At most one batch is finished and one opened per call. */
+	for (int pass = 0; left > 0 && pass < 2; pass++)
+	{
+		if (!c->has_batch && !open_batch(c))
+			break;
+		if (read_batch(c, left, p->out) > 0)
+			break;
+		close_batch(c);
+	}
+	consumer_store(c);
+	SPI_finish();
+}
+
+PG_FUNCTION_INFO_V1(fincore_poll);
+Datum
+fincore_poll(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PollArgs	p;
+
+	memset(&p, 0, sizeof(p));
+	p.c.name = PG_GETARG_TEXT_PP(0);
+	p.max = PG_GETARG_INT32(1);
+	if (p.max < 1 || p.max > POLL_MAX_LIMIT)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_CONSUMER),
+				 errmsg("poll max must be between 1 and %d, not %d", POLL_MAX_LIMIT, p.max)));
+	p.trusted = caller_is_trusted();
+	InitMaterializedSRF(fcinfo, 0);
+	p.out = rsinfo->setResult;
+	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
+		state.events_relid = fincore_table_oid("outbox_events");
+	fincore_run_as_owner(state.events_relid, poll_as_owner, &p);
+	return (Datum) 0;
+}
+
+/* ---- ack and nack ---- */
+
+typedef struct AckArgs
+{
+	Consumer	c;
+	bool		trusted;
+	bool		nack;
+	pg_uuid_t  *event_id;
+	text	   *error;			/* nack; may be NULL */
+	const char *result;			/* nack: "retry" or "dead" */
+} AckArgs;
+
+static void
+not_pending(Consumer *c, pg_uuid_t *id, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FC_INVALID_ACK),
+			 errmsg("event %s is not pending for consumer \"%s\"",
+					DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))),
+					text_to_cstring(c->name)),
+			 errdetail_internal("%s", detail),
+			 errhint("Acknowledge events that poll() returned, once.")));
+}
+
+/* A nacked retry: count the failure, then schedule it again or bury it. */
+static bool
+nack_retry(AckArgs *a)
+{
+	static SPIPlanPtr find_plan = NULL;
+	static SPIPlanPtr again_plan = NULL;
+	static SPIPlanPtr bury_plan = NULL;
+	Oid			types[5] = {TEXTOID, UUIDOID, TEXTOID, INTERVALOID, INTERVALOID};
+	Datum		values[5];
+	char		nulls[5] = "     ";
+	bool		isnull;
+	int32		attempts;
+
+	kept_plan(&find_plan,
+			  "SELECT r.attempts FROM fincore.outbox_retries r"
+			  " WHERE r.consumer OPERATOR(pg_catalog.=) $1 AND r.id OPERATOR(pg_catalog.=) $2",
+			  2, types);
+	values[0] = PointerGetDatum(a->c.name);
+	values[1] = UUIDPGetDatum(a->event_id);
+	if (SPI_execute_plan(find_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "retry look-up failed");
+	if (SPI_processed == 0)
+		return false;
+	attempts = DatumGetInt32(spi_value(0, 1, &isnull));
+	values[2] = a->error ? PointerGetDatum(a->error) : (Datum) 0;
+	if (a->error == NULL)
+		nulls[2] = 'n';
+	if (attempts + 1 >= a->c.max_attempts)
+	{
+		kept_plan(&bury_plan,
+				  "WITH d AS (DELETE FROM fincore.outbox_retries r"
+				  "            WHERE r.consumer OPERATOR(pg_catalog.=) $1 AND r.id OPERATOR(pg_catalog.=) $2"
+				  "            RETURNING r.*)"
+				  " INSERT INTO fincore.dead_events (consumer, id, seq, tenant_id, topic, type, aggregatetype,"
+				  "        aggregateid, payload, headers, created_at, attempts, last_error)"
+				  " SELECT d.consumer, d.id, d.seq, d.tenant_id, d.topic, d.type, d.aggregatetype,"
+				  "        d.aggregateid, d.payload, d.headers, d.created_at, d.attempts OPERATOR(pg_catalog.+) 1, $3"
+				  "   FROM d",
+				  3, types);
+		if (SPI_execute_plan(bury_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "dead letter insert failed");
+		a->result = "dead";
+		return true;
+	}
+	kept_plan(&again_plan,
+			  "UPDATE fincore.outbox_retries r SET attempts = r.attempts OPERATOR(pg_catalog.+) 1, last_error = $3,"
+			  "       next_attempt_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
+			  "           LEAST($4 OPERATOR(pg_catalog.*)"
+			  "               pg_catalog.power(2::pg_catalog.float8, LEAST(r.attempts, 20)::pg_catalog.float8), $5)"
+			  " WHERE r.consumer OPERATOR(pg_catalog.=) $1 AND r.id OPERATOR(pg_catalog.=) $2",
+			  5, types);
+	values[3] = a->c.backoff;
+	values[4] = a->c.backoff_max;
+	if (SPI_execute_plan(again_plan, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "retry update failed");
+	a->result = "retry";
+	return true;
+}
+
+#define IN_BATCH_EVENT \
+	" FROM fincore.outbox_events e" \
+	" WHERE e.seq OPERATOR(pg_catalog.=) $1 AND e.id OPERATOR(pg_catalog.=) $2" \
+	"   AND pg_catalog.pg_visible_in_snapshot(e.txid, $3)" \
+	"   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $4)" \
+	"   AND ($5 OR e.topic OPERATOR(pg_catalog.=) ANY ($6))" \
+	"   AND ($7::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)"
+
+static void
+ack_as_owner(void *arg)
+{
+	static SPIPlanPtr unretry_plan = NULL;
+	static SPIPlanPtr check_plan = NULL;
+	static SPIPlanPtr retry_plan = NULL;
+	static SPIPlanPtr bury_plan = NULL;
+	AckArgs    *a = arg;
+	Consumer   *c = &a->c;
+	Oid			types[10] = {INT8OID, UUIDOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID,
+	UUIDOID, TEXTOID, INTERVALOID, TEXTOID};
+	Datum		values[10];
+	char		nulls[10] = "          ";
+	int64		seq;
+	SPIPlanPtr	plan;
+	int			expect;
+
+	fincore_spi_connect();
+	consumer_load(c, a->trusted);
+
+	/* A retried event: ack forgets it, nack counts the failure. */
+	if (a->nack)
+	{
+		if (nack_retry(a))
+		{
+			SPI_finish();
+			return;
+		}
+	}
+	else
+	{
+		Oid			rtypes[2] = {TEXTOID, UUIDOID};
+		Datum		rvalues[2] = {PointerGetDatum(c->name), UUIDPGetDatum(a->event_id)};
+
+		kept_plan(&unretry_plan,
+				  "DELETE FROM fincore.outbox_retries r"
+				  " WHERE r.consumer OPERATOR(pg_catalog.=) $1 AND r.id OPERATOR(pg_catalog.=) $2",
+				  2, rtypes);
+		if (SPI_execute_plan(unretry_plan, rvalues, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "retry delete failed");
+		if (SPI_processed > 0)
+		{
+			SPI_finish();
+			return;
+		}
+	}
+
+	/* An event of the open batch, after the last acknowledged one. */
+	if (!event_id_seq(a->event_id, &seq))
+		not_pending(c, a->event_id, "It is not an outbox event id.");
+	if (!c->has_batch)
+		not_pending(c, a->event_id, "The consumer has no events in flight: it was acknowledged already, or not delivered yet.");
+	if (seq <= c->batch_acked)
+		not_pending(c, a->event_id, "It was acknowledged already.");
+	if (seq > c->batch_last)
+		not_pending(c, a->event_id, "It was not delivered to this consumer yet.");
+
+	values[0] = Int64GetDatum(seq);
+	values[1] = UUIDPGetDatum(a->event_id);
+	values[2] = c->batch_end;
+	values[3] = c->position;
+	values[4] = BoolGetDatum(c->all_topics);
+	values[5] = c->topics;
+	values[6] = UUIDPGetDatum(&c->scope);
+	if (!c->scoped)
+		nulls[6] = 'n';
+	values[7] = PointerGetDatum(c->name);
+	values[8] = c->backoff;
+	values[9] = a->error ? PointerGetDatum(a->error) : (Datum) 0;
+	if (a->error == NULL)
+		nulls[9] = 'n';
+	if (!a->nack)
+	{
+		plan = kept_plan(&check_plan, "SELECT 1" IN_BATCH_EVENT, 7, types);
+		expect = SPI_OK_SELECT;
+	}
+	else if (c->max_attempts > 1)
+	{
+		plan = kept_plan(&retry_plan,
+						 "INSERT INTO fincore.outbox_retries (consumer, id, seq, tenant_id, topic, type,"
+						 "       aggregatetype, aggregateid, payload, headers, created_at, attempts,"
+						 "       next_attempt_at, last_error)"
+						 " SELECT $8, " EVENT_COLUMNS ", 1,"
+						 "       pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $9, $10" IN_BATCH_EVENT,
+						 10, types);
+		expect = SPI_OK_INSERT;
+		a->result = "retry";
+	}
+	else
+	{
+		plan = kept_plan(&bury_plan,
+						 "INSERT INTO fincore.dead_events (consumer, id, seq, tenant_id, topic, type,"
+						 "       aggregatetype, aggregateid, payload, headers, created_at, attempts, last_error)"
+						 " SELECT $8, " EVENT_COLUMNS ", 1, $10" IN_BATCH_EVENT,
+						 10, types);
+		expect = SPI_OK_INSERT;
+		a->result = "dead";
+	}
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != expect)
+		elog(ERROR, "ack failed");
+	if (SPI_processed != 1)
+		not_pending(c, a->event_id, "It is not in the batch delivered to this consumer.");
+
+	c->batch_acked = seq;
+	c->dirty = true;
+	if (seq == c->batch_last)
+		close_batch(c);
+	consumer_store(c);
+	SPI_finish();
+}
+
+static void
+ack_common(FunctionCallInfo fcinfo, AckArgs *a)
+{
+	a->c.name = PG_GETARG_TEXT_PP(0);
+	a->event_id = PG_GETARG_UUID_P(1);
+	a->trusted = caller_is_trusted();
+	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
+		state.events_relid = fincore_table_oid("outbox_events");
+	fincore_run_as_owner(state.events_relid, ack_as_owner, a);
+}
+
+PG_FUNCTION_INFO_V1(fincore_ack);
+Datum
+fincore_ack(PG_FUNCTION_ARGS)
+{
+	AckArgs		a;
+
+	memset(&a, 0, sizeof(a));
+	ack_common(fcinfo, &a);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(fincore_nack);
+Datum
+fincore_nack(PG_FUNCTION_ARGS)
+{
+	AckArgs		a;
+
+	memset(&a, 0, sizeof(a));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_ACK),
+				 errmsg("nack needs a consumer and an event id")));
+	a.nack = true;
+	a.error = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
+	ack_common(fcinfo, &a);
+	PG_RETURN_TEXT_P(cstring_to_text(a.result));
+}

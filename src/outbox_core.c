@@ -1,0 +1,195 @@
+/*
+ * outbox_core.c — what the outbox's files share: statement helpers, the cached
+ * state (relations, current slot, notification), event ids, and the
+ * snapshots that subscribe and retention take.
+ */
+#include "outbox_int.h"
+
+#include "cache_watch.h"
+
+#include "common/pg_prng.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/snapmgr.h"
+
+/* ---- small helpers ---- */
+
+SPIPlanPtr
+kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL)
+	{
+		/* Generic plans: the batch queries must use the seq and txid indexes
+		 * whatever the width of the range a custom plan would see. */
+		*plan = fincore_prepare(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	return *plan;
+}
+
+/*
+ * Run a batch query with sequential scans and sorts off.  Its generic plan is
+ * made at the first execution and kept, so this fixes it to the seq and txid
+ * indexes: a batch costs its own size, whatever the table's statistics say
+ * (one bulk transaction makes the txid column look like a single value).
+ */
+int
+execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount)
+{
+	int			nest = NewGUCNestLevel();
+	int			rc;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plan, values, nulls, false, tcount);
+	AtEOXact_GUC(true, nest);
+	return rc;
+}
+
+Datum
+spi_value(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+/* pg_current_snapshot() of snap. */
+static Datum
+snapshot_datum(Snapshot snap)
+{
+	LOCAL_FCINFO(fc, 0);
+	Datum		result;
+
+	PushActiveSnapshot(snap);
+	InitFunctionCallInfoData(*fc, NULL, 0, InvalidOid, NULL, NULL);
+	result = pg_current_snapshot(fc);
+	PopActiveSnapshot();
+	return result;
+}
+
+/* ---- cached state: relations, current slot, settings ---- */
+
+OutboxState state;
+CacheWatch	state_watch;		/* outbox_events, outbox_slots, outbox_config, the partitions */
+
+/* Load the state with a snapshot taken now (the transaction's may predate a rotation).
+ * SPI connected, as the owner. */
+static void
+state_load(void)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	Datum		d;
+	char		name[NAMEDATALEN];
+
+	Oid			watched[3 + OUTBOX_SLOTS];
+
+	state.events_relid = fincore_table_oid("outbox_events");
+	state.seq_relid = fincore_table_oid("outbox_seq");
+	state.slots_relid = fincore_table_oid("outbox_slots");
+	state.config_relid = fincore_table_oid("outbox_config");
+	for (int i = 0; i < OUTBOX_SLOTS; i++)
+	{
+		snprintf(name, sizeof(name), "outbox_events_%d", i);
+		state.part_relid[i] = fincore_table_oid(name);
+	}
+	watched[0] = state.events_relid;
+	watched[1] = state.slots_relid;
+	watched[2] = state.config_relid;
+	memcpy(&watched[3], state.part_relid, sizeof(state.part_relid));
+	cache_watch_begin(&state_watch, lengthof(watched), watched);
+	kept_plan(&plan,
+			  "SELECT (SELECT s.slot FROM fincore.outbox_slots s WHERE s.state OPERATOR(pg_catalog.=) 'current'),"
+			  "       coalesce(c.notify, false), coalesce(c.notify_channel, 'fincore_outbox')"
+			  "  FROM (SELECT 1) AS one LEFT JOIN fincore.outbox_config c ON true",
+			  0, NULL);
+	if (SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "outbox state look-up failed");
+	d = spi_value(0, 1, &isnull);
+	if (isnull || DatumGetInt16(d) < 0 || DatumGetInt16(d) >= OUTBOX_SLOTS)
+		elog(ERROR, "fincore.outbox_slots has no current slot");
+	state.current_slot = DatumGetInt16(d);
+	state.notify = DatumGetBool(spi_value(0, 2, &isnull));
+	text_to_cstring_buffer(DatumGetTextPP(spi_value(0, 3, &isnull)), state.notify_channel, NAMEDATALEN);
+	/* A change heard during the look-up leaves it stale: look again next time. */
+	cache_watch_done(&state_watch);
+	AcceptInvalidationMessages();
+}
+
+/*
+ * The current slot, with its partition locked ROW EXCLUSIVE.  The first lock of
+ * a relation in a transaction processes pending invalidations; if they changed
+ * the current slot, lock the new one too (holding the old lock is harmless:
+ * sealing just waits for this transaction).
+ */
+int
+lock_current_slot(void)
+{
+	for (;;)
+	{
+		int			slot;
+
+		if (!cache_watch_valid(&state_watch))
+			state_load();
+		slot = state.current_slot;
+		LockRelationOid(state.part_relid[slot], RowExclusiveLock);
+		if (cache_watch_valid(&state_watch) && state.current_slot == slot)
+			return slot;
+	}
+}
+
+/* ---- event ids: UUIDv7 whose low 62 bits are the seq ---- */
+
+void
+event_id_make(int64 seq, pg_uuid_t *out)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		ms = (uint64) ((now + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) / 1000);
+	uint32		r = pg_prng_uint32(&pg_global_prng_state);
+
+	for (int i = 0; i < 6; i++)
+		out->data[i] = (unsigned char) (ms >> (8 * (5 - i)));
+	out->data[6] = (unsigned char) (0x70 | ((r >> 8) & 0x0F));	/* version 7 */
+	out->data[7] = (unsigned char) r;
+	out->data[8] = (unsigned char) (0x80 | ((uint64) seq >> 56 & 0x3F));	/* variant 10 */
+	for (int i = 9; i < 16; i++)
+		out->data[i] = (unsigned char) ((uint64) seq >> (8 * (15 - i)));
+}
+
+/* The seq of an event id; false if it cannot be one. */
+bool
+event_id_seq(const pg_uuid_t *id, int64 *seq)
+{
+	uint64		s;
+
+	if ((id->data[6] & 0xF0) != 0x70 || (id->data[8] & 0xC0) != 0x80)
+		return false;
+	s = id->data[8] & 0x3F;
+	for (int i = 9; i < 16; i++)
+		s = s << 8 | id->data[i];
+	*seq = (int64) s;
+	return s > 0;
+}
+
+/* ---- snapshots for subscribe and retention ---- */
+
+PG_FUNCTION_INFO_V1(fincore_outbox_latest_snapshot);
+Datum
+fincore_outbox_latest_snapshot(PG_FUNCTION_ARGS pg_attribute_unused())
+{
+	return snapshot_datum(GetLatestSnapshot());
+}
+
+PG_FUNCTION_INFO_V1(fincore_outbox_seal);
+Datum
+fincore_outbox_seal(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+
+	/* Never wait: a queued SHARE request would stall writers behind a long transaction. */
+	if (!ConditionalLockRelationOid(relid, ShareLock))
+		PG_RETURN_NULL();
+	return snapshot_datum(GetLatestSnapshot());
+}
