@@ -139,43 +139,22 @@ mark_locks(LedgerBatch *b)
 	}
 }
 
-/*
- * Run a batch.  In a single call (b->single) a refusal raises; otherwise every
- * item gets a result.  Returns after the writes.
- */
-void
-ledger_execute(LedgerBatch *b)
+/* Every item's result from the request alone (and any result preset by the caller). */
+static void
+check_items(LedgerBatch *b)
 {
-	int			attempts = 0;
-
-	if (!b->tenant_given)
-		tenancy_require_tenant(&b->tenant);
-	expand_fee_legs(b);
-	/*
-	 * A single call (one transfer, and its fee leg if it has one) learns of a
-	 * replayed id from the INSERT: the first row decides for both.
-	 */
-	b->optimistic = b->single;
-	b->schema = ledger_schema();
-	if (b->schema == 0)
-		b->record_failures = false; /* no fincore.failed_transfers yet */
-	b->imported = b->nitems > 0 && (b->items[0].flags & TRANSFER_IMPORTED);
-	collect(b);
-
-retry:
-	attempts++;
 	for (int i = 0; i < b->nitems; i++)
 	{
 		LedgerItem *it = &b->items[i];
 
 		it->result = it->preset != LR_OK ? it->preset : check_static(it);
 	}
-	load_refs(b, false);
-	resolve_accounts(b);
-	load_account_meta(b);
-	mark_locks(b);
-	lock_accounts(b);
+}
 
+/* Under the accounts' locks: read again what may have changed while waiting for them. */
+static void
+reread_under_locks(LedgerBatch *b)
+{
 	/*
 	 * Whether a hold is resolved and how much of a transfer is reversed can
 	 * have changed while we waited for the locks: every writer of those facts
@@ -198,34 +177,38 @@ retry:
 		if (it->preset == LR_OK && (r = check_imported(b, it)) != LR_OK)
 			it->result = r;
 	}
+}
 
-	/* Replays: in a batch, every id is looked up once, after the locks. */
-	if (!b->optimistic)
-	{
-		pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * b->nitems);
-		ExistingTransfer *ex = NULL;
-		int			nex = 0,
-					nids = 0;
+/* A batch looks up every id once, after the locks: an id that exists is a replay. */
+static void
+check_replays(LedgerBatch *b)
+{
+	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * b->nitems);
+	ExistingTransfer *ex = NULL;
+	int			nex = 0,
+				nids = 0;
 
-		/* An id fincore generated for this call names nothing yet. */
+	/* An id fincore generated for this call names nothing yet. */
+	for (int i = 0; i < b->nitems; i++)
+		if (!b->items[i].id_generated)
+			ids[nids++] = b->items[i].id;
+	if (nids > 0)
+		nex = load_existing(b, ids, nids, &ex);
+	/*
+	 * As in TigerBeetle, a replay is recognised before the request is
+	 * validated: only a reserved id comes first.
+	 */
+	for (int e = 0; e < nex; e++)
 		for (int i = 0; i < b->nitems; i++)
-			if (!b->items[i].id_generated)
-				ids[nids++] = b->items[i].id;
-		if (nids > 0)
-			nex = load_existing(b, ids, nids, &ex);
-		/*
-		 * As in TigerBeetle, a replay is recognised before the request is
-		 * validated: only a reserved id comes first.
-		 */
-		for (int e = 0; e < nex; e++)
-			for (int i = 0; i < b->nitems; i++)
-				if (uuid_equal(&b->items[i].id, &ex[e].id) && !b->items[i].is_fee_leg &&
-					!result_precedes_exists(b->items[i].result))
-					b->items[i].result = compare_existing(b, &b->items[i], &ex[e]);
-	}
-	compute_fees(b);
+			if (uuid_equal(&b->items[i].id, &ex[e].id) && !b->items[i].is_fee_leg &&
+				!result_precedes_exists(b->items[i].result))
+				b->items[i].result = compare_existing(b, &b->items[i], &ex[e]);
+}
 
-	/* Apply in order; a chain is applied whole or undone. */
+/* Apply the items in order; a chain is applied whole or undone. */
+static void
+apply_items(LedgerBatch *b)
+{
 	for (int i = 0; i < b->nitems;)
 	{
 		int			end = chain_end(b, i);
@@ -287,120 +270,176 @@ retry:
 		}
 		i = end + 1;
 	}
+}
 
-	if (b->single)
+/*
+ * A single call: raise the refusal it reports, if any.  Returns false when
+ * there is nothing to write (a replay).
+ */
+static bool
+single_call_proceeds(LedgerBatch *b)
+{
+	LedgerItem *it = &b->items[0];
+	LedgerItem *failed = NULL;
+
+	/* The refusal to report: the item's own, else its fee leg's. */
+	for (int i = 0; i < b->nitems && failed == NULL; i++)
+		if (b->items[i].result != LR_OK && b->items[i].result != LR_EXISTS &&
+			b->items[i].result != LR_LINKED_EVENT_FAILED)
+			failed = &b->items[i];
+	if (it->result == LR_EXISTS)
+		return false;		/* a replay: nothing to write */
+	if (failed != NULL)
 	{
-		LedgerItem *it = &b->items[0];
-		LedgerItem *failed = NULL;
+		/* A replay of a transfer that succeeded may no longer pass validation. */
+		ExistingTransfer *ex;
+		int			nex;
 
-		/* The refusal to report: the item's own, else its fee leg's. */
-		for (int i = 0; i < b->nitems && failed == NULL; i++)
-			if (b->items[i].result != LR_OK && b->items[i].result != LR_EXISTS &&
-				b->items[i].result != LR_LINKED_EVENT_FAILED)
-				failed = &b->items[i];
-		if (it->result == LR_EXISTS)
-			return;				/* a replay: nothing to write */
-		if (failed != NULL)
+		if (b->optimistic && !it->id_generated && (nex = load_existing(b, &it->id, 1, &ex)) >= 1)
 		{
-			/* A replay of a transfer that succeeded may no longer pass validation. */
-			ExistingTransfer *ex;
+			it->result = compare_existing(b, it, &ex[nex - 1]);
+			if (it->result == LR_EXISTS)
+				return false;
+			failed = it;
+		}
+		raise_item_error(failed);
+	}
+	return true;
+}
 
+/*
+ * Write the batch: transfer rows first (a concurrent duplicate id is found
+ * before anything else is written), failed ids, balances, statuses, deltas,
+ * history, holds, events.  Returns false when a concurrent transaction
+ * committed one of a batch's ids first: nothing was written, run it again.
+ */
+static bool
+write_batch(LedgerBatch *b)
+{
+	LedgerItem **rows = palloc(sizeof(LedgerItem *) * b->nitems);
+	int			n = 0;
+	int			inserted;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	bool		subxact = !b->optimistic;
+	bool		balances_written = false;
+	int			nfailed = 0;
+
+	for (int i = 0; i < b->nitems; i++)
+	{
+		if (b->items[i].result == LR_OK && !b->items[i].skip)
+			rows[n++] = &b->items[i];
+		if (request_failed_on_state(b, i))
+			nfailed++;
+	}
+	if (n == 0 && nfailed == 0)
+		return true;
+
+	/*
+	 * More than one row is inserted in a subtransaction: if a concurrent
+	 * transaction committed one of its ids first, the insert is undone
+	 * and the batch runs again, seeing that row as an existing transfer.
+	 */
+	if (subxact)
+	{
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	inserted = n > 0 ? insert_transfers(b, rows, n, &balances_written) : 0;
+	if (inserted < n)
+	{
+		if (subxact)
+		{
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+			return false;
+		}
+		else
+		{
+			/* Single call: the row was not inserted, so nothing was written. */
+			LedgerItem *it = &b->items[0];
+			ExistingTransfer *ex;
 			int			nex;
 
-			if (b->optimistic && !it->id_generated && (nex = load_existing(b, &it->id, 1, &ex)) >= 1)
+			if ((nex = load_existing(b, &it->id, 1, &ex)) >= 1)
 			{
 				it->result = compare_existing(b, it, &ex[nex - 1]);
 				if (it->result == LR_EXISTS)
-					return;
-				failed = it;
-			}
-			raise_item_error(failed);
-		}
-	}
-
-	/* Write. */
-	{
-		LedgerItem **rows = palloc(sizeof(LedgerItem *) * b->nitems);
-		int			n = 0;
-		int			inserted;
-		MemoryContext oldcxt = CurrentMemoryContext;
-		ResourceOwner oldowner = CurrentResourceOwner;
-		bool		subxact = !b->optimistic;
-		bool		balances_written = false;
-		int			nfailed = 0;
-
-		for (int i = 0; i < b->nitems; i++)
-		{
-			if (b->items[i].result == LR_OK && !b->items[i].skip)
-				rows[n++] = &b->items[i];
-			if (request_failed_on_state(b, i))
-				nfailed++;
-		}
-		if (n == 0 && nfailed == 0)
-			return;
-
-		/*
-		 * More than one row is inserted in a subtransaction: if a concurrent
-		 * transaction committed one of its ids first, the insert is undone
-		 * and the batch runs again, seeing that row as an existing transfer.
-		 */
-		if (subxact)
-		{
-			BeginInternalSubTransaction(NULL);
-			MemoryContextSwitchTo(oldcxt);
-		}
-		inserted = n > 0 ? insert_transfers(b, rows, n, &balances_written) : 0;
-		if (inserted < n)
-		{
-			if (subxact)
-			{
-				RollbackAndReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(oldcxt);
-				CurrentResourceOwner = oldowner;
-				if (attempts >= 3)
-					elog(ERROR, "ledger: transfer ids keep conflicting with concurrent transactions");
-				goto retry;
-			}
-			else
-			{
-				/* Single call: the row was not inserted, so nothing was written. */
-				LedgerItem *it = &b->items[0];
-				ExistingTransfer *ex;
-				int			nex;
-
-				if ((nex = load_existing(b, &it->id, 1, &ex)) >= 1)
-				{
-					it->result = compare_existing(b, it, &ex[nex - 1]);
-					if (it->result == LR_EXISTS)
-						return;
-					raise_item_error(it);
-				}
-				/* The hold was resolved by a concurrent call. */
-				load_refs(b, true);
-				it->ref = batch_ref(b, &it->ref_id, false);
-				it->result = apply_item(b, it);
-				if (it->result == LR_OK)
-					elog(ERROR, "ledger: transfer %s could not be inserted", uuid_text(&it->id));
+					return true;
 				raise_item_error(it);
 			}
+			/* The hold was resolved by a concurrent call. */
+			load_refs(b, true);
+			it->ref = batch_ref(b, &it->ref_id, false);
+			it->result = apply_item(b, it);
+			if (it->result == LR_OK)
+				elog(ERROR, "ledger: transfer %s could not be inserted", uuid_text(&it->id));
+			raise_item_error(it);
 		}
-		if (nfailed > 0)
-			write_failures(b, nfailed);
-		if (subxact)
-		{
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-		}
-		if (n == 0)
+	}
+	if (nfailed > 0)
+		write_failures(b, nfailed);
+	if (subxact)
+	{
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	if (n == 0)
+		return true;
+	for (int i = 0; i < n; i++)
+		rows[i]->written = true;
+	if (!balances_written)
+		write_balances(b);
+	write_statuses(b);
+	write_deltas_and_history(b, rows, n);
+	write_holds(b, rows, n);
+	emit_transfer_events(b, rows, n);
+	return true;
+}
+
+/*
+ * Run a batch.  In a single call (b->single) a refusal raises; otherwise every
+ * item gets a result.  Returns after the writes.  The phases: collect the
+ * references, check each item alone, load what they refer to and lock the
+ * accounts, read again under the locks, recognise replays, apply, write.
+ */
+void
+ledger_execute(LedgerBatch *b)
+{
+	if (!b->tenant_given)
+		tenancy_require_tenant(&b->tenant);
+	expand_fee_legs(b);
+	/*
+	 * A single call (one transfer, and its fee leg if it has one) learns of a
+	 * replayed id from the INSERT: the first row decides for both.
+	 */
+	b->optimistic = b->single;
+	b->schema = ledger_schema();
+	if (b->schema == 0)
+		b->record_failures = false; /* no fincore.failed_transfers yet */
+	b->imported = b->nitems > 0 && (b->items[0].flags & TRANSFER_IMPORTED);
+	collect(b);
+
+	for (int attempt = 1;; attempt++)
+	{
+		check_items(b);
+		load_refs(b, false);
+		resolve_accounts(b);
+		load_account_meta(b);
+		mark_locks(b);
+		lock_accounts(b);
+		reread_under_locks(b);
+		if (!b->optimistic)
+			check_replays(b);
+		compute_fees(b);
+		apply_items(b);
+		if (b->single && !single_call_proceeds(b))
 			return;
-		for (int i = 0; i < n; i++)
-			rows[i]->written = true;
-		if (!balances_written)
-			write_balances(b);
-		write_statuses(b);
-		write_deltas_and_history(b, rows, n);
-		write_holds(b, rows, n);
-		emit_transfer_events(b, rows, n);
+		if (write_batch(b))
+			return;
+		if (attempt >= 3)
+			elog(ERROR, "ledger: transfer ids keep conflicting with concurrent transactions");
 	}
 }
