@@ -546,6 +546,27 @@ balance_arrays(LedgerBatch *b, Datum *args)
 	"       AS u(tid, id, dp, dpo, cp, cpo) " \
 	" WHERE a.ctid OPERATOR(pg_catalog.=) u.tid AND a.id OPERATOR(pg_catalog.=) u.id"
 
+/*
+ * The same for a single call, whose statement runs once per transfer: the
+ * rows are reached the same way (TID scan, id check), and each row takes its
+ * counters from the arrays at its id's position.  No set-returning function
+ * in FROM: each would materialise into a tuplestore of its own, and the
+ * executor memory of six of them, allocated and freed at every call, made
+ * glibc grow and trim the heap each time (brk, and a TLB flush on every CPU).
+ * The arguments are parameter numbers.
+ */
+static char *
+update_balances_by_position_sql(int ids, int dp, int dpo, int cp, int cpo, int tids)
+{
+	return psprintf("UPDATE fincore.accounts a "
+					"   SET debits_pending = ($%d)[pg_catalog.array_position($%d, a.id)], "
+					"       debits_posted = ($%d)[pg_catalog.array_position($%d, a.id)], "
+					"       credits_pending = ($%d)[pg_catalog.array_position($%d, a.id)], "
+					"       credits_posted = ($%d)[pg_catalog.array_position($%d, a.id)] "
+					" WHERE a.ctid OPERATOR(pg_catalog.=) ANY ($%d) AND a.id OPERATOR(pg_catalog.=) ANY ($%d)",
+					dp, ids, dpo, ids, cp, ids, cpo, ids, tids, ids);
+}
+
 /* 0.1.0's columns of fincore.transfers; 0.2.0 adds flags, the last one. */
 #define TRANSFER_COLUMNS_V1 \
 	"id, tenant_id, debit_account_id, credit_account_id, amount, pending_amount, currency, code, " \
@@ -666,15 +687,14 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 				"WITH ins AS (INSERT INTO fincore.transfers (%s) "
 				"             SELECT %s %s "
 				"             %s RETURNING 1), "
-				"     upd AS (" UPDATE_BALANCES_SQL("$%d", "$%d", "$%d", "$%d", "$%d", "$%d")
-				"               AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
+				"     upd AS (%s AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
 				"SELECT (SELECT pg_catalog.count(*) FROM ins), (SELECT pg_catalog.count(*) FROM upd)",
 				transfer_columns(b), param_list(1, ncols, "%s"),
 				b->schema && may_conflict ? "WHERE NOT EXISTS (SELECT FROM fincore.failed_transfers f "
 				"                   WHERE f.tenant_id OPERATOR(pg_catalog.=) $2 AND f.id OPERATOR(pg_catalog.=) $1)" : "",
 				may_conflict ? "ON CONFLICT DO NOTHING" : "",
-				/* UPDATE_BALANCES_SQL names the tuple ids first, then ids and counters */
-				ncols + 6, ncols + 1, ncols + 2, ncols + 3, ncols + 4, ncols + 5),
+				/* the arrays of balance_arrays(), after the row's columns */
+				update_balances_by_position_sql(ncols + 1, ncols + 2, ncols + 3, ncols + 4, ncols + 5, ncols + 6)),
 				ncols + 6, types);
 		}
 		item_row(b, rows[0], v, isnull);
