@@ -158,13 +158,20 @@ loop_pid=$!
 while [[ ! -s $pid_file ]]; do sleep 0.1; done
 backend=$(head -1 "$pid_file")
 sleep 1.5
-rss_kb() { awk -v f="$1" '$1 == f":" { print $2 }' "/proc/$backend/status"; }
-anon0=$(rss_kb RssAnon); rss0=$(rss_kb VmRSS)
-peak_anon=$anon0
+# Both figures from one read of the status file: a backend that has just exited (a zombie) has a
+# status file without them, and two reads could straddle its exit.
+rss_read() {
+    local status
+    status=$(cat "/proc/$backend/status" 2>/dev/null) || return 1
+    awk '$1 == "RssAnon:" { a = $2 } $1 == "VmRSS:" { r = $2 } END { if (a == "" || r == "") exit 1; print a, r }' <<<"$status"
+}
+read -r anon0 rss0 < <(rss_read)
+peak_anon=$anon0 anon1=$anon0 rss1=$rss0
 while kill -0 "$loop_pid" 2>/dev/null; do
-    a=$(rss_kb RssAnon 2>/dev/null || echo 0)
-    [[ -n $a && $a -gt $peak_anon ]] && peak_anon=$a
-    [[ -n $a && $a -gt 0 ]] && { anon1=$a; rss1=$(rss_kb VmRSS 2>/dev/null || echo "$rss1"); }
+    if read -r a r < <(rss_read); then
+        [[ $a -gt $peak_anon ]] && peak_anon=$a
+        anon1=$a rss1=$r
+    fi
     sleep 0.5
 done
 wait "$loop_pid" || { cat "$BENCH_TMP/rss.out"; exit 1; }
