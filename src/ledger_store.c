@@ -538,13 +538,14 @@ balance_arrays(LedgerBatch *b, Datum *args)
  * since we hold their locks, and no index has to be searched again.  The id
  * check is a safeguard.
  */
-#define UPDATE_BALANCES_SQL(ids, dp, dpo, cp, cpo, tids) \
+#define UPDATE_BALANCES_SQL(ids, dp, dpo, cp, cpo, tids, tenant) \
 	"UPDATE fincore.accounts a " \
 	"   SET debits_pending = u.dp, debits_posted = u.dpo, credits_pending = u.cp, credits_posted = u.cpo " \
 	"  FROM ROWS FROM (pg_catalog.unnest(" tids "), pg_catalog.unnest(" ids "), pg_catalog.unnest(" dp "), " \
 	"                  pg_catalog.unnest(" dpo "), pg_catalog.unnest(" cp "), pg_catalog.unnest(" cpo ")) " \
 	"       AS u(tid, id, dp, dpo, cp, cpo) " \
-	" WHERE a.ctid OPERATOR(pg_catalog.=) u.tid AND a.id OPERATOR(pg_catalog.=) u.id"
+	" WHERE a.ctid OPERATOR(pg_catalog.=) u.tid AND a.id OPERATOR(pg_catalog.=) u.id " \
+	"   AND a.tenant_id OPERATOR(pg_catalog.=) " tenant
 
 /*
  * The same for a single call, whose statement runs once per transfer: the
@@ -556,15 +557,16 @@ balance_arrays(LedgerBatch *b, Datum *args)
  * The arguments are parameter numbers.
  */
 static char *
-update_balances_by_position_sql(int ids, int dp, int dpo, int cp, int cpo, int tids)
+update_balances_by_position_sql(int ids, int dp, int dpo, int cp, int cpo, int tids, int tenant)
 {
 	return psprintf("UPDATE fincore.accounts a "
 					"   SET debits_pending = ($%d)[pg_catalog.array_position($%d, a.id)], "
 					"       debits_posted = ($%d)[pg_catalog.array_position($%d, a.id)], "
 					"       credits_pending = ($%d)[pg_catalog.array_position($%d, a.id)], "
 					"       credits_posted = ($%d)[pg_catalog.array_position($%d, a.id)] "
-					" WHERE a.ctid OPERATOR(pg_catalog.=) ANY ($%d) AND a.id OPERATOR(pg_catalog.=) ANY ($%d)",
-					dp, ids, dpo, ids, cp, ids, cpo, ids, tids, ids);
+					" WHERE a.ctid OPERATOR(pg_catalog.=) ANY ($%d) AND a.id OPERATOR(pg_catalog.=) ANY ($%d) "
+					"   AND a.tenant_id OPERATOR(pg_catalog.=) $%d",
+					dp, ids, dpo, ids, cp, ids, cpo, ids, tids, ids, tenant);
 }
 
 /* 0.1.0's columns of fincore.transfers; 0.2.0 adds flags, the last one. */
@@ -694,7 +696,8 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 				"                   WHERE f.tenant_id OPERATOR(pg_catalog.=) $2 AND f.id OPERATOR(pg_catalog.=) $1)" : "",
 				may_conflict ? "ON CONFLICT DO NOTHING" : "",
 				/* the arrays of balance_arrays(), after the row's columns */
-				update_balances_by_position_sql(ncols + 1, ncols + 2, ncols + 3, ncols + 4, ncols + 5, ncols + 6)),
+				update_balances_by_position_sql(ncols + 1, ncols + 2, ncols + 3, ncols + 4, ncols + 5, ncols + 6,
+												2 /* the row's tenant_id */ )),
 				ncols + 6, types);
 		}
 		item_row(b, rows[0], v, isnull);
@@ -770,17 +773,18 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 void
 write_balances(LedgerBatch *b)
 {
-	Datum		args[6];
+	Datum		args[7];
 	int			n = balance_arrays(b, args);
 
 	if (n == 0)
 		return;
+	args[6] = UUIDPGetDatum(&b->tenant);
 	if (update_accounts_plan == NULL)
 	{
-		Oid			types[6] = {UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, InvalidOid};
+		Oid			types[7] = {UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, InvalidOid, UUIDOID};
 
 		types[5] = get_array_type(TIDOID);
-		update_accounts_plan = ledger_prepare(UPDATE_BALANCES_SQL("$1", "$2", "$3", "$4", "$5", "$6"), 6, types);
+		update_accounts_plan = ledger_prepare(UPDATE_BALANCES_SQL("$1", "$2", "$3", "$4", "$5", "$6", "$7"), 7, types);
 	}
 	if (SPI_execute_plan(update_accounts_plan, args, NULL, false, 0) != SPI_OK_UPDATE ||
 		SPI_processed != (uint64) n)
