@@ -24,10 +24,11 @@ DATA        = $(wildcard sql/upgrades/$(EXTENSION)--*--*.sql) $(wildcard sql/rel
 REGRESS      = money_io money_ops money_agg rounding allocate currency_registry tenancy ledger fees outbox queue
 REGRESS_OPTS = --load-extension=pgcrypto --load-extension=$(EXTENSION)
 
-# Our code builds with -Wall -Wextra -Werror.  The server's own headers are not
-# -Wextra clean (unused parameters in inline functions), so they are included as
-# system headers, which keeps their warnings out without relaxing ours.
-PG_CFLAGS   += -Wall -Wextra -Werror
+# Our code builds with -Wall -Wextra -Werror (set below, after PGXS, so that a PG_CFLAGS given on
+# the command line, as the sanitizer build gives its own, adds to them instead of replacing
+# them).  The server's own headers are not -Wextra clean (unused parameters in inline
+# functions), so they are included as system headers, which keeps their warnings out without
+# relaxing ours.
 PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
 
 EXTRA_CLEAN = $(DATA_built) $(OBJS:.o=.d)
@@ -44,5 +45,5 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_MODULES) $(EXTENSION).control Makefile
 # Each object depends on the headers it includes, as the compiler lists them (src/*.d) while it
 # builds: a change to one module's header rebuilds the files that include it, and only those.
 # CFLAGS, not CPPFLAGS: the bitcode compile (with_llvm) must not write the same .d files.
-override CFLAGS += -MMD -MP
+override CFLAGS += -MMD -MP -Wall -Wextra -Werror
 -include $(OBJS:.o=.d)
