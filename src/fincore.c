@@ -6,6 +6,7 @@
 #include "fincore.h"
 
 #include "owner_sql.h"
+#include "ledger.h"
 #include "queue.h"
 #include "tenancy.h"
 
@@ -37,6 +38,7 @@ _PG_init(void)
 	owner_sql_init();
 	tenancy_init();
 	queue_init();
+	ledger_store_init();
 	/* Unknown fincore.* settings are typos: warn about them. */
 	MarkGUCPrefixReserved("fincore");
 }

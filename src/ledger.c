@@ -324,6 +324,7 @@ write_batch(LedgerBatch *b)
 	bool		subxact = !b->optimistic;
 	bool		balances_written = false;
 	int			nfailed = 0;
+	const LedgerStore *store = ledger_store_for(b);
 
 	for (int i = 0; i < b->nitems; i++)
 	{
@@ -345,7 +346,7 @@ write_batch(LedgerBatch *b)
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcxt);
 	}
-	inserted = n > 0 ? insert_transfers(b, rows, n, &balances_written) : 0;
+	inserted = n > 0 ? store->insert_transfers(b, rows, n, &balances_written) : 0;
 	if (inserted < n)
 	{
 		if (subxact)
@@ -391,7 +392,7 @@ write_batch(LedgerBatch *b)
 	for (int i = 0; i < n; i++)
 		rows[i]->written = true;
 	if (!balances_written)
-		write_balances(b);
+		store->write_balances(b);
 	write_statuses(b);
 	write_deltas_and_history(b, rows, n);
 	write_holds(b, rows, n);

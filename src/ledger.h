@@ -36,6 +36,8 @@ extern int	ledger_schema(void);
 /* An account's status change as an outbox event (topic "ledger"), e.g. "account.closed". */
 extern void account_status_event(const pg_uuid_t *id, const pg_uuid_t *tenant, const char *status,
 								 const char *type);
+/* Defines fincore.ledger_store (called from _PG_init; ledger_direct.c). */
+extern void ledger_store_init(void);
 /* SPI_prepare + SPI_keepplan, or elog. */
 extern SPIPlanPtr ledger_prepare(const char *sql, int nargs, Oid *argtypes);
 /* uuid text for messages */

@@ -473,10 +473,19 @@ void
 load_account_times(LedgerBatch *b);
 int
 load_existing(LedgerBatch *b, pg_uuid_t *ids, int n, ExistingTransfer **out);
-int
-insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written);
 void
-write_balances(LedgerBatch *b);
+transfer_row(const LedgerBatch *b, const LedgerItem *it, Datum *v, bool *isnull);
+
+/* The columns of fincore.transfers (ledger_store.c): 0.1.0's, then flags, 0.2.0's. */
+#define NTRANSFER_COLUMNS 16
+extern const char *const transfer_column_names[NTRANSFER_COLUMNS];
+
+/* How many of the columns the installed SQL has. */
+static inline int
+transfer_ncolumns(const LedgerBatch *b)
+{
+	return b->schema ? NTRANSFER_COLUMNS : NTRANSFER_COLUMNS - 1;
+}
 void
 write_deltas_and_history(LedgerBatch *b, LedgerItem **rows, int n);
 void
@@ -487,6 +496,50 @@ void
 write_failures(LedgerBatch *b, int nfailed);
 int
 ledger_schema(void);
+
+/*
+ * The store: where the transfer rows and the balances are written.  Two
+ * implementations, picked per batch by ledger_store_for(): the SQL store
+ * (ledger_store.c), statements that name their tenant, which Citus can route;
+ * and the direct store (ledger_direct.c), the heap and index access methods
+ * without the executor, for fincore's tables when they are local heap tables
+ * without triggers of their own.  Both write the same rows.
+ */
+typedef struct LedgerStore
+{
+	const char *name;
+	/*
+	 * Inserts the rows and returns how many: fewer means a concurrent
+	 * transaction committed one of the ids (or resolved one of the holds)
+	 * first.  May write the balances too (then sets *balances_written).
+	 */
+	int			(*insert_transfers) (LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written);
+	/* Sets the counters of the locked, changed accounts that are not hot. */
+	void		(*write_balances) (LedgerBatch *b);
+} LedgerStore;
+
+extern const LedgerStore ledger_sql_store;
+extern const LedgerStore ledger_direct_store;
+
+/* ledger_direct.c */
+const LedgerStore *
+ledger_store_for(const LedgerBatch *b);
+
+/*
+ * A row may conflict when the caller named its id (a replay, or a concurrent
+ * duplicate) or when it resolves a hold (a concurrent post or void of the
+ * same hold, transfers_pending_once_idx): those rows are inserted with ON
+ * CONFLICT DO NOTHING, by the SQL store.
+ */
+static inline bool
+rows_may_conflict(LedgerItem *const *rows, int n)
+{
+	for (int r = 0; r < n; r++)
+		if (!rows[r]->id_generated || rows[r]->kind == KIND_POST ||
+			rows[r]->kind == KIND_VOID || rows[r]->kind == KIND_EXPIRE)
+			return true;
+	return false;
+}
 
 /* ledger_events.c */
 void

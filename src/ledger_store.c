@@ -569,28 +569,37 @@ update_balances_by_position_sql(int ids, int dp, int dpo, int cp, int cpo, int t
 					dp, ids, dpo, ids, cp, ids, cpo, ids, tids, ids, tenant);
 }
 
-/* 0.1.0's columns of fincore.transfers; 0.2.0 adds flags, the last one. */
-#define TRANSFER_COLUMNS_V1 \
-	"id, tenant_id, debit_account_id, credit_account_id, amount, pending_amount, currency, code, " \
-	"kind, pending_id, reversal_of, timeout, expires_at, metadata, created_at"
+/*
+ * The columns of fincore.transfers, in the order of transfer_row()'s values:
+ * 0.1.0's, then flags, which 0.2.0 adds (the last one).
+ */
+const char *const transfer_column_names[NTRANSFER_COLUMNS] = {
+	"id", "tenant_id", "debit_account_id", "credit_account_id", "amount", "pending_amount", "currency",
+	"code", "kind", "pending_id", "reversal_of", "timeout", "expires_at", "metadata", "created_at", "flags"
+};
 
-static const Oid transfer_column_types[] = {
+static const Oid transfer_column_types[NTRANSFER_COLUMNS] = {
 	UUIDOID, UUIDOID, UUIDOID, UUIDOID, INT8OID, INT8OID, TEXTOID, INT4OID,
 	TEXTOID, UUIDOID, UUIDOID, INTERVALOID, TIMESTAMPTZOID, JSONBOID, TIMESTAMPTZOID, INT4OID
 };
-#define NTRANSFER_COLUMNS lengthof(transfer_column_types)
 
-/* How many of the columns the installed SQL has, and their names. */
-static inline int
-transfer_ncolumns(const LedgerBatch *b)
-{
-	return b->schema ? (int) NTRANSFER_COLUMNS : (int) NTRANSFER_COLUMNS - 1;
-}
-
-static inline const char *
+/* The installed SQL's column list, "id, tenant_id, ...". */
+static const char *
 transfer_columns(const LedgerBatch *b)
 {
-	return b->schema ? TRANSFER_COLUMNS_V1 ", flags" : TRANSFER_COLUMNS_V1;
+	static char *lists[2];
+
+	if (lists[b->schema] == NULL)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		for (int i = 0; i < transfer_ncolumns(b); i++)
+			appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", transfer_column_names[i]);
+		lists[b->schema] = MemoryContextStrdup(TopMemoryContext, buf.data);
+		pfree(buf.data);
+	}
+	return lists[b->schema];
 }
 
 /* "$first, ..., $(first + n - 1)", each wrapped in fmt (e.g. "pg_catalog.unnest(%s)"). */
@@ -609,9 +618,9 @@ param_list(int first, int n, const char *fmt)
 	return buf.data;
 }
 
-/* The column values of an item's transfer row. */
-static void
-item_row(LedgerBatch *b, LedgerItem *it, Datum *v, bool *isnull)
+/* The column values of an item's transfer row, in transfer_column_names' order. */
+void
+transfer_row(const LedgerBatch *b, const LedgerItem *it, Datum *v, bool *isnull)
 {
 	char		code[CURRENCY_CODE_MAX_LEN + 1];
 	bool		resolves = it->kind == KIND_POST || it->kind == KIND_VOID || it->kind == KIND_EXPIRE;
@@ -644,23 +653,16 @@ item_row(LedgerBatch *b, LedgerItem *it, Datum *v, bool *isnull)
 /*
  * Insert the transfer rows.  Returns how many were inserted: fewer than asked
  * means a concurrent transaction committed one of the ids (or resolved one of
- * the holds) first; ON CONFLICT waits for it and skips the row.
+ * the holds) first; ON CONFLICT waits for it and skips the row.  Rows that
+ * cannot conflict are inserted without ON CONFLICT, and without the look-up of
+ * failed ids.
  */
-int
-insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written)
+static int
+sql_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written)
 {
 	int			ncols = transfer_ncolumns(b);
-	int			may_conflict = 0;
+	int			may_conflict = rows_may_conflict(rows, n);
 
-	/*
-	 * A row may conflict when the caller named its id (a replay, or a
-	 * concurrent duplicate) or when it resolves a hold (a concurrent post or
-	 * void of the same hold, transfers_pending_once_idx).  Rows that cannot
-	 * are inserted without ON CONFLICT, and without the look-up of failed ids.
-	 */
-	for (int r = 0; r < n && !may_conflict; r++)
-		may_conflict = !rows[r]->id_generated || rows[r]->kind == KIND_POST ||
-			rows[r]->kind == KIND_VOID || rows[r]->kind == KIND_EXPIRE;
 	*balances_written = false;
 	if (b->optimistic)
 	{
@@ -700,7 +702,7 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 												2 /* the row's tenant_id */ )),
 				ncols + 6, types);
 		}
-		item_row(b, rows[0], v, isnull);
+		transfer_row(b, rows[0], v, isnull);
 		for (int i = 0; i < ncols; i++)
 			nulls[i] = isnull[i] ? 'n' : ' ';
 		nbalances = balance_arrays(b, &v[ncols]);
@@ -724,7 +726,7 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 					psprintf("INSERT INTO fincore.transfers (%s) VALUES (%s)",
 							 transfer_columns(b), param_list(1, ncols, "%s")),
 					ncols, (Oid *) transfer_column_types);
-			item_row(b, rows[r], v, isnull);
+			transfer_row(b, rows[r], v, isnull);
 			for (int i = 0; i < ncols; i++)
 				nulls[i] = isnull[i] ? 'n' : ' ';
 			if (SPI_execute_plan(insert_row_plan[b->schema], v, nulls, false, 0) != SPI_OK_INSERT)
@@ -758,7 +760,7 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 			Datum		v[NTRANSFER_COLUMNS];
 			bool		isnull[NTRANSFER_COLUMNS];
 
-			item_row(b, rows[r], v, isnull);
+			transfer_row(b, rows[r], v, isnull);
 			for (int c = 0; c < ncols; c++)
 				ab_add(&cols[c], v[c], isnull[c]);
 		}
@@ -770,8 +772,8 @@ insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_writte
 	}
 }
 
-void
-write_balances(LedgerBatch *b)
+static void
+sql_write_balances(LedgerBatch *b)
 {
 	Datum		args[7];
 	int			n = balance_arrays(b, args);
@@ -790,6 +792,13 @@ write_balances(LedgerBatch *b)
 		SPI_processed != (uint64) n)
 		elog(ERROR, "ledger: updating balances failed");
 }
+
+/* The SQL store: every write a statement that Citus can route by its tenant. */
+const LedgerStore ledger_sql_store = {
+	.name = "sql",
+	.insert_transfers = sql_insert_transfers,
+	.write_balances = sql_write_balances,
+};
 
 /* One delta row per leg on a hot account (locked or not), per written item. */
 void

@@ -1,0 +1,363 @@
+/*
+ * ledger_direct.c — the ledger's direct store: transfer rows inserted and
+ * account balances updated through the heap and index access methods, as
+ * PostgreSQL writes its own catalogues, without SPI, a plan or an executor
+ * run.  The SQL store (ledger_store.c) is the other implementation of
+ * LedgerStore; ledger_store_for() picks one for each batch.
+ *
+ * What the executor would do and this file does instead:
+ *  - permissions and row level security: not checked.  fincore's C code has
+ *    checked the tenant of every account and transfer before it writes, and
+ *    it writes as the tables' owner;
+ *  - triggers: a table with a trigger that the statement would fire (a user's
+ *    trigger) is written through the SQL store, so that the trigger runs;
+ *  - index entries: made with ExecInsertIndexTuples() (unique checks, partial
+ *    indexes), on a minimal executor state;
+ *  - constraints: fincore's tables have only NOT NULL, which the rows always
+ *    satisfy (the SQL store writes the same values).
+ *
+ * Rows that may conflict with a concurrent transaction (an id the caller
+ * named, a hold's resolution) keep ON CONFLICT DO NOTHING: the SQL store
+ * inserts them.  Citus tables are written through the SQL store (a
+ * distributed table's rows are not in its local heap).
+ */
+#include "ledger_int.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_trigger.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "nodes/execnodes.h"
+#include "storage/bufmgr.h"
+#include "utils/guc.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+/* fincore.ledger_store */
+typedef enum LedgerStoreSetting
+{
+	LEDGER_STORE_AUTO,			/* the direct store wherever the tables allow it */
+	LEDGER_STORE_SQL			/* always the SQL store */
+} LedgerStoreSetting;
+
+static const struct config_enum_entry ledger_store_options[] = {
+	{"auto", LEDGER_STORE_AUTO, false},
+	{"sql", LEDGER_STORE_SQL, false},
+	{NULL, 0, false}
+};
+
+static int	ledger_store_setting = LEDGER_STORE_AUTO;
+
+void
+ledger_store_init(void)
+{
+	DefineCustomEnumVariable("fincore.ledger_store",
+							 "How the ledger writes transfer rows and balances.",
+							 "auto: through the heap and index access methods wherever fincore's "
+							 "tables are local heap tables without triggers of their own (the direct "
+							 "store); sql: always through SQL statements (the SQL store). Both "
+							 "write the same rows.",
+							 &ledger_store_setting, LEDGER_STORE_AUTO, ledger_store_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
+/* Citus, preloaded: its distributed tables keep no rows in their local heap. */
+static bool
+citus_preloaded(void)
+{
+	const char *libs = GetConfigOption("shared_preload_libraries", true, false);
+
+	return libs != NULL && strstr(libs, "citus") != NULL;
+}
+
+const LedgerStore *
+ledger_store_for(const LedgerBatch *b)
+{
+	(void) b;
+
+	/*
+	 * A read-only transaction gets the executor's own refusal of a write
+	 * (the heap access methods do not check), from the SQL store.
+	 */
+	if (ledger_store_setting == LEDGER_STORE_SQL || XactReadOnly || citus_preloaded())
+		return &ledger_sql_store;
+	return &ledger_direct_store;
+}
+
+/*
+ * Whether a statement of cmd on rel would fire a trigger, and so must be run
+ * as one.  An UPDATE trigger with a column list fires only when the statement
+ * sets one of its columns: columns (attnums, n of them) are the ones set.
+ */
+static bool
+fires_trigger(Relation rel, int cmd_flag, const AttrNumber *columns, int n)
+{
+	TriggerDesc *td = rel->trigdesc;
+
+	if (td == NULL)
+		return false;
+	for (int i = 0; i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+		bool		fires;
+
+		if (t->tgenabled == TRIGGER_DISABLED || (t->tgtype & cmd_flag) == 0)
+			continue;
+		fires = t->tgnattr == 0;
+		for (int k = 0; k < t->tgnattr && !fires; k++)
+			for (int c = 0; c < n && !fires; c++)
+				fires = t->tgattr[k] == columns[c];
+		if (fires)
+			return true;
+	}
+	return false;
+}
+
+/* A plain local heap table: what the direct store can write. */
+static bool
+is_local_heap(Relation rel)
+{
+	return rel->rd_rel->relkind == RELKIND_RELATION &&
+		rel->rd_tableam == GetHeapamTableAmRoutine();
+}
+
+/*
+ * map[attno - 1] = the index of the table's column attno in names, for
+ * columns of the table.  False if the table has a column not in names (its
+ * default would be the SQL store's to apply) or lacks one of them.
+ */
+static bool
+map_columns(TupleDesc desc, const char *const *names, int n, int *map)
+{
+	int			found = 0;
+
+	for (int a = 0; a < desc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		map[a] = -1;
+		if (att->attisdropped)
+			continue;
+		for (int c = 0; c < n && map[a] < 0; c++)
+			if (strcmp(NameStr(att->attname), names[c]) == 0)
+				map[a] = c;
+		if (map[a] < 0)
+			return false;
+		found++;
+	}
+	return found == n;
+}
+
+/* An executor state with the indexes of rel open, for ExecInsertIndexTuples(). */
+typedef struct IndexWriter
+{
+	EState	   *estate;
+	ResultRelInfo *rri;
+} IndexWriter;
+
+static void
+index_writer_open(IndexWriter *w, Relation rel)
+{
+	w->estate = CreateExecutorState();
+	w->rri = makeNode(ResultRelInfo);
+	/* No range table: the updated columns are then unknown, as none of the indexed ones changes. */
+	InitResultRelInfo(w->rri, rel, 0, NULL, 0);
+	ExecOpenIndices(w->rri, false);
+}
+
+/* The index entries of slot's tuple (unique indexes checked, as an INSERT does). */
+static void
+index_writer_insert(IndexWriter *w, TupleTableSlot *slot, bool update)
+{
+	if (w->rri->ri_NumIndices > 0)
+		(void) ExecInsertIndexTuples(w->rri, slot, w->estate, update, false, NULL, NIL);
+	ResetPerTupleExprContext(w->estate);
+}
+
+static void
+index_writer_close(IndexWriter *w)
+{
+	ExecCloseIndices(w->rri);
+	FreeExecutorState(w->estate);
+}
+
+/*
+ * Insert the transfer rows: one heap_multi_insert, then their index entries.
+ * Rows that may conflict, or a table the direct store cannot write, go to
+ * the SQL store.
+ */
+static int
+direct_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written)
+{
+	Relation	rel;
+	TupleDesc	desc;
+	int		   *map;
+	TupleTableSlot **slots;
+	IndexWriter w;
+	Datum		v[NTRANSFER_COLUMNS];
+	bool		isnull[NTRANSFER_COLUMNS];
+
+	if (rows_may_conflict(rows, n))
+		return ledger_sql_store.insert_transfers(b, rows, n, balances_written);
+	rel = table_open(fincore_table_oid("transfers"), RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	map = palloc(sizeof(int) * desc->natts);
+	if (!is_local_heap(rel) || fires_trigger(rel, TRIGGER_TYPE_INSERT, NULL, 0) ||
+		!map_columns(desc, transfer_column_names, transfer_ncolumns(b), map))
+	{
+		table_close(rel, RowExclusiveLock);
+		return ledger_sql_store.insert_transfers(b, rows, n, balances_written);
+	}
+
+	*balances_written = false;
+	slots = palloc(sizeof(TupleTableSlot *) * n);
+	for (int r = 0; r < n; r++)
+	{
+		Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+		bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+
+		transfer_row(b, rows[r], v, isnull);
+		for (int a = 0; a < desc->natts; a++)
+		{
+			values[a] = map[a] >= 0 ? v[map[a]] : (Datum) 0;
+			nulls[a] = map[a] >= 0 ? isnull[map[a]] : true;
+		}
+		slots[r] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+		ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slots[r], true);
+	}
+	/* Each slot's tts_tid is its row's place, which the index entries point to. */
+	table_multi_insert(rel, slots, n, GetCurrentCommandId(true), 0, NULL);
+	index_writer_open(&w, rel);
+	for (int r = 0; r < n; r++)
+	{
+		index_writer_insert(&w, slots[r], false);
+		ExecDropSingleTupleTableSlot(slots[r]);
+	}
+	index_writer_close(&w);
+	table_close(rel, NoLock);
+	/* What the statements after this one read (events, the next call) sees the rows. */
+	CommandCounterIncrement();
+	return n;
+}
+
+/* The counters of fincore.accounts, as set from an account's Balances. */
+static const char *const balance_column_names[] = {
+	"debits_pending", "debits_posted", "credits_pending", "credits_posted"
+};
+
+#define NBALANCE_COLUMNS lengthof(balance_column_names)
+
+/*
+ * Set the counters of the locked, changed accounts that are not hot: each row
+ * is at the tuple id its lock returned (it cannot have moved since: we hold
+ * its lock), checked against its id and tenant, and updated in place of that
+ * version (a HOT update when its page has room, as no indexed column
+ * changes; otherwise with new index entries).
+ */
+static void
+direct_write_balances(LedgerBatch *b)
+{
+	Relation	rel;
+	TupleDesc	desc;
+	AttrNumber	balance_att[NBALANCE_COLUMNS];
+	AttrNumber	id_att = InvalidAttrNumber,
+				tenant_att = InvalidAttrNumber;
+	int			found = 0;
+	IndexWriter w = {0};
+	TupleTableSlot *slot = NULL;
+
+	rel = table_open(fincore_table_oid("accounts"), RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	for (int a = 0; a < desc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(NameStr(att->attname), "id") == 0)
+			id_att = att->attnum;
+		else if (strcmp(NameStr(att->attname), "tenant_id") == 0)
+			tenant_att = att->attnum;
+		for (int c = 0; c < (int) NBALANCE_COLUMNS; c++)
+			if (strcmp(NameStr(att->attname), balance_column_names[c]) == 0)
+			{
+				balance_att[c] = att->attnum;
+				found++;
+			}
+	}
+	if (!is_local_heap(rel) || found != (int) NBALANCE_COLUMNS || id_att == InvalidAttrNumber ||
+		tenant_att == InvalidAttrNumber || fires_trigger(rel, TRIGGER_TYPE_UPDATE, balance_att, NBALANCE_COLUMNS))
+	{
+		table_close(rel, RowExclusiveLock);
+		ledger_sql_store.write_balances(b);
+		return;
+	}
+
+	for (int i = 0; i < b->naccounts; i++)
+	{
+		LedgerAccount *acc = &b->accounts[i];
+		HeapTupleData old;
+		HeapTuple	new;
+		Buffer		buf;
+		Datum		values[NBALANCE_COLUMNS];
+		bool		nulls[NBALANCE_COLUMNS] = {false, false, false, false};
+		int			cols[NBALANCE_COLUMNS];
+		bool		isnull;
+		Datum		d;
+
+		if (!acc->locked || !acc->changed || (acc->meta.flags & ACCOUNT_HOT))
+			continue;
+		old.t_self = acc->tid;
+		if (!heap_fetch(rel, SnapshotAny, &old, &buf, false))
+			elog(ERROR, "ledger: account %s is not at its locked tuple", uuid_text(&acc->meta.id));
+		d = heap_getattr(&old, id_att, desc, &isnull);
+		if (isnull || !uuid_equal(DatumGetUUIDP(d), &acc->meta.id))
+			elog(ERROR, "ledger: account %s is not at its locked tuple", uuid_text(&acc->meta.id));
+		d = heap_getattr(&old, tenant_att, desc, &isnull);
+		if (isnull || !uuid_equal(DatumGetUUIDP(d), &b->tenant))
+			elog(ERROR, "ledger: account %s is not the tenant's", uuid_text(&acc->meta.id));
+		values[0] = Int64GetDatum(acc->bal.dp);
+		values[1] = Int64GetDatum(acc->bal.dpo);
+		values[2] = Int64GetDatum(acc->bal.cp);
+		values[3] = Int64GetDatum(acc->bal.cpo);
+		for (int c = 0; c < (int) NBALANCE_COLUMNS; c++)
+			cols[c] = balance_att[c];
+		new = heap_modify_tuple_by_cols(&old, desc, NBALANCE_COLUMNS, cols, values, nulls);
+		ReleaseBuffer(buf);
+
+		/* Errors if the row was updated since its lock: it cannot have been. */
+		simple_heap_update(rel, &acc->tid, new);
+		if (!HeapTupleIsHeapOnly(new))
+		{
+			/* Not a HOT update: the new version needs its index entries. */
+			if (slot == NULL)
+			{
+				index_writer_open(&w, rel);
+				slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+			}
+			ExecStoreHeapTuple(new, slot, false);
+			index_writer_insert(&w, slot, true);
+			ExecClearTuple(slot);
+		}
+		acc->tid = new->t_self;
+		heap_freetuple(new);
+	}
+	if (slot != NULL)
+	{
+		ExecDropSingleTupleTableSlot(slot);
+		index_writer_close(&w);
+	}
+	table_close(rel, NoLock);
+	CommandCounterIncrement();
+}
+
+/* The direct store: the heap and index access methods (see the top of this file). */
+const LedgerStore ledger_direct_store = {
+	.name = "direct",
+	.insert_transfers = direct_insert_transfers,
+	.write_balances = direct_write_balances,
+};
