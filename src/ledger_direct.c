@@ -241,6 +241,7 @@ direct_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances
 	table_close(rel, NoLock);
 	/* What the statements after this one read (events, the next call) sees the rows. */
 	CommandCounterIncrement();
+	ereport(DEBUG1, (errmsg_internal("ledger: direct store: %d transfer rows", n)));
 	return n;
 }
 
@@ -269,6 +270,7 @@ direct_write_balances(LedgerBatch *b)
 	int			found = 0;
 	IndexWriter w = {0};
 	TupleTableSlot *slot = NULL;
+	int			nwritten = 0;
 
 	rel = table_open(fincore_table_oid("accounts"), RowExclusiveLock);
 	desc = RelationGetDescr(rel);
@@ -345,6 +347,7 @@ direct_write_balances(LedgerBatch *b)
 		}
 		acc->tid = new->t_self;
 		heap_freetuple(new);
+		nwritten++;
 	}
 	if (slot != NULL)
 	{
@@ -353,6 +356,7 @@ direct_write_balances(LedgerBatch *b)
 	}
 	table_close(rel, NoLock);
 	CommandCounterIncrement();
+	ereport(DEBUG1, (errmsg_internal("ledger: direct store: balances of %d accounts", nwritten)));
 }
 
 /* The direct store: the heap and index access methods (see the top of this file). */
