@@ -324,7 +324,7 @@ write_batch(LedgerBatch *b)
 	bool		subxact = !b->optimistic;
 	bool		balances_written = false;
 	int			nfailed = 0;
-	const LedgerStore *store = ledger_store_for(b);
+	const LedgerStore *store = b->store;
 
 	for (int i = 0; i < b->nitems; i++)
 	{
@@ -417,6 +417,7 @@ ledger_execute(LedgerBatch *b)
 	 * replayed id from the INSERT: the first row decides for both.
 	 */
 	b->optimistic = b->single;
+	b->store = ledger_store_for(b);
 	b->schema = ledger_schema();
 	if (b->schema == 0)
 		b->record_failures = false; /* no fincore.failed_transfers yet */

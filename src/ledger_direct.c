@@ -23,18 +23,23 @@
  */
 #include "ledger_int.h"
 
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/stratnum.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "nodes/execnodes.h"
 #include "storage/bufmgr.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
 /* fincore.ledger_store */
@@ -359,9 +364,128 @@ direct_write_balances(LedgerBatch *b)
 	ereport(DEBUG1, (errmsg_internal("ledger: direct store: balances of %d accounts", nwritten)));
 }
 
+/* The columns of fincore.accounts a lock reads, in LockedAccountRow's order. */
+static const char *const locked_column_names[] = {
+	"id", "tenant_id", "currency", "code", "flags", "status", "credit_limit",
+	"debits_pending", "debits_posted", "credits_pending", "credits_posted"
+};
+
+#define NLOCKED_COLUMNS lengthof(locked_column_names)
+
+/*
+ * Lock the rows of ids and read them, as SELECT ... FOR NO KEY UPDATE ORDER
+ * BY id does under READ COMMITTED: in id order (the global lock order), each
+ * id found by the primary key with a new snapshot, skipped unless the row is
+ * the tenant's, then locked, waiting for a concurrent writer and locking the
+ * newest version if it updated the row.  The statement would recheck its
+ * WHERE clause on that version; here there is nothing to recheck, as id and
+ * tenant_id never change (fincore.accounts' accounts_immutable trigger).
+ * Under REPEATABLE READ or SERIALIZABLE, where a concurrent update is the
+ * statement's serialization error, the SQL store locks.
+ */
+static int
+direct_lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
+{
+	Relation	rel,
+				pkey;
+	TupleDesc	desc;
+	AttrNumber	att[NLOCKED_COLUMNS] = {0};
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	TupleTableSlot *found,
+			   *locked;
+	CommandId	cid = GetCurrentCommandId(true);
+	int			nhot = 0;
+	bool		usable;
+
+	if (IsolationUsesXactSnapshot())
+		return ledger_sql_store.lock_rows(b, ids, n);
+	rel = table_open(fincore_table_oid("accounts"), RowShareLock);
+	desc = RelationGetDescr(rel);
+	for (int a = 0; a < desc->natts; a++)
+	{
+		Form_pg_attribute fa = TupleDescAttr(desc, a);
+
+		for (int c = 0; c < (int) NLOCKED_COLUMNS && !fa->attisdropped; c++)
+			if (strcmp(NameStr(fa->attname), locked_column_names[c]) == 0)
+				att[c] = fa->attnum;
+	}
+	usable = is_local_heap(rel) && OidIsValid(RelationGetPrimaryKeyIndex(rel));
+	for (int c = 0; c < (int) NLOCKED_COLUMNS; c++)
+		usable &= att[c] != InvalidAttrNumber;
+	if (usable)
+	{
+		pkey = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+		/* The primary key must be (id): the look-up is by id alone. */
+		usable = pkey->rd_index->indnkeyatts == 1 && pkey->rd_index->indkey.values[0] == att[0];
+		if (!usable)
+			index_close(pkey, AccessShareLock);
+	}
+	if (!usable)
+	{
+		table_close(rel, RowShareLock);
+		return ledger_sql_store.lock_rows(b, ids, n);
+	}
+
+	qsort(ids, n, sizeof(pg_uuid_t), uuid_cmp_qsort);
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	scan = index_beginscan(rel, pkey, snapshot, 1, 0);
+	found = table_slot_create(rel, NULL);
+	locked = table_slot_create(rel, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		ScanKeyData key;
+		TM_FailureData tmfd;
+		TM_Result	res;
+		LockedAccountRow r;
+		bool		isnull;
+		Datum		d;
+
+		CHECK_FOR_INTERRUPTS();
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&ids[i]));
+		index_rescan(scan, &key, 1, NULL, 0);
+		if (!index_getnext_slot(scan, ForwardScanDirection, found))
+			continue;			/* no such account */
+		d = slot_getattr(found, att[1], &isnull);
+		if (isnull || !uuid_equal(DatumGetUUIDP(d), &b->tenant))
+			continue;			/* another tenant's: not found, and not locked */
+		res = table_tuple_lock(rel, &found->tts_tid, snapshot, locked, cid, LockTupleNoKeyExclusive,
+							   LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+		if (res == TM_Deleted)
+			continue;			/* deleted meanwhile (accounts are not deleted; a superuser could) */
+		if (res != TM_Ok)
+			elog(ERROR, "ledger: locking account %s failed (%d)", uuid_text(&ids[i]), (int) res);
+
+		r.id = &ids[i];
+		r.currency = DatumGetTextPP(slot_getattr(locked, att[2], &isnull));
+		r.code = DatumGetInt32(slot_getattr(locked, att[3], &isnull));
+		r.flags = DatumGetInt32(slot_getattr(locked, att[4], &isnull));
+		r.status = DatumGetTextPP(slot_getattr(locked, att[5], &isnull));
+		d = slot_getattr(locked, att[6], &isnull);
+		r.has_limit = !isnull;
+		r.credit_limit = isnull ? 0 : DatumGetInt64(d);
+		r.bal.dp = DatumGetInt64(slot_getattr(locked, att[7], &isnull));
+		r.bal.dpo = DatumGetInt64(slot_getattr(locked, att[8], &isnull));
+		r.bal.cp = DatumGetInt64(slot_getattr(locked, att[9], &isnull));
+		r.bal.cpo = DatumGetInt64(slot_getattr(locked, att[10], &isnull));
+		r.tid = locked->tts_tid;
+		if (account_row_locked(b, &r))
+			nhot++;
+	}
+	ExecDropSingleTupleTableSlot(found);
+	ExecDropSingleTupleTableSlot(locked);
+	index_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	index_close(pkey, NoLock);
+	table_close(rel, NoLock);
+	ereport(DEBUG1, (errmsg_internal("ledger: direct store: %d accounts locked", n)));
+	return nhot;
+}
+
 /* The direct store: the heap and index access methods (see the top of this file). */
 const LedgerStore ledger_direct_store = {
 	.name = "direct",
+	.lock_rows = direct_lock_rows,
 	.insert_transfers = direct_insert_transfers,
 	.write_balances = direct_write_balances,
 };

@@ -242,6 +242,7 @@ typedef struct LedgerBatch
 	bool		optimistic;		/* a single call: learn of a replay from the INSERT's ON CONFLICT */
 	bool		tenant_given;	/* the sweep names the tenant; otherwise the caller's */
 	int			schema;			/* the installed SQL: 1 for 0.2.0's tables, 0 for 0.1.0's */
+	const struct LedgerStore *store;	/* where rows and balances are written (below) */
 	bool		record_failures;	/* create_transfers: remember ids that failed on the state */
 	bool		imported;		/* the items are imported (as the first one is) */
 	TimestampTz last_imported;	/* the latest created_at applied in this batch */
@@ -509,6 +510,12 @@ typedef struct LedgerStore
 {
 	const char *name;
 	/*
+	 * Locks the rows of ids (sorted here: the global lock order) in the
+	 * batch's tenant, FOR NO KEY UPDATE, and reads each with
+	 * account_row_locked().  Returns how many of them are hot.
+	 */
+	int			(*lock_rows) (LedgerBatch *b, pg_uuid_t *ids, int n);
+	/*
 	 * Inserts the rows and returns how many: fewer means a concurrent
 	 * transaction committed one of the ids (or resolved one of the holds)
 	 * first.  May write the balances too (then sets *balances_written).
@@ -517,6 +524,23 @@ typedef struct LedgerStore
 	/* Sets the counters of the locked, changed accounts that are not hot. */
 	void		(*write_balances) (LedgerBatch *b);
 } LedgerStore;
+
+/* An account row as a store locked and read it. */
+typedef struct LockedAccountRow
+{
+	const pg_uuid_t *id;
+	text	   *currency;
+	int32		code;
+	int32		flags;
+	text	   *status;
+	bool		has_limit;
+	int64		credit_limit;
+	Balances	bal;
+	ItemPointerData tid;
+} LockedAccountRow;
+
+bool
+account_row_locked(LedgerBatch *b, const LockedAccountRow *row);
 
 extern const LedgerStore ledger_sql_store;
 extern const LedgerStore ledger_direct_store;

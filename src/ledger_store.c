@@ -147,7 +147,7 @@ load_account_meta(LedgerBatch *b)
  * did not know of them.  Returns how many of them are hot.
  */
 static int
-lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
+sql_lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 {
 	Datum		args[2];
 	int			nhot = 0;
@@ -170,39 +170,59 @@ lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 		elog(ERROR, "ledger: locking accounts failed");
 	for (uint64 row = 0; row < SPI_processed; row++)
 	{
+		LockedAccountRow r;
 		bool		isnull;
-		LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(row, 1, &isnull)), false);
 		Datum		d;
-		text	   *cur;
 
-		if (a == NULL)
-			continue;
-		if (!a->meta_known)
-		{
-			cur = DatumGetTextPP(spi_value(row, 2, &isnull));
-			a->meta.tenant = b->tenant;
-			a->meta.currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
-			a->meta.code = DatumGetInt32(spi_value(row, 3, &isnull));
-			a->meta.flags = DatumGetInt32(spi_value(row, 4, &isnull));
-			account_meta_remember(&a->meta);
-			a->meta_known = true;
-		}
-		a->found = true;
-		a->locked = true;
-		a->lockfree = false;
-		if (a->meta.flags & ACCOUNT_HOT)
-			nhot++;
-		a->status = a->loaded_status = TextDatumGetCString(spi_value(row, 5, &isnull))[0];
+		r.id = DatumGetUUIDP(spi_value(row, 1, &isnull));
+		r.currency = DatumGetTextPP(spi_value(row, 2, &isnull));
+		r.code = DatumGetInt32(spi_value(row, 3, &isnull));
+		r.flags = DatumGetInt32(spi_value(row, 4, &isnull));
+		r.status = DatumGetTextPP(spi_value(row, 5, &isnull));
 		d = spi_value(row, 6, &isnull);
-		a->has_limit = !isnull;
-		a->credit_limit = isnull ? 0 : DatumGetInt64(d);
-		a->loaded.dp = DatumGetInt64(spi_value(row, 7, &isnull));
-		a->loaded.dpo = DatumGetInt64(spi_value(row, 8, &isnull));
-		a->loaded.cp = DatumGetInt64(spi_value(row, 9, &isnull));
-		a->loaded.cpo = DatumGetInt64(spi_value(row, 10, &isnull));
-		a->tid = *((ItemPointer) DatumGetPointer(spi_value(row, 11, &isnull)));
+		r.has_limit = !isnull;
+		r.credit_limit = isnull ? 0 : DatumGetInt64(d);
+		r.bal.dp = DatumGetInt64(spi_value(row, 7, &isnull));
+		r.bal.dpo = DatumGetInt64(spi_value(row, 8, &isnull));
+		r.bal.cp = DatumGetInt64(spi_value(row, 9, &isnull));
+		r.bal.cpo = DatumGetInt64(spi_value(row, 10, &isnull));
+		r.tid = *((ItemPointer) DatumGetPointer(spi_value(row, 11, &isnull)));
+		if (account_row_locked(b, &r))
+			nhot++;
 	}
 	return nhot;
+}
+
+/*
+ * An account row locked and read (by either store): what the cache did not
+ * know of it, its status, limit, counters and place.  Returns whether it is
+ * hot.
+ */
+bool
+account_row_locked(LedgerBatch *b, const LockedAccountRow *r)
+{
+	LedgerAccount *a = batch_account(b, r->id, false);
+
+	if (a == NULL)
+		return false;
+	if (!a->meta_known)
+	{
+		a->meta.tenant = b->tenant;
+		a->meta.currency = currency_pack_or_error(VARDATA_ANY(r->currency), VARSIZE_ANY_EXHDR(r->currency));
+		a->meta.code = r->code;
+		a->meta.flags = r->flags;
+		account_meta_remember(&a->meta);
+		a->meta_known = true;
+	}
+	a->found = true;
+	a->locked = true;
+	a->lockfree = false;
+	a->status = a->loaded_status = VARSIZE_ANY_EXHDR(r->status) > 0 ? VARDATA_ANY(r->status)[0] : '\0';
+	a->has_limit = r->has_limit;
+	a->credit_limit = r->credit_limit;
+	a->loaded = r->bal;
+	a->tid = r->tid;
+	return (a->meta.flags & ACCOUNT_HOT) != 0;
 }
 
 /* Locked hot accounts: the exact balance includes every committed delta. */
@@ -249,7 +269,7 @@ lock_and_read(LedgerBatch *b, pg_uuid_t *ids, int n)
 	pg_uuid_t  *hot;
 	int			k = 0;
 
-	if (lock_rows(b, ids, n) == 0)
+	if (b->store->lock_rows(b, ids, n) == 0)
 		return;
 	hot = palloc(sizeof(pg_uuid_t) * n);
 	for (int i = 0; i < n; i++)
@@ -796,6 +816,7 @@ sql_write_balances(LedgerBatch *b)
 /* The SQL store: every write a statement that Citus can route by its tenant. */
 const LedgerStore ledger_sql_store = {
 	.name = "sql",
+	.lock_rows = sql_lock_rows,
 	.insert_transfers = sql_insert_transfers,
 	.write_balances = sql_write_balances,
 };
