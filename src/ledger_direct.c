@@ -17,9 +17,9 @@
  *    satisfy (the SQL store writes the same values).
  *
  * Rows that may conflict with a concurrent transaction (an id the caller
- * named, a hold's resolution) keep ON CONFLICT DO NOTHING: the SQL store
- * inserts them.  Citus tables are written through the SQL store (a
- * distributed table's rows are not in its local heap).
+ * named, a hold's resolution) are inserted as ON CONFLICT DO NOTHING does,
+ * by speculative insertion.  Citus tables are written through the SQL store
+ * (a distributed table's rows are not in its local heap).
  */
 #include "ledger_int.h"
 
@@ -36,6 +36,7 @@
 #include "executor/executor.h"
 #include "nodes/execnodes.h"
 #include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
@@ -164,14 +165,15 @@ typedef struct IndexWriter
 	ResultRelInfo *rri;
 } IndexWriter;
 
+/* speculative: with what ON CONFLICT's checks need (ExecCheckIndexConstraints). */
 static void
-index_writer_open(IndexWriter *w, Relation rel)
+index_writer_open(IndexWriter *w, Relation rel, bool speculative)
 {
 	w->estate = CreateExecutorState();
 	w->rri = makeNode(ResultRelInfo);
 	/* No range table: the updated columns are then unknown, as none of the indexed ones changes. */
 	InitResultRelInfo(w->rri, rel, 0, NULL, 0);
-	ExecOpenIndices(w->rri, false);
+	ExecOpenIndices(w->rri, speculative);
 }
 
 /* The index entries of slot's tuple (unique indexes checked, as an INSERT does). */
@@ -191,9 +193,103 @@ index_writer_close(IndexWriter *w)
 }
 
 /*
- * Insert the transfer rows: one heap_multi_insert, then their index entries.
- * Rows that may conflict, or a table the direct store cannot write, go to
- * the SQL store.
+ * Whether the tenant's id is in fincore.failed_transfers (an id a batch
+ * refused on the ledger's state is never created later), by its primary key
+ * (tenant_id, id) with a new snapshot, as the SQL store's NOT EXISTS reads it.
+ * -1 if that table cannot be read this way.
+ */
+static int
+id_failed(const LedgerBatch *b, const pg_uuid_t *id)
+{
+	Relation	rel = table_open(fincore_table_oid("failed_transfers"), AccessShareLock);
+	Oid			pkey_oid = RelationGetPrimaryKeyIndex(rel);
+	TupleDesc	desc = RelationGetDescr(rel);
+	Relation	pkey;
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData keys[2];
+	bool		found;
+
+	if (!is_local_heap(rel) || !OidIsValid(pkey_oid))
+	{
+		table_close(rel, AccessShareLock);
+		return -1;
+	}
+	pkey = index_open(pkey_oid, AccessShareLock);
+	if (pkey->rd_index->indnkeyatts != 2 ||
+		strcmp(NameStr(TupleDescAttr(desc, pkey->rd_index->indkey.values[0] - 1)->attname), "tenant_id") != 0 ||
+		strcmp(NameStr(TupleDescAttr(desc, pkey->rd_index->indkey.values[1] - 1)->attname), "id") != 0)
+	{
+		index_close(pkey, AccessShareLock);
+		table_close(rel, AccessShareLock);
+		return -1;
+	}
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&b->tenant));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(id));
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	scan = index_beginscan(rel, pkey, snapshot, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	slot = table_slot_create(rel, NULL);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	index_close(pkey, NoLock);
+	table_close(rel, NoLock);
+	return found ? 1 : 0;
+}
+
+/*
+ * Insert one row as INSERT ... ON CONFLICT DO NOTHING does: a committed row
+ * with the same key in a unique index (the id, or the hold a resolution
+ * resolves) means no insert, after waiting for a transaction that is
+ * inserting one; otherwise the row goes in speculatively, and if a
+ * concurrent insert of the same key won meanwhile, it is taken back and the
+ * check runs again.  Returns whether the row was inserted.
+ */
+static bool
+insert_unless_conflict(IndexWriter *w, Relation rel, TupleTableSlot *slot)
+{
+	for (;;)
+	{
+		ItemPointerData conflict;
+		bool		spec_conflict = false;
+		TransactionId xid;
+		uint32		token;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!ExecCheckIndexConstraints(w->rri, slot, w->estate, &conflict, NIL))
+			return false;
+		xid = GetCurrentTransactionId();
+		token = SpeculativeInsertionLockAcquire(xid);
+		table_tuple_insert_speculative(rel, slot, GetCurrentCommandId(true), 0, NULL, token);
+		(void) ExecInsertIndexTuples(w->rri, slot, w->estate, false, true, &spec_conflict, NIL);
+		table_tuple_complete_speculative(rel, slot, token, !spec_conflict);
+		SpeculativeInsertionLockRelease(xid);
+		ResetPerTupleExprContext(w->estate);
+		if (!spec_conflict)
+			return true;
+	}
+}
+
+static int
+item_id_cmp(const void *a, const void *b)
+{
+	return memcmp(&(*(LedgerItem *const *) a)->id, &(*(LedgerItem *const *) b)->id, sizeof(pg_uuid_t));
+}
+
+/*
+ * Insert the transfer rows.  Rows fincore made the ids of cannot conflict:
+ * one heap_multi_insert, then their index entries.  Otherwise (an id the
+ * caller named, a hold's resolution), as the SQL store's ON CONFLICT DO
+ * NOTHING: a batch's rows one by one in id order (concurrent batches meet on
+ * a duplicate in one order), stopping at the first that does not go in (the
+ * caller rolls the batch back and runs it again); a single call's first row
+ * that way, unless its id failed in a batch, then its fee leg.  Returns how
+ * many went in.  Under REPEATABLE READ or SERIALIZABLE, where a conflict with
+ * a row the snapshot does not see is the statement's serialization error, or
+ * for a table the direct store cannot write, the SQL store inserts.
  */
 static int
 direct_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_written)
@@ -205,8 +301,14 @@ direct_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances
 	IndexWriter w;
 	Datum		v[NTRANSFER_COLUMNS];
 	bool		isnull[NTRANSFER_COLUMNS];
+	bool		conflicts = rows_may_conflict(rows, n);
+	bool		check_failed = conflicts && b->optimistic && b->schema;
+	int			failed = 0;
+	int			inserted = 0;
 
-	if (rows_may_conflict(rows, n))
+	if (conflicts && IsolationUsesXactSnapshot())
+		return ledger_sql_store.insert_transfers(b, rows, n, balances_written);
+	if (check_failed && (failed = id_failed(b, &rows[0]->id)) < 0)
 		return ledger_sql_store.insert_transfers(b, rows, n, balances_written);
 	rel = table_open(fincore_table_oid("transfers"), RowExclusiveLock);
 	desc = RelationGetDescr(rel);
@@ -217,8 +319,21 @@ direct_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances
 		table_close(rel, RowExclusiveLock);
 		return ledger_sql_store.insert_transfers(b, rows, n, balances_written);
 	}
-
 	*balances_written = false;
+	if (failed)
+	{
+		table_close(rel, RowExclusiveLock);
+		return 0;
+	}
+
+	if (conflicts && !b->optimistic)
+	{
+		LedgerItem **sorted = palloc(sizeof(LedgerItem *) * n);
+
+		memcpy(sorted, rows, sizeof(LedgerItem *) * n);
+		qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp);
+		rows = sorted;
+	}
 	slots = palloc(sizeof(TupleTableSlot *) * n);
 	for (int r = 0; r < n; r++)
 	{
@@ -234,20 +349,37 @@ direct_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances
 		slots[r] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 		ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slots[r], true);
 	}
-	/* Each slot's tts_tid is its row's place, which the index entries point to. */
-	table_multi_insert(rel, slots, n, GetCurrentCommandId(true), 0, NULL);
-	index_writer_open(&w, rel);
-	for (int r = 0; r < n; r++)
+	index_writer_open(&w, rel, conflicts);
+	if (!conflicts)
 	{
-		index_writer_insert(&w, slots[r], false);
-		ExecDropSingleTupleTableSlot(slots[r]);
+		/* Each slot's tts_tid is its row's place, which the index entries point to. */
+		table_multi_insert(rel, slots, n, GetCurrentCommandId(true), 0, NULL);
+		for (int r = 0; r < n; r++)
+			index_writer_insert(&w, slots[r], false);
+		inserted = n;
 	}
+	else
+	{
+		for (inserted = 0; inserted < n; inserted++)
+		{
+			/* A single call's first row decides: its fee leg's id derives from it. */
+			if (b->optimistic && inserted > 0)
+			{
+				table_tuple_insert(rel, slots[inserted], GetCurrentCommandId(true), 0, NULL);
+				index_writer_insert(&w, slots[inserted], false);
+			}
+			else if (!insert_unless_conflict(&w, rel, slots[inserted]))
+				break;
+		}
+	}
+	for (int r = 0; r < n; r++)
+		ExecDropSingleTupleTableSlot(slots[r]);
 	index_writer_close(&w);
 	table_close(rel, NoLock);
 	/* What the statements after this one read (events, the next call) sees the rows. */
 	CommandCounterIncrement();
-	ereport(DEBUG1, (errmsg_internal("ledger: direct store: %d transfer rows", n)));
-	return n;
+	ereport(DEBUG1, (errmsg_internal("ledger: direct store: %d transfer rows", inserted)));
+	return inserted;
 }
 
 /* The counters of fincore.accounts, as set from an account's Balances. */
@@ -343,7 +475,7 @@ direct_write_balances(LedgerBatch *b)
 			/* Not a HOT update: the new version needs its index entries. */
 			if (slot == NULL)
 			{
-				index_writer_open(&w, rel);
+				index_writer_open(&w, rel, false);
 				slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 			}
 			ExecStoreHeapTuple(new, slot, false);

@@ -8,6 +8,8 @@
 #              the baseline, which writes no event either)
 #   events     the same with the tenant's ledger events on: each transfer also writes its
 #              outbox event, in the same transaction (fincore's default)
+#   named      the same with an id the caller names (its idempotency key): inserted as ON CONFLICT
+#              DO NOTHING does, checked against failed ids
 #   hot        fincore.transfer from a random account to one hot account (every transfer)
 #   batch100   fincore.create_transfers with 100 random transfers a call (transfers/s = calls/s x 100)
 #   batch1000  the same with 1,000 a call
@@ -43,6 +45,7 @@ printf '%s\nSELECT public.base_transfer(:d, :c, 1);\n' "$pick" >"$BENCH_TMP/base
 printf '%s\nSELECT public.same_transfer(public.acct(:d), public.acct(:c), 1);\n' "$pick" >"$BENCH_TMP/same.sql"
 printf '%s\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(:c), 1);\n' "$pick" >"$BENCH_TMP/uniform.sql"
 cp "$BENCH_TMP/uniform.sql" "$BENCH_TMP/events.sql"
+printf '%s\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(:c), 1, id => gen_random_uuid());\n' "$pick" >"$BENCH_TMP/named.sql"
 printf '\\set d random(1, 100000)\nSELECT 1 FROM fincore.transfer(public.acct(:d), public.acct(0), 1);\n' >"$BENCH_TMP/hot.sql"
 printf 'SELECT count(*) FROM public.batch100(1) AS b(index int, id uuid, result text);\n' >"$BENCH_TMP/batch100.sql"
 printf 'SELECT count(*) FROM public.batch(1000) AS b(index int, id uuid, result text);\n' >"$BENCH_TMP/batch1000.sql"
@@ -76,7 +79,7 @@ bench_psql -d "$DB" -c "ANALYZE" >/dev/null
 declare -A tps=()
 for round in $(seq "$ROUNDS"); do
     bench_say "Round $round of $ROUNDS ($CLIENTS clients, ${SECS}s a run)"
-    for scenario in $(printf '%s\n' baseline same uniform events hot batch100 batch1000 | shuf); do
+    for scenario in $(printf '%s\n' baseline same uniform named events hot batch100 batch1000 | shuf); do
         v=$(run "$scenario")
         tps[$scenario]+="$v "
         printf '  %-10s %12s calls/s\n' "$scenario" "$v"
@@ -182,6 +185,7 @@ base=$(bench_median ${tps[baseline]})
 same=$(bench_median ${tps[same]})
 uni=$(bench_median ${tps[uniform]})
 evt=$(bench_median ${tps[events]})
+named=$(bench_median ${tps[named]})
 hot=$(bench_median ${tps[hot]})
 b100=$(bench_median ${tps[batch100]})
 b100_transfers=$(awk -v t="$b100" 'BEGIN { printf "%.1f", t * 100 }')
@@ -192,6 +196,7 @@ printf '%-34s %14.1f %10s\n' "baseline (PL/pgSQL, no checks)" "$base" "1.00"
 printf '%-34s %14.1f %10s %s\n' "same-storage (PL/pgSQL, checks)" "$same" "$(bench_ratio "$same" "$base")" "(x baseline)"
 printf '%-34s %14.1f %10s %s\n' "fincore, uniform" "$uni" "$(bench_ratio "$uni" "$base")" ">= 0.8 x baseline"
 printf '%-34s %14s %10s %s\n' "  ... against same-storage" "" "$(bench_ratio "$uni" "$same")" ">= 1.3 x same"
+printf '%-34s %14.1f %10s %s\n' "fincore, uniform, ids named" "$named" "$(bench_ratio "$named" "$uni")" "(x uniform)"
 printf '%-34s %14.1f %10s %s\n' "fincore, uniform, events on" "$evt" "$(bench_ratio "$evt" "$uni")" ">= 0.9 x uniform"
 printf '%-34s %14.1f %10s %s\n' "fincore, every credit to 1 hot" "$hot" "$(bench_ratio "$hot" "$uni")" ">= 0.7 x uniform"
 printf '%-34s %14.1f %10s %s\n' "fincore, create_transfers x100" "$b100_transfers" "$(bench_ratio "$b100_transfers" "$uni")" ">= 10 x uniform"
