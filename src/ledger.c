@@ -346,6 +346,9 @@ write_batch(LedgerBatch *b)
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcxt);
 	}
+	/* Their events are the rows themselves (0.2.0's tables): their places in the stream first. */
+	if (b->schema)
+		number_transfer_events(b, rows, n);
 	inserted = n > 0 ? store->insert_transfers(b, rows, n, &balances_written) : 0;
 	if (inserted < n)
 	{
@@ -396,7 +399,8 @@ write_batch(LedgerBatch *b)
 	write_statuses(b);
 	write_deltas_and_history(b, rows, n);
 	write_holds(b, rows, n);
-	emit_transfer_events(b, rows, n);
+	if (!b->schema)
+		emit_transfer_events(b, rows, n);	/* 0.1.0's tables: an outbox row each */
 	return true;
 }
 

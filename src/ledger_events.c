@@ -1,5 +1,7 @@
 /*
- * ledger_events.c — each written transfer as an outbox event (topic "ledger").
+ * ledger_events.c — each written transfer as an event (topic "ledger"): with
+ * 0.2.0's tables the transfer row itself, placed in the event stream; with
+ * 0.1.0's, an outbox row.
  */
 #include "ledger_int.h"
 
@@ -24,57 +26,159 @@ transfer_event_type(char kind)
 	}
 }
 
+/* A transfer row, as its event's payload shows it. */
+typedef struct TransferEventRow
+{
+	const pg_uuid_t *id;
+	const pg_uuid_t *tenant;
+	char		kind;			/* KIND_* */
+	const pg_uuid_t *debit;
+	const pg_uuid_t *credit;
+	int64		amount;
+	CurrencyCode currency;
+	int32		code;
+	const pg_uuid_t *pending_id;	/* NULL: none */
+	int64		pending_amount;
+	const pg_uuid_t *reversal_of;	/* NULL: none */
+	bool		has_expiry;
+	TimestampTz expires_at;
+	Jsonb	   *metadata;		/* NULL: none */
+	TimestampTz created_at;
+} TransferEventRow;
+
+static void
+jb_uuid_or_null(JsonbParseState **st, const pg_uuid_t *id)
+{
+	if (id != NULL)
+		jb_string(st, uuid_text(id));
+	else
+		jb_null(st);
+}
+
+static char *
+timestamptz_text(TimestampTz ts)
+{
+	return DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(ts)));
+}
+
 /* The transfer as an event payload: the row's columns, the amount also as text. */
 static Jsonb *
-transfer_payload(LedgerBatch *b, LedgerItem *it)
+transfer_payload(const TransferEventRow *t)
 {
 	JsonbParseState *st = NULL;
 	char		code[CURRENCY_CODE_MAX_LEN + 1];
 	JsonbValue *res;
 
-	currency_unpack(it->dacc->meta.currency, code);
+	currency_unpack(t->currency, code);
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 	jb_key(&st, "id");
-	jb_string(&st, uuid_text(&it->id));
+	jb_string(&st, uuid_text(t->id));
 	jb_key(&st, "tenant_id");
-	jb_string(&st, uuid_text(&b->tenant));
+	jb_string(&st, uuid_text(t->tenant));
 	jb_key(&st, "kind");
-	jb_string(&st, kind_text(it->kind));
+	jb_string(&st, kind_text(t->kind));
 	jb_key(&st, "debit_account_id");
-	jb_string(&st, uuid_text(&it->dacc->meta.id));
+	jb_string(&st, uuid_text(t->debit));
 	jb_key(&st, "credit_account_id");
-	jb_string(&st, uuid_text(&it->cacc->meta.id));
+	jb_string(&st, uuid_text(t->credit));
 	jb_key(&st, "amount");
-	jb_int(&st, it->amount);
+	jb_int(&st, t->amount);
 	jb_key(&st, "amount_text");
-	jb_string(&st, money_text(it->amount, it->dacc->meta.currency));
+	jb_string(&st, money_text(t->amount, t->currency));
 	jb_key(&st, "currency");
 	jb_string(&st, code);
 	jb_key(&st, "code");
-	jb_int(&st, it->code);
+	jb_int(&st, t->code);
 	jb_key(&st, "pending_id");
-	if (it->kind == KIND_POST || it->kind == KIND_VOID || it->kind == KIND_EXPIRE)
-		jb_string(&st, uuid_text(&it->ref_id));
-	else
-		jb_null(&st);
+	jb_uuid_or_null(&st, t->pending_id);
 	jb_key(&st, "pending_amount");
-	jb_int(&st, (it->kind == KIND_POST || it->kind == KIND_VOID || it->kind == KIND_EXPIRE) ? it->pending_amount : 0);
+	jb_int(&st, t->pending_amount);
 	jb_key(&st, "reversal_of");
-	if (it->kind == KIND_REVERSAL)
-		jb_string(&st, uuid_text(&it->ref_id));
-	else
-		jb_null(&st);
+	jb_uuid_or_null(&st, t->reversal_of);
 	jb_key(&st, "expires_at");
-	if (it->has_expiry)
-		jb_string(&st, DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(it->expires_at))));
+	if (t->has_expiry)
+		jb_string(&st, timestamptz_text(t->expires_at));
 	else
 		jb_null(&st);
 	jb_key(&st, "metadata");
-	jb_jsonb(&st, it->metadata);
+	jb_jsonb(&st, t->metadata);
 	jb_key(&st, "created_at");
-	jb_string(&st, DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(it->ts))));
+	jb_string(&st, timestamptz_text(t->created_at));
 	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
+}
+
+/* An item's row, as transfer_payload() takes it. */
+static void
+item_event_row(const LedgerBatch *b, const LedgerItem *it, TransferEventRow *t)
+{
+	bool		resolves = it->kind == KIND_POST || it->kind == KIND_VOID || it->kind == KIND_EXPIRE;
+
+	t->id = &it->id;
+	t->tenant = &b->tenant;
+	t->kind = it->kind;
+	t->debit = &it->dacc->meta.id;
+	t->credit = &it->cacc->meta.id;
+	t->amount = it->amount;
+	t->currency = it->dacc->meta.currency;
+	t->code = it->code;
+	t->pending_id = resolves ? &it->ref_id : NULL;
+	t->pending_amount = resolves ? it->pending_amount : 0;
+	t->reversal_of = it->kind == KIND_REVERSAL ? &it->ref_id : NULL;
+	t->has_expiry = it->has_expiry;
+	t->expires_at = it->expires_at;
+	t->metadata = it->metadata;
+	t->created_at = it->ts;
+}
+
+/* A column of a fincore.transfers row; NULL if it is null. */
+static Datum
+row_column(HeapTupleHeader row, const char *name, bool *isnull)
+{
+	Datum		d = GetAttributeByName(row, name, isnull);
+
+	if (*isnull && (strcmp(name, "id") == 0 || strcmp(name, "tenant_id") == 0 || strcmp(name, "kind") == 0 ||
+					strcmp(name, "debit_account_id") == 0 || strcmp(name, "credit_account_id") == 0 ||
+					strcmp(name, "currency") == 0 || strcmp(name, "created_at") == 0))
+		elog(ERROR, "ledger: transfer column %s is null", name);
+	return d;
+}
+
+/*
+ * fincore._transfer_event_payload(fincore.transfers): a transfer event's
+ * payload, built from its row when a consumer reads it (fincore.outbox_stream).
+ */
+PG_FUNCTION_INFO_V1(fincore_transfer_event_payload);
+Datum
+fincore_transfer_event_payload(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader row = PG_GETARG_HEAPTUPLEHEADER(0);
+	TransferEventRow t;
+	text	   *cur;
+	bool		isnull;
+	Datum		d;
+
+	t.id = DatumGetUUIDP(row_column(row, "id", &isnull));
+	t.tenant = DatumGetUUIDP(row_column(row, "tenant_id", &isnull));
+	t.kind = kind_from_text(TextDatumGetCString(row_column(row, "kind", &isnull)));
+	t.debit = DatumGetUUIDP(row_column(row, "debit_account_id", &isnull));
+	t.credit = DatumGetUUIDP(row_column(row, "credit_account_id", &isnull));
+	t.amount = DatumGetInt64(row_column(row, "amount", &isnull));
+	cur = DatumGetTextPP(row_column(row, "currency", &isnull));
+	t.currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
+	t.code = DatumGetInt32(row_column(row, "code", &isnull));
+	d = row_column(row, "pending_id", &isnull);
+	t.pending_id = isnull ? NULL : DatumGetUUIDP(d);
+	t.pending_amount = DatumGetInt64(row_column(row, "pending_amount", &isnull));
+	d = row_column(row, "reversal_of", &isnull);
+	t.reversal_of = isnull ? NULL : DatumGetUUIDP(d);
+	d = row_column(row, "expires_at", &isnull);
+	t.has_expiry = !isnull;
+	t.expires_at = isnull ? 0 : DatumGetTimestampTz(d);
+	d = row_column(row, "metadata", &isnull);
+	t.metadata = isnull ? NULL : DatumGetJsonbP(d);
+	t.created_at = DatumGetTimestampTz(row_column(row, "created_at", &isnull));
+	PG_RETURN_JSONB_P(transfer_payload(&t));
 }
 
 static int
@@ -107,7 +211,39 @@ emit_transfer_events(LedgerBatch *b, LedgerItem **rows, int n)
 		LedgerItem *it = sorted[i];
 		const pg_uuid_t *aggregate = it->kind == KIND_POSTED || it->kind == KIND_PENDING ? &it->id : &it->ref_id;
 
+		TransferEventRow t;
+
+		item_event_row(b, it, &t);
 		outbox_emit_event(&b->tenant, "ledger", transfer_event_type(it->kind), "transfer",
-						  uuid_text(aggregate), transfer_payload(b, it), NULL, NULL);
+						  uuid_text(aggregate), transfer_payload(&t), NULL, NULL);
 	}
+}
+
+/*
+ * 0.2.0's tables: each transfer the batch writes is its own event, found by
+ * consumers through fincore.outbox_stream (a view that shows it as the event
+ * emit_transfer_events() would have written, its payload built when read).
+ * Here the rows get their places in the stream: seqs in id order, as the
+ * events were emitted.  Events of one aggregate reach a consumer in commit
+ * order without the outbox's aggregate lock: the rows of a hold's story, and
+ * the reversals of a transfer, lock the same accounts, and each can only be
+ * written once the one before it is visible.
+ */
+void
+number_transfer_events(LedgerBatch *b, LedgerItem **rows, int n)
+{
+	LedgerItem **sorted;
+	int64	   *seqs;
+
+	for (int i = 0; i < n; i++)
+		rows[i]->event_seq = 0;
+	if (n == 0 || !outbox_ledger_events_enabled(&b->tenant))
+		return;
+	sorted = palloc(sizeof(LedgerItem *) * n);
+	memcpy(sorted, rows, sizeof(LedgerItem *) * n);
+	qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp);
+	seqs = palloc(sizeof(int64) * n);
+	outbox_ledger_event_seqs(n, seqs);
+	for (int i = 0; i < n; i++)
+		sorted[i]->event_seq = seqs[i];
 }

@@ -219,6 +219,7 @@ typedef struct LedgerItem
 	const char *diff_field;		/* for LR_EXISTS_WITH_DIFFERENT */
 	const char *invalid;		/* for LR_INVALID_REQUEST: what is wrong */
 	bool		written;		/* a new row of this call */
+	int64		event_seq;		/* its place in the event stream; 0: no event */
 } LedgerItem;
 
 typedef struct UndoEntry
@@ -477,15 +478,19 @@ load_existing(LedgerBatch *b, pg_uuid_t *ids, int n, ExistingTransfer **out);
 void
 transfer_row(const LedgerBatch *b, const LedgerItem *it, Datum *v, bool *isnull);
 
-/* The columns of fincore.transfers (ledger_store.c): 0.1.0's, then flags, 0.2.0's. */
-#define NTRANSFER_COLUMNS 16
+/*
+ * The columns of fincore.transfers (ledger_store.c): 0.1.0's, then 0.2.0's:
+ * flags, event_seq and event_txid.
+ */
+#define NTRANSFER_COLUMNS 18
+#define NTRANSFER_COLUMNS_V1 15
 extern const char *const transfer_column_names[NTRANSFER_COLUMNS];
 
 /* How many of the columns the installed SQL has. */
 static inline int
 transfer_ncolumns(const LedgerBatch *b)
 {
-	return b->schema ? NTRANSFER_COLUMNS : NTRANSFER_COLUMNS - 1;
+	return b->schema ? NTRANSFER_COLUMNS : NTRANSFER_COLUMNS_V1;
 }
 void
 write_deltas_and_history(LedgerBatch *b, LedgerItem **rows, int n);
@@ -566,6 +571,8 @@ rows_may_conflict(LedgerItem *const *rows, int n)
 }
 
 /* ledger_events.c */
+void
+number_transfer_events(LedgerBatch *b, LedgerItem **rows, int n);
 void
 emit_transfer_events(LedgerBatch *b, LedgerItem **rows, int n);
 

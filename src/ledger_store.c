@@ -7,6 +7,8 @@
  */
 #include "ledger_int.h"
 
+#include "utils/xid8.h"
+
 /* ---- referenced transfers and account metadata ---- */
 
 /*
@@ -595,12 +597,14 @@ update_balances_by_position_sql(int ids, int dp, int dpo, int cp, int cpo, int t
  */
 const char *const transfer_column_names[NTRANSFER_COLUMNS] = {
 	"id", "tenant_id", "debit_account_id", "credit_account_id", "amount", "pending_amount", "currency",
-	"code", "kind", "pending_id", "reversal_of", "timeout", "expires_at", "metadata", "created_at", "flags"
+	"code", "kind", "pending_id", "reversal_of", "timeout", "expires_at", "metadata", "created_at", "flags",
+	"event_seq", "event_txid"
 };
 
 static const Oid transfer_column_types[NTRANSFER_COLUMNS] = {
 	UUIDOID, UUIDOID, UUIDOID, UUIDOID, INT8OID, INT8OID, TEXTOID, INT4OID,
-	TEXTOID, UUIDOID, UUIDOID, INTERVALOID, TIMESTAMPTZOID, JSONBOID, TIMESTAMPTZOID, INT4OID
+	TEXTOID, UUIDOID, UUIDOID, INTERVALOID, TIMESTAMPTZOID, JSONBOID, TIMESTAMPTZOID, INT4OID,
+	INT8OID, XID8OID
 };
 
 /* The installed SQL's column list, "id, tenant_id, ...". */
@@ -668,6 +672,10 @@ transfer_row(const LedgerBatch *b, const LedgerItem *it, Datum *v, bool *isnull)
 	isnull[13] = it->metadata == NULL;
 	v[14] = TimestampTzGetDatum(it->ts);
 	v[15] = Int32GetDatum(it->flags);
+	/* The ledger's events are its rows: an event's place in the stream (fincore.outbox_stream). */
+	v[16] = Int64GetDatum(it->event_seq);
+	v[17] = FullTransactionIdGetDatum(it->event_seq != 0 ? GetTopFullTransactionId() : InvalidFullTransactionId);
+	isnull[16] = isnull[17] = it->event_seq == 0;
 }
 
 /*

@@ -38,6 +38,13 @@ extern void outbox_emit_event(const pg_uuid_t *tenant, const char *topic, const 
 							  Jsonb *payload, Jsonb *headers, pg_uuid_t *id_out);
 
 /*
+ * The ledger's events are its transfer rows (fincore.outbox_stream): n event
+ * seqs for the rows a batch is about to write, from the sequence every event's
+ * seq comes from; and the outbox's notification at commit, if it is on.
+ */
+extern void outbox_ledger_event_seqs(int n, int64 *seqs);
+
+/*
  * Does the ledger emit events for this tenant (NULL = the current tenant; true
  * when there is none)?  fincore.outbox_settings.ledger_events, default true,
  * set per tenant with fincore.set_ledger_events(boolean).  Cached per backend

@@ -6,11 +6,38 @@
 
 #include "cache_watch.h"
 
+#include "catalog/namespace.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+/*
+ * Where consumers read events: fincore.outbox_stream, the outbox's rows and
+ * the ledger's transfer rows (0.2.0); fincore.outbox_events under 0.1.0's SQL,
+ * which this library serves until ALTER EXTENSION UPDATE.  The index of each
+ * statement's plan in its array of two.
+ */
+static const char *const event_relations[2] = {"fincore.outbox_events", "fincore.outbox_stream"};
+
+static int
+event_source(void)
+{
+	return OidIsValid(get_relname_relid("outbox_stream", get_namespace_oid("fincore", false))) ? 1 : 0;
+}
+
+/* The plan of fmt, whose one %s is the relation events are read from. */
+static SPIPlanPtr
+event_plan(SPIPlanPtr *plans, const char *fmt, int nargs, Oid *types)
+{
+	int			source = event_source();
+
+	if (plans[source] == NULL)
+		kept_plan(&plans[source], psprintf(fmt, event_relations[source]), nargs, types);
+	return plans[source];
+}
 
 /* ---- consumers ---- */
 
@@ -162,7 +189,8 @@ static bool
 open_batch(Consumer *c)
 {
 	static SPIPlanPtr snap_plan = NULL;
-	static SPIPlanPtr bounds_plan = NULL;
+	static SPIPlanPtr bounds_plans[2];
+	SPIPlanPtr	bounds_plan;
 	Oid			snap_types[1] = {PG_SNAPSHOTOID};
 	Oid			types[5] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID, UUIDOID};
 	Datum		values[5];
@@ -193,8 +221,8 @@ open_batch(Consumer *c)
 		return false;
 	}
 
-	kept_plan(&bounds_plan,
-			  "SELECT pg_catalog.min(b.seq), pg_catalog.max(b.seq) FROM (SELECT e.seq FROM fincore.outbox_events e"
+	bounds_plan = event_plan(bounds_plans,
+			  "SELECT pg_catalog.min(b.seq), pg_catalog.max(b.seq) FROM (SELECT e.seq FROM %s e"
 			  " WHERE ((e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax($1)"
 			  "         AND e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmax($2))"
 			  "        OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip($1))))"
@@ -237,14 +265,15 @@ open_batch(Consumer *c)
 static uint64
 read_batch(Consumer *c, int max, Tuplestorestate *out)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
+	SPIPlanPtr	plan;
 	Oid			types[8] = {INT8OID, INT8OID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID,
 	UUIDOID, INT4OID};
 	Datum		values[8];
 	char		nulls[8] = "        ";
 
-	kept_plan(&plan,
-			  "SELECT " EVENT_COLUMNS ", 0 FROM fincore.outbox_events e"
+	plan = event_plan(plans,
+			  "SELECT " EVENT_COLUMNS ", 0 FROM %s e"
 			  " WHERE e.seq OPERATOR(pg_catalog.>) $1 AND e.seq OPERATOR(pg_catalog.<=) $2"
 			  "   AND pg_catalog.pg_visible_in_snapshot(e.txid, $3)"
 			  "   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $4)"
@@ -429,7 +458,7 @@ nack_retry(AckArgs *a)
 }
 
 #define IN_BATCH_EVENT \
-	" FROM fincore.outbox_events e" \
+	" FROM %s e" \
 	" WHERE e.seq OPERATOR(pg_catalog.=) $1 AND e.id OPERATOR(pg_catalog.=) $2" \
 	"   AND pg_catalog.pg_visible_in_snapshot(e.txid, $3)" \
 	"   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $4)" \
@@ -440,9 +469,9 @@ static void
 ack_as_owner(void *arg)
 {
 	static SPIPlanPtr unretry_plan = NULL;
-	static SPIPlanPtr check_plan = NULL;
-	static SPIPlanPtr retry_plan = NULL;
-	static SPIPlanPtr bury_plan = NULL;
+	static SPIPlanPtr check_plans[2];
+	static SPIPlanPtr retry_plans[2];
+	static SPIPlanPtr bury_plans[2];
 	AckArgs    *a = arg;
 	Consumer   *c = &a->c;
 	Oid			types[10] = {INT8OID, UUIDOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID,
@@ -509,12 +538,12 @@ ack_as_owner(void *arg)
 		nulls[9] = 'n';
 	if (!a->nack)
 	{
-		plan = kept_plan(&check_plan, "SELECT 1" IN_BATCH_EVENT, 7, types);
+		plan = event_plan(check_plans, "SELECT 1" IN_BATCH_EVENT, 7, types);
 		expect = SPI_OK_SELECT;
 	}
 	else if (c->max_attempts > 1)
 	{
-		plan = kept_plan(&retry_plan,
+		plan = event_plan(retry_plans,
 						 "INSERT INTO fincore.outbox_retries (consumer, id, seq, tenant_id, topic, type,"
 						 "       aggregatetype, aggregateid, payload, headers, created_at, attempts,"
 						 "       next_attempt_at, last_error)"
@@ -526,7 +555,7 @@ ack_as_owner(void *arg)
 	}
 	else
 	{
-		plan = kept_plan(&bury_plan,
+		plan = event_plan(bury_plans,
 						 "INSERT INTO fincore.dead_events (consumer, id, seq, tenant_id, topic, type,"
 						 "       aggregatetype, aggregateid, payload, headers, created_at, attempts, last_error)"
 						 " SELECT $8, " EVENT_COLUMNS ", 1, $10" IN_BATCH_EVENT,

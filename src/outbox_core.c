@@ -75,7 +75,7 @@ CacheWatch	state_watch;		/* outbox_events, outbox_slots, outbox_config, the part
 
 /* Load the state with a snapshot taken now (the transaction's may predate a rotation).
  * SPI connected, as the owner. */
-static void
+void
 state_load(void)
 {
 	static SPIPlanPtr plan = NULL;
@@ -142,20 +142,40 @@ lock_current_slot(void)
 
 /* ---- event ids: UUIDv7 whose low 62 bits are the seq ---- */
 
-void
-event_id_make(int64 seq, pg_uuid_t *out)
+/* The event id of seq at time at, with 12 bits of rand. */
+static void
+event_id_build(int64 seq, TimestampTz at, uint32 rand, pg_uuid_t *out)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	uint64		ms = (uint64) ((now + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) / 1000);
-	uint32		r = pg_prng_uint32(&pg_global_prng_state);
+	uint64		ms = (uint64) ((at + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) / 1000);
 
 	for (int i = 0; i < 6; i++)
 		out->data[i] = (unsigned char) (ms >> (8 * (5 - i)));
-	out->data[6] = (unsigned char) (0x70 | ((r >> 8) & 0x0F));	/* version 7 */
-	out->data[7] = (unsigned char) r;
+	out->data[6] = (unsigned char) (0x70 | ((rand >> 8) & 0x0F));	/* version 7 */
+	out->data[7] = (unsigned char) rand;
 	out->data[8] = (unsigned char) (0x80 | ((uint64) seq >> 56 & 0x3F));	/* variant 10 */
 	for (int i = 9; i < 16; i++)
 		out->data[i] = (unsigned char) ((uint64) seq >> (8 * (15 - i)));
+}
+
+void
+event_id_make(int64 seq, pg_uuid_t *out)
+{
+	event_id_build(seq, GetCurrentTimestamp(), pg_prng_uint32(&pg_global_prng_state), out);
+}
+
+/*
+ * A transfer event's id, the same at every read: the transfer's time, and
+ * bits of its seq where another event has random ones.
+ */
+PG_FUNCTION_INFO_V1(fincore_ledger_event_id);
+Datum
+fincore_ledger_event_id(PG_FUNCTION_ARGS)
+{
+	int64		seq = PG_GETARG_INT64(0);
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+	event_id_build(seq, PG_GETARG_TIMESTAMPTZ(1), (uint32) ((uint64) seq * UINT64CONST(0x9E3779B97F4A7C15) >> 32), id);
+	PG_RETURN_UUID_P(id);
 }
 
 /* The seq of an event id; false if it cannot be one. */

@@ -144,6 +144,31 @@ emit_event(EmitArgs *a)
 		Async_Notify(a->channel, NULL);
 }
 
+static void
+state_load_as_owner(void *arg pg_attribute_unused())
+{
+	fincore_spi_connect();
+	if (!cache_watch_valid(&state_watch))
+		state_load();
+	SPI_finish();
+}
+
+void
+outbox_ledger_event_seqs(int n, int64 *seqs)
+{
+	if (!cache_watch_valid(&state_watch))
+	{
+		if (!OidIsValid(state.events_relid))
+			state.events_relid = fincore_table_oid("outbox_events");
+		fincore_run_as_owner(state.events_relid, state_load_as_owner, NULL);
+	}
+	for (int i = 0; i < n; i++)
+		seqs[i] = nextval_internal(state.seq_relid, false);
+	/* Sent at commit, once however often it is asked for. */
+	if (state.notify)
+		Async_Notify(state.notify_channel, NULL);
+}
+
 void
 outbox_emit_event(const pg_uuid_t *tenant, const char *topic, const char *event_type,
 				  const char *aggregate_type, const char *aggregate_id,

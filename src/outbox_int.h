@@ -131,6 +131,8 @@ extern bool event_id_seq(const pg_uuid_t *id, int64 *seq);
 extern int	execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount);
 extern SPIPlanPtr kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 extern int	lock_current_slot(void);
+/* Load the state with a snapshot taken now; SPI connected, as the owner. */
+extern void state_load(void);
 extern Datum spi_value(int row, int col, bool *isnull);
 
 #endif							/* FINCORE_OUTBOX_INT_H */

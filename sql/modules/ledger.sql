@@ -70,7 +70,9 @@ CREATE TABLE fincore.transfers (
     expires_at        timestamptz,
     metadata          jsonb,
     created_at        timestamptz NOT NULL,
-    flags             integer     NOT NULL DEFAULT 0
+    flags             integer     NOT NULL DEFAULT 0,
+    event_seq         bigint,
+    event_txid        xid8
 );
 -- A hold is resolved (posted, voided or expired) at most once.
 CREATE UNIQUE INDEX transfers_pending_once_idx ON fincore.transfers (pending_id) WHERE pending_id IS NOT NULL;
@@ -83,6 +85,12 @@ CREATE INDEX transfers_reversal_idx ON fincore.transfers (reversal_of) WHERE rev
 -- is what the history flag and its time-ordered fincore.account_history are for.
 CREATE INDEX transfers_debit_idx ON fincore.transfers (debit_account_id);
 CREATE INDEX transfers_credit_idx ON fincore.transfers (credit_account_id);
+-- The ledger's events are its transfer rows (no second row, no copy): a transfer written
+-- while its tenant's ledger events are on carries its place in the event stream, event_seq
+-- (from fincore.outbox_seq, as every event's seq) and event_txid (the writing transaction),
+-- by which consumers find it, as they find fincore.outbox_events rows (fincore.outbox_stream).
+CREATE INDEX transfers_event_seq_idx ON fincore.transfers (event_seq) WHERE event_seq IS NOT NULL;
+CREATE INDEX transfers_event_txid_idx ON fincore.transfers (event_txid) WHERE event_txid IS NOT NULL;
 COMMENT ON TABLE fincore.transfers IS
     'Every movement of money, append-only: transfers, holds and their resolutions (post, void, expire), reversals. Never updated or deleted.';
 SELECT fincore.protect('fincore.transfers');
@@ -563,6 +571,40 @@ COMMENT ON VIEW fincore.transfer_log IS 'Transfers with their amount as a fincor
 
 -- verify(): one row per broken invariant; nothing when the books are right.
 -- SECURITY INVOKER: an app role checks its own tenant; a superuser every tenant.
+-- ---------------------------------------------------------------------------
+-- The ledger's events: transfer rows with an event_seq, in the stream consumers read.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION fincore._ledger_event_id(seq bigint, at timestamptz) RETURNS uuid
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_ledger_event_id';
+COMMENT ON FUNCTION fincore._ledger_event_id(bigint, timestamptz) IS
+    'Internal: the event id of a transfer event: a UUIDv7 of its time whose low 62 bits are its seq, as every event id.';
+
+CREATE FUNCTION fincore._transfer_event_payload(t fincore.transfers) RETURNS jsonb
+    LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_transfer_event_payload';
+COMMENT ON FUNCTION fincore._transfer_event_payload(fincore.transfers) IS
+    'Internal: a transfer event''s payload, the transfer row as JSON (its columns, and the amount as text too).';
+
+CREATE OR REPLACE VIEW fincore.outbox_stream WITH (security_invoker = true) AS
+    SELECT e.id, e.seq, e.txid, e.created_at, e.tenant_id, e.topic, e.type, e.aggregatetype,
+           e.aggregateid, e.payload, e.headers
+      FROM fincore.outbox_events e
+    UNION ALL
+    -- The aggregate is the hold for its post, void or expiry and the original transfer for a
+    -- reversal, so that a hold's story reaches a consumer in order.
+    SELECT fincore._ledger_event_id(t.event_seq, t.created_at), t.event_seq, t.event_txid, t.created_at,
+           t.tenant_id, 'ledger'::text,
+           CASE t.kind WHEN 'post' THEN 'transfer.posted' WHEN 'void' THEN 'transfer.voided'
+                       WHEN 'expire' THEN 'transfer.expired' WHEN 'reversal' THEN 'transfer.reversed'
+                       ELSE 'transfer.created' END,
+           'transfer'::text,
+           CASE WHEN t.kind OPERATOR(pg_catalog.=) ANY (ARRAY['post', 'void', 'expire']) THEN t.pending_id
+                WHEN t.kind OPERATOR(pg_catalog.=) 'reversal' THEN t.reversal_of
+                ELSE t.id END::text,
+           fincore._transfer_event_payload(t), NULL::jsonb
+      FROM fincore.transfers t
+     WHERE t.event_seq IS NOT NULL;
+
 CREATE FUNCTION fincore.verify()
     RETURNS TABLE (invariant text, tenant_id uuid, subject text, detail text)
     LANGUAGE sql STABLE PARALLEL SAFE

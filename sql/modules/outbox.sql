@@ -186,6 +186,16 @@ SELECT fincore._outbox_protect_quietly(t::regclass)
                     'fincore.dead_events', 'fincore.inbox']) AS t;
 DROP FUNCTION fincore._outbox_protect_quietly(regclass);
 
+-- Every event a consumer reads: the rows of fincore.outbox_events, and (added by the ledger
+-- module, which replaces this view) the ledger's transfer events, which are transfer rows.
+-- Consumers read it by seq and txid, which each source indexes.
+CREATE VIEW fincore.outbox_stream WITH (security_invoker = true) AS
+    SELECT e.id, e.seq, e.txid, e.created_at, e.tenant_id, e.topic, e.type, e.aggregatetype,
+           e.aggregateid, e.payload, e.headers
+      FROM fincore.outbox_events e;
+COMMENT ON VIEW fincore.outbox_stream IS
+    'Every event consumers read, in seq order within a batch: fincore.outbox_events rows and the ledger''s transfer events (transfer rows with an event_seq). Read with the caller''s rights.';
+
 -- ---------------------------------------------------------------------------
 -- Emitting (C).
 -- ---------------------------------------------------------------------------
@@ -393,7 +403,7 @@ CREATE FUNCTION fincore.consumer_lag()
       FROM fincore.outbox_consumers c
      CROSS JOIN LATERAL (
         SELECT pg_catalog.count(*) AS n, pg_catalog.min(e.created_at) AS oldest
-          FROM fincore.outbox_events e
+          FROM fincore.outbox_stream e
          WHERE (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)
                 OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.position))))
            AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, c.position)

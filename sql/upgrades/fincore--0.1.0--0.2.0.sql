@@ -8,6 +8,8 @@
 -- Transfers store TigerBeetle's flags (issue 14).  First of all: the SQL functions made again
 -- below bind the table's row type, which then cannot change.
 ALTER TABLE fincore.transfers ADD COLUMN flags integer NOT NULL DEFAULT 0;
+-- The ledger's events are its transfer rows (issue 15): their place in the event stream.
+ALTER TABLE fincore.transfers ADD COLUMN event_seq bigint, ADD COLUMN event_txid xid8;
 
 -- An account's transfers are indexed by the account alone (issue 15), so that B-tree
 -- deduplication keeps one key per account and 6 bytes a transfer (sql/modules/ledger.sql).
@@ -16,6 +18,79 @@ DROP INDEX fincore.transfers_debit_idx;
 DROP INDEX fincore.transfers_credit_idx;
 CREATE INDEX transfers_debit_idx ON fincore.transfers (debit_account_id);
 CREATE INDEX transfers_credit_idx ON fincore.transfers (credit_account_id);
+
+-- ---- Ledger events as transfer rows (issue 15) --------------------------------------------------
+
+-- The ledger's events are its transfer rows (no second row, no copy): a transfer written
+-- while its tenant's ledger events are on carries its place in the event stream, event_seq
+-- (from fincore.outbox_seq, as every event's seq) and event_txid (the writing transaction),
+-- by which consumers find it, as they find fincore.outbox_events rows (fincore.outbox_stream).
+CREATE INDEX transfers_event_seq_idx ON fincore.transfers (event_seq) WHERE event_seq IS NOT NULL;
+CREATE INDEX transfers_event_txid_idx ON fincore.transfers (event_txid) WHERE event_txid IS NOT NULL;
+-- ---------------------------------------------------------------------------
+-- The ledger's events: transfer rows with an event_seq, in the stream consumers read.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION fincore._ledger_event_id(seq bigint, at timestamptz) RETURNS uuid
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_ledger_event_id';
+COMMENT ON FUNCTION fincore._ledger_event_id(bigint, timestamptz) IS
+    'Internal: the event id of a transfer event: a UUIDv7 of its time whose low 62 bits are its seq, as every event id.';
+
+CREATE FUNCTION fincore._transfer_event_payload(t fincore.transfers) RETURNS jsonb
+    LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_transfer_event_payload';
+COMMENT ON FUNCTION fincore._transfer_event_payload(fincore.transfers) IS
+    'Internal: a transfer event''s payload, the transfer row as JSON (its columns, and the amount as text too).';
+
+CREATE VIEW fincore.outbox_stream WITH (security_invoker = true) AS
+    SELECT e.id, e.seq, e.txid, e.created_at, e.tenant_id, e.topic, e.type, e.aggregatetype,
+           e.aggregateid, e.payload, e.headers
+      FROM fincore.outbox_events e
+    UNION ALL
+    -- The aggregate is the hold for its post, void or expiry and the original transfer for a
+    -- reversal, so that a hold's story reaches a consumer in order.
+    SELECT fincore._ledger_event_id(t.event_seq, t.created_at), t.event_seq, t.event_txid, t.created_at,
+           t.tenant_id, 'ledger'::text,
+           CASE t.kind WHEN 'post' THEN 'transfer.posted' WHEN 'void' THEN 'transfer.voided'
+                       WHEN 'expire' THEN 'transfer.expired' WHEN 'reversal' THEN 'transfer.reversed'
+                       ELSE 'transfer.created' END,
+           'transfer'::text,
+           CASE WHEN t.kind OPERATOR(pg_catalog.=) ANY (ARRAY['post', 'void', 'expire']) THEN t.pending_id
+                WHEN t.kind OPERATOR(pg_catalog.=) 'reversal' THEN t.reversal_of
+                ELSE t.id END::text,
+           fincore._transfer_event_payload(t), NULL::jsonb
+      FROM fincore.transfers t
+     WHERE t.event_seq IS NOT NULL;
+
+COMMENT ON VIEW fincore.outbox_stream IS
+    'Every event consumers read, in seq order within a batch: fincore.outbox_events rows and the ledger''s transfer events (transfer rows with an event_seq). Read with the caller''s rights.';
+
+-- Consumers' lag counts the whole stream.
+CREATE OR REPLACE FUNCTION fincore.consumer_lag()
+    RETURNS TABLE (consumer text, topics text[], tenant_scope uuid, pending bigint,
+                   oldest_pending timestamptz, lag interval, retrying bigint, dead bigint,
+                   positioned_at timestamptz)
+    LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+    SELECT c.name, c.topics, c.tenant_scope, p.n, p.oldest, pg_catalog.now() OPERATOR(pg_catalog.-) p.oldest,
+           (SELECT pg_catalog.count(*) FROM fincore.outbox_retries r WHERE r.consumer OPERATOR(pg_catalog.=) c.name),
+           (SELECT pg_catalog.count(*) FROM fincore.dead_events d WHERE d.consumer OPERATOR(pg_catalog.=) c.name),
+           c.positioned_at
+      FROM fincore.outbox_consumers c
+     CROSS JOIN LATERAL (
+        SELECT pg_catalog.count(*) AS n, pg_catalog.min(e.created_at) AS oldest
+          FROM fincore.outbox_stream e
+         WHERE (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)
+                OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.position))))
+           AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, c.position)
+           AND NOT (c.batch_end IS NOT NULL AND pg_catalog.pg_visible_in_snapshot(e.txid, c.batch_end)
+                    AND e.seq OPERATOR(pg_catalog.<=) c.batch_acked)
+           AND ('*' OPERATOR(pg_catalog.=) ANY (c.topics) OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))
+           AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)) AS p
+     ORDER BY c.name
+$fn$;
+COMMENT ON FUNCTION fincore.consumer_lag() IS
+    'Each consumer''s backlog: committed events not yet acknowledged, the oldest one''s time and age, retries waiting, dead letters, when its position last moved.';
 
 -- Transfer ids that a create_transfers batch refused on the ledger's state
 -- (TigerBeetle's transient errors: an account or hold not found, a limit, a

@@ -229,7 +229,7 @@ class Run:
                        q("SELECT transfer_id, expires_at IS NOT NULL FROM fincore.pending_holds"))
         failed = sorted((self.lab(t), r) for t, r in q("SELECT id, result FROM fincore.failed_transfers"))
         events = []
-        for topic, typ, agg, payload in q("SELECT topic, type, aggregateid, payload FROM fincore.outbox_events "
+        for topic, typ, agg, payload in q("SELECT topic, type, aggregateid, payload FROM fincore.outbox_stream "
                                           "ORDER BY seq"):
             p = {k: (self.lab(v) if k in ("id", "pending_id", "reversal_of") else v)
                  for k, v in payload.items() if k not in ("created_at", "expires_at")}

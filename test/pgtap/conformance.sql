@@ -14,7 +14,7 @@ CREATE FUNCTION pg_temp.state() RETURNS text LANGUAGE sql AS $$
            || '/' || (SELECT count(*) FROM fincore.account_deltas)::text || '/' || (SELECT count(*) FROM fincore.account_history)::text
            || '/' || (SELECT coalesce(sum(debits_pending + debits_posted + credits_pending + credits_posted), 0) FROM fincore.accounts)::text
            || '/' || (SELECT count(*) FROM fincore.accounts)::text
-           || '/' || (SELECT count(*) FROM fincore.outbox_events WHERE type LIKE 'transfer.%')::text $$;
+           || '/' || (SELECT count(*) FROM fincore.outbox_stream WHERE type LIKE 'transfer.%')::text $$;
 SELECT fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000000a1', 'aaaaaaaa-c0f0-4000-8000-0000000000a2', 100);
 CREATE TEMP TABLE before AS SELECT pg_temp.state() AS s;
 

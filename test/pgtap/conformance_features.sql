@@ -35,7 +35,7 @@ CREATE FUNCTION pg_temp.state() RETURNS text LANGUAGE sql AS $$
            || '/' || (SELECT count(*) FROM fincore.account_deltas)::text || '/' || (SELECT count(*) FROM fincore.account_history)::text
            || '/' || (SELECT coalesce(sum(debits_pending + debits_posted + credits_pending + credits_posted), 0) FROM fincore.accounts)::text
            || '/' || (SELECT string_agg(left(status, 1), '' ORDER BY id) FROM fincore.accounts)
-           || '/' || (SELECT count(*) FROM fincore.outbox_events)::text $$;
+           || '/' || (SELECT count(*) FROM fincore.outbox_stream)::text $$;
 CREATE FUNCTION pg_temp.status(id uuid) RETURNS text LANGUAGE sql AS $$ SELECT status FROM fincore.accounts a WHERE a.id = status.id $$;
 
 -- ---- closing transfers (TigerBeetle's closing_debit / closing_credit) -----------------------------
@@ -43,7 +43,7 @@ SELECT is((SELECT result FROM fincore.transfer('aaaaaaaa-c1f0-4000-8000-00000000
                                                'aaaaaaaa-c1f0-4000-8000-000000000101', pending => true, closing_debit => true)),
     'created', 'TigerBeetle closing_debit: a hold of 0 with closing_debit ...');
 SELECT is(pg_temp.status('aaaaaaaa-c1f0-4000-8000-0000000000b1'), 'closed', '... closes its debit account');
-SELECT is((SELECT type FROM fincore.outbox_events WHERE aggregateid = 'aaaaaaaa-c1f0-4000-8000-0000000000b1' ORDER BY seq DESC LIMIT 1),
+SELECT is((SELECT type FROM fincore.outbox_stream WHERE aggregateid = 'aaaaaaaa-c1f0-4000-8000-0000000000b1' ORDER BY seq DESC LIMIT 1),
     'account.closed', 'and says so in the outbox (account.closed)');
 CREATE TEMP TABLE before AS SELECT pg_temp.state() AS s;
 SELECT throws_ok($$SELECT fincore.transfer('aaaaaaaa-c1f0-4000-8000-0000000000b1', 'aaaaaaaa-c1f0-4000-8000-0000000000a1', 1)$$,
@@ -73,7 +73,7 @@ SELECT is(pg_temp.results(ARRAY[pg_temp.req('aaaaaaaa-c1f0-4000-8000-00000000010
 SELECT is((SELECT result FROM fincore.void_pending('aaaaaaaa-c1f0-4000-8000-000000000101')), 'created',
     'voiding the closing hold ...');
 SELECT is(pg_temp.status('aaaaaaaa-c1f0-4000-8000-0000000000b1'), 'active', '... opens the account again');
-SELECT is((SELECT type FROM fincore.outbox_events WHERE aggregateid = 'aaaaaaaa-c1f0-4000-8000-0000000000b1' ORDER BY seq DESC LIMIT 1),
+SELECT is((SELECT type FROM fincore.outbox_stream WHERE aggregateid = 'aaaaaaaa-c1f0-4000-8000-0000000000b1' ORDER BY seq DESC LIMIT 1),
     'account.reopened', 'and says so (account.reopened)');
 SELECT lives_ok($$SELECT fincore.transfer('aaaaaaaa-c1f0-4000-8000-0000000000b1', 'aaaaaaaa-c1f0-4000-8000-0000000000a1', 1)$$,
     'an open account takes debits again');

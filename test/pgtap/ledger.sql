@@ -326,21 +326,21 @@ SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'fincore.transfer(uuid,uuid
 --    same transaction; a tenant can switch them off.
 -- ---------------------------------------------------------------------------
 SELECT set_config('fincore.tenant', 'aaaaaaaa-0000-4000-8000-000000000001', true);
-SELECT results_eq($$SELECT type, aggregatetype, payload->>'kind', (payload->>'amount')::bigint FROM outbox_events
+SELECT results_eq($$SELECT type, aggregatetype, payload->>'kind', (payload->>'amount')::bigint FROM outbox_stream
                     WHERE aggregateid = '10000000-0000-4000-8000-000000000001' ORDER BY seq LIMIT 1$$,
     $$VALUES ('transfer.created', 'transfer', 'posted', 10000::bigint)$$, 'a transfer emits transfer.created with the transfer');
-SELECT results_eq($$SELECT type FROM outbox_events WHERE aggregateid = '20000000-0000-4000-8000-000000000002' ORDER BY seq$$,
+SELECT results_eq($$SELECT type FROM outbox_stream WHERE aggregateid = '20000000-0000-4000-8000-000000000002' ORDER BY seq$$,
     ARRAY['transfer.created', 'transfer.posted'], 'a hold''s story is one aggregate, in order: created, posted');
-SELECT results_eq($$SELECT type FROM outbox_events WHERE aggregateid = '20000000-0000-4000-8000-000000000004' ORDER BY seq$$,
+SELECT results_eq($$SELECT type FROM outbox_stream WHERE aggregateid = '20000000-0000-4000-8000-000000000004' ORDER BY seq$$,
     ARRAY['transfer.created', 'transfer.expired'], 'an expired hold: created, expired');
-SELECT ok(EXISTS (SELECT 1 FROM outbox_events WHERE type = 'transfer.voided'), 'voids are events');
-SELECT ok(EXISTS (SELECT 1 FROM outbox_events WHERE type = 'transfer.reversed'), 'reversals are events');
-SELECT results_eq($$SELECT type FROM outbox_events WHERE aggregateid = '00000000-0000-4000-8000-0000000000a7' ORDER BY seq$$,
+SELECT ok(EXISTS (SELECT 1 FROM outbox_stream WHERE type = 'transfer.voided'), 'voids are events');
+SELECT ok(EXISTS (SELECT 1 FROM outbox_stream WHERE type = 'transfer.reversed'), 'reversals are events');
+SELECT results_eq($$SELECT type FROM outbox_stream WHERE aggregateid = '00000000-0000-4000-8000-0000000000a7' ORDER BY seq$$,
     ARRAY['account.closed'], 'closing an account is an event');
 SELECT set_ledger_events(false);
 SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 1,
     id => '60000000-0000-4000-8000-000000000001');
-SELECT is_empty($$SELECT 1 FROM outbox_events WHERE aggregateid = '60000000-0000-4000-8000-000000000001'$$,
+SELECT is_empty($$SELECT 1 FROM outbox_stream WHERE aggregateid = '60000000-0000-4000-8000-000000000001'$$,
     'with ledger events off, a transfer emits nothing');
 SELECT set_ledger_events(true);
 

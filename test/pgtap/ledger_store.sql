@@ -11,10 +11,12 @@ SELECT fincore.set_tenant('aaaaaaaa-5707-4000-8000-000000000001');
 SELECT fincore.create_account('USD', id => 'aaaaaaaa-5707-4000-8000-0000000000a1');
 SELECT fincore.create_account('USD', id => 'aaaaaaaa-5707-4000-8000-0000000000a2', flags => '{history}');
 
-SELECT is(current_setting('fincore.ledger_store'), 'auto', 'the direct store is the default (fincore.ledger_store = auto)');
+SELECT is((SELECT boot_val FROM pg_settings WHERE name = 'fincore.ledger_store'), 'auto',
+    'the direct store is the default (fincore.ledger_store = auto)');
 SELECT throws_ok($$SET fincore.ledger_store = 'heap'$$, '22023', NULL, 'fincore.ledger_store takes auto or sql');
 
 -- ---- the same transfers through both stores ----------------------------------------------------
+SET LOCAL fincore.ledger_store = 'auto';
 SELECT lives_ok($$SELECT fincore.transfer('aaaaaaaa-5707-4000-8000-0000000000a1', 'aaaaaaaa-5707-4000-8000-0000000000a2', 100)$$,
     'a transfer through the direct store');
 SET LOCAL fincore.ledger_store = 'sql';
@@ -24,7 +26,7 @@ SELECT lives_ok($$SELECT fincore.create_transfers(ARRAY[
         ROW(NULL, 'aaaaaaaa-5707-4000-8000-0000000000a2', 'aaaaaaaa-5707-4000-8000-0000000000a1', 1, NULL, NULL, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
         ROW(NULL, 'aaaaaaaa-5707-4000-8000-0000000000a1', 'aaaaaaaa-5707-4000-8000-0000000000a2', 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ]::fincore.transfer_request[])$$, 'a batch through the SQL store');
-RESET fincore.ledger_store;
+SET LOCAL fincore.ledger_store = 'auto';
 SELECT lives_ok($$SELECT fincore.create_transfers(ARRAY[
         ROW(NULL, 'aaaaaaaa-5707-4000-8000-0000000000a2', 'aaaaaaaa-5707-4000-8000-0000000000a1', 1, NULL, NULL, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
         ROW(NULL, 'aaaaaaaa-5707-4000-8000-0000000000a1', 'aaaaaaaa-5707-4000-8000-0000000000a2', 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
@@ -39,8 +41,11 @@ SELECT is((SELECT count(*) FROM fincore.account_history WHERE account_id = 'aaaa
 SELECT is_empty($$SELECT * FROM fincore.verify()$$, 'verify() finds nothing wrong');
 
 -- ---- a user's trigger still fires: the SQL store writes that table -----------------------------
+SET LOCAL fincore.ledger_store = 'auto';
 CREATE TABLE public.store_trigger_log (tbl text, op text, n int);
-CREATE FUNCTION public.store_trigger_log() RETURNS trigger LANGUAGE plpgsql AS $$
+-- SECURITY DEFINER: the trigger runs as whoever writes the table, here fincore's owner.
+CREATE FUNCTION public.store_trigger_log() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO public.store_trigger_log VALUES (TG_TABLE_NAME, TG_OP, 1);
     RETURN NEW;

@@ -23,7 +23,7 @@ CREATE FUNCTION pg_temp.state() RETURNS text LANGUAGE sql AS $$
     SELECT (SELECT count(*) FROM fincore.transfers)::text || '/' || (SELECT count(*) FROM fincore.pending_holds)::text
            || '/' || (SELECT count(*) FROM fincore.account_deltas)::text || '/' || (SELECT count(*) FROM fincore.account_history)::text
            || '/' || (SELECT coalesce(sum(debits_pending + debits_posted + credits_pending + credits_posted), 0) FROM fincore.accounts)::text
-           || '/' || (SELECT count(*) FROM fincore.outbox_events)::text $$;
+           || '/' || (SELECT count(*) FROM fincore.outbox_stream)::text $$;
 
 -- 1. A counter at the edge.
 SELECT lives_ok($$SELECT fincore.transfer(pg_temp.acct('src1'), pg_temp.acct('dst1'), 9223372036854775807)$$,

@@ -94,12 +94,18 @@ bytes() {
 }
 bytes_base=$(bytes public.base_transfers)
 bytes_same=$(bytes public.s_transfers)
-bytes_fincore=$(bytes fincore.transfers)
 events on
 PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/events.sql" 1 3 -M prepared >/dev/null
 events off
-bytes_event=$(bench_psql -d "$DB" -At -c "SELECT round(sum(pg_total_relation_size(c.oid)) / greatest((SELECT count(*) FROM fincore.outbox_events), 1)::numeric)
-    FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = 'fincore.outbox_events'::regclass")
+# A ledger event is its transfer row's place in the event stream: the row's event_seq and
+# event_txid (16 bytes; the row grows by 16 from its 144, a multiple of 8) and its entries in the
+# two event indexes.  A transfer's bytes are the rest: its row, and the entries of the other indexes.
+read -r bytes_fincore bytes_event < <(bench_psql -d "$DB" -At -F ' ' -c "
+    WITH n AS (SELECT count(*) AS rows, count(event_seq) AS events FROM fincore.transfers),
+         ev AS (SELECT pg_relation_size('fincore.transfers_event_seq_idx') + pg_relation_size('fincore.transfers_event_txid_idx') AS bytes)
+    SELECT round((pg_total_relation_size('fincore.transfers') - ev.bytes - 16 * n.events) / greatest(n.rows, 1)::numeric),
+           round(16 + ev.bytes / greatest(n.events, 1)::numeric)
+      FROM n, ev")
 # WAL: 5,000 transfers by one client right after a CHECKPOINT (a full-page image of every page
 # first touched since), and 5,000 in steady state, where every page a transfer touches has been
 # logged since the last checkpoint already: measured with full_page_writes off, since random
