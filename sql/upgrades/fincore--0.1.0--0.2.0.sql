@@ -42,24 +42,29 @@ COMMENT ON FUNCTION fincore._transfer_event_payload(fincore.transfers) IS
     'Internal: a transfer event''s payload, the transfer row as JSON (its columns, and the amount as text too).';
 
 CREATE VIEW fincore.outbox_stream WITH (security_invoker = true) AS
-    SELECT e.id, e.seq, e.txid, e.created_at, e.tenant_id, e.topic, e.type, e.aggregatetype,
-           e.aggregateid, e.payload, e.headers
-      FROM fincore.outbox_events e
-    UNION ALL
-    -- The aggregate is the hold for its post, void or expiry and the original transfer for a
-    -- reversal, so that a hold's story reaches a consumer in order.
-    SELECT fincore._ledger_event_id(t.event_seq, t.created_at), t.event_seq, t.event_txid, t.created_at,
-           t.tenant_id, 'ledger'::text,
-           CASE t.kind WHEN 'post' THEN 'transfer.posted' WHEN 'void' THEN 'transfer.voided'
-                       WHEN 'expire' THEN 'transfer.expired' WHEN 'reversal' THEN 'transfer.reversed'
-                       ELSE 'transfer.created' END,
-           'transfer'::text,
-           CASE WHEN t.kind OPERATOR(pg_catalog.=) ANY (ARRAY['post', 'void', 'expire']) THEN t.pending_id
-                WHEN t.kind OPERATOR(pg_catalog.=) 'reversal' THEN t.reversal_of
-                ELSE t.id END::text,
-           fincore._transfer_event_payload(t), NULL::jsonb
-      FROM fincore.transfers t
-     WHERE t.event_seq IS NOT NULL;
+    -- The transfers without an event are left out by the outer WHERE, not by one in their branch:
+    -- a branch with a WHERE of its own is not flattened into the UNION ALL's append, whose
+    -- ordered scan by seq (a Merge Append of index scans, no sort) the consumers' reads need.
+    SELECT s.id, s.seq, s.txid, s.created_at, s.tenant_id, s.topic, s.type, s.aggregatetype,
+           s.aggregateid, s.payload, s.headers
+      FROM (SELECT e.id, e.seq, e.txid, e.created_at, e.tenant_id, e.topic, e.type, e.aggregatetype,
+                   e.aggregateid, e.payload, e.headers
+              FROM fincore.outbox_events e
+            UNION ALL
+            -- The aggregate is the hold for its post, void or expiry and the original transfer
+            -- for a reversal, so that a hold's story reaches a consumer in order.
+            SELECT fincore._ledger_event_id(t.event_seq, t.created_at), t.event_seq, t.event_txid,
+                   t.created_at, t.tenant_id, 'ledger'::text,
+                   CASE t.kind WHEN 'post' THEN 'transfer.posted' WHEN 'void' THEN 'transfer.voided'
+                               WHEN 'expire' THEN 'transfer.expired' WHEN 'reversal' THEN 'transfer.reversed'
+                               ELSE 'transfer.created' END,
+                   'transfer'::text,
+                   CASE WHEN t.kind OPERATOR(pg_catalog.=) ANY (ARRAY['post', 'void', 'expire']) THEN t.pending_id
+                        WHEN t.kind OPERATOR(pg_catalog.=) 'reversal' THEN t.reversal_of
+                        ELSE t.id END::text,
+                   fincore._transfer_event_payload(t), NULL::jsonb
+              FROM fincore.transfers t) AS s
+     WHERE s.seq IS NOT NULL;
 
 COMMENT ON VIEW fincore.outbox_stream IS
     'Every event consumers read, in seq order within a batch: fincore.outbox_events rows and the ledger''s transfer events (transfer rows with an event_seq). Read with the caller''s rights.';
