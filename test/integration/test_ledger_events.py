@@ -141,3 +141,97 @@ def test_transfers_reach_consumers_as_events(database):
         quiet = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 4)", (A, B)).fetchone()[0]
         assert conn.execute("SELECT event_seq FROM fincore.transfers WHERE id = %s", (quiet,)).fetchone()[0] is None
         assert drain(conn, "ledger_only") == []
+
+
+def test_exactly_once_under_concurrent_writers(database):
+    """8 writers commit transfers, holds and their resolutions out of order (random delays,
+    rollbacks) while 2 consumers poll and ack: each consumer receives every committed transfer
+    exactly once, none that rolled back, and a hold before its resolution."""
+    import random
+    import threading
+
+    db = database
+    tenant = "0e0e0e0e-0000-4000-8000-000000000002"
+    accounts = [str(uuid.UUID(int=(0xE1E << 64) + n)) for n in range(8)]
+    with connect(db) as admin:
+        admin.execute("SET client_min_messages = warning")
+        admin.execute("SELECT fincore.create_tenant('events 2', %s)", (tenant,))
+        for c in ("race_a", "race_b"):
+            admin.execute("SELECT fincore.subscribe(%s, '{ledger}', tenant_scope => %s)", (c, tenant))
+    with connect(db, options=f"-c fincore.tenant={tenant}") as conn:
+        for a in accounts:
+            conn.execute("SELECT fincore.create_account('USD', id => %s)", (a,))
+
+    done = threading.Event()
+    errors = []
+    received = {"race_a": [], "race_b": []}
+
+    def writer(seed):
+        rng = random.Random(seed)
+        try:
+            with connect(db, options=f"-c fincore.tenant={tenant}") as w:
+                for _ in range(25):
+                    d, c = rng.sample(accounts, 2)
+                    with w.transaction():
+                        kind = rng.random()
+                        if kind < 0.5:
+                            w.execute("SELECT fincore.transfer(%s, %s, 1)", (d, c))
+                        elif kind < 0.8:
+                            hold = w.execute("SELECT id FROM fincore.transfer(%s, %s, 2, pending => true)",
+                                             (d, c)).fetchone()[0]
+                            time.sleep(rng.random() * 0.005)
+                            w.execute("SELECT fincore.post_pending(%s)" if rng.random() < 0.5 else
+                                      "SELECT fincore.void_pending(%s)", (hold,))
+                        else:
+                            w.execute("SELECT fincore.create_transfers(ARRAY[ROW(NULL, %s, %s, 1, NULL, NULL, NULL, "
+                                      "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+                                      "NULL, NULL), ROW(NULL, %s, %s, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+                                      "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)]"
+                                      "::fincore.transfer_request[])", (d, c, c, d))
+                        time.sleep(rng.random() * 0.02)   # commits land out of seq order
+                        if rng.random() < 0.15:
+                            raise psycopg.Rollback()
+        except Exception as e:   # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def consumer(name):
+        try:
+            with connect(db) as cc:
+                while True:
+                    finished = done.is_set()
+                    with cc.transaction():
+                        rows = cc.execute("SELECT id, aggregateid, type, payload->>'id' FROM fincore.poll(%s, 50)",
+                                          (name,)).fetchall()
+                        if rows:
+                            cc.execute("SELECT fincore.ack(%s, %s)", (name, rows[-1][0]))
+                    received[name].extend(rows)
+                    if not rows:
+                        if finished:
+                            return
+                        time.sleep(0.005)
+        except Exception as e:   # noqa: BLE001
+            errors.append(e)
+
+    consumers = [threading.Thread(target=consumer, args=(n,)) for n in received]
+    writers = [threading.Thread(target=writer, args=(s,)) for s in range(8)]
+    for t in consumers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    for t in consumers:
+        t.join()
+    assert not errors, errors
+
+    with connect(db) as conn:
+        committed = {str(r[0]) for r in conn.execute(
+            "SELECT id FROM fincore.transfers WHERE tenant_id = %s AND event_seq IS NOT NULL", (tenant,))}
+    assert len(committed) > 100
+    for name, rows in received.items():
+        ids = [r[3] for r in rows]
+        assert len(ids) == len(set(ids)), f"{name}: an event came twice"
+        assert set(ids) == committed, f"{name}: missing {len(committed - set(ids))}, extra {len(set(ids) - committed)}"
+        position = {r[3]: i for i, r in enumerate(rows)}
+        for _, agg, typ, tid in rows:
+            if typ in ("transfer.posted", "transfer.voided"):
+                assert position[agg] < position[tid], f"{name}: a hold's resolution came before the hold"
