@@ -69,6 +69,13 @@ uuid_text(const pg_uuid_t *id)
 	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum((pg_uuid_t *) id)));
 }
 
+/* qsort() comparator of LedgerItem pointers by the items' ids. */
+int
+item_id_cmp_qsort(const void *a, const void *b)
+{
+	return memcmp(&(*(LedgerItem *const *) a)->id, &(*(LedgerItem *const *) b)->id, sizeof(pg_uuid_t));
+}
+
 int
 uuid_cmp_qsort(const void *a, const void *b)
 {

@@ -158,6 +158,27 @@ map_columns(TupleDesc desc, const char *const *names, int n, int *map)
 	return found == n;
 }
 
+/* att[i] = the attnum of desc's column names[i]; false if one of them is missing. */
+static bool
+find_columns(TupleDesc desc, const char *const *names, int n, AttrNumber *att)
+{
+	bool		all = true;
+
+	for (int c = 0; c < n; c++)
+	{
+		att[c] = InvalidAttrNumber;
+		for (int a = 0; a < desc->natts && att[c] == InvalidAttrNumber; a++)
+		{
+			Form_pg_attribute fa = TupleDescAttr(desc, a);
+
+			if (!fa->attisdropped && strcmp(NameStr(fa->attname), names[c]) == 0)
+				att[c] = fa->attnum;
+		}
+		all &= att[c] != InvalidAttrNumber;
+	}
+	return all;
+}
+
 /* An executor state with the indexes of rel open, for ExecInsertIndexTuples(). */
 typedef struct IndexWriter
 {
@@ -204,6 +225,8 @@ id_failed(const LedgerBatch *b, const pg_uuid_t *id)
 	Relation	rel = table_open(fincore_table_oid("failed_transfers"), AccessShareLock);
 	Oid			pkey_oid = RelationGetPrimaryKeyIndex(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
+	static const char *const key_names[] = {"tenant_id", "id"};
+	AttrNumber	key_att[2];
 	Relation	pkey;
 	Snapshot	snapshot;
 	IndexScanDesc scan;
@@ -211,15 +234,15 @@ id_failed(const LedgerBatch *b, const pg_uuid_t *id)
 	ScanKeyData keys[2];
 	bool		found;
 
-	if (!is_local_heap(rel) || !OidIsValid(pkey_oid))
+	if (!is_local_heap(rel) || !OidIsValid(pkey_oid) || !find_columns(desc, key_names, 2, key_att))
 	{
 		table_close(rel, AccessShareLock);
 		return -1;
 	}
 	pkey = index_open(pkey_oid, AccessShareLock);
-	if (pkey->rd_index->indnkeyatts != 2 ||
-		strcmp(NameStr(TupleDescAttr(desc, pkey->rd_index->indkey.values[0] - 1)->attname), "tenant_id") != 0 ||
-		strcmp(NameStr(TupleDescAttr(desc, pkey->rd_index->indkey.values[1] - 1)->attname), "id") != 0)
+	/* The primary key must be (tenant_id, id): the look-up is by both. */
+	if (pkey->rd_index->indnkeyatts != 2 || pkey->rd_index->indkey.values[0] != key_att[0] ||
+		pkey->rd_index->indkey.values[1] != key_att[1])
 	{
 		index_close(pkey, AccessShareLock);
 		table_close(rel, AccessShareLock);
@@ -271,12 +294,6 @@ insert_unless_conflict(IndexWriter *w, Relation rel, TupleTableSlot *slot)
 		if (!spec_conflict)
 			return true;
 	}
-}
-
-static int
-item_id_cmp(const void *a, const void *b)
-{
-	return memcmp(&(*(LedgerItem *const *) a)->id, &(*(LedgerItem *const *) b)->id, sizeof(pg_uuid_t));
 }
 
 /*
@@ -331,7 +348,7 @@ direct_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances
 		LedgerItem **sorted = palloc(sizeof(LedgerItem *) * n);
 
 		memcpy(sorted, rows, sizeof(LedgerItem *) * n);
-		qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp);
+		qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp_qsort);
 		rows = sorted;
 	}
 	slots = palloc(sizeof(TupleTableSlot *) * n);
@@ -382,12 +399,12 @@ direct_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances
 	return inserted;
 }
 
-/* The counters of fincore.accounts, as set from an account's Balances. */
+/* The columns of fincore.accounts a balance update checks (0, 1) and sets (the counters). */
 static const char *const balance_column_names[] = {
-	"debits_pending", "debits_posted", "credits_pending", "credits_posted"
+	"id", "tenant_id", "debits_pending", "debits_posted", "credits_pending", "credits_posted"
 };
 
-#define NBALANCE_COLUMNS lengthof(balance_column_names)
+#define NBALANCE_COLUMNS 4		/* the counters, after id and tenant_id */
 
 /*
  * Set the counters of the locked, changed accounts that are not hot: each row
@@ -401,35 +418,16 @@ direct_write_balances(LedgerBatch *b)
 {
 	Relation	rel;
 	TupleDesc	desc;
-	AttrNumber	balance_att[NBALANCE_COLUMNS];
-	AttrNumber	id_att = InvalidAttrNumber,
-				tenant_att = InvalidAttrNumber;
-	int			found = 0;
+	AttrNumber	att[lengthof(balance_column_names)];
+	AttrNumber *balance_att = &att[2];
 	IndexWriter w = {0};
 	TupleTableSlot *slot = NULL;
 	int			nwritten = 0;
 
 	rel = table_open(fincore_table_oid("accounts"), RowExclusiveLock);
 	desc = RelationGetDescr(rel);
-	for (int a = 0; a < desc->natts; a++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, a);
-
-		if (att->attisdropped)
-			continue;
-		if (strcmp(NameStr(att->attname), "id") == 0)
-			id_att = att->attnum;
-		else if (strcmp(NameStr(att->attname), "tenant_id") == 0)
-			tenant_att = att->attnum;
-		for (int c = 0; c < (int) NBALANCE_COLUMNS; c++)
-			if (strcmp(NameStr(att->attname), balance_column_names[c]) == 0)
-			{
-				balance_att[c] = att->attnum;
-				found++;
-			}
-	}
-	if (!is_local_heap(rel) || found != (int) NBALANCE_COLUMNS || id_att == InvalidAttrNumber ||
-		tenant_att == InvalidAttrNumber || fires_trigger(rel, TRIGGER_TYPE_UPDATE, balance_att, NBALANCE_COLUMNS))
+	if (!is_local_heap(rel) || !find_columns(desc, balance_column_names, lengthof(att), att) ||
+		fires_trigger(rel, TRIGGER_TYPE_UPDATE, balance_att, NBALANCE_COLUMNS))
 	{
 		table_close(rel, RowExclusiveLock);
 		ledger_sql_store.write_balances(b);
@@ -453,10 +451,10 @@ direct_write_balances(LedgerBatch *b)
 		old.t_self = acc->tid;
 		if (!heap_fetch(rel, SnapshotAny, &old, &buf, false))
 			elog(ERROR, "ledger: account %s is not at its locked tuple", uuid_text(&acc->meta.id));
-		d = heap_getattr(&old, id_att, desc, &isnull);
+		d = heap_getattr(&old, att[0], desc, &isnull);
 		if (isnull || !uuid_equal(DatumGetUUIDP(d), &acc->meta.id))
 			elog(ERROR, "ledger: account %s is not at its locked tuple", uuid_text(&acc->meta.id));
-		d = heap_getattr(&old, tenant_att, desc, &isnull);
+		d = heap_getattr(&old, att[1], desc, &isnull);
 		if (isnull || !uuid_equal(DatumGetUUIDP(d), &b->tenant))
 			elog(ERROR, "ledger: account %s is not the tenant's", uuid_text(&acc->meta.id));
 		values[0] = Int64GetDatum(acc->bal.dp);
@@ -521,7 +519,7 @@ direct_lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 	Relation	rel,
 				pkey;
 	TupleDesc	desc;
-	AttrNumber	att[NLOCKED_COLUMNS] = {0};
+	AttrNumber	att[NLOCKED_COLUMNS];
 	Snapshot	snapshot;
 	IndexScanDesc scan;
 	TupleTableSlot *found,
@@ -534,17 +532,8 @@ direct_lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 		return ledger_sql_store.lock_rows(b, ids, n);
 	rel = table_open(fincore_table_oid("accounts"), RowShareLock);
 	desc = RelationGetDescr(rel);
-	for (int a = 0; a < desc->natts; a++)
-	{
-		Form_pg_attribute fa = TupleDescAttr(desc, a);
-
-		for (int c = 0; c < (int) NLOCKED_COLUMNS && !fa->attisdropped; c++)
-			if (strcmp(NameStr(fa->attname), locked_column_names[c]) == 0)
-				att[c] = fa->attnum;
-	}
-	usable = is_local_heap(rel) && OidIsValid(RelationGetPrimaryKeyIndex(rel));
-	for (int c = 0; c < (int) NLOCKED_COLUMNS; c++)
-		usable &= att[c] != InvalidAttrNumber;
+	usable = is_local_heap(rel) && OidIsValid(RelationGetPrimaryKeyIndex(rel)) &&
+		find_columns(desc, locked_column_names, NLOCKED_COLUMNS, att);
 	if (usable)
 	{
 		pkey = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);

@@ -131,16 +131,20 @@ item_event_row(const LedgerBatch *b, const LedgerItem *it, TransferEventRow *t)
 	t->created_at = it->ts;
 }
 
-/* A column of a fincore.transfers row; NULL if it is null. */
+/*
+ * A column of a fincore.transfers row.  The ledger's rows have every column
+ * but the nullable ones; a row made up by a caller may not (ZF321).
+ */
 static Datum
-row_column(HeapTupleHeader row, const char *name, bool *isnull)
+row_column(HeapTupleHeader row, const char *name, bool nullable, bool *isnull)
 {
 	Datum		d = GetAttributeByName(row, name, isnull);
 
-	if (*isnull && (strcmp(name, "id") == 0 || strcmp(name, "tenant_id") == 0 || strcmp(name, "kind") == 0 ||
-					strcmp(name, "debit_account_id") == 0 || strcmp(name, "credit_account_id") == 0 ||
-					strcmp(name, "currency") == 0 || strcmp(name, "created_at") == 0))
-		elog(ERROR, "ledger: transfer column %s is null", name);
+	if (*isnull && !nullable)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_TRANSFER_REQUEST),
+				 errmsg("a transfer event needs the transfer's %s", name),
+				 errhint("fincore._transfer_event_payload() takes a row of fincore.transfers.")));
 	return d;
 }
 
@@ -155,36 +159,37 @@ fincore_transfer_event_payload(PG_FUNCTION_ARGS)
 	HeapTupleHeader row = PG_GETARG_HEAPTUPLEHEADER(0);
 	TransferEventRow t;
 	text	   *cur;
+	char	   *kind;
 	bool		isnull;
 	Datum		d;
 
-	t.id = DatumGetUUIDP(row_column(row, "id", &isnull));
-	t.tenant = DatumGetUUIDP(row_column(row, "tenant_id", &isnull));
-	t.kind = kind_from_text(TextDatumGetCString(row_column(row, "kind", &isnull)));
-	t.debit = DatumGetUUIDP(row_column(row, "debit_account_id", &isnull));
-	t.credit = DatumGetUUIDP(row_column(row, "credit_account_id", &isnull));
-	t.amount = DatumGetInt64(row_column(row, "amount", &isnull));
-	cur = DatumGetTextPP(row_column(row, "currency", &isnull));
+	t.id = DatumGetUUIDP(row_column(row, "id", false, &isnull));
+	t.tenant = DatumGetUUIDP(row_column(row, "tenant_id", false, &isnull));
+	kind = TextDatumGetCString(row_column(row, "kind", false, &isnull));
+	t.kind = kind_from_text(kind);
+	if (strcmp(kind_text(t.kind), kind) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_TRANSFER_REQUEST),
+				 errmsg("\"%s\" is not a kind of transfer", kind),
+				 errhint("A transfer is posted, pending, post, void, expire or reversal.")));
+	t.debit = DatumGetUUIDP(row_column(row, "debit_account_id", false, &isnull));
+	t.credit = DatumGetUUIDP(row_column(row, "credit_account_id", false, &isnull));
+	t.amount = DatumGetInt64(row_column(row, "amount", false, &isnull));
+	cur = DatumGetTextPP(row_column(row, "currency", false, &isnull));
 	t.currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
-	t.code = DatumGetInt32(row_column(row, "code", &isnull));
-	d = row_column(row, "pending_id", &isnull);
+	t.code = DatumGetInt32(row_column(row, "code", false, &isnull));
+	d = row_column(row, "pending_id", true, &isnull);
 	t.pending_id = isnull ? NULL : DatumGetUUIDP(d);
-	t.pending_amount = DatumGetInt64(row_column(row, "pending_amount", &isnull));
-	d = row_column(row, "reversal_of", &isnull);
+	t.pending_amount = DatumGetInt64(row_column(row, "pending_amount", false, &isnull));
+	d = row_column(row, "reversal_of", true, &isnull);
 	t.reversal_of = isnull ? NULL : DatumGetUUIDP(d);
-	d = row_column(row, "expires_at", &isnull);
+	d = row_column(row, "expires_at", true, &isnull);
 	t.has_expiry = !isnull;
 	t.expires_at = isnull ? 0 : DatumGetTimestampTz(d);
-	d = row_column(row, "metadata", &isnull);
+	d = row_column(row, "metadata", true, &isnull);
 	t.metadata = isnull ? NULL : DatumGetJsonbP(d);
-	t.created_at = DatumGetTimestampTz(row_column(row, "created_at", &isnull));
+	t.created_at = DatumGetTimestampTz(row_column(row, "created_at", false, &isnull));
 	PG_RETURN_JSONB_P(transfer_payload(&t));
-}
-
-static int
-item_id_cmp(const void *a, const void *b)
-{
-	return memcmp(&(*(LedgerItem *const *) a)->id, &(*(LedgerItem *const *) b)->id, sizeof(pg_uuid_t));
 }
 
 /*
@@ -205,7 +210,7 @@ emit_transfer_events(LedgerBatch *b, LedgerItem **rows, int n)
 	sorted = palloc(sizeof(LedgerItem *) * n);
 	for (int i = 0; i < n; i++)
 		sorted[i] = rows[i];
-	qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp);
+	qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp_qsort);
 	for (int i = 0; i < n; i++)
 	{
 		LedgerItem *it = sorted[i];
@@ -241,7 +246,7 @@ number_transfer_events(LedgerBatch *b, LedgerItem **rows, int n)
 		return;
 	sorted = palloc(sizeof(LedgerItem *) * n);
 	memcpy(sorted, rows, sizeof(LedgerItem *) * n);
-	qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp);
+	qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp_qsort);
 	seqs = palloc(sizeof(int64) * n);
 	outbox_ledger_event_seqs(n, seqs);
 	for (int i = 0; i < n; i++)

@@ -410,6 +410,8 @@ char *
 uuid_text(const pg_uuid_t *id);
 int
 uuid_cmp_qsort(const void *a, const void *b);
+int
+item_id_cmp_qsort(const void *a, const void *b);
 SPIPlanPtr
 ledger_prepare(const char *sql, int nargs, Oid *argtypes);
 SPIPlanPtr

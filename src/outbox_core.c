@@ -172,9 +172,16 @@ Datum
 fincore_ledger_event_id(PG_FUNCTION_ARGS)
 {
 	int64		seq = PG_GETARG_INT64(0);
+	TimestampTz at = PG_GETARG_TIMESTAMPTZ(1);
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 
-	event_id_build(seq, PG_GETARG_TIMESTAMPTZ(1), (uint32) ((uint64) seq * UINT64CONST(0x9E3779B97F4A7C15) >> 32), id);
+	/* A UUIDv7 holds 48 bits of milliseconds since 1970: a transfer's time always fits. */
+	if (TIMESTAMP_NOT_FINITE(at) || at < -((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_EVENT),
+				 errmsg("an event id needs a time from 1970 on, not %s",
+						DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(at))))));
+	event_id_build(seq, at, (uint32) ((uint64) seq * UINT64CONST(0x9E3779B97F4A7C15) >> 32), id);
 	PG_RETURN_UUID_P(id);
 }
 

@@ -4,7 +4,7 @@
 -- (test/integration/test_ledger_store.py compares them on random workloads).
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(14);
+SELECT plan(17);
 
 SELECT fincore.create_tenant('Stores', 'aaaaaaaa-5707-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-5707-4000-8000-000000000001');
@@ -71,6 +71,15 @@ DROP TRIGGER user_update_trigger ON fincore.accounts;
 SELECT results_eq($$SELECT debits_posted, credits_posted FROM fincore.accounts
                     WHERE id = 'aaaaaaaa-5707-4000-8000-0000000000a1'$$,
     $$VALUES (121::bigint, 2::bigint)$$, 'and the balances are right');
+
+-- ---- the internal functions of transfer events refuse made-up input with a ZF code -------------
+SELECT throws_ok($$SELECT fincore._ledger_event_id(1, 'infinity')$$, 'ZF501', NULL,
+    'an event id needs a finite time (ZF501)');
+SELECT throws_ok($$SELECT fincore._transfer_event_payload(jsonb_populate_record(NULL::fincore.transfers, '{"amount": 1}'))$$,
+    'ZF321', 'a transfer event needs the transfer''s id', 'a payload needs the row''s columns (ZF321)');
+SELECT throws_ok($$SELECT fincore._transfer_event_payload(jsonb_populate_record(t, '{"kind": "gift"}'))
+                     FROM fincore.transfers t LIMIT 1$$,
+    'ZF321', '"gift" is not a kind of transfer', 'and a kind the ledger writes (ZF321)');
 
 SELECT * FROM finish();
 ROLLBACK;
