@@ -162,3 +162,47 @@ def test_old_data_works_after_the_upgrade(upgraded_and_new):
             assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
             job = conn.execute("SELECT * FROM fincore.dequeue('old')").fetchone()
             assert job is not None
+
+
+def test_a_consumer_reads_ledger_events_across_the_upgrade():
+    """Ledger events are outbox rows under 0.1.0's tables and transfer rows after the update; a
+    consumer (and one backend, with its plans) reads both, in seq order, each once."""
+    name = "fincore_it_upgrade_events"
+    tenant = "aaaaaaaa-0091-4000-8000-000000000001"
+    with connect("postgres") as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with connect(name, options=f"-c fincore.tenant={tenant}") as conn:
+            conn.execute("SET client_min_messages = warning")
+            conn.execute(f"CREATE EXTENSION fincore VERSION '{OLD}' CASCADE")
+            conn.execute("SELECT fincore.create_tenant('Old', %s)", (tenant,))
+            conn.execute("SELECT fincore.subscribe('across', '{ledger}')")
+            a = conn.execute("SELECT fincore.create_account('USD')").fetchone()[0]
+            b = conn.execute("SELECT fincore.create_account('USD')").fetchone()[0]
+            made = [conn.execute("SELECT id FROM fincore.transfer(%s, %s, %s)", (a, b, n)).fetchone()[0]
+                    for n in (1, 2, 3)]
+            got = []
+            with conn.transaction():
+                first = conn.execute("SELECT id, seq, payload->>'id' FROM fincore.poll('across', 1)").fetchall()
+                conn.execute("SELECT fincore.ack('across', %s)", (first[0][0],))
+            got += first
+            assert conn.execute("SELECT count(*) FROM fincore.outbox_events WHERE topic = 'ledger'").fetchone()[0] == 3
+
+            conn.execute("ALTER EXTENSION fincore UPDATE")
+            made += [conn.execute("SELECT id FROM fincore.transfer(%s, %s, %s)", (b, a, n)).fetchone()[0]
+                     for n in (4, 5)]
+            assert conn.execute("SELECT count(*) FROM fincore.transfers WHERE event_seq IS NOT NULL").fetchone()[0] == 2
+            while True:
+                with conn.transaction():
+                    rows = conn.execute("SELECT id, seq, payload->>'id' FROM fincore.poll('across', 2)").fetchall()
+                    if rows:
+                        conn.execute("SELECT fincore.ack('across', %s)", (rows[-1][0],))
+                if not rows:
+                    break
+                got += rows
+            assert [r[2] for r in got] == [str(t) for t in made], "every transfer once, in order"
+            assert [r[1] for r in got] == sorted(r[1] for r in got)
+    finally:
+        with connect("postgres") as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
