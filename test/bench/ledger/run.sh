@@ -13,9 +13,14 @@
 #   hot        fincore.transfer from a random account to one hot account (every transfer)
 #   batch100   fincore.create_transfers with 100 random transfers a call (transfers/s = calls/s x 100)
 #   batch1000  the same with 1,000 a call
-# then bytes per transfer (table and indexes) and per ledger event, WAL per transfer right after
-# a checkpoint and in steady state (for the baseline, same-storage and fincore), and the memory
-# of one backend posting 1,000,000 transfers (create_transfers, 100 a call).
+# Every run starts from the same state: a database copied from one template (the accounts,
+# a few thousand warm-up transfers, fresh statistics) and its tables read into shared buffers,
+# so no scenario pays for the rows an earlier one wrote (fincore's tables would otherwise grow
+# past shared buffers over the rounds while the baseline's stay small).  verify() runs after
+# every fincore run.  Then, on a ledger of FILL_TRANSFERS transfers: bytes per transfer (table
+# and indexes) and per ledger event, WAL per transfer right after a checkpoint and in steady
+# state (for the baseline, same-storage and fincore), and the memory of one backend posting
+# RSS_TRANSFERS transfers (create_transfers, 100 a call).
 # Targets (issue 15): uniform >= 0.8x baseline and >= 1.3x same; events >= 0.9x uniform; hot
 # >= 0.7x uniform; batch100 >= 10x uniform; <= 200 bytes a transfer, <= 150 an event, <= 800
 # bytes of WAL a transfer in steady state; RSS flat.  Medians of ROUNDS interleaved rounds of
@@ -28,13 +33,15 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-10}
 CLIENTS=${CLIENTS:-8}
 RSS_TRANSFERS=${RSS_TRANSFERS:-1000000}
-DB=fincore_bench_ledger
+FILL_TRANSFERS=${FILL_TRANSFERS:-1000000}
+TEMPLATE=fincore_bench_ledger   # set up once, then only copied
+DB=fincore_bench_ledger_run     # the copy a run writes to
 TENANT=00000000-0000-4000-8000-00000000b001
 dir=$(dirname -- "${BASH_SOURCE[0]}")
 
-bench_say "Setting up $DB (100,000 accounts each for fincore and the baseline)"
-bench_db "$DB"
-bench_psql -d "$DB" -f "$dir/setup.sql" >/dev/null
+bench_say "Setting up $TEMPLATE (100,000 accounts each for fincore and the baseline)"
+bench_db "$TEMPLATE"
+bench_psql -d "$TEMPLATE" -f "$dir/setup.sql" >/dev/null
 
 pick='\set d random(1, 100000)
 \set c random(1, 100000)
@@ -69,26 +76,54 @@ run() {
 events() {
     bench_psql -d "$DB" -c "BEGIN; SELECT fincore.set_tenant('$TENANT'); SELECT fincore.set_ledger_events($([[ $1 == on ]] && echo true || echo false)); COMMIT;" >/dev/null
 }
-events off
 
-# Warm up, then refresh the statistics of the tables the runs fill, so that no backend plans
-# against an empty transfers table.
-PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$DB" "$BENCH_TMP/uniform.sql" "$CLIENTS" 3 -M prepared >/dev/null
-bench_psql -d "$DB" -c "ANALYZE" >/dev/null
+# fresh: $DB anew as a copy of the template, its tables and indexes read into shared buffers.
+fresh() {
+    bench_psql -d postgres -c "DROP DATABASE IF EXISTS $DB" \
+        -c "CREATE DATABASE $DB TEMPLATE $TEMPLATE STRATEGY FILE_COPY" >/dev/null
+    bench_psql -d "$DB" -c "SELECT count(public.pg_prewarm(c.oid)) FROM pg_catalog.pg_class c
+                             WHERE c.relkind IN ('r', 'i') AND c.relnamespace IN ('public'::regnamespace, 'fincore'::regnamespace)" >/dev/null
+}
+
+# Warm up the template, then refresh its statistics, so that no backend plans against an empty
+# transfers table; the template is not written to again.
+DB=$TEMPLATE events off
+PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" bench_tps "$TEMPLATE" "$BENCH_TMP/uniform.sql" "$CLIENTS" 3 -M prepared >/dev/null
+bench_psql -d "$TEMPLATE" -c "CREATE EXTENSION pg_prewarm" -c "VACUUM ANALYZE" >/dev/null
 
 declare -A tps=()
+broken=0
 for round in $(seq "$ROUNDS"); do
-    bench_say "Round $round of $ROUNDS ($CLIENTS clients, ${SECS}s a run)"
+    bench_say "Round $round of $ROUNDS ($CLIENTS clients, ${SECS}s a run, each on a fresh copy)"
     for scenario in $(printf '%s\n' baseline same uniform named events hot batch100 batch1000 | shuf); do
+        fresh
         v=$(run "$scenario")
         tps[$scenario]+="$v "
         printf '  %-10s %12s calls/s\n' "$scenario" "$v"
+        if [[ $scenario != baseline && $scenario != same ]]; then
+            bench_psql -d "$DB" -c "SELECT fincore.rollup_hot_accounts(100000)" >/dev/null
+            n=$(bench_psql -d "$DB" -At -c "SELECT count(*) FROM fincore.verify()")
+            broken=$((broken + n))
+        fi
     done
-    bench_psql -d "$DB" -c "SELECT fincore.rollup_hot_accounts(1000)" >/dev/null
 done
 
+bench_say "A ledger of $FILL_TRANSFERS transfers (create_transfers, 1,000 a call), and as many rows for both baselines"
+fresh
+fill_calls=$((FILL_TRANSFERS / 1000))
+PGOPTIONS="$PGOPTIONS -c fincore.tenant=$TENANT" pgbench -n -f "$BENCH_TMP/batch1000.sql" -c 2 -j 2 -t $((fill_calls / 2)) "$DB" >/dev/null 2>&1
+# The baselines' rows as their functions write them, between uniformly random accounts.
+bench_psql -d "$DB" -c "
+    INSERT INTO public.base_transfers (debit, credit, amount)
+         SELECT 1 + (random() * 99999)::int, 1 + (random() * 99999)::int, 1 FROM generate_series(1, $FILL_TRANSFERS);
+    INSERT INTO public.s_transfers (id, tenant_id, debit_account_id, credit_account_id, amount, pending_amount, currency,
+                                    code, kind, created_at, flags)
+         SELECT gen_random_uuid(), '$TENANT', public.acct(1 + (random() * 99999)::int), public.acct(1 + (random() * 99999)::int),
+                1, 0, 'USD', 0, 'posted', clock_timestamp(), 0
+           FROM generate_series(1, $FILL_TRANSFERS)" -c "VACUUM ANALYZE" >/dev/null
+
 bench_say "Bytes and WAL per transfer"
-# Bytes: each table with its indexes, divided by its rows (after the runs, so the tables are full).
+# Bytes: each table with its indexes, divided by its rows, on the filled ledger.
 bytes() {
     bench_psql -d "$DB" -At -c "SELECT round(pg_total_relation_size('$1') / greatest(count(*), 1)::numeric) FROM $1"
 }
@@ -214,4 +249,5 @@ printf 'WAL a transfer, right after a checkpoint / in steady state: baseline %s 
     "${wal_cp[uniform]}" "${wal_steady[uniform]}" "${wal_cp[events]}" "${wal_steady[events]}"
 printf '\nMemory of one backend over %s transfers: private (RssAnon) %s kB -> %s kB (peak %s kB), growth %s MB (target < 20 MB); VmRSS %s kB -> %s kB (includes shared buffers it touched).\n' \
     "$RSS_TRANSFERS" "$anon0" "$anon1" "$peak_anon" "$(awk -v a="$anon0" -v b="$peak_anon" 'BEGIN { printf "%.1f", (b - a) / 1024 }')" "$rss0" "$rss1"
-bench_psql -d "$DB" -At -c "SELECT 'verify() after the run: ' || count(*) || ' broken invariants' FROM fincore.verify()"
+n=$(bench_psql -d "$DB" -At -c "SELECT count(*) FROM fincore.verify()")
+printf '\nverify(): %s broken invariants after the %s fincore runs, %s on the filled ledger.\n' "$broken" "$((ROUNDS * 6))" "$n"
