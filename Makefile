@@ -22,7 +22,7 @@ DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 DATA        = $(wildcard sql/upgrades/$(EXTENSION)--*--*.sql) $(wildcard sql/releases/$(EXTENSION)--*.sql)
 
 REGRESS      = money_io money_ops money_agg rounding allocate currency_registry tenancy ledger fees outbox queue
-REGRESS_OPTS = --load-extension=pgcrypto --load-extension=$(EXTENSION)
+REGRESS_OPTS = --load-extension=pgcrypto --load-extension=btree_gist --load-extension=$(EXTENSION)
 
 # Our code builds with -Wall -Wextra -Werror (set below, after PGXS, so that a PG_CFLAGS given on
 # the command line, as the sanitizer build gives its own, adds to them instead of replacing

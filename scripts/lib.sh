@@ -40,6 +40,12 @@ FINCORE_PACKAGES=(
     python3-psycopg
     pgbouncer
     "postgresql-$FINCORE_PG_VERSION-pgq3"
+    # Citus is not packaged in Debian 12: ./scripts/test --citus builds it from source, with these.
+    autoconf flex bison libcurl4-openssl-dev liblz4-dev libzstd-dev libkrb5-dev libssl-dev
+    libselinux1-dev libxslt1-dev libpam0g-dev libreadline-dev zlib1g-dev xz-utils
+    # pg_auto_failover, for ./scripts/test --failover.
+    "postgresql-$FINCORE_PG_VERSION-auto-failover"
+    pg-auto-failover-cli
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -214,7 +214,8 @@ fincore_create_account(PG_FUNCTION_ARGS)
 		existing_plan = ledger_prepare(
 			"SELECT a.tenant_id, a.currency, a.code, a.flags, a.credit_limit, a.external_ref, a.metadata, "
 			"       a.status OPERATOR(pg_catalog.=) 'closed' "
-			"  FROM fincore.accounts a WHERE a.id OPERATOR(pg_catalog.=) $1", 1, (Oid[]) {UUIDOID});
+			"  FROM fincore.accounts a WHERE a.tenant_id OPERATOR(pg_catalog.=) $2 AND a.id OPERATOR(pg_catalog.=) $1",
+			2, (Oid[]) {UUIDOID, UUIDOID});
 		external_ref_plan = ledger_prepare(
 			"SELECT a.id FROM fincore.accounts a WHERE a.tenant_id OPERATOR(pg_catalog.=) $1 "
 			"   AND a.external_ref OPERATOR(pg_catalog.=) $2", 2, (Oid[]) {UUIDOID, TEXTOID});
@@ -223,31 +224,32 @@ fincore_create_account(PG_FUNCTION_ARGS)
 		elog(ERROR, "creating an account failed");
 	if (SPI_processed == 0)
 	{
-		/* The id (or the external reference) exists: an idempotent repeat, or a conflict. */
+		/*
+		 * The id (or the external reference) exists in the tenant: an idempotent
+		 * repeat, or a conflict.  Ids are unique within a tenant, as its keys are.
+		 */
 		bool		isnull;
 		Datum		d;
 
 		if (SPI_execute_plan(existing_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "looking up an account failed");
-		if (SPI_processed == 0 && nulls[6] == 'n')
-			elog(ERROR, "account %s conflicts but cannot be found", uuid_text(id));
-		if (SPI_processed == 0)
+		if (SPI_processed == 0 && nulls[6] != 'n')
 		{
 			Datum		a2[2] = {args[1], args[6]};
 
 			if (SPI_execute_plan(external_ref_plan, a2, NULL, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "looking up an account failed");
-			ereport(ERROR,
-					(errcode(ERRCODE_FC_ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS),
-					 errmsg("external reference \"%s\" is already used by account %s",
-							TextDatumGetCString(args[6]),
-							SPI_processed > 0 ? uuid_text(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0],
-																				   SPI_tuptable->tupdesc, 1, &isnull)))
-							: "(another)"),
-					 errhint("An external reference names one account per tenant.")));
+			if (SPI_processed > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FC_ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS),
+						 errmsg("external reference \"%s\" is already used by account %s",
+								TextDatumGetCString(args[6]),
+								uuid_text(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0],
+																	  SPI_tuptable->tupdesc, 1, &isnull)))),
+						 errhint("An external reference names one account per tenant.")));
 		}
-		if (!uuid_equal(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
-							&tenant))
+		/* Not the tenant's: on 0.1.0's tables, keyed by the id alone, another tenant's id. */
+		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_FC_ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS),
 					 errmsg("account id %s is already used", uuid_text(id)),
@@ -589,14 +591,17 @@ lock_account_for_status(pg_uuid_t *id, pg_uuid_t *tenant)
 		status_lock_plan = ledger_prepare(
 			"SELECT a.status, "
 			"       a.debits_pending OPERATOR(pg_catalog.+) COALESCE((SELECT pg_catalog.sum(d.debits_pending) "
-			"           FROM fincore.account_deltas d WHERE d.account_id OPERATOR(pg_catalog.=) a.id), 0)::bigint, "
+			"           FROM fincore.account_deltas d WHERE d.tenant_id OPERATOR(pg_catalog.=) a.tenant_id "
+			"            AND d.account_id OPERATOR(pg_catalog.=) a.id), 0)::bigint, "
 			"       a.credits_pending OPERATOR(pg_catalog.+) COALESCE((SELECT pg_catalog.sum(d.credits_pending) "
-			"           FROM fincore.account_deltas d WHERE d.account_id OPERATOR(pg_catalog.=) a.id), 0)::bigint "
-			"  FROM fincore.accounts a WHERE a.id OPERATOR(pg_catalog.=) $1 AND a.tenant_id OPERATOR(pg_catalog.=) $2 "
+			"           FROM fincore.account_deltas d WHERE d.tenant_id OPERATOR(pg_catalog.=) a.tenant_id "
+			"            AND d.account_id OPERATOR(pg_catalog.=) a.id), 0)::bigint "
+			"  FROM fincore.accounts a WHERE a.tenant_id OPERATOR(pg_catalog.=) $2 AND a.id OPERATOR(pg_catalog.=) $1 "
 			"   FOR UPDATE", 2, (Oid[]) {UUIDOID, UUIDOID});
 		status_set_plan = ledger_prepare(
-			"UPDATE fincore.accounts a SET status = $2 WHERE a.id OPERATOR(pg_catalog.=) $1",
-			2, (Oid[]) {UUIDOID, TEXTOID});
+			"UPDATE fincore.accounts a SET status = $2 "
+			" WHERE a.tenant_id OPERATOR(pg_catalog.=) $3 AND a.id OPERATOR(pg_catalog.=) $1",
+			3, (Oid[]) {UUIDOID, TEXTOID, UUIDOID});
 	}
 	if (SPI_execute_plan(status_lock_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "locking an account failed");
@@ -612,9 +617,9 @@ lock_account_for_status(pg_uuid_t *id, pg_uuid_t *tenant)
 }
 
 static void
-set_status(pg_uuid_t *id, const char *status)
+set_status(pg_uuid_t *id, pg_uuid_t *tenant, const char *status)
 {
-	Datum		args[2] = {UUIDPGetDatum(id), CStringGetTextDatum(status)};
+	Datum		args[3] = {UUIDPGetDatum(id), CStringGetTextDatum(status), UUIDPGetDatum(tenant)};
 
 	if (SPI_execute_plan(status_set_plan, args, NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
 		elog(ERROR, "changing an account's status failed");
@@ -677,7 +682,7 @@ change_status(FunctionCallInfo fcinfo, char target)
 				 errdetail("Debits pending " INT64_FORMAT ", credits pending " INT64_FORMAT " (minor units).",
 						   a.debits_pending, a.credits_pending),
 				 errhint("Post, void or let expire its holds first.")));
-	set_status(id, status);
+	set_status(id, &tenant, status);
 	account_status_event(id, &tenant, status,
 						 target == 'f' ? "account.frozen" : target == 'a' ? "account.unfrozen" : "account.closed");
 	SPI_finish();

@@ -20,17 +20,17 @@
 /* What never changes about an account, cached per backend by id. */
 typedef struct AccountMeta
 {
-	pg_uuid_t	id;				/* hash key */
-	pg_uuid_t	tenant;
+	pg_uuid_t	tenant;			/* hash key: the tenant and the id (ids are */
+	pg_uuid_t	id;				/* unique within a tenant) */
 	CurrencyCode currency;
 	int32		code;
 	int32		flags;
 } AccountMeta;
 
 /* Cached metadata of an account (NULL if not cached). */
-extern AccountMeta *account_meta_lookup(const pg_uuid_t *id);
+extern AccountMeta *account_meta_lookup(const pg_uuid_t *tenant, const pg_uuid_t *id);
 extern void account_meta_remember(const AccountMeta *meta);
-extern void account_meta_forget(const pg_uuid_t *id);
+extern void account_meta_forget(const pg_uuid_t *tenant, const pg_uuid_t *id);
 /* The installed SQL of the ledger: 1 for 0.2.0's tables, 0 for 0.1.0's (ledger_store.c). */
 extern int	ledger_schema(void);
 /* An account's status change as an outbox event (topic "ledger"), e.g. "account.closed". */

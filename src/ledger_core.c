@@ -138,19 +138,31 @@ account_meta_cache_init(void)
 {
 	HASHCTL		ctl;
 
-	ctl.keysize = sizeof(pg_uuid_t);
+	StaticAssertStmt(offsetof(AccountMeta, id) == sizeof(pg_uuid_t),
+					 "AccountMeta must begin with its key: tenant, id");
+	ctl.keysize = 2 * sizeof(pg_uuid_t);
 	ctl.entrysize = sizeof(AccountMeta);
 	ctl.hcxt = TopMemoryContext;
 	account_meta_cache = hash_create("fincore account metadata", 1024, &ctl,
 									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
-AccountMeta *
-account_meta_lookup(const pg_uuid_t *id)
+static inline void
+account_meta_key(pg_uuid_t key[2], const pg_uuid_t *tenant, const pg_uuid_t *id)
 {
+	key[0] = *tenant;
+	key[1] = *id;
+}
+
+AccountMeta *
+account_meta_lookup(const pg_uuid_t *tenant, const pg_uuid_t *id)
+{
+	pg_uuid_t	key[2];
+
 	if (account_meta_cache == NULL)
 		return NULL;
-	return hash_search(account_meta_cache, id, HASH_FIND, NULL);
+	account_meta_key(key, tenant, id);
+	return hash_search(account_meta_cache, key, HASH_FIND, NULL);
 }
 
 void
@@ -166,15 +178,19 @@ account_meta_remember(const AccountMeta *meta)
 		hash_destroy(account_meta_cache);
 		account_meta_cache_init();
 	}
-	entry = hash_search(account_meta_cache, &meta->id, HASH_ENTER, NULL);
+	entry = hash_search(account_meta_cache, meta, HASH_ENTER, NULL);
 	*entry = *meta;
 }
 
 void
-account_meta_forget(const pg_uuid_t *id)
+account_meta_forget(const pg_uuid_t *tenant, const pg_uuid_t *id)
 {
-	if (account_meta_cache != NULL)
-		(void) hash_search(account_meta_cache, id, HASH_REMOVE, NULL);
+	pg_uuid_t	key[2];
+
+	if (account_meta_cache == NULL)
+		return;
+	account_meta_key(key, tenant, id);
+	(void) hash_search(account_meta_cache, key, HASH_REMOVE, NULL);
 }
 
 /* ---- batch bookkeeping ---- */

@@ -179,6 +179,31 @@ find_columns(TupleDesc desc, const char *const *names, int n, AttrNumber *att)
 	return all;
 }
 
+/*
+ * rel's primary key, opened, if its key columns are att[0], ..., att[n - 1],
+ * in that order (the look-ups below are by exactly those); NULL otherwise.
+ */
+static Relation
+open_primary_key(Relation rel, const AttrNumber *att, int n)
+{
+	Oid			oid = RelationGetPrimaryKeyIndex(rel);
+	Relation	pkey;
+	bool		same;
+
+	if (!OidIsValid(oid))
+		return NULL;
+	pkey = index_open(oid, AccessShareLock);
+	same = pkey->rd_index->indnkeyatts == n;
+	for (int k = 0; k < n && same; k++)
+		same = pkey->rd_index->indkey.values[k] == att[k];
+	if (!same)
+	{
+		index_close(pkey, AccessShareLock);
+		return NULL;
+	}
+	return pkey;
+}
+
 /* An executor state with the indexes of rel open, for ExecInsertIndexTuples(). */
 typedef struct IndexWriter
 {
@@ -223,28 +248,21 @@ static int
 id_failed(const LedgerBatch *b, const pg_uuid_t *id)
 {
 	Relation	rel = table_open(fincore_table_oid("failed_transfers"), AccessShareLock);
-	Oid			pkey_oid = RelationGetPrimaryKeyIndex(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
 	static const char *const key_names[] = {"tenant_id", "id"};
 	AttrNumber	key_att[2];
-	Relation	pkey;
+	Relation	pkey = NULL;
 	Snapshot	snapshot;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	ScanKeyData keys[2];
 	bool		found;
 
-	if (!is_local_heap(rel) || !OidIsValid(pkey_oid) || !find_columns(desc, key_names, 2, key_att))
-	{
-		table_close(rel, AccessShareLock);
-		return -1;
-	}
-	pkey = index_open(pkey_oid, AccessShareLock);
 	/* The primary key must be (tenant_id, id): the look-up is by both. */
-	if (pkey->rd_index->indnkeyatts != 2 || pkey->rd_index->indkey.values[0] != key_att[0] ||
-		pkey->rd_index->indkey.values[1] != key_att[1])
+	if (is_local_heap(rel) && find_columns(desc, key_names, 2, key_att))
+		pkey = open_primary_key(rel, key_att, 2);
+	if (pkey == NULL)
 	{
-		index_close(pkey, AccessShareLock);
 		table_close(rel, AccessShareLock);
 		return -1;
 	}
@@ -526,23 +544,27 @@ direct_lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 			   *locked;
 	CommandId	cid = GetCurrentCommandId(true);
 	int			nhot = 0;
-	bool		usable;
+	int			nkeys;
 
 	if (IsolationUsesXactSnapshot())
 		return ledger_sql_store.lock_rows(b, ids, n);
 	rel = table_open(fincore_table_oid("accounts"), RowShareLock);
 	desc = RelationGetDescr(rel);
-	usable = is_local_heap(rel) && OidIsValid(RelationGetPrimaryKeyIndex(rel)) &&
-		find_columns(desc, locked_column_names, NLOCKED_COLUMNS, att);
-	if (usable)
+	pkey = NULL;
+	if (is_local_heap(rel) && find_columns(desc, locked_column_names, NLOCKED_COLUMNS, att))
 	{
-		pkey = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
-		/* The primary key must be (id): the look-up is by id alone. */
-		usable = pkey->rd_index->indnkeyatts == 1 && pkey->rd_index->indkey.values[0] == att[0];
-		if (!usable)
-			index_close(pkey, AccessShareLock);
+		/* By the primary key: (tenant_id, id), or 0.1.0's (id) with the tenant checked. */
+		AttrNumber	tenant_id_key[2] = {att[1], att[0]};
+
+		nkeys = 2;
+		pkey = open_primary_key(rel, tenant_id_key, 2);
+		if (pkey == NULL)
+		{
+			nkeys = 1;
+			pkey = open_primary_key(rel, att, 1);
+		}
 	}
-	if (!usable)
+	if (pkey == NULL)
 	{
 		table_close(rel, RowShareLock);
 		return ledger_sql_store.lock_rows(b, ids, n);
@@ -550,12 +572,12 @@ direct_lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 
 	qsort(ids, n, sizeof(pg_uuid_t), uuid_cmp_qsort);
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	scan = index_beginscan(rel, pkey, snapshot, 1, 0);
+	scan = index_beginscan(rel, pkey, snapshot, nkeys, 0);
 	found = table_slot_create(rel, NULL);
 	locked = table_slot_create(rel, NULL);
 	for (int i = 0; i < n; i++)
 	{
-		ScanKeyData key;
+		ScanKeyData keys[2];
 		TM_FailureData tmfd;
 		TM_Result	res;
 		LockedAccountRow r;
@@ -563,8 +585,14 @@ direct_lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 		Datum		d;
 
 		CHECK_FOR_INTERRUPTS();
-		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&ids[i]));
-		index_rescan(scan, &key, 1, NULL, 0);
+		if (nkeys == 2)
+		{
+			ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&b->tenant));
+			ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&ids[i]));
+		}
+		else
+			ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&ids[i]));
+		index_rescan(scan, keys, nkeys, NULL, 0);
 		if (!index_getnext_slot(scan, ForwardScanDirection, found))
 			continue;			/* no such account */
 		d = slot_getattr(found, att[1], &isnull);

@@ -421,11 +421,11 @@ uuid_array(pg_uuid_t *ids, int n);
 char *
 money_text(int64 units, CurrencyCode currency);
 AccountMeta *
-account_meta_lookup(const pg_uuid_t *id);
+account_meta_lookup(const pg_uuid_t *tenant, const pg_uuid_t *id);
 void
 account_meta_remember(const AccountMeta *meta);
 void
-account_meta_forget(const pg_uuid_t *id);
+account_meta_forget(const pg_uuid_t *tenant, const pg_uuid_t *id);
 LedgerAccount *
 batch_account(LedgerBatch *b, const pg_uuid_t *id, bool add);
 RefTransfer *

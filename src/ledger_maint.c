@@ -100,6 +100,7 @@ fincore_rollup_hot_accounts(PG_FUNCTION_ARGS)
 	int32		max_accounts = PG_GETARG_INT32(0);
 	uint64		n;
 	pg_uuid_t  *ids;
+	pg_uuid_t  *tenants;
 
 	if (max_accounts <= 0)
 		PG_RETURN_INT32(0);
@@ -109,11 +110,12 @@ fincore_rollup_hot_accounts(PG_FUNCTION_ARGS)
 		Oid			types[1] = {INT4OID};
 
 		hot_accounts_plan = ledger_prepare(
-			"SELECT a.id FROM fincore.accounts a "
-			" WHERE a.id OPERATOR(pg_catalog.=) ANY (SELECT DISTINCT d.account_id FROM fincore.account_deltas d) "
-			" ORDER BY a.id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED", 1, types);
+			"SELECT a.id, a.tenant_id FROM fincore.accounts a "
+			" WHERE (a.tenant_id, a.id) IN (SELECT DISTINCT d.tenant_id, d.account_id FROM fincore.account_deltas d) "
+			" ORDER BY a.tenant_id, a.id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED", 1, types);
 		rollup_plan = ledger_prepare(
-			"WITH moved AS (DELETE FROM fincore.account_deltas d WHERE d.account_id OPERATOR(pg_catalog.=) $1 "
+			"WITH moved AS (DELETE FROM fincore.account_deltas d "
+			"                WHERE d.tenant_id OPERATOR(pg_catalog.=) $2 AND d.account_id OPERATOR(pg_catalog.=) $1 "
 			"               RETURNING d.debits_pending, d.debits_posted, d.credits_pending, d.credits_posted), "
 			"     total AS (SELECT pg_catalog.sum(m.debits_pending) AS dp, pg_catalog.sum(m.debits_posted) AS dpo, "
 			"                      pg_catalog.sum(m.credits_pending) AS cp, pg_catalog.sum(m.credits_posted) AS cpo "
@@ -123,8 +125,9 @@ fincore_rollup_hot_accounts(PG_FUNCTION_ARGS)
 			"       debits_posted = a.debits_posted OPERATOR(pg_catalog.+) t.dpo::bigint, "
 			"       credits_pending = a.credits_pending OPERATOR(pg_catalog.+) t.cp::bigint, "
 			"       credits_posted = a.credits_posted OPERATOR(pg_catalog.+) t.cpo::bigint "
-			"  FROM total t WHERE a.id OPERATOR(pg_catalog.=) $1 AND t.dp IS NOT NULL",
-			1, (Oid[]) {UUIDOID});
+			"  FROM total t "
+			" WHERE a.tenant_id OPERATOR(pg_catalog.=) $2 AND a.id OPERATOR(pg_catalog.=) $1 AND t.dp IS NOT NULL",
+			2, (Oid[]) {UUIDOID, UUIDOID});
 	}
 	{
 		Datum		args[1] = {Int32GetDatum(max_accounts)};
@@ -134,15 +137,17 @@ fincore_rollup_hot_accounts(PG_FUNCTION_ARGS)
 	}
 	n = SPI_processed;
 	ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
+	tenants = palloc(sizeof(pg_uuid_t) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
 
 		ids[i] = *DatumGetUUIDP(spi_value(i, 1, &isnull));
+		tenants[i] = *DatumGetUUIDP(spi_value(i, 2, &isnull));
 	}
 	for (uint64 i = 0; i < n; i++)
 	{
-		Datum		args[1] = {UUIDPGetDatum(&ids[i])};
+		Datum		args[2] = {UUIDPGetDatum(&ids[i]), UUIDPGetDatum(&tenants[i])};
 
 		if (SPI_execute_plan(rollup_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "ledger: rolling up a hot account failed");

@@ -130,16 +130,12 @@ load_account_meta(LedgerBatch *b)
 	for (int i = 0; i < b->naccounts; i++)
 	{
 		LedgerAccount *a = &b->accounts[i];
-		AccountMeta *m = account_meta_lookup(&a->meta.id);
+		AccountMeta *m = account_meta_lookup(&b->tenant, &a->meta.id);
 
 		a->meta_known = m != NULL;
-		a->found = false;
+		a->found = m != NULL;
 		if (m != NULL)
-		{
 			a->meta = *m;
-			/* Another tenant's account is not found, and not locked either. */
-			a->found = uuid_equal(&m->tenant, &b->tenant);
-		}
 	}
 }
 
@@ -374,7 +370,7 @@ lock_accounts(LedgerBatch *b)
 		if (!a->locked && !a->lockfree)
 		{
 			if (a->meta_known && a->found)
-				account_meta_forget(&a->meta.id);
+				account_meta_forget(&b->tenant, &a->meta.id);
 			a->found = false;
 		}
 		a->bal = a->loaded;
@@ -432,10 +428,12 @@ load_account_times(LedgerBatch *b)
 }
 
 /*
- * Existing transfers among the given ids (any tenant: an id used by another
- * tenant is id_already_used), and the ids that failed in the tenant
- * (fincore.failed_transfers, kind KIND_FAILED).  Failed ids come first: in
- * the (raced) case of both, the transfer is the last word.
+ * Existing transfers among the given ids, and the ids that failed in the
+ * tenant (fincore.failed_transfers, kind KIND_FAILED).  Failed ids come
+ * first: in the (raced) case of both, the transfer is the last word.  A
+ * transfer id is unique within its tenant (the key is (tenant_id, id)); under
+ * 0.1.0's tables, whose key is the id alone, an id another tenant uses is
+ * looked up too (id_already_used).
  */
 int
 load_existing(LedgerBatch *b, pg_uuid_t *ids, int n, ExistingTransfer **out)
@@ -450,11 +448,11 @@ load_existing(LedgerBatch *b, pg_uuid_t *ids, int n, ExistingTransfer **out)
 			"SELECT t.id, t.tenant_id, t.kind, t.debit_account_id, t.credit_account_id, t.amount, "
 			"       t.pending_amount, t.code, COALESCE(t.pending_id, t.reversal_of), "
 			"       t.timeout, t.metadata, t.created_at, t.currency, %s "
-			"  FROM fincore.transfers t WHERE t.id OPERATOR(pg_catalog.=) ANY ($1)";
+			"  FROM fincore.transfers t WHERE %s t.id OPERATOR(pg_catalog.=) ANY ($1)";
 
 		if (b->schema == 0)
 			exists_plan[0] = ledger_prepare_custom(
-				psprintf("SELECT * FROM (%s) t WHERE $2 IS NOT NULL", psprintf(transfers_sql, "0")), 2, types);
+				psprintf("SELECT * FROM (%s) t WHERE $2 IS NOT NULL", psprintf(transfers_sql, "0", "")), 2, types);
 		else
 			exists_plan[1] = ledger_prepare_custom(psprintf(
 			"SELECT f.id, f.tenant_id, 'failed', NULL::pg_catalog.uuid, NULL::pg_catalog.uuid, 0::pg_catalog.int8, "
@@ -462,7 +460,8 @@ load_existing(LedgerBatch *b, pg_uuid_t *ids, int n, ExistingTransfer **out)
 			"       f.failed_at, NULL::pg_catalog.text, 0 "
 			"  FROM fincore.failed_transfers f "
 			" WHERE f.tenant_id OPERATOR(pg_catalog.=) $2 AND f.id OPERATOR(pg_catalog.=) ANY ($1) "
-			"UNION ALL %s", psprintf(transfers_sql, "t.flags")), 2, types);
+			"UNION ALL %s", psprintf(transfers_sql, "t.flags", "t.tenant_id OPERATOR(pg_catalog.=) $2 AND")),
+			2, types);
 	}
 	args[0] = uuid_array(ids, n);
 	args[1] = UUIDPGetDatum(&b->tenant);
@@ -1003,17 +1002,19 @@ write_holds(LedgerBatch *b, LedgerItem **rows, int n)
 	}
 	if (done_ids.n > 0)
 	{
-		Datum		args[1];
+		Datum		args[2];
 
 		if (delete_holds_plan == NULL)
 		{
-			Oid			types[1] = {UUIDARRAYOID};
+			Oid			types[2] = {UUIDARRAYOID, UUIDOID};
 
 			delete_holds_plan = ledger_prepare(
-				"DELETE FROM fincore.pending_holds h WHERE h.transfer_id OPERATOR(pg_catalog.=) ANY ($1)",
-				1, types);
+				"DELETE FROM fincore.pending_holds h "
+				" WHERE h.tenant_id OPERATOR(pg_catalog.=) $2 AND h.transfer_id OPERATOR(pg_catalog.=) ANY ($1)",
+				2, types);
 		}
 		args[0] = ab_array(&done_ids, UUIDOID);
+		args[1] = UUIDPGetDatum(&b->tenant);
 		if (SPI_execute_plan(delete_holds_plan, args, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "ledger: clearing resolved holds failed");
 	}

@@ -10,10 +10,11 @@
 -- say "same code, overlapping period" with core range operators alone (a point range
 -- [key, key] overlaps only itself), without btree_gist.
 CREATE TABLE fincore.fee_schedule_codes (
-    id        bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id        bigint      GENERATED ALWAYS AS IDENTITY,
     tenant_id uuid        NOT NULL DEFAULT fincore.require_tenant()
                           REFERENCES fincore.tenants (id) ON DELETE CASCADE,
     code      text        NOT NULL,
+    PRIMARY KEY (tenant_id, id),
     CONSTRAINT fee_schedule_codes_unique UNIQUE (tenant_id, code)
 );
 COMMENT ON TABLE fincore.fee_schedule_codes IS
@@ -22,11 +23,11 @@ SELECT fincore.protect('fincore.fee_schedule_codes');
 SELECT pg_catalog.pg_extension_config_dump('fincore.fee_schedule_codes', '');
 
 CREATE TABLE fincore.fee_schedules (
-    id              uuid        PRIMARY KEY DEFAULT fincore.uuidv7(),
+    id              uuid        NOT NULL DEFAULT fincore.uuidv7(),
     tenant_id       uuid        NOT NULL DEFAULT fincore.require_tenant()
                                 REFERENCES fincore.tenants (id) ON DELETE CASCADE,
     code            text        NOT NULL CHECK (code ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'),
-    code_key        bigint      NOT NULL REFERENCES fincore.fee_schedule_codes (id),
+    code_key        bigint      NOT NULL,
     currency        text        NOT NULL CHECK (currency ~ '^[A-Z0-9]{3,12}$'),
     rules           jsonb       NOT NULL CHECK (jsonb_typeof(rules) = 'object'),
     rounding        text        NOT NULL
@@ -34,8 +35,12 @@ CREATE TABLE fincore.fee_schedules (
     effective_from  timestamptz NOT NULL,
     effective_until timestamptz CHECK (effective_until > effective_from),
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    -- Versions of a code never overlap, even when defined concurrently.
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, code_key) REFERENCES fincore.fee_schedule_codes (tenant_id, id),
+    -- Versions of a code never overlap, even when defined concurrently.  The tenant leads
+    -- (docs/scale-out.md): a code key belongs to one tenant, so this only says so to Citus.
     CONSTRAINT fee_schedules_no_overlap EXCLUDE USING gist (
+        tenant_id WITH OPERATOR(pg_catalog.=),
         pg_catalog.int8range(code_key, code_key, '[]') WITH OPERATOR(pg_catalog.&&),
         pg_catalog.tstzrange(effective_from, effective_until) WITH OPERATOR(pg_catalog.&&))
 );

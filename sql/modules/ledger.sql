@@ -17,7 +17,7 @@
 -- ---------------------------------------------------------------------------
 
 CREATE TABLE fincore.accounts (
-    id              uuid        PRIMARY KEY,
+    id              uuid        NOT NULL,
     tenant_id       uuid        NOT NULL DEFAULT fincore.require_tenant(),
     currency        text        NOT NULL,
     code            integer     NOT NULL DEFAULT 0,
@@ -30,9 +30,11 @@ CREATE TABLE fincore.accounts (
     debits_posted   bigint      NOT NULL DEFAULT 0,
     credits_pending bigint      NOT NULL DEFAULT 0,
     credits_posted  bigint      NOT NULL DEFAULT 0,
-    created_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    -- Keys lead with the tenant (docs/scale-out.md): an id is unique within its tenant, and
+    -- on Citus a tenant's rows are one shard's.
+    PRIMARY KEY (tenant_id, id)
 ) WITH (fillfactor = 80);      -- room for HOT updates: no indexed column changes with a balance
-CREATE INDEX accounts_tenant_idx ON fincore.accounts (tenant_id, id);
 CREATE UNIQUE INDEX accounts_external_ref_idx ON fincore.accounts (tenant_id, external_ref)
     WHERE external_ref IS NOT NULL;
 COMMENT ON TABLE fincore.accounts IS
@@ -55,7 +57,7 @@ SELECT pg_catalog.pg_extension_config_dump('fincore.accounts', '');
 -- ---------------------------------------------------------------------------
 
 CREATE TABLE fincore.transfers (
-    id                uuid        PRIMARY KEY,
+    id                uuid        NOT NULL,
     tenant_id         uuid        NOT NULL DEFAULT fincore.require_tenant(),
     debit_account_id  uuid        NOT NULL,
     credit_account_id uuid        NOT NULL,
@@ -72,10 +74,11 @@ CREATE TABLE fincore.transfers (
     created_at        timestamptz NOT NULL,
     flags             integer     NOT NULL DEFAULT 0,
     event_seq         bigint,
-    event_txid        xid8
+    event_txid        xid8,
+    PRIMARY KEY (tenant_id, id)
 );
 -- A hold is resolved (posted, voided or expired) at most once.
-CREATE UNIQUE INDEX transfers_pending_once_idx ON fincore.transfers (pending_id) WHERE pending_id IS NOT NULL;
+CREATE UNIQUE INDEX transfers_pending_once_idx ON fincore.transfers (tenant_id, pending_id) WHERE pending_id IS NOT NULL;
 CREATE INDEX transfers_reversal_idx ON fincore.transfers (reversal_of) WHERE reversal_of IS NOT NULL;
 -- An account's transfers, one index per side, keyed by the account alone: the entries of one
 -- account then share a key, which B-tree deduplication stores once with a list of row
@@ -117,12 +120,12 @@ SELECT pg_catalog.pg_extension_config_dump('fincore.failed_transfers', '');
 -- The holds not yet resolved, for the expiry sweep: an index of open holds, not a
 -- record of money (the transfers rows are); a row leaves when its hold resolves.
 CREATE TABLE fincore.pending_holds (
-    transfer_id uuid        PRIMARY KEY,
+    transfer_id uuid        NOT NULL,
     tenant_id   uuid        NOT NULL DEFAULT fincore.require_tenant(),
-    expires_at  timestamptz
+    expires_at  timestamptz,
+    PRIMARY KEY (tenant_id, transfer_id)
 );
 CREATE INDEX pending_holds_expiry_idx ON fincore.pending_holds (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX pending_holds_tenant_idx ON fincore.pending_holds (tenant_id);
 COMMENT ON TABLE fincore.pending_holds IS
     'Holds (pending transfers) not yet posted, voided or expired, with their expiry; maintained by the ledger for fincore.expire_pending().';
 SELECT fincore.protect('fincore.pending_holds');
@@ -138,9 +141,8 @@ CREATE TABLE fincore.account_history (
     debits_posted   bigint      NOT NULL,
     credits_pending bigint      NOT NULL,
     credits_posted  bigint      NOT NULL,
-    PRIMARY KEY (account_id, at, transfer_id)
+    PRIMARY KEY (tenant_id, account_id, at, transfer_id)
 );
-CREATE INDEX account_history_tenant_idx ON fincore.account_history (tenant_id, account_id);
 COMMENT ON TABLE fincore.account_history IS
     'The four counters of a history-flagged account after each transfer that touched it; append-only.';
 SELECT fincore.protect('fincore.account_history');
@@ -440,25 +442,28 @@ CREATE FUNCTION fincore.balance(account uuid, as_of timestamptz DEFAULT NULL,
     LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     WITH acct AS (
-        SELECT a.id, a.flags, a.credit_limit, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
+        SELECT a.id, a.tenant_id, a.flags, a.credit_limit, a.debits_pending, a.debits_posted, a.credits_pending,
+               a.credits_posted
           FROM fincore.accounts a WHERE a.id = balance.account
     ), now_counters AS (
         SELECT a.debits_pending + coalesce(sum(d.debits_pending), 0)::bigint AS dp,
                a.debits_posted + coalesce(sum(d.debits_posted), 0)::bigint AS dpo,
                a.credits_pending + coalesce(sum(d.credits_pending), 0)::bigint AS cp,
                a.credits_posted + coalesce(sum(d.credits_posted), 0)::bigint AS cpo
-          FROM acct a LEFT JOIN fincore.account_deltas d ON d.account_id = a.id
+          FROM acct a LEFT JOIN fincore.account_deltas d ON d.tenant_id = a.tenant_id AND d.account_id = a.id
          GROUP BY a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
     ), history_counters AS (
         SELECT h.debits_pending AS dp, h.debits_posted AS dpo, h.credits_pending AS cp, h.credits_posted AS cpo
           FROM fincore.account_history h
-         WHERE h.account_id = balance.account AND h.at <= balance.as_of
+         WHERE h.tenant_id = (SELECT a.tenant_id FROM acct a) AND h.account_id = balance.account
+           AND h.at <= balance.as_of
          ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1
     ), replayed_counters AS (
         SELECT coalesce(sum(e.debits_pending), 0)::bigint AS dp, coalesce(sum(e.debits_posted), 0)::bigint AS dpo,
                coalesce(sum(e.credits_pending), 0)::bigint AS cp, coalesce(sum(e.credits_posted), 0)::bigint AS cpo
           FROM fincore.transfers t, fincore.transfer_effects(t) e
          WHERE (t.debit_account_id = balance.account OR t.credit_account_id = balance.account)
+           AND t.tenant_id = (SELECT a.tenant_id FROM acct a)
            AND t.created_at <= balance.as_of AND e.account_id = balance.account
     ), chosen AS (
         SELECT * FROM now_counters WHERE balance.as_of IS NULL
@@ -528,7 +533,8 @@ CREATE FUNCTION fincore.account_balances(account uuid, since timestamptz DEFAULT
 BEGIN ATOMIC
     SELECT h.transfer_id, h.at, h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted
       FROM fincore.account_history h
-      JOIN fincore.transfers t ON t.id OPERATOR(pg_catalog.=) h.transfer_id
+      JOIN fincore.transfers t ON t.tenant_id OPERATOR(pg_catalog.=) h.tenant_id
+                              AND t.id OPERATOR(pg_catalog.=) h.transfer_id
      WHERE h.account_id OPERATOR(pg_catalog.=) account_balances.account
        AND ((account_balances.debits AND t.debit_account_id OPERATOR(pg_catalog.=) account_balances.account)
             OR (account_balances.credits AND t.credit_account_id OPERATOR(pg_catalog.=) account_balances.account))
@@ -558,7 +564,7 @@ CREATE VIEW fincore.account_balances WITH (security_invoker = true) AS
       FROM fincore.accounts a
       LEFT JOIN LATERAL (SELECT sum(x.debits_pending)::bigint AS dp, sum(x.debits_posted)::bigint AS dpo,
                                 sum(x.credits_pending)::bigint AS cp, sum(x.credits_posted)::bigint AS cpo
-                           FROM fincore.account_deltas x WHERE x.account_id = a.id) d ON true;
+                           FROM fincore.account_deltas x WHERE x.tenant_id = a.tenant_id AND x.account_id = a.id) d ON true;
 COMMENT ON VIEW fincore.account_balances IS
     'Accounts with their flags by name and their counters including not yet rolled-up deltas of hot accounts.';
 
@@ -617,12 +623,12 @@ BEGIN ATOMIC
     WITH balances AS (
         SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
                b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
-          FROM fincore.account_balances b JOIN fincore.accounts a ON a.id = b.id
+          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
     ), implied AS (
-        SELECT e.account_id, sum(e.debits_pending)::bigint AS dp, sum(e.debits_posted)::bigint AS dpo,
+        SELECT t.tenant_id, e.account_id, sum(e.debits_pending)::bigint AS dp, sum(e.debits_posted)::bigint AS dpo,
                sum(e.credits_pending)::bigint AS cp, sum(e.credits_posted)::bigint AS cpo
           FROM fincore.transfers t, fincore.transfer_effects(t) e
-         GROUP BY e.account_id
+         GROUP BY t.tenant_id, e.account_id
     )
     -- 1. Double entry: per tenant and currency, debits equal credits (posted and pending).
     SELECT 'debits_equal_credits', b.tenant_id, b.currency,
@@ -637,14 +643,16 @@ BEGIN ATOMIC
            pg_catalog.format('counters %s/%s/%s/%s, transfers imply %s/%s/%s/%s',
                              b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted,
                              coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
-      FROM balances b LEFT JOIN implied i ON i.account_id = b.id
+      FROM balances b LEFT JOIN implied i ON i.tenant_id = b.tenant_id AND i.account_id = b.id
      WHERE (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
            IS DISTINCT FROM (coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
     UNION ALL
     SELECT 'transfer_accounts_exist', t.tenant_id, t.id::text, 'a transfer names an account that does not exist'
       FROM fincore.transfers t
-     WHERE NOT EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.id = t.debit_account_id AND a.currency = t.currency)
-        OR NOT EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.id = t.credit_account_id AND a.currency = t.currency)
+     WHERE NOT EXISTS (SELECT 1 FROM fincore.accounts a
+                        WHERE a.tenant_id = t.tenant_id AND a.id = t.debit_account_id AND a.currency = t.currency)
+        OR NOT EXISTS (SELECT 1 FROM fincore.accounts a
+                        WHERE a.tenant_id = t.tenant_id AND a.id = t.credit_account_id AND a.currency = t.currency)
     UNION ALL
     -- 3. No limit flag is violated.
     SELECT 'debits_must_not_exceed_credits', b.tenant_id, b.id::text,
@@ -663,7 +671,7 @@ BEGIN ATOMIC
     --    account's transfers up to it imply.
     SELECT 'history_matches_counters', b.tenant_id, b.id::text, 'the latest history row differs from the counters'
       FROM balances b
-      JOIN LATERAL (SELECT h.* FROM fincore.account_history h WHERE h.account_id = b.id
+      JOIN LATERAL (SELECT h.* FROM fincore.account_history h WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
                      ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1) h ON true
      WHERE b.flags & 4 <> 0
        AND (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
@@ -674,13 +682,14 @@ BEGIN ATOMIC
                              h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted,
                              c.dp, c.dpo, c.cp, c.cpo)
       FROM fincore.account_history h
-      JOIN (SELECT e.account_id, t.id AS transfer_id,
+      JOIN (SELECT t.tenant_id, e.account_id, t.id AS transfer_id,
                    sum(e.debits_pending) OVER w AS dp, sum(e.debits_posted) OVER w AS dpo,
                    sum(e.credits_pending) OVER w AS cp, sum(e.credits_posted) OVER w AS cpo
               FROM fincore.transfers t, fincore.transfer_effects(t) e
-             WHERE EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.id = e.account_id AND a.flags & 4 <> 0)
-            WINDOW w AS (PARTITION BY e.account_id ORDER BY t.created_at, t.id)) c
-        ON c.account_id = h.account_id AND c.transfer_id = h.transfer_id
+             WHERE EXISTS (SELECT 1 FROM fincore.accounts a
+                            WHERE a.tenant_id = t.tenant_id AND a.id = e.account_id AND a.flags & 4 <> 0)
+            WINDOW w AS (PARTITION BY t.tenant_id, e.account_id ORDER BY t.created_at, t.id)) c
+        ON c.tenant_id = h.tenant_id AND c.account_id = h.account_id AND c.transfer_id = h.transfer_id
      WHERE (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
            IS DISTINCT FROM (c.dp, c.dpo, c.cp, c.cpo)
     UNION ALL
@@ -689,20 +698,21 @@ BEGIN ATOMIC
       FROM balances b
      WHERE b.flags & 4 <> 0
        AND EXISTS (SELECT 1 FROM fincore.transfers t
-                    WHERE (t.debit_account_id = b.id OR t.credit_account_id = b.id)
+                    WHERE t.tenant_id = b.tenant_id AND (t.debit_account_id = b.id OR t.credit_account_id = b.id)
                       AND NOT EXISTS (SELECT 1 FROM fincore.account_history h
-                                       WHERE h.account_id = b.id AND h.transfer_id = t.id))
+                                       WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
+                                         AND h.transfer_id = t.id))
     UNION ALL
     -- 5. Holds: each is resolved at most once, open holds are listed, reversals stay within the original.
     SELECT 'open_holds_listed', t.tenant_id, t.id::text, 'an unresolved hold is missing from pending_holds'
       FROM fincore.transfers t
      WHERE t.kind = 'pending'
-       AND NOT EXISTS (SELECT 1 FROM fincore.transfers r WHERE r.pending_id = t.id)
-       AND NOT EXISTS (SELECT 1 FROM fincore.pending_holds p WHERE p.transfer_id = t.id)
+       AND NOT EXISTS (SELECT 1 FROM fincore.transfers r WHERE r.tenant_id = t.tenant_id AND r.pending_id = t.id)
+       AND NOT EXISTS (SELECT 1 FROM fincore.pending_holds p WHERE p.tenant_id = t.tenant_id AND p.transfer_id = t.id)
     UNION ALL
     SELECT 'reversals_within_original', t.tenant_id, t.id::text,
            pg_catalog.format('reversed %s of %s', sum(r.amount), t.amount)
-      FROM fincore.transfers t JOIN fincore.transfers r ON r.reversal_of = t.id
+      FROM fincore.transfers t JOIN fincore.transfers r ON r.tenant_id = t.tenant_id AND r.reversal_of = t.id
      GROUP BY t.tenant_id, t.id, t.amount
     HAVING sum(r.amount) > t.amount;
 END;

@@ -19,6 +19,50 @@ DROP INDEX fincore.transfers_credit_idx;
 CREATE INDEX transfers_debit_idx ON fincore.transfers (debit_account_id);
 CREATE INDEX transfers_credit_idx ON fincore.transfers (credit_account_id);
 
+-- ---- Keys lead with the tenant (issue 16) -------------------------------------------------------
+
+-- Every tenant table's primary, unique and exclusion keys and foreign keys lead with tenant_id
+-- (docs/scale-out.md): an id is unique within its tenant, and on Citus a tenant's rows are one
+-- shard's.  The indexes the new keys make redundant go.  Rebuilt here: on a large ledger, the
+-- transfers' key is most of this step's time.
+ALTER TABLE fincore.accounts DROP CONSTRAINT accounts_pkey, ADD PRIMARY KEY (tenant_id, id);
+DROP INDEX fincore.accounts_tenant_idx;
+ALTER TABLE fincore.transfers DROP CONSTRAINT transfers_pkey, ADD PRIMARY KEY (tenant_id, id);
+DROP INDEX fincore.transfers_pending_once_idx;
+CREATE UNIQUE INDEX transfers_pending_once_idx ON fincore.transfers (tenant_id, pending_id) WHERE pending_id IS NOT NULL;
+ALTER TABLE fincore.pending_holds DROP CONSTRAINT pending_holds_pkey, ADD PRIMARY KEY (tenant_id, transfer_id);
+DROP INDEX fincore.pending_holds_tenant_idx;
+ALTER TABLE fincore.account_history DROP CONSTRAINT account_history_pkey,
+    ADD PRIMARY KEY (tenant_id, account_id, at, transfer_id);
+DROP INDEX fincore.account_history_tenant_idx;
+-- Fee schedules: the code key's foreign key and the no-overlap constraint name the tenant too
+-- (the constraint's uuid equality takes btree_gist, which 0.2.0 requires).
+ALTER TABLE fincore.fee_schedules DROP CONSTRAINT fee_schedules_code_key_fkey,
+    DROP CONSTRAINT fee_schedules_pkey, DROP CONSTRAINT fee_schedules_no_overlap;
+ALTER TABLE fincore.fee_schedule_codes DROP CONSTRAINT fee_schedule_codes_pkey, ADD PRIMARY KEY (tenant_id, id);
+ALTER TABLE fincore.fee_schedules ADD PRIMARY KEY (tenant_id, id),
+    ADD FOREIGN KEY (tenant_id, code_key) REFERENCES fincore.fee_schedule_codes (tenant_id, id),
+    ADD CONSTRAINT fee_schedules_no_overlap EXCLUDE USING gist (
+        tenant_id WITH OPERATOR(pg_catalog.=),
+        pg_catalog.int8range(code_key, code_key, '[]') WITH OPERATOR(pg_catalog.&&),
+        pg_catalog.tstzrange(effective_from, effective_until) WITH OPERATOR(pg_catalog.&&));
+-- Hot accounts' deltas are summed by tenant and account.
+CREATE OR REPLACE VIEW fincore.account_balances WITH (security_invoker = true) AS
+    SELECT a.id, a.tenant_id, a.currency, a.code, a.status,
+           ARRAY(SELECT f.name FROM (VALUES (1, 'debits_must_not_exceed_credits'), (2, 'credits_must_not_exceed_debits'),
+                                           (4, 'history'), (8, 'hot')) AS f(bit, name)
+                  WHERE a.flags & f.bit <> 0 ORDER BY f.bit) AS flags,
+           a.credit_limit, a.external_ref, a.metadata,
+           a.debits_pending + coalesce(d.dp, 0) AS debits_pending,
+           a.debits_posted + coalesce(d.dpo, 0) AS debits_posted,
+           a.credits_pending + coalesce(d.cp, 0) AS credits_pending,
+           a.credits_posted + coalesce(d.cpo, 0) AS credits_posted,
+           a.created_at
+      FROM fincore.accounts a
+      LEFT JOIN LATERAL (SELECT sum(x.debits_pending)::bigint AS dp, sum(x.debits_posted)::bigint AS dpo,
+                                sum(x.credits_pending)::bigint AS cp, sum(x.credits_posted)::bigint AS cpo
+                           FROM fincore.account_deltas x WHERE x.tenant_id = a.tenant_id AND x.account_id = a.id) d ON true;
+
 -- ---- Ledger events as transfer rows (issue 15) --------------------------------------------------
 
 -- The ledger's events are its transfer rows (no second row, no copy): a transfer written
@@ -149,25 +193,28 @@ CREATE OR REPLACE FUNCTION fincore.balance(account uuid, as_of timestamptz DEFAU
     LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     WITH acct AS (
-        SELECT a.id, a.flags, a.credit_limit, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
+        SELECT a.id, a.tenant_id, a.flags, a.credit_limit, a.debits_pending, a.debits_posted, a.credits_pending,
+               a.credits_posted
           FROM fincore.accounts a WHERE a.id = balance.account
     ), now_counters AS (
         SELECT a.debits_pending + coalesce(sum(d.debits_pending), 0)::bigint AS dp,
                a.debits_posted + coalesce(sum(d.debits_posted), 0)::bigint AS dpo,
                a.credits_pending + coalesce(sum(d.credits_pending), 0)::bigint AS cp,
                a.credits_posted + coalesce(sum(d.credits_posted), 0)::bigint AS cpo
-          FROM acct a LEFT JOIN fincore.account_deltas d ON d.account_id = a.id
+          FROM acct a LEFT JOIN fincore.account_deltas d ON d.tenant_id = a.tenant_id AND d.account_id = a.id
          GROUP BY a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
     ), history_counters AS (
         SELECT h.debits_pending AS dp, h.debits_posted AS dpo, h.credits_pending AS cp, h.credits_posted AS cpo
           FROM fincore.account_history h
-         WHERE h.account_id = balance.account AND h.at <= balance.as_of
+         WHERE h.tenant_id = (SELECT a.tenant_id FROM acct a) AND h.account_id = balance.account
+           AND h.at <= balance.as_of
          ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1
     ), replayed_counters AS (
         SELECT coalesce(sum(e.debits_pending), 0)::bigint AS dp, coalesce(sum(e.debits_posted), 0)::bigint AS dpo,
                coalesce(sum(e.credits_pending), 0)::bigint AS cp, coalesce(sum(e.credits_posted), 0)::bigint AS cpo
           FROM fincore.transfers t, fincore.transfer_effects(t) e
          WHERE (t.debit_account_id = balance.account OR t.credit_account_id = balance.account)
+           AND t.tenant_id = (SELECT a.tenant_id FROM acct a)
            AND t.created_at <= balance.as_of AND e.account_id = balance.account
     ), chosen AS (
         SELECT * FROM now_counters WHERE balance.as_of IS NULL
@@ -237,7 +284,8 @@ CREATE FUNCTION fincore.account_balances(account uuid, since timestamptz DEFAULT
 BEGIN ATOMIC
     SELECT h.transfer_id, h.at, h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted
       FROM fincore.account_history h
-      JOIN fincore.transfers t ON t.id OPERATOR(pg_catalog.=) h.transfer_id
+      JOIN fincore.transfers t ON t.tenant_id OPERATOR(pg_catalog.=) h.tenant_id
+                              AND t.id OPERATOR(pg_catalog.=) h.transfer_id
      WHERE h.account_id OPERATOR(pg_catalog.=) account_balances.account
        AND ((account_balances.debits AND t.debit_account_id OPERATOR(pg_catalog.=) account_balances.account)
             OR (account_balances.credits AND t.credit_account_id OPERATOR(pg_catalog.=) account_balances.account))
@@ -260,12 +308,12 @@ BEGIN ATOMIC
     WITH balances AS (
         SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
                b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
-          FROM fincore.account_balances b JOIN fincore.accounts a ON a.id = b.id
+          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
     ), implied AS (
-        SELECT e.account_id, sum(e.debits_pending)::bigint AS dp, sum(e.debits_posted)::bigint AS dpo,
+        SELECT t.tenant_id, e.account_id, sum(e.debits_pending)::bigint AS dp, sum(e.debits_posted)::bigint AS dpo,
                sum(e.credits_pending)::bigint AS cp, sum(e.credits_posted)::bigint AS cpo
           FROM fincore.transfers t, fincore.transfer_effects(t) e
-         GROUP BY e.account_id
+         GROUP BY t.tenant_id, e.account_id
     )
     -- 1. Double entry: per tenant and currency, debits equal credits (posted and pending).
     SELECT 'debits_equal_credits', b.tenant_id, b.currency,
@@ -280,14 +328,16 @@ BEGIN ATOMIC
            pg_catalog.format('counters %s/%s/%s/%s, transfers imply %s/%s/%s/%s',
                              b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted,
                              coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
-      FROM balances b LEFT JOIN implied i ON i.account_id = b.id
+      FROM balances b LEFT JOIN implied i ON i.tenant_id = b.tenant_id AND i.account_id = b.id
      WHERE (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
            IS DISTINCT FROM (coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
     UNION ALL
     SELECT 'transfer_accounts_exist', t.tenant_id, t.id::text, 'a transfer names an account that does not exist'
       FROM fincore.transfers t
-     WHERE NOT EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.id = t.debit_account_id AND a.currency = t.currency)
-        OR NOT EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.id = t.credit_account_id AND a.currency = t.currency)
+     WHERE NOT EXISTS (SELECT 1 FROM fincore.accounts a
+                        WHERE a.tenant_id = t.tenant_id AND a.id = t.debit_account_id AND a.currency = t.currency)
+        OR NOT EXISTS (SELECT 1 FROM fincore.accounts a
+                        WHERE a.tenant_id = t.tenant_id AND a.id = t.credit_account_id AND a.currency = t.currency)
     UNION ALL
     -- 3. No limit flag is violated.
     SELECT 'debits_must_not_exceed_credits', b.tenant_id, b.id::text,
@@ -306,7 +356,7 @@ BEGIN ATOMIC
     --    account's transfers up to it imply.
     SELECT 'history_matches_counters', b.tenant_id, b.id::text, 'the latest history row differs from the counters'
       FROM balances b
-      JOIN LATERAL (SELECT h.* FROM fincore.account_history h WHERE h.account_id = b.id
+      JOIN LATERAL (SELECT h.* FROM fincore.account_history h WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
                      ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1) h ON true
      WHERE b.flags & 4 <> 0
        AND (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
@@ -317,13 +367,14 @@ BEGIN ATOMIC
                              h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted,
                              c.dp, c.dpo, c.cp, c.cpo)
       FROM fincore.account_history h
-      JOIN (SELECT e.account_id, t.id AS transfer_id,
+      JOIN (SELECT t.tenant_id, e.account_id, t.id AS transfer_id,
                    sum(e.debits_pending) OVER w AS dp, sum(e.debits_posted) OVER w AS dpo,
                    sum(e.credits_pending) OVER w AS cp, sum(e.credits_posted) OVER w AS cpo
               FROM fincore.transfers t, fincore.transfer_effects(t) e
-             WHERE EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.id = e.account_id AND a.flags & 4 <> 0)
-            WINDOW w AS (PARTITION BY e.account_id ORDER BY t.created_at, t.id)) c
-        ON c.account_id = h.account_id AND c.transfer_id = h.transfer_id
+             WHERE EXISTS (SELECT 1 FROM fincore.accounts a
+                            WHERE a.tenant_id = t.tenant_id AND a.id = e.account_id AND a.flags & 4 <> 0)
+            WINDOW w AS (PARTITION BY t.tenant_id, e.account_id ORDER BY t.created_at, t.id)) c
+        ON c.tenant_id = h.tenant_id AND c.account_id = h.account_id AND c.transfer_id = h.transfer_id
      WHERE (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
            IS DISTINCT FROM (c.dp, c.dpo, c.cp, c.cpo)
     UNION ALL
@@ -332,20 +383,21 @@ BEGIN ATOMIC
       FROM balances b
      WHERE b.flags & 4 <> 0
        AND EXISTS (SELECT 1 FROM fincore.transfers t
-                    WHERE (t.debit_account_id = b.id OR t.credit_account_id = b.id)
+                    WHERE t.tenant_id = b.tenant_id AND (t.debit_account_id = b.id OR t.credit_account_id = b.id)
                       AND NOT EXISTS (SELECT 1 FROM fincore.account_history h
-                                       WHERE h.account_id = b.id AND h.transfer_id = t.id))
+                                       WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
+                                         AND h.transfer_id = t.id))
     UNION ALL
     -- 5. Holds: each is resolved at most once, open holds are listed, reversals stay within the original.
     SELECT 'open_holds_listed', t.tenant_id, t.id::text, 'an unresolved hold is missing from pending_holds'
       FROM fincore.transfers t
      WHERE t.kind = 'pending'
-       AND NOT EXISTS (SELECT 1 FROM fincore.transfers r WHERE r.pending_id = t.id)
-       AND NOT EXISTS (SELECT 1 FROM fincore.pending_holds p WHERE p.transfer_id = t.id)
+       AND NOT EXISTS (SELECT 1 FROM fincore.transfers r WHERE r.tenant_id = t.tenant_id AND r.pending_id = t.id)
+       AND NOT EXISTS (SELECT 1 FROM fincore.pending_holds p WHERE p.tenant_id = t.tenant_id AND p.transfer_id = t.id)
     UNION ALL
     SELECT 'reversals_within_original', t.tenant_id, t.id::text,
            pg_catalog.format('reversed %s of %s', sum(r.amount), t.amount)
-      FROM fincore.transfers t JOIN fincore.transfers r ON r.reversal_of = t.id
+      FROM fincore.transfers t JOIN fincore.transfers r ON r.tenant_id = t.tenant_id AND r.reversal_of = t.id
      GROUP BY t.tenant_id, t.id, t.amount
     HAVING sum(r.amount) > t.amount;
 END;

@@ -7,6 +7,7 @@ relies on: every function (definition, volatility, strictness, parallel safety, 
 comment, privileges), every table, column, index, constraint, trigger, policy and view, and the
 privileges on them.  Then the upgraded database's data still proves the books.
 """
+import psycopg
 import pytest
 
 from conftest import connect
@@ -107,6 +108,24 @@ def upgraded_and_new():
                 " ROW(NULL, %s, %s, 999999, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
                 "]::fincore.transfer_request[])", (a, b, b, a)).fetchone()[0]
             assert results == ["ok", "exceeds_credits"], results
+        # 0.1.0's keys are the ids alone: there, another tenant's transfer and account ids are
+        # refused (ZF320 / id_already_used, ZF325); 0.2.0's keys lead with the tenant.
+        conn.execute("SELECT fincore.create_tenant('Other', 'bbbbbbbb-0090-4000-8000-000000000002')")
+        with conn.transaction():
+            conn.execute("SELECT fincore.set_tenant('bbbbbbbb-0090-4000-8000-000000000002')")
+            c = conn.execute("SELECT fincore.create_account('USD')").fetchone()[0]
+            d = conn.execute("SELECT fincore.create_account('USD')").fetchone()[0]
+            for sql, args, state in (
+                    ("SELECT fincore.transfer(%s, %s, 1, 'aaaaaaaa-0090-4000-8000-0000000000f1')", (c, d), "ZF320"),
+                    ("SELECT fincore.create_account('USD', id => %s)", (a,), "ZF325")):
+                with pytest.raises(psycopg.Error) as err, conn.transaction():
+                    conn.execute(sql, args)
+                assert err.value.sqlstate == state, (sql, err.value)
+            results = conn.execute(
+                "SELECT array_agg(result ORDER BY index) FROM fincore.create_transfers(ARRAY["
+                " ROW('aaaaaaaa-0090-4000-8000-0000000000f1', %s, %s, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+                "     NULL, NULL, NULL, NULL, NULL)]::fincore.transfer_request[])", (c, d)).fetchone()[0]
+            assert results == ["id_already_used"], results
         assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'fincore'").fetchone()[0] == OLD
         conn.execute("ALTER EXTENSION fincore UPDATE")
     with connect(names[1]) as conn:
@@ -146,7 +165,7 @@ def test_old_data_works_after_the_upgrade(upgraded_and_new):
             assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
             # 0.2.0's requests: a failure on the state is recorded, a closing hold closes its account.
             a, b = conn.execute("SELECT min(id::text)::uuid, max(id::text)::uuid FROM fincore.accounts "
-                                "WHERE flags = 0 OR flags = 1").fetchone()
+                                "WHERE tenant_id = 'aaaaaaaa-0090-4000-8000-000000000001' AND flags IN (0, 1)").fetchone()
             results = conn.execute(
                 "SELECT array_agg(result ORDER BY index) FROM fincore.create_transfers(ARRAY["
                 " ROW('aaaaaaaa-0090-4000-8000-0000000000f2', %s, %s, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
