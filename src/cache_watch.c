@@ -10,7 +10,12 @@
 
 #include "cache_watch.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/pg_namespace.h"
 #include "commands/trigger.h"
+#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -35,6 +40,33 @@ cache_watch_relation_changed(Datum arg pg_attribute_unused(), Oid relid)
 	}
 }
 
+/*
+ * Whether relid is a Citus table (distributed or reference: in
+ * pg_dist_partition).  Its rows live in shards, whose triggers fire on the
+ * node that holds them, so a change made through another node never reaches
+ * this backend's callbacks: a cache of such a table is never trusted.
+ */
+static bool
+citus_table(Oid relid)
+{
+	Oid			catalog = get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE);
+	AttrNumber	attnum;
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	bool		found;
+
+	if (!OidIsValid(catalog) || (attnum = get_attnum(catalog, "logicalrelid")) == InvalidAttrNumber)
+		return false;
+	rel = table_open(catalog, AccessShareLock);
+	ScanKeyInit(&key, attnum, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
 void
 cache_watch_begin(CacheWatch *watch, int nrelations, const Oid *relations)
 {
@@ -56,6 +88,9 @@ cache_watch_begin(CacheWatch *watch, int nrelations, const Oid *relations)
 		watch->relations[i] = relations[i];
 	watch->loading = true;
 	watch->valid = true;
+	/* On Citus, a cache of a distributed or reference table serves the call that read it only. */
+	for (int i = 0; i < nrelations && watch->valid; i++)
+		watch->valid = !citus_table(relations[i]);
 }
 
 void

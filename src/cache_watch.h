@@ -22,6 +22,10 @@
  * (cache_watch_done() never reached) leaves it stale too.  The callbacks only
  * clear flags, so a cache is never freed under the code that is using it; it
  * is rebuilt at its next use.
+ *
+ * On Citus, a distributed or reference table's triggers fire on the node
+ * that holds its shard, not in this backend: a cache of such a table serves
+ * only the call that read it (docs/scale-out.md).
  */
 #ifndef FINCORE_CACHE_WATCH_H
 #define FINCORE_CACHE_WATCH_H

@@ -346,8 +346,8 @@ write_batch(LedgerBatch *b)
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcxt);
 	}
-	/* Their events are the rows themselves (0.2.0's tables): their places in the stream first. */
-	if (b->schema)
+	/* Their events are the rows themselves: their places in the stream first. */
+	if (b->events_as_rows)
 		number_transfer_events(b, rows, n);
 	inserted = n > 0 ? store->insert_transfers(b, rows, n, &balances_written) : 0;
 	if (inserted < n)
@@ -399,8 +399,8 @@ write_batch(LedgerBatch *b)
 	write_statuses(b);
 	write_deltas_and_history(b, rows, n);
 	write_holds(b, rows, n);
-	if (!b->schema)
-		emit_transfer_events(b, rows, n);	/* 0.1.0's tables: an outbox row each */
+	if (!b->events_as_rows)
+		emit_transfer_events(b, rows, n);	/* an outbox row each */
 	return true;
 }
 
@@ -423,6 +423,7 @@ ledger_execute(LedgerBatch *b)
 	b->optimistic = b->single;
 	b->store = ledger_store_for(b);
 	b->schema = ledger_schema();
+	b->events_as_rows = b->schema == 1 && !fincore_citus_preloaded();
 	if (b->schema == 0)
 		b->record_failures = false; /* no fincore.failed_transfers yet */
 	b->imported = b->nitems > 0 && (b->items[0].flags & TRANSFER_IMPORTED);

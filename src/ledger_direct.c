@@ -71,15 +71,6 @@ ledger_store_init(void)
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 }
 
-/* Citus, preloaded: its distributed tables keep no rows in their local heap. */
-static bool
-citus_preloaded(void)
-{
-	const char *libs = GetConfigOption("shared_preload_libraries", true, false);
-
-	return libs != NULL && strstr(libs, "citus") != NULL;
-}
-
 const LedgerStore *
 ledger_store_for(const LedgerBatch *b)
 {
@@ -87,9 +78,12 @@ ledger_store_for(const LedgerBatch *b)
 
 	/*
 	 * A read-only transaction gets the executor's own refusal of a write
-	 * (the heap access methods do not check), from the SQL store.
+	 * (the heap access methods do not check), from the SQL store; so does a
+	 * server with Citus, whose distributed tables keep no rows in their local
+	 * heap.
 	 */
-	if (ledger_store_setting == LEDGER_STORE_SQL || XactReadOnly || citus_preloaded())
+	if (ledger_store_setting == LEDGER_STORE_SQL || XactReadOnly ||
+		fincore_citus_preloaded())
 		return &ledger_sql_store;
 	return &ledger_direct_store;
 }

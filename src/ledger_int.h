@@ -243,6 +243,12 @@ typedef struct LedgerBatch
 	bool		optimistic;		/* a single call: learn of a replay from the INSERT's ON CONFLICT */
 	bool		tenant_given;	/* the sweep names the tenant; otherwise the caller's */
 	int			schema;			/* the installed SQL: 1 for 0.2.0's tables, 0 for 0.1.0's */
+	/*
+	 * A transfer's event is its row (0.2.0's tables on one node), not an
+	 * outbox row (0.1.0's tables; Citus, where the outbox stays on the
+	 * coordinator and the rows are on the workers: docs/scale-out.md).
+	 */
+	bool		events_as_rows;
 	const struct LedgerStore *store;	/* where rows and balances are written (below) */
 	bool		record_failures;	/* create_transfers: remember ids that failed on the state */
 	bool		imported;		/* the items are imported (as the first one is) */

@@ -677,6 +677,63 @@ transfer_row(const LedgerBatch *b, const LedgerItem *it, Datum *v, bool *isnull)
 	isnull[16] = isnull[17] = it->event_seq == 0;
 }
 
+static SPIPlanPtr router_failed_plan = NULL;
+static SPIPlanPtr router_insert_plan[2][2];	/* [schema][the rows may conflict] */
+
+/*
+ * The rows one statement each, as Citus routes them: an INSERT ... VALUES
+ * naming its tenant goes to the tenant's shard, where a statement of several
+ * parts (the row and the balances together, or rows from arrays) would need
+ * the coordinator's planning across shards.  In id order, as the one
+ * statement inserts them; an id that failed in a batch is looked up first
+ * (id_already_failed).  The balances follow (write_balances).
+ */
+static int
+router_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, int may_conflict)
+{
+	int			ncols = transfer_ncolumns(b);
+	LedgerItem **sorted = palloc(sizeof(LedgerItem *) * Max(n, 1));
+	int			inserted = 0;
+
+	memcpy(sorted, rows, sizeof(LedgerItem *) * n);
+	qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp_qsort);
+	if (router_insert_plan[b->schema][may_conflict] == NULL)
+		router_insert_plan[b->schema][may_conflict] = ledger_prepare(
+			psprintf("INSERT INTO fincore.transfers (%s) VALUES (%s) %s",
+					 transfer_columns(b), param_list(1, ncols, "%s"),
+					 may_conflict ? "ON CONFLICT DO NOTHING" : ""),
+			ncols, (Oid *) transfer_column_types);
+	if (router_failed_plan == NULL && b->schema)
+		router_failed_plan = ledger_prepare(
+			"SELECT 1 FROM fincore.failed_transfers f "
+			" WHERE f.tenant_id OPERATOR(pg_catalog.=) $1 AND f.id OPERATOR(pg_catalog.=) $2",
+			2, (Oid[]) {UUIDOID, UUIDOID});
+	for (int r = 0; r < n; r++)
+	{
+		Datum		v[NTRANSFER_COLUMNS];
+		bool		isnull[NTRANSFER_COLUMNS];
+		char		nulls[NTRANSFER_COLUMNS];
+
+		if (b->schema && may_conflict)
+		{
+			Datum		key[2] = {UUIDPGetDatum(&b->tenant), UUIDPGetDatum(&sorted[r]->id)};
+
+			if (SPI_execute_plan(router_failed_plan, key, NULL, false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "ledger: looking up a failed transfer id failed");
+			if (SPI_processed > 0)
+				continue;
+		}
+		transfer_row(b, sorted[r], v, isnull);
+		for (int i = 0; i < ncols; i++)
+			nulls[i] = isnull[i] ? 'n' : ' ';
+		if (SPI_execute_plan(router_insert_plan[b->schema][may_conflict], v, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "ledger: inserting a transfer failed");
+		inserted += (int) SPI_processed;
+	}
+	pfree(sorted);
+	return inserted;
+}
+
 /*
  * Insert the transfer rows.  Returns how many were inserted: fewer than asked
  * means a concurrent transaction committed one of the ids (or resolved one of
@@ -691,6 +748,8 @@ sql_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_wr
 	int			may_conflict = rows_may_conflict(rows, n);
 
 	*balances_written = false;
+	if (fincore_citus_preloaded())
+		return router_insert_transfers(b, rows, n, may_conflict);
 	if (b->optimistic)
 	{
 		/*

@@ -17,14 +17,17 @@
 /*
  * Where consumers read events: fincore.outbox_stream, the outbox's rows and
  * the ledger's transfer rows (0.2.0); fincore.outbox_events under 0.1.0's SQL,
- * which this library serves until ALTER EXTENSION UPDATE.  The index of each
- * statement's plan in its array of two.
+ * which this library serves until ALTER EXTENSION UPDATE, and on Citus, where
+ * the ledger writes its events as outbox rows on the coordinator
+ * (docs/scale-out.md).  The index of each statement's plan in its array of two.
  */
 static const char *const event_relations[2] = {"fincore.outbox_events", "fincore.outbox_stream"};
 
 static int
 event_source(void)
 {
+	if (fincore_citus_preloaded())
+		return 0;
 	return OidIsValid(get_relname_relid("outbox_stream", get_namespace_oid("fincore", false))) ? 1 : 0;
 }
 

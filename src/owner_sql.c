@@ -89,12 +89,27 @@ fincore_unpin_search_path(int nest)
 	AtEOXact_GUC(true, nest);
 }
 
+bool
+fincore_citus_preloaded(void)
+{
+	const char *libs = GetConfigOption("shared_preload_libraries", true, false);
+
+	return libs != NULL && strstr(libs, "citus") != NULL;
+}
+
 SPIPlanPtr
 fincore_prepare(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 {
 	SPIPlanPtr	plan;
-	int			nest = fincore_pin_search_path();
+	int			nest;
 
+	/*
+	 * Citus plans a statement on distributed tables only with its parameters'
+	 * values (which shard, from the tenant): a custom plan at each execution.
+	 */
+	if (fincore_citus_preloaded())
+		cursor_options = (cursor_options & ~CURSOR_OPT_GENERIC_PLAN) | CURSOR_OPT_CUSTOM_PLAN;
+	nest = fincore_pin_search_path();
 	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));

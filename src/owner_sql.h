@@ -31,5 +31,10 @@ extern void fincore_unpin_search_path(int nest);
 extern void fincore_run_as_owner(Oid relid, void (*fn) (void *), void *arg);
 /* The OID of table fincore.<relname>; an error if it does not exist. */
 extern Oid	fincore_table_oid(const char *relname);
+/*
+ * Citus is preloaded: fincore's tables may be distributed, their rows in
+ * shards on other nodes (docs/scale-out.md).
+ */
+extern bool fincore_citus_preloaded(void);
 
 #endif							/* FINCORE_OWNER_SQL_H */

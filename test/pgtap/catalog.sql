@@ -124,7 +124,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.cancel(bigint)'), ('fincore.retry(bigint)'), ('fincore.pause_queue(text)'),
     ('fincore.resume_queue(text)'), ('fincore.queue_stats(interval)'), ('fincore.rescue_expired(interval)'),
     ('fincore.job_backoff(integer)'), ('fincore.job_retention(interval)'), ('fincore.paused_queues_changed()'),
-    ('fincore.schedule_maintenance(text)'), ('fincore.unschedule_maintenance()');
+    ('fincore.schedule_maintenance(text)'), ('fincore.unschedule_maintenance()'), ('fincore.distribute(regclass)');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
@@ -175,7 +175,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'enqueue_many(text,jsonb[],timestamp with time zone,smallint,integer,text[])',
           'dequeue(text,integer,interval,text)', 'complete(bigint,jsonb,integer)',
           'complete_many(bigint[],integer[],jsonb[])',
-          'fail(bigint,text,timestamp with time zone,integer)', 'heartbeat(bigint,interval,integer)'],
+          'fail(bigint,text,timestamp with time zone,integer)', 'heartbeat(bigint,interval,integer)',
+          'distribute(regclass)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
