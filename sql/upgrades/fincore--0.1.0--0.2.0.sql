@@ -168,53 +168,77 @@ COMMENT ON FUNCTION fincore._max_batch_size() IS
     'The value of fincore.max_batch_size: the most items one fincore call takes.';
 
 -- SQL functions are bound when created (BEGIN ATOMIC): the caller's search_path cannot reach them.
+CREATE FUNCTION fincore.transfer_effects(kind text, debit_account_id uuid, credit_account_id uuid,
+        amount bigint, pending_amount bigint,
+        OUT account_id uuid, OUT debits_pending bigint, OUT debits_posted bigint,
+        OUT credits_pending bigint, OUT credits_posted bigint)
+    RETURNS SETOF record
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE ROWS 2
+BEGIN ATOMIC
+    SELECT transfer_effects.debit_account_id,
+           CASE transfer_effects.kind WHEN 'pending' THEN transfer_effects.amount WHEN 'posted' THEN 0
+                                      WHEN 'reversal' THEN 0 ELSE -transfer_effects.pending_amount END,
+           CASE WHEN transfer_effects.kind IN ('posted', 'post', 'reversal') THEN transfer_effects.amount ELSE 0 END,
+           0::bigint, 0::bigint
+    UNION ALL
+    SELECT transfer_effects.credit_account_id, 0::bigint, 0::bigint,
+           CASE transfer_effects.kind WHEN 'pending' THEN transfer_effects.amount WHEN 'posted' THEN 0
+                                      WHEN 'reversal' THEN 0 ELSE -transfer_effects.pending_amount END,
+           CASE WHEN transfer_effects.kind IN ('posted', 'post', 'reversal') THEN transfer_effects.amount ELSE 0 END;
+END;
+COMMENT ON FUNCTION fincore.transfer_effects(text, uuid, uuid, bigint, bigint) IS
+    'How a transfer of this kind, accounts, amount and pending amount changes the counters of its debit and its credit account (two rows).';
+
 CREATE OR REPLACE FUNCTION fincore.transfer_effects(t fincore.transfers,
         OUT account_id uuid, OUT debits_pending bigint, OUT debits_posted bigint,
         OUT credits_pending bigint, OUT credits_posted bigint)
     RETURNS SETOF record
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE ROWS 2
 BEGIN ATOMIC
-    SELECT t.debit_account_id,
-           CASE t.kind WHEN 'pending' THEN t.amount WHEN 'posted' THEN 0 WHEN 'reversal' THEN 0
-                       ELSE -t.pending_amount END,
-           CASE WHEN t.kind IN ('posted', 'post', 'reversal') THEN t.amount ELSE 0 END,
-           0::bigint, 0::bigint
-    UNION ALL
-    SELECT t.credit_account_id, 0::bigint, 0::bigint,
-           CASE t.kind WHEN 'pending' THEN t.amount WHEN 'posted' THEN 0 WHEN 'reversal' THEN 0
-                       ELSE -t.pending_amount END,
-           CASE WHEN t.kind IN ('posted', 'post', 'reversal') THEN t.amount ELSE 0 END;
+    SELECT * FROM fincore.transfer_effects(t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.pending_amount);
 END;
 
 CREATE OR REPLACE FUNCTION fincore.balance(account uuid, as_of timestamptz DEFAULT NULL,
         OUT debits_pending bigint, OUT debits_posted bigint, OUT credits_pending bigint, OUT credits_posted bigint,
         OUT posted bigint, OUT pending bigint, OUT available bigint)
     RETURNS record
-    LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    tenant uuid := fincore.tenant_id();
+BEGIN
+    -- The caller's tenant names the account's shard (docs/scale-out.md); a role without one (a
+    -- superuser, the owner) reads the account of whichever tenant has the id.
+    IF tenant IS NULL THEN
+        SELECT a.tenant_id INTO tenant FROM fincore.accounts a WHERE a.id OPERATOR(pg_catalog.=) balance.account LIMIT 1;
+    END IF;
     WITH acct AS (
         SELECT a.id, a.tenant_id, a.flags, a.credit_limit, a.debits_pending, a.debits_posted, a.credits_pending,
                a.credits_posted
-          FROM fincore.accounts a WHERE a.id = balance.account
+          FROM fincore.accounts a WHERE a.tenant_id = tenant AND a.id = balance.account
     ), now_counters AS (
         SELECT a.debits_pending + coalesce(sum(d.debits_pending), 0)::bigint AS dp,
                a.debits_posted + coalesce(sum(d.debits_posted), 0)::bigint AS dpo,
                a.credits_pending + coalesce(sum(d.credits_pending), 0)::bigint AS cp,
                a.credits_posted + coalesce(sum(d.credits_posted), 0)::bigint AS cpo
           FROM acct a LEFT JOIN fincore.account_deltas d ON d.tenant_id = a.tenant_id AND d.account_id = a.id
+         WHERE a.tenant_id = tenant
          GROUP BY a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
     ), history_counters AS (
         SELECT h.debits_pending AS dp, h.debits_posted AS dpo, h.credits_pending AS cp, h.credits_posted AS cpo
           FROM fincore.account_history h
-         WHERE h.tenant_id = (SELECT a.tenant_id FROM acct a) AND h.account_id = balance.account
+         WHERE h.tenant_id = tenant AND h.account_id = balance.account
            AND h.at <= balance.as_of
          ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1
     ), replayed_counters AS (
         SELECT coalesce(sum(e.debits_pending), 0)::bigint AS dp, coalesce(sum(e.debits_posted), 0)::bigint AS dpo,
                coalesce(sum(e.credits_pending), 0)::bigint AS cp, coalesce(sum(e.credits_posted), 0)::bigint AS cpo
-          FROM fincore.transfers t, fincore.transfer_effects(t) e
+          FROM fincore.transfers t, fincore.transfer_effects(t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.pending_amount) e
          WHERE (t.debit_account_id = balance.account OR t.credit_account_id = balance.account)
-           AND t.tenant_id = (SELECT a.tenant_id FROM acct a)
+           AND t.tenant_id = tenant
            AND t.created_at <= balance.as_of AND e.account_id = balance.account
     ), chosen AS (
         SELECT * FROM now_counters WHERE balance.as_of IS NULL
@@ -234,9 +258,11 @@ BEGIN ATOMIC
            c.cpo - c.dpo,
            c.cp - c.dp,
            c.cpo - c.dpo - c.dp + coalesce((SELECT a.credit_limit FROM acct a), 0)
+      INTO debits_pending, debits_posted, credits_pending, credits_posted, posted, pending, available
       FROM chosen c
      WHERE EXISTS (SELECT 1 FROM acct);
-END;
+END
+$fn$;
 
 -- account_transfers takes TigerBeetle's filters (a new signature), and account_balances() is new.
 DROP FUNCTION fincore.account_transfers(uuid, timestamptz, timestamptz, integer);
@@ -246,18 +272,31 @@ CREATE FUNCTION fincore.account_transfers(account uuid, since timestamptz DEFAUL
         until timestamptz DEFAULT NULL, lim integer DEFAULT 100, debits boolean DEFAULT true,
         credits boolean DEFAULT true, reversed boolean DEFAULT false, code integer DEFAULT NULL)
     RETURNS SETOF fincore.transfers
-    LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT * FROM (
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    tenant uuid := fincore.tenant_id();
+BEGIN
+    -- The caller's tenant names the account's shard (docs/scale-out.md); a role without one (a
+    -- superuser, the owner) reads the account of whichever tenant has the id.
+    IF tenant IS NULL THEN
+        SELECT a.tenant_id INTO tenant FROM fincore.accounts a WHERE a.id OPERATOR(pg_catalog.=) account_transfers.account LIMIT 1;
+    END IF;
+    RETURN QUERY SELECT * FROM (
         SELECT t.* FROM fincore.transfers t
-         WHERE t.debit_account_id OPERATOR(pg_catalog.=) account_transfers.account
+         WHERE t.tenant_id OPERATOR(pg_catalog.=) tenant
+           AND t.debit_account_id OPERATOR(pg_catalog.=) account_transfers.account
            AND account_transfers.debits
            AND (account_transfers.since IS NULL OR t.created_at OPERATOR(pg_catalog.>=) account_transfers.since)
            AND (account_transfers.until IS NULL OR t.created_at OPERATOR(pg_catalog.<) account_transfers.until)
            AND (account_transfers.code IS NULL OR t.code OPERATOR(pg_catalog.=) account_transfers.code)
         UNION ALL
         SELECT t.* FROM fincore.transfers t
-         WHERE t.credit_account_id OPERATOR(pg_catalog.=) account_transfers.account
+         WHERE t.tenant_id OPERATOR(pg_catalog.=) tenant
+           AND t.credit_account_id OPERATOR(pg_catalog.=) account_transfers.account
            AND account_transfers.credits
            AND (account_transfers.since IS NULL OR t.created_at OPERATOR(pg_catalog.>=) account_transfers.since)
            AND (account_transfers.until IS NULL OR t.created_at OPERATOR(pg_catalog.<) account_transfers.until)
@@ -268,7 +307,8 @@ BEGIN ATOMIC
              CASE WHEN account_transfers.reversed THEN s.created_at END DESC,
              CASE WHEN account_transfers.reversed THEN s.id END DESC
     LIMIT GREATEST(COALESCE(account_transfers.lim, 100), 0);
-END;
+END
+$fn$;
 COMMENT ON FUNCTION fincore.account_transfers(uuid, timestamptz, timestamptz, integer, boolean, boolean, boolean, integer) IS
     'The transfers of an account in time order (newest first if reversed), from since (inclusive) to until (exclusive), its debits and/or credits, of one code if given, at most lim (TigerBeetle''s get_account_transfers and AccountFilter).';
 
@@ -280,13 +320,25 @@ CREATE FUNCTION fincore.account_balances(account uuid, since timestamptz DEFAULT
         OUT transfer_id uuid, OUT at timestamptz, OUT debits_pending bigint, OUT debits_posted bigint,
         OUT credits_pending bigint, OUT credits_posted bigint)
     RETURNS SETOF record
-    LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT h.transfer_id, h.at, h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    tenant uuid := fincore.tenant_id();
+BEGIN
+    -- The caller's tenant names the account's shard (docs/scale-out.md); a role without one (a
+    -- superuser, the owner) reads the account of whichever tenant has the id.
+    IF tenant IS NULL THEN
+        SELECT a.tenant_id INTO tenant FROM fincore.accounts a WHERE a.id OPERATOR(pg_catalog.=) account_balances.account LIMIT 1;
+    END IF;
+    RETURN QUERY SELECT h.transfer_id, h.at, h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted
       FROM fincore.account_history h
       JOIN fincore.transfers t ON t.tenant_id OPERATOR(pg_catalog.=) h.tenant_id
                               AND t.id OPERATOR(pg_catalog.=) h.transfer_id
-     WHERE h.account_id OPERATOR(pg_catalog.=) account_balances.account
+     WHERE h.tenant_id OPERATOR(pg_catalog.=) tenant
+       AND h.account_id OPERATOR(pg_catalog.=) account_balances.account
        AND ((account_balances.debits AND t.debit_account_id OPERATOR(pg_catalog.=) account_balances.account)
             OR (account_balances.credits AND t.credit_account_id OPERATOR(pg_catalog.=) account_balances.account))
        AND (account_balances.since IS NULL OR h.at OPERATOR(pg_catalog.>=) account_balances.since)
@@ -297,72 +349,106 @@ BEGIN ATOMIC
               CASE WHEN account_balances.reversed THEN h.at END DESC,
               CASE WHEN account_balances.reversed THEN h.transfer_id END DESC
      LIMIT GREATEST(COALESCE(account_balances.lim, 100), 0);
-END;
+END
+$fn$;
 COMMENT ON FUNCTION fincore.account_balances(uuid, timestamptz, timestamptz, integer, boolean, boolean, boolean, integer) IS
     'The four counters of a history account after each of its transfers (newest first if reversed), with account_transfers()'' filters: time range, debits and/or credits, code, at most lim (TigerBeetle''s get_account_balances). Empty for an account without history.';
 
 CREATE OR REPLACE FUNCTION fincore.verify()
     RETURNS TABLE (invariant text, tenant_id uuid, subject text, detail text)
-    LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    WITH balances AS (
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    tenant uuid;
+BEGIN
+    -- One tenant at a time, every statement naming it: on Citus each runs on the tenant's shard
+    -- (docs/scale-out.md).  Every tenant with accounts or transfers the caller may see.
+    FOR tenant IN SELECT a.tenant_id FROM fincore.accounts a UNION SELECT t.tenant_id FROM fincore.transfers t
+                  ORDER BY 1 LOOP
+    -- One statement per invariant: Citus runs each on the tenant's shard, where it would plan
+    -- their UNION as a join across shards.
+    -- 1. Double entry: per tenant and currency, debits equal credits (posted and pending).
+    RETURN QUERY WITH balances AS (
         SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
                b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
           FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
-    ), implied AS (
-        SELECT t.tenant_id, e.account_id, sum(e.debits_pending)::bigint AS dp, sum(e.debits_posted)::bigint AS dpo,
-               sum(e.credits_pending)::bigint AS cp, sum(e.credits_posted)::bigint AS cpo
-          FROM fincore.transfers t, fincore.transfer_effects(t) e
-         GROUP BY t.tenant_id, e.account_id
+         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
     )
-    -- 1. Double entry: per tenant and currency, debits equal credits (posted and pending).
     SELECT 'debits_equal_credits', b.tenant_id, b.currency,
            pg_catalog.format('debits posted %s, credits posted %s, debits pending %s, credits pending %s',
                              sum(b.debits_posted), sum(b.credits_posted), sum(b.debits_pending), sum(b.credits_pending))
       FROM balances b
      GROUP BY b.tenant_id, b.currency
-    HAVING sum(b.debits_posted) <> sum(b.credits_posted) OR sum(b.debits_pending) <> sum(b.credits_pending)
-    UNION ALL
+    HAVING sum(b.debits_posted) <> sum(b.credits_posted) OR sum(b.debits_pending) <> sum(b.credits_pending);
     -- 2. Every account's counters are what its transfers imply.
+    RETURN QUERY WITH balances AS (
+        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
+               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
+          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
+         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
+    ), implied AS (
+        SELECT t.tenant_id, e.account_id, sum(e.debits_pending)::bigint AS dp, sum(e.debits_posted)::bigint AS dpo,
+               sum(e.credits_pending)::bigint AS cp, sum(e.credits_posted)::bigint AS cpo
+          FROM fincore.transfers t, fincore.transfer_effects(t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.pending_amount) e
+         WHERE t.tenant_id = tenant
+         GROUP BY t.tenant_id, e.account_id
+    )
     SELECT 'counters_match_transfers', b.tenant_id, b.id::text,
            pg_catalog.format('counters %s/%s/%s/%s, transfers imply %s/%s/%s/%s',
                              b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted,
                              coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
       FROM balances b LEFT JOIN implied i ON i.tenant_id = b.tenant_id AND i.account_id = b.id
      WHERE (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
-           IS DISTINCT FROM (coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
-    UNION ALL
-    SELECT 'transfer_accounts_exist', t.tenant_id, t.id::text, 'a transfer names an account that does not exist'
+           IS DISTINCT FROM (coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0));
+    RETURN QUERY SELECT 'transfer_accounts_exist', t.tenant_id, t.id::text, 'a transfer names an account that does not exist'
       FROM fincore.transfers t
-     WHERE NOT EXISTS (SELECT 1 FROM fincore.accounts a
+     WHERE t.tenant_id = tenant
+       AND (NOT EXISTS (SELECT 1 FROM fincore.accounts a
                         WHERE a.tenant_id = t.tenant_id AND a.id = t.debit_account_id AND a.currency = t.currency)
-        OR NOT EXISTS (SELECT 1 FROM fincore.accounts a
-                        WHERE a.tenant_id = t.tenant_id AND a.id = t.credit_account_id AND a.currency = t.currency)
-    UNION ALL
+            OR NOT EXISTS (SELECT 1 FROM fincore.accounts a
+                            WHERE a.tenant_id = t.tenant_id AND a.id = t.credit_account_id AND a.currency = t.currency));
     -- 3. No limit flag is violated.
+    RETURN QUERY WITH balances AS (
+        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
+               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
+          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
+         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
+    )
     SELECT 'debits_must_not_exceed_credits', b.tenant_id, b.id::text,
            pg_catalog.format('debits %s exceed credits %s + limit %s', b.debits_pending + b.debits_posted,
                              b.credits_posted, coalesce(b.credit_limit, 0))
       FROM balances b
-     WHERE b.flags & 1 <> 0 AND b.debits_pending + b.debits_posted > b.credits_posted + coalesce(b.credit_limit, 0)
-    UNION ALL
+     WHERE b.flags & 1 <> 0 AND b.debits_pending + b.debits_posted > b.credits_posted + coalesce(b.credit_limit, 0);
+    RETURN QUERY WITH balances AS (
+        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
+               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
+          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
+         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
+    )
     SELECT 'credits_must_not_exceed_debits', b.tenant_id, b.id::text,
            pg_catalog.format('credits %s exceed debits %s + limit %s', b.credits_pending + b.credits_posted,
                              b.debits_posted, coalesce(b.credit_limit, 0))
       FROM balances b
-     WHERE b.flags & 2 <> 0 AND b.credits_pending + b.credits_posted > b.debits_posted + coalesce(b.credit_limit, 0)
-    UNION ALL
+     WHERE b.flags & 2 <> 0 AND b.credits_pending + b.credits_posted > b.debits_posted + coalesce(b.credit_limit, 0);
     -- 4. History rows agree: the latest equals the counters, and each row is what the
     --    account's transfers up to it imply.
+    RETURN QUERY WITH balances AS (
+        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
+               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
+          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
+         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
+    )
     SELECT 'history_matches_counters', b.tenant_id, b.id::text, 'the latest history row differs from the counters'
       FROM balances b
       JOIN LATERAL (SELECT h.* FROM fincore.account_history h WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
                      ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1) h ON true
      WHERE b.flags & 4 <> 0
        AND (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
-           IS DISTINCT FROM (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
-    UNION ALL
-    SELECT 'history_matches_transfers', h.tenant_id, h.account_id::text || ' @ ' || h.transfer_id::text,
+           IS DISTINCT FROM (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted);
+    RETURN QUERY SELECT 'history_matches_transfers', h.tenant_id, h.account_id::text || ' @ ' || h.transfer_id::text,
            pg_catalog.format('history %s/%s/%s/%s, transfers up to it imply %s/%s/%s/%s',
                              h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted,
                              c.dp, c.dpo, c.cp, c.cpo)
@@ -370,14 +456,21 @@ BEGIN ATOMIC
       JOIN (SELECT t.tenant_id, e.account_id, t.id AS transfer_id,
                    sum(e.debits_pending) OVER w AS dp, sum(e.debits_posted) OVER w AS dpo,
                    sum(e.credits_pending) OVER w AS cp, sum(e.credits_posted) OVER w AS cpo
-              FROM fincore.transfers t, fincore.transfer_effects(t) e
-             WHERE EXISTS (SELECT 1 FROM fincore.accounts a
+              FROM fincore.transfers t, fincore.transfer_effects(t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.pending_amount) e
+             WHERE t.tenant_id = tenant
+               AND EXISTS (SELECT 1 FROM fincore.accounts a
                             WHERE a.tenant_id = t.tenant_id AND a.id = e.account_id AND a.flags & 4 <> 0)
             WINDOW w AS (PARTITION BY t.tenant_id, e.account_id ORDER BY t.created_at, t.id)) c
         ON c.tenant_id = h.tenant_id AND c.account_id = h.account_id AND c.transfer_id = h.transfer_id
-     WHERE (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
-           IS DISTINCT FROM (c.dp, c.dpo, c.cp, c.cpo)
-    UNION ALL
+     WHERE h.tenant_id = tenant
+       AND (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
+           IS DISTINCT FROM (c.dp, c.dpo, c.cp, c.cpo);
+    RETURN QUERY WITH balances AS (
+        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
+               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
+          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
+         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
+    )
     SELECT 'history_covers_transfers', b.tenant_id, b.id::text,
            'a transfer of a history account has no history row'
       FROM balances b
@@ -386,21 +479,22 @@ BEGIN ATOMIC
                     WHERE t.tenant_id = b.tenant_id AND (t.debit_account_id = b.id OR t.credit_account_id = b.id)
                       AND NOT EXISTS (SELECT 1 FROM fincore.account_history h
                                        WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
-                                         AND h.transfer_id = t.id))
-    UNION ALL
+                                         AND h.transfer_id = t.id));
     -- 5. Holds: each is resolved at most once, open holds are listed, reversals stay within the original.
-    SELECT 'open_holds_listed', t.tenant_id, t.id::text, 'an unresolved hold is missing from pending_holds'
+    RETURN QUERY SELECT 'open_holds_listed', t.tenant_id, t.id::text, 'an unresolved hold is missing from pending_holds'
       FROM fincore.transfers t
-     WHERE t.kind = 'pending'
+     WHERE t.tenant_id = tenant AND t.kind = 'pending'
        AND NOT EXISTS (SELECT 1 FROM fincore.transfers r WHERE r.tenant_id = t.tenant_id AND r.pending_id = t.id)
-       AND NOT EXISTS (SELECT 1 FROM fincore.pending_holds p WHERE p.tenant_id = t.tenant_id AND p.transfer_id = t.id)
-    UNION ALL
-    SELECT 'reversals_within_original', t.tenant_id, t.id::text,
+       AND NOT EXISTS (SELECT 1 FROM fincore.pending_holds p WHERE p.tenant_id = t.tenant_id AND p.transfer_id = t.id);
+    RETURN QUERY SELECT 'reversals_within_original', t.tenant_id, t.id::text,
            pg_catalog.format('reversed %s of %s', sum(r.amount), t.amount)
       FROM fincore.transfers t JOIN fincore.transfers r ON r.tenant_id = t.tenant_id AND r.reversal_of = t.id
+     WHERE t.tenant_id = tenant AND r.tenant_id = tenant
      GROUP BY t.tenant_id, t.id, t.amount
     HAVING sum(r.amount) > t.amount;
-END;
+    END LOOP;
+END
+$fn$;
 
 -- Balancing, closing and imported transfers (issue 14): more fields of a batch request.
 ALTER TYPE fincore.transfer_request ADD ATTRIBUTE balancing_debit boolean, ADD ATTRIBUTE balancing_credit boolean,
