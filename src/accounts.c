@@ -543,6 +543,7 @@ fincore_create_accounts(PG_FUNCTION_ARGS)
 /* ---- status ---- */
 
 static SPIPlanPtr status_lock_plan = NULL;
+static SPIPlanPtr status_deltas_plan = NULL;
 static SPIPlanPtr status_set_plan = NULL;
 static SPIPlanPtr closing_hold_plan = NULL;
 
@@ -588,16 +589,20 @@ lock_account_for_status(pg_uuid_t *id, pg_uuid_t *tenant)
 
 	if (status_lock_plan == NULL)
 	{
+		/*
+		 * The row locked alone, then its hot deltas summed: Citus runs a
+		 * locking read only as a plain statement on one shard.
+		 */
 		status_lock_plan = ledger_prepare(
-			"SELECT a.status, "
-			"       a.debits_pending OPERATOR(pg_catalog.+) COALESCE((SELECT pg_catalog.sum(d.debits_pending) "
-			"           FROM fincore.account_deltas d WHERE d.tenant_id OPERATOR(pg_catalog.=) a.tenant_id "
-			"            AND d.account_id OPERATOR(pg_catalog.=) a.id), 0)::bigint, "
-			"       a.credits_pending OPERATOR(pg_catalog.+) COALESCE((SELECT pg_catalog.sum(d.credits_pending) "
-			"           FROM fincore.account_deltas d WHERE d.tenant_id OPERATOR(pg_catalog.=) a.tenant_id "
-			"            AND d.account_id OPERATOR(pg_catalog.=) a.id), 0)::bigint "
+			"SELECT a.status, a.debits_pending, a.credits_pending "
 			"  FROM fincore.accounts a WHERE a.tenant_id OPERATOR(pg_catalog.=) $2 AND a.id OPERATOR(pg_catalog.=) $1 "
 			"   FOR UPDATE", 2, (Oid[]) {UUIDOID, UUIDOID});
+		status_deltas_plan = ledger_prepare(
+			"SELECT COALESCE(pg_catalog.sum(d.debits_pending), 0)::bigint, "
+			"       COALESCE(pg_catalog.sum(d.credits_pending), 0)::bigint "
+			"  FROM fincore.account_deltas d "
+			" WHERE d.tenant_id OPERATOR(pg_catalog.=) $2 AND d.account_id OPERATOR(pg_catalog.=) $1",
+			2, (Oid[]) {UUIDOID, UUIDOID});
 		status_set_plan = ledger_prepare(
 			"UPDATE fincore.accounts a SET status = $2 "
 			" WHERE a.tenant_id OPERATOR(pg_catalog.=) $3 AND a.id OPERATOR(pg_catalog.=) $1",
@@ -613,6 +618,18 @@ lock_account_for_status(pg_uuid_t *id, pg_uuid_t *tenant)
 	a.status = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))[0];
 	a.debits_pending = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	a.credits_pending = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	if (SPI_execute_plan(status_deltas_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "summing an account's deltas failed");
+	/* Totals that fit (checked before every write), so these sums do too; checked all the same. */
+	if (pg_add_s64_overflow(a.debits_pending,
+							DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+							&a.debits_pending) ||
+		pg_add_s64_overflow(a.credits_pending,
+							DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
+							&a.credits_pending))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_BALANCE_OVERFLOW),
+				 errmsg("the pending amounts of account %s overflow", uuid_text(id))));
 	return a;
 }
 

@@ -4,9 +4,39 @@
  */
 #include "ledger_int.h"
 
-/* ---- expire_pending: the sweep ---- */
-
+/*
+ * Both sweeps go tenant by tenant: the tenants with work first (a read of
+ * every shard, without locks), then each tenant's rows, locked with SKIP
+ * LOCKED by statements that name the tenant.  On Citus each of those runs on
+ * the tenant's shard (a locking read across shards is refused there); on one
+ * node it is an index range of the tenant.
+ */
+static SPIPlanPtr tenants_with_due_holds_plan = NULL;
 static SPIPlanPtr due_holds_plan = NULL;
+static SPIPlanPtr tenants_with_deltas_plan = NULL;
+static SPIPlanPtr hot_accounts_plan = NULL;
+static SPIPlanPtr rollup_plan = NULL;
+
+/* The tenants the statement plan (no arguments) returns, in its first column. */
+static pg_uuid_t *
+tenants_of(SPIPlanPtr plan, uint64 *n)
+{
+	pg_uuid_t  *tenants;
+
+	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ledger: finding the tenants to sweep failed");
+	*n = SPI_processed;
+	tenants = palloc(sizeof(pg_uuid_t) * Max(*n, 1));
+	for (uint64 i = 0; i < *n; i++)
+	{
+		bool		isnull;
+
+		tenants[i] = *DatumGetUUIDP(spi_value(i, 1, &isnull));
+	}
+	return tenants;
+}
+
+/* ---- expire_pending: the sweep ---- */
 
 /*
  * Expire up to max_holds due holds, in every tenant.  The holds of one tenant
@@ -19,73 +49,66 @@ fincore_expire_pending(PG_FUNCTION_ARGS)
 {
 	int32		max_holds = PG_GETARG_INT32(0);
 	int			expired = 0;
-	uint64		ndue;
-	pg_uuid_t  *ids,
-			   *tenants;
+	int			budget = max_holds;
+	uint64		ntenants;
+	pg_uuid_t  *tenants;
 
 	if (max_holds <= 0)
 		PG_RETURN_INT32(0);
 	fincore_spi_connect();
 	if (due_holds_plan == NULL)
 	{
-		Oid			types[1] = {INT4OID};
-
+		tenants_with_due_holds_plan = ledger_prepare(
+			"SELECT DISTINCT h.tenant_id FROM fincore.pending_holds h "
+			" WHERE h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() ORDER BY 1", 0, NULL);
 		/* SKIP LOCKED: holds a concurrent sweep is already expiring are left to it. */
 		due_holds_plan = ledger_prepare(
-			"SELECT h.transfer_id, h.tenant_id FROM fincore.pending_holds h "
-			" WHERE h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() "
-			" ORDER BY h.tenant_id, h.expires_at LIMIT $1 FOR UPDATE SKIP LOCKED", 1, types);
+			"SELECT h.transfer_id FROM fincore.pending_holds h "
+			" WHERE h.tenant_id OPERATOR(pg_catalog.=) $2 "
+			"   AND h.expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() "
+			" ORDER BY h.expires_at LIMIT $1 FOR UPDATE SKIP LOCKED", 2, (Oid[]) {INT4OID, UUIDOID});
 	}
+	tenants = tenants_of(tenants_with_due_holds_plan, &ntenants);
+	for (uint64 t = 0; t < ntenants && budget > 0; t++)
 	{
-		Datum		args[1] = {Int32GetDatum(max_holds)};
+		Datum		args[2] = {Int32GetDatum(budget), UUIDPGetDatum(&tenants[t])};
+		LedgerBatch b;
+		pg_uuid_t  *ids;
 
 		if (SPI_execute_plan(due_holds_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "ledger: finding due holds failed");
-	}
-	ndue = SPI_processed;
-	ids = palloc(sizeof(pg_uuid_t) * Max(ndue, 1));
-	tenants = palloc(sizeof(pg_uuid_t) * Max(ndue, 1));
-	for (uint64 i = 0; i < ndue; i++)
-	{
-		bool		isnull;
-
-		ids[i] = *DatumGetUUIDP(spi_value(i, 1, &isnull));
-		tenants[i] = *DatumGetUUIDP(spi_value(i, 2, &isnull));
-	}
-
-	for (uint64 start = 0; start < ndue;)
-	{
-		uint64		end = start;
-		LedgerBatch b;
-
-		while (end < ndue && uuid_equal(&tenants[end], &tenants[start]))
-			end++;
+		if (SPI_processed == 0)
+			continue;
 		memset(&b, 0, sizeof(b));
-		b.nitems = (int) (end - start);
+		b.nitems = (int) SPI_processed;
+		ids = palloc(sizeof(pg_uuid_t) * b.nitems);
+		for (int i = 0; i < b.nitems; i++)
+		{
+			bool		isnull;
+
+			ids[i] = *DatumGetUUIDP(spi_value(i, 1, &isnull));
+		}
 		b.items = palloc0(sizeof(LedgerItem) * b.nitems);
 		for (int i = 0; i < b.nitems; i++)
 		{
 			item_init(&b.items[i], i);
 			b.items[i].kind = KIND_EXPIRE;
-			b.items[i].ref_id = ids[start + i];
+			b.items[i].ref_id = ids[i];
 			item_generate_id(&b.items[i]);
 		}
-		b.tenant = tenants[start];
+		b.tenant = tenants[t];
 		b.tenant_given = true;
 		ledger_execute(&b);
+		budget -= b.nitems;
 		for (int i = 0; i < b.nitems; i++)
 			if (b.items[i].result == LR_OK)
 				expired++;
-		start = end;
 	}
 	SPI_finish();
 	PG_RETURN_INT32(expired);
 }
 
 /* ---- rollup_hot_accounts ---- */
-
-static SPIPlanPtr hot_accounts_plan = NULL;
-static SPIPlanPtr rollup_plan = NULL;
 
 /*
  * Fold the deltas of up to max_accounts hot accounts into their rows.  Each
@@ -98,8 +121,8 @@ Datum
 fincore_rollup_hot_accounts(PG_FUNCTION_ARGS)
 {
 	int32		max_accounts = PG_GETARG_INT32(0);
-	uint64		n;
-	pg_uuid_t  *ids;
+	int32		rolled = 0;
+	uint64		ntenants;
 	pg_uuid_t  *tenants;
 
 	if (max_accounts <= 0)
@@ -107,12 +130,14 @@ fincore_rollup_hot_accounts(PG_FUNCTION_ARGS)
 	fincore_spi_connect();
 	if (hot_accounts_plan == NULL)
 	{
-		Oid			types[1] = {INT4OID};
-
+		tenants_with_deltas_plan = ledger_prepare(
+			"SELECT DISTINCT d.tenant_id FROM fincore.account_deltas d ORDER BY 1", 0, NULL);
 		hot_accounts_plan = ledger_prepare(
-			"SELECT a.id, a.tenant_id FROM fincore.accounts a "
-			" WHERE (a.tenant_id, a.id) IN (SELECT DISTINCT d.tenant_id, d.account_id FROM fincore.account_deltas d) "
-			" ORDER BY a.tenant_id, a.id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED", 1, types);
+			"SELECT a.id FROM fincore.accounts a "
+			" WHERE a.tenant_id OPERATOR(pg_catalog.=) $2 "
+			"   AND a.id OPERATOR(pg_catalog.=) ANY (SELECT DISTINCT d.account_id FROM fincore.account_deltas d "
+			"                                        WHERE d.tenant_id OPERATOR(pg_catalog.=) $2) "
+			" ORDER BY a.id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED", 2, (Oid[]) {INT4OID, UUIDOID});
 		rollup_plan = ledger_prepare(
 			"WITH moved AS (DELETE FROM fincore.account_deltas d "
 			"                WHERE d.tenant_id OPERATOR(pg_catalog.=) $2 AND d.account_id OPERATOR(pg_catalog.=) $1 "
@@ -129,31 +154,34 @@ fincore_rollup_hot_accounts(PG_FUNCTION_ARGS)
 			" WHERE a.tenant_id OPERATOR(pg_catalog.=) $2 AND a.id OPERATOR(pg_catalog.=) $1 AND t.dp IS NOT NULL",
 			2, (Oid[]) {UUIDOID, UUIDOID});
 	}
+	tenants = tenants_of(tenants_with_deltas_plan, &ntenants);
+	for (uint64 t = 0; t < ntenants && rolled < max_accounts; t++)
 	{
-		Datum		args[1] = {Int32GetDatum(max_accounts)};
+		Datum		args[2] = {Int32GetDatum(max_accounts - rolled), UUIDPGetDatum(&tenants[t])};
+		uint64		n;
+		pg_uuid_t  *ids;
 
 		if (SPI_execute_plan(hot_accounts_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "ledger: finding hot accounts failed");
-	}
-	n = SPI_processed;
-	ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
-	tenants = palloc(sizeof(pg_uuid_t) * Max(n, 1));
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
+		n = SPI_processed;
+		ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
 
-		ids[i] = *DatumGetUUIDP(spi_value(i, 1, &isnull));
-		tenants[i] = *DatumGetUUIDP(spi_value(i, 2, &isnull));
-	}
-	for (uint64 i = 0; i < n; i++)
-	{
-		Datum		args[2] = {UUIDPGetDatum(&ids[i]), UUIDPGetDatum(&tenants[i])};
+			ids[i] = *DatumGetUUIDP(spi_value(i, 1, &isnull));
+		}
+		for (uint64 i = 0; i < n; i++)
+		{
+			Datum		a2[2] = {UUIDPGetDatum(&ids[i]), UUIDPGetDatum(&tenants[t])};
 
-		if (SPI_execute_plan(rollup_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "ledger: rolling up a hot account failed");
+			if (SPI_execute_plan(rollup_plan, a2, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "ledger: rolling up a hot account failed");
+		}
+		rolled += (int32) n;
 	}
 	SPI_finish();
-	PG_RETURN_INT32((int32) n);
+	PG_RETURN_INT32(rolled);
 }
 
 /* ---- append-only ---- */

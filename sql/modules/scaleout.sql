@@ -23,6 +23,8 @@ BEGIN ATOMIC
             ('fincore.app_roles', 'reference', 4),
             ('fincore.function_audience', 'reference', 5),
             ('fincore.maintenance_steps', 'reference', 6),
+            -- Read at every transfer (whose tenants write ledger events), set rarely.
+            ('fincore.outbox_settings', 'reference', 7),
             -- A tenant's data, on its shard.  accounts first: the others are colocated with it.
             ('fincore.accounts', 'distributed', 10),
             ('fincore.transfers', 'distributed', 11),
@@ -32,8 +34,7 @@ BEGIN ATOMIC
             ('fincore.account_deltas', 'distributed', 15),
             ('fincore.fee_schedule_codes', 'distributed', 16),
             ('fincore.fee_schedules', 'distributed', 17),
-            ('fincore.inbox', 'distributed', 18),
-            ('fincore.outbox_settings', 'distributed', 19)) AS v(relation, placement, ordinal);
+            ('fincore.inbox', 'distributed', 18)) AS v(relation, placement, ordinal);
 END;
 COMMENT ON FUNCTION fincore.distribution_plan() IS
     'Where fincore.distribute() puts each of fincore''s tables on Citus: reference (on every node) or distributed by tenant_id, colocated with fincore.accounts; tables not listed stay on the coordinator (the outbox and the job queue).';

@@ -1,0 +1,187 @@
+"""The ledger through the Citus coordinator: every call touches one shard, and the books hold.
+
+- Each API call of a tenant runs as single-shard statements only: with
+  citus.multi_task_query_log_level = error, Citus refuses any statement that would need more
+  than one task, so a call that completes proves it (and EXPLAIN shows one task).
+- Several tenants, several clients each, transfers, batches, holds (posted, voided, expired),
+  reversals and hot accounts at once; afterwards verify() is empty and in every tenant and
+  currency the debits equal the credits.
+- The same id from many clients at once creates one transfer.
+"""
+import random
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import connect
+
+TENANTS = [uuid.UUID(f"00000000-0000-4000-8000-0000000c{n:04x}") for n in range(1, 5)]
+ACCOUNTS = 20
+
+
+def acct(n):
+    return uuid.UUID(f"00000000-0000-4000-8000-{n:012x}")
+
+
+def req(debit, credit, amount, id=None, pending=None, post=None, void=None, reversal_of=None, linked=None):
+    """A fincore.transfer_request literal's fields (22)."""
+    return (id, debit, credit, amount, None, pending, None, post, void, reversal_of, linked,
+            None, None, None, None, None, None, None, None, None, None, None)
+
+
+def batch_sql(n):
+    rows = ", ".join(["ROW(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                      "::fincore.transfer_request"] * n)
+    return f"SELECT array_agg(result ORDER BY index) FROM fincore.create_transfers(ARRAY[{rows}])"
+
+
+@pytest.fixture(scope="module")
+def tenants(distributed):
+    with connect() as conn:
+        for i, t in enumerate(TENANTS):
+            conn.execute("SELECT fincore.create_tenant(%s, %s) WHERE NOT EXISTS "
+                         "(SELECT 1 FROM fincore.tenants WHERE id = %s)", (f"citus-{i}", t, t))
+            with conn.transaction():
+                conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+                for n in range(1, ACCOUNTS + 1):
+                    conn.execute("SELECT fincore.create_account('USD', id => %s)", (acct(n),))
+                conn.execute("SELECT fincore.create_account('USD', id => %s, flags => '{hot}')", (acct(999),))
+                conn.execute("SELECT fincore.create_account('USD', id => %s, flags => '{history}')", (acct(998),))
+    return TENANTS
+
+
+def test_explain_shows_one_task(tenants):
+    with connect() as conn:
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT * FROM fincore.accounts WHERE tenant_id = %s AND id = %s", (tenants[0], acct(1))))
+        assert "Task Count: 1" in plan, plan
+
+
+def test_every_call_runs_on_one_shard(tenants):
+    t = tenants[0]
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        conn.execute("SELECT fincore.create_account('USD', id => %s)", (acct(500),))
+        tid = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 10)", (acct(1), acct(2))).fetchone()[0]
+        conn.execute("SELECT fincore.transfer(%s, %s, 10, id => %s)", (acct(1), acct(2), tid))   # a replay
+        conn.execute("SELECT fincore.transfer(%s, %s, 5)", (acct(1), acct(999)))               # hot
+        conn.execute("SELECT fincore.transfer(%s, %s, 5)", (acct(1), acct(998)))               # history
+        hold = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 30, pending => true)", (acct(2), acct(3))).fetchone()[0]
+        conn.execute("SELECT fincore.post_pending(%s, 20)", (hold,))
+        hold = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 30, pending => true)", (acct(2), acct(3))).fetchone()[0]
+        conn.execute("SELECT fincore.void_pending(%s)", (hold,))
+        conn.execute("SELECT fincore.reverse(%s, 4)", (tid,))
+        results = conn.execute(batch_sql(3), req(acct(1), acct(2), 1) + req(acct(2), acct(3), 1)
+                               + req(acct(3), acct(999), 1)).fetchone()[0]
+        assert results == ["ok", "ok", "ok"], results
+        assert conn.execute("SELECT posted FROM fincore.balance(%s)", (acct(2),)).fetchone()[0] is not None
+        assert conn.execute("SELECT count(*) FROM fincore.account_transfers(%s)", (acct(2),)).fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM fincore.account_balances(%s)", (acct(998),)).fetchone()[0] == 1
+        conn.execute("SELECT fincore.freeze_account(%s)", (acct(500),))
+        conn.execute("SELECT fincore.unfreeze_account(%s)", (acct(500),))
+        conn.execute("SELECT fincore.close_account(%s)", (acct(500),))
+        conn.commit()
+
+
+def worker(tenant, seed, errors, created):
+    rnd = random.Random(seed)
+    try:
+        with connect() as conn:
+            for step in range(60):
+                with conn.transaction():
+                    conn.execute("SELECT fincore.set_tenant(%s)", (tenant,))
+                    d, c = rnd.sample(range(1, ACCOUNTS + 1), 2)
+                    kind = rnd.random()
+                    if kind < 0.4:
+                        tid = conn.execute("SELECT id FROM fincore.transfer(%s, %s, %s)",
+                                           (acct(d), acct(c), rnd.randint(1, 100))).fetchone()[0]
+                        created.append((tenant, tid))
+                    elif kind < 0.6:
+                        n = rnd.randint(2, 6)
+                        args = ()
+                        for _ in range(n):
+                            d, c = rnd.sample(range(1, ACCOUNTS + 1), 2)
+                            args += req(acct(d), acct(c), rnd.randint(1, 50))
+                        res = conn.execute(batch_sql(n), args).fetchone()[0]
+                        assert res == ["ok"] * n, res
+                    elif kind < 0.75:
+                        hold = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 40, pending => true)",
+                                            (acct(d), acct(c))).fetchone()[0]
+                        if rnd.random() < 0.5:
+                            conn.execute("SELECT fincore.post_pending(%s, %s)", (hold, rnd.randint(0, 40)))
+                        else:
+                            conn.execute("SELECT fincore.void_pending(%s)", (hold,))
+                    elif kind < 0.85:
+                        conn.execute("SELECT fincore.transfer(%s, %s, 3, pending => true, timeout => '1 millisecond')",
+                                     (acct(d), acct(c)))
+                    elif kind < 0.95:
+                        conn.execute("SELECT fincore.transfer(%s, %s, 2)", (acct(d), acct(999)))
+                    else:
+                        tid = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 10)", (acct(d), acct(c))).fetchone()[0]
+                        conn.execute("SELECT fincore.reverse(%s, 5)", (tid,))
+    except Exception as exc:  # reported by the test
+        errors.append(repr(exc))
+
+
+def test_concurrent_tenants_keep_the_books(tenants):
+    errors, created = [], []
+    threads = [threading.Thread(target=worker, args=(t, 100 * i + k, errors, created))
+               for i, t in enumerate(tenants) for k in range(2)]
+    for th in threads:
+        th.start()
+    # Maintenance alongside: expiry and roll-up go tenant by tenant, one shard at a time.
+    with connect() as conn:
+        for _ in range(5):
+            conn.execute("SELECT fincore.expire_pending()")
+            conn.execute("SELECT fincore.rollup_hot_accounts()")
+    for th in threads:
+        th.join()
+    assert not errors, errors[:3]
+    with connect() as conn:
+        conn.execute("SELECT pg_sleep(0.01)")
+        conn.execute("SELECT fincore.expire_pending()")
+        conn.execute("SELECT fincore.rollup_hot_accounts()")
+        assert conn.execute("SELECT * FROM fincore.verify()").fetchall() == []
+        # Every tenant and currency sums to zero: debits equal credits, posted and pending.
+        sums = conn.execute(
+            "SELECT tenant_id, currency, sum(debits_posted) - sum(credits_posted), sum(debits_pending) - sum(credits_pending)"
+            "  FROM fincore.account_balances GROUP BY 1, 2").fetchall()
+        assert sums and all(r[2] == 0 and r[3] == 0 for r in sums), sums
+        # Every transfer a client saw created is there, in its tenant.
+        for tenant, tid in created:
+            assert conn.execute("SELECT count(*) FROM fincore.transfers WHERE tenant_id = %s AND id = %s",
+                                (tenant, tid)).fetchone()[0] == 1
+
+
+def test_the_same_id_from_many_clients_creates_one_transfer(tenants):
+    t, tid = tenants[1], uuid.uuid4()
+    barrier, results, errors = threading.Barrier(8), [], []
+
+    def go():
+        try:
+            with connect() as conn, conn.transaction():
+                conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+                barrier.wait()
+                results.append(conn.execute("SELECT id FROM fincore.transfer(%s, %s, 7, id => %s)",
+                                            (acct(4), acct(5), tid)).fetchone()[0])
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert results == [tid] * 8
+    with connect() as conn:
+        assert conn.execute("SELECT count(*) FROM fincore.transfers WHERE tenant_id = %s AND id = %s",
+                            (t, tid)).fetchone()[0] == 1
+        # The same id in another tenant is that tenant's own transfer.
+        with conn.transaction():
+            conn.execute("SELECT fincore.set_tenant(%s)", (tenants[2],))
+            conn.execute("SELECT fincore.transfer(%s, %s, 7, id => %s)", (acct(4), acct(5), tid))
+        assert conn.execute("SELECT count(*) FROM fincore.transfers WHERE id = %s", (tid,)).fetchone()[0] == 2
