@@ -874,6 +874,42 @@ COMMENT ON FUNCTION fincore.distribute(regclass) IS
     'On a Citus coordinator: distributes fincore''s tables (fincore.distribution_plan()), and user_table if given, by tenant_id, colocated with fincore.accounts; returns what it placed. Idempotent. ZF701 without Citus or off the coordinator, ZF702 for a user table without a tenant_id uuid or distributed otherwise.';
 REVOKE ALL ON FUNCTION fincore.distribute(regclass) FROM PUBLIC;
 
+-- PostgREST's pre-request function on Citus (db-pre-request = "fincore.pre_request"): the
+-- claims PostgREST sets with set_config(..., true) stay in the coordinator's backend, while the
+-- row level security policies of distributed tables run on the workers.  SET LOCAL statements
+-- do reach the workers (citus.propagate_set_commands = 'local'): the claims are set again that
+-- way, so a policy on a worker sees the tenant the coordinator sees.
+CREATE FUNCTION fincore.pre_request() RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+-- The function's SET clause restores search_path alone when it returns; the SET LOCALs of
+-- other settings below last until the end of the transaction.
+DECLARE
+    setting text;
+    value text;
+BEGIN
+    IF pg_catalog.current_setting('citus.propagate_set_commands', true) IS NULL THEN
+        RETURN;             -- not Citus: the policies run in this backend, which has the claims
+    END IF;
+    PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+    FOREACH setting IN ARRAY ARRAY['request.jwt.claims', 'request.jwt.claim.sub',
+                                   'request.jwt.claim.' OPERATOR(pg_catalog.||)
+                                       COALESCE(pg_catalog.current_setting('fincore.tenant_claim', true),
+                                                           'tenant_id')] LOOP
+        value := pg_catalog.current_setting(setting, true);
+        IF value IS NOT NULL AND value OPERATOR(pg_catalog.<>) ''
+           AND setting OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_.]*$' THEN
+            EXECUTE pg_catalog.format('SET LOCAL %s = %L', setting, value);
+        END IF;
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.pre_request() IS
+    'PostgREST''s db-pre-request on Citus: sets the JWT claims again with SET LOCAL, which Citus propagates, so that row level security on the workers sees the caller''s tenant. Does nothing without Citus.';
+
+INSERT INTO fincore.function_audience (fn, audience) VALUES ('fincore.pre_request()', 'app');
+
 -- grants: the last module.  Every function of an audience is revoked from
 -- PUBLIC, then the registered application roles (and Supabase's, when they
 -- exist) get their grants; an upgrade script ends the same way, so new

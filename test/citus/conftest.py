@@ -18,7 +18,8 @@ DB = os.environ.get("PGDATABASE", "fincore")
 def connect(port=PORT, **kwargs):
     """A connection to a node (the coordinator by default), autocommit unless told otherwise."""
     kwargs.setdefault("autocommit", True)
-    return psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=DB, **kwargs)
+    kwargs.setdefault("user", "postgres")
+    return psycopg.connect(host="127.0.0.1", port=port, dbname=DB, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -124,7 +124,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.cancel(bigint)'), ('fincore.retry(bigint)'), ('fincore.pause_queue(text)'),
     ('fincore.resume_queue(text)'), ('fincore.queue_stats(interval)'), ('fincore.rescue_expired(interval)'),
     ('fincore.job_backoff(integer)'), ('fincore.job_retention(interval)'), ('fincore.paused_queues_changed()'),
-    ('fincore.schedule_maintenance(text)'), ('fincore.unschedule_maintenance()'), ('fincore.distribute(regclass)');
+    ('fincore.schedule_maintenance(text)'), ('fincore.unschedule_maintenance()'), ('fincore.distribute(regclass)'), ('fincore.pre_request()');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,

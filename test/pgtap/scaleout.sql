@@ -2,7 +2,7 @@
 -- without it; the distribution plan covers every table; every key of a tenant table leads with
 -- tenant_id (docs/scale-out.md).  The Citus cluster tests are test/citus (./scripts/test --citus).
 BEGIN;
-SELECT plan(6);
+SELECT plan(8);
 SET LOCAL search_path = fincore, public;
 
 SELECT throws_ok($$SELECT * FROM fincore.distribute()$$, 'ZF701', NULL,
@@ -44,6 +44,10 @@ SELECT is_empty($$
        AND (SELECT a.attname FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0]) <> 'tenant_id'$$,
     'every unique index of a distributed table leads with tenant_id');
+
+-- PostgREST's pre-request function does nothing without Citus.
+SELECT lives_ok($$SELECT fincore.pre_request()$$, 'pre_request() without Citus: nothing to do');
+SELECT is(current_setting('citus.propagate_set_commands', true), NULL, 'pre_request() set nothing');
 
 SELECT * FROM finish();
 ROLLBACK;
