@@ -227,10 +227,12 @@ CREATE FUNCTION fincore.set_ledger_events(enabled boolean) RETURNS void
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 BEGIN
-    INSERT INTO fincore.outbox_settings AS s (tenant_id, ledger_events)
-    VALUES (fincore.require_tenant(), set_ledger_events.enabled)
+    -- The time comes with the row, not from the DO UPDATE clause: Citus takes only immutable
+    -- functions there (outbox_settings is a reference table on Citus).
+    INSERT INTO fincore.outbox_settings AS s (tenant_id, ledger_events, updated_at)
+    VALUES (fincore.require_tenant(), set_ledger_events.enabled, pg_catalog.now())
     ON CONFLICT ON CONSTRAINT outbox_settings_pkey
-    DO UPDATE SET ledger_events = excluded.ledger_events, updated_at = pg_catalog.now();
+    DO UPDATE SET ledger_events = excluded.ledger_events, updated_at = excluded.updated_at;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.set_ledger_events(boolean) IS

@@ -138,3 +138,16 @@ def test_events_and_jobs_exactly_once(distributed):
     assert len(done_jobs) == len(set(done_jobs)), "a job was dequeued twice"
     assert unfinished == 0
     assert set(done_jobs) == finished and len(finished) > 50
+
+
+def test_ledger_events_can_be_switched_per_tenant(distributed):
+    """set_ledger_events writes outbox_settings, a reference table on Citus."""
+    t = uuid.UUID("00000000-0000-4000-8000-0000000e0f0f")
+    with connect() as conn:
+        conn.execute("SELECT fincore.create_tenant('events switch', %s)", (t,))
+        for enabled in (False, True):
+            with conn.transaction():
+                conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+                conn.execute("SELECT fincore.set_ledger_events(%s)", (enabled,))
+            assert conn.execute("SELECT ledger_events FROM fincore.outbox_settings WHERE tenant_id = %s",
+                                (t,)).fetchone()[0] is enabled
