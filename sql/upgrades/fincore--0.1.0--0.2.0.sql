@@ -159,6 +159,21 @@ COMMENT ON TABLE fincore.failed_transfers IS
 SELECT fincore.protect('fincore.failed_transfers');
 SELECT pg_catalog.pg_extension_config_dump('fincore.failed_transfers', '');
 
+-- set_ledger_events: the time comes with the row (Citus takes only immutable functions in DO UPDATE).
+CREATE OR REPLACE FUNCTION fincore.set_ledger_events(enabled boolean) RETURNS void
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    -- The time comes with the row, not from the DO UPDATE clause: Citus takes only immutable
+    -- functions there (outbox_settings is a reference table on Citus).
+    INSERT INTO fincore.outbox_settings AS s (tenant_id, ledger_events, updated_at)
+    VALUES (fincore.require_tenant(), set_ledger_events.enabled, pg_catalog.now())
+    ON CONFLICT ON CONSTRAINT outbox_settings_pkey
+    DO UPDATE SET ledger_events = excluded.ledger_events, updated_at = excluded.updated_at;
+END
+$fn$;
+
 -- ---- Hardening (issue 13) ----------------------------------------------------------------------
 
 -- Bounds per call: fincore.max_batch_size for the SQL functions.
@@ -722,21 +737,6 @@ BEGIN
     END LOOP;
 END
 $owner$;
-
--- set_ledger_events: the time comes with the row (Citus takes only immutable functions in DO UPDATE).
-CREATE OR REPLACE FUNCTION fincore.set_ledger_events(enabled boolean) RETURNS void
-    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $fn$
-BEGIN
-    -- The time comes with the row, not from the DO UPDATE clause: Citus takes only immutable
-    -- functions there (outbox_settings is a reference table on Citus).
-    INSERT INTO fincore.outbox_settings AS s (tenant_id, ledger_events, updated_at)
-    VALUES (fincore.require_tenant(), set_ledger_events.enabled, pg_catalog.now())
-    ON CONFLICT ON CONSTRAINT outbox_settings_pkey
-    DO UPDATE SET ledger_events = excluded.ledger_events, updated_at = excluded.updated_at;
-END
-$fn$;
 
 -- ---- Scale-out (issue 16): sql/modules/scaleout.sql, as it is --------------------------------
 
