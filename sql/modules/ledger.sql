@@ -684,130 +684,96 @@ BEGIN
     -- (docs/scale-out.md).  Every tenant with accounts or transfers the caller may see.
     FOR tenant IN SELECT a.tenant_id FROM fincore.accounts a UNION SELECT t.tenant_id FROM fincore.transfers t
                   ORDER BY 1 LOOP
-    -- One statement per invariant: Citus runs each on the tenant's shard, where it would plan
-    -- their UNION as a join across shards.
-    -- 1. Double entry: per tenant and currency, debits equal credits (posted and pending).
-    RETURN QUERY WITH balances AS (
-        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
-               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
-          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
-         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
-    )
-    SELECT 'debits_equal_credits', b.tenant_id, b.currency,
-           pg_catalog.format('debits posted %s, credits posted %s, debits pending %s, credits pending %s',
-                             sum(b.debits_posted), sum(b.credits_posted), sum(b.debits_pending), sum(b.credits_pending))
-      FROM balances b
-     GROUP BY b.tenant_id, b.currency
-    HAVING sum(b.debits_posted) <> sum(b.credits_posted) OR sum(b.debits_pending) <> sum(b.credits_pending);
-    -- 2. Every account's counters are what its transfers imply.
-    RETURN QUERY WITH balances AS (
-        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
-               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
-          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
-         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
-    ), implied AS (
-        SELECT t.tenant_id, e.account_id, sum(e.debits_pending)::bigint AS dp, sum(e.debits_posted)::bigint AS dpo,
-               sum(e.credits_pending)::bigint AS cp, sum(e.credits_posted)::bigint AS cpo
-          FROM fincore.transfers t, fincore.transfer_effects(t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.pending_amount) e
-         WHERE t.tenant_id = tenant
-         GROUP BY t.tenant_id, e.account_id
-    )
-    SELECT 'counters_match_transfers', b.tenant_id, b.id::text,
-           pg_catalog.format('counters %s/%s/%s/%s, transfers imply %s/%s/%s/%s',
-                             b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted,
-                             coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
-      FROM balances b LEFT JOIN implied i ON i.tenant_id = b.tenant_id AND i.account_id = b.id
-     WHERE (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
-           IS DISTINCT FROM (coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0));
-    RETURN QUERY SELECT 'transfer_accounts_exist', t.tenant_id, t.id::text, 'a transfer names an account that does not exist'
-      FROM fincore.transfers t
-     WHERE t.tenant_id = tenant
-       AND (NOT EXISTS (SELECT 1 FROM fincore.accounts a
-                        WHERE a.tenant_id = t.tenant_id AND a.id = t.debit_account_id AND a.currency = t.currency)
-            OR NOT EXISTS (SELECT 1 FROM fincore.accounts a
-                            WHERE a.tenant_id = t.tenant_id AND a.id = t.credit_account_id AND a.currency = t.currency));
-    -- 3. No limit flag is violated.
-    RETURN QUERY WITH balances AS (
-        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
-               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
-          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
-         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
-    )
-    SELECT 'debits_must_not_exceed_credits', b.tenant_id, b.id::text,
-           pg_catalog.format('debits %s exceed credits %s + limit %s', b.debits_pending + b.debits_posted,
-                             b.credits_posted, coalesce(b.credit_limit, 0))
-      FROM balances b
-     WHERE b.flags & 1 <> 0 AND b.debits_pending + b.debits_posted > b.credits_posted + coalesce(b.credit_limit, 0);
-    RETURN QUERY WITH balances AS (
-        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
-               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
-          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
-         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
-    )
-    SELECT 'credits_must_not_exceed_debits', b.tenant_id, b.id::text,
-           pg_catalog.format('credits %s exceed debits %s + limit %s', b.credits_pending + b.credits_posted,
-                             b.debits_posted, coalesce(b.credit_limit, 0))
-      FROM balances b
-     WHERE b.flags & 2 <> 0 AND b.credits_pending + b.credits_posted > b.debits_posted + coalesce(b.credit_limit, 0);
-    -- 4. History rows agree: the latest equals the counters, and each row is what the
-    --    account's transfers up to it imply.
-    RETURN QUERY WITH balances AS (
-        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
-               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
-          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
-         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
-    )
-    SELECT 'history_matches_counters', b.tenant_id, b.id::text, 'the latest history row differs from the counters'
-      FROM balances b
-      JOIN LATERAL (SELECT h.* FROM fincore.account_history h WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
-                     ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1) h ON true
-     WHERE b.flags & 4 <> 0
-       AND (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
-           IS DISTINCT FROM (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted);
-    RETURN QUERY SELECT 'history_matches_transfers', h.tenant_id, h.account_id::text || ' @ ' || h.transfer_id::text,
-           pg_catalog.format('history %s/%s/%s/%s, transfers up to it imply %s/%s/%s/%s',
-                             h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted,
-                             c.dp, c.dpo, c.cp, c.cpo)
-      FROM fincore.account_history h
-      JOIN (SELECT t.tenant_id, e.account_id, t.id AS transfer_id,
-                   sum(e.debits_pending) OVER w AS dp, sum(e.debits_posted) OVER w AS dpo,
-                   sum(e.credits_pending) OVER w AS cp, sum(e.credits_posted) OVER w AS cpo
+        -- One statement per invariant: Citus runs each on the tenant's shard, where it would plan
+        -- their UNION as a join across shards.
+        -- 1. Double entry: per tenant and currency, debits equal credits (posted and pending).
+        RETURN QUERY SELECT 'debits_equal_credits', b.tenant_id, b.currency,
+               pg_catalog.format('debits posted %s, credits posted %s, debits pending %s, credits pending %s',
+                                 sum(b.debits_posted), sum(b.credits_posted), sum(b.debits_pending), sum(b.credits_pending))
+          FROM fincore.account_balances b
+         WHERE b.tenant_id = tenant
+         GROUP BY b.tenant_id, b.currency
+        HAVING sum(b.debits_posted) <> sum(b.credits_posted) OR sum(b.debits_pending) <> sum(b.credits_pending);
+        -- 2. Every account's counters are what its transfers imply.
+        RETURN QUERY WITH implied AS (
+            SELECT t.tenant_id, e.account_id, sum(e.debits_pending)::bigint AS dp, sum(e.debits_posted)::bigint AS dpo,
+                   sum(e.credits_pending)::bigint AS cp, sum(e.credits_posted)::bigint AS cpo
               FROM fincore.transfers t, fincore.transfer_effects(t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.pending_amount) e
              WHERE t.tenant_id = tenant
-               AND EXISTS (SELECT 1 FROM fincore.accounts a
-                            WHERE a.tenant_id = t.tenant_id AND a.id = e.account_id AND a.flags & 4 <> 0)
-            WINDOW w AS (PARTITION BY t.tenant_id, e.account_id ORDER BY t.created_at, t.id)) c
-        ON c.tenant_id = h.tenant_id AND c.account_id = h.account_id AND c.transfer_id = h.transfer_id
-     WHERE h.tenant_id = tenant
-       AND (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
-           IS DISTINCT FROM (c.dp, c.dpo, c.cp, c.cpo);
-    RETURN QUERY WITH balances AS (
-        SELECT b.id, b.tenant_id, b.currency, a.flags, b.credit_limit, b.status,
-               b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
-          FROM fincore.account_balances b JOIN fincore.accounts a ON a.tenant_id = b.tenant_id AND a.id = b.id
-         WHERE b.tenant_id = tenant AND a.tenant_id = tenant
-    )
-    SELECT 'history_covers_transfers', b.tenant_id, b.id::text,
-           'a transfer of a history account has no history row'
-      FROM balances b
-     WHERE b.flags & 4 <> 0
-       AND EXISTS (SELECT 1 FROM fincore.transfers t
-                    WHERE t.tenant_id = b.tenant_id AND (t.debit_account_id = b.id OR t.credit_account_id = b.id)
-                      AND NOT EXISTS (SELECT 1 FROM fincore.account_history h
-                                       WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
-                                         AND h.transfer_id = t.id));
-    -- 5. Holds: each is resolved at most once, open holds are listed, reversals stay within the original.
-    RETURN QUERY SELECT 'open_holds_listed', t.tenant_id, t.id::text, 'an unresolved hold is missing from pending_holds'
-      FROM fincore.transfers t
-     WHERE t.tenant_id = tenant AND t.kind = 'pending'
-       AND NOT EXISTS (SELECT 1 FROM fincore.transfers r WHERE r.tenant_id = t.tenant_id AND r.pending_id = t.id)
-       AND NOT EXISTS (SELECT 1 FROM fincore.pending_holds p WHERE p.tenant_id = t.tenant_id AND p.transfer_id = t.id);
-    RETURN QUERY SELECT 'reversals_within_original', t.tenant_id, t.id::text,
-           pg_catalog.format('reversed %s of %s', sum(r.amount), t.amount)
-      FROM fincore.transfers t JOIN fincore.transfers r ON r.tenant_id = t.tenant_id AND r.reversal_of = t.id
-     WHERE t.tenant_id = tenant AND r.tenant_id = tenant
-     GROUP BY t.tenant_id, t.id, t.amount
-    HAVING sum(r.amount) > t.amount;
+             GROUP BY t.tenant_id, e.account_id
+        )
+        SELECT 'counters_match_transfers', b.tenant_id, b.id::text,
+               pg_catalog.format('counters %s/%s/%s/%s, transfers imply %s/%s/%s/%s',
+                                 b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted,
+                                 coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0))
+          FROM fincore.account_balances b LEFT JOIN implied i ON i.tenant_id = b.tenant_id AND i.account_id = b.id
+         WHERE b.tenant_id = tenant AND (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
+               IS DISTINCT FROM (coalesce(i.dp, 0), coalesce(i.dpo, 0), coalesce(i.cp, 0), coalesce(i.cpo, 0));
+        RETURN QUERY SELECT 'transfer_accounts_exist', t.tenant_id, t.id::text, 'a transfer names an account that does not exist'
+          FROM fincore.transfers t
+         WHERE t.tenant_id = tenant
+           AND (NOT EXISTS (SELECT 1 FROM fincore.accounts a
+                            WHERE a.tenant_id = t.tenant_id AND a.id = t.debit_account_id AND a.currency = t.currency)
+                OR NOT EXISTS (SELECT 1 FROM fincore.accounts a
+                                WHERE a.tenant_id = t.tenant_id AND a.id = t.credit_account_id AND a.currency = t.currency));
+        -- 3. No limit flag is violated.
+        RETURN QUERY SELECT 'debits_must_not_exceed_credits', b.tenant_id, b.id::text,
+               pg_catalog.format('debits %s exceed credits %s + limit %s', b.debits_pending + b.debits_posted,
+                                 b.credits_posted, coalesce(b.credit_limit, 0))
+          FROM fincore.account_balances b
+         WHERE b.tenant_id = tenant AND 'debits_must_not_exceed_credits' = ANY (b.flags) AND b.debits_pending + b.debits_posted > b.credits_posted + coalesce(b.credit_limit, 0);
+        RETURN QUERY SELECT 'credits_must_not_exceed_debits', b.tenant_id, b.id::text,
+               pg_catalog.format('credits %s exceed debits %s + limit %s', b.credits_pending + b.credits_posted,
+                                 b.debits_posted, coalesce(b.credit_limit, 0))
+          FROM fincore.account_balances b
+         WHERE b.tenant_id = tenant AND 'credits_must_not_exceed_debits' = ANY (b.flags) AND b.credits_pending + b.credits_posted > b.debits_posted + coalesce(b.credit_limit, 0);
+        -- 4. History rows agree: the latest equals the counters, and each row is what the
+        --    account's transfers up to it imply.
+        RETURN QUERY SELECT 'history_matches_counters', b.tenant_id, b.id::text, 'the latest history row differs from the counters'
+          FROM fincore.account_balances b
+          JOIN LATERAL (SELECT h.* FROM fincore.account_history h WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
+                         ORDER BY h.at DESC, h.transfer_id DESC LIMIT 1) h ON true
+         WHERE b.tenant_id = tenant AND 'history' = ANY (b.flags)
+           AND (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
+               IS DISTINCT FROM (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted);
+        RETURN QUERY SELECT 'history_matches_transfers', h.tenant_id, h.account_id::text || ' @ ' || h.transfer_id::text,
+               pg_catalog.format('history %s/%s/%s/%s, transfers up to it imply %s/%s/%s/%s',
+                                 h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted,
+                                 c.dp, c.dpo, c.cp, c.cpo)
+          FROM fincore.account_history h
+          JOIN (SELECT t.tenant_id, e.account_id, t.id AS transfer_id,
+                       sum(e.debits_pending) OVER w AS dp, sum(e.debits_posted) OVER w AS dpo,
+                       sum(e.credits_pending) OVER w AS cp, sum(e.credits_posted) OVER w AS cpo
+                  FROM fincore.transfers t, fincore.transfer_effects(t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.pending_amount) e
+                 WHERE t.tenant_id = tenant
+                   AND EXISTS (SELECT 1 FROM fincore.accounts a
+                                WHERE a.tenant_id = t.tenant_id AND a.id = e.account_id AND a.flags & 4 <> 0)
+                WINDOW w AS (PARTITION BY t.tenant_id, e.account_id ORDER BY t.created_at, t.id)) c
+            ON c.tenant_id = h.tenant_id AND c.account_id = h.account_id AND c.transfer_id = h.transfer_id
+         WHERE h.tenant_id = tenant
+           AND (h.debits_pending, h.debits_posted, h.credits_pending, h.credits_posted)
+               IS DISTINCT FROM (c.dp, c.dpo, c.cp, c.cpo);
+        RETURN QUERY SELECT 'history_covers_transfers', b.tenant_id, b.id::text,
+               'a transfer of a history account has no history row'
+          FROM fincore.account_balances b
+         WHERE b.tenant_id = tenant AND 'history' = ANY (b.flags)
+           AND EXISTS (SELECT 1 FROM fincore.transfers t
+                        WHERE t.tenant_id = b.tenant_id AND (t.debit_account_id = b.id OR t.credit_account_id = b.id)
+                          AND NOT EXISTS (SELECT 1 FROM fincore.account_history h
+                                           WHERE h.tenant_id = b.tenant_id AND h.account_id = b.id
+                                             AND h.transfer_id = t.id));
+        -- 5. Holds: each is resolved at most once, open holds are listed, reversals stay within the original.
+        RETURN QUERY SELECT 'open_holds_listed', t.tenant_id, t.id::text, 'an unresolved hold is missing from pending_holds'
+          FROM fincore.transfers t
+         WHERE t.tenant_id = tenant AND t.kind = 'pending'
+           AND NOT EXISTS (SELECT 1 FROM fincore.transfers r WHERE r.tenant_id = t.tenant_id AND r.pending_id = t.id)
+           AND NOT EXISTS (SELECT 1 FROM fincore.pending_holds p WHERE p.tenant_id = t.tenant_id AND p.transfer_id = t.id);
+        RETURN QUERY SELECT 'reversals_within_original', t.tenant_id, t.id::text,
+               pg_catalog.format('reversed %s of %s', sum(r.amount), t.amount)
+          FROM fincore.transfers t JOIN fincore.transfers r ON r.tenant_id = t.tenant_id AND r.reversal_of = t.id
+         WHERE t.tenant_id = tenant AND r.tenant_id = tenant
+         GROUP BY t.tenant_id, t.id, t.amount
+        HAVING sum(r.amount) > t.amount;
     END LOOP;
 END
 $fn$;
