@@ -110,8 +110,9 @@
 #define ERRCODE_FC_PG_CRON_NOT_INSTALLED	MAKE_SQLSTATE('Z','F','6','0','8')
 #define ERRCODE_FC_INVALID_SCHEDULE			MAKE_SQLSTATE('Z','F','6','0','9')
 
-/* ---- SQLSTATEs: scale-out (ZF7xx; raised by fincore.distribute() in sql/modules/scaleout.sql) ---- */
+/* ---- SQLSTATEs: scale-out (ZF7xx; ZF701 and ZF702 raised by fincore.distribute() in sql/modules/scaleout.sql) ---- */
 #define ERRCODE_FC_CITUS_NOT_AVAILABLE		MAKE_SQLSTATE('Z','F','7','0','1')
 #define ERRCODE_FC_INVALID_DISTRIBUTION		MAKE_SQLSTATE('Z','F','7','0','2')
+#define ERRCODE_FC_COORDINATOR_REQUIRED		MAKE_SQLSTATE('Z','F','7','0','3')
 
 #endif							/* FINCORE_ERRCODES_H */

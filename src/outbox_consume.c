@@ -361,6 +361,7 @@ fincore_poll(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	PollArgs	p;
 
+	fincore_require_coordinator("an event");
 	memset(&p, 0, sizeof(p));
 	p.c.name = PG_GETARG_TEXT_PP(0);
 	p.max = PG_GETARG_INT32(1);
@@ -582,6 +583,7 @@ ack_as_owner(void *arg)
 static void
 ack_common(FunctionCallInfo fcinfo, AckArgs *a)
 {
+	fincore_require_coordinator("an event");
 	a->c.name = PG_GETARG_TEXT_PP(0);
 	a->event_id = PG_GETARG_UUID_P(1);
 	a->trusted = caller_is_trusted();

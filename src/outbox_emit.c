@@ -135,6 +135,7 @@ emit_event(EmitArgs *a)
 	check_payload_size((int64) VARSIZE(a->payload) + (a->headers ? VARSIZE(a->headers) : 0),
 					   ERRCODE_FC_INVALID_EVENT, "an event's payload and headers");
 
+	fincore_require_coordinator("an event");
 	lock_aggregate(&a->tenant, a->aggregate_type, a->aggregate_id);
 	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
 		state.events_relid = fincore_table_oid("outbox_events");

@@ -31,8 +31,12 @@
 
 #include "owner_sql.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_namespace.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -95,6 +99,45 @@ fincore_citus_preloaded(void)
 	const char *libs = GetConfigOption("shared_preload_libraries", true, false);
 
 	return libs != NULL && strstr(libs, "citus") != NULL;
+}
+
+/* This Citus node's group: 0 on the coordinator (pg_dist_local_group, one row). */
+static int32
+citus_local_group(void)
+{
+	Oid			catalog = get_relname_relid("pg_dist_local_group", PG_CATALOG_NAMESPACE);
+	AttrNumber	attnum;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int32		group = 0;
+
+	if (!OidIsValid(catalog) || (attnum = get_attnum(catalog, "groupid")) == InvalidAttrNumber)
+		return 0;
+	rel = table_open(catalog, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, attnum, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			group = DatumGetInt32(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return group;
+}
+
+void
+fincore_require_coordinator(const char *what)
+{
+	if (fincore_citus_preloaded() && citus_local_group() != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_COORDINATOR_REQUIRED),
+				 errmsg("%s cannot be written or read on a Citus worker", what),
+				 errdetail("fincore's outbox and job queue are tables of the coordinator; a worker's copies reach no consumer."),
+				 errhint("Connect to the coordinator (docs/scale-out.md), or turn the tenant's ledger events off to post transfers through a worker.")));
 }
 
 SPIPlanPtr

@@ -36,5 +36,11 @@ extern Oid	fincore_table_oid(const char *relname);
  * shards on other nodes (docs/scale-out.md).
  */
 extern bool fincore_citus_preloaded(void);
+/*
+ * ZF703 on a Citus worker: the outbox and the queue are tables of the
+ * coordinator, and what a worker wrote to its own copies would never reach
+ * a consumer or a worker of the queue.  what: "an event", "a job", ...
+ */
+extern void fincore_require_coordinator(const char *what);
 
 #endif							/* FINCORE_OWNER_SQL_H */

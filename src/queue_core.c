@@ -264,6 +264,7 @@ queue_run(QueueWork work, QueueCall *call)
 {
 	QueueRun	run = {work, call};
 
+	fincore_require_coordinator("a job");
 	fincore_run_as_owner(jobs_relid(), queue_run_trampoline, &run);
 }
 

@@ -15,7 +15,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import connect
+from conftest import WORKERS, connect
 
 TENANTS = [uuid.UUID(f"00000000-0000-4000-8000-0000000c{n:04x}") for n in range(1, 5)]
 ACCOUNTS = 20
@@ -185,3 +185,37 @@ def test_the_same_id_from_many_clients_creates_one_transfer(tenants):
             conn.execute("SELECT fincore.set_tenant(%s)", (tenants[2],))
             conn.execute("SELECT fincore.transfer(%s, %s, 7, id => %s)", (acct(4), acct(5), tid))
         assert conn.execute("SELECT count(*) FROM fincore.transfers WHERE id = %s", (tid,)).fetchone()[0] == 2
+
+
+def test_through_a_worker_events_are_refused_and_nothing_is_written(tenants):
+    """The outbox and the queue are the coordinator's: on a worker, ZF703 rather than an event or
+    a job no one would ever see; with the tenant's ledger events off, a transfer may go through
+    any node."""
+    t = tenants[3]
+    with connect() as conn:
+        before = conn.execute("SELECT count(*) FROM fincore.transfers WHERE tenant_id = %s", (t,)).fetchone()[0]
+    with connect(WORKERS[0]) as w:
+        for sql in ("SELECT fincore.transfer(%s, %s, 1)",
+                    "SELECT fincore.emit('orders', 'order.paid', 'order', '1', '{}') WHERE %s IS NOT NULL AND %s IS NOT NULL",
+                    "SELECT fincore.enqueue('mail', '{}') WHERE %s IS NOT NULL AND %s IS NOT NULL"):
+            with pytest.raises(psycopg.Error) as err, w.transaction():
+                w.execute("SELECT fincore.set_tenant(%s)", (t,))
+                w.execute(sql, (acct(6), acct(7)))
+            assert err.value.sqlstate == "ZF703", sql
+        with pytest.raises(psycopg.Error) as err:
+            w.execute("SELECT * FROM fincore.poll('anyone', 1)")
+        assert err.value.sqlstate == "ZF703"
+    with connect() as conn:
+        assert conn.execute("SELECT count(*) FROM fincore.transfers WHERE tenant_id = %s", (t,)).fetchone()[0] == before
+        with conn.transaction():
+            conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+            conn.execute("SELECT fincore.set_ledger_events(false)")
+    with connect(WORKERS[0]) as w, w.transaction():
+        w.execute("SELECT fincore.set_tenant(%s)", (t,))
+        w.execute("SELECT fincore.transfer(%s, %s, 1)", (acct(6), acct(7)))
+    with connect() as conn:
+        assert conn.execute("SELECT count(*) FROM fincore.transfers WHERE tenant_id = %s", (t,)).fetchone()[0] == before + 1
+        assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
+        with conn.transaction():
+            conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+            conn.execute("SELECT fincore.set_ledger_events(true)")
