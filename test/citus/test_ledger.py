@@ -1,6 +1,6 @@
 """The ledger through the Citus coordinator: every call touches one shard, and the books hold.
 
-- Each API call of a tenant runs as single-shard statements only: with
+- Each API call of a tenant (fee legs included) runs as single-shard statements only: with
   citus.multi_task_query_log_level = error, Citus refuses any statement that would need more
   than one task, so a call that completes proves it (and EXPLAIN shows one task).
 - Several tenants, several clients each, transfers, batches, holds (posted, voided, expired),
@@ -61,9 +61,17 @@ def test_explain_shows_one_task(tenants):
 
 def test_every_call_runs_on_one_shard(tenants):
     t = tenants[0]
+    with connect() as conn, conn.transaction():
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        conn.execute("SELECT fincore.define_fee_schedule('card', 'USD', "
+                     "'{\"components\": [{\"type\": \"percentage\", \"rate\": \"0.029\"}, "
+                     "{\"type\": \"flat\", \"amount\": 30}]}')")
     with connect(autocommit=False) as conn:
         conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
         conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        # A transfer with its fee leg (the schedule read from the tenant's shard).
+        conn.execute("SELECT fincore.transfer(%s, %s, 1000, fee_schedule => 'card', fee_account => %s)",
+                     (acct(1), acct(2), acct(3)))
         conn.execute("SELECT fincore.create_account('USD', id => %s)", (acct(500),))
         tid = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 10)", (acct(1), acct(2))).fetchone()[0]
         conn.execute("SELECT fincore.transfer(%s, %s, 10, id => %s)", (acct(1), acct(2), tid))   # a replay
