@@ -22,7 +22,6 @@ static SPIPlanPtr status_plan = NULL;
 static SPIPlanPtr deltas_sum_plan = NULL;
 static SPIPlanPtr exists_plan[2];
 static SPIPlanPtr insert_one_plan[2][2];	/* [schema][the rows may conflict] */
-static SPIPlanPtr insert_row_plan[2];
 static SPIPlanPtr insert_many_plan[2][2];
 static SPIPlanPtr update_accounts_plan = NULL;
 static SPIPlanPtr insert_deltas_plan = NULL;
@@ -678,7 +677,20 @@ transfer_row(const LedgerBatch *b, const LedgerItem *it, Datum *v, bool *isnull)
 }
 
 static SPIPlanPtr router_failed_plan = NULL;
-static SPIPlanPtr router_insert_plan[2][2];	/* [schema][the rows may conflict] */
+static SPIPlanPtr insert_values_plan[2][2];	/* [schema][the rows may conflict] */
+
+/* INSERT of one transfer row from its values (ON CONFLICT DO NOTHING if it may conflict). */
+static SPIPlanPtr
+insert_values(LedgerBatch *b, int may_conflict)
+{
+	if (insert_values_plan[b->schema][may_conflict] == NULL)
+		insert_values_plan[b->schema][may_conflict] = ledger_prepare(
+			psprintf("INSERT INTO fincore.transfers (%s) VALUES (%s) %s",
+					 transfer_columns(b), param_list(1, transfer_ncolumns(b), "%s"),
+					 may_conflict ? "ON CONFLICT DO NOTHING" : ""),
+			transfer_ncolumns(b), (Oid *) transfer_column_types);
+	return insert_values_plan[b->schema][may_conflict];
+}
 
 /*
  * The rows one statement each, as Citus routes them: an INSERT ... VALUES
@@ -697,12 +709,6 @@ router_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, int may_confli
 
 	memcpy(sorted, rows, sizeof(LedgerItem *) * n);
 	qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp_qsort);
-	if (router_insert_plan[b->schema][may_conflict] == NULL)
-		router_insert_plan[b->schema][may_conflict] = ledger_prepare(
-			psprintf("INSERT INTO fincore.transfers (%s) VALUES (%s) %s",
-					 transfer_columns(b), param_list(1, ncols, "%s"),
-					 may_conflict ? "ON CONFLICT DO NOTHING" : ""),
-			ncols, (Oid *) transfer_column_types);
 	if (router_failed_plan == NULL && b->schema)
 		router_failed_plan = ledger_prepare(
 			"SELECT 1 FROM fincore.failed_transfers f "
@@ -726,7 +732,7 @@ router_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, int may_confli
 		transfer_row(b, sorted[r], v, isnull);
 		for (int i = 0; i < ncols; i++)
 			nulls[i] = isnull[i] ? 'n' : ' ';
-		if (SPI_execute_plan(router_insert_plan[b->schema][may_conflict], v, nulls, false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_plan(insert_values(b, may_conflict), v, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "ledger: inserting a transfer failed");
 		inserted += (int) SPI_processed;
 	}
@@ -807,15 +813,10 @@ sql_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances_wr
 		 */
 		for (int r = 1; r < n; r++)
 		{
-			if (insert_row_plan[b->schema] == NULL)
-				insert_row_plan[b->schema] = ledger_prepare(
-					psprintf("INSERT INTO fincore.transfers (%s) VALUES (%s)",
-							 transfer_columns(b), param_list(1, ncols, "%s")),
-					ncols, (Oid *) transfer_column_types);
 			transfer_row(b, rows[r], v, isnull);
 			for (int i = 0; i < ncols; i++)
 				nulls[i] = isnull[i] ? 'n' : ' ';
-			if (SPI_execute_plan(insert_row_plan[b->schema], v, nulls, false, 0) != SPI_OK_INSERT)
+			if (SPI_execute_plan(insert_values(b, 0), v, nulls, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "ledger: inserting a transfer failed");
 		}
 		return n;
