@@ -132,9 +132,9 @@ mark_locks(LedgerBatch *b)
 	{
 		LedgerItem *it = &b->items[i];
 
-		if (it->dacc && leg_needs_lock(it->dacc, true, it))
+		if (it->dacc && (leg_needs_lock(it->dacc, true, it) || limits_account_needs_lock(b, it->dacc)))
 			it->dacc->needs_lock = true;
-		if (it->cacc && leg_needs_lock(it->cacc, false, it))
+		if (it->cacc && (leg_needs_lock(it->cacc, false, it) || limits_account_needs_lock(b, it->cacc)))
 			it->cacc->needs_lock = true;
 	}
 }
@@ -250,7 +250,14 @@ apply_items(LedgerBatch *b)
 				}
 			}
 			if (it->result == LR_OK && !it->skip)
+			{
+				int			item_mark = b->nundo;
+
 				it->result = apply_item(b, it);
+				/* Then its limits: a refusal undoes what the item applied. */
+				if (it->result == LR_OK && (it->result = limits_apply(b, it)) != LR_OK)
+					undo_to(b, item_mark);
+			}
 			/* Any other result fails the chain, exists included (TigerBeetle). */
 			if (it->result != LR_OK && failed < 0)
 				failed = k;
@@ -396,6 +403,7 @@ write_batch(LedgerBatch *b)
 		rows[i]->written = true;
 	if (!balances_written)
 		store->write_balances(b);
+	limits_write(b);
 	write_statuses(b);
 	write_deltas_and_history(b, rows, n);
 	write_holds(b, rows, n);
@@ -435,9 +443,11 @@ ledger_execute(LedgerBatch *b)
 		load_refs(b, false);
 		resolve_accounts(b);
 		load_account_meta(b);
+		limits_prepare(b);
 		mark_locks(b);
 		lock_accounts(b);
 		reread_under_locks(b);
+		limits_lock(b);
 		if (!b->optimistic)
 			check_replays(b);
 		compute_fees(b);

@@ -58,6 +58,7 @@ const LedgerResultInfo ledger_results[LR_NRESULTS] = {
 	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS] = {"imported_event_timestamp_must_not_regress", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
 	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT] = {"imported_event_timestamp_must_postdate_debit_account", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
 	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT] = {"imported_event_timestamp_must_postdate_credit_account", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
+	[LR_EXCEEDS_LIMIT] = {"exceeds_limit", ERRCODE_FC_EXCEEDS_LIMIT, RESULT_TRANSIENT},
 	[LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO] = {"imported_event_timeout_must_be_zero", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
 };
 
@@ -338,7 +339,19 @@ undo_to(LedgerBatch *b, int mark)
 			u->ref->resolved = u->resolved;
 			u->ref->reversed = u->reversed;
 		}
+		if (u->counter)
+			*u->counter = *u->saved_counter;
 	}
+}
+
+/* Save a limit counter before it is charged or released. */
+void
+undo_push_counter(LedgerBatch *b, LimitCounter *counter)
+{
+	undo_push(b, NULL, NULL);
+	b->undo[b->nundo - 1].counter = counter;
+	b->undo[b->nundo - 1].saved_counter = palloc(sizeof(LimitCounter));
+	*b->undo[b->nundo - 1].saved_counter = *counter;
 }
 
 char

@@ -484,6 +484,7 @@ apply_item(LedgerBatch *b, LedgerItem *it)
 			self->expires_at = it->expires_at;
 			self->resolved = 0;
 			self->reversed = 0;
+			self->created_at = it->ts;
 		}
 	}
 	return LR_OK;

@@ -230,6 +230,33 @@ form_fee_exceeds(const LedgerItem *it, const ItemErrorRow *row pg_attribute_unus
 							money_text(it->fee, cur), money_text(it->gross_amount, cur));
 }
 
+static const char *const limit_window_names[] = {
+	[LIMIT_WINDOW_TRANSACTION] = "per transfer",
+	[LIMIT_WINDOW_DAY] = "a day",
+	[LIMIT_WINDOW_WEEK] = "a week",
+	[LIMIT_WINDOW_MONTH] = "a month",
+	[LIMIT_WINDOW_YEAR] = "a year",
+	[LIMIT_WINDOW_LIFETIME] = "in all",
+	[LIMIT_WINDOW_TRAILING] = "in its trailing window",
+};
+
+/* "transfer <id> exceeds limit <name>", and the limit's id and figures in the detail */
+static void
+form_exceeds_limit(const LedgerItem *it, const ItemErrorRow *row pg_attribute_unused(), ItemErrorText *out)
+{
+	const LimitDef *def = it->limit_hit;
+
+	out->message = psprintf("transfer %s exceeds limit \"%s\"", uuid_text(&it->id), def->name);
+	if (def->counts)
+		out->detail = psprintf("Limit %s allows " INT64_FORMAT " transfers %s; " INT64_FORMAT " are counted already.",
+							   uuid_text(&def->id), def->max, limit_window_names[def->window], it->limit_used);
+	else
+		out->detail = psprintf("Limit %s allows %s %s; %s is counted already and this transfer is %s.",
+							   uuid_text(&def->id), money_text(def->max, def->currency),
+							   limit_window_names[def->window], money_text(it->limit_used, def->currency),
+							   money_text(it->amount, def->currency));
+}
+
 /* "imported transfer <id> refused: <result> (timestamp <t>)" */
 static void
 form_imported(const LedgerItem *it, const ItemErrorRow *row pg_attribute_unused(), ItemErrorText *out)
@@ -311,6 +338,8 @@ static const ItemErrorRow item_errors[LR_NRESULTS] = {
 	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT] = {form_imported, SIDE_NONE, NULL, NULL, HINT_IMPORTED},
 	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT] = {form_imported, SIDE_NONE, NULL, NULL, HINT_IMPORTED},
 	[LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO] = {form_imported, SIDE_NONE, NULL, NULL, HINT_IMPORTED},
+	[LR_EXCEEDS_LIMIT] = {form_exceeds_limit, SIDE_NONE, NULL, NULL,
+	"fincore.limit_remaining(account_id) says what each limit has left and when its window resets."},
 };
 
 /* Raise the error a single call reports for an item's result. */

@@ -9,6 +9,7 @@
 #include "fees.h"
 #include "jsonb_build.h"
 #include "ledger.h"
+#include "limits.h"
 #include "outbox.h"
 #include "owner_sql.h"
 #include "tenancy.h"
@@ -91,8 +92,9 @@ typedef enum LedgerResult
 	LR_IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS,
 	LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT,
 	LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT,
-	LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO
-#define LR_NRESULTS (LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO + 1)
+	LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO,
+	LR_EXCEEDS_LIMIT			/* a limit of fincore.limits; the item says which */
+#define LR_NRESULTS (LR_EXCEEDS_LIMIT + 1)
 } LedgerResult;
 
 /* Transfer flags, stored as a bit mask in fincore.transfers.flags (the kind says pending, post, void). */
@@ -161,6 +163,7 @@ typedef struct RefTransfer
 	TimestampTz expires_at;
 	char		resolved;		/* 0, or KIND_POST / KIND_VOID / KIND_EXPIRE */
 	int64		reversed;		/* sum already reversed */
+	TimestampTz created_at;		/* when it was made: the window its limits counted it in */
 } RefTransfer;
 
 typedef struct LedgerItem
@@ -220,6 +223,8 @@ typedef struct LedgerItem
 	const char *invalid;		/* for LR_INVALID_REQUEST: what is wrong */
 	bool		written;		/* a new row of this call */
 	int64		event_seq;		/* its place in the event stream; 0: no event */
+	const LimitDef *limit_hit;	/* LR_EXCEEDS_LIMIT: the limit, and what it had used */
+	int64		limit_used;
 } LedgerItem;
 
 typedef struct UndoEntry
@@ -230,9 +235,11 @@ typedef struct UndoEntry
 	char		status;
 	bool		status_changed;
 	TimestampTz last_ts;
-	RefTransfer *ref;			/* ... or a referenced transfer */
+	RefTransfer *ref;			/* ... or a referenced transfer ... */
 	char		resolved;
 	int64		reversed;
+	LimitCounter *counter;		/* ... or a limit's counter, and a copy as it was */
+	LimitCounter *saved_counter;
 } UndoEntry;
 
 typedef struct LedgerBatch
@@ -266,6 +273,8 @@ typedef struct LedgerBatch
 	UndoEntry  *undo;
 	int			nundo;
 	int			undo_cap;
+
+	struct LedgerLimits *limits;	/* the tenant's limits (limits_store.c); NULL: none */
 } LedgerBatch;
 
 static inline Datum
@@ -440,6 +449,8 @@ void
 undo_push(LedgerBatch *b, LedgerAccount *acc, RefTransfer *ref);
 void
 undo_to(LedgerBatch *b, int mark);
+void
+undo_push_counter(LedgerBatch *b, LimitCounter *counter);
 char
 kind_from_text(const char *k);
 const char *
@@ -597,6 +608,18 @@ compute_fees(LedgerBatch *b);
 /* ledger.c */
 void
 ledger_execute(LedgerBatch *b);
+
+/* limits_store.c */
+void
+limits_prepare(LedgerBatch *b);
+bool
+limits_account_needs_lock(const LedgerBatch *b, const LedgerAccount *a);
+void
+limits_lock(LedgerBatch *b);
+LedgerResult
+limits_apply(LedgerBatch *b, LedgerItem *it);
+void
+limits_write(LedgerBatch *b);
 
 /* ledger_api.c */
 void

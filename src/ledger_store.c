@@ -78,7 +78,8 @@ load_refs(LedgerBatch *b, bool refresh)
 			"       (SELECT r.kind FROM fincore.transfers r WHERE r.pending_id OPERATOR(pg_catalog.=) t.id "
 			"           AND r.tenant_id OPERATOR(pg_catalog.=) $2), "
 			"       (SELECT pg_catalog.sum(r.amount)::bigint FROM fincore.transfers r "
-			"         WHERE r.reversal_of OPERATOR(pg_catalog.=) t.id AND r.tenant_id OPERATOR(pg_catalog.=) $2), %s "
+			"         WHERE r.reversal_of OPERATOR(pg_catalog.=) t.id AND r.tenant_id OPERATOR(pg_catalog.=) $2), %s, "
+			"       t.created_at "
 			"  FROM fincore.transfers t "
 			" WHERE t.id OPERATOR(pg_catalog.=) ANY ($1) AND t.tenant_id OPERATOR(pg_catalog.=) $2",
 			b->schema ? "t.flags" : "0"), 2, types);
@@ -114,6 +115,7 @@ load_refs(LedgerBatch *b, bool refresh)
 		d = spi_value(row, 9, &isnull);
 		r->reversed = isnull ? 0 : DatumGetInt64(d);
 		r->flags = DatumGetInt32(spi_value(row, 10, &isnull));
+		r->created_at = DatumGetTimestampTz(spi_value(row, 11, &isnull));
 	}
 }
 

@@ -1,0 +1,780 @@
+/*
+ * limits_store.c — limits in the ledger's posting path: the tenant's
+ * definitions (cached per backend), the counters a batch may charge (locked
+ * and read in one statement, in one global order), the charge or release of
+ * each item as the engine applies it, and the write of what changed.
+ *
+ * Locks.  A batch locks its accounts first (ledger.c), then the counters,
+ * sorted by limit id and subject: every writer of a counter takes its locks
+ * in that order, so spenders never deadlock.  A counter of the whole scope
+ * (per = 'scope') exists from the limit's creation and is locked as a row.
+ * A counter per account may not exist yet; it is created under the lock of
+ * its account, which every writer of it holds (limits_account_needs_lock()
+ * makes even a hot account's leg lock its row while such a limit applies to
+ * it), so two transactions never both create it.
+ *
+ * What counts: a transfer or hold is charged at its time when created (a
+ * hold's amount counts until it is resolved); a post gives back what it did
+ * not post, a void or expiry the whole hold (and its count), each in the
+ * window the hold was counted in; a reversal gives back its amount only to
+ * amount limits that say restore_on_reversal.  Only creations can be refused.
+ */
+#include "ledger_int.h"
+
+#include "cache_watch.h"
+#include "limits.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+/* A tenant's enabled limits, as cached. */
+typedef struct LimitSet
+{
+	pg_uuid_t	tenant;			/* hash key */
+	int			ndefs;
+	LimitDef   *defs;
+	bool		has_customer;	/* a customer-scoped limit: accounts' customers are read */
+} LimitSet;
+
+/* A batch's view of the limits. */
+typedef struct LedgerLimits
+{
+	const LimitSet *set;
+	const char **customers;		/* of b->accounts[i], or NULL */
+	LimitCounter *counters;		/* sorted by limit id, subject */
+	int			ncounters;
+} LedgerLimits;
+
+static const pg_uuid_t nil_uuid = {{0}};
+
+static MemoryContext limits_cxt = NULL;
+static HTAB *limits_cache = NULL;
+static CacheWatch limits_watch;
+
+PG_FUNCTION_INFO_V1(fincore_limits_changed);
+Datum
+fincore_limits_changed(PG_FUNCTION_ARGS)
+{
+	return cache_watch_trigger(fcinfo);
+}
+
+static void
+limits_cache_reset(Oid relid)
+{
+	HASHCTL		ctl;
+
+	/*
+	 * A batch further up the stack (a user's trigger can transfer) may still
+	 * use the old definitions: they go with the transaction, not now.
+	 */
+	if (limits_cxt != NULL)
+		MemoryContextSetParent(limits_cxt, TopTransactionContext);
+	limits_cxt = AllocSetContextCreate(TopMemoryContext, "fincore limits", ALLOCSET_DEFAULT_SIZES);
+	ctl.keysize = sizeof(pg_uuid_t);
+	ctl.entrysize = sizeof(LimitSet);
+	ctl.hcxt = limits_cxt;
+	limits_cache = hash_create("fincore limits", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	cache_watch_begin(&limits_watch, 1, &relid);
+}
+
+static int32 *
+int4_array(Datum d, int *n)
+{
+	Datum	   *elems;
+	int32	   *out;
+
+	deconstruct_array(DatumGetArrayTypeP(d), INT4OID, 4, true, TYPALIGN_INT, &elems, NULL, n);
+	out = palloc(sizeof(int32) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		out[i] = DatumGetInt32(elems[i]);
+	return out;
+}
+
+static LimitWindow
+window_from_text(const char *w)
+{
+	if (strcmp(w, "transaction") == 0)
+		return LIMIT_WINDOW_TRANSACTION;
+	if (strcmp(w, "day") == 0)
+		return LIMIT_WINDOW_DAY;
+	if (strcmp(w, "week") == 0)
+		return LIMIT_WINDOW_WEEK;
+	if (strcmp(w, "month") == 0)
+		return LIMIT_WINDOW_MONTH;
+	if (strcmp(w, "year") == 0)
+		return LIMIT_WINDOW_YEAR;
+	if (strcmp(w, "lifetime") == 0)
+		return LIMIT_WINDOW_LIFETIME;
+	if (strcmp(w, "trailing") == 0)
+		return LIMIT_WINDOW_TRAILING;
+	ereport(ERROR,
+			(errcode(ERRCODE_FC_INVALID_LIMIT),
+			 errmsg("invalid limit: window_kind \"%s\" is not transaction, day, week, month, year, lifetime or trailing", w)));
+	pg_unreachable();
+}
+
+/* Fill def's window (and time zone) from their SQL values: shared with the SQL functions below. */
+static void
+def_window(LimitDef *def, text *window_kind, bool seconds_null, int32 seconds, text *time_zone)
+{
+	char	   *tzname = time_zone ? text_to_cstring(time_zone) : "UTC";
+
+	def->window = window_from_text(text_to_cstring(window_kind));
+	if (def->window == LIMIT_WINDOW_TRAILING)
+	{
+		if (seconds_null || seconds < 10 || seconds > 31 * SECS_PER_DAY)
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_INVALID_LIMIT),
+					 errmsg("invalid limit: window_seconds %s is outside 10 seconds to 31 days (2678400)",
+							seconds_null ? "NULL" : psprintf("%d", seconds))));
+		def->window_usecs = (int64) seconds * USECS_PER_SEC;
+	}
+	def->tz = pg_tzset(tzname);
+	if (def->tz == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_LIMIT),
+				 errmsg("invalid limit: time_zone \"%s\" is not a time zone name such as Europe/Berlin", tzname)));
+}
+
+/* Read the tenant's enabled limits into set (in cxt). */
+static void
+load_limit_set(LimitSet *set, MemoryContext cxt)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		arg = UUIDPGetDatum(&set->tenant);
+	MemoryContext old;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = ledger_prepare("SELECT l.id, l.name, l.scope, l.account_id, l.account_code, l.customer, l.per, "
+							  "       l.metric, l.currency, l.window_kind, l.window_seconds, l.time_zone, "
+							  "       l.direction, l.transfer_codes, l.counterparty_accounts, "
+							  "       l.counterparty_codes, l.max_value, l.restore_on_reversal, l.counting_since "
+							  "  FROM fincore.limits l "
+							  " WHERE l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.enabled "
+							  " ORDER BY l.id", 1, types);
+	}
+	/* As new as the invalidations already heard, whatever the transaction's snapshot: it is cached. */
+	if (SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ledger: loading limits failed");
+	old = MemoryContextSwitchTo(cxt);
+	set->ndefs = (int) SPI_processed;
+	set->defs = palloc0(sizeof(LimitDef) * Max(set->ndefs, 1));
+	set->has_customer = false;
+	for (int i = 0; i < set->ndefs; i++)
+	{
+		LimitDef   *def = &set->defs[i];
+		bool		isnull,
+					secs_null;
+		char	   *s;
+		Datum		d;
+		text	   *cur;
+		int32		secs;
+
+		def->id = *DatumGetUUIDP(spi_value(i, 1, &isnull));
+		def->name = TextDatumGetCString(spi_value(i, 2, &isnull));
+		s = TextDatumGetCString(spi_value(i, 3, &isnull));
+		def->scope = strcmp(s, "account") == 0 ? LIMIT_SCOPE_ACCOUNT
+			: strcmp(s, "account_code") == 0 ? LIMIT_SCOPE_ACCOUNT_CODE
+			: strcmp(s, "customer") == 0 ? LIMIT_SCOPE_CUSTOMER : LIMIT_SCOPE_TENANT;
+		d = spi_value(i, 4, &isnull);
+		if (!isnull)
+			def->account = *DatumGetUUIDP(d);
+		d = spi_value(i, 5, &isnull);
+		def->account_code = isnull ? 0 : DatumGetInt32(d);
+		d = spi_value(i, 6, &isnull);
+		def->customer = isnull ? NULL : TextDatumGetCString(d);
+		def->per_account = strcmp(TextDatumGetCString(spi_value(i, 7, &isnull)), "account") == 0;
+		def->counts = strcmp(TextDatumGetCString(spi_value(i, 8, &isnull)), "count") == 0;
+		d = spi_value(i, 9, &isnull);
+		def->has_currency = !isnull;
+		if (!isnull)
+		{
+			cur = DatumGetTextPP(d);
+			def->currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
+		}
+		d = spi_value(i, 11, &secs_null);
+		secs = secs_null ? 0 : DatumGetInt32(d);
+		def_window(def, DatumGetTextPP(spi_value(i, 10, &isnull)), secs_null, secs,
+				   DatumGetTextPP(spi_value(i, 12, &isnull)));
+		d = spi_value(i, 13, &isnull);
+		def->direction = isnull ? 0 : TextDatumGetCString(d)[0];
+		d = spi_value(i, 14, &isnull);
+		if (!isnull)
+			def->codes = int4_array(d, &def->ncodes);
+		d = spi_value(i, 15, &isnull);
+		if (!isnull)
+		{
+			Datum	   *elems;
+
+			deconstruct_array(DatumGetArrayTypeP(d), UUIDOID, UUID_LEN, false, TYPALIGN_CHAR,
+							  &elems, NULL, &def->ncp_accounts);
+			def->cp_accounts = palloc(sizeof(pg_uuid_t) * Max(def->ncp_accounts, 1));
+			for (int k = 0; k < def->ncp_accounts; k++)
+				def->cp_accounts[k] = *DatumGetUUIDP(elems[k]);
+		}
+		d = spi_value(i, 16, &isnull);
+		if (!isnull)
+			def->cp_codes = int4_array(d, &def->ncp_codes);
+		def->max = DatumGetInt64(spi_value(i, 17, &isnull));
+		def->restore_on_reversal = DatumGetBool(spi_value(i, 18, &isnull));
+		def->counting_since = DatumGetTimestampTz(spi_value(i, 19, &isnull));
+		if (def->scope == LIMIT_SCOPE_CUSTOMER)
+			set->has_customer = true;
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* The batch tenant's enabled limits: cached until fincore.limits changes. */
+static const LimitSet *
+limit_set(const pg_uuid_t *tenant)
+{
+	static Oid	relid = InvalidOid;
+	LimitSet   *set,
+			   *entry;
+
+	if (!cache_watch_valid(&limits_watch) || limits_cache == NULL)
+	{
+		relid = fincore_table_oid("limits");
+		limits_cache_reset(relid);
+		cache_watch_done(&limits_watch);
+	}
+	set = hash_search(limits_cache, tenant, HASH_FIND, NULL);
+	if (set != NULL)
+		return set;
+
+	/*
+	 * Reading may hear of a change to fincore.limits: then the cache is stale
+	 * and what was read serves this call only (its memory goes with the
+	 * transaction when the cache is rebuilt).
+	 */
+	set = MemoryContextAllocZero(limits_cxt, sizeof(LimitSet));
+	set->tenant = *tenant;
+	load_limit_set(set, limits_cxt);
+	if (!cache_watch_valid(&limits_watch))
+		return set;
+	entry = hash_search(limits_cache, tenant, HASH_ENTER, NULL);
+	*entry = *set;
+	return entry;
+}
+
+/* Is fincore.limits installed (not between a 0.1.0 library and its ALTER EXTENSION UPDATE)? */
+static bool
+limits_installed(void)
+{
+	Oid			nsp = get_namespace_oid("fincore", true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("limits", nsp));
+}
+
+/* Before the accounts are locked: the tenant's limits, and its accounts' customers. */
+void
+limits_prepare(LedgerBatch *b)
+{
+	const LimitSet *set;
+	LedgerLimits *st;
+
+	b->limits = NULL;
+	if (b->schema == 0 || !limits_installed())
+		return;
+	set = limit_set(&b->tenant);
+	if (set->ndefs == 0)
+		return;
+	st = palloc0(sizeof(LedgerLimits));
+	st->set = set;
+	st->customers = palloc0(sizeof(char *) * Max(b->naccounts, 1));
+	if (set->has_customer && b->naccounts > 0)
+	{
+		static SPIPlanPtr plan = NULL;
+		pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * b->naccounts);
+		Datum		args[2];
+
+		for (int i = 0; i < b->naccounts; i++)
+			ids[i] = b->accounts[i].meta.id;
+		if (plan == NULL)
+		{
+			Oid			types[2] = {UUIDOID, UUIDARRAYOID};
+
+			plan = ledger_prepare("SELECT c.account_id, c.customer FROM fincore.account_customers c "
+								  " WHERE c.tenant_id OPERATOR(pg_catalog.=) $1 "
+								  "   AND c.account_id OPERATOR(pg_catalog.=) ANY ($2)", 2, types);
+		}
+		args[0] = UUIDPGetDatum(&b->tenant);
+		args[1] = uuid_array(ids, b->naccounts);
+		if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "ledger: loading accounts' customers failed");
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(r, 1, &isnull)), false);
+
+			if (a != NULL)
+				st->customers[a - b->accounts] = TextDatumGetCString(spi_value(r, 2, &isnull));
+		}
+	}
+	b->limits = st;
+}
+
+static inline const char *
+account_customer(const LedgerBatch *b, const LedgerAccount *a)
+{
+	return b->limits->customers[a - b->accounts];
+}
+
+/*
+ * Must a leg of this account lock its row: does a limit with a counter per
+ * account take it in?  An account whose metadata is not known yet is locked
+ * anyway.
+ */
+bool
+limits_account_needs_lock(const LedgerBatch *b, const LedgerAccount *a)
+{
+	const LimitSet *set;
+
+	if (b->limits == NULL || !a->meta_known)
+		return false;
+	set = b->limits->set;
+	for (int i = 0; i < set->ndefs; i++)
+	{
+		const LimitDef *def = &set->defs[i];
+
+		if (def->per_account && def->window != LIMIT_WINDOW_TRANSACTION &&
+			limits_scope_takes(def, &a->meta.id, a->meta.code, account_customer(b, a)))
+			return true;
+	}
+	return false;
+}
+
+static int
+counter_cmp(const void *x, const void *y)
+{
+	const LimitCounter *a = x;
+	const LimitCounter *b = y;
+	int			c = memcmp(a->def->id.data, b->def->id.data, UUID_LEN);
+
+	return c != 0 ? c : memcmp(a->subject.data, b->subject.data, UUID_LEN);
+}
+
+static LimitCounter *
+find_counter(LedgerLimits *st, const LimitDef *def, const pg_uuid_t *subject)
+{
+	LimitCounter key;
+
+	key.def = def;
+	key.subject = *subject;
+	return bsearch(&key, st->counters, st->ncounters, sizeof(LimitCounter), counter_cmp);
+}
+
+static inline const pg_uuid_t *
+counter_subject(const LimitDef *def, const LedgerAccount *a)
+{
+	return def->per_account ? &a->meta.id : &nil_uuid;
+}
+
+/* The counters an item may touch on one side: the scope takes the account in, whatever the filters. */
+static void
+add_candidates(LedgerBatch *b, LedgerLimits *st, const LedgerAccount *a, int *cap)
+{
+	const LimitSet *set = st->set;
+
+	if (a == NULL || !a->found)
+		return;
+	for (int i = 0; i < set->ndefs; i++)
+	{
+		const LimitDef *def = &set->defs[i];
+
+		if (def->window == LIMIT_WINDOW_TRANSACTION ||
+			(def->has_currency && def->currency != a->meta.currency) ||
+			!limits_scope_takes(def, &a->meta.id, a->meta.code, account_customer(b, a)))
+			continue;
+		if (st->ncounters == *cap)
+		{
+			*cap *= 2;
+			st->counters = repalloc(st->counters, sizeof(LimitCounter) * *cap);
+		}
+		memset(&st->counters[st->ncounters], 0, sizeof(LimitCounter));
+		st->counters[st->ncounters].def = def;
+		st->counters[st->ncounters].subject = *counter_subject(def, a);
+		st->ncounters++;
+	}
+}
+
+/*
+ * Under the accounts' locks: lock and read every counter the batch may
+ * charge or release, in one statement, in (limit, subject) order.
+ */
+void
+limits_lock(LedgerBatch *b)
+{
+	LedgerLimits *st = b->limits;
+	int			cap = 16,
+				n = 0;
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	pg_uuid_t  *lids,
+			   *subjects;
+
+	if (st == NULL)
+		return;
+	st->counters = palloc(sizeof(LimitCounter) * cap);
+	st->ncounters = 0;
+	for (int i = 0; i < b->nitems; i++)
+	{
+		LedgerItem *it = &b->items[i];
+
+		if (it->result != LR_OK)
+			continue;
+		add_candidates(b, st, it->dacc, &cap);
+		add_candidates(b, st, it->cacc, &cap);
+	}
+	if (st->ncounters == 0)
+		return;
+	qsort(st->counters, st->ncounters, sizeof(LimitCounter), counter_cmp);
+	for (int i = 0; i < st->ncounters; i++)
+		if (n == 0 || counter_cmp(&st->counters[n - 1], &st->counters[i]) != 0)
+			st->counters[n++] = st->counters[i];
+	st->ncounters = n;
+
+	lids = palloc(sizeof(pg_uuid_t) * n);
+	subjects = palloc(sizeof(pg_uuid_t) * n);
+	for (int i = 0; i < n; i++)
+	{
+		lids[i] = st->counters[i].def->id;
+		subjects[i] = st->counters[i].subject;
+	}
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
+
+		plan = ledger_prepare("SELECT c.limit_id, c.subject, c.window_start, c.used, c.ring, c.ring_head "
+							  "  FROM fincore.limit_counters c "
+							  "  JOIN ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS k(limit_id, subject) "
+							  "    ON c.limit_id OPERATOR(pg_catalog.=) k.limit_id "
+							  "   AND c.subject OPERATOR(pg_catalog.=) k.subject "
+							  " WHERE c.tenant_id OPERATOR(pg_catalog.=) $1 "
+							  " ORDER BY c.limit_id, c.subject "
+							  "   FOR NO KEY UPDATE OF c", 3, types);
+	}
+	args[0] = UUIDPGetDatum(&b->tenant);
+	args[1] = uuid_array(lids, n);
+	args[2] = uuid_array(subjects, n);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ledger: locking limit counters failed");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		pg_uuid_t  *lid = DatumGetUUIDP(spi_value(r, 1, &isnull));
+		pg_uuid_t  *subject = DatumGetUUIDP(spi_value(r, 2, &isnull));
+		LimitCounter *c = NULL;
+		Datum		d;
+
+		for (int i = 0; i < n && c == NULL; i++)
+			if (uuid_equal(&st->counters[i].def->id, lid) && uuid_equal(&st->counters[i].subject, subject))
+				c = &st->counters[i];
+		if (c == NULL)
+			continue;
+		c->stored = true;
+		d = spi_value(r, 3, &isnull);
+		c->has_window = !isnull;
+		if (!isnull)
+			c->window_start = DatumGetTimestampTz(d);
+		c->used = DatumGetInt64(spi_value(r, 4, &isnull));
+		d = spi_value(r, 5, &isnull);
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+			int			ne;
+
+			deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+							  &elems, &nulls, &ne);
+			for (int k = 0; k < ne && k < LIMIT_RING_SLOTS; k++)
+				c->ring[k] = nulls[k] ? 0 : DatumGetInt64(elems[k]);
+			c->has_window = true;
+		}
+		d = spi_value(r, 6, &isnull);
+		c->head = isnull ? 0 : DatumGetInt64(d);
+	}
+}
+
+/* One side of an item as a leg. */
+static void
+make_leg(const LedgerBatch *b, LimitLeg *leg, char side, const LedgerAccount *a, const LedgerAccount *other, int32 code)
+{
+	leg->side = side;
+	leg->account = &a->meta.id;
+	leg->account_code = a->meta.code;
+	leg->customer = account_customer(b, a);
+	leg->currency = a->meta.currency;
+	leg->counterparty = &other->meta.id;
+	leg->counterparty_code = other->meta.code;
+	leg->transfer_code = code;
+}
+
+/*
+ * The counters the legs (debit, credit) of a transfer count towards, each
+ * once (a limit of both directions over a whole scope meets both legs), with
+ * the limits of a transaction window in the same list (counter NULL).
+ */
+typedef struct LimitHit
+{
+	const LimitDef *def;
+	LimitCounter *counter;
+} LimitHit;
+
+static int
+collect_hits(LedgerBatch *b, const LedgerAccount *d, const LedgerAccount *c, int32 code, LimitHit *hits)
+{
+	LedgerLimits *st = b->limits;
+	LimitLeg	legs[2];
+	int			nhits = 0;
+
+	make_leg(b, &legs[0], 'd', d, c, code);
+	make_leg(b, &legs[1], 'c', c, d, code);
+	for (int i = 0; i < st->set->ndefs; i++)
+	{
+		const LimitDef *def = &st->set->defs[i];
+		LimitCounter *seen = NULL;
+
+		for (int s = 0; s < 2; s++)
+		{
+			const LedgerAccount *a = s == 0 ? d : c;
+			LimitCounter *counter = NULL;
+
+			if (!limits_applies(def, &legs[s]))
+				continue;
+			if (def->window != LIMIT_WINDOW_TRANSACTION)
+			{
+				counter = find_counter(st, def, counter_subject(def, a));
+				if (counter == NULL)
+					elog(ERROR, "ledger: limit %s has no counter locked for this transfer", def->name);
+				if (counter == seen)
+					continue;
+				seen = counter;
+			}
+			hits[nhits].def = def;
+			hits[nhits].counter = counter;
+			nhits++;
+		}
+	}
+	return nhits;
+}
+
+static void
+release(LedgerBatch *b, const LedgerAccount *d, const LedgerAccount *c, int32 code, TimestampTz counted_at,
+		int64 amount, int64 count, bool reversal)
+{
+	LimitHit   *hits = palloc(sizeof(LimitHit) * (2 * b->limits->set->ndefs + 1));
+	int			nhits = collect_hits(b, d, c, code, hits);
+
+	for (int h = 0; h < nhits; h++)
+	{
+		const LimitDef *def = hits[h].def;
+		int64		value = def->counts ? count : amount;
+
+		/* Nothing was counted before the limit counted, nor by a reversal unless it restores. */
+		if (hits[h].counter == NULL || counted_at < def->counting_since || value == 0 ||
+			(reversal && !def->restore_on_reversal))
+			continue;
+		undo_push_counter(b, hits[h].counter);
+		limits_release(hits[h].counter, counted_at, value);
+	}
+}
+
+/*
+ * After the engine applied an item: charge its limits (a creation), or give
+ * back what it releases.  On a refusal nothing is charged.
+ */
+LedgerResult
+limits_apply(LedgerBatch *b, LedgerItem *it)
+{
+	LimitHit   *hits;
+	int			nhits;
+	int			mark = b->nundo;
+	RefTransfer *ref = it->ref;
+
+	if (b->limits == NULL || it->dacc == NULL || it->cacc == NULL)
+		return LR_OK;
+	switch (it->kind)
+	{
+		case KIND_POST:
+			release(b, it->dacc, it->cacc, ref->code, ref->created_at, it->pending_amount - it->amount, 0, false);
+			return LR_OK;
+		case KIND_VOID:
+		case KIND_EXPIRE:
+			release(b, it->dacc, it->cacc, ref->code, ref->created_at, it->pending_amount, 1, false);
+			return LR_OK;
+		case KIND_REVERSAL:
+			/* The reversed transfer's legs: its debit is this one's credit. */
+			release(b, it->cacc, it->dacc, ref->code, ref->created_at, it->amount, 0, true);
+			return LR_OK;
+		case KIND_POSTED:
+		case KIND_PENDING:
+			break;
+		default:
+			return LR_OK;
+	}
+	hits = palloc(sizeof(LimitHit) * (2 * b->limits->set->ndefs + 1));
+	nhits = collect_hits(b, it->dacc, it->cacc, it->code, hits);
+	for (int h = 0; h < nhits; h++)
+	{
+		const LimitDef *def = hits[h].def;
+		LimitCounter *counter = hits[h].counter;
+		int64		value = def->counts ? 1 : it->amount;
+		int64		used = counter ? limits_used_at(counter, it->ts) : 0;
+
+		/* A window's total that would leave int64 exceeds any maximum too. */
+		bool		fits = value <= def->max - used;
+
+		if (fits && counter != NULL)
+		{
+			undo_push_counter(b, counter);
+			fits = limits_charge(counter, it->ts, value);
+		}
+		if (!fits)
+		{
+			undo_to(b, mark);
+			it->limit_hit = def;
+			it->limit_used = used;
+			return LR_EXCEEDS_LIMIT;
+		}
+	}
+	return LR_OK;
+}
+
+/* Write the counters that changed: one statement (one per counter on Citus, routed). */
+void
+limits_write(LedgerBatch *b)
+{
+	LedgerLimits *st = b->limits;
+	static SPIPlanPtr plan = NULL;
+	ArrayBuilder lids,
+				subjects,
+				starts,
+				used,
+				heads,
+				rings;
+	int			n = 0;
+	Datum		args[7];
+
+	if (st == NULL)
+		return;
+	for (int i = 0; i < st->ncounters; i++)
+		if (st->counters[i].changed)
+			n++;
+	if (n == 0)
+		return;
+	ab_init(&lids, n);
+	ab_init(&subjects, n);
+	ab_init(&starts, n);
+	ab_init(&used, n);
+	ab_init(&heads, n);
+	ab_init(&rings, n * LIMIT_RING_SLOTS);
+	for (int i = 0; i < st->ncounters; i++)
+	{
+		LimitCounter *c = &st->counters[i];
+		bool		trailing = c->def->window == LIMIT_WINDOW_TRAILING;
+
+		if (!c->changed)
+			continue;
+		ab_add(&lids, UUIDPGetDatum(&c->def->id), false);
+		ab_add(&subjects, UUIDPGetDatum(&c->subject), false);
+		ab_add(&starts, TimestampTzGetDatum(c->window_start), !c->has_window || trailing);
+		ab_add(&used, Int64GetDatum(c->used), false);
+		ab_add(&heads, Int64GetDatum(c->head), !trailing || !c->has_window);
+		for (int k = 0; k < LIMIT_RING_SLOTS; k++)
+			ab_add(&rings, Int64GetDatum(c->ring[k]), false);
+	}
+	if (plan == NULL)
+	{
+		Oid			types[7] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
+		INT8ARRAYOID, INT8ARRAYOID};
+
+		/* A ring is the k-th slice of 60 of $7. */
+		plan = ledger_prepare("INSERT INTO fincore.limit_counters AS c "
+							  "       (tenant_id, limit_id, subject, window_start, used, ring, ring_head) "
+							  "SELECT $1, k.limit_id, k.subject, k.window_start, k.used, "
+							  "       CASE WHEN k.head IS NULL THEN NULL ELSE "
+							  "         $7[(k.n OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) 60 OPERATOR(pg_catalog.+) 1"
+							  "           : k.n OPERATOR(pg_catalog.*) 60] END, k.head "
+							  "  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
+							  "                 pg_catalog.unnest($5), pg_catalog.unnest($6)) WITH ORDINALITY "
+							  "       AS k(limit_id, subject, window_start, used, head, n) "
+							  "ON CONFLICT (tenant_id, limit_id, subject) DO UPDATE "
+							  "   SET window_start = excluded.window_start, used = excluded.used, "
+							  "       ring = excluded.ring, ring_head = excluded.ring_head",
+							  7, types);
+	}
+	args[0] = UUIDPGetDatum(&b->tenant);
+	args[1] = ab_array(&lids, UUIDOID);
+	args[2] = ab_array(&subjects, UUIDOID);
+	args[3] = ab_array(&starts, TIMESTAMPTZOID);
+	args[4] = ab_array(&used, INT8OID);
+	args[5] = ab_array(&heads, INT8OID);
+	args[6] = ab_array(&rings, INT8OID);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "ledger: writing limit counters failed");
+}
+
+/* ---- the SQL functions over the window arithmetic (limit_remaining(), tests) ---- */
+
+PG_FUNCTION_INFO_V1(fincore_limit_window);
+Datum
+fincore_limit_window(PG_FUNCTION_ARGS)
+{
+	LimitDef	def;
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	TimestampTz start,
+				end;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(3))
+		PG_RETURN_NULL();
+	memset(&def, 0, sizeof(def));
+	def_window(&def, PG_GETARG_TEXT_PP(0), PG_ARGISNULL(1), PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1),
+			   PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "fincore.limit_window: a record was expected");
+	limits_window_bounds(&def, PG_GETARG_TIMESTAMPTZ(3), &start, &end);
+	values[0] = TimestampTzGetDatum(start);
+	values[1] = TimestampTzGetDatum(end);
+	nulls[0] = TIMESTAMP_NOT_FINITE(start);
+	nulls[1] = TIMESTAMP_NOT_FINITE(end);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(fincore_limit_used);
+Datum
+fincore_limit_used(PG_FUNCTION_ARGS)
+{
+	LimitDef	def;
+	LimitCounter c;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(7))
+		PG_RETURN_NULL();
+	memset(&def, 0, sizeof(def));
+	memset(&c, 0, sizeof(c));
+	def_window(&def, PG_GETARG_TEXT_PP(0), PG_ARGISNULL(1), PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1),
+			   PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2));
+	c.def = &def;
+	c.has_window = !PG_ARGISNULL(3);
+	if (c.has_window)
+		c.window_start = PG_GETARG_TIMESTAMPTZ(3);
+	c.used = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
+	if (!PG_ARGISNULL(5))
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+		int			ne;
+
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(5), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+						  &elems, &nulls, &ne);
+		for (int k = 0; k < ne && k < LIMIT_RING_SLOTS; k++)
+			c.ring[k] = nulls[k] ? 0 : DatumGetInt64(elems[k]);
+		c.has_window = !PG_ARGISNULL(6);
+	}
+	c.head = PG_ARGISNULL(6) ? 0 : PG_GETARG_INT64(6);
+	PG_RETURN_INT64(limits_used_at(&c, PG_GETARG_TIMESTAMPTZ(7)));
+}
