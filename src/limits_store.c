@@ -16,8 +16,9 @@
  * What counts: a transfer or hold is charged at its time when created (a
  * hold's amount counts until it is resolved); a post gives back what it did
  * not post, a void or expiry the whole hold (and its count), each in the
- * window the hold was counted in; a reversal gives back its amount only to
- * amount limits that say restore_on_reversal.  Only creations can be refused.
+ * window the hold was counted in; a reversal of a posted transfer gives back
+ * its amount only to amount limits that say restore_on_reversal.  Only
+ * creations can be refused.
  */
 #include "ledger_int.h"
 
@@ -606,8 +607,13 @@ limits_apply(LedgerBatch *b, LedgerItem *it)
 			release(b, it->dacc, it->cacc, ref->code, ref->created_at, it->pending_amount, 1, false);
 			return LR_OK;
 		case KIND_REVERSAL:
-			/* The reversed transfer's legs: its debit is this one's credit. */
-			release(b, it->cacc, it->dacc, ref->code, ref->created_at, it->amount, 0, true);
+			/*
+			 * The reversed transfer's legs: its debit is this one's credit.  A
+			 * post's amount was counted by its hold, in the hold's window: a
+			 * reversal of a post gives nothing back.
+			 */
+			if (ref->kind == KIND_POSTED)
+				release(b, it->cacc, it->dacc, ref->code, ref->created_at, it->amount, 0, true);
 			return LR_OK;
 		case KIND_POSTED:
 		case KIND_PENDING:

@@ -115,7 +115,7 @@ COMMENT ON FUNCTION fincore.limit_used(text, integer, text, timestamptz, bigint,
 -- not one of fincore's untrusted app roles, such as a backend's).  The invoker's role is the
 -- one SET ROLE chose (PostgREST), else the session's.
 CREATE FUNCTION fincore.require_limits_admin(tenant uuid) RETURNS void
-    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 DECLARE
@@ -318,7 +318,7 @@ COMMENT ON FUNCTION fincore.set_account_customer(uuid, text) IS
 CREATE FUNCTION fincore.limit_remaining(account_id uuid)
     RETURNS TABLE (limit_id uuid, name text, metric text, currency text, window_kind text, max_value bigint,
                    used bigint, remaining bigint, resets_at timestamptz)
-    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 #variable_conflict use_column

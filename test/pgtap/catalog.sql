@@ -109,6 +109,9 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.rollup_hot_accounts_step(interval)'), ('fincore.ledger_append_only()'),
     ('fincore.define_fee_schedule(text,text,jsonb,timestamptz,timestamptz,text)'),
     ('fincore.end_fee_schedule(text,timestamptz)'), ('fincore.fee_schedules_changed()'),
+    ('fincore.create_limit(text,bigint,text,text,text,uuid,integer,text,text,text,text,integer[],uuid[],integer[],integer,text,boolean,uuid)'),
+    ('fincore.update_limit(uuid,bigint,text,boolean,boolean)'), ('fincore.disable_limit(uuid)'),
+    ('fincore.set_account_customer(uuid,text)'), ('fincore.limits_changed()'),
     ('fincore.emit(text,text,text,text,jsonb,jsonb)'), ('fincore._outbox_changed()'),
     ('fincore._outbox_latest_snapshot()'), ('fincore._outbox_seal(regclass)'),
     ('fincore.subscribe(text,text[],uuid,integer,interval,interval)'), ('fincore.unsubscribe(text)'),
@@ -176,7 +179,11 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'dequeue(text,integer,interval,text)', 'complete(bigint,jsonb,integer)',
           'complete_many(bigint[],integer[],jsonb[])',
           'fail(bigint,text,timestamp with time zone,integer)', 'heartbeat(bigint,interval,integer)',
-          'distribute(regclass)'],
+          'distribute(regclass)',
+          'create_limit(text,bigint,text,text,text,uuid,integer,text,text,text,text,integer[],uuid[],integer[],integer,text,boolean,uuid)',
+          'update_limit(uuid,bigint,text,boolean,boolean)', 'set_account_customer(uuid,text)',
+          'limit_window(text,integer,text,timestamp with time zone)',
+          'limit_used(text,integer,text,timestamp with time zone,bigint,bigint[],bigint,timestamp with time zone)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
