@@ -132,9 +132,13 @@ mark_locks(LedgerBatch *b)
 	{
 		LedgerItem *it = &b->items[i];
 
-		if (it->dacc && (leg_needs_lock(it->dacc, true, it) || limits_account_needs_lock(b, it->dacc)))
+		/* A reversal's legs count for limits as the reversed transfer's: swapped. */
+		char		dside = it->kind == KIND_REVERSAL ? 'c' : 'd';
+		char		cside = it->kind == KIND_REVERSAL ? 'd' : 'c';
+
+		if (it->dacc && (leg_needs_lock(it->dacc, true, it) || limits_account_needs_lock(b, it->dacc, dside)))
 			it->dacc->needs_lock = true;
-		if (it->cacc && (leg_needs_lock(it->cacc, false, it) || limits_account_needs_lock(b, it->cacc)))
+		if (it->cacc && (leg_needs_lock(it->cacc, false, it) || limits_account_needs_lock(b, it->cacc, cside)))
 			it->cacc->needs_lock = true;
 	}
 }

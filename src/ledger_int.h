@@ -613,7 +613,7 @@ ledger_execute(LedgerBatch *b);
 void
 limits_prepare(LedgerBatch *b);
 bool
-limits_account_needs_lock(const LedgerBatch *b, const LedgerAccount *a);
+limits_account_needs_lock(const LedgerBatch *b, const LedgerAccount *a, char side);
 void
 limits_lock(LedgerBatch *b);
 LedgerResult

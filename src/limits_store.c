@@ -324,12 +324,12 @@ account_customer(const LedgerBatch *b, const LedgerAccount *a)
 }
 
 /*
- * Must a leg of this account lock its row: does a limit with a counter per
- * account take it in?  An account whose metadata is not known yet is locked
+ * Must a leg of this account (on side 'd' or 'c' of the limits' legs) lock
+ * its row: does a limit with a counter per account take it in?  An account whose metadata is not known yet is locked
  * anyway.
  */
 bool
-limits_account_needs_lock(const LedgerBatch *b, const LedgerAccount *a)
+limits_account_needs_lock(const LedgerBatch *b, const LedgerAccount *a, char side)
 {
 	const LimitSet *set;
 
@@ -341,6 +341,7 @@ limits_account_needs_lock(const LedgerBatch *b, const LedgerAccount *a)
 		const LimitDef *def = &set->defs[i];
 
 		if (def->per_account && def->window != LIMIT_WINDOW_TRANSACTION &&
+			(def->direction == 0 || def->direction == side) &&
 			limits_scope_takes(def, &a->meta.id, a->meta.code, account_customer(b, a)))
 			return true;
 	}
@@ -373,9 +374,12 @@ counter_subject(const LimitDef *def, const LedgerAccount *a)
 	return def->per_account ? &a->meta.id : &nil_uuid;
 }
 
-/* The counters an item may touch on one side: the scope takes the account in, whatever the filters. */
+/*
+ * The counters an item may touch on one side: the scope takes the account in
+ * and the direction is the side's, whatever the other filters.
+ */
 static void
-add_candidates(LedgerBatch *b, LedgerLimits *st, const LedgerAccount *a, int *cap)
+add_candidates(LedgerBatch *b, LedgerLimits *st, const LedgerAccount *a, char side, int *cap)
 {
 	const LimitSet *set = st->set;
 
@@ -386,6 +390,7 @@ add_candidates(LedgerBatch *b, LedgerLimits *st, const LedgerAccount *a, int *ca
 		const LimitDef *def = &set->defs[i];
 
 		if (def->window == LIMIT_WINDOW_TRANSACTION ||
+			(def->direction != 0 && def->direction != side) ||
 			(def->has_currency && def->currency != a->meta.currency) ||
 			!limits_scope_takes(def, &a->meta.id, a->meta.code, account_customer(b, a)))
 			continue;
@@ -426,8 +431,9 @@ limits_lock(LedgerBatch *b)
 
 		if (it->result != LR_OK)
 			continue;
-		add_candidates(b, st, it->dacc, &cap);
-		add_candidates(b, st, it->cacc, &cap);
+		/* A reversal's legs are the reversed transfer's, swapped. */
+		add_candidates(b, st, it->dacc, it->kind == KIND_REVERSAL ? 'c' : 'd', &cap);
+		add_candidates(b, st, it->cacc, it->kind == KIND_REVERSAL ? 'd' : 'c', &cap);
 	}
 	if (st->ncounters == 0)
 		return;
@@ -448,14 +454,18 @@ limits_lock(LedgerBatch *b)
 	{
 		Oid			types[3] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
 
+		/*
+		 * One primary key look-up per counter, in the order given (sorted: the
+		 * global lock order), each locking its row: a join would scan all of
+		 * the tenant's counters with a plan made while the table was small.
+		 */
 		plan = ledger_prepare("SELECT c.limit_id, c.subject, c.window_start, c.used, c.ring, c.ring_head "
-							  "  FROM fincore.limit_counters c "
-							  "  JOIN ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS k(limit_id, subject) "
-							  "    ON c.limit_id OPERATOR(pg_catalog.=) k.limit_id "
-							  "   AND c.subject OPERATOR(pg_catalog.=) k.subject "
-							  " WHERE c.tenant_id OPERATOR(pg_catalog.=) $1 "
-							  " ORDER BY c.limit_id, c.subject "
-							  "   FOR NO KEY UPDATE OF c", 3, types);
+							  "  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS k(limit_id, subject) "
+							  " CROSS JOIN LATERAL (SELECT c.* FROM fincore.limit_counters c "
+							  "                      WHERE c.tenant_id OPERATOR(pg_catalog.=) $1 "
+							  "                        AND c.limit_id OPERATOR(pg_catalog.=) k.limit_id "
+							  "                        AND c.subject OPERATOR(pg_catalog.=) k.subject "
+							  "                     OFFSET 0 FOR NO KEY UPDATE) c", 3, types);
 	}
 	args[0] = UUIDPGetDatum(&b->tenant);
 	args[1] = uuid_array(lids, n);

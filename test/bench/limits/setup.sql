@@ -1,0 +1,29 @@
+-- test/bench/limits: three tenants of 10,000 accounts: no limits, 5 limits per account, and
+-- the same 5 plus one for the whole tenant.
+SET client_min_messages = warning;
+CREATE FUNCTION public.acct(n int) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
+
+CREATE FUNCTION pg_temp.tenant(t uuid, name text, limits int) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM fincore.create_tenant(name, t);
+    PERFORM set_config('request.jwt.claims', json_build_object('tenant_id', t)::text, true);
+    PERFORM count(fincore.create_account('USD', id => public.acct(g))) FROM generate_series(1, 10000) g;
+    PERFORM fincore.set_ledger_events(false);
+    IF limits >= 5 THEN
+        PERFORM fincore.create_limit('daily', 1000000000000, currency => 'USD', time_zone => 'America/New_York');
+        PERFORM fincore.create_limit('weekly-count', 1000000000, metric => 'count', window_kind => 'week',
+                                     time_zone => 'Europe/Berlin');
+        PERFORM fincore.create_limit('hourly', 1000000000000, currency => 'USD', window_kind => 'trailing',
+                                     window_seconds => 3600);
+        PERFORM fincore.create_limit('lifetime-count', 1000000000, metric => 'count', window_kind => 'lifetime');
+        PERFORM fincore.create_limit('per-transfer', 100000, currency => 'USD', window_kind => 'transaction');
+    END IF;
+    IF limits >= 6 THEN
+        PERFORM fincore.create_limit('tenant-daily', 1000000000000, currency => 'USD', per => 'scope');
+    END IF;
+END $$;
+SELECT pg_temp.tenant('00000000-0000-4000-8000-00000000a001', 'bench none', 0);
+SELECT pg_temp.tenant('00000000-0000-4000-8000-00000000a002', 'bench limits5', 5);
+SELECT pg_temp.tenant('00000000-0000-4000-8000-00000000a003', 'bench scope1', 6);
+VACUUM ANALYZE;
