@@ -94,6 +94,34 @@ def test_every_call_runs_on_one_shard(tenants):
         conn.commit()
 
 
+def test_limits_run_on_one_shard(tenants):
+    """Limits (docs/limits.md) on Citus: definitions, counters and refusals on the tenant's shard."""
+    t = tenants[1]
+    with connect() as conn, conn.transaction():
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        conn.execute("SELECT fincore.create_limit('citus-daily', 100, currency => 'USD', scope => 'account', "
+                     "account_id => %s)", (acct(4),))
+        conn.execute("SELECT fincore.create_limit('citus-tenant', 1000000, currency => 'USD', per => 'scope', "
+                     "window_kind => 'trailing', window_seconds => 600, direction => NULL)")
+        conn.execute("SELECT fincore.set_account_customer(%s, 'citus-customer')", (acct(4),))
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        conn.execute("SELECT fincore.transfer(%s, %s, 60)", (acct(4), acct(5)))
+        hold = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 40, pending => true)",
+                            (acct(4), acct(5))).fetchone()[0]
+        with pytest.raises(psycopg.Error) as refused:
+            with conn.transaction():
+                conn.execute("SELECT fincore.transfer(%s, %s, 1)", (acct(4), acct(5)))
+        assert refused.value.sqlstate == "ZF333"
+        conn.execute("SELECT fincore.void_pending(%s)", (hold,))
+        results = conn.execute(batch_sql(2), req(acct(4), acct(5), 40) + req(acct(4), acct(5), 1)).fetchone()[0]
+        assert results == ["ok", "exceeds_limit"], results
+        remaining = dict(conn.execute("SELECT name, remaining FROM fincore.limit_remaining(%s)", (acct(4),)).fetchall())
+        assert remaining["citus-daily"] == 0, remaining
+        conn.commit()
+
+
 def worker(tenant, seed, errors, created):
     rnd = random.Random(seed)
     try:
