@@ -70,6 +70,7 @@
 #define ERRCODE_FC_TRANSFER_ID_ALREADY_FAILED	MAKE_SQLSTATE('Z','F','3','3','1')
 #define ERRCODE_FC_INVALID_IMPORTED_TRANSFER	MAKE_SQLSTATE('Z','F','3','3','2')
 #define ERRCODE_FC_EXCEEDS_LIMIT				MAKE_SQLSTATE('Z','F','3','3','3')
+#define ERRCODE_FC_RULE_REJECTED				MAKE_SQLSTATE('Z','F','3','3','4')
 
 /* ---- SQLSTATEs: fees (ZF4xx) ---- */
 #define ERRCODE_FC_FEE_SCHEDULE_NOT_FOUND	MAKE_SQLSTATE('Z','F','4','0','1')
@@ -116,10 +117,12 @@
 #define ERRCODE_FC_INVALID_DISTRIBUTION		MAKE_SQLSTATE('Z','F','7','0','2')
 #define ERRCODE_FC_COORDINATOR_REQUIRED		MAKE_SQLSTATE('Z','F','7','0','3')
 
-/* ---- SQLSTATEs: limits (ZF8xx; ZF802-ZF804 raised in sql/modules/limits.sql) ---- */
+/* ---- SQLSTATEs: limits and rules (ZF8xx; ZF802-ZF804, ZF806 raised in sql/modules/limits.sql) ---- */
 #define ERRCODE_FC_INVALID_LIMIT			MAKE_SQLSTATE('Z','F','8','0','1')
 #define ERRCODE_FC_LIMIT_NOT_FOUND			MAKE_SQLSTATE('Z','F','8','0','2')
 #define ERRCODE_FC_LIMITS_ADMIN_REQUIRED	MAKE_SQLSTATE('Z','F','8','0','3')
 #define ERRCODE_FC_LIMIT_EXISTS				MAKE_SQLSTATE('Z','F','8','0','4')
+#define ERRCODE_FC_INVALID_RULE				MAKE_SQLSTATE('Z','F','8','0','5')
+#define ERRCODE_FC_RULE_NOT_FOUND			MAKE_SQLSTATE('Z','F','8','0','6')
 
 #endif							/* FINCORE_ERRCODES_H */

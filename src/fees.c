@@ -194,66 +194,6 @@ typedef struct RulesCtx
 } RulesCtx;
 
 /*
- * Collect the fields of a JSON object into vals[] by their position in
- * keys[]; an unknown key is ZF402.  Values of nested containers come back as
- * jbvBinary.
- */
-static void
-json_fields(JsonbContainer *obj, const char *const *keys, int nkeys,
-			JsonbValue *vals, bool *present, const char *where)
-{
-	JsonbIterator *it = JsonbIteratorInit(obj);
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	int			idx = -1;
-
-	memset(present, 0, sizeof(bool) * nkeys);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (tok == WJB_KEY)
-		{
-			idx = -1;
-			for (int i = 0; i < nkeys; i++)
-				if ((int) strlen(keys[i]) == v.val.string.len &&
-					memcmp(keys[i], v.val.string.val, v.val.string.len) == 0)
-					idx = i;
-			if (idx < 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_FC_INVALID_FEE_SCHEDULE),
-						 errmsg("unknown key \"%.*s\" in %s",
-								Min(v.val.string.len, 64), v.val.string.val, where)));
-		}
-		else if (tok == WJB_VALUE)
-		{
-			vals[idx] = v;
-			present[idx] = true;
-		}
-	}
-}
-
-static inline bool
-json_is_object(const JsonbValue *v)
-{
-	return v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data);
-}
-
-static inline bool
-json_is_array(const JsonbValue *v)
-{
-	return v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data);
-}
-
-static char *
-json_value_text(const JsonbValue *v)
-{
-	if (v->type == jbvString)
-		return psprintf("\"%.*s\"", Min(v->val.string.len, 64), v->val.string.val);
-	if (v->type == jbvBinary)
-		return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
-	return JsonbToCString(NULL, &JsonbValueToJsonb((JsonbValue *) v)->root, 0);
-}
-
-/*
  * An amount in the rules: a JSON integer (minor units) or amount text in the
  * schedule's currency ("0.30 USD").  Never negative.
  */
@@ -297,7 +237,7 @@ rules_amount(const RulesCtx *cx, const JsonbValue *v, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_FEE_SCHEDULE),
 				 errmsg("%s must be a number of minor units or amount text, not %s",
-						what, json_value_text(v))));
+						what, jb_value_text(v))));
 	if (units < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_FEE_AMOUNT),
@@ -349,7 +289,7 @@ rules_rate(const JsonbValue *v, const char *what)
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_FEE_RATE),
-				 errmsg("%s must be a decimal number, not %s", what, json_value_text(v)),
+				 errmsg("%s must be a decimal number, not %s", what, jb_value_text(v)),
 				 errhint("Write a rate as a decimal fraction: 0.029 for 2.9%%.")));
 
 	if (!decimal_parse_exact(s, &d) || d.scale > FEE_RATE_MAX_SCALE)
@@ -389,7 +329,7 @@ rules_tiers(const RulesCtx *cx, const JsonbValue *tiers_val, FeeComponent *c)
 	ExactDecimal *rates;
 	int64	   *flats;
 
-	if (!json_is_array(tiers_val))
+	if (!jb_is_array(tiers_val))
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_FEE_TIERS),
 				 errmsg("tiers of component \"%s\" must be an array", c->name)));
@@ -412,11 +352,11 @@ rules_tiers(const RulesCtx *cx, const JsonbValue *tiers_val, FeeComponent *c)
 		char	   *where = psprintf("tier %d of component \"%s\"", i + 1, c->name);
 		FeeTier    *tier = &c->tiers[i];
 
-		if (!json_is_object(t))
+		if (!jb_is_object(t))
 			ereport(ERROR,
 					(errcode(ERRCODE_FC_INVALID_FEE_TIERS),
 					 errmsg("%s must be an object such as {\"up_to\": 100000, \"rate\": 0.01}", where)));
-		json_fields(t->val.binary.data, tier_keys, TK_COUNT, f, has, where);
+		jb_fields(t->val.binary.data, tier_keys, TK_COUNT, f, has, where, ERRCODE_FC_INVALID_FEE_SCHEDULE);
 
 		/* up_to: absent, null or "inf" is unbounded (the last tier only). */
 		tier->bounded = has[TK_UP_TO] && f[TK_UP_TO].type != jbvNull &&
@@ -479,11 +419,11 @@ rules_component(const RulesCtx *cx, const JsonbValue *val, int index, FeeCompone
 	char	   *where = psprintf("component %d", index + 1);
 	int			kind = -1;
 
-	if (!json_is_object(val))
+	if (!jb_is_object(val))
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_FEE_SCHEDULE),
 				 errmsg("%s must be an object such as {\"type\": \"flat\", \"amount\": 30}", where)));
-	json_fields(val->val.binary.data, component_keys, CK_COUNT, f, has, where);
+	jb_fields(val->val.binary.data, component_keys, CK_COUNT, f, has, where, ERRCODE_FC_INVALID_FEE_SCHEDULE);
 
 	if (!has[CK_TYPE] || f[CK_TYPE].type != jbvString)
 		ereport(ERROR,
@@ -543,11 +483,11 @@ rules_component(const RulesCtx *cx, const JsonbValue *val, int index, FeeCompone
 
 	if (has[CK_WHEN])
 	{
-		if (!json_is_object(&f[CK_WHEN]))
+		if (!jb_is_object(&f[CK_WHEN]))
 			ereport(ERROR,
 					(errcode(ERRCODE_FC_INVALID_FEE_SCHEDULE),
 					 errmsg("\"when\" of %s must be a JSON object, not %s", where,
-							json_value_text(&f[CK_WHEN])),
+							jb_value_text(&f[CK_WHEN])),
 					 errhint("The component applies when the context contains this object, e.g. {\"card\": \"international\"}.")));
 		c->when = JsonbValueToJsonb(&f[CK_WHEN]);
 	}
@@ -601,9 +541,9 @@ fee_rules_compile(Jsonb *rules, CurrencyCode currency, FeeSchedule *s)
 				(errcode(ERRCODE_FC_INVALID_FEE_SCHEDULE),
 				 errmsg("fee rules must be a JSON object"),
 				 errhint("E.g. {\"components\": [{\"type\": \"percentage\", \"rate\": 0.029}, {\"type\": \"flat\", \"amount\": 30}]}.")));
-	json_fields(&rules->root, schedule_keys, SK_COUNT, f, has, "the fee rules");
+	jb_fields(&rules->root, schedule_keys, SK_COUNT, f, has, "the fee rules", ERRCODE_FC_INVALID_FEE_SCHEDULE);
 
-	if (!has[SK_COMPONENTS] || !json_is_array(&f[SK_COMPONENTS]))
+	if (!has[SK_COMPONENTS] || !jb_is_array(&f[SK_COMPONENTS]))
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_FEE_SCHEDULE),
 				 errmsg("fee rules need a \"components\" array")));

@@ -75,3 +75,54 @@ jb_jsonb(JsonbParseState **st, Jsonb *j)
 	v.val.binary.len = VARSIZE(j) - VARHDRSZ;
 	pushJsonbValue(st, WJB_VALUE, &v);
 }
+
+/* ---- reading jsonb ---- */
+
+/*
+ * Collect the fields of a JSON object into vals[] by their position in
+ * keys[]; an unknown key is errcode_unknown.  Values of nested containers come back as
+ * jbvBinary.
+ */
+void
+jb_fields(JsonbContainer *obj, const char *const *keys, int nkeys,
+		  JsonbValue *vals, bool *present, const char *where, int errcode_unknown)
+{
+	JsonbIterator *it = JsonbIteratorInit(obj);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			idx = -1;
+
+	memset(present, 0, sizeof(bool) * nkeys);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			idx = -1;
+			for (int i = 0; i < nkeys; i++)
+				if ((int) strlen(keys[i]) == v.val.string.len &&
+					memcmp(keys[i], v.val.string.val, v.val.string.len) == 0)
+					idx = i;
+			if (idx < 0)
+				ereport(ERROR,
+						(errcode(errcode_unknown),
+						 errmsg("unknown key \"%.*s\" in %s",
+								Min(v.val.string.len, 64), v.val.string.val, where)));
+		}
+		else if (tok == WJB_VALUE)
+		{
+			vals[idx] = v;
+			present[idx] = true;
+		}
+	}
+}
+
+/* A JSON value as text for a message (a string quoted, at most 64 bytes of it). */
+char *
+jb_value_text(const JsonbValue *v)
+{
+	if (v->type == jbvString)
+		return psprintf("\"%.*s\"", Min(v->val.string.len, 64), v->val.string.val);
+	if (v->type == jbvBinary)
+		return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	return JsonbToCString(NULL, &JsonbValueToJsonb((JsonbValue *) v)->root, 0);
+}

@@ -395,6 +395,7 @@ write_batch(LedgerBatch *b)
 	}
 	if (nfailed > 0)
 		write_failures(b, nfailed);
+	limits_write_decisions(b);	/* refusals, flags and shadow decisions */
 	if (subxact)
 	{
 		ReleaseCurrentSubTransaction();

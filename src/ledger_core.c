@@ -59,6 +59,7 @@ const LedgerResultInfo ledger_results[LR_NRESULTS] = {
 	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT] = {"imported_event_timestamp_must_postdate_debit_account", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
 	[LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT] = {"imported_event_timestamp_must_postdate_credit_account", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
 	[LR_EXCEEDS_LIMIT] = {"exceeds_limit", ERRCODE_FC_EXCEEDS_LIMIT, RESULT_TRANSIENT},
+	[LR_RULE_REJECTED] = {"rule_rejected", ERRCODE_FC_RULE_REJECTED, RESULT_TRANSIENT},
 	[LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO] = {"imported_event_timeout_must_be_zero", ERRCODE_FC_INVALID_IMPORTED_TRANSFER},
 };
 

@@ -257,6 +257,14 @@ form_exceeds_limit(const LedgerItem *it, const ItemErrorRow *row pg_attribute_un
 							   money_text(it->amount, def->currency));
 }
 
+/* "transfer <id> rejected by rule <name>" */
+static void
+form_rule_rejected(const LedgerItem *it, const ItemErrorRow *row pg_attribute_unused(), ItemErrorText *out)
+{
+	out->message = psprintf("transfer %s rejected by rule \"%s\"", uuid_text(&it->id), it->rule_hit->name);
+	out->detail = psprintf("Rule %s rejects it.", uuid_text(&it->rule_hit->id));
+}
+
 /* "imported transfer <id> refused: <result> (timestamp <t>)" */
 static void
 form_imported(const LedgerItem *it, const ItemErrorRow *row pg_attribute_unused(), ItemErrorText *out)
@@ -340,6 +348,8 @@ static const ItemErrorRow item_errors[LR_NRESULTS] = {
 	[LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO] = {form_imported, SIDE_NONE, NULL, NULL, HINT_IMPORTED},
 	[LR_EXCEEDS_LIMIT] = {form_exceeds_limit, SIDE_NONE, NULL, NULL,
 	"fincore.limit_remaining(account_id) says what each limit has left and when its window resets."},
+	[LR_RULE_REJECTED] = {form_rule_rejected, SIDE_NONE, NULL, NULL,
+	"The tenant's rules (fincore.rules) decide which transfers are refused; fincore.decisions records them."},
 };
 
 /* Raise the error a single call reports for an item's result. */

@@ -10,6 +10,7 @@
 #include "jsonb_build.h"
 #include "ledger.h"
 #include "limits.h"
+#include "rules.h"
 #include "outbox.h"
 #include "owner_sql.h"
 #include "tenancy.h"
@@ -93,8 +94,9 @@ typedef enum LedgerResult
 	LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT,
 	LR_IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT,
 	LR_IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO,
-	LR_EXCEEDS_LIMIT			/* a limit of fincore.limits; the item says which */
-#define LR_NRESULTS (LR_EXCEEDS_LIMIT + 1)
+	LR_EXCEEDS_LIMIT,			/* a limit of fincore.limits; the item says which */
+	LR_RULE_REJECTED			/* an active rule of fincore.rules; the item says which */
+#define LR_NRESULTS (LR_RULE_REJECTED + 1)
 } LedgerResult;
 
 /* Transfer flags, stored as a bit mask in fincore.transfers.flags (the kind says pending, post, void). */
@@ -225,6 +227,9 @@ typedef struct LedgerItem
 	int64		event_seq;		/* its place in the event stream; 0: no event */
 	const LimitDef *limit_hit;	/* LR_EXCEEDS_LIMIT: the limit, and what it had used */
 	int64		limit_used;
+	const RuleDef *rule_hit;	/* LR_RULE_REJECTED: the rule */
+	int			nflags;			/* rules that flagged it, or would have (shadow) */
+	const RuleDef **flags_by;
 } LedgerItem;
 
 typedef struct UndoEntry
@@ -620,6 +625,8 @@ LedgerResult
 limits_apply(LedgerBatch *b, LedgerItem *it);
 void
 limits_write(LedgerBatch *b);
+void
+limits_write_decisions(LedgerBatch *b);
 
 /* ledger_api.c */
 void

@@ -27,13 +27,15 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-/* A tenant's enabled limits, as cached. */
+/* A tenant's enabled limits and rules, as cached. */
 typedef struct LimitSet
 {
 	pg_uuid_t	tenant;			/* hash key */
 	int			ndefs;
 	LimitDef   *defs;
 	bool		has_customer;	/* a customer-scoped limit: accounts' customers are read */
+	int			nrules;
+	RuleDef    *rules;			/* by name */
 } LimitSet;
 
 /* A batch's view of the limits. */
@@ -59,7 +61,7 @@ fincore_limits_changed(PG_FUNCTION_ARGS)
 }
 
 static void
-limits_cache_reset(Oid relid)
+limits_cache_reset(int nrelids, Oid *relids)
 {
 	HASHCTL		ctl;
 
@@ -74,7 +76,7 @@ limits_cache_reset(Oid relid)
 	ctl.entrysize = sizeof(LimitSet);
 	ctl.hcxt = limits_cxt;
 	limits_cache = hash_create("fincore limits", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	cache_watch_begin(&limits_watch, 1, &relid);
+	cache_watch_begin(&limits_watch, nrelids, relids);
 }
 
 static int32 *
@@ -134,6 +136,49 @@ def_window(LimitDef *def, text *window_kind, bool seconds_null, int32 seconds, t
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_LIMIT),
 				 errmsg("invalid limit: time_zone \"%s\" is not a time zone name such as Europe/Berlin", tzname)));
+}
+
+/* Read the tenant's enabled rules into set (in cxt), compiled. */
+static void
+load_rules(LimitSet *set, MemoryContext cxt)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		arg = UUIDPGetDatum(&set->tenant);
+	MemoryContext old;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = ledger_prepare("SELECT r.id, r.name, r.condition, r.outcome, r.mode, r.time_zone "
+							  "  FROM fincore.rules r "
+							  " WHERE r.tenant_id OPERATOR(pg_catalog.=) $1 AND r.enabled "
+							  " ORDER BY r.name", 1, types);
+	}
+	if (SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ledger: loading rules failed");
+	old = MemoryContextSwitchTo(cxt);
+	set->nrules = (int) SPI_processed;
+	set->rules = palloc0(sizeof(RuleDef) * Max(set->nrules, 1));
+	for (int i = 0; i < set->nrules; i++)
+	{
+		RuleDef    *r = &set->rules[i];
+		bool		isnull;
+		char	   *tzname;
+
+		r->id = *DatumGetUUIDP(spi_value(i, 1, &isnull));
+		r->name = TextDatumGetCString(spi_value(i, 2, &isnull));
+		r->condition = rules_compile(DatumGetJsonbPCopy(spi_value(i, 3, &isnull)));
+		r->reject = strcmp(TextDatumGetCString(spi_value(i, 4, &isnull)), "reject") == 0;
+		r->active = strcmp(TextDatumGetCString(spi_value(i, 5, &isnull)), "active") == 0;
+		tzname = TextDatumGetCString(spi_value(i, 6, &isnull));
+		r->tz = pg_tzset(tzname);
+		if (r->tz == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_INVALID_RULE),
+					 errmsg("invalid rule: time_zone \"%s\" of rule \"%s\" is not a time zone", tzname, r->name)));
+	}
+	MemoryContextSwitchTo(old);
 }
 
 /* Read the tenant's enabled limits into set (in cxt). */
@@ -225,20 +270,21 @@ load_limit_set(LimitSet *set, MemoryContext cxt)
 			set->has_customer = true;
 	}
 	MemoryContextSwitchTo(old);
+	load_rules(set, cxt);
 }
 
 /* The batch tenant's enabled limits: cached until fincore.limits changes. */
 static const LimitSet *
 limit_set(const pg_uuid_t *tenant)
 {
-	static Oid	relid = InvalidOid;
 	LimitSet   *set,
 			   *entry;
 
 	if (!cache_watch_valid(&limits_watch) || limits_cache == NULL)
 	{
-		relid = fincore_table_oid("limits");
-		limits_cache_reset(relid);
+		Oid			relids[2] = {fincore_table_oid("limits"), fincore_table_oid("rules")};
+
+		limits_cache_reset(2, relids);
 		cache_watch_done(&limits_watch);
 	}
 	set = hash_search(limits_cache, tenant, HASH_FIND, NULL);
@@ -280,7 +326,7 @@ limits_prepare(LedgerBatch *b)
 	if (b->schema == 0 || !limits_installed())
 		return;
 	set = limit_set(&b->tenant);
-	if (set->ndefs == 0)
+	if (set->ndefs == 0 && set->nrules == 0)
 		return;
 	st = palloc0(sizeof(LedgerLimits));
 	st->set = set;
@@ -594,8 +640,53 @@ release(LedgerBatch *b, const LedgerAccount *d, const LedgerAccount *c, int32 co
 }
 
 /*
+ * The tenant's rules over a transfer or hold whose limits passed: the first
+ * active rule that rejects it refuses it (undoing its charges to mark); the
+ * rules that flag it, and the shadow rules that would have rejected or
+ * flagged it, are remembered on the item for fincore.decisions.
+ */
+static LedgerResult
+apply_rules(LedgerBatch *b, LedgerItem *it, int mark)
+{
+	const LimitSet *set = b->limits->set;
+	RuleFacts	facts;
+
+	if (set->nrules == 0)
+		return LR_OK;
+	facts.amount = it->amount;
+	facts.code = it->code;
+	facts.currency = it->dacc->meta.currency;
+	facts.kind = it->kind;
+	facts.debit = &it->dacc->meta.id;
+	facts.credit = &it->cacc->meta.id;
+	facts.debit_code = it->dacc->meta.code;
+	facts.credit_code = it->cacc->meta.code;
+	facts.ts = it->ts;
+	facts.metadata = it->user_metadata ? it->user_metadata : it->metadata;
+	for (int i = 0; i < set->nrules; i++)
+	{
+		const RuleDef *r = &set->rules[i];
+
+		if (!rules_eval(r->condition, &facts, r->tz))
+			continue;
+		if (r->active && r->reject)
+		{
+			undo_to(b, mark);
+			it->rule_hit = r;
+			it->nflags = 0;
+			return LR_RULE_REJECTED;
+		}
+		if (it->flags_by == NULL)
+			it->flags_by = palloc(sizeof(RuleDef *) * set->nrules);
+		it->flags_by[it->nflags++] = r;
+	}
+	return LR_OK;
+}
+
+/*
  * After the engine applied an item: charge its limits (a creation), or give
- * back what it releases.  On a refusal nothing is charged.
+ * back what it releases, then run the rules over a creation.  On a refusal
+ * nothing is charged.
  */
 LedgerResult
 limits_apply(LedgerBatch *b, LedgerItem *it)
@@ -607,6 +698,8 @@ limits_apply(LedgerBatch *b, LedgerItem *it)
 
 	if (b->limits == NULL || it->dacc == NULL || it->cacc == NULL)
 		return LR_OK;
+	it->nflags = 0;
+	it->rule_hit = NULL;
 	switch (it->kind)
 	{
 		case KIND_POST:
@@ -656,6 +749,7 @@ limits_apply(LedgerBatch *b, LedgerItem *it)
 			return LR_EXCEEDS_LIMIT;
 		}
 	}
+	return apply_rules(b, it, mark);
 	return LR_OK;
 }
 
@@ -731,6 +825,302 @@ limits_write(LedgerBatch *b)
 	args[6] = ab_array(&rings, INT8OID);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "ledger: writing limit counters failed");
+}
+
+/* ---- decisions ---- */
+
+/* What a rule saw of a transfer. */
+static Jsonb *
+rule_seen(const LedgerItem *it)
+{
+	JsonbParseState *st = NULL;
+	char		code[CURRENCY_CODE_MAX_LEN + 1];
+
+	currency_unpack(it->dacc->meta.currency, code);
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	jb_key(&st, "amount");
+	jb_int(&st, it->amount);
+	jb_key(&st, "currency");
+	jb_string(&st, code);
+	jb_key(&st, "code");
+	jb_int(&st, it->code);
+	jb_key(&st, "kind");
+	jb_string(&st, kind_text(it->kind));
+	jb_key(&st, "debit_account");
+	jb_string(&st, uuid_text(&it->dacc->meta.id));
+	jb_key(&st, "credit_account");
+	jb_string(&st, uuid_text(&it->cacc->meta.id));
+	jb_key(&st, "debit_code");
+	jb_int(&st, it->dacc->meta.code);
+	jb_key(&st, "credit_code");
+	jb_int(&st, it->cacc->meta.code);
+	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+}
+
+/* What a limit saw: its maximum, what it had counted, and what the transfer would add. */
+static Jsonb *
+limit_seen(const LedgerItem *it)
+{
+	JsonbParseState *st = NULL;
+
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	jb_key(&st, "limit");
+	jb_string(&st, it->limit_hit->name);
+	jb_key(&st, "max");
+	jb_int(&st, it->limit_hit->max);
+	jb_key(&st, "used");
+	jb_int(&st, it->limit_used);
+	jb_key(&st, "adds");
+	jb_int(&st, it->limit_hit->counts ? 1 : it->amount);
+	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+}
+
+typedef struct DecisionRows
+{
+	ArrayBuilder transfer,
+				limit_id,
+				rule_id,
+				outcome,
+				mode,
+				seen;
+	bool		events;
+	const pg_uuid_t *tenant;
+} DecisionRows;
+
+static void
+add_decision(DecisionRows *d, const LedgerItem *it, const LimitDef *limit, const RuleDef *rule,
+			 bool reject, bool active, Jsonb *seen)
+{
+	const char *outcome = reject ? "reject" : "flag";
+	const char *mode = active ? "active" : "shadow";
+
+	ab_add(&d->transfer, UUIDPGetDatum(&it->id), false);
+	ab_add(&d->limit_id, limit ? UUIDPGetDatum(&limit->id) : (Datum) 0, limit == NULL);
+	ab_add(&d->rule_id, rule ? UUIDPGetDatum(&rule->id) : (Datum) 0, rule == NULL);
+	ab_add(&d->outcome, CStringGetTextDatum(outcome), false);
+	ab_add(&d->mode, CStringGetTextDatum(mode), false);
+	ab_add(&d->seen, JsonbPGetDatum(seen), false);
+	if (d->events)
+	{
+		/* An outbox event per decision, in the transaction that made it (docs/outbox.md). */
+		JsonbParseState *st = NULL;
+
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		jb_key(&st, "transfer_id");
+		jb_string(&st, uuid_text(&it->id));
+		jb_key(&st, limit ? "limit_id" : "rule_id");
+		jb_string(&st, uuid_text(limit ? &limit->id : &rule->id));
+		jb_key(&st, limit ? "limit" : "rule");
+		jb_string(&st, limit ? limit->name : rule->name);
+		jb_key(&st, "outcome");
+		jb_string(&st, outcome);
+		jb_key(&st, "mode");
+		jb_string(&st, mode);
+		jb_key(&st, "seen");
+		jb_jsonb(&st, seen);
+		/* A shadow decision changed nothing: consumers must not take it for a refusal. */
+		outbox_emit_event(d->tenant, "risk",
+						  !active ? "decision.shadow" : reject ? "decision.rejected" : "decision.flagged",
+						  "transfer", uuid_text(&it->id),
+						  JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)), NULL, NULL);
+	}
+}
+
+/*
+ * Record the batch's decisions that were not a plain accept: the limit or rule
+ * that refused an item of a batch (a refused single call raises, and its
+ * transaction keeps nothing), and the rules that flagged a transfer written
+ * now, or would have rejected or flagged it (shadow).
+ */
+void
+limits_write_decisions(LedgerBatch *b)
+{
+	static SPIPlanPtr plan = NULL;
+	DecisionRows d;
+	int			cap = 0;
+	Datum		args[8];
+
+	if (b->limits == NULL)
+		return;
+	for (int i = 0; i < b->nitems; i++)
+		cap += b->items[i].nflags + 1;
+	ab_init(&d.transfer, cap);
+	ab_init(&d.limit_id, cap);
+	ab_init(&d.rule_id, cap);
+	ab_init(&d.outcome, cap);
+	ab_init(&d.mode, cap);
+	ab_init(&d.seen, cap);
+	d.tenant = &b->tenant;
+	d.events = false;
+	for (int pass = 0; pass < 2; pass++)
+	{
+		for (int i = 0; i < b->nitems; i++)
+		{
+			LedgerItem *it = &b->items[i];
+
+			if (it->result == LR_EXCEEDS_LIMIT && !b->single && it->limit_hit)
+				add_decision(&d, it, it->limit_hit, NULL, true, true, limit_seen(it));
+			else if (it->result == LR_RULE_REJECTED && !b->single && it->rule_hit)
+				add_decision(&d, it, NULL, it->rule_hit, true, true, rule_seen(it));
+			else if (it->result == LR_OK && !it->skip)
+				for (int k = 0; k < it->nflags; k++)
+					add_decision(&d, it, NULL, it->flags_by[k], it->flags_by[k]->reject,
+								 it->flags_by[k]->active, rule_seen(it));
+		}
+		/* The events go out once we know there are decisions, and whether the tenant wants events. */
+		if (pass == 0)
+		{
+			if (d.transfer.n == 0 || !outbox_ledger_events_enabled(&b->tenant))
+				break;
+			d.events = true;
+			d.transfer.n = d.limit_id.n = d.rule_id.n = d.outcome.n = d.mode.n = d.seen.n = 0;
+		}
+	}
+	if (d.transfer.n == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[8] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID};
+
+		plan = ledger_prepare("INSERT INTO fincore.decisions "
+							  "       (tenant_id, transfer_id, limit_id, rule_id, outcome, mode, seen, decided_at) "
+							  "SELECT $1, k.transfer_id, k.limit_id, k.rule_id, k.outcome, k.mode, k.seen, $8 "
+							  "  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
+							  "                 pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
+							  "       AS k(transfer_id, limit_id, rule_id, outcome, mode, seen)", 8, types);
+	}
+	args[0] = UUIDPGetDatum(&b->tenant);
+	args[1] = ab_array(&d.transfer, UUIDOID);
+	args[2] = ab_array(&d.limit_id, UUIDOID);
+	args[3] = ab_array(&d.rule_id, UUIDOID);
+	args[4] = ab_array(&d.outcome, TEXTOID);
+	args[5] = ab_array(&d.mode, TEXTOID);
+	args[6] = ab_array(&d.seen, JSONBOID);
+	args[7] = TimestampTzGetDatum(b->now);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "ledger: writing decisions failed");
+}
+
+/* ---- rules as SQL functions ---- */
+
+PG_FUNCTION_INFO_V1(fincore_check_rule);
+Datum
+fincore_check_rule(PG_FUNCTION_ARGS)
+{
+	(void) rules_compile(PG_GETARG_JSONB_P(0));
+	PG_RETURN_VOID();
+}
+
+typedef struct BacktestQuery
+{
+	const pg_uuid_t *tenant;
+	TimestampTz from;
+	TimestampTz to;
+	const RuleNode *condition;
+	pg_tz	   *tz;
+	ReturnSetInfo *rsinfo;
+} BacktestQuery;
+
+static void
+backtest_query(void *arg)
+{
+	BacktestQuery *q = arg;
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	Portal		portal;
+
+	fincore_spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+		plan = fincore_prepare("SELECT t.id, t.created_at, t.kind, t.amount, t.code, d.currency, t.debit_account_id, "
+							   "       t.credit_account_id, d.code, c.code, t.metadata "
+							   "  FROM fincore.transfers t "
+							   "  JOIN fincore.accounts d ON d.tenant_id OPERATOR(pg_catalog.=) t.tenant_id "
+							   "   AND d.id OPERATOR(pg_catalog.=) t.debit_account_id "
+							   "  JOIN fincore.accounts c ON c.tenant_id OPERATOR(pg_catalog.=) t.tenant_id "
+							   "   AND c.id OPERATOR(pg_catalog.=) t.credit_account_id "
+							   " WHERE t.tenant_id OPERATOR(pg_catalog.=) $1 "
+							   "   AND t.kind OPERATOR(pg_catalog.=) ANY ('{posted,pending}'::pg_catalog.text[]) "
+							   "   AND t.created_at OPERATOR(pg_catalog.>=) $2 AND t.created_at OPERATOR(pg_catalog.<) $3 "
+							   " ORDER BY t.created_at, t.id", 3, types, CURSOR_OPT_CUSTOM_PLAN);
+	}
+	args[0] = UUIDPGetDatum(q->tenant);
+	args[1] = TimestampTzGetDatum(q->from);
+	args[2] = TimestampTzGetDatum(q->to);
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 1000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			RuleFacts	f;
+			text	   *cur;
+			Datum		d;
+			char	   *kind = TextDatumGetCString(spi_value(r, 3, &isnull));
+
+			f.amount = DatumGetInt64(spi_value(r, 4, &isnull));
+			f.code = DatumGetInt32(spi_value(r, 5, &isnull));
+			cur = DatumGetTextPP(spi_value(r, 6, &isnull));
+			f.currency = currency_pack_or_error(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur));
+			f.kind = kind_from_text(kind);
+			f.debit = DatumGetUUIDP(spi_value(r, 7, &isnull));
+			f.credit = DatumGetUUIDP(spi_value(r, 8, &isnull));
+			f.debit_code = DatumGetInt32(spi_value(r, 9, &isnull));
+			f.credit_code = DatumGetInt32(spi_value(r, 10, &isnull));
+			f.ts = DatumGetTimestampTz(spi_value(r, 2, &isnull));
+			d = spi_value(r, 11, &isnull);
+			f.metadata = isnull ? NULL : DatumGetJsonbP(d);
+			if (rules_eval(q->condition, &f, q->tz))
+			{
+				Datum		values[5];
+				bool		nulls[5] = {false, false, false, false, false};
+
+				values[0] = spi_value(r, 1, &isnull);
+				values[1] = spi_value(r, 2, &isnull);
+				values[2] = CStringGetTextDatum(kind);
+				values[3] = Int64GetDatum(f.amount);
+				values[4] = Int32GetDatum(f.code);
+				tuplestore_putvalues(q->rsinfo->setResult, q->rsinfo->setDesc, values, nulls);
+			}
+		}
+	}
+	SPI_cursor_close(portal);
+	SPI_finish();
+}
+
+PG_FUNCTION_INFO_V1(fincore_backtest_rule);
+Datum
+fincore_backtest_rule(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t	tenant;
+	BacktestQuery q;
+	char	   *tzname;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_RULE),
+				 errmsg("invalid backtest: condition, from_time and to_time must not be NULL")));
+	tzname = PG_ARGISNULL(3) ? "UTC" : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	tenancy_require_tenant(&tenant);
+	InitMaterializedSRF(fcinfo, 0);
+	q.tenant = &tenant;
+	q.condition = rules_compile(PG_GETARG_JSONB_P(0));
+	q.from = PG_GETARG_TIMESTAMPTZ(1);
+	q.to = PG_GETARG_TIMESTAMPTZ(2);
+	q.tz = pg_tzset(tzname);
+	if (q.tz == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_RULE),
+				 errmsg("invalid rule: time_zone \"%s\" is not a time zone name such as Europe/Berlin", tzname)));
+	q.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	fincore_run_as_owner(fincore_table_oid("transfers"), backtest_query, &q);
+	return (Datum) 0;
 }
 
 /* ---- the SQL functions over the window arithmetic (limit_remaining(), tests) ---- */

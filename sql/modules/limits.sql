@@ -91,10 +91,155 @@ SELECT pg_catalog.pg_extension_config_dump('fincore.account_customers', '');
 CREATE FUNCTION fincore.limits_changed() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'fincore_limits_changed';
 COMMENT ON FUNCTION fincore.limits_changed() IS
-    'Trigger: makes every backend''s cached limit definitions stale when fincore.limits changes.';
+    'Trigger: makes every backend''s cached limits and rules stale when fincore.limits or fincore.rules changes.';
 CREATE TRIGGER limits_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON fincore.limits
     FOR EACH STATEMENT EXECUTE FUNCTION fincore.limits_changed();
+
+-- Rules: conditions over a transfer in a typed JSON language (src/rules_engine.c), evaluated
+-- in C in the posting path after the limits.  Never SQL text: fincore runs them with its
+-- owner's rights.
+CREATE TABLE fincore.rules (
+    tenant_id  uuid        NOT NULL DEFAULT fincore.require_tenant()
+                           REFERENCES fincore.tenants (id) ON DELETE CASCADE,
+    id         uuid        NOT NULL DEFAULT fincore.uuidv7(),
+    name       text        NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'),
+    condition  jsonb       NOT NULL,
+    outcome    text        NOT NULL CHECK (outcome IN ('reject', 'flag')),
+    mode       text        NOT NULL CHECK (mode IN ('shadow', 'active')),
+    time_zone  text        NOT NULL DEFAULT 'UTC',
+    enabled    boolean     NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT rules_name_unique UNIQUE (tenant_id, name)
+);
+COMMENT ON TABLE fincore.rules IS
+    'Risk rules of each tenant (docs/limits.md, "Rules"): a condition in fincore''s rule language, an outcome (reject, flag) and a mode (shadow: recorded only; active: enforced). Written through fincore.create_rule() / update_rule().';
+SELECT fincore.protect('fincore.rules');
+SELECT pg_catalog.pg_extension_config_dump('fincore.rules', '');
+
+-- Every decision that is not a plain accept: a limit or rule that refused a transfer (in a
+-- batch; a refused single call rolls back with its error), a rule that flagged it, a shadow
+-- rule that would have.
+CREATE TABLE fincore.decisions (
+    tenant_id   uuid        NOT NULL,
+    id          uuid        NOT NULL DEFAULT fincore.uuidv7(),
+    transfer_id uuid        NOT NULL,
+    limit_id    uuid,
+    rule_id     uuid,
+    outcome     text        NOT NULL CHECK (outcome IN ('reject', 'flag')),
+    mode        text        NOT NULL CHECK (mode IN ('shadow', 'active')),
+    seen        jsonb       NOT NULL,
+    decided_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, id),
+    CHECK ((limit_id IS NULL) <> (rule_id IS NULL))
+);
+CREATE INDEX decisions_transfer_idx ON fincore.decisions (tenant_id, transfer_id);
+COMMENT ON TABLE fincore.decisions IS
+    'Decisions of limits and rules that were not a plain accept: the transfer, the limit or rule, the outcome, active or shadow, and the values seen. Written only by the ledger.';
+SELECT fincore.protect('fincore.decisions');
+SELECT pg_catalog.pg_extension_config_dump('fincore.decisions', '');
+
+CREATE TRIGGER rules_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON fincore.rules
+    FOR EACH STATEMENT EXECUTE FUNCTION fincore.limits_changed();
+
+CREATE FUNCTION fincore.check_rule(condition jsonb) RETURNS void
+    LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_check_rule';
+COMMENT ON FUNCTION fincore.check_rule(jsonb) IS
+    'Validates a rule''s condition without writing it: ZF805 with the path of what is wrong (docs/limits.md, "Rules").';
+
+CREATE FUNCTION fincore.create_rule(name text, condition jsonb, outcome text DEFAULT 'reject',
+        mode text DEFAULT 'shadow', time_zone text DEFAULT 'UTC', id uuid DEFAULT NULL)
+    RETURNS uuid
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    new_id uuid := coalesce(create_rule.id, fincore.uuidv7());
+BEGIN
+    PERFORM fincore.require_limits_admin(tenant);
+    IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$' THEN
+        RAISE EXCEPTION 'invalid rule: name % is not a word of 1 to 64 letters, digits, _ . : -',
+                coalesce(pg_catalog.quote_literal(name), 'NULL') USING ERRCODE = 'ZF805';
+    END IF;
+    IF outcome IS NULL OR outcome NOT IN ('reject', 'flag') THEN
+        RAISE EXCEPTION 'invalid rule: outcome % is not reject or flag', coalesce(pg_catalog.quote_literal(outcome), 'NULL')
+            USING ERRCODE = 'ZF805', HINT = 'A review outcome (a hold and a review job) is not built yet.';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('shadow', 'active') THEN
+        RAISE EXCEPTION 'invalid rule: mode % is not shadow or active', coalesce(pg_catalog.quote_literal(mode), 'NULL')
+            USING ERRCODE = 'ZF805';
+    END IF;
+    IF time_zone IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = time_zone) THEN
+        RAISE EXCEPTION 'invalid rule: time_zone % is not a time zone name such as Europe/Berlin',
+                coalesce(pg_catalog.quote_literal(time_zone), 'NULL') USING ERRCODE = 'ZF805';
+    END IF;
+    IF condition IS NULL THEN
+        RAISE EXCEPTION 'invalid rule: condition must not be NULL' USING ERRCODE = 'ZF805';
+    END IF;
+    PERFORM fincore.check_rule(condition);
+    BEGIN
+        INSERT INTO fincore.rules (tenant_id, id, name, condition, outcome, mode, time_zone)
+        VALUES (tenant, new_id, name, condition, outcome, mode, time_zone);
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'rule % already exists', pg_catalog.quote_literal(name)
+            USING ERRCODE = 'ZF804', HINT = 'Change it with fincore.update_rule(), or choose another name or id.';
+    END;
+    RETURN new_id;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.create_rule(text, jsonb, text, text, text, uuid) IS
+    'Creates a rule of the current tenant and returns its id: a condition (docs/limits.md, "Rules"), an outcome (reject, flag) and a mode (shadow: decisions recorded, nothing enforced; active). ZF805 for an invalid rule, ZF804 for a name in use, ZF803 unless an admin.';
+
+CREATE FUNCTION fincore.update_rule(rule_id uuid, condition jsonb DEFAULT NULL, outcome text DEFAULT NULL,
+        mode text DEFAULT NULL, enabled boolean DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+BEGIN
+    PERFORM fincore.require_limits_admin(tenant);
+    IF outcome NOT IN ('reject', 'flag') THEN
+        RAISE EXCEPTION 'invalid rule: outcome % is not reject or flag', pg_catalog.quote_literal(outcome)
+            USING ERRCODE = 'ZF805';
+    END IF;
+    IF mode NOT IN ('shadow', 'active') THEN
+        RAISE EXCEPTION 'invalid rule: mode % is not shadow or active', pg_catalog.quote_literal(mode)
+            USING ERRCODE = 'ZF805';
+    END IF;
+    IF condition IS NOT NULL THEN
+        PERFORM fincore.check_rule(condition);
+    END IF;
+    UPDATE fincore.rules r
+       SET condition = coalesce(update_rule.condition, r.condition),
+           outcome = coalesce(update_rule.outcome, r.outcome),
+           mode = coalesce(update_rule.mode, r.mode),
+           enabled = coalesce(update_rule.enabled, r.enabled),
+           updated_at = pg_catalog.now()
+     WHERE r.tenant_id = tenant AND r.id = rule_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rule % not found', rule_id
+            USING ERRCODE = 'ZF806', HINT = 'Rules are visible only in their own tenant.';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.update_rule(uuid, jsonb, text, text, boolean) IS
+    'Changes a rule''s condition, outcome, mode (shadow to active, and back) or enabled (NULL: unchanged). ZF806 if not found, ZF805 for an invalid value, ZF803 unless an admin.';
+
+CREATE FUNCTION fincore.backtest_rule(condition jsonb, from_time timestamptz, to_time timestamptz,
+        time_zone text DEFAULT 'UTC')
+    RETURNS TABLE (transfer_id uuid, created_at timestamptz, kind text, amount bigint, code integer)
+    LANGUAGE c STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'fincore_backtest_rule';
+COMMENT ON FUNCTION fincore.backtest_rule(jsonb, timestamptz, timestamptz, text) IS
+    'The current tenant''s transfers and holds made in [from_time, to_time) that the condition meets, as an active rule would have judged them when they were made; writes nothing. ZF805 for an invalid condition.';
 
 -- The window arithmetic the ledger uses (C), for limit_remaining() and for tests.
 CREATE FUNCTION fincore.limit_window(window_kind text, window_seconds integer, time_zone text, at timestamptz,
@@ -368,4 +513,8 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.set_account_customer(uuid,text)', 'app'),
     ('fincore.limit_remaining(uuid)', 'app'),
     ('fincore.limit_window(text,integer,text,timestamptz)', 'app'),
-    ('fincore.limit_used(text,integer,text,timestamptz,bigint,bigint[],bigint,timestamptz)', 'app');
+    ('fincore.limit_used(text,integer,text,timestamptz,bigint,bigint[],bigint,timestamptz)', 'app'),
+    ('fincore.check_rule(jsonb)', 'app'),
+    ('fincore.create_rule(text,jsonb,text,text,text,uuid)', 'app'),
+    ('fincore.update_rule(uuid,jsonb,text,text,boolean)', 'app'),
+    ('fincore.backtest_rule(jsonb,timestamptz,timestamptz,text)', 'app');

@@ -37,7 +37,9 @@ BEGIN ATOMIC
             ('fincore.inbox', 'distributed', 18),
             ('fincore.limits', 'distributed', 19),
             ('fincore.limit_counters', 'distributed', 20),
-            ('fincore.account_customers', 'distributed', 21)) AS v(relation, placement, ordinal);
+            ('fincore.account_customers', 'distributed', 21),
+            ('fincore.rules', 'distributed', 22),
+            ('fincore.decisions', 'distributed', 23)) AS v(relation, placement, ordinal);
 END;
 COMMENT ON FUNCTION fincore.distribution_plan() IS
     'Where fincore.distribute() puts each of fincore''s tables on Citus: reference (on every node) or distributed by tenant_id, colocated with fincore.accounts; tables not listed stay on the coordinator (the outbox and the job queue).';

@@ -1,0 +1,115 @@
+/*
+ * rules.h — risk rules: a small typed language over a transfer (JSON),
+ * compiled once and evaluated in C (rules_engine.c); docs/limits.md, "Rules".
+ * Rules are data a tenant writes, never SQL: fincore runs them with its
+ * owner's rights.
+ */
+#ifndef FINCORE_RULES_H
+#define FINCORE_RULES_H
+
+#include "postgres.h"
+
+#include "money.h"
+#include "pgtime.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#define RULE_MAX_DEPTH		16
+#define RULE_MAX_CHILDREN	64
+#define RULE_MAX_VALUES		1000
+
+typedef enum RuleNodeKind
+{
+	RULE_ALL,
+	RULE_ANY,
+	RULE_NOT,
+	RULE_COMPARE
+} RuleNodeKind;
+
+typedef enum RuleField
+{
+	RULE_FIELD_AMOUNT,
+	RULE_FIELD_CODE,
+	RULE_FIELD_CURRENCY,
+	RULE_FIELD_KIND,
+	RULE_FIELD_DEBIT_ACCOUNT,
+	RULE_FIELD_CREDIT_ACCOUNT,
+	RULE_FIELD_DEBIT_CODE,
+	RULE_FIELD_CREDIT_CODE,
+	RULE_FIELD_LOCAL_HOUR,		/* 0-23 in the rule's time zone */
+	RULE_FIELD_LOCAL_WEEKDAY,	/* 1 (Monday) - 7 (Sunday) */
+	RULE_FIELD_METADATA			/* "metadata.<key>": a top-level member of the transfer's metadata */
+} RuleField;
+
+typedef enum RuleOp
+{
+	RULE_OP_EQ,
+	RULE_OP_NE,
+	RULE_OP_LT,
+	RULE_OP_LE,
+	RULE_OP_GT,
+	RULE_OP_GE,
+	RULE_OP_IN,
+	RULE_OP_NOT_IN
+} RuleOp;
+
+/* A constant of a comparison. */
+typedef struct RuleValue
+{
+	char		type;			/* 'i' integer, 's' string, 'u' uuid, 'n' number, 'b' boolean */
+	int64		i;
+	char	   *s;
+	int			slen;
+	pg_uuid_t	u;
+	Numeric		n;
+	bool		b;
+} RuleValue;
+
+typedef struct RuleNode
+{
+	RuleNodeKind kind;
+	int			nchildren;		/* RULE_ALL, RULE_ANY, RULE_NOT (1) */
+	struct RuleNode **children;
+	RuleField	field;			/* RULE_COMPARE */
+	char	   *key;			/* RULE_FIELD_METADATA */
+	int			keylen;
+	RuleOp		op;
+	int			nvalues;		/* 1, or the list of in / not_in */
+	RuleValue  *values;
+} RuleNode;
+
+/* What a rule sees of a transfer. */
+typedef struct RuleFacts
+{
+	int64		amount;
+	int32		code;
+	CurrencyCode currency;
+	char		kind;			/* 'T' posted, 'P' pending */
+	const pg_uuid_t *debit;
+	const pg_uuid_t *credit;
+	int32		debit_code;
+	int32		credit_code;
+	TimestampTz ts;
+	Jsonb	   *metadata;		/* NULL: none */
+} RuleFacts;
+
+/* A rule of a tenant, compiled. */
+typedef struct RuleDef
+{
+	pg_uuid_t	id;
+	char	   *name;
+	RuleNode   *condition;
+	bool		reject;			/* the outcome: reject, else flag */
+	bool		active;			/* the mode: active, else shadow (recorded, never enforced) */
+	pg_tz	   *tz;
+} RuleDef;
+
+/* Compile a rule's condition (in the current memory context); ZF805 with the path of what is wrong. */
+extern RuleNode *rules_compile(Jsonb *condition);
+
+/* Does the transfer meet the condition?  tz: the rule's time zone (local hour and weekday). */
+extern bool rules_eval(const RuleNode *node, const RuleFacts *facts, pg_tz *tz);
+
+#endif							/* FINCORE_RULES_H */
