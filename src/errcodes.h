@@ -117,12 +117,13 @@
 #define ERRCODE_FC_INVALID_DISTRIBUTION		MAKE_SQLSTATE('Z','F','7','0','2')
 #define ERRCODE_FC_COORDINATOR_REQUIRED		MAKE_SQLSTATE('Z','F','7','0','3')
 
-/* ---- SQLSTATEs: limits and rules (ZF8xx; ZF802-ZF804, ZF806 raised in sql/modules/limits.sql) ---- */
+/* ---- SQLSTATEs: limits and rules (ZF8xx; ZF802-ZF804, ZF806, ZF807 raised in sql/modules/limits.sql) ---- */
 #define ERRCODE_FC_INVALID_LIMIT			MAKE_SQLSTATE('Z','F','8','0','1')
 #define ERRCODE_FC_LIMIT_NOT_FOUND			MAKE_SQLSTATE('Z','F','8','0','2')
 #define ERRCODE_FC_LIMITS_ADMIN_REQUIRED	MAKE_SQLSTATE('Z','F','8','0','3')
 #define ERRCODE_FC_LIMIT_EXISTS				MAKE_SQLSTATE('Z','F','8','0','4')
 #define ERRCODE_FC_INVALID_RULE				MAKE_SQLSTATE('Z','F','8','0','5')
 #define ERRCODE_FC_RULE_NOT_FOUND			MAKE_SQLSTATE('Z','F','8','0','6')
+#define ERRCODE_FC_REVIEW_NOT_FOUND			MAKE_SQLSTATE('Z','F','8','0','7')
 
 #endif							/* FINCORE_ERRCODES_H */

@@ -227,6 +227,9 @@ apply_items(LedgerBatch *b)
 
 			/* One microsecond apart, in request order; an import says when. */
 			it->ts = (it->flags & TRANSFER_IMPORTED) && it->has_timestamp ? it->timestamp : b->now + k;
+			/* An active review rule makes a transfer a hold, before it is applied. */
+			if (it->result == LR_OK && !it->skip)
+				limits_review(b, it);
 			if (it->kind == KIND_PENDING && it->has_timeout)
 			{
 				/* A hold must be able to expire: apply_item refuses one whose expiry is not a representable time. */

@@ -228,6 +228,7 @@ typedef struct LedgerItem
 	const LimitDef *limit_hit;	/* LR_EXCEEDS_LIMIT: the limit, and what it had used */
 	int64		limit_used;
 	const RuleDef *rule_hit;	/* LR_RULE_REJECTED: the rule */
+	const RuleDef *review_by;	/* an active review rule made this transfer a hold */
 	int			nflags;			/* rules that flagged it, or would have (shadow) */
 	const RuleDef **flags_by;
 } LedgerItem;
@@ -623,6 +624,8 @@ void
 limits_lock(LedgerBatch *b);
 LedgerResult
 limits_apply(LedgerBatch *b, LedgerItem *it);
+void
+limits_review(LedgerBatch *b, LedgerItem *it);
 void
 limits_write(LedgerBatch *b);
 void

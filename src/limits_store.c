@@ -24,6 +24,7 @@
 
 #include "cache_watch.h"
 #include "limits.h"
+#include "queue.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -150,7 +151,7 @@ load_rules(LimitSet *set, MemoryContext cxt)
 	{
 		Oid			types[1] = {UUIDOID};
 
-		plan = ledger_prepare("SELECT r.id, r.name, r.condition, r.outcome, r.mode, r.time_zone "
+		plan = ledger_prepare("SELECT r.id, r.name, r.condition, r.outcome, r.mode, r.time_zone, r.review_timeout "
 							  "  FROM fincore.rules r "
 							  " WHERE r.tenant_id OPERATOR(pg_catalog.=) $1 AND r.enabled "
 							  " ORDER BY r.name", 1, types);
@@ -169,7 +170,9 @@ load_rules(LimitSet *set, MemoryContext cxt)
 		r->id = *DatumGetUUIDP(spi_value(i, 1, &isnull));
 		r->name = TextDatumGetCString(spi_value(i, 2, &isnull));
 		r->condition = rules_compile(DatumGetJsonbPCopy(spi_value(i, 3, &isnull)));
-		r->reject = strcmp(TextDatumGetCString(spi_value(i, 4, &isnull)), "reject") == 0;
+		tzname = TextDatumGetCString(spi_value(i, 4, &isnull));
+		r->outcome = strcmp(tzname, "reject") == 0 ? RULE_REJECT : strcmp(tzname, "review") == 0 ? RULE_REVIEW : RULE_FLAG;
+		r->review_timeout = *DatumGetIntervalP(spi_value(i, 7, &isnull));
 		r->active = strcmp(TextDatumGetCString(spi_value(i, 5, &isnull)), "active") == 0;
 		tzname = TextDatumGetCString(spi_value(i, 6, &isnull));
 		r->tz = pg_tzset(tzname);
@@ -639,6 +642,22 @@ release(LedgerBatch *b, const LedgerAccount *d, const LedgerAccount *c, int32 co
 	}
 }
 
+/* What the rules see of an item. */
+static void
+rule_facts(const LedgerItem *it, RuleFacts *facts)
+{
+	facts->amount = it->has_amount ? it->amount : 0;
+	facts->code = it->code;
+	facts->currency = it->dacc->meta.currency;
+	facts->kind = it->kind;
+	facts->debit = &it->dacc->meta.id;
+	facts->credit = &it->cacc->meta.id;
+	facts->debit_code = it->dacc->meta.code;
+	facts->credit_code = it->cacc->meta.code;
+	facts->ts = it->ts;
+	facts->metadata = it->user_metadata ? it->user_metadata : it->metadata;
+}
+
 /*
  * The tenant's rules over a transfer or hold whose limits passed: the first
  * active rule that rejects it refuses it (undoing its charges to mark); the
@@ -653,23 +672,23 @@ apply_rules(LedgerBatch *b, LedgerItem *it, int mark)
 
 	if (set->nrules == 0)
 		return LR_OK;
-	facts.amount = it->amount;
-	facts.code = it->code;
-	facts.currency = it->dacc->meta.currency;
-	facts.kind = it->kind;
-	facts.debit = &it->dacc->meta.id;
-	facts.credit = &it->cacc->meta.id;
-	facts.debit_code = it->dacc->meta.code;
-	facts.credit_code = it->cacc->meta.code;
-	facts.ts = it->ts;
-	facts.metadata = it->user_metadata ? it->user_metadata : it->metadata;
+	rule_facts(it, &facts);
+	/* A reviewed transfer is judged as the transfer it was asked to be. */
+	if (it->review_by != NULL)
+		facts.kind = KIND_POSTED;
 	for (int i = 0; i < set->nrules; i++)
 	{
 		const RuleDef *r = &set->rules[i];
 
-		if (!rules_eval(r->condition, &facts, r->tz))
+		/* An active review rule was judged before the item was applied (limits_review). */
+		if (r->active && r->outcome == RULE_REVIEW)
+		{
+			if (r != it->review_by)
+				continue;
+		}
+		else if (!rules_eval(r->condition, &facts, r->tz))
 			continue;
-		if (r->active && r->reject)
+		if (r->active && r->outcome == RULE_REJECT)
 		{
 			undo_to(b, mark);
 			it->rule_hit = r;
@@ -681,6 +700,43 @@ apply_rules(LedgerBatch *b, LedgerItem *it, int mark)
 		it->flags_by[it->nflags++] = r;
 	}
 	return LR_OK;
+}
+
+/*
+ * Before the engine applies a transfer: the first active review rule (by name)
+ * that meets it makes it a hold that waits review_timeout for a decision
+ * (fincore.approve_review posts it, reject_review voids it, and one nobody
+ * decides expires).  Not for a hold (it is one), a fee's transfer or leg (the
+ * fee would be posted while the money is held), a balancing, closing or
+ * imported transfer.
+ */
+void
+limits_review(LedgerBatch *b, LedgerItem *it)
+{
+	const LimitSet *set;
+	RuleFacts	facts;
+
+	if (b->limits == NULL || it->kind != KIND_POSTED || it->review_by != NULL)
+		return;
+	set = b->limits->set;
+	if (set->nrules == 0 || it->fee_schedule != NULL || it->is_fee_leg ||
+		(it->flags & (TRANSFER_BALANCING | TRANSFER_CLOSING | TRANSFER_IMPORTED)) ||
+		it->dacc == NULL || it->cacc == NULL || !it->dacc->found || !it->cacc->found)
+		return;
+	rule_facts(it, &facts);
+	for (int i = 0; i < set->nrules; i++)
+	{
+		const RuleDef *r = &set->rules[i];
+
+		if (r->active && r->outcome == RULE_REVIEW && rules_eval(r->condition, &facts, r->tz))
+		{
+			it->kind = KIND_PENDING;
+			it->has_timeout = true;
+			it->timeout = r->review_timeout;
+			it->review_by = r;
+			return;
+		}
+	}
 }
 
 /*
@@ -889,9 +945,9 @@ typedef struct DecisionRows
 
 static void
 add_decision(DecisionRows *d, const LedgerItem *it, const LimitDef *limit, const RuleDef *rule,
-			 bool reject, bool active, Jsonb *seen)
+			 RuleOutcome oc, bool active, Jsonb *seen)
 {
-	const char *outcome = reject ? "reject" : "flag";
+	const char *outcome = rule_outcome_name(oc);
 	const char *mode = active ? "active" : "shadow";
 
 	ab_add(&d->transfer, UUIDPGetDatum(&it->id), false);
@@ -920,7 +976,8 @@ add_decision(DecisionRows *d, const LedgerItem *it, const LimitDef *limit, const
 		jb_jsonb(&st, seen);
 		/* A shadow decision changed nothing: consumers must not take it for a refusal. */
 		outbox_emit_event(d->tenant, "risk",
-						  !active ? "decision.shadow" : reject ? "decision.rejected" : "decision.flagged",
+						  !active ? "decision.shadow" : oc == RULE_REJECT ? "decision.rejected"
+						  : oc == RULE_REVIEW ? "decision.review" : "decision.flagged",
 						  "transfer", uuid_text(&it->id),
 						  JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)), NULL, NULL);
 	}
@@ -959,12 +1016,12 @@ limits_write_decisions(LedgerBatch *b)
 			LedgerItem *it = &b->items[i];
 
 			if (it->result == LR_EXCEEDS_LIMIT && !b->single && it->limit_hit)
-				add_decision(&d, it, it->limit_hit, NULL, true, true, limit_seen(it));
+				add_decision(&d, it, it->limit_hit, NULL, RULE_REJECT, true, limit_seen(it));
 			else if (it->result == LR_RULE_REJECTED && !b->single && it->rule_hit)
-				add_decision(&d, it, NULL, it->rule_hit, true, true, rule_seen(it));
+				add_decision(&d, it, NULL, it->rule_hit, RULE_REJECT, true, rule_seen(it));
 			else if (it->result == LR_OK && !it->skip)
 				for (int k = 0; k < it->nflags; k++)
-					add_decision(&d, it, NULL, it->flags_by[k], it->flags_by[k]->reject,
+					add_decision(&d, it, NULL, it->flags_by[k], it->flags_by[k]->outcome,
 								 it->flags_by[k]->active, rule_seen(it));
 		}
 		/* The events go out once we know there are decisions, and whether the tenant wants events. */
@@ -1000,6 +1057,30 @@ limits_write_decisions(LedgerBatch *b)
 	args[7] = TimestampTzGetDatum(b->now);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "ledger: writing decisions failed");
+	/* A review job for each transfer an active review rule made a hold. */
+	for (int i = 0; i < b->nitems; i++)
+	{
+		LedgerItem *it = &b->items[i];
+		JsonbParseState *st = NULL;
+		char	   *id;
+
+		if (it->review_by == NULL || it->result != LR_OK || it->skip)
+			continue;
+		id = uuid_text(&it->id);
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		jb_key(&st, "transfer_id");
+		jb_string(&st, id);
+		jb_key(&st, "rule_id");
+		jb_string(&st, uuid_text(&it->review_by->id));
+		jb_key(&st, "rule");
+		jb_string(&st, it->review_by->name);
+		jb_key(&st, "seen");
+		jb_jsonb(&st, rule_seen(it));
+		jb_key(&st, "expires_at");
+		jb_string(&st, DatumGetCString(DirectFunctionCall1(timestamptz_out, TimestampTzGetDatum(it->expires_at))));
+		(void) queue_enqueue_job(&b->tenant, "fincore.review",
+								 JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)), id);
+	}
 }
 
 /* ---- rules as SQL functions ---- */

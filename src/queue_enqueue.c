@@ -81,6 +81,28 @@ enqueue_work(QueueCall *call)
 	SPI_finish();
 }
 
+int64
+queue_enqueue_job(const pg_uuid_t *tenant, const char *queue, Jsonb *payload, const char *unique_key)
+{
+	QueueCall	call = {0};
+
+	call.queue = pstrdup(queue);
+	call.run_at = GetCurrentTransactionStartTimestamp();
+	call.priority = 0;
+	call.max_attempts = 25;
+	call.payload = JsonbPGetDatum(payload);
+	check_payload(call.payload, false);
+	if (unique_key != NULL)
+	{
+		call.unique_key = pstrdup(unique_key);
+		check_unique_key(call.unique_key);
+	}
+	call.scope.tenant = *tenant;
+	call.scope.scoped = true;
+	queue_run(enqueue_work, &call);
+	return call.out_id;
+}
+
 /* The options enqueue and enqueue_many share: args 2-4 (run_at, priority, max_attempts). */
 static void
 enqueue_options(FunctionCallInfo fcinfo, QueueCall *call)

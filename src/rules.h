@@ -96,15 +96,29 @@ typedef struct RuleFacts
 } RuleFacts;
 
 /* A rule of a tenant, compiled. */
+typedef enum RuleOutcome
+{
+	RULE_REJECT,
+	RULE_REVIEW,				/* the transfer becomes a hold, and a review job is enqueued */
+	RULE_FLAG
+} RuleOutcome;
+
 typedef struct RuleDef
 {
 	pg_uuid_t	id;
 	char	   *name;
 	RuleNode   *condition;
-	bool		reject;			/* the outcome: reject, else flag */
+	RuleOutcome outcome;
 	bool		active;			/* the mode: active, else shadow (recorded, never enforced) */
 	pg_tz	   *tz;
+	Interval	review_timeout; /* RULE_REVIEW: how long the hold waits for a decision */
 } RuleDef;
+
+static inline const char *
+rule_outcome_name(RuleOutcome o)
+{
+	return o == RULE_REJECT ? "reject" : o == RULE_REVIEW ? "review" : "flag";
+}
 
 /* Compile a rule's condition (in the current memory context); ZF805 with the path of what is wrong. */
 extern RuleNode *rules_compile(Jsonb *condition);

@@ -105,9 +105,12 @@ CREATE TABLE fincore.rules (
     id         uuid        NOT NULL DEFAULT fincore.uuidv7(),
     name       text        NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'),
     condition  jsonb       NOT NULL,
-    outcome    text        NOT NULL CHECK (outcome IN ('reject', 'flag')),
+    outcome    text        NOT NULL CHECK (outcome IN ('reject', 'review', 'flag')),
     mode       text        NOT NULL CHECK (mode IN ('shadow', 'active')),
     time_zone  text        NOT NULL DEFAULT 'UTC',
+    -- review: how long the hold waits for fincore.approve_review / reject_review.
+    review_timeout interval NOT NULL DEFAULT '1 day'
+                   CHECK (review_timeout > '0' AND review_timeout <= '31 days'),
     enabled    boolean     NOT NULL DEFAULT true,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -115,7 +118,7 @@ CREATE TABLE fincore.rules (
     CONSTRAINT rules_name_unique UNIQUE (tenant_id, name)
 );
 COMMENT ON TABLE fincore.rules IS
-    'Risk rules of each tenant (docs/limits.md, "Rules"): a condition in fincore''s rule language, an outcome (reject, flag) and a mode (shadow: recorded only; active: enforced). Written through fincore.create_rule() / update_rule().';
+    'Risk rules of each tenant (docs/limits.md, "Rules"): a condition in fincore''s rule language, an outcome (reject, review, flag) and a mode (shadow: recorded only; active: enforced). Written through fincore.create_rule() / update_rule().';
 SELECT fincore.protect('fincore.rules');
 SELECT pg_catalog.pg_extension_config_dump('fincore.rules', '');
 
@@ -128,7 +131,7 @@ CREATE TABLE fincore.decisions (
     transfer_id uuid        NOT NULL,
     limit_id    uuid,
     rule_id     uuid,
-    outcome     text        NOT NULL CHECK (outcome IN ('reject', 'flag')),
+    outcome     text        NOT NULL CHECK (outcome IN ('reject', 'review', 'flag')),
     mode        text        NOT NULL CHECK (mode IN ('shadow', 'active')),
     seen        jsonb       NOT NULL,
     decided_at  timestamptz NOT NULL,
@@ -151,7 +154,8 @@ COMMENT ON FUNCTION fincore.check_rule(jsonb) IS
     'Validates a rule''s condition without writing it: ZF805 with the path of what is wrong (docs/limits.md, "Rules").';
 
 CREATE FUNCTION fincore.create_rule(name text, condition jsonb, outcome text DEFAULT 'reject',
-        mode text DEFAULT 'shadow', time_zone text DEFAULT 'UTC', id uuid DEFAULT NULL)
+        mode text DEFAULT 'shadow', time_zone text DEFAULT 'UTC', review_timeout interval DEFAULT '1 day',
+        id uuid DEFAULT NULL)
     RETURNS uuid
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -166,9 +170,13 @@ BEGIN
         RAISE EXCEPTION 'invalid rule: name % is not a word of 1 to 64 letters, digits, _ . : -',
                 coalesce(pg_catalog.quote_literal(name), 'NULL') USING ERRCODE = 'ZF805';
     END IF;
-    IF outcome IS NULL OR outcome NOT IN ('reject', 'flag') THEN
-        RAISE EXCEPTION 'invalid rule: outcome % is not reject or flag', coalesce(pg_catalog.quote_literal(outcome), 'NULL')
-            USING ERRCODE = 'ZF805', HINT = 'A review outcome (a hold and a review job) is not built yet.';
+    IF outcome IS NULL OR outcome NOT IN ('reject', 'review', 'flag') THEN
+        RAISE EXCEPTION 'invalid rule: outcome % is not reject, review or flag', coalesce(pg_catalog.quote_literal(outcome), 'NULL')
+            USING ERRCODE = 'ZF805';
+    END IF;
+    IF review_timeout IS NULL OR review_timeout <= '0' OR review_timeout > '31 days' THEN
+        RAISE EXCEPTION 'invalid rule: review_timeout % is not between 0 and 31 days', coalesce(review_timeout::text, 'NULL')
+            USING ERRCODE = 'ZF805', HINT = 'A reviewed transfer is a hold that expires after review_timeout.';
     END IF;
     IF mode IS NULL OR mode NOT IN ('shadow', 'active') THEN
         RAISE EXCEPTION 'invalid rule: mode % is not shadow or active', coalesce(pg_catalog.quote_literal(mode), 'NULL')
@@ -183,8 +191,8 @@ BEGIN
     END IF;
     PERFORM fincore.check_rule(condition);
     BEGIN
-        INSERT INTO fincore.rules (tenant_id, id, name, condition, outcome, mode, time_zone)
-        VALUES (tenant, new_id, name, condition, outcome, mode, time_zone);
+        INSERT INTO fincore.rules (tenant_id, id, name, condition, outcome, mode, time_zone, review_timeout)
+        VALUES (tenant, new_id, name, condition, outcome, mode, time_zone, review_timeout);
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'rule % already exists', pg_catalog.quote_literal(name)
             USING ERRCODE = 'ZF804', HINT = 'Change it with fincore.update_rule(), or choose another name or id.';
@@ -192,8 +200,8 @@ BEGIN
     RETURN new_id;
 END
 $fn$;
-COMMENT ON FUNCTION fincore.create_rule(text, jsonb, text, text, text, uuid) IS
-    'Creates a rule of the current tenant and returns its id: a condition (docs/limits.md, "Rules"), an outcome (reject, flag) and a mode (shadow: decisions recorded, nothing enforced; active). ZF805 for an invalid rule, ZF804 for a name in use, ZF803 unless an admin.';
+COMMENT ON FUNCTION fincore.create_rule(text, jsonb, text, text, text, interval, uuid) IS
+    'Creates a rule of the current tenant and returns its id: a condition (docs/limits.md, "Rules"), an outcome (reject; review: the transfer becomes a hold for review_timeout and a job on the queue fincore.review; flag) and a mode (shadow: decisions recorded, nothing enforced; active). ZF805 for an invalid rule, ZF804 for a name in use, ZF803 unless an admin.';
 
 CREATE FUNCTION fincore.update_rule(rule_id uuid, condition jsonb DEFAULT NULL, outcome text DEFAULT NULL,
         mode text DEFAULT NULL, enabled boolean DEFAULT NULL)
@@ -206,8 +214,8 @@ DECLARE
     tenant uuid := fincore.require_tenant();
 BEGIN
     PERFORM fincore.require_limits_admin(tenant);
-    IF outcome NOT IN ('reject', 'flag') THEN
-        RAISE EXCEPTION 'invalid rule: outcome % is not reject or flag', pg_catalog.quote_literal(outcome)
+    IF outcome NOT IN ('reject', 'review', 'flag') THEN
+        RAISE EXCEPTION 'invalid rule: outcome % is not reject, review or flag', pg_catalog.quote_literal(outcome)
             USING ERRCODE = 'ZF805';
     END IF;
     IF mode NOT IN ('shadow', 'active') THEN
@@ -232,6 +240,54 @@ END
 $fn$;
 COMMENT ON FUNCTION fincore.update_rule(uuid, jsonb, text, text, boolean) IS
     'Changes a rule''s condition, outcome, mode (shadow to active, and back) or enabled (NULL: unchanged). ZF806 if not found, ZF805 for an invalid value, ZF803 unless an admin.';
+
+-- Reviews: a transfer an active review rule met is a hold; a reviewer posts or voids it.
+CREATE FUNCTION fincore.require_review(transfer_id uuid) RETURNS void
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+BEGIN
+    PERFORM fincore.require_limits_admin(tenant);
+    IF NOT EXISTS (SELECT 1 FROM fincore.decisions d
+                    WHERE d.tenant_id = tenant AND d.transfer_id = transfer_id
+                      AND d.outcome = 'review' AND d.mode = 'active') THEN
+        RAISE EXCEPTION 'transfer % is not waiting for a review', transfer_id
+            USING ERRCODE = 'ZF807', HINT = 'Only a transfer an active review rule made a hold is reviewed; post or void other holds.';
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore.require_review(uuid) FROM PUBLIC;
+COMMENT ON FUNCTION fincore.require_review(uuid) IS
+    'Raises ZF807 unless an active review rule made the transfer a hold (and ZF803 unless the caller may manage the tenant''s rules).';
+
+CREATE FUNCTION fincore.approve_review(transfer_id uuid, id uuid DEFAULT NULL)
+    RETURNS fincore.transfer_result
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    PERFORM fincore.require_review(approve_review.transfer_id);
+    RETURN fincore.post_pending(approve_review.transfer_id, NULL, approve_review.id);
+END
+$fn$;
+COMMENT ON FUNCTION fincore.approve_review(uuid, uuid) IS
+    'Approves a transfer held for review: posts the whole hold (as fincore.post_pending, with its idempotent id). ZF807 if it is not held for review; the hold''s own errors (ZF310-ZF312) once it is resolved or expired.';
+
+CREATE FUNCTION fincore.reject_review(transfer_id uuid, id uuid DEFAULT NULL)
+    RETURNS fincore.transfer_result
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    PERFORM fincore.require_review(reject_review.transfer_id);
+    RETURN fincore.void_pending(reject_review.transfer_id, reject_review.id);
+END
+$fn$;
+COMMENT ON FUNCTION fincore.reject_review(uuid, uuid) IS
+    'Rejects a transfer held for review: voids the hold (as fincore.void_pending). ZF807 if it is not held for review.';
 
 CREATE FUNCTION fincore.backtest_rule(condition jsonb, from_time timestamptz, to_time timestamptz,
         time_zone text DEFAULT 'UTC')
@@ -515,6 +571,8 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.limit_window(text,integer,text,timestamptz)', 'app'),
     ('fincore.limit_used(text,integer,text,timestamptz,bigint,bigint[],bigint,timestamptz)', 'app'),
     ('fincore.check_rule(jsonb)', 'app'),
-    ('fincore.create_rule(text,jsonb,text,text,text,uuid)', 'app'),
+    ('fincore.create_rule(text,jsonb,text,text,text,interval,uuid)', 'app'),
+    ('fincore.approve_review(uuid,uuid)', 'app'),
+    ('fincore.reject_review(uuid,uuid)', 'app'),
     ('fincore.update_rule(uuid,jsonb,text,text,boolean)', 'app'),
     ('fincore.backtest_rule(jsonb,timestamptz,timestamptz,text)', 'app');

@@ -112,7 +112,8 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.create_limit(text,bigint,text,text,text,uuid,integer,text,text,text,text,integer[],uuid[],integer[],integer,text,boolean,uuid)'),
     ('fincore.update_limit(uuid,bigint,text,boolean,boolean)'), ('fincore.disable_limit(uuid)'),
     ('fincore.set_account_customer(uuid,text)'), ('fincore.limits_changed()'),
-    ('fincore.create_rule(text,jsonb,text,text,text,uuid)'), ('fincore.update_rule(uuid,jsonb,text,text,boolean)'),
+    ('fincore.create_rule(text,jsonb,text,text,text,interval,uuid)'), ('fincore.update_rule(uuid,jsonb,text,text,boolean)'),
+    ('fincore.approve_review(uuid,uuid)'), ('fincore.reject_review(uuid,uuid)'),
     ('fincore.emit(text,text,text,text,jsonb,jsonb)'), ('fincore._outbox_changed()'),
     ('fincore._outbox_latest_snapshot()'), ('fincore._outbox_seal(regclass)'),
     ('fincore.subscribe(text,text[],uuid,integer,interval,interval)'), ('fincore.unsubscribe(text)'),
@@ -185,7 +186,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'update_limit(uuid,bigint,text,boolean,boolean)', 'set_account_customer(uuid,text)',
           'limit_window(text,integer,text,timestamp with time zone)',
           'limit_used(text,integer,text,timestamp with time zone,bigint,bigint[],bigint,timestamp with time zone)',
-          'create_rule(text,jsonb,text,text,text,uuid)', 'update_rule(uuid,jsonb,text,text,boolean)',
+          'create_rule(text,jsonb,text,text,text,interval,uuid)', 'update_rule(uuid,jsonb,text,text,boolean)',
+          'approve_review(uuid,uuid)', 'reject_review(uuid,uuid)',
           'backtest_rule(jsonb,timestamp with time zone,timestamp with time zone,text)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);

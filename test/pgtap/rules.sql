@@ -4,7 +4,7 @@
 -- and who may manage rules.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(36);
+SELECT plan(44);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -53,8 +53,9 @@ SELECT throws_ok($$SELECT fincore.check_rule('{"field": "currency", "op": "eq", 
     'an unknown currency is ZF102');
 SELECT throws_ok($$SELECT fincore.check_rule((SELECT ('{"not": ' || repeat('{"not": ', 20) || '{"field": "amount", "op": "eq", "value": 1}' || repeat('}', 21))::jsonb))$$,
     'ZF805', NULL, 'conditions nest at most 16 deep');
-SELECT throws_ok($$SELECT fincore.create_rule('r', '{"field": "amount", "op": "gt", "value": 1}', outcome => 'review')$$,
-    'ZF805', NULL, 'a review outcome is not built yet: ZF805');
+SELECT throws_ok($$SELECT fincore.create_rule('r', '{"field": "amount", "op": "gt", "value": 1}', outcome => 'review',
+                                               review_timeout => '40 days')$$,
+    'ZF805', NULL, 'a review waits at most 31 days: ZF805');
 SELECT throws_ok($$SELECT fincore.create_rule('r', '{"field": "amount", "op": "gt", "value": 1}', mode => 'on')$$,
     'ZF805', NULL, 'an unknown mode is ZF805');
 SELECT throws_ok($$SELECT fincore.update_rule('ffffffff-0000-4000-8000-000000000000', mode => 'active')$$,
@@ -115,6 +116,30 @@ SELECT lives_ok($$SELECT fincore.update_rule(id, enabled => false) FROM fincore.
 SELECT is((fincore.transfer('a2000000-0000-4000-8000-000000000002', 'a1000000-0000-4000-8000-000000000001', 7,
                             metadata => '{"country": "IR"}')).result, 'created', 'a disabled rule decides nothing');
 
+-- Review: an active review rule makes the transfer a hold and enqueues a review job.
+SELECT fincore.create_rule('manual', '{"field": "metadata.review", "op": "eq", "value": true}', 'review', 'active',
+                           review_timeout => '2 hours');
+SELECT is((SELECT (r).kind FROM (SELECT fincore.transfer('a1000000-0000-4000-8000-000000000001', 'a2000000-0000-4000-8000-000000000002', 300,
+                            metadata => '{"review": true}', id => 'd0000000-0000-4000-8000-000000000001') AS r) x),
+    'pending', 'a transfer a review rule meets is a hold');
+SELECT ok((SELECT expires_at BETWEEN now() + interval '119 minutes' AND now() + interval '121 minutes'
+             FROM fincore.transfers WHERE id = 'd0000000-0000-4000-8000-000000000001'),
+    'that waits review_timeout');
+SELECT is((SELECT payload->>'rule' FROM fincore.jobs WHERE queue = 'fincore.review'
+            AND payload->>'transfer_id' = 'd0000000-0000-4000-8000-000000000001'), 'manual',
+    'a review job is on the queue fincore.review');
+SELECT is((SELECT d.outcome || '/' || d.mode FROM fincore.decisions d JOIN fincore.rules r ON r.id = d.rule_id
+            WHERE d.transfer_id = 'd0000000-0000-4000-8000-000000000001' AND r.name = 'manual'), 'review/active',
+    'the review is a decision');
+SELECT is((fincore.approve_review('d0000000-0000-4000-8000-000000000001')).kind, 'post', 'approving posts the hold');
+SELECT fincore.transfer('a1000000-0000-4000-8000-000000000001', 'a2000000-0000-4000-8000-000000000002', 300,
+                        metadata => '{"review": true}', id => 'd0000000-0000-4000-8000-000000000002');
+SELECT is((fincore.reject_review('d0000000-0000-4000-8000-000000000002')).kind, 'void', 'rejecting voids it');
+SELECT throws_ok($$SELECT fincore.approve_review('c0000000-0000-4000-8000-000000000002')$$, 'ZF807', NULL,
+    'a transfer no review rule held cannot be approved');
+SELECT throws_ok($$SELECT fincore.approve_review('d0000000-0000-4000-8000-000000000001')$$, 'ZF310', NULL,
+    'an approved review cannot be approved again');
+
 -- A backtest judges past transfers as the rule would have, and writes nothing.
 SELECT results_eq($$SELECT transfer_id FROM fincore.backtest_rule('{"field": "metadata.country", "op": "in", "value": ["KP", "IR"]}',
                                                                    now() - interval '1 hour', now() + interval '1 hour')
@@ -129,7 +154,7 @@ SELECT set_config('request.jwt.claims', '{"tenant_id":"2a000000-0000-4000-8000-0
 SET LOCAL ROLE authenticated;
 SELECT throws_ok($$SELECT fincore.create_rule('by-member', '{"field": "amount", "op": "gt", "value": 1}')$$, 'ZF803', NULL,
     'a member who is not an admin cannot create a rule');
-SELECT is(count(*), 3::bigint, 'an app role reads its tenant''s rules') FROM fincore.rules;
+SELECT is(count(*), 4::bigint, 'an app role reads its tenant''s rules') FROM fincore.rules;
 RESET ROLE;
 
 SELECT * FROM finish();
