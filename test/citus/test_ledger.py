@@ -122,6 +122,38 @@ def test_limits_run_on_one_shard(tenants):
         conn.commit()
 
 
+def test_rules_run_on_one_shard(tenants):
+    """Rules (docs/limits.md, "Rules") on Citus: a rejection, a flag, a review hold and its job, decisions."""
+    t = tenants[2]
+    with connect() as conn, conn.transaction():
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        conn.execute("SELECT fincore.create_rule('citus-big', '{\"field\": \"amount\", \"op\": \"gt\", \"value\": 1000}', "
+                     "'reject', 'active')")
+        conn.execute("SELECT fincore.create_rule('citus-flag', '{\"field\": \"amount\", \"op\": \"ge\", \"value\": 500}', "
+                     "'flag', 'active')")
+        conn.execute("SELECT fincore.create_rule('citus-review', '{\"field\": \"code\", \"op\": \"eq\", \"value\": 9}', "
+                     "'review', 'active')")
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        flagged = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 600)", (acct(6), acct(7))).fetchone()[0]
+        with pytest.raises(psycopg.Error) as refused:
+            with conn.transaction():
+                conn.execute("SELECT fincore.transfer(%s, %s, 1001)", (acct(6), acct(7)))
+        assert refused.value.sqlstate == "ZF334"
+        results = conn.execute(batch_sql(1), req(acct(6), acct(7), 2000)).fetchone()[0]
+        assert results == ["rule_rejected"], results
+        held = conn.execute("SELECT id, kind FROM fincore.transfer(%s, %s, 10, code => 9)", (acct(6), acct(7))).fetchone()
+        assert held[1] == "pending"
+        assert conn.execute("SELECT count(*) FROM fincore.decisions WHERE tenant_id = %s AND transfer_id = %s",
+                            (t, flagged)).fetchone()[0] == 1
+        conn.execute("SELECT fincore.approve_review(%s)", (held[0],))
+        conn.commit()
+    with connect() as conn:
+        assert conn.execute("SELECT count(*) FROM fincore.jobs WHERE queue = 'fincore.review' AND tenant_id = %s",
+                            (t,)).fetchone()[0] == 1
+
+
 def worker(tenant, seed, errors, created):
     rnd = random.Random(seed)
     try:
