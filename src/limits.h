@@ -65,6 +65,7 @@ typedef struct LimitDef
 	int64		max;
 	bool		restore_on_reversal;
 	TimestampTz counting_since; /* created, or enabled again: nothing made before counted */
+	bool		aggregate;		/* a rule's aggregate (no row in fincore.limits): never refuses, never gives back */
 } LimitDef;
 
 /* What one limit has used, for one subject (an account, or the nil UUID for the scope). */
@@ -93,6 +94,14 @@ typedef struct LimitLeg
 	int32		counterparty_code;
 	int32		transfer_code;
 } LimitLeg;
+
+/*
+ * A rule's aggregate as a limit with no maximum: a count or sum per account,
+ * on one side, in a trailing window (its counters are fincore.limit_counters
+ * rows under an id derived from the rule's and the aggregate's place in it).
+ */
+extern void limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, bool sum, char side,
+								 int64 window_usecs);
 
 /* limits_engine.c: pure C over these structs */
 extern bool limits_scope_takes(const LimitDef *def, const pg_uuid_t *account, int32 code, const char *customer);

@@ -336,3 +336,23 @@ limits_release(LimitCounter *c, TimestampTz counted_at, int64 value)
 	*cell = *cell > value ? *cell - value : 0;
 	c->changed = true;
 }
+
+void
+limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, bool sum, char side, int64 window_usecs)
+{
+	memset(def, 0, sizeof(*def));
+	/* The rule's id with its last two bytes changed: no limit of the tenant has it (v7 ids are random there). */
+	def->id = *rule_id;
+	def->id.data[UUID_LEN - 2] ^= 0xA5;
+	def->id.data[UUID_LEN - 1] ^= (unsigned char) (index + 1);
+	def->name = "rule aggregate";
+	def->scope = LIMIT_SCOPE_TENANT;
+	def->per_account = true;
+	def->counts = !sum;
+	def->window = LIMIT_WINDOW_TRAILING;
+	def->window_usecs = window_usecs;
+	def->direction = side;
+	def->max = PG_INT64_MAX;
+	TIMESTAMP_NOBEGIN(def->counting_since);
+	def->aggregate = true;
+}

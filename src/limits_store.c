@@ -181,6 +181,22 @@ load_rules(LimitSet *set, MemoryContext cxt)
 					(errcode(ERRCODE_FC_INVALID_RULE),
 					 errmsg("invalid rule: time_zone \"%s\" of rule \"%s\" is not a time zone", tzname, r->name)));
 	}
+	/* Each aggregate of a rule counts like a limit without a maximum: after the tenant's limits. */
+	for (int i = 0; i < set->nrules; i++)
+	{
+		RuleNode  **aggs = NULL;
+		int			n = rules_aggregates(set->rules[i].condition, &aggs);
+
+		if (n == 0)
+			continue;
+		set->defs = repalloc(set->defs, sizeof(LimitDef) * (set->ndefs + n));
+		for (int k = 0; k < n; k++)
+		{
+			aggs[k]->agg_index = set->ndefs;
+			limits_aggregate_def(&set->defs[set->ndefs++], &set->rules[i].id, k, aggs[k]->agg_sum,
+								 aggs[k]->agg_side, aggs[k]->agg_window_usecs);
+		}
+	}
 	MemoryContextSwitchTo(old);
 }
 
@@ -634,7 +650,7 @@ release(LedgerBatch *b, const LedgerAccount *d, const LedgerAccount *c, int32 co
 		int64		value = def->counts ? count : amount;
 
 		/* Nothing was counted before the limit counted, nor by a reversal unless it restores. */
-		if (hits[h].counter == NULL || counted_at < def->counting_since || value == 0 ||
+		if (hits[h].counter == NULL || def->aggregate || counted_at < def->counting_since || value == 0 ||
 			(reversal && !def->restore_on_reversal))
 			continue;
 		undo_push_counter(b, hits[h].counter);
@@ -642,10 +658,35 @@ release(LedgerBatch *b, const LedgerAccount *d, const LedgerAccount *c, int32 co
 	}
 }
 
+typedef struct AggregateArg
+{
+	LedgerBatch *b;
+	const LedgerItem *it;
+	bool		uncharged;		/* before the item is applied: add what it will count */
+} AggregateArg;
+
+/* An aggregate's value for the item, from the counter its charge left (this transfer included). */
+static int64
+item_aggregate(void *arg, const RuleNode *node)
+{
+	AggregateArg *a = arg;
+	LedgerLimits *st = a->b->limits;
+	const LimitDef *def = &st->set->defs[node->agg_index];
+	const LedgerAccount *acc = node->agg_side == 'd' ? a->it->dacc : a->it->cacc;
+	LimitCounter *c = find_counter(st, def, &acc->meta.id);
+	int64		v = c ? limits_used_at(c, a->it->ts) : 0;
+
+	if (a->uncharged)
+		v += node->agg_sum ? a->it->amount : 1;
+	return v;
+}
+
 /* What the rules see of an item. */
 static void
 rule_facts(const LedgerItem *it, RuleFacts *facts)
 {
+	facts->aggregate = NULL;
+	facts->aggregate_arg = NULL;
 	facts->amount = it->has_amount ? it->amount : 0;
 	facts->code = it->code;
 	facts->currency = it->dacc->meta.currency;
@@ -669,10 +710,16 @@ apply_rules(LedgerBatch *b, LedgerItem *it, int mark)
 {
 	const LimitSet *set = b->limits->set;
 	RuleFacts	facts;
+	AggregateArg aggregate_arg;
 
 	if (set->nrules == 0)
 		return LR_OK;
 	rule_facts(it, &facts);
+	aggregate_arg.b = b;
+	aggregate_arg.it = it;
+	aggregate_arg.uncharged = false;
+	facts.aggregate = item_aggregate;
+	facts.aggregate_arg = &aggregate_arg;
 	/* A reviewed transfer is judged as the transfer it was asked to be. */
 	if (it->review_by != NULL)
 		facts.kind = KIND_POSTED;
@@ -715,6 +762,7 @@ limits_review(LedgerBatch *b, LedgerItem *it)
 {
 	const LimitSet *set;
 	RuleFacts	facts;
+	AggregateArg aggregate_arg;
 
 	if (b->limits == NULL || it->kind != KIND_POSTED || it->review_by != NULL)
 		return;
@@ -724,6 +772,11 @@ limits_review(LedgerBatch *b, LedgerItem *it)
 		it->dacc == NULL || it->cacc == NULL || !it->dacc->found || !it->cacc->found)
 		return;
 	rule_facts(it, &facts);
+	aggregate_arg.b = b;
+	aggregate_arg.it = it;
+	aggregate_arg.uncharged = true;
+	facts.aggregate = item_aggregate;
+	facts.aggregate_arg = &aggregate_arg;
 	for (int i = 0; i < set->nrules; i++)
 	{
 		const RuleDef *r = &set->rules[i];
@@ -1101,7 +1154,51 @@ typedef struct BacktestQuery
 	const RuleNode *condition;
 	pg_tz	   *tz;
 	ReturnSetInfo *rsinfo;
+	int			naggs;			/* the condition's aggregates, counted in memory over the history */
+	LimitDef   *aggs;
+	HTAB	   *counters;		/* BacktestCounter by aggregate and account */
+	const RuleFacts *facts;		/* of the transfer being judged */
 } BacktestQuery;
+
+typedef struct BacktestKey
+{
+	int			agg;
+	pg_uuid_t	account;
+} BacktestKey;
+
+typedef struct BacktestCounter
+{
+	BacktestKey key;
+	LimitCounter counter;
+} BacktestCounter;
+
+static LimitCounter *
+backtest_counter(BacktestQuery *q, int agg, const pg_uuid_t *account)
+{
+	BacktestKey key;
+	BacktestCounter *e;
+	bool		found;
+
+	memset(&key, 0, sizeof(key));
+	key.agg = agg;
+	key.account = *account;
+	e = hash_search(q->counters, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		memset(&e->counter, 0, sizeof(e->counter));
+		e->counter.def = &q->aggs[agg];
+	}
+	return &e->counter;
+}
+
+static int64
+backtest_aggregate(void *arg, const RuleNode *node)
+{
+	BacktestQuery *q = arg;
+	const pg_uuid_t *acc = node->agg_side == 'd' ? q->facts->debit : q->facts->credit;
+
+	return limits_used_at(backtest_counter(q, node->agg_index, acc), q->facts->ts);
+}
 
 static void
 backtest_query(void *arg)
@@ -1129,7 +1226,15 @@ backtest_query(void *arg)
 							   " ORDER BY t.created_at, t.id", 3, types, CURSOR_OPT_CUSTOM_PLAN);
 	}
 	args[0] = UUIDPGetDatum(q->tenant);
-	args[1] = TimestampTzGetDatum(q->from);
+	/* The aggregates' windows reach back before from: count the history they cover first. */
+	{
+		TimestampTz start = q->from;
+
+		for (int k = 0; k < q->naggs; k++)
+			if (q->from - q->aggs[k].window_usecs * 2 < start)
+				start = q->from - q->aggs[k].window_usecs * 2;
+		args[1] = TimestampTzGetDatum(start);
+	}
 	args[2] = TimestampTzGetDatum(q->to);
 	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
 	for (;;)
@@ -1157,7 +1262,17 @@ backtest_query(void *arg)
 			f.ts = DatumGetTimestampTz(spi_value(r, 2, &isnull));
 			d = spi_value(r, 11, &isnull);
 			f.metadata = isnull ? NULL : DatumGetJsonbP(d);
-			if (rules_eval(q->condition, &f, q->tz))
+			f.aggregate = backtest_aggregate;
+			f.aggregate_arg = q;
+			q->facts = &f;
+			/* Every transfer counts towards the aggregates, as the ledger charges them when made. */
+			for (int k = 0; k < q->naggs; k++)
+			{
+				LimitCounter *c = backtest_counter(q, k, q->aggs[k].direction == 'd' ? f.debit : f.credit);
+
+				(void) limits_charge(c, f.ts, q->aggs[k].counts ? 1 : f.amount);
+			}
+			if (f.ts >= q->from && rules_eval(q->condition, &f, q->tz))
 			{
 				Datum		values[5];
 				bool		nulls[5] = {false, false, false, false, false};
@@ -1200,6 +1315,24 @@ fincore_backtest_rule(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FC_INVALID_RULE),
 				 errmsg("invalid rule: time_zone \"%s\" is not a time zone name such as Europe/Berlin", tzname)));
 	q.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	{
+		RuleNode  **aggs = NULL;
+		HASHCTL		ctl;
+		static const pg_uuid_t backtest_id = {{0}};
+
+		q.naggs = rules_aggregates((RuleNode *) q.condition, &aggs);
+		q.aggs = palloc0(sizeof(LimitDef) * Max(q.naggs, 1));
+		for (int k = 0; k < q.naggs; k++)
+		{
+			aggs[k]->agg_index = k;
+			limits_aggregate_def(&q.aggs[k], &backtest_id, k, aggs[k]->agg_sum, aggs[k]->agg_side,
+								 aggs[k]->agg_window_usecs);
+		}
+		ctl.keysize = sizeof(BacktestKey);
+		ctl.entrysize = sizeof(BacktestCounter);
+		ctl.hcxt = CurrentMemoryContext;
+		q.counters = hash_create("fincore backtest counters", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
 	fincore_run_as_owner(fincore_table_oid("transfers"), backtest_query, &q);
 	return (Datum) 0;
 }

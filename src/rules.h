@@ -25,7 +25,8 @@ typedef enum RuleNodeKind
 	RULE_ALL,
 	RULE_ANY,
 	RULE_NOT,
-	RULE_COMPARE
+	RULE_COMPARE,
+	RULE_AGGREGATE				/* a count or sum of an account's transfers in a trailing window */
 } RuleNodeKind;
 
 typedef enum RuleField
@@ -78,6 +79,11 @@ typedef struct RuleNode
 	RuleOp		op;
 	int			nvalues;		/* 1, or the list of in / not_in */
 	RuleValue  *values;
+	/* RULE_AGGREGATE (op and values[0] too) */
+	bool		agg_sum;		/* the sum of amounts; else the count */
+	char		agg_side;		/* 'd': of the debit account (its debits); 'c': credit */
+	int64		agg_window_usecs;	/* trailing, 10 s to 31 days */
+	int			agg_index;		/* set by whoever keeps the counters (limits_store.c) */
 } RuleNode;
 
 /* What a rule sees of a transfer. */
@@ -93,6 +99,9 @@ typedef struct RuleFacts
 	int32		credit_code;
 	TimestampTz ts;
 	Jsonb	   *metadata;		/* NULL: none */
+	/* An aggregate's value, this transfer included (NULL: every aggregate is 0). */
+	int64		(*aggregate) (void *arg, const RuleNode *node);
+	void	   *aggregate_arg;
 } RuleFacts;
 
 /* A rule of a tenant, compiled. */
@@ -122,6 +131,9 @@ rule_outcome_name(RuleOutcome o)
 
 /* Compile a rule's condition (in the current memory context); ZF805 with the path of what is wrong. */
 extern RuleNode *rules_compile(Jsonb *condition);
+
+/* The condition's aggregates, in the order of the tree (an array in the current context). */
+extern int	rules_aggregates(RuleNode *node, RuleNode ***out);
 
 /* Does the transfer meet the condition?  tz: the rule's time zone (local hour and weekday). */
 extern bool rules_eval(const RuleNode *node, const RuleFacts *facts, pg_tz *tz);

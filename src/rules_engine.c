@@ -5,6 +5,8 @@
  *   condition := {"all": [condition, ...]} | {"any": [condition, ...]}
  *              | {"not": condition}
  *              | {"field": FIELD, "op": OP, "value": VALUE}
+ *              | {"aggregate": "count" | "sum", "of": "debit_account" | "credit_account",
+ *                 "window_seconds": N, "op": OP, "value": INTEGER}
  *
  * Fields and the values they take: amount, code, debit_code, credit_code,
  * local_hour (0-23), local_weekday (1 Monday - 7 Sunday): integers; currency:
@@ -14,7 +16,10 @@
  * member, or one of another JSON type, meets no comparison, ne included).
  * Operators: eq, ne, lt, le, gt, ge (ordering: integers and numbers only), in
  * and not_in with an array of 1 to 1,000 values.  At most 16 levels and 64
- * conditions in an all / any.
+ * conditions in an all / any.  An aggregate is the count or sum of the
+ * transfers and holds made with the account on that side in the trailing
+ * window of N seconds (10 to 31 days), this one included; its counters are
+ * kept by the caller (RuleFacts.aggregate).
  */
 #include "rules.h"
 
@@ -185,9 +190,54 @@ compile_list(RuleNode *node, const JsonbValue *v, const char *path, const char *
 
 enum
 {
-	K_ALL, K_ANY, K_NOT, K_FIELD, K_OP, K_VALUE, K_COUNT
+	K_ALL, K_ANY, K_NOT, K_FIELD, K_OP, K_VALUE, K_AGGREGATE, K_OF, K_WINDOW, K_COUNT
 };
-static const char *const node_keys[K_COUNT] = {"all", "any", "not", "field", "op", "value"};
+static const char *const node_keys[K_COUNT] = {"all", "any", "not", "field", "op", "value", "aggregate", "of",
+"window_seconds"};
+
+/* {"aggregate": ..., "of": ..., "window_seconds": ..., "op": ..., "value": ...} */
+static void
+compile_aggregate(RuleNode *node, JsonbValue *f, bool *has, const char *path)
+{
+	char	   *s,
+			   *end;
+	int64		secs;
+
+	node->kind = RULE_AGGREGATE;
+	if (json_text_is(&f[K_AGGREGATE], "count"))
+		node->agg_sum = false;
+	else if (json_text_is(&f[K_AGGREGATE], "sum"))
+		node->agg_sum = true;
+	else
+		invalid_rule(path, "aggregate is \"count\" or \"sum\", not %s", jb_value_text(&f[K_AGGREGATE]));
+	if (!has[K_OF] || (!json_text_is(&f[K_OF], "debit_account") && !json_text_is(&f[K_OF], "credit_account")))
+		invalid_rule(path, "an aggregate needs \"of\": \"debit_account\" or \"credit_account\"");
+	node->agg_side = json_text_is(&f[K_OF], "debit_account") ? 'd' : 'c';
+	if (!has[K_WINDOW] || f[K_WINDOW].type != jbvNumeric)
+		invalid_rule(path, "an aggregate needs \"window_seconds\": 10 to 2678400 (31 days)");
+	s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(f[K_WINDOW].val.numeric)));
+	errno = 0;
+	secs = strtoi64(s, &end, 10);
+	if (errno != 0 || *end != '\0' || secs < 10 || secs > 31 * SECS_PER_DAY)
+		invalid_rule(path, "window_seconds %s is outside 10 seconds to 31 days (2678400)", s);
+	node->agg_window_usecs = secs * USECS_PER_SEC;
+	if (!has[K_OP] || f[K_OP].type != jbvString)
+		invalid_rule(path, "an aggregate needs \"op\": eq, ne, lt, le, gt or ge");
+	{
+		bool		found = false;
+
+		for (int i = 0; i <= RULE_OP_GE && !found; i++)
+			if (json_text_is(&f[K_OP], op_names[i]))
+				node->op = i, found = true;
+		if (!found)
+			invalid_rule(path, "an aggregate compares with eq, ne, lt, le, gt or ge, not %s", jb_value_text(&f[K_OP]));
+	}
+	if (!has[K_VALUE])
+		invalid_rule(path, "an aggregate needs \"value\"");
+	node->nvalues = 1;
+	node->values = palloc(sizeof(RuleValue));
+	compile_value(&f[K_VALUE], RULE_FIELD_AMOUNT, psprintf("%s.value", path), &node->values[0]);
+}
 
 static RuleNode *
 compile_node(const JsonbValue *v, const char *path, int depth)
@@ -202,9 +252,16 @@ compile_node(const JsonbValue *v, const char *path, int depth)
 	if (!jb_is_object(v))
 		invalid_rule(path, "a condition is an object, not %s", jb_value_text(v));
 	jb_fields(v->val.binary.data, node_keys, K_COUNT, f, has, path, ERRCODE_FC_INVALID_RULE);
-	nkinds = has[K_ALL] + has[K_ANY] + has[K_NOT] + has[K_FIELD];
+	nkinds = has[K_ALL] + has[K_ANY] + has[K_NOT] + has[K_FIELD] + has[K_AGGREGATE];
 	if (nkinds != 1)
-		invalid_rule(path, "a condition has exactly one of \"all\", \"any\", \"not\" or \"field\"");
+		invalid_rule(path, "a condition has exactly one of \"all\", \"any\", \"not\", \"field\" or \"aggregate\"");
+	if ((has[K_OF] || has[K_WINDOW]) && !has[K_AGGREGATE])
+		invalid_rule(path, "\"of\" and \"window_seconds\" go with \"aggregate\"");
+	if (has[K_AGGREGATE])
+	{
+		compile_aggregate(node, f, has, path);
+		return node;
+	}
 	if (has[K_ALL] || has[K_ANY])
 	{
 		if (has[K_OP] || has[K_VALUE])
@@ -435,6 +492,31 @@ eval_compare(const RuleNode *node, const RuleFacts *facts, pg_tz *tz)
 	}
 }
 
+int
+rules_aggregates(RuleNode *node, RuleNode ***out)
+{
+	int			n = 0;
+
+	if (node->kind == RULE_AGGREGATE)
+	{
+		*out = *out ? repalloc(*out, sizeof(RuleNode *) * (n + 1)) : palloc(sizeof(RuleNode *));
+		(*out)[0] = node;
+		return 1;
+	}
+	for (int i = 0; i < node->nchildren; i++)
+	{
+		RuleNode  **sub = NULL;
+		int			k = rules_aggregates(node->children[i], &sub);
+
+		if (k == 0)
+			continue;
+		*out = *out ? repalloc(*out, sizeof(RuleNode *) * (n + k)) : palloc(sizeof(RuleNode *) * (n + k));
+		memcpy(*out + n, sub, sizeof(RuleNode *) * k);
+		n += k;
+	}
+	return n;
+}
+
 bool
 rules_eval(const RuleNode *node, const RuleFacts *facts, pg_tz *tz)
 {
@@ -454,6 +536,12 @@ rules_eval(const RuleNode *node, const RuleFacts *facts, pg_tz *tz)
 			return !rules_eval(node->children[0], facts, tz);
 		case RULE_COMPARE:
 			return eval_compare(node, facts, tz);
+		case RULE_AGGREGATE:
+			{
+				int64		v = facts->aggregate ? facts->aggregate(facts->aggregate_arg, node) : 0;
+
+				return ordered(node->op, v < node->values[0].i ? -1 : v > node->values[0].i ? 1 : 0);
+			}
 	}
 	return false;
 }

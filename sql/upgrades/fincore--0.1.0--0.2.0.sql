@@ -712,7 +712,9 @@ SELECT pg_catalog.pg_extension_config_dump('fincore.limits', '');
 -- What each limit has used: one row per limit and subject (the account charged, or the
 -- nil UUID for a limit counted per scope).  A calendar or lifetime window keeps its start
 -- and its total; a trailing window keeps a ring of 60 sub-buckets and the index of the
--- newest, so a transfer costs O(1) whatever the history.
+-- newest, so a transfer costs O(1) whatever the history.  The aggregates of rules keep their
+-- counters here too, under ids derived from their rules' (no row of fincore.limits): hence a
+-- key to the tenant rather than to fincore.limits.
 CREATE TABLE fincore.limit_counters (
     tenant_id    uuid        NOT NULL,
     limit_id     uuid        NOT NULL,
@@ -722,10 +724,10 @@ CREATE TABLE fincore.limit_counters (
     ring         bigint[],
     ring_head    bigint,
     PRIMARY KEY (tenant_id, limit_id, subject),
-    FOREIGN KEY (tenant_id, limit_id) REFERENCES fincore.limits (tenant_id, id) ON DELETE CASCADE
+    FOREIGN KEY (tenant_id) REFERENCES fincore.tenants (id) ON DELETE CASCADE
 );
 COMMENT ON TABLE fincore.limit_counters IS
-    'What each limit has used in its current window, per subject (an account, or the nil UUID for the whole scope). Written only by the ledger, under the row''s lock.';
+    'What each limit (and each aggregate of a rule) has used in its current window, per subject (an account, or the nil UUID for the whole scope). Written only by the ledger, under the row''s lock.';
 SELECT fincore.protect('fincore.limit_counters');
 SELECT pg_catalog.pg_extension_config_dump('fincore.limit_counters', '');
 

@@ -1,7 +1,8 @@
 """Rules against a reference model (docs/limits.md, "Rules").
 
 Hypothesis draws conditions of the rule language (all / any / not over every kind of field and
-operator, metadata of every JSON type, local hours and weekdays in five time zones) and a
+operator, metadata of every JSON type, local hours and weekdays in five time zones, counts and
+sums of an account's transfers in trailing windows) and a
 sequence of transfers and holds at moving times with random metadata.  The rules run in shadow
 mode: every transfer must be created (shadow never changes an outcome), every rule's decisions
 must be exactly the transfers the model says its condition meets, and backtest_rule over the same
@@ -12,6 +13,7 @@ Set-up only a test may do: the accounts are back-dated so that imports from 2025
 """
 import datetime as dt
 import json
+import math
 import uuid
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -51,7 +53,26 @@ def comparable(member, value):
     return True
 
 
+PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def bucket(at, seconds):
+    d = at - PG_EPOCH
+    return ((d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds) // math.ceil(seconds * 1_000_000 / 59)
+
+
+def aggregate(cond, t):
+    """The count or sum of the transfers made with t's account on that side in the window, t included."""
+    side = "debit" if cond["of"] == "debit_account" else "credit"
+    b = bucket(t["at"], cond["window_seconds"])
+    made = [s for s in t["history"] + [t] if s[side] == t[side]
+            and b - 60 < bucket(s["at"], cond["window_seconds"]) <= b]
+    return sum(s["amount"] for s in made) if cond["aggregate"] == "sum" else len(made)
+
+
 def meets(cond, t, tz):
+    if "aggregate" in cond:
+        return compare(aggregate(cond, t), cond["op"], cond["value"])
     if "all" in cond:
         return all(meets(c, t, tz) for c in cond["all"])
     if "any" in cond:
@@ -108,7 +129,12 @@ def comparison(draw):
     return {"field": field, "op": op, "value": value}
 
 
-conditions = st.recursive(comparison(), lambda inner: st.one_of(
+aggregate_st = st.fixed_dictionaries({
+    "aggregate": st.sampled_from(["count", "sum"]), "of": st.sampled_from(["debit_account", "credit_account"]),
+    "window_seconds": st.sampled_from([10, 3600, 86400]), "op": st.sampled_from(["eq", "ne", "lt", "le", "gt", "ge"]),
+    "value": st.integers(0, 600)})
+
+conditions = st.recursive(st.one_of(comparison(), comparison(), aggregate_st), lambda inner: st.one_of(
     st.fixed_dictionaries({"all": st.lists(inner, min_size=1, max_size=3)}),
     st.fixed_dictionaries({"any": st.lists(inner, min_size=1, max_size=3)}),
     st.fixed_dictionaries({"not": inner})), max_leaves=6)
@@ -119,7 +145,7 @@ metadata = st.fixed_dictionaries({}, optional={
     "vip": st.one_of(st.booleans(), st.just("yes"))})
 
 transfer_st = st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 300), st.integers(0, 3), st.booleans(),
-                        metadata, st.integers(60, 40 * 3600))
+                        metadata, st.sampled_from([1, 5, 9, 60, 600, 3000, 4 * 3600, 30 * 3600]))
 
 
 # ---- the database -------------------------------------------------------------------------
@@ -145,13 +171,14 @@ def make_tenant(conn):
     return tenant, accounts
 
 
-def run(conn, accounts, spec, at):
+def run(conn, accounts, spec, at, history):
     d, c, amount, code, pending, meta, _ = spec
     if d == c:
         c = (d + 1) % 3
     tid = uuid.uuid4()
     t = {"id": tid, "amount": amount, "code": code, "kind": "pending" if pending else "posted",
-         "debit_code": accounts[d][1], "credit_code": accounts[c][1], "metadata": meta, "at": at}
+         "debit_code": accounts[d][1], "credit_code": accounts[c][1], "metadata": meta, "at": at,
+         "debit": accounts[d][0], "credit": accounts[c][0], "history": list(history)}
     try:
         result = conn.execute(
             "SELECT (fincore.transfer(%s, %s, %s, id => %s, code => %s, pending => %s, metadata => %s::jsonb, "
@@ -177,7 +204,7 @@ def test_rules_match_the_model(conn, rules, transfers, later):
     at, made = START, []
     for spec in transfers:
         at = at + dt.timedelta(seconds=spec[6])
-        t, result = run(conn, accounts, spec, at)
+        t, result = run(conn, accounts, spec, at, made)
         assert result == "created", ("shadow rules changed an outcome", result)
         made.append(t)
     end = at + dt.timedelta(seconds=1)
@@ -197,6 +224,8 @@ def test_rules_match_the_model(conn, rules, transfers, later):
     conn.execute("SELECT fincore.update_rule(%s, mode => 'active')", (ids[0],))
     for spec in later:
         at = at + dt.timedelta(seconds=spec[6])
-        t, result = run(conn, accounts, spec, at)
+        t, result = run(conn, accounts, spec, at, made)
         assert result == ("ZF334" if meets(cond, t, tz) else "created"), (cond, tz, t)
+        if result == "created":
+            made.append(t)
     conn.execute("SELECT set_config('request.jwt.claims', '', false)")

@@ -4,7 +4,7 @@
 -- and who may manage rules.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(44);
+SELECT plan(52);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -140,6 +140,30 @@ SELECT throws_ok($$SELECT fincore.approve_review('c0000000-0000-4000-8000-000000
 SELECT throws_ok($$SELECT fincore.approve_review('d0000000-0000-4000-8000-000000000001')$$, 'ZF310', NULL,
     'an approved review cannot be approved again');
 
+-- Aggregates: the count or sum of an account's transfers in a trailing window, this one included.
+SELECT throws_like($$SELECT fincore.check_rule('{"aggregate": "count", "window_seconds": 60, "op": "gt", "value": 3}')$$,
+    '%needs "of"%', 'an aggregate needs "of" (ZF805)');
+SELECT throws_ok($$SELECT fincore.check_rule('{"aggregate": "count", "of": "debit_account", "window_seconds": 5, "op": "gt", "value": 3}')$$,
+    'ZF805', NULL, 'an aggregate''s window is 10 seconds or more');
+SELECT throws_ok($$SELECT fincore.check_rule('{"aggregate": "avg", "of": "debit_account", "window_seconds": 60, "op": "gt", "value": 3}')$$,
+    'ZF805', NULL, 'count or sum');
+SELECT throws_ok($$SELECT fincore.check_rule('{"aggregate": "count", "of": "debit_account", "window_seconds": 60, "op": "in", "value": [3]}')$$,
+    'ZF805', NULL, 'an aggregate compares with eq ... ge');
+SELECT fincore.create_account('USD', 3, id => 'a3000000-0000-4000-8000-000000000003');
+SELECT fincore.create_rule('velocity', '{"all": [{"field": "debit_code", "op": "eq", "value": 3},
+                                                 {"aggregate": "count", "of": "debit_account", "window_seconds": 600,
+                                                  "op": "gt", "value": 2}]}', 'reject', 'active');
+SELECT is((SELECT count(*) FROM (SELECT fincore.transfer('a3000000-0000-4000-8000-000000000003', 'a2000000-0000-4000-8000-000000000002', 5)
+                                   FROM generate_series(1, 2)) x), 2::bigint, 'two debits of a3 in ten minutes pass');
+SELECT throws_ok($$SELECT fincore.transfer('a3000000-0000-4000-8000-000000000003', 'a2000000-0000-4000-8000-000000000002', 5)$$,
+    'ZF334', NULL, 'the third is refused: its count would be 3');
+SELECT is((fincore.transfer('a1000000-0000-4000-8000-000000000001', 'a2000000-0000-4000-8000-000000000002', 5)).result,
+    'created', 'another account has its own count');
+SELECT is((SELECT count(*) FROM fincore.backtest_rule('{"aggregate": "count", "of": "debit_account", "window_seconds": 600, "op": "eq", "value": 2}',
+                                                      now() - interval '1 hour', now() + interval '1 hour') b
+            JOIN fincore.transfers t ON t.id = b.transfer_id WHERE t.debit_account_id = 'a3000000-0000-4000-8000-000000000003'),
+    1::bigint, 'a backtest counts the history as the ledger did: a3''s second debit had a count of 2');
+
 -- A backtest judges past transfers as the rule would have, and writes nothing.
 SELECT results_eq($$SELECT transfer_id FROM fincore.backtest_rule('{"field": "metadata.country", "op": "in", "value": ["KP", "IR"]}',
                                                                    now() - interval '1 hour', now() + interval '1 hour')
@@ -154,7 +178,7 @@ SELECT set_config('request.jwt.claims', '{"tenant_id":"2a000000-0000-4000-8000-0
 SET LOCAL ROLE authenticated;
 SELECT throws_ok($$SELECT fincore.create_rule('by-member', '{"field": "amount", "op": "gt", "value": 1}')$$, 'ZF803', NULL,
     'a member who is not an admin cannot create a rule');
-SELECT is(count(*), 4::bigint, 'an app role reads its tenant''s rules') FROM fincore.rules;
+SELECT is(count(*), 5::bigint, 'an app role reads its tenant''s rules') FROM fincore.rules;
 RESET ROLE;
 
 SELECT * FROM finish();
