@@ -471,18 +471,103 @@ add_candidates(LedgerBatch *b, LedgerLimits *st, const LedgerAccount *a, char si
 	}
 }
 
+/* Fill the batch's counters from the rows a counter query returned. */
+static void
+read_counters(LedgerLimits *st)
+{
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		LimitDef	def;
+		LimitCounter key,
+				   *c;
+		Datum		d;
+
+		def.id = *DatumGetUUIDP(spi_value(r, 1, &isnull));
+		key.def = &def;
+		key.subject = *DatumGetUUIDP(spi_value(r, 2, &isnull));
+		c = bsearch(&key, st->counters, st->ncounters, sizeof(LimitCounter), counter_cmp);
+		if (c == NULL)
+			continue;
+		c->stored = true;
+		d = spi_value(r, 3, &isnull);
+		c->has_window = !isnull;
+		if (!isnull)
+			c->window_start = DatumGetTimestampTz(d);
+		c->used = DatumGetInt64(spi_value(r, 4, &isnull));
+		d = spi_value(r, 5, &isnull);
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+			int			ne;
+
+			deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+							  &elems, &nulls, &ne);
+			for (int k = 0; k < ne && k < LIMIT_RING_SLOTS; k++)
+				c->ring[k] = nulls[k] ? 0 : DatumGetInt64(elems[k]);
+			c->has_window = true;
+		}
+		d = spi_value(r, 6, &isnull);
+		c->head = isnull ? 0 : DatumGetInt64(d);
+	}
+}
+
 /*
- * Under the accounts' locks: lock and read every counter the batch may
- * charge or release, in one statement, in (limit, subject) order.
+ * One primary key look-up per counter, in the order given, each locking its
+ * row if lock: a join would scan all of the tenant's counters with a plan
+ * made while the table was small.
+ */
+#define COUNTERS_SQL(locking) \
+	"SELECT c.limit_id, c.subject, c.window_start, c.used, c.ring, c.ring_head " \
+	"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS k(limit_id, subject) " \
+	" CROSS JOIN LATERAL (SELECT c.* FROM fincore.limit_counters c " \
+	"                      WHERE c.tenant_id OPERATOR(pg_catalog.=) $1 " \
+	"                        AND c.limit_id OPERATOR(pg_catalog.=) k.limit_id " \
+	"                        AND c.subject OPERATOR(pg_catalog.=) k.subject " \
+	"                     OFFSET 0 " locking ") c"
+
+static void
+query_counters(LedgerBatch *b, pg_uuid_t *lids, pg_uuid_t *subjects, int n, bool lock)
+{
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	Datum		args[3];
+
+	if (n == 0)
+		return;
+	if (plans[lock] == NULL)
+	{
+		Oid			types[3] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
+
+		plans[lock] = ledger_prepare(lock ? COUNTERS_SQL("FOR NO KEY UPDATE") : COUNTERS_SQL(""), 3, types);
+	}
+	args[0] = UUIDPGetDatum(&b->tenant);
+	args[1] = uuid_array(lids, n);
+	args[2] = uuid_array(subjects, n);
+	/* Not read-only: in READ COMMITTED the statement takes a snapshot newer than the locks it waited for. */
+	if (SPI_execute_plan(plans[lock], args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ledger: reading limit counters failed");
+	read_counters(b->limits);
+}
+
+/*
+ * Under the accounts' locks: read every counter the batch may charge or
+ * release.  A counter of the whole scope is locked, in (limit, subject) order
+ * (the global order).  In READ COMMITTED a counter per account needs no lock
+ * of its own: every writer of it holds its account's lock, taken before this
+ * statement began, so it reads what the last holder committed.  With a
+ * transaction snapshot (REPEATABLE READ, SERIALIZABLE) it is locked too: a
+ * hot account's row may not have changed when its counter did, and only the
+ * counter's own lock then raises the serialization failure.
  */
 void
 limits_lock(LedgerBatch *b)
 {
 	LedgerLimits *st = b->limits;
 	int			cap = 16,
-				n = 0;
-	static SPIPlanPtr plan = NULL;
-	Datum		args[3];
+				n = 0,
+				nscope = 0,
+				nacct = 0;
 	pg_uuid_t  *lids,
 			   *subjects;
 
@@ -508,70 +593,23 @@ limits_lock(LedgerBatch *b)
 			st->counters[n++] = st->counters[i];
 	st->ncounters = n;
 
+	/* The scope's counters first in the arrays, the accounts' from the end; each group sorted. */
 	lids = palloc(sizeof(pg_uuid_t) * n);
 	subjects = palloc(sizeof(pg_uuid_t) * n);
 	for (int i = 0; i < n; i++)
-	{
-		lids[i] = st->counters[i].def->id;
-		subjects[i] = st->counters[i].subject;
-	}
-	if (plan == NULL)
-	{
-		Oid			types[3] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
-
-		/*
-		 * One primary key look-up per counter, in the order given (sorted: the
-		 * global lock order), each locking its row: a join would scan all of
-		 * the tenant's counters with a plan made while the table was small.
-		 */
-		plan = ledger_prepare("SELECT c.limit_id, c.subject, c.window_start, c.used, c.ring, c.ring_head "
-							  "  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS k(limit_id, subject) "
-							  " CROSS JOIN LATERAL (SELECT c.* FROM fincore.limit_counters c "
-							  "                      WHERE c.tenant_id OPERATOR(pg_catalog.=) $1 "
-							  "                        AND c.limit_id OPERATOR(pg_catalog.=) k.limit_id "
-							  "                        AND c.subject OPERATOR(pg_catalog.=) k.subject "
-							  "                     OFFSET 0 FOR NO KEY UPDATE) c", 3, types);
-	}
-	args[0] = UUIDPGetDatum(&b->tenant);
-	args[1] = uuid_array(lids, n);
-	args[2] = uuid_array(subjects, n);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "ledger: locking limit counters failed");
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-		pg_uuid_t  *lid = DatumGetUUIDP(spi_value(r, 1, &isnull));
-		pg_uuid_t  *subject = DatumGetUUIDP(spi_value(r, 2, &isnull));
-		LimitCounter *c = NULL;
-		Datum		d;
-
-		for (int i = 0; i < n && c == NULL; i++)
-			if (uuid_equal(&st->counters[i].def->id, lid) && uuid_equal(&st->counters[i].subject, subject))
-				c = &st->counters[i];
-		if (c == NULL)
-			continue;
-		c->stored = true;
-		d = spi_value(r, 3, &isnull);
-		c->has_window = !isnull;
-		if (!isnull)
-			c->window_start = DatumGetTimestampTz(d);
-		c->used = DatumGetInt64(spi_value(r, 4, &isnull));
-		d = spi_value(r, 5, &isnull);
-		if (!isnull)
+		if (!st->counters[i].def->per_account || IsolationUsesXactSnapshot())
 		{
-			Datum	   *elems;
-			bool	   *nulls;
-			int			ne;
-
-			deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-							  &elems, &nulls, &ne);
-			for (int k = 0; k < ne && k < LIMIT_RING_SLOTS; k++)
-				c->ring[k] = nulls[k] ? 0 : DatumGetInt64(elems[k]);
-			c->has_window = true;
+			lids[nscope] = st->counters[i].def->id;
+			subjects[nscope++] = st->counters[i].subject;
 		}
-		d = spi_value(r, 6, &isnull);
-		c->head = isnull ? 0 : DatumGetInt64(d);
-	}
+	for (int i = 0; i < n; i++)
+		if (st->counters[i].def->per_account && !IsolationUsesXactSnapshot())
+		{
+			lids[nscope + nacct] = st->counters[i].def->id;
+			subjects[nscope + nacct++] = st->counters[i].subject;
+		}
+	query_counters(b, lids, subjects, nscope, true);
+	query_counters(b, lids + nscope, subjects + nscope, nacct, false);
 }
 
 /* One side of an item as a leg. */

@@ -69,7 +69,7 @@ CREATE TABLE fincore.limit_counters (
     ring_head    bigint,
     PRIMARY KEY (tenant_id, limit_id, subject),
     FOREIGN KEY (tenant_id) REFERENCES fincore.tenants (id) ON DELETE CASCADE
-);
+) WITH (fillfactor = 70);      -- room for HOT updates: a transfer updates its counters, never their keys
 COMMENT ON TABLE fincore.limit_counters IS
     'What each limit (and each aggregate of a rule) has used in its current window, per subject (an account, or the nil UUID for the whole scope). Written only by the ledger, under the row''s lock.';
 SELECT fincore.protect('fincore.limit_counters');

@@ -1,8 +1,9 @@
 """64 clients spend against one limit, with holds in flight (docs/limits.md).
 
-One tenant-wide daily amount limit (one counter for the whole tenant) and a
-count limit per account (a counter per payer, created by whichever client comes
-first) meet every transfer.  Clients make transfers and holds from random payers
+Twice: once with a tenant-wide daily amount limit (one counter for the whole
+tenant), once with a daily amount limit per payer instead, whose counters only
+their accounts' locks protect; each time with a count limit per account (a
+counter per payer, created by whichever client comes first).  Clients make transfers and holds from random payers
 (a third of them hot accounts, whose legs would not lock their rows without a limit)
 to a hot sink whose credits lock nothing, so the limit's own locks are what serialise them,
 and post or void their holds, for FINCORE_LIMIT_SECONDS (default 10).
@@ -19,6 +20,7 @@ import time
 import uuid
 
 import psycopg
+import pytest
 
 from conftest import connect
 
@@ -27,8 +29,6 @@ CLIENTS = 64
 PAYERS = 12
 MAX_AMOUNT = 200_000
 MAX_COUNT = 400
-TENANT = "c1000000-0000-4000-8000-00000000000c"
-CLAIMS = f'{{"tenant_id":"{TENANT}"}}'
 
 
 def payer(i):
@@ -38,7 +38,13 @@ def payer(i):
 SINK = "c3000000-0000-4000-8000-000000000000"
 
 
-def test_64_clients_never_overrun_a_limit(database):
+@pytest.mark.parametrize("tenant_wide", [True, False], ids=["with-a-tenant-wide-limit", "per-account-limits-only"])
+def test_64_clients_never_overrun_a_limit(database, tenant_wide):
+    # Without the tenant-wide limit, whose counter every transfer locks, nothing serialises the
+    # payers' transfers but their accounts' locks: the per-account counters rely on those alone.
+    TENANT = "c1000000-0000-4000-8000-00000000000c" if tenant_wide else "c1000000-0000-4000-8000-00000000000d"
+    CLAIMS = f'{{"tenant_id":"{TENANT}"}}'
+    max_amount = MAX_AMOUNT if tenant_wide else MAX_AMOUNT // 10
     with connect(database) as conn:
         conn.execute("SELECT fincore.create_tenant('limits under load', %s)", (TENANT,))
         conn.execute("SELECT set_config('request.jwt.claims', %s, false)", (CLAIMS,))
@@ -47,7 +53,10 @@ def test_64_clients_never_overrun_a_limit(database):
             conn.execute("SELECT fincore.create_account('USD', 1, %s::text[], id => %s)",
                          (["hot"] if i % 3 == 0 else [], payer(i)))
         conn.execute("SELECT fincore.create_account('USD', 2, '{hot}', id => %s)", (SINK,))
-        conn.execute("SELECT fincore.create_limit('tenant-daily', %s, currency => 'USD', per => 'scope')", (MAX_AMOUNT,))
+        if tenant_wide:
+            conn.execute("SELECT fincore.create_limit('tenant-daily', %s, currency => 'USD', per => 'scope')", (max_amount,))
+        else:
+            conn.execute("SELECT fincore.create_limit('tenant-daily', %s, currency => 'USD')", (max_amount,))
         conn.execute("SELECT fincore.create_limit('payer-count', %s, metric => 'count', window_kind => 'lifetime', "
                      "scope => 'account_code', account_code => 1)", (MAX_COUNT,))
 
@@ -122,14 +131,27 @@ def test_64_clients_never_overrun_a_limit(database):
             "         (SELECT 1 FROM fincore.transfers r WHERE r.pending_id = t.id)), 0) "
             "  FROM fincore.transfers t WHERE t.tenant_id = %s AND t.debit_account_id <> %s",
             (TENANT, SINK)).fetchone()[0]
-        used = conn.execute(
-            "SELECT c.used FROM fincore.limit_counters c JOIN fincore.limits l ON l.id = c.limit_id "
-            " WHERE l.name = 'tenant-daily'").fetchone()[0]
-        assert counted <= MAX_AMOUNT, f"overrun: {counted} counted against a maximum of {MAX_AMOUNT}"
-        assert used == counted, f"the counter says {used}, the ledger {counted}"
+        if tenant_wide:
+            used = conn.execute(
+                "SELECT c.used FROM fincore.limit_counters c JOIN fincore.limits l ON l.id = c.limit_id "
+                " WHERE l.name = 'tenant-daily' AND l.tenant_id = %s", (TENANT,)).fetchone()[0]
+            assert counted <= max_amount, f"overrun: {counted} counted against a maximum of {max_amount}"
+            assert used == counted, f"the counter says {used}, the ledger {counted}"
+        else:
+            per_payer = dict(conn.execute(
+                "SELECT t.debit_account_id::text, coalesce(sum(t.amount) FILTER (WHERE t.kind IN ('posted', 'post')), 0) "
+                "     + coalesce(sum(t.amount) FILTER (WHERE t.kind = 'pending' AND NOT EXISTS "
+                "         (SELECT 1 FROM fincore.transfers r WHERE r.pending_id = t.id)), 0) "
+                "  FROM fincore.transfers t WHERE t.tenant_id = %s AND t.debit_account_id <> %s GROUP BY 1",
+                (TENANT, SINK)).fetchall())
+            used = dict(conn.execute(
+                "SELECT c.subject::text, c.used FROM fincore.limit_counters c JOIN fincore.limits l ON l.id = c.limit_id "
+                " WHERE l.name = 'tenant-daily' AND l.tenant_id = %s", (TENANT,)).fetchall())
+            assert all(v <= max_amount for v in per_payer.values()), f"overrun: {per_payer}"
+            assert {k: v for k, v in used.items() if v} == {k: v for k, v in per_payer.items() if v}
         counts = dict(conn.execute(
             "SELECT c.subject::text, c.used FROM fincore.limit_counters c JOIN fincore.limits l ON l.id = c.limit_id "
-            " WHERE l.name = 'payer-count'").fetchall())
+            " WHERE l.name = 'payer-count' AND l.tenant_id = %s", (TENANT,)).fetchall())
         made = dict(conn.execute(
             "SELECT t.debit_account_id::text, count(*) FILTER (WHERE t.kind = 'posted') "
             "     + count(*) FILTER (WHERE t.kind = 'pending' AND NOT EXISTS "
