@@ -11,6 +11,7 @@
 #include "money.h"
 #include "pgtime.h"
 #include "utils/timestamp.h"
+#include "storage/itemptr.h"
 #include "utils/uuid.h"
 
 /*
@@ -80,6 +81,7 @@ typedef struct LimitCounter
 	int64		used;			/* calendar and lifetime */
 	int64		head;			/* trailing: the bucket index of the newest sub-bucket */
 	int64		ring[LIMIT_RING_SLOTS];	/* trailing: ring[i mod 60] is bucket i */
+	ItemPointerData tid;		/* where its row is (stored): the update goes straight to it */
 } LimitCounter;
 
 /* One side of a transfer, as the limits see it. */

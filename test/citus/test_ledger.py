@@ -94,9 +94,22 @@ def test_every_call_runs_on_one_shard(tenants):
         conn.commit()
 
 
+def own_tenant(n):
+    """A tenant of its own for a test that changes what every transfer of it meets."""
+    t = uuid.UUID(f"00000000-0000-4000-8000-0000000d{n:04x}")
+    with connect() as conn:
+        conn.execute("SELECT fincore.create_tenant(%s, %s) WHERE NOT EXISTS "
+                     "(SELECT 1 FROM fincore.tenants WHERE id = %s)", (f"citus-own-{n}", t, t))
+        with conn.transaction():
+            conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+            for a in range(1, 10):
+                conn.execute("SELECT fincore.create_account('USD', id => %s)", (acct(a),))
+    return t
+
+
 def test_limits_run_on_one_shard(tenants):
     """Limits (docs/limits.md) on Citus: definitions, counters and refusals on the tenant's shard."""
-    t = tenants[1]
+    t = own_tenant(1)
     with connect() as conn, conn.transaction():
         conn.execute("SELECT fincore.set_tenant(%s)", (t,))
         conn.execute("SELECT fincore.create_limit('citus-daily', 100, currency => 'USD', scope => 'account', "
@@ -107,7 +120,8 @@ def test_limits_run_on_one_shard(tenants):
     with connect(autocommit=False) as conn:
         conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
         conn.execute("SELECT fincore.set_tenant(%s)", (t,))
-        conn.execute("SELECT fincore.transfer(%s, %s, 60)", (acct(4), acct(5)))
+        conn.execute("SELECT fincore.transfer(%s, %s, 30)", (acct(4), acct(5)))
+        conn.execute("SELECT fincore.transfer(%s, %s, 30)", (acct(4), acct(5)))   # a counter that has a row
         hold = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 40, pending => true)",
                             (acct(4), acct(5))).fetchone()[0]
         with pytest.raises(psycopg.Error) as refused:
@@ -124,7 +138,7 @@ def test_limits_run_on_one_shard(tenants):
 
 def test_rules_run_on_one_shard(tenants):
     """Rules (docs/limits.md, "Rules") on Citus: a rejection, a flag, a review hold and its job, decisions."""
-    t = tenants[2]
+    t = own_tenant(2)
     with connect() as conn, conn.transaction():
         conn.execute("SELECT fincore.set_tenant(%s)", (t,))
         conn.execute("SELECT fincore.create_rule('citus-big', '{\"field\": \"amount\", \"op\": \"gt\", \"value\": 1000}', "
