@@ -11,7 +11,6 @@
 #include "money.h"
 #include "pgtime.h"
 #include "utils/timestamp.h"
-#include "storage/itemptr.h"
 #include "utils/uuid.h"
 
 /*
@@ -81,7 +80,6 @@ typedef struct LimitCounter
 	int64		used;			/* calendar and lifetime */
 	int64		head;			/* trailing: the bucket index of the newest sub-bucket */
 	int64		ring[LIMIT_RING_SLOTS];	/* trailing: ring[i mod 60] is bucket i */
-	ItemPointerData tid;		/* where its row is (stored): the update goes straight to it */
 } LimitCounter;
 
 /* One side of a transfer, as the limits see it. */

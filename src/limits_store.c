@@ -510,7 +510,6 @@ read_counters(LedgerLimits *st)
 		}
 		d = spi_value(r, 6, &isnull);
 		c->head = isnull ? 0 : DatumGetInt64(d);
-		c->tid = *(ItemPointer) DatumGetPointer(spi_value(r, 7, &isnull));
 	}
 }
 
@@ -520,9 +519,9 @@ read_counters(LedgerLimits *st)
  * made while the table was small.
  */
 #define COUNTERS_SQL(locking) \
-	"SELECT c.limit_id, c.subject, c.window_start, c.used, c.ring, c.ring_head, c.row_tid " \
+	"SELECT c.limit_id, c.subject, c.window_start, c.used, c.ring, c.ring_head " \
 	"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS k(limit_id, subject) " \
-	" CROSS JOIN LATERAL (SELECT c.*, c.ctid AS row_tid FROM fincore.limit_counters c " \
+	" CROSS JOIN LATERAL (SELECT c.* FROM fincore.limit_counters c " \
 	"                      WHERE c.tenant_id OPERATOR(pg_catalog.=) $1 " \
 	"                        AND c.limit_id OPERATOR(pg_catalog.=) k.limit_id " \
 	"                        AND c.subject OPERATOR(pg_catalog.=) k.subject " \
@@ -902,109 +901,82 @@ limits_apply(LedgerBatch *b, LedgerItem *it)
 }
 
 /*
- * Write the counters that changed: those that have a row by its tuple id (a
- * TID scan, as the ledger updates accounts: the row cannot have moved, its
- * writers being serialised by the locks we hold), the new ones by an INSERT.
- * Two statements at most; the ring of a counter is the k-th slice of 60 of
- * the flat ring array.  On Citus, whose deparser cannot ship that UPDATE to a
- * shard (13.2 crashes on its array subscripts), one upsert writes them all.
+ * Write the counters that changed, in one statement: an upsert, whose arbiter
+ * is the primary key, so each row is found by an index probe whatever the
+ * plan (an UPDATE by tuple id was planned as a scan of all the tenant's
+ * counters when the table was small, and Citus 13.2 crashes deparsing its
+ * array subscripts).  A counter's ring is the k-th slice of 60 of $7.
  */
-#define RING_SLICE(rings, head, k) \
-	"CASE WHEN " head " IS NULL THEN NULL ELSE " rings "[(" k " OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) 60 " \
-	"OPERATOR(pg_catalog.+) 1 : " k " OPERATOR(pg_catalog.*) 60] END"
-#define POS "pg_catalog.array_position($2, c.ctid)"
-
 void
 limits_write(LedgerBatch *b)
 {
 	LedgerLimits *st = b->limits;
-	static SPIPlanPtr insert_plans[2] = {NULL, NULL};
-	static SPIPlanPtr update_plan = NULL;
-	bool		upsert = fincore_citus_preloaded();
+	static SPIPlanPtr plan = NULL;
+	ArrayBuilder lids,
+				subjects,
+				starts,
+				used,
+				heads,
+				rings;
+	int			n = 0;
+	Datum		args[7];
 
 	if (st == NULL)
 		return;
-	for (int pass = upsert ? 1 : 0; pass < 2; pass++)
+	for (int i = 0; i < st->ncounters; i++)
+		if (st->counters[i].changed)
+			n++;
+	if (n == 0)
+		return;
+	ab_init(&lids, n);
+	ab_init(&subjects, n);
+	ab_init(&starts, n);
+	ab_init(&used, n);
+	ab_init(&heads, n);
+	ab_init(&rings, n * LIMIT_RING_SLOTS);
+	for (int i = 0; i < st->ncounters; i++)
 	{
-		bool		update = pass == 0;
-		ArrayBuilder keys,
-					subjects,
-					starts,
-					used,
-					heads,
-					rings;
-		int			n = 0;
-		Datum		args[7];
+		LimitCounter *c = &st->counters[i];
+		bool		trailing = c->def->window == LIMIT_WINDOW_TRAILING;
 
-		for (int i = 0; i < st->ncounters; i++)
-			if (st->counters[i].changed && (upsert || st->counters[i].stored == update))
-				n++;
-		if (n == 0)
+		if (!c->changed)
 			continue;
-		ab_init(&keys, n);
-		ab_init(&subjects, n);
-		ab_init(&starts, n);
-		ab_init(&used, n);
-		ab_init(&heads, n);
-		ab_init(&rings, n * LIMIT_RING_SLOTS);
-		for (int i = 0; i < st->ncounters; i++)
-		{
-			LimitCounter *c = &st->counters[i];
-			bool		trailing = c->def->window == LIMIT_WINDOW_TRAILING;
-
-			if (!c->changed || (!upsert && c->stored != update))
-				continue;
-			/* An update finds the row by its tuple id, and checks its limit id. */
-			ab_add(&keys, update ? PointerGetDatum(&c->tid) : UUIDPGetDatum(&c->def->id), false);
-			ab_add(&subjects, update ? UUIDPGetDatum(&c->def->id) : UUIDPGetDatum(&c->subject), false);
-			ab_add(&starts, TimestampTzGetDatum(c->window_start), !c->has_window || trailing);
-			ab_add(&used, Int64GetDatum(c->used), false);
-			ab_add(&heads, Int64GetDatum(c->head), !trailing || !c->has_window);
-			for (int k = 0; k < LIMIT_RING_SLOTS; k++)
-				ab_add(&rings, Int64GetDatum(c->ring[k]), false);
-		}
-		if (update && update_plan == NULL)
-		{
-			Oid			types[7] = {UUIDOID, TIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
-			INT8ARRAYOID, INT8ARRAYOID};
-
-			update_plan = ledger_prepare("UPDATE fincore.limit_counters c "
-										 "   SET window_start = ($4)[" POS "], used = ($5)[" POS "], "
-										 "       ring_head = ($6)[" POS "], "
-										 "       ring = " RING_SLICE("$7", "($6)[" POS "]", POS) " "
-										 " WHERE c.ctid OPERATOR(pg_catalog.=) ANY ($2) "
-										 "   AND c.limit_id OPERATOR(pg_catalog.=) ($3)[" POS "] "
-										 "   AND c.tenant_id OPERATOR(pg_catalog.=) $1", 7, types);
-		}
-		if (!update && insert_plans[upsert] == NULL)
-		{
-			Oid			types[7] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
-			INT8ARRAYOID, INT8ARRAYOID};
-
-			insert_plans[upsert] =
-				ledger_prepare(psprintf("INSERT INTO fincore.limit_counters "
-										"       (tenant_id, limit_id, subject, window_start, used, ring, ring_head) "
-										"SELECT $1, k.limit_id, k.subject, k.window_start, k.used, "
-										"       " RING_SLICE("$7", "k.head", "k.n") ", k.head "
-										"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
-										"                 pg_catalog.unnest($5), pg_catalog.unnest($6)) WITH ORDINALITY "
-										"       AS k(limit_id, subject, window_start, used, head, n) %s",
-										upsert ? "ON CONFLICT (tenant_id, limit_id, subject) DO UPDATE "
-										"   SET window_start = excluded.window_start, used = excluded.used, "
-										"       ring = excluded.ring, ring_head = excluded.ring_head" : ""),
-							   7, types);
-		}
-		args[0] = UUIDPGetDatum(&b->tenant);
-		args[1] = ab_array(&keys, update ? TIDOID : UUIDOID);
-		args[2] = ab_array(&subjects, UUIDOID);
-		args[3] = ab_array(&starts, TIMESTAMPTZOID);
-		args[4] = ab_array(&used, INT8OID);
-		args[5] = ab_array(&heads, INT8OID);
-		args[6] = ab_array(&rings, INT8OID);
-		if (SPI_execute_plan(update ? update_plan : insert_plans[upsert], args, NULL, false, 0) !=
-			(update ? SPI_OK_UPDATE : SPI_OK_INSERT) || SPI_processed != (uint64) n)
-			elog(ERROR, "ledger: writing limit counters failed (%d %s)", n, update ? "updates" : "inserts");
+		ab_add(&lids, UUIDPGetDatum(&c->def->id), false);
+		ab_add(&subjects, UUIDPGetDatum(&c->subject), false);
+		ab_add(&starts, TimestampTzGetDatum(c->window_start), !c->has_window || trailing);
+		ab_add(&used, Int64GetDatum(c->used), false);
+		ab_add(&heads, Int64GetDatum(c->head), !trailing || !c->has_window);
+		for (int k = 0; k < LIMIT_RING_SLOTS; k++)
+			ab_add(&rings, Int64GetDatum(c->ring[k]), false);
 	}
+	if (plan == NULL)
+	{
+		Oid			types[7] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
+		INT8ARRAYOID, INT8ARRAYOID};
+
+		plan = ledger_prepare("INSERT INTO fincore.limit_counters AS c "
+							  "       (tenant_id, limit_id, subject, window_start, used, ring, ring_head) "
+							  "SELECT $1, k.limit_id, k.subject, k.window_start, k.used, "
+							  "       CASE WHEN k.head IS NULL THEN NULL ELSE "
+							  "         $7[(k.n OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) 60 OPERATOR(pg_catalog.+) 1"
+							  "           : k.n OPERATOR(pg_catalog.*) 60] END, k.head "
+							  "  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
+							  "                 pg_catalog.unnest($5), pg_catalog.unnest($6)) WITH ORDINALITY "
+							  "       AS k(limit_id, subject, window_start, used, head, n) "
+							  "ON CONFLICT (tenant_id, limit_id, subject) DO UPDATE "
+							  "   SET window_start = excluded.window_start, used = excluded.used, "
+							  "       ring = excluded.ring, ring_head = excluded.ring_head",
+							  7, types);
+	}
+	args[0] = UUIDPGetDatum(&b->tenant);
+	args[1] = ab_array(&lids, UUIDOID);
+	args[2] = ab_array(&subjects, UUIDOID);
+	args[3] = ab_array(&starts, TIMESTAMPTZOID);
+	args[4] = ab_array(&used, INT8OID);
+	args[5] = ab_array(&heads, INT8OID);
+	args[6] = ab_array(&rings, INT8OID);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "ledger: writing limit counters failed");
 }
 
 /* ---- decisions ---- */
