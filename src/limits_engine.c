@@ -142,7 +142,7 @@ limits_window_bounds(const LimitDef *def, TimestampTz at, TimestampTz *start, Ti
 	int			offset;
 	int			jd;
 
-	if (def->window == LIMIT_WINDOW_TRAILING)
+	if (def->window == LIMIT_WINDOW_TRAILING && !TIMESTAMP_NOT_FINITE(at))
 	{
 		int64		width = bucket_usecs(def);
 		int64		b = limits_bucket(def, at);

@@ -1273,7 +1273,7 @@ backtest_query(void *arg)
 	{
 		TimestampTz start = q->from;
 
-		for (int k = 0; k < q->naggs; k++)
+		for (int k = 0; k < q->naggs && !TIMESTAMP_NOT_FINITE(q->from); k++)
 			if (q->from - q->aggs[k].window_usecs * 2 < start)
 				start = q->from - q->aggs[k].window_usecs * 2;
 		args[1] = TimestampTzGetDatum(start);

@@ -4,7 +4,7 @@
 -- isolation and who may manage limits.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(79);
+SELECT plan(81);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -232,6 +232,10 @@ SELECT is((fincore.limit_window('month', NULL, 'UTC', '2028-02-29 10:00+00')).re
 SELECT is((fincore.limit_window('trailing', 59, 'UTC', '2000-01-01 00:00:30+00')).resets_at
           - (fincore.limit_window('trailing', 59, 'UTC', '2000-01-01 00:00:30+00')).starts_at,
     interval '60 seconds', 'a trailing window counts 60 sub-buckets of 1/59 of it');
+
+SELECT is((fincore.limit_window('trailing', 60, 'UTC', '-infinity')).resets_at, NULL,
+    'a window around -infinity is unbounded, not an overflow');
+SELECT is((fincore.limit_window('day', NULL, 'UTC', 'infinity')).starts_at, NULL, 'and around infinity');
 
 -- ---------------------------------------------------------------------------
 -- Tenants and admins
