@@ -231,6 +231,8 @@ typedef struct LedgerItem
 	const RuleDef *review_by;	/* an active review rule made this transfer a hold */
 	int			nflags;			/* rules that flagged it, or would have (shadow) */
 	const RuleDef **flags_by;
+	int			nalerts;		/* limits it took to their alert_at */
+	LimitAlert *alerts;
 } LedgerItem;
 
 typedef struct UndoEntry

@@ -66,7 +66,16 @@ typedef struct LimitDef
 	bool		restore_on_reversal;
 	TimestampTz counting_since; /* created, or enabled again: nothing made before counted */
 	bool		aggregate;		/* a rule's aggregate (no row in fincore.limits): never refuses, never gives back */
+	int64		alert_at;		/* an event when a charge takes the window's total to this; 0: none */
 } LimitDef;
+
+/* A limit whose total a transfer took to its alert_at: an event when the transfer is written. */
+typedef struct LimitAlert
+{
+	const LimitDef *def;
+	pg_uuid_t	subject;
+	int64		used;			/* the total with the transfer */
+} LimitAlert;
 
 /* What one limit has used, for one subject (an account, or the nil UUID for the scope). */
 typedef struct LimitCounter

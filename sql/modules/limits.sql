@@ -33,6 +33,8 @@ CREATE TABLE fincore.limits (
     counterparty_codes    integer[],
     max_value             bigint      NOT NULL CHECK (max_value >= 0),
     restore_on_reversal   boolean     NOT NULL DEFAULT false,
+    -- An outbox event (limit.threshold_crossed) when a transfer takes the window's total to this.
+    alert_at              bigint      CHECK (alert_at > 0),
     enabled               boolean     NOT NULL DEFAULT true,
     -- Transfers made before this (creation, or the last enabling) were not counted: a hold
     -- made before it gives nothing back when it is resolved.
@@ -345,7 +347,8 @@ CREATE FUNCTION fincore.create_limit(name text, max_value bigint,
         per text DEFAULT NULL, currency text DEFAULT NULL, direction text DEFAULT 'debit',
         transfer_codes integer[] DEFAULT NULL, counterparty_accounts uuid[] DEFAULT NULL,
         counterparty_codes integer[] DEFAULT NULL, window_seconds integer DEFAULT NULL,
-        time_zone text DEFAULT 'UTC', restore_on_reversal boolean DEFAULT false, id uuid DEFAULT NULL)
+        time_zone text DEFAULT 'UTC', restore_on_reversal boolean DEFAULT false, alert_at bigint DEFAULT NULL,
+        id uuid DEFAULT NULL)
     RETURNS uuid
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -401,6 +404,9 @@ BEGIN
                                  coalesce(pg_catalog.quote_literal(time_zone), 'NULL'));
     ELSIF restore_on_reversal IS NULL THEN
         bad := 'restore_on_reversal must not be NULL';
+    ELSIF alert_at IS NOT NULL AND (alert_at <= 0 OR alert_at > max_value OR window_kind = 'transaction') THEN
+        bad := pg_catalog.format('alert_at %s is not between 1 and max_value %s of a limit with a window',
+                                 alert_at, max_value);
     END IF;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'invalid limit: %', bad
@@ -421,10 +427,11 @@ BEGIN
     BEGIN
         INSERT INTO fincore.limits (tenant_id, id, name, scope, account_id, account_code, customer, per, metric,
                                     currency, window_kind, window_seconds, time_zone, direction, transfer_codes,
-                                    counterparty_accounts, counterparty_codes, max_value, restore_on_reversal)
+                                    counterparty_accounts, counterparty_codes, max_value, restore_on_reversal,
+                                    alert_at)
         VALUES (tenant, new_id, name, scope, account_id, account_code, customer, eff_per, metric, currency,
                 window_kind, window_seconds, time_zone, direction, transfer_codes, counterparty_accounts,
-                counterparty_codes, max_value, restore_on_reversal);
+                counterparty_codes, max_value, restore_on_reversal, alert_at);
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'limit % already exists', pg_catalog.quote_literal(name)
             USING ERRCODE = 'ZF804', HINT = 'Change it with fincore.update_limit(), or choose another name or id.';
@@ -438,13 +445,13 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION fincore.create_limit(text, bigint, text, text, text, uuid, integer, text, text, text, text,
-        integer[], uuid[], integer[], integer, text, boolean, uuid) IS
-    'Creates a limit of the current tenant and returns its id: max_value of metric (amount in minor units of currency, or count) per window, for the accounts of scope, counting the legs the filters select. ZF801 for an invalid definition, ZF804 for a name in use, ZF803 unless an admin.';
+        integer[], uuid[], integer[], integer, text, boolean, bigint, uuid) IS
+    'Creates a limit of the current tenant and returns its id: max_value of metric (amount in minor units of currency, or count) per window, for the accounts of scope, counting the legs the filters select; with alert_at, an outbox event when a transfer takes a window''s total to it. ZF801 for an invalid definition, ZF804 for a name in use, ZF803 unless an admin.';
 
 -- What a limit's maximum, name and switches can become; its scope, metric and window are what
 -- its counters mean, so changing them is a new limit.
 CREATE FUNCTION fincore.update_limit(limit_id uuid, max_value bigint DEFAULT NULL, name text DEFAULT NULL,
-        restore_on_reversal boolean DEFAULT NULL, enabled boolean DEFAULT NULL)
+        restore_on_reversal boolean DEFAULT NULL, enabled boolean DEFAULT NULL, alert_at bigint DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -457,6 +464,9 @@ BEGIN
     IF max_value < 0 THEN
         RAISE EXCEPTION 'invalid limit: max_value % must be 0 or more', max_value USING ERRCODE = 'ZF801';
     END IF;
+    IF alert_at <= 0 THEN
+        RAISE EXCEPTION 'invalid limit: alert_at % must be 1 or more', alert_at USING ERRCODE = 'ZF801';
+    END IF;
     IF name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$' THEN
         RAISE EXCEPTION 'invalid limit: name % is not a word of 1 to 64 letters, digits, _ . : -',
                 pg_catalog.quote_literal(name) USING ERRCODE = 'ZF801';
@@ -467,6 +477,7 @@ BEGIN
                name = coalesce(update_limit.name, l.name),
                restore_on_reversal = coalesce(update_limit.restore_on_reversal, l.restore_on_reversal),
                enabled = coalesce(update_limit.enabled, l.enabled),
+               alert_at = coalesce(update_limit.alert_at, l.alert_at),
                counting_since = CASE WHEN update_limit.enabled AND NOT l.enabled THEN pg_catalog.now()
                                      ELSE l.counting_since END,
                updated_at = pg_catalog.now()
@@ -480,8 +491,8 @@ BEGIN
     END IF;
 END
 $fn$;
-COMMENT ON FUNCTION fincore.update_limit(uuid, bigint, text, boolean, boolean) IS
-    'Changes a limit''s maximum, name, restore_on_reversal or enabled (NULL: unchanged); the counters stay. ZF802 if not found, ZF801 for an invalid value, ZF803 unless an admin.';
+COMMENT ON FUNCTION fincore.update_limit(uuid, bigint, text, boolean, boolean, bigint) IS
+    'Changes a limit''s maximum, name, restore_on_reversal, enabled or alert_at (NULL: unchanged); the counters stay. ZF802 if not found, ZF801 for an invalid value, ZF803 unless an admin.';
 
 CREATE FUNCTION fincore.disable_limit(limit_id uuid) RETURNS void
     LANGUAGE sql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
@@ -565,8 +576,8 @@ COMMENT ON FUNCTION fincore.limit_remaining(uuid) IS
     'Every enabled limit whose scope takes in the account: its maximum, what is used in the current window (of the account, or of the whole scope for a limit counted per scope), what remains and when the window resets. ZF301 if the account is not found.';
 
 INSERT INTO fincore.function_audience (fn, audience) VALUES
-    ('fincore.create_limit(text,bigint,text,text,text,uuid,integer,text,text,text,text,integer[],uuid[],integer[],integer,text,boolean,uuid)', 'app'),
-    ('fincore.update_limit(uuid,bigint,text,boolean,boolean)', 'app'),
+    ('fincore.create_limit(text,bigint,text,text,text,uuid,integer,text,text,text,text,integer[],uuid[],integer[],integer,text,boolean,bigint,uuid)', 'app'),
+    ('fincore.update_limit(uuid,bigint,text,boolean,boolean,bigint)', 'app'),
     ('fincore.disable_limit(uuid)', 'app'),
     ('fincore.set_account_customer(uuid,text)', 'app'),
     ('fincore.limit_remaining(uuid)', 'app'),

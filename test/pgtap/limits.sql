@@ -4,7 +4,7 @@
 -- isolation and who may manage limits.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(81);
+SELECT plan(85);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -216,6 +216,21 @@ SELECT is((fincore.transfer('a1000000-0000-4000-8000-000000000001', 'a3000000-00
 SELECT throws_ok($$SELECT fincore.transfer('a2000000-0000-4000-8000-000000000002', 'a3000000-0000-4000-8000-000000000003', 101)$$,
     'ZF333', NULL, 'and 1.01 USD from a2, of the same customer, exceeds its week');
 SELECT is(pg_temp.used('cust-42'), 200::bigint, 'one counter for the customer');
+
+-- Alerts: one event when a transfer takes a window's total to alert_at, not one per transfer after.
+SELECT throws_ok($$SELECT fincore.create_limit('x', 10, currency => 'USD', alert_at => 11)$$, 'ZF801', NULL,
+    'alert_at above the maximum is ZF801');
+SELECT fincore.create_limit('alerting', 1000, currency => 'USD', scope => 'account',
+                            account_id => 'a4000000-0000-4000-8000-000000000004', alert_at => 800);
+SELECT fincore.transfer('a4000000-0000-4000-8000-000000000004', 'a3000000-0000-4000-8000-000000000003', 500);
+SELECT is((SELECT count(*) FROM fincore.outbox_events WHERE type = 'limit.threshold_crossed'), 0::bigint,
+    'below alert_at: no event');
+SELECT fincore.transfer('a4000000-0000-4000-8000-000000000004', 'a3000000-0000-4000-8000-000000000003', 400);
+SELECT fincore.transfer('a4000000-0000-4000-8000-000000000004', 'a3000000-0000-4000-8000-000000000003', 50);
+SELECT is((SELECT count(*) FROM fincore.outbox_events WHERE type = 'limit.threshold_crossed'), 1::bigint,
+    'crossing alert_at is one event, not one per transfer after it');
+SELECT is((SELECT (payload->>'used')::bigint FROM fincore.outbox_events WHERE type = 'limit.threshold_crossed'), 900::bigint,
+    'the event says the total that crossed it');
 
 -- ---------------------------------------------------------------------------
 -- Windows
