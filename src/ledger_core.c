@@ -353,6 +353,16 @@ undo_push_counter(LedgerBatch *b, LimitCounter *counter)
 	b->undo[b->nundo - 1].counter = counter;
 	b->undo[b->nundo - 1].saved_counter = palloc(sizeof(LimitCounter));
 	*b->undo[b->nundo - 1].saved_counter = *counter;
+	/* Distinct counterparties are arrays the charge changes in place: the copy gets its own. */
+	if (counter->nmembers > 0)
+	{
+		LimitCounter *saved = b->undo[b->nundo - 1].saved_counter;
+
+		saved->members = palloc(sizeof(pg_uuid_t) * counter->nmembers);
+		saved->member_buckets = palloc(sizeof(int64) * counter->nmembers);
+		memcpy(saved->members, counter->members, sizeof(pg_uuid_t) * counter->nmembers);
+		memcpy(saved->member_buckets, counter->member_buckets, sizeof(int64) * counter->nmembers);
+	}
 }
 
 char

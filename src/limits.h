@@ -66,6 +66,7 @@ typedef struct LimitDef
 	bool		restore_on_reversal;
 	TimestampTz counting_since; /* created, or enabled again: nothing made before counted */
 	bool		aggregate;		/* a rule's aggregate (no row in fincore.limits): never refuses, never gives back */
+	bool		distinct;		/* an aggregate of distinct counterparties (members), not a total */
 	int64		alert_at;		/* an event when a charge takes the window's total to this; 0: none */
 } LimitDef;
 
@@ -89,6 +90,10 @@ typedef struct LimitCounter
 	int64		used;			/* calendar and lifetime */
 	int64		head;			/* trailing: the bucket index of the newest sub-bucket */
 	int64		ring[LIMIT_RING_SLOTS];	/* trailing: ring[i mod 60] is bucket i */
+	/* distinct: each counterparty of the window, and the newest sub-bucket it was seen in */
+	int			nmembers;
+	pg_uuid_t  *members;
+	int64	   *member_buckets;
 } LimitCounter;
 
 /* One side of a transfer, as the limits see it. */
@@ -109,7 +114,7 @@ typedef struct LimitLeg
  * on one side, in a trailing window (its counters are fincore.limit_counters
  * rows under an id derived from the rule's and the aggregate's place in it).
  */
-extern void limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, bool sum, char side,
+extern void limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, char agg, char side,
 								 int64 window_usecs);
 
 /* limits_engine.c: pure C over these structs */
@@ -121,5 +126,7 @@ extern int64 limits_used_at(const LimitCounter *c, TimestampTz at);
 extern void limits_roll(LimitCounter *c, TimestampTz at);
 extern bool limits_charge(LimitCounter *c, TimestampTz at, int64 value);
 extern void limits_release(LimitCounter *c, TimestampTz counted_at, int64 value);
+extern void limits_charge_member(LimitCounter *c, TimestampTz at, const pg_uuid_t *member);
+extern int64 limits_used_with_member(const LimitCounter *c, TimestampTz at, const pg_uuid_t *member);
 
 #endif							/* FINCORE_LIMITS_H */

@@ -136,9 +136,13 @@ backtest_query(void *arg)
 			/* Every transfer counts towards the aggregates, as the ledger charges them when made. */
 			for (int k = 0; k < q->naggs; k++)
 			{
-				LimitCounter *c = backtest_counter(q, k, q->aggs[k].direction == 'd' ? f.debit : f.credit);
+				bool		debit = q->aggs[k].direction == 'd';
+				LimitCounter *c = backtest_counter(q, k, debit ? f.debit : f.credit);
 
-				(void) limits_charge(c, f.ts, q->aggs[k].counts ? 1 : f.amount);
+				if (q->aggs[k].distinct)
+					limits_charge_member(c, f.ts, debit ? f.credit : f.debit);
+				else
+					(void) limits_charge(c, f.ts, q->aggs[k].counts ? 1 : f.amount);
 			}
 			if (f.ts >= q->from && rules_eval(q->condition, &f, q->tz))
 			{
@@ -193,7 +197,7 @@ fincore_backtest_rule(PG_FUNCTION_ARGS)
 		for (int k = 0; k < q.naggs; k++)
 		{
 			aggs[k]->agg_index = k;
-			limits_aggregate_def(&q.aggs[k], &backtest_id, k, aggs[k]->agg_sum, aggs[k]->agg_side,
+			limits_aggregate_def(&q.aggs[k], &backtest_id, k, aggs[k]->agg, aggs[k]->agg_side,
 								 aggs[k]->agg_window_usecs);
 		}
 		ctl.keysize = sizeof(BacktestKey);

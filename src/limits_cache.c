@@ -149,7 +149,7 @@ load_rules(LimitSet *set, MemoryContext cxt)
 		for (int k = 0; k < n; k++)
 		{
 			aggs[k]->agg_index = set->ndefs;
-			limits_aggregate_def(&set->defs[set->ndefs++], &set->rules[i].id, k, aggs[k]->agg_sum,
+			limits_aggregate_def(&set->defs[set->ndefs++], &set->rules[i].id, k, aggs[k]->agg,
 								 aggs[k]->agg_side, aggs[k]->agg_window_usecs);
 		}
 	}

@@ -221,6 +221,15 @@ limits_used_at(const LimitCounter *c, TimestampTz at)
 		return c->used;
 	if (!c->has_window)
 		return 0;
+	if (def->distinct)
+	{
+		int64		b = limits_bucket(def, at);
+
+		for (int i = 0; i < c->nmembers; i++)
+			if (c->member_buckets[i] > b - LIMIT_RING_SLOTS && c->member_buckets[i] <= b)
+				sum++;
+		return sum;
+	}
 	if (is_calendar(def->window))
 		return c->window_start == calendar_start(def, at) ? c->used : 0;
 	if (def->window == LIMIT_WINDOW_TRAILING)
@@ -338,7 +347,7 @@ limits_release(LimitCounter *c, TimestampTz counted_at, int64 value)
 }
 
 void
-limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, bool sum, char side, int64 window_usecs)
+limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, char agg, char side, int64 window_usecs)
 {
 	memset(def, 0, sizeof(*def));
 	/* The rule's id with its last two bytes changed: no limit of the tenant has it (v7 ids are random there). */
@@ -348,11 +357,71 @@ limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, bool su
 	def->name = "rule aggregate";
 	def->scope = LIMIT_SCOPE_TENANT;
 	def->per_account = true;
-	def->counts = !sum;
+	def->counts = agg != 's';
+	def->distinct = agg == 'd';
 	def->window = LIMIT_WINDOW_TRAILING;
 	def->window_usecs = window_usecs;
 	def->direction = side;
 	def->max = PG_INT64_MAX;
 	TIMESTAMP_NOBEGIN(def->counting_since);
 	def->aggregate = true;
+}
+
+/*
+ * Distinct counterparties: count member at time at.  The counter keeps each
+ * member with the newest sub-bucket it was seen in, and forgets those whose
+ * sub-bucket left the window, so it holds at most the window's distinct
+ * counterparties.  Arrays are reallocated in the current memory context.
+ */
+void
+limits_charge_member(LimitCounter *c, TimestampTz at, const pg_uuid_t *member)
+{
+	const LimitDef *def = c->def;
+	int64		b = limits_bucket(def, at);
+	int64		newest = c->has_window ? Max(c->head, b) : b;
+	int			n = 0;
+	bool		found = false;
+
+	if (c->has_window && b <= c->head - LIMIT_RING_SLOTS)
+		return;					/* a window that is over */
+	for (int i = 0; i < c->nmembers; i++)
+	{
+		if (c->member_buckets[i] <= newest - LIMIT_RING_SLOTS)
+			continue;			/* left the window */
+		c->members[n] = c->members[i];
+		c->member_buckets[n] = c->member_buckets[i];
+		if (uuid_eq(&c->members[n], member))
+		{
+			found = true;
+			c->member_buckets[n] = Max(c->member_buckets[n], b);
+		}
+		n++;
+	}
+	if (!found)
+	{
+		c->members = c->members ? repalloc(c->members, sizeof(pg_uuid_t) * (n + 1)) : palloc(sizeof(pg_uuid_t));
+		c->member_buckets = c->member_buckets ? repalloc(c->member_buckets, sizeof(int64) * (n + 1))
+			: palloc(sizeof(int64));
+		c->members[n] = *member;
+		c->member_buckets[n] = b;
+		n++;
+	}
+	c->nmembers = n;
+	c->head = newest;
+	c->has_window = true;
+	c->changed = true;
+}
+
+/* The distinct counterparties at time at if member were counted too (nothing changes). */
+int64
+limits_used_with_member(const LimitCounter *c, TimestampTz at, const pg_uuid_t *member)
+{
+	int64		b = limits_bucket(c->def, at);
+	int64		n = limits_used_at(c, at);
+
+	for (int i = 0; i < c->nmembers; i++)
+		if (uuid_eq(&c->members[i], member) && c->member_buckets[i] > b - LIMIT_RING_SLOTS &&
+			c->member_buckets[i] <= b)
+			return n;
+	return n + 1;
 }

@@ -201,6 +201,28 @@ read_counters(LedgerLimits *st)
 		}
 		d = spi_value(r, 6, &isnull);
 		c->head = isnull ? 0 : DatumGetInt64(d);
+		d = spi_value(r, 7, &isnull);
+		if (!isnull)
+		{
+			Datum	   *members;
+			Datum	   *buckets;
+			int			nb;
+
+			deconstruct_array(DatumGetArrayTypeP(d), UUIDOID, UUID_LEN, false, TYPALIGN_CHAR,
+							  &members, NULL, &c->nmembers);
+			deconstruct_array(DatumGetArrayTypeP(spi_value(r, 8, &isnull)), INT8OID, 8, FLOAT8PASSBYVAL,
+							  TYPALIGN_DOUBLE, &buckets, NULL, &nb);
+			if (nb != c->nmembers)
+				elog(ERROR, "ledger: a limit counter has %d members and %d buckets", c->nmembers, nb);
+			c->members = palloc(sizeof(pg_uuid_t) * Max(c->nmembers, 1));
+			c->member_buckets = palloc(sizeof(int64) * Max(c->nmembers, 1));
+			for (int k = 0; k < c->nmembers; k++)
+			{
+				c->members[k] = *DatumGetUUIDP(members[k]);
+				c->member_buckets[k] = DatumGetInt64(buckets[k]);
+			}
+			c->has_window = true;
+		}
 	}
 }
 
@@ -210,7 +232,7 @@ read_counters(LedgerLimits *st)
  * made while the table was small.
  */
 #define COUNTERS_SQL(locking) \
-	"SELECT c.limit_id, c.subject, c.window_start, c.used, c.ring, c.ring_head " \
+	"SELECT c.limit_id, c.subject, c.window_start, c.used, c.ring, c.ring_head, c.members, c.member_buckets " \
 	"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS k(limit_id, subject) " \
 	" CROSS JOIN LATERAL (SELECT c.* FROM fincore.limit_counters c " \
 	"                      WHERE c.tenant_id OPERATOR(pg_catalog.=) $1 " \
@@ -402,12 +424,15 @@ item_aggregate(void *arg, const RuleNode *node)
 	LedgerLimits *st = a->b->limits;
 	const LimitDef *def = &st->set->defs[node->agg_index];
 	const LedgerAccount *acc = node->agg_side == 'd' ? a->it->dacc : a->it->cacc;
+	const LedgerAccount *other = node->agg_side == 'd' ? a->it->cacc : a->it->dacc;
 	LimitCounter *c = find_counter(st, def, &acc->meta.id);
 	int64		v = c ? limits_used_at(c, a->it->ts) : 0;
 
-	if (a->uncharged)
-		v += node->agg_sum ? a->it->amount : 1;
-	return v;
+	if (!a->uncharged || c == NULL)
+		return a->uncharged ? (node->agg == 's' ? a->it->amount : 1) : v;
+	if (node->agg == 'd')
+		return limits_used_with_member(c, a->it->ts, &other->meta.id);
+	return v + (node->agg == 's' ? a->it->amount : 1);
 }
 
 /* What the rules see of an item. */
@@ -578,7 +603,10 @@ limits_apply(LedgerBatch *b, LedgerItem *it)
 		if (fits && counter != NULL)
 		{
 			undo_push_counter(b, counter);
-			fits = limits_charge(counter, it->ts, value);
+			if (def->distinct)
+				limits_charge_member(counter, it->ts, def->direction == 'd' ? &it->cacc->meta.id : &it->dacc->meta.id);
+			else
+				fits = limits_charge(counter, it->ts, value);
 		}
 		/* Edge-triggered: the charge that takes the window's total from below alert_at to it or past. */
 		if (fits && counter != NULL && def->alert_at > 0 && used < def->alert_at && used + value >= def->alert_at)
@@ -618,15 +646,23 @@ limits_write(LedgerBatch *b)
 				starts,
 				used,
 				heads,
-				rings;
-	int			n = 0;
-	Datum		args[7];
+				rings,
+				members,
+				member_buckets,
+				member_from,
+				member_count;
+	int			n = 0,
+				nmembers = 0;
+	Datum		args[11];
 
 	if (st == NULL)
 		return;
 	for (int i = 0; i < st->ncounters; i++)
 		if (st->counters[i].changed)
+		{
 			n++;
+			nmembers += st->counters[i].nmembers;
+		}
 	if (n == 0)
 		return;
 	ab_init(&lids, n);
@@ -635,6 +671,10 @@ limits_write(LedgerBatch *b)
 	ab_init(&used, n);
 	ab_init(&heads, n);
 	ab_init(&rings, n * LIMIT_RING_SLOTS);
+	ab_init(&members, nmembers);
+	ab_init(&member_buckets, nmembers);
+	ab_init(&member_from, n);
+	ab_init(&member_count, n);
 	for (int i = 0; i < st->ncounters; i++)
 	{
 		LimitCounter *c = &st->counters[i];
@@ -642,6 +682,13 @@ limits_write(LedgerBatch *b)
 
 		if (!c->changed)
 			continue;
+		ab_add(&member_from, Int32GetDatum(members.n + 1), false);
+		ab_add(&member_count, Int32GetDatum(c->def->distinct ? c->nmembers : -1), false);
+		for (int k = 0; c->def->distinct && k < c->nmembers; k++)
+		{
+			ab_add(&members, UUIDPGetDatum(&c->members[k]), false);
+			ab_add(&member_buckets, Int64GetDatum(c->member_buckets[k]), false);
+		}
 		ab_add(&lids, UUIDPGetDatum(&c->def->id), false);
 		ab_add(&subjects, UUIDPGetDatum(&c->subject), false);
 		ab_add(&starts, TimestampTzGetDatum(c->window_start), !c->has_window || trailing);
@@ -652,22 +699,31 @@ limits_write(LedgerBatch *b)
 	}
 	if (plan == NULL)
 	{
-		Oid			types[7] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
-		INT8ARRAYOID, INT8ARRAYOID};
+		Oid			types[11] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
+		INT8ARRAYOID, INT8ARRAYOID, UUIDARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
 
+		/* A distinct counter's members are the slice [from, from + count) of $8 and $9 (count -1: none). */
 		plan = ledger_prepare("INSERT INTO fincore.limit_counters AS c "
-							  "       (tenant_id, limit_id, subject, window_start, used, ring, ring_head) "
+							  "       (tenant_id, limit_id, subject, window_start, used, ring, ring_head, members, member_buckets) "
 							  "SELECT $1, k.limit_id, k.subject, k.window_start, k.used, "
 							  "       CASE WHEN k.head IS NULL THEN NULL ELSE "
 							  "         $7[(k.n OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) 60 OPERATOR(pg_catalog.+) 1"
-							  "           : k.n OPERATOR(pg_catalog.*) 60] END, k.head "
+							  "           : k.n OPERATOR(pg_catalog.*) 60] END, k.head, "
+							  "       CASE WHEN k.mcount OPERATOR(pg_catalog.<) 0 THEN NULL "
+							  "            WHEN k.mcount OPERATOR(pg_catalog.=) 0 THEN '{}'::pg_catalog.uuid[] "
+							  "            ELSE $8[k.mfrom : k.mfrom OPERATOR(pg_catalog.+) k.mcount OPERATOR(pg_catalog.-) 1] END, "
+							  "       CASE WHEN k.mcount OPERATOR(pg_catalog.<) 0 THEN NULL "
+							  "            WHEN k.mcount OPERATOR(pg_catalog.=) 0 THEN '{}'::pg_catalog.int8[] "
+							  "            ELSE $9[k.mfrom : k.mfrom OPERATOR(pg_catalog.+) k.mcount OPERATOR(pg_catalog.-) 1] END "
 							  "  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
-							  "                 pg_catalog.unnest($5), pg_catalog.unnest($6)) WITH ORDINALITY "
-							  "       AS k(limit_id, subject, window_start, used, head, n) "
+							  "                 pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($10), "
+							  "                 pg_catalog.unnest($11)) WITH ORDINALITY "
+							  "       AS k(limit_id, subject, window_start, used, head, mfrom, mcount, n) "
 							  "ON CONFLICT (tenant_id, limit_id, subject) DO UPDATE "
 							  "   SET window_start = excluded.window_start, used = excluded.used, "
-							  "       ring = excluded.ring, ring_head = excluded.ring_head",
-							  7, types);
+							  "       ring = excluded.ring, ring_head = excluded.ring_head, "
+							  "       members = excluded.members, member_buckets = excluded.member_buckets",
+							  11, types);
 	}
 	args[0] = UUIDPGetDatum(&b->tenant);
 	args[1] = ab_array(&lids, UUIDOID);
@@ -676,6 +732,10 @@ limits_write(LedgerBatch *b)
 	args[4] = ab_array(&used, INT8OID);
 	args[5] = ab_array(&heads, INT8OID);
 	args[6] = ab_array(&rings, INT8OID);
+	args[7] = ab_array(&members, UUIDOID);
+	args[8] = ab_array(&member_buckets, INT8OID);
+	args[9] = ab_array(&member_from, INT4OID);
+	args[10] = ab_array(&member_count, INT4OID);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "ledger: writing limit counters failed");
 }

@@ -80,7 +80,7 @@ typedef struct RuleNode
 	int			nvalues;		/* 1, or the list of in / not_in */
 	RuleValue  *values;
 	/* RULE_AGGREGATE (op and values[0] too) */
-	bool		agg_sum;		/* the sum of amounts; else the count */
+	char		agg;			/* 'c' count, 's' sum of amounts, 'd' distinct counterparties */
 	char		agg_side;		/* 'd': of the debit account (its debits); 'c': credit */
 	int64		agg_window_usecs;	/* trailing, 10 s to 31 days */
 	int			agg_index;		/* set by whoever keeps the counters (limits_store.c) */

@@ -5,7 +5,8 @@
  *   condition := {"all": [condition, ...]} | {"any": [condition, ...]}
  *              | {"not": condition}
  *              | {"field": FIELD, "op": OP, "value": VALUE}
- *              | {"aggregate": "count" | "sum", "of": "debit_account" | "credit_account",
+ *              | {"aggregate": "count" | "sum" | "distinct_counterparties",
+ *                 "of": "debit_account" | "credit_account",
  *                 "window_seconds": N, "op": OP, "value": INTEGER}
  *
  * Fields and the values they take: amount, code, debit_code, credit_code,
@@ -18,8 +19,9 @@
  * and not_in with an array of 1 to 1,000 values.  At most 16 levels and 64
  * conditions in an all / any.  An aggregate is the count or sum of the
  * transfers and holds made with the account on that side in the trailing
- * window of N seconds (10 to 31 days), this one included; its counters are
- * kept by the caller (RuleFacts.aggregate).
+ * window of N seconds (10 to 31 days), or the number of distinct accounts on
+ * their other side, this one included; its counters are kept by the caller
+ * (RuleFacts.aggregate).
  */
 #include "rules.h"
 
@@ -205,11 +207,14 @@ compile_aggregate(RuleNode *node, JsonbValue *f, bool *has, const char *path)
 
 	node->kind = RULE_AGGREGATE;
 	if (json_text_is(&f[K_AGGREGATE], "count"))
-		node->agg_sum = false;
+		node->agg = 'c';
 	else if (json_text_is(&f[K_AGGREGATE], "sum"))
-		node->agg_sum = true;
+		node->agg = 's';
+	else if (json_text_is(&f[K_AGGREGATE], "distinct_counterparties"))
+		node->agg = 'd';
 	else
-		invalid_rule(path, "aggregate is \"count\" or \"sum\", not %s", jb_value_text(&f[K_AGGREGATE]));
+		invalid_rule(path, "aggregate is \"count\", \"sum\" or \"distinct_counterparties\", not %s",
+					 jb_value_text(&f[K_AGGREGATE]));
 	if (!has[K_OF] || (!json_text_is(&f[K_OF], "debit_account") && !json_text_is(&f[K_OF], "credit_account")))
 		invalid_rule(path, "an aggregate needs \"of\": \"debit_account\" or \"credit_account\"");
 	node->agg_side = json_text_is(&f[K_OF], "debit_account") ? 'd' : 'c';

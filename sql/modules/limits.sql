@@ -69,6 +69,9 @@ CREATE TABLE fincore.limit_counters (
     used         bigint      NOT NULL DEFAULT 0,
     ring         bigint[],
     ring_head    bigint,
+    -- A rule's distinct_counterparties: each counterparty of the window and its newest sub-bucket.
+    members        uuid[],
+    member_buckets bigint[],
     PRIMARY KEY (tenant_id, limit_id, subject),
     FOREIGN KEY (tenant_id) REFERENCES fincore.tenants (id) ON DELETE CASCADE
 ) WITH (fillfactor = 70);      -- room for HOT updates: a transfer updates its counters, never their keys

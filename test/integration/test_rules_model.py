@@ -2,7 +2,7 @@
 
 Hypothesis draws conditions of the rule language (all / any / not over every kind of field and
 operator, metadata of every JSON type, local hours and weekdays in five time zones, counts and
-sums of an account's transfers in trailing windows) and a
+sums of an account's transfers and its distinct counterparties in trailing windows) and a
 sequence of transfers and holds at moving times with random metadata.  The rules run in shadow
 mode: every transfer must be created (shadow never changes an outcome), every rule's decisions
 must be exactly the transfers the model says its condition meets, and backtest_rule over the same
@@ -67,6 +67,8 @@ def aggregate(cond, t):
     b = bucket(t["at"], cond["window_seconds"])
     made = [s for s in t["history"] + [t] if s[side] == t[side]
             and b - 60 < bucket(s["at"], cond["window_seconds"]) <= b]
+    if cond["aggregate"] == "distinct_counterparties":
+        return len({s["credit" if side == "debit" else "debit"] for s in made})
     return sum(s["amount"] for s in made) if cond["aggregate"] == "sum" else len(made)
 
 
@@ -130,9 +132,9 @@ def comparison(draw):
 
 
 aggregate_st = st.fixed_dictionaries({
-    "aggregate": st.sampled_from(["count", "sum"]), "of": st.sampled_from(["debit_account", "credit_account"]),
+    "aggregate": st.sampled_from(["count", "sum", "distinct_counterparties"]), "of": st.sampled_from(["debit_account", "credit_account"]),
     "window_seconds": st.sampled_from([10, 3600, 86400]), "op": st.sampled_from(["eq", "ne", "lt", "le", "gt", "ge"]),
-    "value": st.integers(0, 600)})
+    "value": st.one_of(st.integers(0, 3), st.integers(0, 600))})
 
 conditions = st.recursive(st.one_of(comparison(), comparison(), aggregate_st), lambda inner: st.one_of(
     st.fixed_dictionaries({"all": st.lists(inner, min_size=1, max_size=3)}),

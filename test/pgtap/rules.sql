@@ -4,7 +4,7 @@
 -- and who may manage rules.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(52);
+SELECT plan(55);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -159,6 +159,18 @@ SELECT throws_ok($$SELECT fincore.transfer('a3000000-0000-4000-8000-000000000003
     'ZF334', NULL, 'the third is refused: its count would be 3');
 SELECT is((fincore.transfer('a1000000-0000-4000-8000-000000000001', 'a2000000-0000-4000-8000-000000000002', 5)).result,
     'created', 'another account has its own count');
+SELECT fincore.create_account('USD', 4, id => 'a5000000-0000-4000-8000-000000000005');
+SELECT fincore.create_rule('fan-out', '{"all": [{"field": "debit_account", "op": "eq", "value": "a5000000-0000-4000-8000-000000000005"},
+                                                {"aggregate": "distinct_counterparties", "of": "debit_account",
+                                                 "window_seconds": 3600, "op": "gt", "value": 2}]}', 'reject', 'active');
+SELECT is((SELECT count(*) FROM (SELECT fincore.transfer('a5000000-0000-4000-8000-000000000005', c, 1)
+                                   FROM unnest(ARRAY['a1000000-0000-4000-8000-000000000001', 'a2000000-0000-4000-8000-000000000002',
+                                                     'a1000000-0000-4000-8000-000000000001']::uuid[]) c) x), 3::bigint,
+    'two distinct counterparties (one paid twice) pass');
+SELECT throws_ok($$SELECT fincore.transfer('a5000000-0000-4000-8000-000000000005', 'a3000000-0000-4000-8000-000000000003', 1)$$,
+    'ZF334', NULL, 'a third distinct counterparty in the hour is refused');
+SELECT is((fincore.transfer('a5000000-0000-4000-8000-000000000005', 'a2000000-0000-4000-8000-000000000002', 1)).result,
+    'created', 'paying one it already paid is not a new counterparty');
 SELECT is((SELECT count(*) FROM fincore.backtest_rule('{"aggregate": "count", "of": "debit_account", "window_seconds": 600, "op": "eq", "value": 2}',
                                                       now() - interval '1 hour', now() + interval '1 hour') b
             JOIN fincore.transfers t ON t.id = b.transfer_id WHERE t.debit_account_id = 'a3000000-0000-4000-8000-000000000003'),
@@ -178,7 +190,7 @@ SELECT set_config('request.jwt.claims', '{"tenant_id":"2a000000-0000-4000-8000-0
 SET LOCAL ROLE authenticated;
 SELECT throws_ok($$SELECT fincore.create_rule('by-member', '{"field": "amount", "op": "gt", "value": 1}')$$, 'ZF803', NULL,
     'a member who is not an admin cannot create a rule');
-SELECT is(count(*), 5::bigint, 'an app role reads its tenant''s rules') FROM fincore.rules;
+SELECT is(count(*), 6::bigint, 'an app role reads its tenant''s rules') FROM fincore.rules;
 RESET ROLE;
 
 SELECT * FROM finish();
