@@ -115,7 +115,7 @@ typedef struct LimitLeg
  * rows under an id derived from the rule's and the aggregate's place in it).
  */
 extern void limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, char agg, char side,
-								 int64 window_usecs);
+								 int64 window_usecs, char calendar, pg_tz *tz);
 
 /* limits_engine.c: pure C over these structs */
 extern bool limits_scope_takes(const LimitDef *def, const pg_uuid_t *account, int32 code, const char *customer);

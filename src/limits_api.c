@@ -99,8 +99,14 @@ backtest_query(void *arg)
 		TimestampTz start = q->from;
 
 		for (int k = 0; k < q->naggs && !TIMESTAMP_NOT_FINITE(q->from); k++)
-			if (q->from - q->aggs[k].window_usecs * 2 < start)
-				start = q->from - q->aggs[k].window_usecs * 2;
+		{
+			/* A calendar window began at most a year (and a day of DST) ago. */
+			int64		reach = q->aggs[k].window == LIMIT_WINDOW_TRAILING ? q->aggs[k].window_usecs * 2
+				: 367 * USECS_PER_DAY;
+
+			if (q->from - reach < start)
+				start = q->from - reach;
+		}
 		args[1] = TimestampTzGetDatum(start);
 	}
 	args[2] = TimestampTzGetDatum(q->to);
@@ -198,7 +204,7 @@ fincore_backtest_rule(PG_FUNCTION_ARGS)
 		{
 			aggs[k]->agg_index = k;
 			limits_aggregate_def(&q.aggs[k], &backtest_id, k, aggs[k]->agg, aggs[k]->agg_side,
-								 aggs[k]->agg_window_usecs);
+								 aggs[k]->agg_window_usecs, aggs[k]->agg_calendar, q.tz);
 		}
 		ctl.keysize = sizeof(BacktestKey);
 		ctl.entrysize = sizeof(BacktestCounter);

@@ -150,7 +150,8 @@ load_rules(LimitSet *set, MemoryContext cxt)
 		{
 			aggs[k]->agg_index = set->ndefs;
 			limits_aggregate_def(&set->defs[set->ndefs++], &set->rules[i].id, k, aggs[k]->agg,
-								 aggs[k]->agg_side, aggs[k]->agg_window_usecs);
+								 aggs[k]->agg_side, aggs[k]->agg_window_usecs, aggs[k]->agg_calendar,
+								 set->rules[i].tz);
 		}
 	}
 	MemoryContextSwitchTo(old);

@@ -347,7 +347,8 @@ limits_release(LimitCounter *c, TimestampTz counted_at, int64 value)
 }
 
 void
-limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, char agg, char side, int64 window_usecs)
+limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, char agg, char side, int64 window_usecs,
+					 char calendar, pg_tz *tz)
 {
 	memset(def, 0, sizeof(*def));
 	/* The rule's id with its last two bytes changed: no limit of the tenant has it (v7 ids are random there). */
@@ -359,8 +360,10 @@ limits_aggregate_def(LimitDef *def, const pg_uuid_t *rule_id, int index, char ag
 	def->per_account = true;
 	def->counts = agg != 's';
 	def->distinct = agg == 'd';
-	def->window = LIMIT_WINDOW_TRAILING;
+	def->window = calendar == 'd' ? LIMIT_WINDOW_DAY : calendar == 'w' ? LIMIT_WINDOW_WEEK
+		: calendar == 'm' ? LIMIT_WINDOW_MONTH : calendar == 'y' ? LIMIT_WINDOW_YEAR : LIMIT_WINDOW_TRAILING;
 	def->window_usecs = window_usecs;
+	def->tz = tz;
 	def->direction = side;
 	def->max = PG_INT64_MAX;
 	TIMESTAMP_NOBEGIN(def->counting_since);

@@ -82,7 +82,8 @@ typedef struct RuleNode
 	/* RULE_AGGREGATE (op and values[0] too) */
 	char		agg;			/* 'c' count, 's' sum of amounts, 'd' distinct counterparties */
 	char		agg_side;		/* 'd': of the debit account (its debits); 'c': credit */
-	int64		agg_window_usecs;	/* trailing, 10 s to 31 days */
+	int64		agg_window_usecs;	/* trailing, 10 s to 31 days; or 0 with ... */
+	char		agg_calendar;	/* ... a calendar window in the rule's time zone: 'd'ay, 'w'eek, 'm'onth, 'y'ear */
 	int			agg_index;		/* set by whoever keeps the counters (limits_store.c) */
 } RuleNode;
 

@@ -7,7 +7,8 @@
  *              | {"field": FIELD, "op": OP, "value": VALUE}
  *              | {"aggregate": "count" | "sum" | "distinct_counterparties",
  *                 "of": "debit_account" | "credit_account",
- *                 "window_seconds": N, "op": OP, "value": INTEGER}
+ *                 "window_seconds": N | "window": "day" | "week" | "month" | "year",
+ *                 "op": OP, "value": INTEGER}
  *
  * Fields and the values they take: amount, code, debit_code, credit_code,
  * local_hour (0-23), local_weekday (1 Monday - 7 Sunday): integers; currency:
@@ -19,8 +20,9 @@
  * and not_in with an array of 1 to 1,000 values.  At most 16 levels and 64
  * conditions in an all / any.  An aggregate is the count or sum of the
  * transfers and holds made with the account on that side in the trailing
- * window of N seconds (10 to 31 days), or the number of distinct accounts on
- * their other side, this one included; its counters are kept by the caller
+ * window of N seconds (10 to 31 days) or in the calendar window (in the
+ * rule's time zone, count and sum only), or the number of distinct accounts
+ * on their other side, this one included; its counters are kept by the caller
  * (RuleFacts.aggregate).
  */
 #include "rules.h"
@@ -192,10 +194,10 @@ compile_list(RuleNode *node, const JsonbValue *v, const char *path, const char *
 
 enum
 {
-	K_ALL, K_ANY, K_NOT, K_FIELD, K_OP, K_VALUE, K_AGGREGATE, K_OF, K_WINDOW, K_COUNT
+	K_ALL, K_ANY, K_NOT, K_FIELD, K_OP, K_VALUE, K_AGGREGATE, K_OF, K_WINDOW, K_CALENDAR, K_COUNT
 };
 static const char *const node_keys[K_COUNT] = {"all", "any", "not", "field", "op", "value", "aggregate", "of",
-"window_seconds"};
+"window_seconds", "window"};
 
 /* {"aggregate": ..., "of": ..., "window_seconds": ..., "op": ..., "value": ...} */
 static void
@@ -218,14 +220,34 @@ compile_aggregate(RuleNode *node, JsonbValue *f, bool *has, const char *path)
 	if (!has[K_OF] || (!json_text_is(&f[K_OF], "debit_account") && !json_text_is(&f[K_OF], "credit_account")))
 		invalid_rule(path, "an aggregate needs \"of\": \"debit_account\" or \"credit_account\"");
 	node->agg_side = json_text_is(&f[K_OF], "debit_account") ? 'd' : 'c';
-	if (!has[K_WINDOW] || f[K_WINDOW].type != jbvNumeric)
-		invalid_rule(path, "an aggregate needs \"window_seconds\": 10 to 2678400 (31 days)");
-	s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(f[K_WINDOW].val.numeric)));
-	errno = 0;
-	secs = strtoi64(s, &end, 10);
-	if (errno != 0 || *end != '\0' || secs < 10 || secs > 31 * SECS_PER_DAY)
-		invalid_rule(path, "window_seconds %s is outside 10 seconds to 31 days (2678400)", s);
-	node->agg_window_usecs = secs * USECS_PER_SEC;
+	if (has[K_WINDOW] == has[K_CALENDAR])
+		invalid_rule(path, "an aggregate needs \"window_seconds\" (10 to 2678400) or \"window\" (day, week, month, year), "
+					 "not both");
+	if (has[K_CALENDAR])
+	{
+		/* A calendar window in the rule's time zone, as a limit's. */
+		static const char *const windows[] = {"day", "week", "month", "year"};
+
+		for (int i = 0; i < 4 && node->agg_calendar == 0; i++)
+			if (json_text_is(&f[K_CALENDAR], windows[i]))
+				node->agg_calendar = windows[i][0];
+		if (node->agg_calendar == 0)
+			invalid_rule(path, "window is \"day\", \"week\", \"month\" or \"year\", not %s",
+						 jb_value_text(&f[K_CALENDAR]));
+		if (node->agg == 'd')
+			invalid_rule(path, "distinct_counterparties takes window_seconds (a trailing window)");
+	}
+	else
+	{
+		if (f[K_WINDOW].type != jbvNumeric)
+			invalid_rule(path, "window_seconds is a number of seconds, 10 to 2678400 (31 days)");
+		s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(f[K_WINDOW].val.numeric)));
+		errno = 0;
+		secs = strtoi64(s, &end, 10);
+		if (errno != 0 || *end != '\0' || secs < 10 || secs > 31 * SECS_PER_DAY)
+			invalid_rule(path, "window_seconds %s is outside 10 seconds to 31 days (2678400)", s);
+		node->agg_window_usecs = secs * USECS_PER_SEC;
+	}
 	if (!has[K_OP] || f[K_OP].type != jbvString)
 		invalid_rule(path, "an aggregate needs \"op\": eq, ne, lt, le, gt or ge");
 	{
@@ -260,8 +282,8 @@ compile_node(const JsonbValue *v, const char *path, int depth)
 	nkinds = has[K_ALL] + has[K_ANY] + has[K_NOT] + has[K_FIELD] + has[K_AGGREGATE];
 	if (nkinds != 1)
 		invalid_rule(path, "a condition has exactly one of \"all\", \"any\", \"not\", \"field\" or \"aggregate\"");
-	if ((has[K_OF] || has[K_WINDOW]) && !has[K_AGGREGATE])
-		invalid_rule(path, "\"of\" and \"window_seconds\" go with \"aggregate\"");
+	if ((has[K_OF] || has[K_WINDOW] || has[K_CALENDAR]) && !has[K_AGGREGATE])
+		invalid_rule(path, "\"of\", \"window_seconds\" and \"window\" go with \"aggregate\"");
 	if (has[K_AGGREGATE])
 	{
 		compile_aggregate(node, f, has, path);

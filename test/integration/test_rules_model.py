@@ -2,7 +2,8 @@
 
 Hypothesis draws conditions of the rule language (all / any / not over every kind of field and
 operator, metadata of every JSON type, local hours and weekdays in five time zones, counts and
-sums of an account's transfers and its distinct counterparties in trailing windows) and a
+sums of an account's transfers in trailing and calendar windows, and its distinct counterparties)
+and a
 sequence of transfers and holds at moving times with random metadata.  The rules run in shadow
 mode: every transfer must be created (shadow never changes an outcome), every rule's decisions
 must be exactly the transfers the model says its condition meets, and backtest_rule over the same
@@ -61,12 +62,22 @@ def bucket(at, seconds):
     return ((d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds) // math.ceil(seconds * 1_000_000 / 59)
 
 
-def aggregate(cond, t):
+def calendar(at, window, tz):
+    day = at.astimezone(ZoneInfo(tz)).date()
+    return {"day": day, "week": day - dt.timedelta(days=day.weekday()), "month": day.replace(day=1),
+            "year": day.replace(month=1, day=1)}[window]
+
+
+def aggregate(cond, t, tz):
     """The count or sum of the transfers made with t's account on that side in the window, t included."""
     side = "debit" if cond["of"] == "debit_account" else "credit"
-    b = bucket(t["at"], cond["window_seconds"])
-    made = [s for s in t["history"] + [t] if s[side] == t[side]
-            and b - 60 < bucket(s["at"], cond["window_seconds"]) <= b]
+    if "window" in cond:
+        w = calendar(t["at"], cond["window"], tz)
+        made = [s for s in t["history"] + [t] if s[side] == t[side] and calendar(s["at"], cond["window"], tz) == w]
+    else:
+        b = bucket(t["at"], cond["window_seconds"])
+        made = [s for s in t["history"] + [t] if s[side] == t[side]
+                and b - 60 < bucket(s["at"], cond["window_seconds"]) <= b]
     if cond["aggregate"] == "distinct_counterparties":
         return len({s["credit" if side == "debit" else "debit"] for s in made})
     return sum(s["amount"] for s in made) if cond["aggregate"] == "sum" else len(made)
@@ -74,7 +85,7 @@ def aggregate(cond, t):
 
 def meets(cond, t, tz):
     if "aggregate" in cond:
-        return compare(aggregate(cond, t), cond["op"], cond["value"])
+        return compare(aggregate(cond, t, tz), cond["op"], cond["value"])
     if "all" in cond:
         return all(meets(c, t, tz) for c in cond["all"])
     if "any" in cond:
@@ -131,12 +142,17 @@ def comparison(draw):
     return {"field": field, "op": op, "value": value}
 
 
+calendar_aggregate_st = st.fixed_dictionaries({
+    "aggregate": st.sampled_from(["count", "sum"]), "of": st.sampled_from(["debit_account", "credit_account"]),
+    "window": st.sampled_from(["day", "week", "month", "year"]),
+    "op": st.sampled_from(["eq", "ne", "lt", "le", "gt", "ge"]), "value": st.one_of(st.integers(0, 3), st.integers(0, 600))})
+
 aggregate_st = st.fixed_dictionaries({
     "aggregate": st.sampled_from(["count", "sum", "distinct_counterparties"]), "of": st.sampled_from(["debit_account", "credit_account"]),
     "window_seconds": st.sampled_from([10, 3600, 86400]), "op": st.sampled_from(["eq", "ne", "lt", "le", "gt", "ge"]),
     "value": st.one_of(st.integers(0, 3), st.integers(0, 600))})
 
-conditions = st.recursive(st.one_of(comparison(), comparison(), aggregate_st), lambda inner: st.one_of(
+conditions = st.recursive(st.one_of(comparison(), comparison(), aggregate_st, calendar_aggregate_st), lambda inner: st.one_of(
     st.fixed_dictionaries({"all": st.lists(inner, min_size=1, max_size=3)}),
     st.fixed_dictionaries({"any": st.lists(inner, min_size=1, max_size=3)}),
     st.fixed_dictionaries({"not": inner})), max_leaves=6)
@@ -147,7 +163,7 @@ metadata = st.fixed_dictionaries({}, optional={
     "vip": st.one_of(st.booleans(), st.just("yes"))})
 
 transfer_st = st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 300), st.integers(0, 3), st.booleans(),
-                        metadata, st.sampled_from([1, 5, 9, 60, 600, 3000, 4 * 3600, 30 * 3600]))
+                        metadata, st.sampled_from([1, 5, 9, 60, 600, 3000, 4 * 3600, 30 * 3600, 10 * 86400]))
 
 
 # ---- the database -------------------------------------------------------------------------
@@ -230,4 +246,24 @@ def test_rules_match_the_model(conn, rules, transfers, later):
         assert result == ("ZF334" if meets(cond, t, tz) else "created"), (cond, tz, t)
         if result == "created":
             made.append(t)
+    conn.execute("SELECT set_config('request.jwt.claims', '', false)")
+
+
+def test_calendar_aggregates_follow_the_rule_time_zone(conn):
+    """A weekly count in Berlin time: Saturday and Sunday 23:30 are one week, Monday 00:30 the next."""
+    tenant, accounts = make_tenant(conn)
+    cond = {"aggregate": "count", "of": "debit_account", "window": "week", "op": "gt", "value": 1}
+    rid = conn.execute("SELECT fincore.create_rule('weekly', %s::jsonb, 'reject', 'shadow', 'Europe/Berlin')",
+                       (json.dumps(cond),)).fetchone()[0]
+    berlin = ZoneInfo("Europe/Berlin")
+    made = []
+    for local in (dt.datetime(2025, 3, 8, 12, 0), dt.datetime(2025, 3, 9, 23, 30), dt.datetime(2025, 3, 10, 0, 30)):
+        at = local.replace(tzinfo=berlin)
+        t, result = run(conn, accounts, (0, 1, 10, 0, False, {}, 0), at, made)
+        assert result == "created"
+        made.append(t)
+    recorded = [r[0] for r in conn.execute(
+        "SELECT transfer_id FROM fincore.decisions WHERE tenant_id = %s AND rule_id = %s", (tenant, rid)).fetchall()]
+    assert recorded == [made[1]["id"]]
+    assert [t["id"] for t in made if meets(cond, t, "Europe/Berlin")] == recorded
     conn.execute("SELECT set_config('request.jwt.claims', '', false)")

@@ -4,7 +4,7 @@
 -- and who may manage rules.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(55);
+SELECT plan(58);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -149,6 +149,12 @@ SELECT throws_ok($$SELECT fincore.check_rule('{"aggregate": "avg", "of": "debit_
     'ZF805', NULL, 'count or sum');
 SELECT throws_ok($$SELECT fincore.check_rule('{"aggregate": "count", "of": "debit_account", "window_seconds": 60, "op": "in", "value": [3]}')$$,
     'ZF805', NULL, 'an aggregate compares with eq ... ge');
+SELECT throws_ok($$SELECT fincore.check_rule('{"aggregate": "distinct_counterparties", "of": "debit_account", "window": "day", "op": "gt", "value": 3}')$$,
+    'ZF805', NULL, 'distinct counterparties take a trailing window');
+SELECT throws_ok($$SELECT fincore.check_rule('{"aggregate": "count", "of": "debit_account", "window": "day", "window_seconds": 60, "op": "gt", "value": 3}')$$,
+    'ZF805', NULL, 'window or window_seconds, not both');
+SELECT lives_ok($$SELECT fincore.check_rule('{"aggregate": "sum", "of": "credit_account", "window": "month", "op": "gt", "value": 3}')$$,
+    'a sum over the calendar month');
 SELECT fincore.create_account('USD', 3, id => 'a3000000-0000-4000-8000-000000000003');
 SELECT fincore.create_rule('velocity', '{"all": [{"field": "debit_code", "op": "eq", "value": 3},
                                                  {"aggregate": "count", "of": "debit_account", "window_seconds": 600,
