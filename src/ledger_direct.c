@@ -31,17 +31,20 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_constraint.h"
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "nodes/execnodes.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "utils/array.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 /* fincore.ledger_store */
 typedef enum LedgerStoreSetting
@@ -89,12 +92,57 @@ ledger_store_for(const LedgerBatch *b)
 }
 
 /*
- * Whether a statement of cmd on rel would fire a trigger, and so must be run
- * as one.  An UPDATE trigger with a column list fires only when the statement
- * sets one of its columns: columns (attnums, n of them) are the ones set.
+ * Whether a foreign key's trigger t on rel would queue nothing for an update
+ * of columns: none of them is in the constraint's key on rel's side, so the
+ * key is unchanged (RI_FKey_pk_upd_check_required() then skips the event; so
+ * does RI_FKey_fk_upd_check_required(), unless the row was inserted in this
+ * transaction with its check still pending, which only a deferrable
+ * constraint allows).
  */
 static bool
-fires_trigger(Relation rel, int cmd_flag, const AttrNumber *columns, int n)
+ri_update_skipped(Relation rel, const Trigger *t, const AttrNumber *columns, int n)
+{
+	HeapTuple	tup;
+	Form_pg_constraint con;
+	bool		fk_side,
+				isnull,
+				skipped;
+	Datum		d;
+	ArrayType  *key;
+	int16	   *attnums;
+	int			nkey;
+
+	if (!t->tgisinternal || RI_FKey_trigger_type(t->tgfoid) == RI_TRIGGER_NONE)
+		return false;
+	tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(t->tgconstraint));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	con = (Form_pg_constraint) GETSTRUCT(tup);
+	fk_side = con->conrelid == RelationGetRelid(rel);
+	d = SysCacheGetAttr(CONSTROID, tup, fk_side ? Anum_pg_constraint_conkey : Anum_pg_constraint_confkey,
+						&isnull);
+	skipped = !isnull && !(fk_side && con->condeferrable);
+	if (skipped)
+	{
+		key = DatumGetArrayTypeP(d);
+		attnums = (int16 *) ARR_DATA_PTR(key);
+		nkey = ARR_DIMS(key)[0];
+		for (int k = 0; k < nkey && skipped; k++)
+			for (int c = 0; c < n && skipped; c++)
+				skipped = attnums[k] != columns[c];
+	}
+	ReleaseSysCache(tup);
+	return skipped;
+}
+
+/*
+ * Whether a statement of cmd on rel would fire a trigger, and so must be run
+ * as one.  An UPDATE trigger with a column list fires only when the statement
+ * sets one of its columns: columns (attnums, n of them) are the ones set.  A
+ * foreign key's UPDATE trigger does nothing when the key is not set.
+ */
+bool
+direct_fires_trigger(Relation rel, int cmd_flag, const AttrNumber *columns, int n)
 {
 	TriggerDesc *td = rel->trigdesc;
 
@@ -111,6 +159,8 @@ fires_trigger(Relation rel, int cmd_flag, const AttrNumber *columns, int n)
 		for (int k = 0; k < t->tgnattr && !fires; k++)
 			for (int c = 0; c < n && !fires; c++)
 				fires = t->tgattr[k] == columns[c];
+		if (fires && cmd_flag == TRIGGER_TYPE_UPDATE && ri_update_skipped(rel, t, columns, n))
+			fires = false;
 		if (fires)
 			return true;
 	}
@@ -118,8 +168,8 @@ fires_trigger(Relation rel, int cmd_flag, const AttrNumber *columns, int n)
 }
 
 /* A plain local heap table: what the direct store can write. */
-static bool
-is_local_heap(Relation rel)
+bool
+direct_is_local_heap(Relation rel)
 {
 	return rel->rd_rel->relkind == RELKIND_RELATION &&
 		rel->rd_tableam == GetHeapamTableAmRoutine();
@@ -130,8 +180,8 @@ is_local_heap(Relation rel)
  * columns of the table.  False if the table has a column not in names (its
  * default would be the SQL store's to apply) or lacks one of them.
  */
-static bool
-map_columns(TupleDesc desc, const char *const *names, int n, int *map)
+bool
+direct_map_columns(TupleDesc desc, const char *const *names, int n, int *map)
 {
 	int			found = 0;
 
@@ -153,8 +203,8 @@ map_columns(TupleDesc desc, const char *const *names, int n, int *map)
 }
 
 /* att[i] = the attnum of desc's column names[i]; false if one of them is missing. */
-static bool
-find_columns(TupleDesc desc, const char *const *names, int n, AttrNumber *att)
+bool
+direct_find_columns(TupleDesc desc, const char *const *names, int n, AttrNumber *att)
 {
 	bool		all = true;
 
@@ -177,8 +227,8 @@ find_columns(TupleDesc desc, const char *const *names, int n, AttrNumber *att)
  * rel's primary key, opened, if its key columns are att[0], ..., att[n - 1],
  * in that order (the look-ups below are by exactly those); NULL otherwise.
  */
-static Relation
-open_primary_key(Relation rel, const AttrNumber *att, int n)
+Relation
+direct_open_primary_key(Relation rel, const AttrNumber *att, int n)
 {
 	Oid			oid = RelationGetPrimaryKeyIndex(rel);
 	Relation	pkey;
@@ -198,15 +248,8 @@ open_primary_key(Relation rel, const AttrNumber *att, int n)
 	return pkey;
 }
 
-/* An executor state with the indexes of rel open, for ExecInsertIndexTuples(). */
-typedef struct IndexWriter
-{
-	EState	   *estate;
-	ResultRelInfo *rri;
-} IndexWriter;
-
 /* speculative: with what ON CONFLICT's checks need (ExecCheckIndexConstraints). */
-static void
+void
 index_writer_open(IndexWriter *w, Relation rel, bool speculative)
 {
 	w->estate = CreateExecutorState();
@@ -217,7 +260,7 @@ index_writer_open(IndexWriter *w, Relation rel, bool speculative)
 }
 
 /* The index entries of slot's tuple (unique indexes checked, as an INSERT does). */
-static void
+void
 index_writer_insert(IndexWriter *w, TupleTableSlot *slot, bool update)
 {
 	if (w->rri->ri_NumIndices > 0)
@@ -225,7 +268,7 @@ index_writer_insert(IndexWriter *w, TupleTableSlot *slot, bool update)
 	ResetPerTupleExprContext(w->estate);
 }
 
-static void
+void
 index_writer_close(IndexWriter *w)
 {
 	ExecCloseIndices(w->rri);
@@ -253,8 +296,8 @@ id_failed(const LedgerBatch *b, const pg_uuid_t *id)
 	bool		found;
 
 	/* The primary key must be (tenant_id, id): the look-up is by both. */
-	if (is_local_heap(rel) && find_columns(desc, key_names, 2, key_att))
-		pkey = open_primary_key(rel, key_att, 2);
+	if (direct_is_local_heap(rel) && direct_find_columns(desc, key_names, 2, key_att))
+		pkey = direct_open_primary_key(rel, key_att, 2);
 	if (pkey == NULL)
 	{
 		table_close(rel, AccessShareLock);
@@ -342,8 +385,8 @@ direct_insert_transfers(LedgerBatch *b, LedgerItem **rows, int n, bool *balances
 	rel = table_open(fincore_table_oid("transfers"), RowExclusiveLock);
 	desc = RelationGetDescr(rel);
 	map = palloc(sizeof(int) * desc->natts);
-	if (!is_local_heap(rel) || fires_trigger(rel, TRIGGER_TYPE_INSERT, NULL, 0) ||
-		!map_columns(desc, transfer_column_names, transfer_ncolumns(b), map))
+	if (!direct_is_local_heap(rel) || direct_fires_trigger(rel, TRIGGER_TYPE_INSERT, NULL, 0) ||
+		!direct_map_columns(desc, transfer_column_names, transfer_ncolumns(b), map))
 	{
 		table_close(rel, RowExclusiveLock);
 		return ledger_sql_store.insert_transfers(b, rows, n, balances_written);
@@ -438,8 +481,8 @@ direct_write_balances(LedgerBatch *b)
 
 	rel = table_open(fincore_table_oid("accounts"), RowExclusiveLock);
 	desc = RelationGetDescr(rel);
-	if (!is_local_heap(rel) || !find_columns(desc, balance_column_names, lengthof(att), att) ||
-		fires_trigger(rel, TRIGGER_TYPE_UPDATE, balance_att, NBALANCE_COLUMNS))
+	if (!direct_is_local_heap(rel) || !direct_find_columns(desc, balance_column_names, lengthof(att), att) ||
+		direct_fires_trigger(rel, TRIGGER_TYPE_UPDATE, balance_att, NBALANCE_COLUMNS))
 	{
 		table_close(rel, RowExclusiveLock);
 		ledger_sql_store.write_balances(b);
@@ -545,17 +588,17 @@ direct_lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 	rel = table_open(fincore_table_oid("accounts"), RowShareLock);
 	desc = RelationGetDescr(rel);
 	pkey = NULL;
-	if (is_local_heap(rel) && find_columns(desc, locked_column_names, NLOCKED_COLUMNS, att))
+	if (direct_is_local_heap(rel) && direct_find_columns(desc, locked_column_names, NLOCKED_COLUMNS, att))
 	{
 		/* By the primary key: (tenant_id, id), or 0.1.0's (id) with the tenant checked. */
 		AttrNumber	tenant_id_key[2] = {att[1], att[0]};
 
 		nkeys = 2;
-		pkey = open_primary_key(rel, tenant_id_key, 2);
+		pkey = direct_open_primary_key(rel, tenant_id_key, 2);
 		if (pkey == NULL)
 		{
 			nkeys = 1;
-			pkey = open_primary_key(rel, att, 1);
+			pkey = direct_open_primary_key(rel, att, 1);
 		}
 	}
 	if (pkey == NULL)

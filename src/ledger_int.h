@@ -581,6 +581,24 @@ extern const LedgerStore ledger_direct_store;
 const LedgerStore *
 ledger_store_for(const LedgerBatch *b);
 
+/* What the direct store's writers share (ledger_direct.c, limits_direct.c). */
+extern bool direct_is_local_heap(Relation rel);
+extern bool direct_fires_trigger(Relation rel, int cmd_flag, const AttrNumber *columns, int n);
+extern bool direct_map_columns(TupleDesc desc, const char *const *names, int n, int *map);
+extern bool direct_find_columns(TupleDesc desc, const char *const *names, int n, AttrNumber *att);
+extern Relation direct_open_primary_key(Relation rel, const AttrNumber *att, int n);
+
+/* An executor state with the indexes of rel open, for ExecInsertIndexTuples(). */
+typedef struct IndexWriter
+{
+	struct EState *estate;
+	struct ResultRelInfo *rri;
+} IndexWriter;
+
+extern void index_writer_open(IndexWriter *w, Relation rel, bool speculative);
+extern void index_writer_insert(IndexWriter *w, struct TupleTableSlot *slot, bool update);
+extern void index_writer_close(IndexWriter *w);
+
 /*
  * A row may conflict when the caller named its id (a replay, or a concurrent
  * duplicate) or when it resolves a hold (a concurrent post or void of the

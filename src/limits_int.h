@@ -33,7 +33,27 @@ typedef struct LedgerLimits
 	const char **customers;		/* of b->accounts[i], or NULL */
 	LimitCounter *counters;		/* sorted by limit id, subject */
 	int			ncounters;
+	/* Read by the direct store: each stored counter's row version (its lock's, for a scope's). */
+	bool		direct;
+	ItemPointerData *tids;
 } LedgerLimits;
+
+/*
+ * fincore.limit_counters' columns: the key (the primary key is (tenant_id,
+ * subject, limit_id)), then a counter's state, which
+ * limits_counter_decode() and limits_counter_encode() translate.
+ */
+#define LIMIT_COUNTER_NKEY		3
+#define LIMIT_COUNTER_NSTATE	6
+extern const char *const limit_counter_columns[LIMIT_COUNTER_NKEY + LIMIT_COUNTER_NSTATE];
+
+/* limits_store.c */
+extern void limits_counter_decode(LimitCounter *c, const Datum *values, const bool *nulls);
+extern void limits_counter_encode(const LimitCounter *c, Datum *values, bool *nulls);
+
+/* limits_direct.c: false when the table cannot be read or written that way (then SQL does) */
+extern bool limits_direct_read(LedgerBatch *b, const int *positions, int n, bool lock);
+extern bool limits_direct_write(LedgerBatch *b);
 
 /* limits_cache.c */
 extern const LimitSet *limits_tenant_set(const pg_uuid_t *tenant);

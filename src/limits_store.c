@@ -162,6 +162,102 @@ add_candidates(LedgerBatch *b, LedgerLimits *st, const LedgerAccount *a, char si
 	}
 }
 
+const char *const limit_counter_columns[LIMIT_COUNTER_NKEY + LIMIT_COUNTER_NSTATE] = {
+	"tenant_id", "limit_id", "subject",
+	"window_start", "used", "ring", "ring_head", "members", "member_buckets"
+};
+
+/* A counter's state from its row's state columns (limit_counter_columns[3...]). */
+void
+limits_counter_decode(LimitCounter *c, const Datum *values, const bool *nulls)
+{
+	c->stored = true;
+	c->has_window = !nulls[0];
+	if (!nulls[0])
+		c->window_start = DatumGetTimestampTz(values[0]);
+	c->used = nulls[1] ? 0 : DatumGetInt64(values[1]);
+	if (!nulls[2])
+	{
+		Datum	   *elems;
+		bool	   *enulls;
+		int			ne;
+
+		deconstruct_array(DatumGetArrayTypeP(values[2]), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+						  &elems, &enulls, &ne);
+		for (int k = 0; k < ne && k < LIMIT_RING_SLOTS; k++)
+			c->ring[k] = enulls[k] ? 0 : DatumGetInt64(elems[k]);
+		c->has_window = true;
+	}
+	c->head = nulls[3] ? 0 : DatumGetInt64(values[3]);
+	if (!nulls[4])
+	{
+		Datum	   *members;
+		Datum	   *buckets;
+		int			nb = 0;
+
+		deconstruct_array(DatumGetArrayTypeP(values[4]), UUIDOID, UUID_LEN, false, TYPALIGN_CHAR,
+						  &members, NULL, &c->nmembers);
+		if (!nulls[5])
+			deconstruct_array(DatumGetArrayTypeP(values[5]), INT8OID, 8, FLOAT8PASSBYVAL,
+							  TYPALIGN_DOUBLE, &buckets, NULL, &nb);
+		if (nb != c->nmembers)
+			elog(ERROR, "ledger: a limit counter has %d members and %d buckets", c->nmembers, nb);
+		c->members = palloc(sizeof(pg_uuid_t) * Max(c->nmembers, 1));
+		c->member_buckets = palloc(sizeof(int64) * Max(c->nmembers, 1));
+		for (int k = 0; k < c->nmembers; k++)
+		{
+			c->members[k] = *DatumGetUUIDP(members[k]);
+			c->member_buckets[k] = DatumGetInt64(buckets[k]);
+		}
+		c->has_window = true;
+	}
+}
+
+/*
+ * A counter's state as its row's state columns: a trailing window's start is
+ * not kept (its ring is), a calendar one's ring is not, and only an
+ * aggregate of distinct counterparties has members.
+ */
+void
+limits_counter_encode(const LimitCounter *c, Datum *values, bool *nulls)
+{
+	bool		trailing = c->def->window == LIMIT_WINDOW_TRAILING;
+
+	nulls[0] = !c->has_window || trailing;
+	values[0] = TimestampTzGetDatum(c->window_start);
+	nulls[1] = false;
+	values[1] = Int64GetDatum(c->used);
+	nulls[2] = nulls[3] = !trailing || !c->has_window;
+	values[2] = values[3] = (Datum) 0;
+	if (!nulls[2])
+	{
+		Datum		ring[LIMIT_RING_SLOTS];
+
+		for (int k = 0; k < LIMIT_RING_SLOTS; k++)
+			ring[k] = Int64GetDatum(c->ring[k]);
+		values[2] = PointerGetDatum(construct_array(ring, LIMIT_RING_SLOTS, INT8OID, 8, FLOAT8PASSBYVAL,
+													TYPALIGN_DOUBLE));
+		values[3] = Int64GetDatum(c->head);
+	}
+	nulls[4] = nulls[5] = !c->def->distinct;
+	values[4] = values[5] = (Datum) 0;
+	if (c->def->distinct)
+	{
+		Datum	   *members = palloc(sizeof(Datum) * Max(c->nmembers, 1));
+		Datum	   *buckets = palloc(sizeof(Datum) * Max(c->nmembers, 1));
+
+		for (int k = 0; k < c->nmembers; k++)
+		{
+			members[k] = UUIDPGetDatum(&c->members[k]);
+			buckets[k] = Int64GetDatum(c->member_buckets[k]);
+		}
+		values[4] = PointerGetDatum(construct_array(members, c->nmembers, UUIDOID, UUID_LEN, false,
+													TYPALIGN_CHAR));
+		values[5] = PointerGetDatum(construct_array(buckets, c->nmembers, INT8OID, 8, FLOAT8PASSBYVAL,
+													TYPALIGN_DOUBLE));
+	}
+}
+
 /* Fill the batch's counters from the rows a counter query returned. */
 static void
 read_counters(LedgerLimits *st)
@@ -172,7 +268,8 @@ read_counters(LedgerLimits *st)
 		LimitDef	def;
 		LimitCounter key,
 				   *c;
-		Datum		d;
+		Datum		values[LIMIT_COUNTER_NSTATE];
+		bool		nulls[LIMIT_COUNTER_NSTATE];
 
 		def.id = *DatumGetUUIDP(spi_value(r, 1, &isnull));
 		key.def = &def;
@@ -180,49 +277,9 @@ read_counters(LedgerLimits *st)
 		c = bsearch(&key, st->counters, st->ncounters, sizeof(LimitCounter), counter_cmp);
 		if (c == NULL)
 			continue;
-		c->stored = true;
-		d = spi_value(r, 3, &isnull);
-		c->has_window = !isnull;
-		if (!isnull)
-			c->window_start = DatumGetTimestampTz(d);
-		c->used = DatumGetInt64(spi_value(r, 4, &isnull));
-		d = spi_value(r, 5, &isnull);
-		if (!isnull)
-		{
-			Datum	   *elems;
-			bool	   *nulls;
-			int			ne;
-
-			deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-							  &elems, &nulls, &ne);
-			for (int k = 0; k < ne && k < LIMIT_RING_SLOTS; k++)
-				c->ring[k] = nulls[k] ? 0 : DatumGetInt64(elems[k]);
-			c->has_window = true;
-		}
-		d = spi_value(r, 6, &isnull);
-		c->head = isnull ? 0 : DatumGetInt64(d);
-		d = spi_value(r, 7, &isnull);
-		if (!isnull)
-		{
-			Datum	   *members;
-			Datum	   *buckets;
-			int			nb;
-
-			deconstruct_array(DatumGetArrayTypeP(d), UUIDOID, UUID_LEN, false, TYPALIGN_CHAR,
-							  &members, NULL, &c->nmembers);
-			deconstruct_array(DatumGetArrayTypeP(spi_value(r, 8, &isnull)), INT8OID, 8, FLOAT8PASSBYVAL,
-							  TYPALIGN_DOUBLE, &buckets, NULL, &nb);
-			if (nb != c->nmembers)
-				elog(ERROR, "ledger: a limit counter has %d members and %d buckets", c->nmembers, nb);
-			c->members = palloc(sizeof(pg_uuid_t) * Max(c->nmembers, 1));
-			c->member_buckets = palloc(sizeof(int64) * Max(c->nmembers, 1));
-			for (int k = 0; k < c->nmembers; k++)
-			{
-				c->members[k] = *DatumGetUUIDP(members[k]);
-				c->member_buckets[k] = DatumGetInt64(buckets[k]);
-			}
-			c->has_window = true;
-		}
+		for (int k = 0; k < LIMIT_COUNTER_NSTATE; k++)
+			values[k] = spi_value(r, 3 + k, &nulls[k]);
+		limits_counter_decode(c, values, nulls);
 	}
 }
 
@@ -281,6 +338,7 @@ limits_lock(LedgerBatch *b)
 				n = 0,
 				nscope = 0,
 				nacct = 0;
+	int		   *order;
 	pg_uuid_t  *lids,
 			   *subjects;
 
@@ -288,6 +346,7 @@ limits_lock(LedgerBatch *b)
 		return;
 	st->counters = palloc(sizeof(LimitCounter) * cap);
 	st->ncounters = 0;
+	st->direct = false;
 	for (int i = 0; i < b->nitems; i++)
 	{
 		LedgerItem *it = &b->items[i];
@@ -306,21 +365,24 @@ limits_lock(LedgerBatch *b)
 			st->counters[n++] = st->counters[i];
 	st->ncounters = n;
 
-	/* The scope's counters first in the arrays, the accounts' from the end; each group sorted. */
+	/* The scope's counters first, then the accounts'; each group sorted. */
+	order = palloc(sizeof(int) * n);
+	for (int i = 0; i < n; i++)
+		if (!st->counters[i].def->per_account || IsolationUsesXactSnapshot())
+			order[nscope++] = i;
+	for (int i = 0; i < n; i++)
+		if (st->counters[i].def->per_account && !IsolationUsesXactSnapshot())
+			order[nscope + nacct++] = i;
+	if (b->store == &ledger_direct_store && limits_direct_read(b, order, nscope, true) &&
+		limits_direct_read(b, order + nscope, nacct, false))
+		return;
 	lids = palloc(sizeof(pg_uuid_t) * n);
 	subjects = palloc(sizeof(pg_uuid_t) * n);
 	for (int i = 0; i < n; i++)
-		if (!st->counters[i].def->per_account || IsolationUsesXactSnapshot())
-		{
-			lids[nscope] = st->counters[i].def->id;
-			subjects[nscope++] = st->counters[i].subject;
-		}
-	for (int i = 0; i < n; i++)
-		if (st->counters[i].def->per_account && !IsolationUsesXactSnapshot())
-		{
-			lids[nscope + nacct] = st->counters[i].def->id;
-			subjects[nscope + nacct++] = st->counters[i].subject;
-		}
+	{
+		lids[i] = st->counters[order[i]].def->id;
+		subjects[i] = st->counters[order[i]].subject;
+	}
 	query_counters(b, lids, subjects, nscope, true);
 	query_counters(b, lids + nscope, subjects + nscope, nacct, false);
 }
@@ -663,8 +725,16 @@ limits_write(LedgerBatch *b)
 			n++;
 			nmembers += st->counters[i].nmembers;
 		}
-	if (n == 0)
+	if (n == 0 || (st->direct && limits_direct_write(b)))
 		return;
+	/* What the direct store did not write: all, or the new counters. */
+	n = nmembers = 0;
+	for (int i = 0; i < st->ncounters; i++)
+		if (st->counters[i].changed)
+		{
+			n++;
+			nmembers += st->counters[i].nmembers;
+		}
 	ab_init(&lids, n);
 	ab_init(&subjects, n);
 	ab_init(&starts, n);
@@ -719,7 +789,7 @@ limits_write(LedgerBatch *b)
 							  "                 pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($10), "
 							  "                 pg_catalog.unnest($11)) WITH ORDINALITY "
 							  "       AS k(limit_id, subject, window_start, used, head, mfrom, mcount, n) "
-							  "ON CONFLICT (tenant_id, limit_id, subject) DO UPDATE "
+							  "ON CONFLICT (tenant_id, subject, limit_id) DO UPDATE "
 							  "   SET window_start = excluded.window_start, used = excluded.used, "
 							  "       ring = excluded.ring, ring_head = excluded.ring_head, "
 							  "       members = excluded.members, member_buckets = excluded.member_buckets",

@@ -72,7 +72,8 @@ CREATE TABLE fincore.limit_counters (
     -- A rule's distinct_counterparties: each counterparty of the window and its newest sub-bucket.
     members        uuid[],
     member_buckets bigint[],
-    PRIMARY KEY (tenant_id, limit_id, subject),
+    -- By subject first: the ledger reads all the counters of an account with one index descent.
+    PRIMARY KEY (tenant_id, subject, limit_id),
     FOREIGN KEY (tenant_id) REFERENCES fincore.tenants (id) ON DELETE CASCADE
 ) WITH (fillfactor = 70);      -- room for HOT updates: a transfer updates its counters, never their keys
 COMMENT ON TABLE fincore.limit_counters IS

@@ -48,7 +48,7 @@ SELECT is((SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i
              CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
             WHERE i.indrelid = 'fincore.limit_counters'::regclass AND i.indisprimary),
-    '{tenant_id,limit_id,subject}'::name[], 'counters are keyed by tenant first');
+    '{tenant_id,subject,limit_id}'::name[], 'counters are keyed by tenant first');
 
 SELECT throws_ok($$SELECT fincore.create_limit('x', 10, metric => 'volume', currency => 'USD')$$, 'ZF801', NULL,
     'an unknown metric is ZF801');
