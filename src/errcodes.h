@@ -4,7 +4,8 @@
  * Every error fincore raises uses a SQLSTATE of class ZF (implementation
  * defined range: classes starting with I-Z are reserved for implementations).
  * The subclass's first digit names the module: 1xx money, 2xx tenancy,
- * 3xx ledger, 4xx fees, 5xx outbox, 6xx queue.  docs/errors.md lists every
+ * 3xx ledger, 4xx fees, 5xx outbox, 6xx queue, 7xx scale-out, 8xx limits and
+ * rules, 9xx payments.  docs/errors.md lists every
  * code; test/property/test_errors_doc.py keeps the two in step.
  */
 #ifndef FINCORE_ERRCODES_H
@@ -125,5 +126,16 @@
 #define ERRCODE_FC_INVALID_RULE				MAKE_SQLSTATE('Z','F','8','0','5')
 #define ERRCODE_FC_RULE_NOT_FOUND			MAKE_SQLSTATE('Z','F','8','0','6')
 #define ERRCODE_FC_REVIEW_NOT_FOUND			MAKE_SQLSTATE('Z','F','8','0','7')
+
+/* ---- SQLSTATEs: payments (ZF9xx; raised by the state machine, src/payments_engine.c, and sql/modules/payments.sql) ---- */
+#define ERRCODE_FC_INVALID_PAYMENT			MAKE_SQLSTATE('Z','F','9','0','1')
+#define ERRCODE_FC_PAYMENT_NOT_FOUND		MAKE_SQLSTATE('Z','F','9','0','2')
+#define ERRCODE_FC_PAYMENT_STATE			MAKE_SQLSTATE('Z','F','9','0','3')
+#define ERRCODE_FC_PAYMENT_OVER_CAPTURE		MAKE_SQLSTATE('Z','F','9','0','4')
+#define ERRCODE_FC_PAYMENT_OVER_REFUND		MAKE_SQLSTATE('Z','F','9','0','5')
+#define ERRCODE_FC_PAYMENT_KEY_REUSED		MAKE_SQLSTATE('Z','F','9','0','6')
+#define ERRCODE_FC_PAYMENT_STEP_IN_FLIGHT	MAKE_SQLSTATE('Z','F','9','0','7')
+#define ERRCODE_FC_PROVIDER_NOT_FOUND		MAKE_SQLSTATE('Z','F','9','0','8')
+#define ERRCODE_FC_PAYMENT_STEP_NOT_FOUND	MAKE_SQLSTATE('Z','F','9','0','9')
 
 #endif							/* FINCORE_ERRCODES_H */

@@ -39,7 +39,10 @@ BEGIN ATOMIC
             ('fincore.limit_counters', 'distributed', 20),
             ('fincore.account_customers', 'distributed', 21),
             ('fincore.rules', 'distributed', 22),
-            ('fincore.decisions', 'distributed', 23)) AS v(relation, placement, ordinal);
+            ('fincore.decisions', 'distributed', 23),
+            ('fincore.payment_providers', 'distributed', 24),
+            ('fincore.payments', 'distributed', 25),
+            ('fincore.payment_steps', 'distributed', 26)) AS v(relation, placement, ordinal);
 END;
 COMMENT ON FUNCTION fincore.distribution_plan() IS
     'Where fincore.distribute() puts each of fincore''s tables on Citus: reference (on every node) or distributed by tenant_id, colocated with fincore.accounts; tables not listed stay on the coordinator (the outbox and the job queue).';
