@@ -8,6 +8,7 @@
 #include "payments.h"
 
 #include "access/htup_details.h"
+#include "common/md5.h"
 #include "errcodes.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -141,4 +142,27 @@ fincore_payment_transition(PG_FUNCTION_ARGS)
 	desc = BlessTupleDesc(desc);
 	result = heap_form_tuple(desc, values, nulls);
 	PG_RETURN_DATUM(HeapTupleGetDatum(result));
+}
+
+/*
+ * fincore._payment_transfer_id(payment_id, step_no, part): the id of the
+ * ledger transfer a step of a payment makes, the same at every retry of the
+ * step (the ledger then answers a replay with "exists"): the MD5 of
+ * "<payment_id>:<step_no>:<part>", as a UUID.
+ */
+PG_FUNCTION_INFO_V1(fincore_payment_transfer_id);
+Datum
+fincore_payment_transfer_id(PG_FUNCTION_ARGS)
+{
+	char	   *payment = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)));
+	char	   *key = psprintf("%s:%d:%s", payment, PG_GETARG_INT32(1), text_to_cstring(PG_GETARG_TEXT_PP(2)));
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+	const char *errstr = NULL;
+
+	StaticAssertStmt(sizeof(pg_uuid_t) == 16, "an MD5 is 16 bytes, as a UUID");
+	if (!pg_md5_binary(key, strlen(key), id->data, &errstr))
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not compute a payment transfer's id: %s", errstr ? errstr : "MD5 failed")));
+	PG_RETURN_UUID_P(id);
 }

@@ -142,9 +142,8 @@ apply(Payment *p, PaymentAction action, int64 amount, bool final)
 			p->status = PS_REQUIRES_ACTION;
 			break;
 		case PA_AUTHORIZED:
-			if (p->cancel_pending)
-				return refuse(ERRCODE_FC_PAYMENT_STEP_IN_FLIGHT, "a cancellation is in flight", NULL);
-			if (p->manual_capture)
+			/* With a cancellation in flight nothing is captured: its answer decides. */
+			if (p->manual_capture || p->cancel_pending)
 				p->status = PS_REQUIRES_CAPTURE;
 			else
 			{

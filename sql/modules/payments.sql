@@ -7,6 +7,9 @@
 -- Every statement names its tenant; a payment's row is locked (FOR UPDATE)
 -- by every function that changes it, so concurrent captures and refunds of
 -- one payment run one at a time and never over-capture or over-refund.
+-- The functions plan their statements once per session (force_generic_plan):
+-- every statement is a look-up by primary key, whose plan never depends on
+-- the values, and re-planning each call cost a third of a payment's time.
 -- ---------------------------------------------------------------------------
 
 -- A provider, per tenant: where its payments settle, its webhook secret, which of its
@@ -55,6 +58,7 @@ CREATE TABLE fincore.payments (
     increment_pending  bigint      NOT NULL DEFAULT 0,
     refund_pending     bigint      NOT NULL DEFAULT 0,
     cancel_pending     boolean     NOT NULL DEFAULT false,
+    steps              integer     NOT NULL DEFAULT 0,   -- the number of its steps: the last step_no
     failure_code       text,
     metadata           jsonb,
     created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -130,6 +134,17 @@ $fn$;
 REVOKE ALL ON FUNCTION fincore._payment_lock(uuid, uuid) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._payment_lock(uuid, uuid) IS 'Internal: the tenant''s payment, locked FOR UPDATE (ZF902 if none).';
 
+-- The payment's provider.
+CREATE FUNCTION fincore._payment_provider(p fincore.payments) RETURNS fincore.payment_providers
+    LANGUAGE sql STABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    BEGIN ATOMIC
+        SELECT v.* FROM fincore.payment_providers v
+         WHERE v.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND v.name OPERATOR(pg_catalog.=) p.provider;
+    END;
+REVOKE ALL ON FUNCTION fincore._payment_provider(fincore.payments) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._payment_provider(fincore.payments) IS 'Internal: the payment''s provider.';
+
 -- Write the payment's new state and emit its event (topic payments, aggregate the payment).
 CREATE FUNCTION fincore._payment_save(p fincore.payments, event text, extra jsonb DEFAULT '{}') RETURNS fincore.payments
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -142,7 +157,8 @@ BEGIN
            authorized = p.authorized, captured = p.captured, released = p.released, refunded = p.refunded,
            disputed = p.disputed, lost = p.lost, capture_pending = p.capture_pending,
            increment_pending = p.increment_pending, refund_pending = p.refund_pending,
-           cancel_pending = p.cancel_pending, failure_code = p.failure_code, updated_at = p.updated_at
+           cancel_pending = p.cancel_pending, steps = p.steps, failure_code = p.failure_code,
+           updated_at = p.updated_at
      WHERE x.tenant_id = p.tenant_id AND x.id = p.id;
     IF event IS NOT NULL THEN
         PERFORM fincore.emit('payments', 'payment.' || event, 'payment', p.id::text,
@@ -162,35 +178,30 @@ COMMENT ON FUNCTION fincore._payment_save(fincore.payments, text, jsonb) IS
 -- The id of a ledger transfer a payment's step makes: the same at every retry of the step,
 -- so the ledger's idempotency turns a replay into "exists".
 CREATE FUNCTION fincore._payment_transfer_id(payment_id uuid, step_no integer, part text) RETURNS uuid
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-    RETURN pg_catalog.md5(payment_id::text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) step_no::text
-                          OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) part)::uuid;
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'fincore_payment_transfer_id';
 COMMENT ON FUNCTION fincore._payment_transfer_id(uuid, integer, text) IS
-    'Internal: the id of the ledger transfer a payment''s step makes (the same at every retry).';
+    'Internal: the id of the ledger transfer a payment''s step makes (an MD5 of payment, step and leg: the same at every retry).';
 
--- A new step of the payment: its provider key, and a job on the provider's queue if it needs one.
-CREATE FUNCTION fincore._payment_step(p fincore.payments, kind text, amount bigint, final boolean,
-                                      request_key text, provider_step boolean)
-    RETURNS fincore.payment_steps
+-- A new step of the payment (p.steps counts it: the caller saves p): its provider key, and a
+-- job on the provider's queue if it needs one.
+CREATE FUNCTION fincore._payment_step(INOUT p fincore.payments, prov fincore.payment_providers, kind text,
+                                      amount bigint, final boolean, request_key text, provider_step boolean,
+                                      transfer_ids uuid[], OUT s fincore.payment_steps)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
     AS $fn$
-DECLARE
-    s fincore.payment_steps;
-    prov fincore.payment_providers;
 BEGIN
-    SELECT * INTO prov FROM fincore.payment_providers v WHERE v.tenant_id = p.tenant_id AND v.name = p.provider;
+    p.steps := p.steps + 1;
     s.tenant_id := p.tenant_id;
     s.payment_id := p.id;
-    SELECT coalesce(max(x.step_no), 0) + 1 INTO s.step_no
-      FROM fincore.payment_steps x WHERE x.tenant_id = p.tenant_id AND x.payment_id = p.id;
+    s.step_no := p.steps;
     s.kind := kind;
     s.amount := amount;
     s.final := final;
     s.request_key := request_key;
     s.status := CASE WHEN provider_step THEN 'pending' ELSE 'succeeded' END;
-    s.transfer_ids := '{}';
+    s.transfer_ids := transfer_ids;
     s.reversed := 0;
     s.requested_at := pg_catalog.now();
     IF provider_step THEN
@@ -206,12 +217,11 @@ BEGIN
         s.decided_at := s.requested_at;
     END IF;
     INSERT INTO fincore.payment_steps VALUES (s.*);
-    RETURN s;
 END
 $fn$;
-REVOKE ALL ON FUNCTION fincore._payment_step(fincore.payments, text, bigint, boolean, text, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION fincore._payment_step(fincore.payments, text, bigint, boolean, text, boolean) IS
-    'Internal: records a payment''s step; a provider step gets its provider idempotency key, deadline and job.';
+REVOKE ALL ON FUNCTION fincore._payment_step(fincore.payments, fincore.payment_providers, text, bigint, boolean, text, boolean, uuid[]) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._payment_step(fincore.payments, fincore.payment_providers, text, bigint, boolean, text, boolean, uuid[]) IS
+    'Internal: records a payment''s next step (counted in p.steps); a provider step gets its provider idempotency key, deadline and job.';
 
 -- A step asked for again with the same request key: the step it made, if its fields match (ZF906 if not).
 CREATE FUNCTION fincore._payment_replayed_step(p fincore.payments, kind text, amount bigint, final boolean,
@@ -297,7 +307,7 @@ CREATE FUNCTION fincore.create_payment_provider(name text, settlement_account uu
         max_attempts integer DEFAULT 10)
     RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
@@ -344,7 +354,7 @@ CREATE FUNCTION fincore.create_payment(amount bigint, currency text, provider te
         id uuid DEFAULT NULL)
     RETURNS fincore.payments
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
@@ -437,14 +447,14 @@ COMMENT ON FUNCTION fincore.create_payment(bigint, text, text, uuid, text, boole
 CREATE FUNCTION fincore.confirm_payment(payment_id uuid, payer_account uuid DEFAULT NULL)
     RETURNS fincore.payments
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
     tenant uuid := fincore.require_tenant();
     p fincore.payments := fincore._payment_lock(tenant, payment_id);
     prov fincore.payment_providers;
-    s fincore.payment_steps;
+    st record;
     hold_id uuid;
 BEGIN
     IF payer_account IS NOT NULL AND p.status = 'requires_payment_method' THEN
@@ -466,10 +476,8 @@ BEGIN
                              timeout => prov.hold_timeout,
                              metadata => pg_catalog.jsonb_build_object('payment_id', p.id, 'step_no', 1));
     p.hold_id := hold_id;
-    s := fincore._payment_step(p, 'authorize', p.amount, true, NULL, true);
-    UPDATE fincore.payment_steps x SET transfer_ids = ARRAY[hold_id]
-     WHERE x.tenant_id = tenant AND x.payment_id = p.id AND x.step_no = s.step_no;
-    RETURN fincore._payment_save(p, 'processing', pg_catalog.jsonb_build_object('hold_id', hold_id));
+    st := fincore._payment_step(p, prov, 'authorize', p.amount, true, NULL, true, ARRAY[hold_id]);
+    RETURN fincore._payment_save(st.p, 'processing', pg_catalog.jsonb_build_object('hold_id', hold_id));
 END
 $fn$;
 COMMENT ON FUNCTION fincore.confirm_payment(uuid, uuid) IS
@@ -479,7 +487,7 @@ CREATE FUNCTION fincore.capture_payment(payment_id uuid, amount bigint DEFAULT N
                                         request_key text DEFAULT NULL)
     RETURNS fincore.payment_steps
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
@@ -487,15 +495,16 @@ DECLARE
     p fincore.payments := fincore._payment_lock(tenant, payment_id);
     s fincore.payment_steps := fincore._payment_replayed_step(p, 'capture', amount, coalesce(final, true), request_key);
     amt bigint;
+    st record;
 BEGIN
     IF s.step_no IS NOT NULL THEN
         RETURN s;
     END IF;
     amt := coalesce(amount, p.authorized - p.captured - p.released - p.capture_pending);
     p := fincore.payment_transition(p, 'capture', amt, coalesce(final, true));
-    s := fincore._payment_step(p, 'capture', amt, coalesce(final, true), request_key, true);
-    PERFORM fincore._payment_save(p, 'capture_requested', pg_catalog.jsonb_build_object('step_no', s.step_no, 'capture', amt));
-    RETURN s;
+    st := fincore._payment_step(p, fincore._payment_provider(p), 'capture', amt, coalesce(final, true), request_key, true, '{}');
+    PERFORM fincore._payment_save(st.p, 'capture_requested', pg_catalog.jsonb_build_object('step_no', (st.s).step_no, 'capture', amt));
+    RETURN st.s;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.capture_payment(uuid, bigint, boolean, text) IS
@@ -504,21 +513,22 @@ COMMENT ON FUNCTION fincore.capture_payment(uuid, bigint, boolean, text) IS
 CREATE FUNCTION fincore.increment_authorization(payment_id uuid, amount bigint, request_key text DEFAULT NULL)
     RETURNS fincore.payment_steps
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
     tenant uuid := fincore.require_tenant();
     p fincore.payments := fincore._payment_lock(tenant, payment_id);
     s fincore.payment_steps := fincore._payment_replayed_step(p, 'increment', amount, true, request_key);
+    st record;
 BEGIN
     IF s.step_no IS NOT NULL THEN
         RETURN s;
     END IF;
     p := fincore.payment_transition(p, 'increment', amount);
-    s := fincore._payment_step(p, 'increment', amount, true, request_key, true);
-    PERFORM fincore._payment_save(p, 'increment_requested', pg_catalog.jsonb_build_object('step_no', s.step_no, 'increment', amount));
-    RETURN s;
+    st := fincore._payment_step(p, fincore._payment_provider(p), 'increment', amount, true, request_key, true, '{}');
+    PERFORM fincore._payment_save(st.p, 'increment_requested', pg_catalog.jsonb_build_object('step_no', (st.s).step_no, 'increment', amount));
+    RETURN st.s;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.increment_authorization(uuid, bigint, text) IS
@@ -527,13 +537,14 @@ COMMENT ON FUNCTION fincore.increment_authorization(uuid, bigint, text) IS
 CREATE FUNCTION fincore.cancel_payment(payment_id uuid, request_key text DEFAULT NULL)
     RETURNS fincore.payments
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
     tenant uuid := fincore.require_tenant();
     p fincore.payments := fincore._payment_lock(tenant, payment_id);
     s fincore.payment_steps := fincore._payment_replayed_step(p, 'cancel', NULL, true, request_key);
+    st record;
 BEGIN
     IF s.step_no IS NOT NULL OR p.status = 'canceled' OR (p.cancel_pending AND request_key IS NULL) THEN
         RETURN p;
@@ -542,8 +553,8 @@ BEGIN
     IF p.status = 'canceled' THEN
         RETURN fincore._payment_save(p, 'canceled');    -- nothing was held
     END IF;
-    s := fincore._payment_step(p, 'cancel', NULL, true, request_key, true);
-    RETURN fincore._payment_save(p, 'cancel_requested', pg_catalog.jsonb_build_object('step_no', s.step_no));
+    st := fincore._payment_step(p, fincore._payment_provider(p), 'cancel', NULL, true, request_key, true, '{}');
+    RETURN fincore._payment_save(st.p, 'cancel_requested', pg_catalog.jsonb_build_object('step_no', (st.s).step_no));
 END
 $fn$;
 COMMENT ON FUNCTION fincore.cancel_payment(uuid, text) IS
@@ -552,7 +563,7 @@ COMMENT ON FUNCTION fincore.cancel_payment(uuid, text) IS
 CREATE FUNCTION fincore.refund_payment(payment_id uuid, amount bigint DEFAULT NULL, request_key text DEFAULT NULL)
     RETURNS fincore.payment_steps
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
@@ -560,15 +571,16 @@ DECLARE
     p fincore.payments := fincore._payment_lock(tenant, payment_id);
     s fincore.payment_steps := fincore._payment_replayed_step(p, 'refund', amount, true, request_key);
     amt bigint;
+    st record;
 BEGIN
     IF s.step_no IS NOT NULL THEN
         RETURN s;
     END IF;
     amt := coalesce(amount, p.captured - p.refunded - p.refund_pending - p.disputed - p.lost);
     p := fincore.payment_transition(p, 'refund', amt);
-    s := fincore._payment_step(p, 'refund', amt, true, request_key, true);
-    PERFORM fincore._payment_save(p, 'refund_requested', pg_catalog.jsonb_build_object('step_no', s.step_no, 'refund', amt));
-    RETURN s;
+    st := fincore._payment_step(p, fincore._payment_provider(p), 'refund', amt, true, request_key, true, '{}');
+    PERFORM fincore._payment_save(st.p, 'refund_requested', pg_catalog.jsonb_build_object('step_no', (st.s).step_no, 'refund', amt));
+    RETURN st.s;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.refund_payment(uuid, bigint, text) IS
@@ -592,7 +604,7 @@ BEGIN
     WHEN 'authorize' THEN
         p := fincore.payment_transition(p, 'authorized');
         event := 'authorized';
-        IF p.capture_method = 'automatic' THEN
+        IF p.status = 'succeeded' THEN   -- automatic capture
             r := fincore.post_pending(p.hold_id, NULL, fincore._payment_transfer_id(p.id, s.step_no, 'post'));
             s.transfer_ids := s.transfer_ids || r.id;
             p.hold_id := NULL;
@@ -619,10 +631,13 @@ BEGIN
         p := fincore.payment_transition(rh.p, 'incremented', s.amount);
         event := 'authorization_incremented';
     WHEN 'cancel' THEN
-        r := fincore.void_pending(p.hold_id, fincore._payment_transfer_id(p.id, s.step_no, 'void'));
-        s.transfer_ids := s.transfer_ids || r.id;
-        p.hold_id := NULL;
-        p := fincore.payment_transition(p, 'canceled');
+        IF p.cancel_pending THEN
+            r := fincore.void_pending(p.hold_id, fincore._payment_transfer_id(p.id, s.step_no, 'void'));
+            s.transfer_ids := s.transfer_ids || r.id;
+            p.hold_id := NULL;
+            p := fincore.payment_transition(p, 'canceled');
+        END IF;
+        -- else the authorization failed meanwhile, which released the hold: nothing left to cancel
         event := 'canceled';
     WHEN 'refund' THEN
         -- Reverse the captures, oldest first, each by what is left of it.
@@ -687,12 +702,22 @@ BEGIN
         p := fincore.payment_transition(p, 'increment_failed', s.amount);
         event := 'increment_failed';
     WHEN 'cancel' THEN
-        p := fincore.payment_transition(p, 'cancel_failed');
+        IF p.cancel_pending THEN
+            p := fincore.payment_transition(p, 'cancel_failed');
+        END IF;
         event := 'cancel_failed';
     WHEN 'refund' THEN
         p := fincore.payment_transition(p, 'refund_failed', s.amount);
         event := 'refund_failed';
     END CASE;
+    -- A step failed by its deadline: its job, if no worker finished it, is not sent any more.
+    IF s.outcome_source = 'timeout' AND s.job_id IS NOT NULL THEN
+        BEGIN
+            PERFORM fincore.cancel(s.job_id);
+        EXCEPTION WHEN SQLSTATE 'ZF601' OR SQLSTATE 'ZF607' THEN
+            NULL;   -- gone or finished already
+        END;
+    END IF;
     s.status := 'failed';
     p := fincore._payment_save(p, event, pg_catalog.jsonb_build_object('step_no', s.step_no, 'kind', s.kind,
                                                                         'step_amount', s.amount,
@@ -708,14 +733,13 @@ CREATE FUNCTION fincore.payment_step_result(payment_id uuid, step_no integer, ou
                                             code text DEFAULT NULL, source text DEFAULT 'worker')
     RETURNS fincore.payment_steps
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
     tenant uuid := fincore.require_tenant();
     p fincore.payments := fincore._payment_lock(tenant, payment_id);
     s fincore.payment_steps;
-    prov fincore.payment_providers;
     done record;
 BEGIN
     IF outcome IS NULL OR outcome NOT IN ('succeeded', 'failed', 'requires_action') THEN
@@ -726,8 +750,9 @@ BEGIN
         RAISE EXCEPTION 'invalid step outcome source %', coalesce(pg_catalog.quote_literal(source), 'NULL')
             USING ERRCODE = 'ZF901', HINT = 'worker, webhook or timeout.';
     END IF;
+    -- Every writer of a step holds its payment's lock: the step needs none of its own.
     SELECT * INTO s FROM fincore.payment_steps x
-     WHERE x.tenant_id = tenant AND x.payment_id = p.id AND x.step_no = payment_step_result.step_no FOR UPDATE;
+     WHERE x.tenant_id = tenant AND x.payment_id = p.id AND x.step_no = payment_step_result.step_no;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'step % of payment % not found', coalesce(step_no::text, 'NULL'), p.id
             USING ERRCODE = 'ZF909';
@@ -747,17 +772,26 @@ BEGIN
         END IF;
         RETURN s;
     END IF;
-    SELECT * INTO prov FROM fincore.payment_providers v WHERE v.tenant_id = tenant AND v.name = p.provider;
     s.outcome_code := code;
     s.outcome_source := source;
-    IF outcome = 'failed' AND source = 'worker' AND NOT (coalesce(code, '') = ANY (prov.hard_decline_codes))
-       AND pg_catalog.now() < s.deadline THEN
+    IF outcome = 'failed' AND source = 'worker' AND pg_catalog.now() < s.deadline
+       AND NOT (coalesce(code, '') = ANY ((fincore._payment_provider(p)).hard_decline_codes)) THEN
         -- A soft failure: the step stays pending, the worker fails the job and the queue retries it.
         UPDATE fincore.payment_steps x SET outcome_code = code, outcome_source = source
          WHERE x.tenant_id = tenant AND x.payment_id = p.id AND x.step_no = s.step_no;
         RETURN s;
     END IF;
     s.decided_at := pg_catalog.now();
+    IF s.kind = 'authorize' AND p.status IN ('canceled', 'failed') THEN
+        -- Canceled (or failed) while the authorization waited, its hold released: the answer is
+        -- recorded and changes nothing.
+        s.status := CASE WHEN outcome = 'succeeded' THEN 'succeeded' ELSE 'failed' END;
+        UPDATE fincore.payment_steps x
+           SET status = s.status, outcome_code = s.outcome_code, outcome_source = s.outcome_source,
+               decided_at = s.decided_at
+         WHERE x.tenant_id = tenant AND x.payment_id = p.id AND x.step_no = s.step_no;
+        RETURN s;
+    END IF;
     IF outcome = 'succeeded' THEN
         SELECT * INTO done FROM fincore._payment_step_succeeded(p, s);
     ELSE
@@ -778,7 +812,7 @@ COMMENT ON FUNCTION fincore.payment_step_result(uuid, integer, text, text, text)
 CREATE FUNCTION fincore.payment_webhook_result(provider_key text, outcome text, code text DEFAULT NULL)
     RETURNS fincore.payment_steps
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
@@ -798,7 +832,7 @@ COMMENT ON FUNCTION fincore.payment_webhook_result(text, text, text) IS
 
 CREATE FUNCTION fincore.expire_payment_steps(max_steps integer DEFAULT 1000) RETURNS integer
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 DECLARE
     t uuid;
@@ -807,8 +841,10 @@ DECLARE
     -- What fincore.set_tenant() set in this transaction ('' if nothing), given back at the end.
     saved text := pg_catalog.current_setting('fincore.tenant', true);
 BEGIN
-    -- Tenant by tenant: each tenant's due steps by statements that name it (a shard each on Citus).
-    FOR t IN SELECT x.id FROM fincore.tenants x ORDER BY x.id LOOP
+    -- The tenants with due steps (a read of every shard on Citus, without locks), then each
+    -- tenant's steps by statements that name it, run as that tenant.
+    FOR t IN SELECT DISTINCT x.tenant_id FROM fincore.payment_steps x
+              WHERE x.status = 'pending' AND x.deadline < pg_catalog.now() ORDER BY 1 LOOP
         EXIT WHEN n >= max_steps;
         PERFORM fincore.set_tenant(t);
         FOR r IN SELECT x.payment_id, x.step_no FROM fincore.payment_steps x
@@ -827,17 +863,42 @@ REVOKE ALL ON FUNCTION fincore.expire_payment_steps(integer) FROM PUBLIC;
 COMMENT ON FUNCTION fincore.expire_payment_steps(integer) IS
     'Fails the provider steps whose deadline has passed (oldest first, at most max_steps), running their compensations: a maintenance task. Returns how many.';
 
+CREATE FUNCTION fincore.expire_payment_steps_step(budget interval) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    deadline timestamptz := pg_catalog.clock_timestamp() + budget;
+    n        integer;
+    total    bigint := 0;
+BEGIN
+    LOOP
+        n := fincore.expire_payment_steps(100);
+        total := total + n;
+        EXIT WHEN n < 100 OR pg_catalog.clock_timestamp() >= deadline;
+    END LOOP;
+    RETURN total;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore.expire_payment_steps_step(interval) FROM PUBLIC;
+COMMENT ON FUNCTION fincore.expire_payment_steps_step(interval) IS
+    'Maintenance step: expire_payment_steps in batches of 100 until none is due or the budget is spent.';
+
+INSERT INTO fincore.maintenance_steps (step, fn, position, description) VALUES
+    ('expire_payment_steps', 'fincore.expire_payment_steps_step(interval)', 120,
+     'Fail the payment steps past their deadline, with their compensations');
+
 CREATE FUNCTION fincore.open_dispute(payment_id uuid, amount bigint DEFAULT NULL)
     RETURNS fincore.payments
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
     tenant uuid := fincore.require_tenant();
     p fincore.payments := fincore._payment_lock(tenant, payment_id);
     prov fincore.payment_providers;
-    s fincore.payment_steps;
+    st record;
     amt bigint := coalesce(amount, p.captured - p.refunded - p.refund_pending - p.disputed - p.lost);
     r fincore.transfer_result;
 BEGIN
@@ -847,13 +908,11 @@ BEGIN
             USING ERRCODE = 'ZF901', HINT = 'Set disputes_account with fincore.create_payment_provider().';
     END IF;
     p := fincore.payment_transition(p, 'dispute', amt);
-    s := fincore._payment_step(p, 'dispute', amt, true, NULL, false);
     r := fincore.transfer(p.settlement_account, prov.disputes_account, amt,
-                          id => fincore._payment_transfer_id(p.id, s.step_no, 'dispute'),
-                          metadata => pg_catalog.jsonb_build_object('payment_id', p.id, 'step_no', s.step_no));
-    UPDATE fincore.payment_steps x SET transfer_ids = ARRAY[r.id]
-     WHERE x.tenant_id = tenant AND x.payment_id = p.id AND x.step_no = s.step_no;
-    RETURN fincore._payment_save(p, 'disputed', pg_catalog.jsonb_build_object('step_no', s.step_no, 'dispute', amt));
+                          id => fincore._payment_transfer_id(p.id, p.steps + 1, 'dispute'),
+                          metadata => pg_catalog.jsonb_build_object('payment_id', p.id, 'step_no', p.steps + 1));
+    st := fincore._payment_step(p, prov, 'dispute', amt, true, NULL, false, ARRAY[r.id]);
+    RETURN fincore._payment_save(st.p, 'disputed', pg_catalog.jsonb_build_object('step_no', (st.s).step_no, 'dispute', amt));
 END
 $fn$;
 COMMENT ON FUNCTION fincore.open_dispute(uuid, bigint) IS
@@ -862,14 +921,15 @@ COMMENT ON FUNCTION fincore.open_dispute(uuid, bigint) IS
 CREATE FUNCTION fincore.resolve_dispute(payment_id uuid, won boolean)
     RETURNS fincore.payments
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
     AS $fn$
 #variable_conflict use_variable
 DECLARE
     tenant uuid := fincore.require_tenant();
     p fincore.payments := fincore._payment_lock(tenant, payment_id);
     prov fincore.payment_providers;
-    s fincore.payment_steps;
+    st record;
+    step_no integer;
     amt bigint := p.disputed;
     ids uuid[] := '{}';
     r fincore.transfer_result;
@@ -883,29 +943,29 @@ BEGIN
         RAISE EXCEPTION 'provider % has no loss account', p.provider
             USING ERRCODE = 'ZF901', HINT = 'Set loss_account with fincore.create_payment_provider().';
     END IF;
-    s := fincore._payment_step(p, CASE WHEN won THEN 'dispute_won' ELSE 'dispute_lost' END, amt, true, NULL, false);
+    step_no := p.steps + 1;
     IF won THEN
         r := fincore.transfer(prov.disputes_account, p.settlement_account, amt,
-                              id => fincore._payment_transfer_id(p.id, s.step_no, 'won'),
-                              metadata => pg_catalog.jsonb_build_object('payment_id', p.id, 'step_no', s.step_no));
+                              id => fincore._payment_transfer_id(p.id, step_no, 'won'),
+                              metadata => pg_catalog.jsonb_build_object('payment_id', p.id, 'step_no', step_no));
         ids := ids || r.id;
     ELSE
         r := fincore.transfer(prov.disputes_account, prov.loss_account, amt,
-                              id => fincore._payment_transfer_id(p.id, s.step_no, 'lost'),
-                              metadata => pg_catalog.jsonb_build_object('payment_id', p.id, 'step_no', s.step_no));
+                              id => fincore._payment_transfer_id(p.id, step_no, 'lost'),
+                              metadata => pg_catalog.jsonb_build_object('payment_id', p.id, 'step_no', step_no));
         ids := ids || r.id;
         IF prov.dispute_fee > 0 THEN
             r := fincore.transfer(p.settlement_account, prov.loss_account, prov.dispute_fee,
-                                  id => fincore._payment_transfer_id(p.id, s.step_no, 'fee'),
-                                  metadata => pg_catalog.jsonb_build_object('payment_id', p.id, 'step_no', s.step_no,
+                                  id => fincore._payment_transfer_id(p.id, step_no, 'fee'),
+                                  metadata => pg_catalog.jsonb_build_object('payment_id', p.id, 'step_no', step_no,
                                                                             'dispute_fee', true));
             ids := ids || r.id;
         END IF;
     END IF;
-    UPDATE fincore.payment_steps x SET transfer_ids = ids
-     WHERE x.tenant_id = tenant AND x.payment_id = p.id AND x.step_no = s.step_no;
-    RETURN fincore._payment_save(p, CASE WHEN won THEN 'dispute_won' ELSE 'dispute_lost' END,
-                                 pg_catalog.jsonb_build_object('step_no', s.step_no, 'dispute', amt));
+    st := fincore._payment_step(p, prov, CASE WHEN won THEN 'dispute_won' ELSE 'dispute_lost' END, amt, true, NULL,
+                                false, ids);
+    RETURN fincore._payment_save(st.p, CASE WHEN won THEN 'dispute_won' ELSE 'dispute_lost' END,
+                                 pg_catalog.jsonb_build_object('step_no', step_no, 'dispute', amt));
 END
 $fn$;
 COMMENT ON FUNCTION fincore.resolve_dispute(uuid, boolean) IS

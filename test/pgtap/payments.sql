@@ -4,7 +4,7 @@
 -- writes nothing, and who may call what.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(118);
+SELECT plan(119);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -209,6 +209,8 @@ SELECT is(format('%s %s', pg_temp.status('bb000000-0000-4000-8000-000000000006')
     'failed timeout', '... the payment failed by timeout');
 SELECT is(pg_temp.bal(1), 'dp=70 dpo=900 cp=0 cpo=600', 'only the 3-D Secure payment''s hold is left');
 SELECT is(current_setting('fincore.tenant'), '', 'the sweep left no tenant set behind it');
+SELECT ok(EXISTS (SELECT 1 FROM fincore.maintenance_steps WHERE step = 'expire_payment_steps'),
+    'the sweep is a maintenance step');
 
 -- A payer the ledger refuses to hold for: the confirmation fails and writes nothing.
 SELECT fincore.create_payment(10, 'USD', 'fake', pg_temp.acct(2), id => 'bb000000-0000-4000-8000-000000000007');
