@@ -57,6 +57,7 @@ DECLARE
     fk record;
     fks text[] := '{}';
     pending boolean;
+    f pg_catalog.regprocedure;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
         RAISE EXCEPTION 'Citus is not installed in this database'
@@ -143,6 +144,16 @@ BEGIN
             EXECUTE fks[i];
         END LOOP;
     END IF;
+
+    -- Functions that plan once per session (force_generic_plan: the payment functions) would
+    -- leave Citus a parameter to prune by at execution, which it cannot do for every statement
+    -- (the ledger's UPDATE ... FROM of balances): on Citus each statement is planned for its values.
+    FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace OPERATOR(pg_catalog.=) 'fincore'::pg_catalog.regnamespace
+                AND 'plan_cache_mode=force_generic_plan' OPERATOR(pg_catalog.=) ANY (p.proconfig)
+              ORDER BY p.oid LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s RESET plan_cache_mode', f);
+    END LOOP;
 
     IF user_table IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
                                                WHERE p.logicalrelid OPERATOR(pg_catalog.=) user_table) THEN

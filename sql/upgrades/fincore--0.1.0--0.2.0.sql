@@ -1389,13 +1389,18 @@ REVOKE ALL ON FUNCTION fincore._payment_lock(uuid, uuid) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._payment_lock(uuid, uuid) IS 'Internal: the tenant''s payment, locked FOR UPDATE (ZF902 if none).';
 
 -- The payment's provider.
+-- (PL/pgSQL: Citus cannot plan a SQL function's parameters.)
 CREATE FUNCTION fincore._payment_provider(p fincore.payments) RETURNS fincore.payment_providers
-    LANGUAGE sql STABLE STRICT PARALLEL SAFE
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
-    BEGIN ATOMIC
-        SELECT v.* FROM fincore.payment_providers v
-         WHERE v.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND v.name OPERATOR(pg_catalog.=) p.provider;
-    END;
+    AS $fn$
+DECLARE
+    prov fincore.payment_providers;
+BEGIN
+    SELECT * INTO prov FROM fincore.payment_providers v WHERE v.tenant_id = p.tenant_id AND v.name = p.provider;
+    RETURN prov;
+END
+$fn$;
 REVOKE ALL ON FUNCTION fincore._payment_provider(fincore.payments) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._payment_provider(fincore.payments) IS 'Internal: the payment''s provider.';
 
@@ -1566,6 +1571,7 @@ CREATE FUNCTION fincore.create_payment_provider(name text, settlement_account uu
 #variable_conflict use_variable
 DECLARE
     tenant uuid := fincore.require_tenant();
+    acc uuid;
     bad uuid;
 BEGIN
     PERFORM fincore.require_limits_admin(tenant);
@@ -1579,9 +1585,14 @@ BEGIN
         RAISE EXCEPTION 'invalid payment provider %: step_timeout and hold_timeout must be positive, dispute_fee >= 0, max_attempts 1 to 100, hard_decline_codes without NULL', name
             USING ERRCODE = 'ZF901';
     END IF;
-    SELECT a INTO bad FROM pg_catalog.unnest(ARRAY[settlement_account, disputes_account, loss_account]) a
-     WHERE a IS NOT NULL AND NOT EXISTS (SELECT 1 FROM fincore.accounts x WHERE x.tenant_id = tenant AND x.id = a)
-     LIMIT 1;
+    -- One look-up per account (a statement each that Citus routes to the tenant's shard).
+    FOREACH acc IN ARRAY ARRAY[settlement_account, disputes_account, loss_account] LOOP
+        CONTINUE WHEN acc IS NULL OR bad IS NOT NULL;
+        PERFORM FROM fincore.accounts x WHERE x.tenant_id = tenant AND x.id = acc;
+        IF NOT FOUND THEN
+            bad := acc;
+        END IF;
+    END LOOP;
     IF settlement_account IS NULL OR bad IS NOT NULL THEN
         RAISE EXCEPTION 'account % not found', coalesce(bad::text, 'NULL')
             USING ERRCODE = 'ZF301', HINT = 'A provider''s settlement, disputes and loss accounts are the tenant''s.';
@@ -1643,10 +1654,12 @@ BEGIN
                 coalesce(currency, 'NULL'), provider, acc.currency
             USING ERRCODE = 'ZF103';
     END IF;
-    IF payer_account IS NOT NULL AND NOT EXISTS (SELECT 1 FROM fincore.accounts a
-                                                  WHERE a.tenant_id = tenant AND a.id = payer_account) THEN
-        RAISE EXCEPTION 'account % not found', payer_account
-            USING ERRCODE = 'ZF301', HINT = 'Accounts are visible only in their own tenant.';
+    IF payer_account IS NOT NULL THEN
+        PERFORM FROM fincore.accounts a WHERE a.tenant_id = tenant AND a.id = payer_account;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'account % not found', payer_account
+                USING ERRCODE = 'ZF301', HINT = 'Accounts are visible only in their own tenant.';
+        END IF;
     END IF;
     IF confirm AND payer_account IS NULL THEN
         RAISE EXCEPTION 'a payment confirmed at creation needs its payer account' USING ERRCODE = 'ZF901';
@@ -1712,7 +1725,8 @@ DECLARE
     hold_id uuid;
 BEGIN
     IF payer_account IS NOT NULL AND p.status = 'requires_payment_method' THEN
-        IF NOT EXISTS (SELECT 1 FROM fincore.accounts a WHERE a.tenant_id = tenant AND a.id = payer_account) THEN
+        PERFORM FROM fincore.accounts a WHERE a.tenant_id = tenant AND a.id = payer_account;
+        IF NOT FOUND THEN
             RAISE EXCEPTION 'account % not found', payer_account
                 USING ERRCODE = 'ZF301', HINT = 'Accounts are visible only in their own tenant.';
         END IF;
@@ -2372,6 +2386,7 @@ DECLARE
     fk record;
     fks text[] := '{}';
     pending boolean;
+    f pg_catalog.regprocedure;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
         RAISE EXCEPTION 'Citus is not installed in this database'
@@ -2458,6 +2473,16 @@ BEGIN
             EXECUTE fks[i];
         END LOOP;
     END IF;
+
+    -- Functions that plan once per session (force_generic_plan: the payment functions) would
+    -- leave Citus a parameter to prune by at execution, which it cannot do for every statement
+    -- (the ledger's UPDATE ... FROM of balances): on Citus each statement is planned for its values.
+    FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace OPERATOR(pg_catalog.=) 'fincore'::pg_catalog.regnamespace
+                AND 'plan_cache_mode=force_generic_plan' OPERATOR(pg_catalog.=) ANY (p.proconfig)
+              ORDER BY p.oid LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s RESET plan_cache_mode', f);
+    END LOOP;
 
     IF user_table IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
                                                WHERE p.logicalrelid OPERATOR(pg_catalog.=) user_table) THEN

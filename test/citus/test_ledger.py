@@ -168,6 +168,48 @@ def test_rules_run_on_one_shard(tenants):
                             (t,)).fetchone()[0] == 1
 
 
+def test_payments_run_on_one_shard(tenants):
+    """Payments (docs/payments.md) on Citus: every call of a payment's life on the tenant's shard."""
+    t = own_tenant(3)
+    with connect() as conn, conn.transaction():
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        conn.execute("SELECT fincore.create_payment_provider('citus-pay', %s, disputes_account => %s, "
+                     "loss_account => %s, dispute_fee => 5)", (acct(1), acct(2), acct(3)))
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        pid = conn.execute("SELECT id FROM fincore.create_payment(100, 'USD', 'citus-pay', %s, "
+                           "capture_method => 'manual', multicapture => true, confirm => true, "
+                           "idempotency_key => %s)", (acct(4), f"citus-order-{uuid.uuid4()}")).fetchone()[0]
+        assert conn.execute("SELECT status FROM fincore.payment_step_result(%s, 1, 'succeeded')",
+                            (pid,)).fetchone()[0] == "succeeded"
+        step = conn.execute("SELECT step_no FROM fincore.capture_payment(%s, 40, false)", (pid,)).fetchone()[0]
+        conn.execute("SELECT fincore.payment_step_result(%s, %s, 'succeeded')", (pid, step))
+        step = conn.execute("SELECT step_no FROM fincore.capture_payment(%s, 20)", (pid,)).fetchone()[0]
+        conn.execute("SELECT fincore.payment_step_result(%s, %s, 'succeeded', source => 'webhook')", (pid, step))
+        with pytest.raises(psycopg.Error) as refused:
+            with conn.transaction():
+                conn.execute("SELECT fincore.refund_payment(%s, 61)", (pid,))
+        assert refused.value.sqlstate == "ZF905"
+        step = conn.execute("SELECT step_no FROM fincore.refund_payment(%s, 50)", (pid,)).fetchone()[0]
+        key = conn.execute("SELECT provider_key FROM fincore.payment_steps WHERE tenant_id = %s AND payment_id = %s "
+                           "AND step_no = %s", (t, pid, step)).fetchone()[0]
+        conn.execute("SELECT fincore.payment_webhook_result(%s, 'succeeded')", (key,))
+        conn.execute("SELECT fincore.open_dispute(%s)", (pid,))
+        row = conn.execute("SELECT status, authorized, captured, released, refunded, disputed FROM fincore.payment(%s)",
+                           (pid,)).fetchone()
+        assert row == ("disputed", 100, 60, 40, 50, 10), row
+        assert conn.execute("SELECT status FROM fincore.resolve_dispute(%s, false)", (pid,)).fetchone()[0] == "dispute_lost"
+        balances = conn.execute("SELECT debits_pending, debits_posted, credits_posted FROM fincore.accounts "
+                                "WHERE tenant_id = %s AND id = %s", (t, acct(4))).fetchone()
+        assert balances == (0, 60, 50), balances
+        conn.commit()
+    with connect() as conn:
+        assert conn.execute("SELECT count(*) FROM fincore.jobs WHERE queue = 'payments:citus-pay' AND tenant_id = %s",
+                            (t,)).fetchone()[0] >= 4
+        assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
+
+
 def worker(tenant, seed, errors, created):
     rnd = random.Random(seed)
     try:
