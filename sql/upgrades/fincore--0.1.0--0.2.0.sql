@@ -1280,11 +1280,16 @@ CREATE TABLE fincore.payment_providers (
     step_timeout       interval NOT NULL DEFAULT '1 hour' CHECK (step_timeout > '0'),
     hold_timeout       interval CHECK (hold_timeout > '0'),
     max_attempts       integer  NOT NULL DEFAULT 10 CHECK (max_attempts BETWEEN 1 AND 100),
+    -- The provider's processing fee: a fee schedule (docs/fees.md) charged on every capture,
+    -- from the settlement account to fee_account.
+    fee_schedule       text,
+    fee_account        uuid,
     PRIMARY KEY (tenant_id, name),
+    CHECK ((fee_schedule IS NULL) = (fee_account IS NULL)),
     FOREIGN KEY (tenant_id) REFERENCES fincore.tenants (id) ON DELETE CASCADE
 );
 COMMENT ON TABLE fincore.payment_providers IS
-    'Payment providers of a tenant, as data: the settlement, disputes and loss accounts, the webhook secret, the decline codes that are final (not retried), the time a step may wait for an answer, the hold''s ledger timeout and the attempts of a step''s job.';
+    'Payment providers of a tenant, as data: the settlement, disputes and loss accounts, the webhook secret, the decline codes that are final (not retried), the time a step may wait for an answer, the hold''s ledger timeout, the attempts of a step''s job, and the fee schedule charged on captures.';
 SELECT fincore.protect('fincore.payment_providers');
 SELECT pg_catalog.pg_extension_config_dump('fincore.payment_providers', '');
 
@@ -1313,6 +1318,7 @@ CREATE TABLE fincore.payments (
     refund_pending     bigint      NOT NULL DEFAULT 0,
     cancel_pending     boolean     NOT NULL DEFAULT false,
     steps              integer     NOT NULL DEFAULT 0,   -- the number of its steps: the last step_no
+    fees               bigint      NOT NULL DEFAULT 0,   -- the provider's fees charged on its captures
     failure_code       text,
     metadata           jsonb,
     created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -1416,7 +1422,7 @@ BEGIN
            authorized = p.authorized, captured = p.captured, released = p.released, refunded = p.refunded,
            disputed = p.disputed, lost = p.lost, capture_pending = p.capture_pending,
            increment_pending = p.increment_pending, refund_pending = p.refund_pending,
-           cancel_pending = p.cancel_pending, steps = p.steps, failure_code = p.failure_code,
+           cancel_pending = p.cancel_pending, steps = p.steps, fees = p.fees, failure_code = p.failure_code,
            updated_at = p.updated_at
      WHERE x.tenant_id = p.tenant_id AND x.id = p.id;
     IF event IS NOT NULL THEN
@@ -1425,7 +1431,7 @@ BEGIN
                                  'payment_id', p.id, 'status', p.status, 'currency', p.currency,
                                  'amount', p.amount, 'authorized', p.authorized, 'captured', p.captured,
                                  'released', p.released, 'refunded', p.refunded, 'disputed', p.disputed,
-                                 'lost', p.lost, 'failure_code', p.failure_code) || extra);
+                                 'lost', p.lost, 'fees', p.fees, 'failure_code', p.failure_code) || extra);
     END IF;
     RETURN p;
 END
@@ -1563,7 +1569,7 @@ CREATE FUNCTION fincore.create_payment_provider(name text, settlement_account uu
         webhook_secret text DEFAULT NULL, hard_decline_codes text[] DEFAULT '{}',
         step_timeout interval DEFAULT '1 hour', hold_timeout interval DEFAULT NULL,
         disputes_account uuid DEFAULT NULL, loss_account uuid DEFAULT NULL, dispute_fee bigint DEFAULT 0,
-        max_attempts integer DEFAULT 10)
+        max_attempts integer DEFAULT 10, fee_schedule text DEFAULT NULL, fee_account uuid DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
@@ -1585,8 +1591,19 @@ BEGIN
         RAISE EXCEPTION 'invalid payment provider %: step_timeout and hold_timeout must be positive, dispute_fee >= 0, max_attempts 1 to 100, hard_decline_codes without NULL', name
             USING ERRCODE = 'ZF901';
     END IF;
+    IF (fee_schedule IS NULL) <> (fee_account IS NULL) THEN
+        RAISE EXCEPTION 'invalid payment provider %: fee_schedule and fee_account go together', name
+            USING ERRCODE = 'ZF901', HINT = 'The fee schedule is charged on captures, to the fee account.';
+    END IF;
+    IF fee_schedule IS NOT NULL THEN
+        PERFORM FROM fincore.fee_schedules f WHERE f.tenant_id = tenant AND f.code = fee_schedule LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'fee schedule % not found', pg_catalog.quote_literal(fee_schedule)
+                USING ERRCODE = 'ZF901', HINT = 'Define it first with fincore.define_fee_schedule().';
+        END IF;
+    END IF;
     -- One look-up per account (a statement each that Citus routes to the tenant's shard).
-    FOREACH acc IN ARRAY ARRAY[settlement_account, disputes_account, loss_account] LOOP
+    FOREACH acc IN ARRAY ARRAY[settlement_account, disputes_account, loss_account, fee_account] LOOP
         CONTINUE WHEN acc IS NULL OR bad IS NOT NULL;
         PERFORM FROM fincore.accounts x WHERE x.tenant_id = tenant AND x.id = acc;
         IF NOT FOUND THEN
@@ -1595,23 +1612,24 @@ BEGIN
     END LOOP;
     IF settlement_account IS NULL OR bad IS NOT NULL THEN
         RAISE EXCEPTION 'account % not found', coalesce(bad::text, 'NULL')
-            USING ERRCODE = 'ZF301', HINT = 'A provider''s settlement, disputes and loss accounts are the tenant''s.';
+            USING ERRCODE = 'ZF301', HINT = 'A provider''s settlement, disputes, loss and fee accounts are the tenant''s.';
     END IF;
     INSERT INTO fincore.payment_providers (tenant_id, name, settlement_account, disputes_account, loss_account,
                                            dispute_fee, webhook_secret, hard_decline_codes, step_timeout,
-                                           hold_timeout, max_attempts)
+                                           hold_timeout, max_attempts, fee_schedule, fee_account)
     VALUES (tenant, name, settlement_account, disputes_account, loss_account, dispute_fee, webhook_secret,
-            hard_decline_codes, step_timeout, hold_timeout, max_attempts)
+            hard_decline_codes, step_timeout, hold_timeout, max_attempts, fee_schedule, fee_account)
     ON CONFLICT ON CONSTRAINT payment_providers_pkey DO UPDATE
        SET settlement_account = excluded.settlement_account, disputes_account = excluded.disputes_account,
            loss_account = excluded.loss_account, dispute_fee = excluded.dispute_fee,
            webhook_secret = excluded.webhook_secret, hard_decline_codes = excluded.hard_decline_codes,
            step_timeout = excluded.step_timeout, hold_timeout = excluded.hold_timeout,
-           max_attempts = excluded.max_attempts;
+           max_attempts = excluded.max_attempts, fee_schedule = excluded.fee_schedule,
+           fee_account = excluded.fee_account;
 END
 $fn$;
-COMMENT ON FUNCTION fincore.create_payment_provider(text, uuid, text, text[], interval, interval, uuid, uuid, bigint, integer) IS
-    'Creates (or updates) a payment provider of the current tenant: settlement account, webhook secret, final decline codes, step and hold timeouts, disputes and loss accounts, dispute fee, attempts of a step''s job. Tenant admins only (ZF803). ZF901, ZF301.';
+COMMENT ON FUNCTION fincore.create_payment_provider(text, uuid, text, text[], interval, interval, uuid, uuid, bigint, integer, text, uuid) IS
+    'Creates (or updates) a payment provider of the current tenant: settlement account, webhook secret, final decline codes, step and hold timeouts, disputes and loss accounts, dispute fee, attempts of a step''s job, and the fee schedule charged on every capture (to fee_account). Tenant admins only (ZF803). ZF901, ZF301.';
 
 CREATE FUNCTION fincore.create_payment(amount bigint, currency text, provider text,
         payer_account uuid DEFAULT NULL, capture_method text DEFAULT 'automatic', multicapture boolean DEFAULT false,
@@ -1854,6 +1872,37 @@ $fn$;
 COMMENT ON FUNCTION fincore.refund_payment(uuid, bigint, text) IS
     'Asks the provider to refund amount (NULL: all that can be) of a captured payment; never more than captured less refunded, refunds in flight and disputed (ZF905). The ledger reverses the captures when the provider confirms. Idempotent by request_key. ZF902, ZF903, ZF906.';
 
+-- The provider's fee on a capture of amount: a transfer from the settlement account to the fee
+-- account, in the capture's transaction, linked to it by its metadata; counted in p.fees.
+CREATE FUNCTION fincore._payment_fee(INOUT p fincore.payments, step_no integer, amount bigint, captured_by uuid,
+                                     OUT fee_id uuid)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    prov fincore.payment_providers := fincore._payment_provider(p);
+    q record;
+BEGIN
+    IF prov.fee_schedule IS NULL THEN
+        RETURN;
+    END IF;
+    q := fincore.quote_fee(prov.fee_schedule, amount, 'on_top',
+                           pg_catalog.jsonb_build_object('payment_id', p.id, 'provider', p.provider),
+                           pg_catalog.now(), p.currency);
+    IF q.fee > 0 THEN
+        fee_id := fincore._payment_transfer_id(p.id, step_no, 'fee');
+        PERFORM fincore.transfer(p.settlement_account, prov.fee_account, q.fee, id => fee_id,
+                                 metadata => pg_catalog.jsonb_build_object(
+                                     'payment_id', p.id, 'step_no', step_no, 'fee_of', captured_by,
+                                     'fee_schedule_id', q.schedule_id));
+        p.fees := p.fees + q.fee;
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._payment_fee(fincore.payments, integer, bigint, uuid) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._payment_fee(fincore.payments, integer, bigint, uuid) IS
+    'Internal: the provider''s fee on a capture, posted from the settlement account to the fee account.';
+
 -- The ledger postings of a step's success, and the payment's transition.
 CREATE FUNCTION fincore._payment_step_succeeded(INOUT p fincore.payments, INOUT s fincore.payment_steps)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -1862,6 +1911,7 @@ CREATE FUNCTION fincore._payment_step_succeeded(INOUT p fincore.payments, INOUT 
 DECLARE
     tid uuid;
     rh record;
+    fee record;
     r fincore.transfer_result;
     left_to_refund bigint;
     cap record;
@@ -1876,6 +1926,11 @@ BEGIN
             r := fincore.post_pending(p.hold_id, NULL, fincore._payment_transfer_id(p.id, s.step_no, 'post'));
             s.transfer_ids := s.transfer_ids || r.id;
             p.hold_id := NULL;
+            fee := fincore._payment_fee(p, s.step_no, p.captured, r.id);
+            p := fee.p;
+            IF fee.fee_id IS NOT NULL THEN
+                s.transfer_ids := s.transfer_ids || fee.fee_id;
+            END IF;
             event := 'captured';
         END IF;
     WHEN 'capture' THEN
@@ -1891,6 +1946,11 @@ BEGIN
             tid := rh.posted_id;
         END IF;
         s.transfer_ids := s.transfer_ids || tid;
+        fee := fincore._payment_fee(p, s.step_no, s.amount, tid);
+        p := fee.p;
+        IF fee.fee_id IS NOT NULL THEN
+            s.transfer_ids := s.transfer_ids || fee.fee_id;
+        END IF;
         event := 'captured';
     WHEN 'increment' THEN
         SELECT * INTO rh FROM fincore._payment_rehold(p, s.step_no, 0,
@@ -1911,7 +1971,9 @@ BEGIN
         -- Reverse the captures, oldest first, each by what is left of it.
         left_to_refund := s.amount;
         FOR cap IN
-            SELECT x.step_no, x.transfer_ids[pg_catalog.array_length(x.transfer_ids, 1)] AS transfer_id,
+            -- The capture's transfer: an automatic capture's is after the hold, a capture's first
+            -- (a fee, if any, follows it).
+            SELECT x.step_no, x.transfer_ids[CASE WHEN x.kind = 'authorize' THEN 2 ELSE 1 END] AS transfer_id,
                    x.amount AS captured, x.reversed
               FROM fincore.payment_steps x
              WHERE x.tenant_id = p.tenant_id AND x.payment_id = p.id AND x.status = 'succeeded'
@@ -2260,7 +2322,7 @@ COMMENT ON FUNCTION fincore.payment(uuid) IS 'The current tenant''s payment (ZF9
 
 INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.payment_transition(fincore.payments,text,bigint,boolean)', 'app'),
-    ('fincore.create_payment_provider(text,uuid,text,text[],interval,interval,uuid,uuid,bigint,integer)', 'app'),
+    ('fincore.create_payment_provider(text,uuid,text,text[],interval,interval,uuid,uuid,bigint,integer,text,uuid)', 'app'),
     ('fincore.create_payment(bigint,text,text,uuid,text,boolean,boolean,text,jsonb,uuid)', 'app'),
     ('fincore.confirm_payment(uuid,uuid)', 'app'),
     ('fincore.capture_payment(uuid,bigint,boolean,text)', 'app'),

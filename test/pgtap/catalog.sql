@@ -142,8 +142,9 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.capture_payment(uuid,bigint,boolean,text)'),
     ('fincore.confirm_payment(uuid,uuid)'),
     ('fincore.create_payment(bigint,text,text,uuid,text,boolean,boolean,text,jsonb,uuid)'),
-    ('fincore.create_payment_provider(text,uuid,text,text[],interval,interval,uuid,uuid,bigint,integer)'),
+    ('fincore.create_payment_provider(text,uuid,text,text[],interval,interval,uuid,uuid,bigint,integer,text,uuid)'),
     ('fincore.expire_payment_steps(integer)'), ('fincore.expire_payment_steps_step(interval)'),
+    ('fincore._payment_fee(fincore.payments,integer,bigint,uuid)'),
     ('fincore.increment_authorization(uuid,bigint,text)'),
     ('fincore.open_dispute(uuid,bigint)'),
     ('fincore.payment_step_result(uuid,integer,text,text,text)'),
@@ -214,7 +215,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'payment(uuid)',
           '_payment_lock(uuid,uuid)',
           '_payment_step_failed(payments,payment_steps)',
-          'create_payment_provider(text,uuid,text,text[],interval,interval,uuid,uuid,bigint,integer)',
+          'create_payment_provider(text,uuid,text,text[],interval,interval,uuid,uuid,bigint,integer,text,uuid)',
           '_payment_replayed_step(payments,text,bigint,boolean,text)',
           '_payment_save(payments,text,jsonb)',
           'payment_transition(payments,text,bigint,boolean)',
@@ -226,7 +227,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'expire_payment_steps(integer)', 'payment_webhook_result(text,text,text)',
           '_payment_step(payments,payment_providers,text,bigint,boolean,text,boolean,uuid[])', 'increment_authorization(uuid,bigint,text)',
           'resolve_dispute(uuid,boolean)', '_payment_rehold(payments,integer,bigint,bigint)',
-          'payment_step_result(uuid,integer,text,text,text)'],
+          'payment_step_result(uuid,integer,text,text,text)', '_payment_fee(payments,integer,bigint,uuid)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);

@@ -4,7 +4,7 @@
 -- writes nothing, and who may call what.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(119);
+SELECT plan(127);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -283,6 +283,33 @@ SELECT is(format('%s | %s | %s', pg_temp.bal(10), pg_temp.bal(11), pg_temp.bal(1
     'the amount and the dispute fee went to the loss account');
 SELECT is(pg_temp.amounts('bb000000-0000-4000-8000-000000000002'), 'auth=300 cap=300 rel=0 ref=0 disp=0 lost=200',
     'lost 200');
+
+-- ---------------------------------------------------------------------------
+-- The provider's fee on captures
+-- ---------------------------------------------------------------------------
+SELECT fincore.create_account('USD', id => 'aa000000-0000-4000-8000-000000000013');
+SELECT fincore.define_fee_schedule('proc', 'USD', '{"components": [{"type": "percentage", "rate": "0.03"}]}');
+SELECT throws_ok($$SELECT fincore.create_payment_provider('feeprov', pg_temp.acct(10), fee_schedule => 'proc')$$,
+    'ZF901', NULL, 'a fee schedule needs its fee account');
+SELECT throws_ok($$SELECT fincore.create_payment_provider('feeprov', pg_temp.acct(10), fee_schedule => 'nope',
+    fee_account => pg_temp.acct(13))$$, 'ZF901', NULL, 'an unknown fee schedule is refused');
+SELECT lives_ok($$SELECT fincore.create_payment_provider('feeprov', pg_temp.acct(10), fee_schedule => 'proc',
+    fee_account => pg_temp.acct(13))$$, 'a provider with a processing fee');
+SELECT fincore.create_payment(1000, 'USD', 'feeprov', pg_temp.acct(1), confirm => true,
+                              id => 'bb000000-0000-4000-8000-00000000000a');
+SELECT pg_temp.ok_step('bb000000-0000-4000-8000-00000000000a', 1, 'succeeded');
+SELECT is((SELECT format('%s %s', status, fees) FROM fincore.payments WHERE id = 'bb000000-0000-4000-8000-00000000000a'),
+    'succeeded 30', 'an automatic capture charges the fee: 3% of 1000');
+SELECT is(pg_temp.bal(13), 'dp=0 dpo=0 cp=0 cpo=30', 'from the settlement account to the fee account');
+SELECT is((SELECT metadata->>'fee_of' FROM fincore.transfers WHERE id = (SELECT transfer_ids[3] FROM fincore.payment_steps
+            WHERE payment_id = 'bb000000-0000-4000-8000-00000000000a' AND step_no = 1)),
+    (SELECT transfer_ids[2]::text FROM fincore.payment_steps WHERE payment_id = 'bb000000-0000-4000-8000-00000000000a'
+      AND step_no = 1), 'the fee names the capture it is charged on');
+SELECT is((fincore.refund_payment('bb000000-0000-4000-8000-00000000000a')).amount, 1000::bigint,
+    'a refund of all of it ...');
+SELECT pg_temp.ok_step('bb000000-0000-4000-8000-00000000000a', 2, 'succeeded');
+SELECT is(format('%s | %s', pg_temp.status('bb000000-0000-4000-8000-00000000000a'), pg_temp.bal(13)),
+    'refunded | dp=0 dpo=0 cp=0 cpo=30', '... reverses the capture, not the fee');
 
 -- ---------------------------------------------------------------------------
 -- The state machine alone, and who may call what
