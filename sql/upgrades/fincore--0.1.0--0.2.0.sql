@@ -1965,8 +1965,9 @@ BEGIN
             p.hold_id := NULL;
             p := fincore.payment_transition(p, 'canceled');
         END IF;
-        -- else the authorization failed meanwhile, which released the hold: nothing left to cancel
-        event := 'canceled';
+        -- else the authorization failed meanwhile (or this cancels a late one at the provider):
+        -- its hold was released already, nothing is left to cancel here
+        event := CASE WHEN p.status = 'canceled' THEN 'canceled' ELSE 'authorization_released' END;
     WHEN 'refund' THEN
         -- Reverse the captures, oldest first, each by what is left of it.
         left_to_refund := s.amount;
@@ -2059,6 +2060,43 @@ REVOKE ALL ON FUNCTION fincore._payment_step_failed(fincore.payments, fincore.pa
 COMMENT ON FUNCTION fincore._payment_step_failed(fincore.payments, fincore.payment_steps) IS
     'Internal: the compensation and the transition of a provider step that failed for good.';
 
+-- A success the provider reports for a step fincore already failed by its deadline (its
+-- compensation has run): once per step, an event for reconciliation, and for an authorization a
+-- cancellation at the provider (a step of kind cancel that moves no money here).
+CREATE FUNCTION fincore._payment_late_success(p fincore.payments, s fincore.payment_steps, source text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    key text := 'late:' || s.step_no::text;
+    st record;
+BEGIN
+    PERFORM FROM fincore.payment_steps x
+     WHERE x.tenant_id = p.tenant_id AND x.payment_id = p.id AND x.request_key = key;
+    IF FOUND THEN
+        RETURN;   -- compensated already
+    END IF;
+    IF s.kind = 'authorize' THEN
+        st := fincore._payment_step(p, fincore._payment_provider(p), 'cancel', NULL, true, key, true, '{}');
+        p := st.p;
+    ELSE
+        -- Nothing to run here: the record is what reconciliation starts from.
+        st := fincore._payment_step(p, fincore._payment_provider(p), s.kind, s.amount, s.final, key, false, '{}');
+        p := st.p;
+        UPDATE fincore.payment_steps x SET status = 'failed', outcome_code = 'late_success'
+         WHERE x.tenant_id = p.tenant_id AND x.payment_id = p.id AND x.step_no = (st.s).step_no;
+    END IF;
+    PERFORM fincore._payment_save(p, 'late_success',
+                                  pg_catalog.jsonb_build_object('step_no', s.step_no, 'kind', s.kind,
+                                                                'step_amount', s.amount, 'source', source,
+                                                                'compensation_step', (st.s).step_no));
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._payment_late_success(fincore.payments, fincore.payment_steps, text) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._payment_late_success(fincore.payments, fincore.payment_steps, text) IS
+    'Internal: a success reported after a step was failed by its deadline: a payment.late_success event, and for an authorization a cancellation at the provider.';
+
 CREATE FUNCTION fincore.payment_step_result(payment_id uuid, step_no integer, outcome text,
                                             code text DEFAULT NULL, source text DEFAULT 'worker')
     RETURNS fincore.payment_steps
@@ -2087,8 +2125,13 @@ BEGIN
         RAISE EXCEPTION 'step % of payment % not found', coalesce(step_no::text, 'NULL'), p.id
             USING ERRCODE = 'ZF909';
     END IF;
-    -- The first report that decides the step wins; every later one is a no-op.
+    -- The first report that decides the step wins; every later one is a no-op, except that a
+    -- success reported after fincore failed the step by its deadline is compensated at the
+    -- provider (an authorization is cancelled there) and announced for reconciliation.
     IF s.status <> 'pending' THEN
+        IF outcome = 'succeeded' AND s.status = 'failed' AND s.outcome_source = 'timeout' THEN
+            PERFORM fincore._payment_late_success(p, s, source);
+        END IF;
         RETURN s;
     END IF;
     IF outcome = 'requires_action' THEN

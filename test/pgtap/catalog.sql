@@ -145,6 +145,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.create_payment_provider(text,uuid,text,text[],interval,interval,uuid,uuid,bigint,integer,text,uuid)'),
     ('fincore.expire_payment_steps(integer)'), ('fincore.expire_payment_steps_step(interval)'),
     ('fincore._payment_fee(fincore.payments,integer,bigint,uuid)'),
+    ('fincore._payment_late_success(fincore.payments,fincore.payment_steps,text)'),
     ('fincore.increment_authorization(uuid,bigint,text)'),
     ('fincore.open_dispute(uuid,bigint)'),
     ('fincore.payment_step_result(uuid,integer,text,text,text)'),
@@ -227,7 +228,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'expire_payment_steps(integer)', 'payment_webhook_result(text,text,text)',
           '_payment_step(payments,payment_providers,text,bigint,boolean,text,boolean,uuid[])', 'increment_authorization(uuid,bigint,text)',
           'resolve_dispute(uuid,boolean)', '_payment_rehold(payments,integer,bigint,bigint)',
-          'payment_step_result(uuid,integer,text,text,text)', '_payment_fee(payments,integer,bigint,uuid)'],
+          'payment_step_result(uuid,integer,text,text,text)', '_payment_fee(payments,integer,bigint,uuid)',
+          '_payment_late_success(payments,payment_steps,text)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);

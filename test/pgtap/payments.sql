@@ -4,7 +4,7 @@
 -- writes nothing, and who may call what.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(127);
+SELECT plan(134);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -208,6 +208,20 @@ SELECT is(format('%s %s', pg_temp.status('bb000000-0000-4000-8000-000000000006')
                  (SELECT outcome_source FROM fincore.payment_steps WHERE payment_id = 'bb000000-0000-4000-8000-000000000006')),
     'failed timeout', '... the payment failed by timeout');
 SELECT is(pg_temp.bal(1), 'dp=70 dpo=900 cp=0 cpo=600', 'only the 3-D Secure payment''s hold is left');
+SELECT is(pg_temp.ok_step('bb000000-0000-4000-8000-000000000006', 1, 'succeeded', source => 'webhook'), 'failed',
+    'a success after the deadline''s compensation does not undo it');
+SELECT is((SELECT format('%s %s %s', kind, status, request_key) FROM fincore.payment_steps
+            WHERE payment_id = 'bb000000-0000-4000-8000-000000000006' AND step_no = 2),
+    'cancel pending late:1', '... the authorization is cancelled at the provider');
+SELECT is(pg_temp.ok_step('bb000000-0000-4000-8000-000000000006', 1, 'succeeded'), 'failed', 'a second late report ...');
+SELECT is((SELECT count(*) FROM fincore.payment_steps WHERE payment_id = 'bb000000-0000-4000-8000-000000000006')::int, 2,
+    '... compensates nothing twice');
+SELECT is(pg_temp.ok_step('bb000000-0000-4000-8000-000000000006', 2, 'succeeded'), 'succeeded', 'the provider cancels it');
+SELECT is(format('%s %s', pg_temp.status('bb000000-0000-4000-8000-000000000006'), pg_temp.bal(1)),
+    'failed dp=70 dpo=900 cp=0 cpo=600', '... and nothing moves here');
+SELECT is(pg_temp.events('bb000000-0000-4000-8000-000000000006'),
+    'payment.created,payment.processing,payment.failed,payment.late_success,payment.authorization_released',
+    'the late success and its compensation are events');
 SELECT is(current_setting('fincore.tenant'), '', 'the sweep left no tenant set behind it');
 SELECT ok(EXISTS (SELECT 1 FROM fincore.maintenance_steps WHERE step = 'expire_payment_steps'),
     'the sweep is a maintenance step');
