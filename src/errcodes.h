@@ -5,7 +5,7 @@
  * defined range: classes starting with I-Z are reserved for implementations).
  * The subclass's first digit names the module: 1xx money, 2xx tenancy,
  * 3xx ledger, 4xx fees, 5xx outbox, 6xx queue, 7xx scale-out, 8xx limits and
- * rules, 9xx payments.  docs/errors.md lists every
+ * rules, 9xx payments, Axx billing.  docs/errors.md lists every
  * code; test/property/test_errors_doc.py keeps the two in step.
  */
 #ifndef FINCORE_ERRCODES_H
@@ -137,5 +137,9 @@
 #define ERRCODE_FC_PAYMENT_STEP_IN_FLIGHT	MAKE_SQLSTATE('Z','F','9','0','7')
 #define ERRCODE_FC_PROVIDER_NOT_FOUND		MAKE_SQLSTATE('Z','F','9','0','8')
 #define ERRCODE_FC_PAYMENT_STEP_NOT_FOUND	MAKE_SQLSTATE('Z','F','9','0','9')
+
+/* ---- SQLSTATEs: billing (ZFAxx; src/billing_api.c) ---- */
+#define ERRCODE_FC_INVALID_BILLING_PERIOD	MAKE_SQLSTATE('Z','F','A','0','1')
+#define ERRCODE_FC_INVALID_PRORATION		MAKE_SQLSTATE('Z','F','A','0','2')
 
 #endif							/* FINCORE_ERRCODES_H */

@@ -1,0 +1,81 @@
+/*
+ * billing.h — billing's arithmetic, pure C over integers: billing periods
+ * stepped from an anchor (months and years clamped to the month's last day)
+ * and proration to the second.  No SPI, no catalog; billing_api.c is the
+ * SQL-callable wrapper.
+ */
+#ifndef FINCORE_BILLING_H
+#define FINCORE_BILLING_H
+
+#include "postgres.h"
+
+#include "money.h"
+#include "utils/timestamp.h"
+
+typedef enum BillingUnit
+{
+	BILLING_DAY,
+	BILLING_WEEK,
+	BILLING_MONTH,
+	BILLING_YEAR
+} BillingUnit;
+
+/* At most this many units in one interval (a year of days, ten years of years). */
+#define BILLING_MAX_COUNT 366
+
+extern bool billing_unit_from_name(const char *name, BillingUnit *unit);
+
+/*
+ * The n-th boundary of the periods of count units from anchor (UTC):
+ * anchor + n * count units.  A month or year is stepped from the anchor
+ * itself, never from the previous boundary, and its day clamped to the
+ * month's last: an anchor on Jan 31 gives Feb 28 (29 in a leap year), Mar
+ * 31, Apr 30.  False if the result is out of timestamp range.
+ */
+extern bool billing_boundary(TimestampTz anchor, BillingUnit unit, int count, int64 n, TimestampTz *out);
+
+/*
+ * The period containing at: its index n (negative before the anchor) and
+ * [start, end).  False if out of range.
+ */
+extern bool billing_period(TimestampTz anchor, BillingUnit unit, int count, TimestampTz at,
+						   int64 *n, TimestampTz *start, TimestampTz *end);
+
+/* An instant taken to the second: proration counts whole seconds (truncated toward the past). */
+static inline int64
+billing_seconds(TimestampTz t)
+{
+	return t >= 0 ? t / USECS_PER_SEC : -((-t + USECS_PER_SEC - 1) / USECS_PER_SEC);
+}
+
+/*
+ * The part of amount that the span [from, to) is of [start, end), in whole
+ * seconds, rounded with mode: amount * seconds(from, to) / seconds(start,
+ * end), exact in 128 bits.  The span must lie within the period (callers
+ * check).
+ */
+extern int64 billing_fraction(int64 amount, TimestampTz start, TimestampTz end, TimestampTz from,
+							  TimestampTz to, RoundingMode mode);
+
+/* A change within a period: the credit for the unused rest of what was billed, and the debit for the new price. */
+typedef struct BillingChange
+{
+	int64		credit;
+	int64		debit;
+} BillingChange;
+
+/*
+ * A change at `at` of a subscription billed `billed` for the span [billed_from,
+ * period_end) of the period [period_start, period_end), to a price of
+ * `new_amount` a full period.  The credit is computed from what was billed
+ * for that span, never from a price: credit = billed * (period_end - at) /
+ * (period_end - billed_from) <= billed, so any number of changes in one
+ * period credits at most what was billed.  The debit is new_amount *
+ * (period_end - at) / (period_end - period_start).  False (with *what set)
+ * if the instants are not in order.
+ */
+extern bool billing_change(int64 billed, TimestampTz billed_from, TimestampTz period_start, TimestampTz period_end,
+						   int64 new_amount, TimestampTz at, RoundingMode mode, BillingChange *out,
+						   const char **what);
+
+#endif							/* FINCORE_BILLING_H */

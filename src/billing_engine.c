@@ -1,0 +1,170 @@
+/*
+ * billing_engine.c — billing periods and proration (billing.h): pure C over
+ * integers, UTC instants (time zones do not enter: a period is a span of
+ * instants).
+ *
+ * Periods.  Days and weeks are fixed lengths from the anchor.  Months and
+ * years are stepped from the anchor's calendar fields each time: boundary n
+ * is the anchor's month plus n * count months, on the anchor's day clamped to
+ * that month's last, at the anchor's time of day.  So an anchor on Jan 31
+ * bills Feb 28 (29), Mar 31, Apr 30 — the clamp of one month never carries to
+ * the next — and Feb 29 of a leap year bills Feb 28 in the other years.
+ *
+ * Proration.  Whole seconds (instants truncated toward the past), the
+ * fraction amount * part / whole computed exactly in 128 bits and rounded
+ * once with the caller's mode.
+ */
+#include "billing.h"
+
+#include "datatype/timestamp.h"
+#include "utils/datetime.h"
+
+bool
+billing_unit_from_name(const char *name, BillingUnit *unit)
+{
+	static const struct
+	{
+		const char *name;
+		BillingUnit unit;
+	}			units[] = {{"day", BILLING_DAY}, {"week", BILLING_WEEK}, {"month", BILLING_MONTH}, {"year", BILLING_YEAR}};
+
+	for (int i = 0; i < (int) lengthof(units); i++)
+		if (strcmp(name, units[i].name) == 0)
+		{
+			*unit = units[i].unit;
+			return true;
+		}
+	return false;
+}
+
+static inline int64
+floor_div64(int64 a, int64 b)
+{
+	int64		q = a / b;
+
+	return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* The anchor's calendar fields (UTC). */
+static bool
+anchor_fields(TimestampTz anchor, struct pg_tm *tm, fsec_t *fsec)
+{
+	return timestamp2tm(anchor, NULL, tm, fsec, NULL, NULL) == 0;
+}
+
+bool
+billing_boundary(TimestampTz anchor, BillingUnit unit, int count, int64 n, TimestampTz *out)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int64		months,
+				index;
+	int			last;
+
+	if (count < 1 || count > BILLING_MAX_COUNT || TIMESTAMP_NOT_FINITE(anchor))
+		return false;
+	if (unit == BILLING_DAY || unit == BILLING_WEEK)
+	{
+		int128		t = (int128) anchor + (int128) n * count * (unit == BILLING_DAY ? USECS_PER_DAY : 7 * USECS_PER_DAY);
+
+		if (t < MIN_TIMESTAMP || t >= END_TIMESTAMP)
+			return false;
+		*out = (TimestampTz) t;
+		return true;
+	}
+	if (!anchor_fields(anchor, &tm, &fsec))
+		return false;
+	months = (unit == BILLING_YEAR ? 12 : 1) * (int64) count;
+	/* Years far beyond the timestamp range are refused before they could overflow. */
+	if (n > 300000 || n < -300000)
+		return false;
+	index = (int64) tm.tm_year * 12 + (tm.tm_mon - 1) + n * months;
+	tm.tm_year = (int) floor_div64(index, 12);
+	tm.tm_mon = (int) (index - (int64) tm.tm_year * 12) + 1;
+	last = day_tab[isleap(tm.tm_year)][tm.tm_mon - 1];
+	if (tm.tm_mday > last)
+		tm.tm_mday = last;
+	if (tm2timestamp(&tm, fsec, NULL, out) != 0 || !IS_VALID_TIMESTAMP(*out))
+		return false;
+	return true;
+}
+
+bool
+billing_period(TimestampTz anchor, BillingUnit unit, int count, TimestampTz at,
+			   int64 *n, TimestampTz *start, TimestampTz *end)
+{
+	int64		guess;
+
+	if (count < 1 || count > BILLING_MAX_COUNT || TIMESTAMP_NOT_FINITE(anchor) || TIMESTAMP_NOT_FINITE(at))
+		return false;
+	if (unit == BILLING_DAY || unit == BILLING_WEEK)
+		guess = floor_div64(at - anchor, (int64) count * (unit == BILLING_DAY ? USECS_PER_DAY : 7 * USECS_PER_DAY));
+	else
+	{
+		struct pg_tm a,
+					b;
+		fsec_t		fa,
+					fb;
+
+		if (!anchor_fields(anchor, &a, &fa) || !anchor_fields(at, &b, &fb))
+			return false;
+		guess = floor_div64(((int64) b.tm_year * 12 + b.tm_mon) - ((int64) a.tm_year * 12 + a.tm_mon),
+							(unit == BILLING_YEAR ? 12 : 1) * (int64) count);
+	}
+	/* The guess is off by at most one period either way: step until start <= at < end. */
+	for (int tries = 0; tries < 4; tries++)
+	{
+		if (!billing_boundary(anchor, unit, count, guess, start) ||
+			!billing_boundary(anchor, unit, count, guess + 1, end))
+			return false;
+		if (at < *start)
+			guess--;
+		else if (at >= *end)
+			guess++;
+		else
+		{
+			*n = guess;
+			return true;
+		}
+	}
+	return false;
+}
+
+int64
+billing_fraction(int64 amount, TimestampTz start, TimestampTz end, TimestampTz from, TimestampTz to,
+				 RoundingMode mode)
+{
+	int64		whole = billing_seconds(end) - billing_seconds(start);
+	int64		part = billing_seconds(to) - billing_seconds(from);
+
+	if (whole <= 0 || part <= 0)
+		return 0;
+	if (part >= whole)
+		return amount;
+	return int128_to_int64_checked(div_round_int128((int128) amount * part, whole, mode), "prorated amount");
+}
+
+bool
+billing_change(int64 billed, TimestampTz billed_from, TimestampTz period_start, TimestampTz period_end,
+			   int64 new_amount, TimestampTz at, RoundingMode mode, BillingChange *out, const char **what)
+{
+	if (!(period_start <= billed_from && billed_from < period_end))
+	{
+		*what = "billed_from must lie in [period_start, period_end)";
+		return false;
+	}
+	if (!(billed_from <= at && at <= period_end))
+	{
+		*what = "the change must lie in [billed_from, period_end]";
+		return false;
+	}
+	if (billed < 0 || new_amount < 0)
+	{
+		*what = "amounts must not be negative";
+		return false;
+	}
+	/* What was billed for [billed_from, period_end), for the part [at, period_end) not used. */
+	out->credit = billing_fraction(billed, billed_from, period_end, at, period_end, mode);
+	out->debit = billing_fraction(new_amount, period_start, period_end, at, period_end, mode);
+	return true;
+}

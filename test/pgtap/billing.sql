@@ -1,0 +1,80 @@
+-- pgTAP: billing's arithmetic (docs/billing.md): periods stepped from an anchor with month-end
+-- clamping and leap years, proration to the second from what was billed, and their errors
+-- (ZFA01, ZFA02).  UTC instants throughout.
+BEGIN;
+SET search_path = fincore, public;
+SET LOCAL timezone = 'UTC';
+SELECT plan(24);
+
+CREATE FUNCTION pg_temp.bounds(anchor timestamptz, unit text, count int, at timestamptz) RETURNS text
+    LANGUAGE sql AS $$
+    SELECT format('%s [%s, %s)', p.period_index, to_char(p.period_start, 'YYYY-MM-DD HH24:MI'),
+                  to_char(p.period_end, 'YYYY-MM-DD HH24:MI'))
+      FROM fincore.billing_period(anchor, unit, count, at) p $$;
+
+-- Stripe's billing_cycle_anchor example: an anchor on Jan 31 bills Feb 28/29, Mar 31, Apr 30.
+SELECT is(pg_temp.bounds('2024-01-31 10:00', 'month', 1, '2024-02-15'), '0 [2024-01-31 10:00, 2024-02-29 10:00)',
+    'Jan 31 + 1 month is Feb 29 in a leap year');
+SELECT is(pg_temp.bounds('2024-01-31 10:00', 'month', 1, '2024-03-01'), '1 [2024-02-29 10:00, 2024-03-31 10:00)',
+    '... and + 2 months is Mar 31 again: the clamp does not stick');
+SELECT is(pg_temp.bounds('2024-01-31 10:00', 'month', 1, '2024-04-30 09:59'), '2 [2024-03-31 10:00, 2024-04-30 10:00)',
+    '... Apr 30');
+SELECT is(pg_temp.bounds('2023-01-31 00:00', 'month', 1, '2023-02-28 00:00'), '1 [2023-02-28 00:00, 2023-03-31 00:00)',
+    'Feb 28 in a common year; a boundary belongs to the period it starts');
+SELECT is(pg_temp.bounds('2024-02-29 12:00', 'year', 1, '2025-06-01'), '1 [2025-02-28 12:00, 2026-02-28 12:00)',
+    'a yearly anchor on Feb 29 bills Feb 28 in common years');
+SELECT is(pg_temp.bounds('2024-02-29 12:00', 'year', 1, '2028-03-01'), '4 [2028-02-29 12:00, 2029-02-28 12:00)',
+    '... and Feb 29 again in leap years');
+SELECT is(pg_temp.bounds('2024-08-31 00:00', 'month', 3, '2024-12-01'), '1 [2024-11-30 00:00, 2025-02-28 00:00)',
+    'quarterly from Aug 31: Nov 30, Feb 28');
+SELECT is(pg_temp.bounds('2026-01-05 08:00', 'week', 2, '2026-01-20'), '1 [2026-01-19 08:00, 2026-02-02 08:00)',
+    'every two weeks');
+SELECT is(pg_temp.bounds('2026-01-05 08:00', 'day', 1, '2026-01-05 07:59'), '-1 [2026-01-04 08:00, 2026-01-05 08:00)',
+    'before the anchor: a negative index');
+SELECT is(pg_temp.bounds('2024-01-31 10:00', 'month', 1, '2023-12-31 10:00'), '-1 [2023-12-31 10:00, 2024-01-31 10:00)',
+    'stepping back from Jan 31: Dec 31');
+
+SELECT throws_ok($$SELECT fincore.billing_period(now(), 'fortnight', 1, now())$$, 'ZFA01', NULL, 'an unknown unit');
+SELECT throws_ok($$SELECT fincore.billing_period(now(), 'month', 0, now())$$, 'ZFA01', NULL, 'a count below 1');
+SELECT throws_ok($$SELECT fincore.billing_period('infinity', 'month', 1, now())$$, 'ZFA01', NULL, 'an infinite anchor');
+
+-- Stripe's proration example: $10 a month, upgraded to $20 at the middle of the month: a credit
+-- of $5 for the unused half, a debit of $10 for the rest at the new price.
+SELECT is((SELECT format('%s %s', credit, debit) FROM fincore.proration(1000, '2026-04-01', '2026-04-01', '2026-05-01',
+                                                                       2000, '2026-04-16')),
+    '500 1000', '$10 -> $20 at mid-month: credit $5, debit $10');
+-- To the second: one second of a 30-day month.
+SELECT is((SELECT format('%s %s', credit, debit) FROM fincore.proration(2592000, '2026-04-01', '2026-04-01', '2026-05-01',
+                                                                       2592000, '2026-04-30 23:59:59')),
+    '1 1', 'one second of a 30-day month is 1/2,592,000 of it');
+SELECT is((SELECT credit FROM fincore.proration(1000, '2026-04-01', '2026-04-01', '2026-05-01', 0, '2026-04-01 00:00:00.999')),
+    1000::bigint, 'instants count in whole seconds: a change within the first second credits it all');
+SELECT is((SELECT format('%s %s', credit, debit) FROM fincore.proration(1, '2026-04-01', '2026-04-01', '2026-05-01', 1,
+                                                                       '2026-04-16', 'half_even')),
+    '0 0', 'half of a cent rounds to even (0) by default');
+SELECT is((SELECT format('%s %s', credit, debit) FROM fincore.proration(1, '2026-04-01', '2026-04-01', '2026-05-01', 1,
+                                                                       '2026-04-16', 'half_up')),
+    '1 1', '... and to 1 half_up');
+
+-- Three changes in one period: each credits what the last one billed, never today's price.
+CREATE TEMP TABLE changes AS
+WITH c1 AS (SELECT * FROM fincore.proration(3000, '2026-04-01', '2026-04-01', '2026-05-01', 6000, '2026-04-11')),
+     c2 AS (SELECT * FROM fincore.proration((SELECT debit FROM c1), '2026-04-11', '2026-04-01', '2026-05-01', 1500, '2026-04-21')),
+     c3 AS (SELECT * FROM fincore.proration((SELECT debit FROM c2), '2026-04-21', '2026-04-01', '2026-05-01', 9000, '2026-04-26'))
+SELECT 1 AS n, * FROM c1 UNION ALL SELECT 2, * FROM c2 UNION ALL SELECT 3, * FROM c3;
+SELECT is((SELECT string_agg(format('%s/%s', credit, debit), ' ' ORDER BY n) FROM changes),
+    '2000/4000 2000/500 250/1500', 'each credit is a share of what the previous change billed');
+SELECT ok((SELECT sum(credit) FROM changes) <= 3000 + (SELECT sum(debit) FROM changes WHERE n < 3),
+    'the credits never exceed what was billed');
+
+SELECT throws_ok($$SELECT fincore.proration(100, '2026-04-11', '2026-04-01', '2026-05-01', 100, '2026-04-05')$$,
+    'ZFA02', NULL, 'a change before what it credits is refused');
+SELECT throws_ok($$SELECT fincore.proration(100, '2026-05-02', '2026-04-01', '2026-05-01', 100, '2026-05-02')$$,
+    'ZFA02', NULL, 'billed_from outside the period is refused');
+SELECT throws_ok($$SELECT fincore.proration(-1, '2026-04-01', '2026-04-01', '2026-05-01', 100, '2026-04-05')$$,
+    'ZFA02', NULL, 'a negative amount is refused');
+SELECT throws_ok($$SELECT fincore.proration(9223372036854775807, '2026-04-01', '2026-04-01', '2026-05-01', 1, '2026-04-02', 'sideways')$$,
+    'ZF107', NULL, 'an unknown rounding mode is the money module''s ZF107');
+
+SELECT * FROM finish();
+ROLLBACK;
