@@ -78,4 +78,51 @@ extern bool billing_change(int64 billed, TimestampTz billed_from, TimestampTz pe
 						   int64 new_amount, TimestampTz at, RoundingMode mode, BillingChange *out,
 						   const char **what);
 
+/* ---- subscriptions: Stripe Billing's statuses and the transitions it allows ---- */
+
+typedef enum SubscriptionStatus
+{
+	SUB_INCOMPLETE,				/* created; its first invoice not paid yet */
+	SUB_INCOMPLETE_EXPIRED,		/* the first invoice was never paid (terminal) */
+	SUB_TRIALING,
+	SUB_ACTIVE,
+	SUB_PAST_DUE,				/* a renewal's payment failed; retries (dunning) run */
+	SUB_CANCELED,				/* terminal */
+	SUB_UNPAID,					/* retries ran out, the policy keeps it (entitlements off) */
+	SUB_PAUSED,
+	SUB_STATUS_COUNT
+} SubscriptionStatus;
+
+typedef enum SubscriptionAction
+{
+	SA_PAYMENT_SUCCEEDED,		/* an invoice of it was paid */
+	SA_PAYMENT_FAILED,			/* a renewal's payment failed */
+	SA_FIRST_PAYMENT_EXPIRED,	/* the first invoice was not paid in time */
+	SA_TRIAL_ENDED,				/* the trial ended and its first invoice was paid or is not needed */
+	SA_TRIAL_ENDED_UNPAID,		/* the trial ended and its first invoice's payment failed */
+	SA_RETRIES_EXHAUSTED_CANCEL,	/* dunning ran out, the policy cancels */
+	SA_RETRIES_EXHAUSTED_UNPAID,	/* dunning ran out, the policy keeps it unpaid */
+	SA_CHANGE,					/* price or quantity */
+	SA_PAUSE,
+	SA_RESUME,
+	SA_CANCEL,
+	SA_ACTION_COUNT
+} SubscriptionAction;
+
+extern const char *const subscription_status_names[SUB_STATUS_COUNT];
+extern const char *const subscription_action_names[SA_ACTION_COUNT];
+
+extern bool subscription_status_from_name(const char *name, SubscriptionStatus *status);
+extern bool subscription_action_from_name(const char *name, SubscriptionAction *action);
+
+/* Whether a subscription in this status grants its entitlements (trialing, active, past_due while retries run). */
+extern bool subscription_entitles(SubscriptionStatus status);
+
+/*
+ * The status after action, or false if the action is not allowed from
+ * status (Stripe's rules: a terminal status changes no more, only an active
+ * or trialing subscription pauses, only a paused one resumes, ...).
+ */
+extern bool subscription_next(SubscriptionStatus status, SubscriptionAction action, SubscriptionStatus *next);
+
 #endif							/* FINCORE_BILLING_H */

@@ -110,3 +110,53 @@ fincore_proration(PG_FUNCTION_ARGS)
 	values[1] = Int64GetDatum(change.debit);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
+
+static SubscriptionStatus
+status_arg(text *t)
+{
+	char	   *name = text_to_cstring(t);
+	SubscriptionStatus status;
+
+	if (!subscription_status_from_name(name, &status))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_SUBSCRIPTION),
+				 errmsg("invalid subscription status %s", quote_literal_cstr(name)),
+				 errhint("incomplete, incomplete_expired, trialing, active, past_due, canceled, unpaid or paused.")));
+	return status;
+}
+
+/*
+ * fincore.subscription_transition(status, action): the status the action
+ * leads to, or ZFA03 if Stripe's rules do not allow it from status.
+ */
+PG_FUNCTION_INFO_V1(fincore_subscription_transition);
+Datum
+fincore_subscription_transition(PG_FUNCTION_ARGS)
+{
+	SubscriptionStatus status = status_arg(PG_GETARG_TEXT_PP(0));
+	char	   *action_name = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	SubscriptionAction action;
+	SubscriptionStatus next;
+
+	if (!subscription_action_from_name(action_name, &action))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_SUBSCRIPTION),
+				 errmsg("invalid subscription action %s", quote_literal_cstr(action_name)),
+				 errhint("payment_succeeded, payment_failed, first_payment_expired, trial_ended, trial_ended_unpaid, "
+						 "retries_exhausted_cancel, retries_exhausted_unpaid, change, pause, resume or cancel.")));
+	if (!subscription_next(status, action, &next))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_SUBSCRIPTION_STATE),
+				 errmsg("a subscription cannot %s when it is %s", action_name, subscription_status_names[status]),
+				 status == SUB_CANCELED || status == SUB_INCOMPLETE_EXPIRED ?
+				 errhint("A %s subscription is final: create a new one.", subscription_status_names[status]) : 0));
+	PG_RETURN_TEXT_P(cstring_to_text(subscription_status_names[next]));
+}
+
+/* fincore.subscription_entitles(status): whether the status grants the subscription's entitlements. */
+PG_FUNCTION_INFO_V1(fincore_subscription_entitles);
+Datum
+fincore_subscription_entitles(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(subscription_entitles(status_arg(PG_GETARG_TEXT_PP(0))));
+}

@@ -168,3 +168,81 @@ billing_change(int64 billed, TimestampTz billed_from, TimestampTz period_start, 
 	out->debit = billing_fraction(new_amount, period_start, period_end, at, period_end, mode);
 	return true;
 }
+
+/* ---- subscriptions ---- */
+
+const char *const subscription_status_names[SUB_STATUS_COUNT] = {
+	"incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"
+};
+
+const char *const subscription_action_names[SA_ACTION_COUNT] = {
+	"payment_succeeded", "payment_failed", "first_payment_expired", "trial_ended", "trial_ended_unpaid",
+	"retries_exhausted_cancel", "retries_exhausted_unpaid", "change", "pause", "resume", "cancel"
+};
+
+bool
+subscription_status_from_name(const char *name, SubscriptionStatus *status)
+{
+	for (int i = 0; i < SUB_STATUS_COUNT; i++)
+		if (strcmp(name, subscription_status_names[i]) == 0)
+		{
+			*status = (SubscriptionStatus) i;
+			return true;
+		}
+	return false;
+}
+
+bool
+subscription_action_from_name(const char *name, SubscriptionAction *action)
+{
+	for (int i = 0; i < SA_ACTION_COUNT; i++)
+		if (strcmp(name, subscription_action_names[i]) == 0)
+		{
+			*action = (SubscriptionAction) i;
+			return true;
+		}
+	return false;
+}
+
+bool
+subscription_entitles(SubscriptionStatus status)
+{
+	return status == SUB_TRIALING || status == SUB_ACTIVE || status == SUB_PAST_DUE;
+}
+
+#define SUB_ANY_LIVE ((1u << SUB_INCOMPLETE) | (1u << SUB_TRIALING) | (1u << SUB_ACTIVE) | \
+					  (1u << SUB_PAST_DUE) | (1u << SUB_UNPAID) | (1u << SUB_PAUSED))
+
+/*
+ * One row per action: the statuses it may start from and where it leads.
+ * TO_SAME keeps the status (a change of price or quantity).
+ */
+#define TO_SAME SUB_STATUS_COUNT
+static const struct
+{
+	uint32		from;
+	int			to;
+}			subscription_rules[SA_ACTION_COUNT] = {
+	[SA_PAYMENT_SUCCEEDED] = {(1u << SUB_INCOMPLETE) | (1u << SUB_ACTIVE) | (1u << SUB_PAST_DUE) | (1u << SUB_UNPAID),
+	SUB_ACTIVE},
+	[SA_PAYMENT_FAILED] = {(1u << SUB_ACTIVE) | (1u << SUB_PAST_DUE), SUB_PAST_DUE},
+	[SA_FIRST_PAYMENT_EXPIRED] = {1u << SUB_INCOMPLETE, SUB_INCOMPLETE_EXPIRED},
+	[SA_TRIAL_ENDED] = {1u << SUB_TRIALING, SUB_ACTIVE},
+	[SA_TRIAL_ENDED_UNPAID] = {1u << SUB_TRIALING, SUB_PAST_DUE},
+	[SA_RETRIES_EXHAUSTED_CANCEL] = {1u << SUB_PAST_DUE, SUB_CANCELED},
+	[SA_RETRIES_EXHAUSTED_UNPAID] = {1u << SUB_PAST_DUE, SUB_UNPAID},
+	[SA_CHANGE] = {(1u << SUB_TRIALING) | (1u << SUB_ACTIVE) | (1u << SUB_PAST_DUE) | (1u << SUB_INCOMPLETE), TO_SAME},
+	[SA_PAUSE] = {(1u << SUB_TRIALING) | (1u << SUB_ACTIVE), SUB_PAUSED},
+	[SA_RESUME] = {1u << SUB_PAUSED, SUB_ACTIVE},
+	[SA_CANCEL] = {SUB_ANY_LIVE, SUB_CANCELED},
+};
+
+bool
+subscription_next(SubscriptionStatus status, SubscriptionAction action, SubscriptionStatus *next)
+{
+	if (status < 0 || status >= SUB_STATUS_COUNT || action < 0 || action >= SA_ACTION_COUNT ||
+		(subscription_rules[action].from & (1u << status)) == 0)
+		return false;
+	*next = subscription_rules[action].to == TO_SAME ? status : (SubscriptionStatus) subscription_rules[action].to;
+	return true;
+}

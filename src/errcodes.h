@@ -141,5 +141,7 @@
 /* ---- SQLSTATEs: billing (ZFAxx; src/billing_api.c) ---- */
 #define ERRCODE_FC_INVALID_BILLING_PERIOD	MAKE_SQLSTATE('Z','F','A','0','1')
 #define ERRCODE_FC_INVALID_PRORATION		MAKE_SQLSTATE('Z','F','A','0','2')
+#define ERRCODE_FC_SUBSCRIPTION_STATE		MAKE_SQLSTATE('Z','F','A','0','3')
+#define ERRCODE_FC_INVALID_SUBSCRIPTION		MAKE_SQLSTATE('Z','F','A','0','4')
 
 #endif							/* FINCORE_ERRCODES_H */

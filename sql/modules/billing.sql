@@ -23,6 +23,20 @@ CREATE FUNCTION fincore.proration(billed bigint, billed_from timestamptz, period
 COMMENT ON FUNCTION fincore.proration(bigint, timestamptz, timestamptz, timestamptz, bigint, timestamptz, text) IS
     'A change at `at` of a subscription billed `billed` for [billed_from, period_end): credit = billed x (period_end - at) / (period_end - billed_from), from what was billed and never more; debit = new_amount (a full period''s price) x (period_end - at) / (period_end - period_start). Whole seconds, exact, rounded once (half_even by default). ZFA02, ZF104, ZF107.';
 
+CREATE FUNCTION fincore.subscription_transition(status text, action text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'fincore_subscription_transition';
+COMMENT ON FUNCTION fincore.subscription_transition(text, text) IS
+    'The subscription state machine (C, Stripe Billing''s statuses and the transitions it allows): the status action leads to from status, or ZFA03 if it is not allowed (ZFA04 for an unknown status or action). Writes nothing.';
+
+CREATE FUNCTION fincore.subscription_entitles(status text) RETURNS boolean
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'fincore_subscription_entitles';
+COMMENT ON FUNCTION fincore.subscription_entitles(text) IS
+    'Whether a subscription in this status grants its entitlements: trialing, active, and past_due while its retries run. ZFA04.';
+
 INSERT INTO fincore.function_audience (fn, audience) VALUES
+    ('fincore.subscription_transition(text,text)', 'app'),
+    ('fincore.subscription_entitles(text)', 'app'),
     ('fincore.billing_period(timestamptz,text,integer,timestamptz)', 'app'),
     ('fincore.proration(bigint,timestamptz,timestamptz,timestamptz,bigint,timestamptz,text)', 'app');
