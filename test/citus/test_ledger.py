@@ -210,6 +210,27 @@ def test_payments_run_on_one_shard(tenants):
         assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
 
 
+def test_subscriptions_run_on_one_shard(tenants):
+    """Billing (docs/billing.md) on Citus: catalogue, a subscription, a preview and its change on one shard."""
+    t = own_tenant(4)
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        product = conn.execute("SELECT fincore.create_product('citus-pro')").fetchone()[0]
+        flat = conn.execute("SELECT fincore.create_price(%s, 3000, 'USD')", (product,)).fetchone()[0]
+        seats = conn.execute("SELECT fincore.create_price(%s, 1000, 'USD', scheme => 'per_seat')", (product,)).fetchone()[0]
+        sub = conn.execute("SELECT id FROM fincore.create_subscription(%s, %s, idempotency_key => %s)",
+                           (acct(5), flat, f"citus-sub-{uuid.uuid4()}")).fetchone()[0]
+        preview = conn.execute("SELECT credit, debit FROM fincore.preview_change(%s, %s, 3)", (sub, seats)).fetchone()
+        at = conn.execute("SELECT now()").fetchone()[0]
+        change = conn.execute("SELECT credit, debit FROM fincore.change_subscription(%s, %s, 3, %s)",
+                              (sub, seats, at)).fetchone()
+        assert change == preview, (change, preview)
+        assert conn.execute("SELECT status FROM fincore.update_subscription_status(%s, 'cancel')",
+                            (sub,)).fetchone()[0] == "canceled"
+        conn.commit()
+
+
 def worker(tenant, seed, errors, created):
     rnd = random.Random(seed)
     try:

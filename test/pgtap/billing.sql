@@ -4,8 +4,11 @@
 BEGIN;
 SET search_path = fincore, public;
 SET LOCAL timezone = 'UTC';
-SELECT plan(29);
+SELECT plan(53);
 
+CREATE FUNCTION pg_temp.rows_before() RETURNS text LANGUAGE sql AS $$
+    SELECT format('subscriptions=%s lines=%s events=%s', (SELECT count(*) FROM fincore.subscriptions),
+                  (SELECT count(*) FROM fincore.subscription_lines), (SELECT count(*) FROM fincore.outbox_events)) $$;
 CREATE FUNCTION pg_temp.bounds(anchor timestamptz, unit text, count int, at timestamptz) RETURNS text
     LANGUAGE sql AS $$
     SELECT format('%s [%s, %s)', p.period_index, to_char(p.period_start, 'YYYY-MM-DD HH24:MI'),
@@ -270,6 +273,91 @@ SELECT throws_ok($$SELECT fincore.subscription_transition('canceled', 'resume')$
     'a subscription cannot resume when it is canceled', 'a refusal names the action and the status');
 SELECT is((SELECT array_agg(s ORDER BY s) FROM unnest(ARRAY['incomplete', 'incomplete_expired', 'trialing', 'active', 'past_due', 'canceled', 'unpaid', 'paused']) s WHERE fincore.subscription_entitles(s)),
     ARRAY['active', 'past_due', 'trialing'], 'trialing, active and past_due grant entitlements; nothing else does');
+
+-- ---------------------------------------------------------------------------
+-- Catalogue and subscriptions
+-- ---------------------------------------------------------------------------
+SELECT fincore.create_tenant('Billing A', 'ab000000-0000-4000-8000-00000000000a');
+SELECT fincore.create_tenant('Billing B', 'ab000000-0000-4000-8000-00000000000b');
+SELECT fincore.set_tenant('ab000000-0000-4000-8000-00000000000a');
+SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000001');
+SELECT fincore.create_account('EUR', id => 'ac000000-0000-4000-8000-000000000002');
+SELECT fincore.create_product('Pro', 'ad000000-0000-4000-8000-000000000001');
+SELECT throws_ok($$SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', -1, 'USD')$$, 'ZFA05', NULL,
+    'a negative price is refused');
+SELECT throws_ok($$SELECT fincore.create_price('ad000000-0000-4000-8000-0000000000ff', 1, 'USD')$$, 'ZFA06', NULL,
+    'a price of an unknown product is refused');
+SELECT throws_ok($$SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 1, 'XQZ')$$, 'ZF102', NULL,
+    'an unknown currency is refused');
+SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 3000, 'USD', id => 'ae000000-0000-4000-8000-000000000001');
+SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 1000, 'USD', scheme => 'per_seat',
+                            id => 'ae000000-0000-4000-8000-000000000002');
+SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 500, 'USD', trial_days => 14,
+                            id => 'ae000000-0000-4000-8000-000000000003');
+SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 30000, 'USD', interval_unit => 'year',
+                            id => 'ae000000-0000-4000-8000-000000000004');
+
+SELECT is((SELECT format('%s %s %s', status, to_char(period_start, 'MM-DD'), to_char(period_end, 'MM-DD'))
+             FROM fincore.create_subscription('ac000000-0000-4000-8000-000000000001', 'ae000000-0000-4000-8000-000000000001',
+                                              anchor => date_trunc('month', now()) , idempotency_key => 'sub-1',
+                                              id => 'af000000-0000-4000-8000-000000000001')),
+    format('incomplete %s %s', to_char(date_trunc('month', now()), 'MM-DD'),
+           to_char(date_trunc('month', now()) + interval '1 month', 'MM-DD')),
+    'a subscription without a trial starts incomplete, in the anchor''s period');
+SELECT is((SELECT id FROM fincore.create_subscription('ac000000-0000-4000-8000-000000000001', 'ae000000-0000-4000-8000-000000000001',
+                                                      idempotency_key => 'sub-1')),
+    'af000000-0000-4000-8000-000000000001'::uuid, 'the same idempotency key returns the subscription');
+SELECT throws_ok($$SELECT fincore.create_subscription('ac000000-0000-4000-8000-000000000001',
+                     'ae000000-0000-4000-8000-000000000002', idempotency_key => 'sub-1')$$, 'ZFA07', NULL,
+    'the key with another price is refused');
+SELECT throws_ok($$SELECT fincore.create_subscription('ac000000-0000-4000-8000-000000000002',
+                     'ae000000-0000-4000-8000-000000000001')$$, 'ZF301', NULL,
+    'the customer''s account must be in the price''s currency');
+SELECT is((SELECT status FROM fincore.create_subscription('ac000000-0000-4000-8000-000000000001',
+            'ae000000-0000-4000-8000-000000000003', id => 'af000000-0000-4000-8000-000000000003')), 'trialing',
+    'a price with a trial starts trialing');
+SELECT is((SELECT billed FROM fincore.subscriptions WHERE id = 'af000000-0000-4000-8000-000000000003'), 0::bigint,
+    '... billed nothing');
+
+-- A fixed history: the subscription is rewound to a known period to check the lines exactly.
+UPDATE fincore.subscriptions SET status = 'active', period_start = '2026-04-01', period_end = '2026-05-01',
+       billed = 3000, billed_from = '2026-04-01' WHERE id = 'af000000-0000-4000-8000-000000000001';
+SELECT is((SELECT format('%s/%s', credit, debit) FROM fincore.preview_change('af000000-0000-4000-8000-000000000001',
+            'ae000000-0000-4000-8000-000000000002', 6, '2026-04-11')),
+    '2000/4000', 'preview: 3,000 a month -> 6 seats at 1,000 on day 10 of 30: credit 2,000, debit 4,000');
+SELECT is((SELECT format('%s/%s', credit, debit) FROM fincore.change_subscription('af000000-0000-4000-8000-000000000001',
+            'ae000000-0000-4000-8000-000000000002', 6, '2026-04-11')),
+    '2000/4000', 'the change bills exactly what the preview said');
+SELECT is((SELECT format('%s/%s', credit, debit) FROM fincore.preview_change('af000000-0000-4000-8000-000000000001',
+            NULL, 2, '2026-04-21')),
+    '2000/667', 'then 2 seats on day 20: the credit is half of what the change billed (4,000), not of a price');
+SELECT is((SELECT format('%s/%s', credit, debit) FROM fincore.change_subscription('af000000-0000-4000-8000-000000000001',
+            NULL, 2, '2026-04-21')), '2000/667', '... and the change agrees');
+SELECT is((SELECT string_agg(format('%s:%s', kind, amount), ' ' ORDER BY line_no) FROM fincore.subscription_lines
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000001' AND line_no > 1),
+    'credit:2000 debit:4000 credit:2000 debit:667', 'each change is a credit line and a debit line');
+SELECT pg_temp.rows_before() AS billing_rows \gset
+SELECT throws_ok($$SELECT fincore.change_subscription('af000000-0000-4000-8000-000000000001', NULL, 3, '2026-04-15')$$,
+    'ZFA02', NULL, 'a change before the last one is refused');
+SELECT throws_ok($$SELECT fincore.change_subscription('af000000-0000-4000-8000-000000000001',
+                     'ae000000-0000-4000-8000-000000000004', 1, '2026-04-25')$$, 'ZFA04', NULL,
+    'a change to another interval is refused');
+SELECT is(pg_temp.rows_before(), :'billing_rows', 'the refusals wrote nothing');
+
+SELECT is((fincore.update_subscription_status('af000000-0000-4000-8000-000000000001', 'pause')).status, 'paused', 'pause');
+SELECT throws_ok($$SELECT fincore.change_subscription('af000000-0000-4000-8000-000000000001', NULL, 1, '2026-04-25')$$,
+    'ZFA03', NULL, 'a paused subscription is not changed');
+SELECT is((fincore.update_subscription_status('af000000-0000-4000-8000-000000000001', 'resume')).status, 'active', 'resume');
+SELECT is((fincore.update_subscription_status('af000000-0000-4000-8000-000000000001', 'cancel')).status, 'canceled', 'cancel');
+SELECT throws_ok($$SELECT fincore.update_subscription_status('af000000-0000-4000-8000-000000000001', 'resume')$$,
+    'ZFA03', NULL, 'a canceled subscription is final');
+SELECT is((SELECT string_agg(type, ',' ORDER BY seq) FROM fincore.outbox_events
+            WHERE aggregateid = 'af000000-0000-4000-8000-000000000001'),
+    'subscription.created,subscription.updated,subscription.updated,subscription.updated,subscription.updated,subscription.updated',
+    'an event for every change');
+SELECT fincore.set_tenant('ab000000-0000-4000-8000-00000000000b');
+SELECT throws_ok($$SELECT fincore.preview_change('af000000-0000-4000-8000-000000000001')$$, 'ZFA06', NULL,
+    'another tenant does not see the subscription');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -146,6 +146,11 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.expire_payment_steps(integer)'), ('fincore.expire_payment_steps_step(interval)'),
     ('fincore._payment_fee(fincore.payments,integer,bigint,uuid)'),
     ('fincore._payment_late_success(fincore.payments,fincore.payment_steps,text)'),
+    -- billing (sql/modules/billing.sql)
+    ('fincore.create_product(text,uuid)'), ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid)'),
+    ('fincore.create_subscription(uuid,uuid,integer,timestamptz,text,uuid)'),
+    ('fincore.change_subscription(uuid,uuid,integer,timestamptz)'), ('fincore.update_subscription_status(uuid,text)'),
+    ('fincore._subscription_lock(uuid,uuid)'),
     ('fincore.increment_authorization(uuid,bigint,text)'),
     ('fincore.open_dispute(uuid,bigint)'),
     ('fincore.payment_step_result(uuid,integer,text,text,text)'),
@@ -229,7 +234,13 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           '_payment_step(payments,payment_providers,text,bigint,boolean,text,boolean,uuid[])', 'increment_authorization(uuid,bigint,text)',
           'resolve_dispute(uuid,boolean)', '_payment_rehold(payments,integer,bigint,bigint)',
           'payment_step_result(uuid,integer,text,text,text)', '_payment_fee(payments,integer,bigint,uuid)',
-          '_payment_late_success(payments,payment_steps,text)'],
+          '_payment_late_success(payments,payment_steps,text)',
+          'create_product(text,uuid)', 'create_price(uuid,bigint,text,text,integer,text,integer,uuid)',
+          'create_subscription(uuid,uuid,integer,timestamp with time zone,text,uuid)',
+          'preview_change(uuid,uuid,integer,timestamp with time zone)',
+          'change_subscription(uuid,uuid,integer,timestamp with time zone)', 'update_subscription_status(uuid,text)',
+          '_subscription_lock(uuid,uuid)',
+          '_subscription_change_lines(subscriptions,billing_prices,integer,timestamp with time zone)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
