@@ -112,6 +112,7 @@ CREATE TABLE fincore.subscription_lines (
     quantity        integer     NOT NULL,
     span_start      timestamptz NOT NULL,
     span_end        timestamptz NOT NULL,
+    invoice_id      uuid,       -- the invoice that took the line (NULL: not invoiced yet)
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, subscription_id, line_no),
     FOREIGN KEY (tenant_id, subscription_id) REFERENCES fincore.subscriptions (tenant_id, id) ON DELETE CASCADE
@@ -425,6 +426,288 @@ $fn$;
 COMMENT ON FUNCTION fincore.update_subscription_status(uuid, text) IS
     'Pauses, resumes or cancels a subscription now, as the state machine allows (ZFA03 otherwise). ZFA04, ZFA06.';
 
+-- ---------------------------------------------------------------------------
+-- Invoices: a subscription's lines not invoiced yet, netted (credits first), posted to the
+-- ledger as receivable <- revenue when the invoice is made, and paid by a transfer from the
+-- customer's account to the receivable.  A net credit waits for the next invoice.
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE fincore.billing_accounts (
+    tenant_id          uuid NOT NULL,
+    currency           text NOT NULL,
+    receivable_account uuid NOT NULL,
+    revenue_account    uuid NOT NULL,
+    PRIMARY KEY (tenant_id, currency),
+    FOREIGN KEY (tenant_id) REFERENCES fincore.tenants (id) ON DELETE CASCADE
+);
+COMMENT ON TABLE fincore.billing_accounts IS
+    'Where a tenant''s invoices post, per currency: the receivable (debited when an invoice is made, credited when it is paid) and the revenue account.';
+SELECT fincore.protect('fincore.billing_accounts');
+SELECT pg_catalog.pg_extension_config_dump('fincore.billing_accounts', '');
+
+CREATE TABLE fincore.invoices (
+    tenant_id        uuid        NOT NULL,
+    id               uuid        NOT NULL,
+    subscription_id  uuid        NOT NULL,
+    customer_account uuid        NOT NULL,
+    currency         text        NOT NULL,
+    status           text        NOT NULL CHECK (status IN ('open', 'paid', 'void', 'uncollectible')),
+    total            bigint      NOT NULL CHECK (total > 0),
+    period_start     timestamptz NOT NULL,
+    period_end       timestamptz NOT NULL,
+    transfer_id      uuid        NOT NULL,      -- receivable <- revenue
+    payment_transfer_id uuid,                   -- customer -> receivable
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    paid_at          timestamptz,
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, subscription_id) REFERENCES fincore.subscriptions (tenant_id, id)
+);
+COMMENT ON TABLE fincore.invoices IS
+    'Invoices of subscriptions: their total (lines netted), status, and the ledger transfers that posted and paid them.';
+SELECT fincore.protect('fincore.invoices');
+SELECT pg_catalog.pg_extension_config_dump('fincore.invoices', '');
+
+CREATE FUNCTION fincore.set_billing_accounts(currency text, receivable_account uuid, revenue_account uuid)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    acc uuid;
+BEGIN
+    PERFORM fincore.require_limits_admin(tenant);
+    FOREACH acc IN ARRAY ARRAY[receivable_account, revenue_account] LOOP
+        PERFORM FROM fincore.accounts a WHERE a.tenant_id = tenant AND a.id = acc AND a.currency = set_billing_accounts.currency;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'account % not found in %', coalesce(acc::text, 'NULL'), coalesce(currency, 'NULL')
+                USING ERRCODE = 'ZF301', HINT = 'The receivable and revenue accounts are the tenant''s, in the currency.';
+        END IF;
+    END LOOP;
+    INSERT INTO fincore.billing_accounts (tenant_id, currency, receivable_account, revenue_account)
+    VALUES (tenant, currency, receivable_account, revenue_account)
+    ON CONFLICT ON CONSTRAINT billing_accounts_pkey DO UPDATE
+       SET receivable_account = excluded.receivable_account, revenue_account = excluded.revenue_account;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.set_billing_accounts(text, uuid, uuid) IS
+    'Sets where the tenant''s invoices in a currency post: the receivable and the revenue account. Tenant admins only (ZF803). ZF301.';
+
+-- Invoice the subscription's lines not invoiced yet (the subscription locked by the caller):
+-- the invoice, posted as receivable <- revenue, or NULL when they net to nothing or a credit.
+CREATE FUNCTION fincore._invoice_lines(s fincore.subscriptions) RETURNS fincore.invoices
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    inv fincore.invoices;
+    acc fincore.billing_accounts;
+    cur text;
+BEGIN
+    SELECT p.currency INTO cur FROM fincore.billing_prices p WHERE p.tenant_id = s.tenant_id AND p.id = s.price_id;
+    SELECT coalesce(sum(CASE WHEN l.kind = 'credit' THEN -l.amount ELSE l.amount END), 0)
+      INTO inv.total FROM fincore.subscription_lines l
+     WHERE l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.invoice_id IS NULL;
+    IF inv.total <= 0 THEN
+        RETURN NULL;    -- nothing owed: a credit waits for the next invoice
+    END IF;
+    SELECT * INTO acc FROM fincore.billing_accounts b WHERE b.tenant_id = s.tenant_id AND b.currency = cur;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no billing accounts for % in tenant %', cur, s.tenant_id
+            USING ERRCODE = 'ZFA06', HINT = 'Set them with fincore.set_billing_accounts().';
+    END IF;
+    inv.tenant_id := s.tenant_id;
+    inv.id := fincore.uuidv7();
+    inv.subscription_id := s.id;
+    inv.customer_account := s.customer_account;
+    inv.currency := cur;
+    inv.status := 'open';
+    inv.period_start := s.period_start;
+    inv.period_end := s.period_end;
+    inv.created_at := pg_catalog.now();
+    inv.transfer_id := (fincore.transfer(acc.receivable_account, acc.revenue_account, inv.total,
+                                         metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id,
+                                                                                   'subscription_id', s.id))).id;
+    INSERT INTO fincore.invoices VALUES (inv.*);
+    UPDATE fincore.subscription_lines l SET invoice_id = inv.id
+     WHERE l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.invoice_id IS NULL;
+    PERFORM fincore.emit('billing', 'invoice.created', 'invoice', inv.id::text,
+                         pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id,
+                                                       'total', inv.total, 'currency', cur));
+    RETURN inv;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._invoice_lines(fincore.subscriptions) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._invoice_lines(fincore.subscriptions) IS
+    'Internal: invoices a subscription''s open lines (receivable <- revenue), or returns NULL when they net to nothing or a credit.';
+
+-- Collect an open invoice from the customer's account: paid (the subscription moves on with
+-- payment_succeeded), or, when the ledger refuses (insufficient funds, a frozen account),
+-- payment_failed.  Returns whether it was paid.
+CREATE FUNCTION fincore._collect_invoice(INOUT s fincore.subscriptions, inv fincore.invoices, OUT paid boolean)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    acc fincore.billing_accounts;
+    tid uuid;
+    code text;
+BEGIN
+    SELECT * INTO acc FROM fincore.billing_accounts b WHERE b.tenant_id = inv.tenant_id AND b.currency = inv.currency;
+    BEGIN
+        tid := (fincore.transfer(inv.customer_account, acc.receivable_account, inv.total,
+                                 id => fincore._payment_transfer_id(inv.id, 0, 'payment'),
+                                 metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id))).id;
+        paid := true;
+    EXCEPTION WHEN SQLSTATE 'ZF304' OR SQLSTATE 'ZF305' OR SQLSTATE 'ZF306' OR SQLSTATE 'ZF307' THEN
+        GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE;
+        paid := false;
+    END;
+    IF paid THEN
+        UPDATE fincore.invoices x SET status = 'paid', payment_transfer_id = tid, paid_at = pg_catalog.now()
+         WHERE x.tenant_id = inv.tenant_id AND x.id = inv.id;
+        s.status := fincore.subscription_transition(s.status, 'payment_succeeded');
+        PERFORM fincore.emit('billing', 'invoice.paid', 'invoice', inv.id::text,
+                             pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id, 'total', inv.total));
+    ELSE
+        IF s.status IN ('active', 'past_due') THEN
+            s.status := fincore.subscription_transition(s.status, 'payment_failed');
+        END IF;
+        PERFORM fincore.emit('billing', 'invoice.payment_failed', 'invoice', inv.id::text,
+                             pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id,
+                                                           'total', inv.total, 'code', code));
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._collect_invoice(fincore.subscriptions, fincore.invoices) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._collect_invoice(fincore.subscriptions, fincore.invoices) IS
+    'Internal: pays an open invoice from the customer''s account (customer -> receivable), or records the failure; moves the subscription''s status.';
+
+CREATE FUNCTION fincore.pay_invoice(invoice_id uuid) RETURNS fincore.invoices
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    inv fincore.invoices;
+    s fincore.subscriptions;
+    r record;
+BEGIN
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'invoice % not found', coalesce(invoice_id::text, 'NULL') USING ERRCODE = 'ZFA06';
+    END IF;
+    s := fincore._subscription_lock(tenant, inv.subscription_id);
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
+    IF inv.status <> 'open' THEN
+        RETURN inv;     -- paid (or voided) already: a replay
+    END IF;
+    r := fincore._collect_invoice(s, inv);
+    IF NOT r.paid THEN
+        RAISE EXCEPTION 'invoice % could not be paid from account %', inv.id, inv.customer_account
+            USING ERRCODE = 'ZFA08', HINT = 'The ledger refused the payment (funds, or a frozen or closed account).';
+    END IF;
+    UPDATE fincore.subscriptions x SET status = (r.s).status, updated_at = pg_catalog.now()
+     WHERE x.tenant_id = tenant AND x.id = s.id;
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
+    RETURN inv;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.pay_invoice(uuid) IS
+    'Pays an open invoice from its customer''s account; the subscription becomes active (payment_succeeded). A paid invoice is returned as it is. ZFA06, ZFA08.';
+
+CREATE FUNCTION fincore.billing_run(at timestamptz DEFAULT NULL, max_subscriptions integer DEFAULT 100)
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    now_ timestamptz := coalesce(at, pg_catalog.now());
+    saved text := pg_catalog.current_setting('fincore.tenant', true);
+    t uuid;
+    s fincore.subscriptions;
+    price fincore.billing_prices;
+    per record;
+    inv fincore.invoices;
+    r record;
+    n integer := 0;
+BEGIN
+    -- The tenants with due subscriptions (a read of every shard on Citus), then each tenant's,
+    -- locked with SKIP LOCKED: concurrent runs share the work and never bill a period twice
+    -- (a period is advanced under its row's lock, so a second run finds it not due).
+    FOR t IN SELECT DISTINCT x.tenant_id FROM fincore.subscriptions x
+              WHERE x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_ ORDER BY 1 LOOP
+        EXIT WHEN n >= max_subscriptions;
+        PERFORM fincore.set_tenant(t);
+        FOR s IN SELECT * FROM fincore.subscriptions x
+                  WHERE x.tenant_id = t AND x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_
+                  ORDER BY x.period_end LIMIT max_subscriptions - n
+                  FOR UPDATE SKIP LOCKED LOOP
+            SELECT * INTO price FROM fincore.billing_prices p WHERE p.tenant_id = t AND p.id = s.price_id;
+            -- The next period, billed in full from its start (a trial's end bills its first).
+            per := fincore.billing_period(s.anchor, price.interval_unit, price.interval_count, s.period_end);
+            s.period_start := per.period_start;
+            s.period_end := per.period_end;
+            s.billed := fincore._billing_amount(price, s.quantity);
+            s.billed_from := per.period_start;
+            s.lines := s.lines + 1;
+            INSERT INTO fincore.subscription_lines (tenant_id, subscription_id, line_no, kind, amount, price_id,
+                                                    quantity, span_start, span_end)
+            VALUES (t, s.id, s.lines, 'period', s.billed, s.price_id, s.quantity, s.period_start, s.period_end);
+            IF s.status = 'trialing' THEN
+                s.status := fincore.subscription_transition(s.status, 'trial_ended');
+            END IF;
+            inv := fincore._invoice_lines(s);
+            IF inv.id IS NOT NULL THEN
+                r := fincore._collect_invoice(s, inv);
+                s := r.s;
+            END IF;
+            UPDATE fincore.subscriptions x
+               SET status = s.status, period_start = s.period_start, period_end = s.period_end, billed = s.billed,
+                   billed_from = s.billed_from, lines = s.lines, updated_at = pg_catalog.now()
+             WHERE x.tenant_id = t AND x.id = s.id;
+            PERFORM fincore.emit('billing', 'subscription.renewed', 'subscription', s.id::text,
+                                 pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status,
+                                                               'period_start', s.period_start,
+                                                               'period_end', s.period_end, 'invoice_id', inv.id));
+            n := n + 1;
+        END LOOP;
+    END LOOP;
+    PERFORM fincore.set_tenant(NULLIF(saved, '')::uuid);
+    RETURN n;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore.billing_run(timestamptz, integer) FROM PUBLIC;
+COMMENT ON FUNCTION fincore.billing_run(timestamptz, integer) IS
+    'Renews the subscriptions whose period ended by `at` (default now), at most max_subscriptions: the next period billed in full, invoiced (receivable <- revenue) and collected from the customer''s account (past_due if the ledger refuses). Concurrent runs share the work with SKIP LOCKED; each period is billed once. Returns how many were renewed.';
+
+CREATE FUNCTION fincore.billing_run_step(budget interval) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    deadline timestamptz := pg_catalog.clock_timestamp() + budget;
+    n        integer;
+    total    bigint := 0;
+BEGIN
+    LOOP
+        n := fincore.billing_run(NULL, 100);
+        total := total + n;
+        EXIT WHEN n < 100 OR pg_catalog.clock_timestamp() >= deadline;
+    END LOOP;
+    RETURN total;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore.billing_run_step(interval) FROM PUBLIC;
+COMMENT ON FUNCTION fincore.billing_run_step(interval) IS
+    'Maintenance step: billing_run in batches of 100 until none is due or the budget is spent.';
+
+INSERT INTO fincore.maintenance_steps (step, fn, position, description) VALUES
+    ('billing_run', 'fincore.billing_run_step(interval)', 130, 'Renew, invoice and collect the subscriptions whose period ended');
+
 INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.create_product(text,uuid)', 'app'),
     ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid)', 'app'),
@@ -432,6 +715,8 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.preview_change(uuid,uuid,integer,timestamptz)', 'app'),
     ('fincore.change_subscription(uuid,uuid,integer,timestamptz)', 'app'),
     ('fincore.update_subscription_status(uuid,text)', 'app'),
+    ('fincore.set_billing_accounts(text,uuid,uuid)', 'app'),
+    ('fincore.pay_invoice(uuid)', 'app'),
     ('fincore.subscription_transition(text,text)', 'app'),
     ('fincore.subscription_entitles(text)', 'app'),
     ('fincore.billing_period(timestamptz,text,integer,timestamptz)', 'app'),

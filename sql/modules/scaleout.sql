@@ -46,7 +46,9 @@ BEGIN ATOMIC
             ('fincore.billing_products', 'distributed', 27),
             ('fincore.billing_prices', 'distributed', 28),
             ('fincore.subscriptions', 'distributed', 29),
-            ('fincore.subscription_lines', 'distributed', 30)) AS v(relation, placement, ordinal);
+            ('fincore.subscription_lines', 'distributed', 30),
+            ('fincore.billing_accounts', 'distributed', 31),
+            ('fincore.invoices', 'distributed', 32)) AS v(relation, placement, ordinal);
 END;
 COMMENT ON FUNCTION fincore.distribution_plan() IS
     'Where fincore.distribute() puts each of fincore''s tables on Citus: reference (on every node) or distributed by tenant_id, colocated with fincore.accounts; tables not listed stay on the coordinator (the outbox and the job queue).';

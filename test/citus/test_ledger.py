@@ -231,6 +231,28 @@ def test_subscriptions_run_on_one_shard(tenants):
         conn.commit()
 
 
+def test_billing_run_renews_on_citus(tenants):
+    """billing_run on Citus: the due subscription of a tenant renewed, invoiced and collected, once."""
+    t = own_tenant(5)
+    with connect() as conn, conn.transaction():
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        conn.execute("SELECT fincore.set_billing_accounts('USD', %s, %s)", (acct(1), acct(2)))
+        product = conn.execute("SELECT fincore.create_product('citus-run')").fetchone()[0]
+        price = conn.execute("SELECT fincore.create_price(%s, 700, 'USD')", (product,)).fetchone()[0]
+        sub = conn.execute("SELECT id FROM fincore.create_subscription(%s, %s)", (acct(6), price)).fetchone()[0]
+        conn.execute("UPDATE fincore.subscription_lines SET invoice_id = %s WHERE tenant_id = %s AND subscription_id = %s",
+                     (str(uuid.UUID(int=0)), t, sub))
+        conn.execute("UPDATE fincore.subscriptions SET status = 'active', anchor = '2026-03-01', period_start = '2026-03-01', "
+                     "period_end = '2026-04-01', billed_from = '2026-03-01', billed = 0 WHERE tenant_id = %s AND id = %s",
+                     (t, sub))
+    with connect() as conn:
+        assert conn.execute("SELECT fincore.billing_run('2026-04-02')").fetchone()[0] >= 1
+        assert conn.execute("SELECT fincore.billing_run('2026-04-02')").fetchone()[0] == 0
+        row = conn.execute("SELECT status, total FROM fincore.invoices WHERE tenant_id = %s AND subscription_id = %s",
+                           (t, sub)).fetchall()
+        assert row == [("paid", 700)], row
+
+
 def worker(tenant, seed, errors, created):
     rnd = random.Random(seed)
     try:

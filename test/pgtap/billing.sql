@@ -4,8 +4,11 @@
 BEGIN;
 SET search_path = fincore, public;
 SET LOCAL timezone = 'UTC';
-SELECT plan(53);
+SELECT plan(66);
 
+CREATE FUNCTION pg_temp.bal(n int) RETURNS text LANGUAGE sql AS $$
+    SELECT format('dp=%s dpo=%s cp=%s cpo=%s', debits_pending, debits_posted, credits_pending, credits_posted)
+      FROM fincore.accounts WHERE id = ('ac000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
 CREATE FUNCTION pg_temp.rows_before() RETURNS text LANGUAGE sql AS $$
     SELECT format('subscriptions=%s lines=%s events=%s', (SELECT count(*) FROM fincore.subscriptions),
                   (SELECT count(*) FROM fincore.subscription_lines), (SELECT count(*) FROM fincore.outbox_events)) $$;
@@ -358,6 +361,52 @@ SELECT is((SELECT string_agg(type, ',' ORDER BY seq) FROM fincore.outbox_events
 SELECT fincore.set_tenant('ab000000-0000-4000-8000-00000000000b');
 SELECT throws_ok($$SELECT fincore.preview_change('af000000-0000-4000-8000-000000000001')$$, 'ZFA06', NULL,
     'another tenant does not see the subscription');
+
+-- ---------------------------------------------------------------------------
+-- Renewals, invoices, collection (billing_run), pay_invoice
+-- ---------------------------------------------------------------------------
+SELECT fincore.set_tenant('ab000000-0000-4000-8000-00000000000a');
+SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000010');   -- receivable
+SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000011');   -- revenue
+SELECT fincore.create_account('USD', flags => '{debits_must_not_exceed_credits}', id => 'ac000000-0000-4000-8000-000000000012');
+SELECT throws_ok($$SELECT fincore.set_billing_accounts('USD', 'ac000000-0000-4000-8000-000000000010',
+                     'ac000000-0000-4000-8000-000000000002')$$, 'ZF301', NULL, 'billing accounts are in the currency');
+SELECT lives_ok($$SELECT fincore.set_billing_accounts('USD', 'ac000000-0000-4000-8000-000000000010',
+                    'ac000000-0000-4000-8000-000000000011')$$, 'receivable and revenue for USD');
+-- Two subscriptions whose period ended: one customer can pay, one (debits must not exceed credits) cannot.
+SELECT fincore.create_subscription('ac000000-0000-4000-8000-000000000001', 'ae000000-0000-4000-8000-000000000002', 2,
+                                   id => 'af000000-0000-4000-8000-000000000011');
+SELECT fincore.create_subscription('ac000000-0000-4000-8000-000000000012', 'ae000000-0000-4000-8000-000000000001',
+                                   id => 'af000000-0000-4000-8000-000000000012');
+UPDATE fincore.subscription_lines SET invoice_id = '00000000-0000-0000-0000-000000000000'
+ WHERE subscription_id IN ('af000000-0000-4000-8000-000000000011', 'af000000-0000-4000-8000-000000000012');
+UPDATE fincore.subscriptions SET status = 'active', anchor = '2026-03-01', period_start = '2026-03-01',
+       period_end = '2026-04-01', billed_from = '2026-03-01', billed = 0
+ WHERE id IN ('af000000-0000-4000-8000-000000000011', 'af000000-0000-4000-8000-000000000012');
+SELECT is(fincore.billing_run('2026-04-01 00:00:01'), 2, 'billing_run renews both');
+SELECT is((SELECT format('%s %s %s', status, to_char(period_start, 'MM-DD'), to_char(period_end, 'MM-DD'))
+             FROM fincore.subscriptions WHERE id = 'af000000-0000-4000-8000-000000000011'),
+    'active 04-01 05-01', 'the next period');
+SELECT is((SELECT format('%s %s', status, total) FROM fincore.invoices WHERE subscription_id = 'af000000-0000-4000-8000-000000000011'),
+    'paid 2000', 'its invoice: 2 seats at 1,000, paid from the customer''s account');
+SELECT is(format('%s | %s', pg_temp.bal(10), pg_temp.bal(11)),
+    'dp=0 dpo=5000 cp=0 cpo=2000 | dp=0 dpo=0 cp=0 cpo=5000', 'receivable <- revenue for both invoices; one paid');
+SELECT is((SELECT format('%s %s', s.status, i.status) FROM fincore.subscriptions s JOIN fincore.invoices i ON i.subscription_id = s.id
+            WHERE s.id = 'af000000-0000-4000-8000-000000000012'), 'past_due open',
+    'a customer the ledger refuses: the invoice stays open, the subscription past_due');
+SELECT is(fincore.billing_run('2026-04-01 00:00:02'), 0, 'a second run bills nothing: each period once');
+SELECT throws_ok(format($$SELECT fincore.pay_invoice(%L)$$, (SELECT id FROM fincore.invoices
+                   WHERE subscription_id = 'af000000-0000-4000-8000-000000000012')), 'ZFA08', NULL,
+    'paying it still fails without funds');
+SELECT fincore.transfer('ac000000-0000-4000-8000-000000000001', 'ac000000-0000-4000-8000-000000000012', 5000);
+SELECT is((SELECT status FROM fincore.pay_invoice((SELECT id FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000012'))), 'paid', 'with funds it is paid');
+SELECT is((SELECT status FROM fincore.subscriptions WHERE id = 'af000000-0000-4000-8000-000000000012'), 'active',
+    '... and the subscription is active again');
+SELECT is((SELECT string_agg(type, ',' ORDER BY seq) FROM fincore.outbox_events
+            WHERE aggregatetype = 'invoice' AND payload->>'subscription_id' = 'af000000-0000-4000-8000-000000000012'),
+    'invoice.created,invoice.payment_failed,invoice.paid', 'invoice events');
+SELECT is((SELECT count(*) FROM fincore.verify())::int, 0, 'verify() is clean');
 
 SELECT * FROM finish();
 ROLLBACK;

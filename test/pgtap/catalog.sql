@@ -150,7 +150,9 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.create_product(text,uuid)'), ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid)'),
     ('fincore.create_subscription(uuid,uuid,integer,timestamptz,text,uuid)'),
     ('fincore.change_subscription(uuid,uuid,integer,timestamptz)'), ('fincore.update_subscription_status(uuid,text)'),
-    ('fincore._subscription_lock(uuid,uuid)'),
+    ('fincore._subscription_lock(uuid,uuid)'), ('fincore.set_billing_accounts(text,uuid,uuid)'),
+    ('fincore.pay_invoice(uuid)'), ('fincore.billing_run(timestamptz,integer)'), ('fincore.billing_run_step(interval)'),
+    ('fincore._invoice_lines(fincore.subscriptions)'), ('fincore._collect_invoice(fincore.subscriptions,fincore.invoices)'),
     ('fincore.increment_authorization(uuid,bigint,text)'),
     ('fincore.open_dispute(uuid,bigint)'),
     ('fincore.payment_step_result(uuid,integer,text,text,text)'),
@@ -240,7 +242,9 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'preview_change(uuid,uuid,integer,timestamp with time zone)',
           'change_subscription(uuid,uuid,integer,timestamp with time zone)', 'update_subscription_status(uuid,text)',
           '_subscription_lock(uuid,uuid)',
-          '_subscription_change_lines(subscriptions,billing_prices,integer,timestamp with time zone)'],
+          '_subscription_change_lines(subscriptions,billing_prices,integer,timestamp with time zone)',
+          'set_billing_accounts(text,uuid,uuid)', 'pay_invoice(uuid)', 'billing_run(timestamp with time zone,integer)',
+          '_invoice_lines(subscriptions)', '_collect_invoice(subscriptions,invoices)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
