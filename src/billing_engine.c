@@ -37,14 +37,6 @@ billing_unit_from_name(const char *name, BillingUnit *unit)
 	return false;
 }
 
-static inline int64
-floor_div64(int64 a, int64 b)
-{
-	int64		q = a / b;
-
-	return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
-
 /* The anchor's calendar fields (UTC). */
 static bool
 anchor_fields(TimestampTz anchor, struct pg_tm *tm, fsec_t *fsec)
@@ -79,7 +71,7 @@ billing_boundary(TimestampTz anchor, BillingUnit unit, int count, int64 n, Times
 	if (n > 300000 || n < -300000)
 		return false;
 	index = (int64) tm.tm_year * 12 + (tm.tm_mon - 1) + n * months;
-	tm.tm_year = (int) floor_div64(index, 12);
+	tm.tm_year = (int) int64_floor_div(index, 12);
 	tm.tm_mon = (int) (index - (int64) tm.tm_year * 12) + 1;
 	last = day_tab[isleap(tm.tm_year)][tm.tm_mon - 1];
 	if (tm.tm_mday > last)
@@ -98,7 +90,7 @@ billing_period(TimestampTz anchor, BillingUnit unit, int count, TimestampTz at,
 	if (count < 1 || count > BILLING_MAX_COUNT || TIMESTAMP_NOT_FINITE(anchor) || TIMESTAMP_NOT_FINITE(at))
 		return false;
 	if (unit == BILLING_DAY || unit == BILLING_WEEK)
-		guess = floor_div64(at - anchor, (int64) count * (unit == BILLING_DAY ? USECS_PER_DAY : 7 * USECS_PER_DAY));
+		guess = int64_floor_div(at - anchor, (int64) count * (unit == BILLING_DAY ? USECS_PER_DAY : 7 * USECS_PER_DAY));
 	else
 	{
 		struct pg_tm a,
@@ -108,7 +100,7 @@ billing_period(TimestampTz anchor, BillingUnit unit, int count, TimestampTz at,
 
 		if (!anchor_fields(anchor, &a, &fa) || !anchor_fields(at, &b, &fb))
 			return false;
-		guess = floor_div64(((int64) b.tm_year * 12 + b.tm_mon) - ((int64) a.tm_year * 12 + a.tm_mon),
+		guess = int64_floor_div(((int64) b.tm_year * 12 + b.tm_mon) - ((int64) a.tm_year * 12 + a.tm_mon),
 							(unit == BILLING_YEAR ? 12 : 1) * (int64) count);
 	}
 	/* The guess is off by at most one period either way: step until start <= at < end. */

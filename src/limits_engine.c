@@ -21,14 +21,6 @@
 
 #include "utils/datetime.h"
 
-static inline int64
-floor_div(int64 a, int64 b)
-{
-	int64		q = a / b;
-
-	return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
-
 static inline int
 ring_slot(int64 bucket)
 {
@@ -126,7 +118,7 @@ bucket_usecs(const LimitDef *def)
 int64
 limits_bucket(const LimitDef *def, TimestampTz at)
 {
-	return floor_div(at, bucket_usecs(def));
+	return int64_floor_div(at, bucket_usecs(def));
 }
 
 /*

@@ -67,6 +67,15 @@ extern RoundingMode rounding_mode_from_text(text *mode);
 /* Round a truncated quotient magnitude given its sign and remainder class. */
 extern uint128 round_magnitude(uint128 quotient, bool negative,
 							   RemainderClass rem, RoundingMode mode);
+/* a / b rounded toward minus infinity (C's / truncates toward zero); b != 0. */
+static inline int64
+int64_floor_div(int64 a, int64 b)
+{
+	int64		q = a / b;
+
+	return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
 /* n / d rounded with mode; d != 0 (callers check). */
 extern int128 div_round_int128(int128 n, int128 d, RoundingMode mode);
 /* Raise ERRCODE_FC_AMOUNT_OUT_OF_RANGE unless v fits in int64. */

@@ -4,7 +4,7 @@
 BEGIN;
 SET search_path = fincore, public;
 SET LOCAL timezone = 'UTC';
-SELECT plan(66);
+SELECT plan(68);
 
 CREATE FUNCTION pg_temp.bal(n int) RETURNS text LANGUAGE sql AS $$
     SELECT format('dp=%s dpo=%s cp=%s cpo=%s', debits_pending, debits_posted, credits_pending, credits_posted)
@@ -407,6 +407,10 @@ SELECT is((SELECT string_agg(type, ',' ORDER BY seq) FROM fincore.outbox_events
             WHERE aggregatetype = 'invoice' AND payload->>'subscription_id' = 'af000000-0000-4000-8000-000000000012'),
     'invoice.created,invoice.payment_failed,invoice.paid', 'invoice events');
 SELECT is((SELECT count(*) FROM fincore.verify())::int, 0, 'verify() is clean');
+SELECT ok(EXISTS (SELECT 1 FROM fincore.maintenance_steps WHERE step = 'billing_run'
+                   AND fn = 'fincore.billing_run_step(interval)'), 'billing_run is a maintenance step');
+SELECT is((SELECT format('%s %s', done > 0, error) FROM fincore.maintenance() WHERE step = 'billing_run'), 't ',
+    'the maintenance step runs billing_run: the April periods are long over by now');
 
 SELECT * FROM finish();
 ROLLBACK;
