@@ -31,6 +31,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
+#include "common/int.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
@@ -41,6 +42,7 @@
 #include "utils/array.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
@@ -223,6 +225,28 @@ direct_find_columns(TupleDesc desc, const char *const *names, int n, AttrNumber 
 	return all;
 }
 
+/* Whether the open index's key columns are att[0], ..., att[n - 1], in that order. */
+static bool
+index_keys_are(Relation index, const AttrNumber *att, int n)
+{
+	if (index->rd_index->indnkeyatts != n)
+		return false;
+	for (int k = 0; k < n; k++)
+		if (index->rd_index->indkey.values[k] != att[k])
+			return false;
+	return true;
+}
+
+/* The open index, if its key columns are att; else it is closed and NULL. */
+static Relation
+index_if_keys_are(Relation index, const AttrNumber *att, int n)
+{
+	if (index_keys_are(index, att, n))
+		return index;
+	index_close(index, AccessShareLock);
+	return NULL;
+}
+
 /*
  * rel's primary key, opened, if its key columns are att[0], ..., att[n - 1],
  * in that order (the look-ups below are by exactly those); NULL otherwise.
@@ -231,21 +255,28 @@ Relation
 direct_open_primary_key(Relation rel, const AttrNumber *att, int n)
 {
 	Oid			oid = RelationGetPrimaryKeyIndex(rel);
-	Relation	pkey;
-	bool		same;
 
 	if (!OidIsValid(oid))
 		return NULL;
-	pkey = index_open(oid, AccessShareLock);
-	same = pkey->rd_index->indnkeyatts == n;
-	for (int k = 0; k < n && same; k++)
-		same = pkey->rd_index->indkey.values[k] == att[k];
-	if (!same)
+	return index_if_keys_are(index_open(oid, AccessShareLock), att, n);
+}
+
+/* fincore's index name on rel, opened, if its key columns are att (as above); NULL otherwise. */
+static Relation
+direct_open_index(Relation rel, const char *name, const AttrNumber *att, int n)
+{
+	Oid			oid = get_relname_relid(name, RelationGetNamespace(rel));
+	Relation	index;
+
+	if (!OidIsValid(oid))
+		return NULL;
+	index = index_open(oid, AccessShareLock);
+	if (index->rd_index->indrelid != RelationGetRelid(rel))
 	{
-		index_close(pkey, AccessShareLock);
+		index_close(index, AccessShareLock);
 		return NULL;
 	}
-	return pkey;
+	return index_if_keys_are(index, att, n);
 }
 
 /* speculative: with what ON CONFLICT's checks need (ExecCheckIndexConstraints). */
@@ -668,10 +699,149 @@ direct_lock_rows(LedgerBatch *b, pg_uuid_t *ids, int n)
 	return nhot;
 }
 
+/* The columns of fincore.transfers the referenced transfers' reader reads. */
+static const char *const ref_column_names[] = {
+	"id", "tenant_id", "kind", "debit_account_id", "credit_account_id", "amount", "code",
+	"expires_at", "created_at", "pending_id", "reversal_of", "flags"
+};
+
+enum
+{
+	REF_ID, REF_TENANT, REF_KIND, REF_DEBIT, REF_CREDIT, REF_AMOUNT, REF_CODE,
+	REF_EXPIRES, REF_CREATED, REF_PENDING_ID, REF_REVERSAL_OF, REF_FLAGS
+};
+
+/* The one row of index scan scan for key (k1[, k2]), in slot; false if none. */
+static bool
+index_fetch_one(IndexScanDesc scan, int nkeys, const pg_uuid_t *k1, const pg_uuid_t *k2,
+				TupleTableSlot *slot)
+{
+	ScanKeyData keys[2];
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(k1));
+	if (nkeys == 2)
+		ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(k2));
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	return index_getnext_slot(scan, ForwardScanDirection, slot);
+}
+
+/*
+ * The referenced transfers by their keys, as the SQL store's statement reads
+ * them but without planning it at every call (its plan is custom: the right
+ * one for a table that grew since the session began): the row by the primary
+ * key (tenant_id, id), the hold's resolution by transfers_pending_once_idx
+ * (tenant_id, pending_id), the reversals by transfers_reversal_idx
+ * (reversal_of).  A schema without them (0.1.0's) is read by the SQL store.
+ */
+static void
+direct_read_refs(LedgerBatch *b, pg_uuid_t *ids, int n)
+{
+	Relation	rel,
+				pkey = NULL,
+				pending_idx = NULL,
+				reversal_idx = NULL;
+	TupleDesc	desc;
+	AttrNumber	att[lengthof(ref_column_names)];
+	Snapshot	snapshot;
+	IndexScanDesc by_id,
+				by_pending,
+				by_reversal;
+	TupleTableSlot *slot;
+
+	if (b->schema == 0)
+	{
+		ledger_sql_store.read_refs(b, ids, n);
+		return;
+	}
+	rel = table_open(fincore_table_oid("transfers"), AccessShareLock);
+	desc = RelationGetDescr(rel);
+	if (direct_is_local_heap(rel) && direct_find_columns(desc, ref_column_names, lengthof(att), att))
+	{
+		AttrNumber	id_key[2] = {att[REF_TENANT], att[REF_ID]};
+		AttrNumber	pending_key[2] = {att[REF_TENANT], att[REF_PENDING_ID]};
+
+		pkey = direct_open_primary_key(rel, id_key, 2);
+		pending_idx = direct_open_index(rel, "transfers_pending_once_idx", pending_key, 2);
+		reversal_idx = direct_open_index(rel, "transfers_reversal_idx", &att[REF_REVERSAL_OF], 1);
+	}
+	if (pkey == NULL || pending_idx == NULL || reversal_idx == NULL)
+	{
+		if (pkey != NULL)
+			index_close(pkey, AccessShareLock);
+		if (pending_idx != NULL)
+			index_close(pending_idx, AccessShareLock);
+		if (reversal_idx != NULL)
+			index_close(reversal_idx, AccessShareLock);
+		table_close(rel, AccessShareLock);
+		ledger_sql_store.read_refs(b, ids, n);
+		return;
+	}
+
+	/* As a statement would: this transaction's writes so far, and what committed. */
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	by_id = index_beginscan(rel, pkey, snapshot, 2, 0);
+	by_pending = index_beginscan(rel, pending_idx, snapshot, 2, 0);
+	by_reversal = index_beginscan(rel, reversal_idx, snapshot, 1, 0);
+	slot = table_slot_create(rel, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		RefTransfer *r = batch_ref(b, &ids[i], false);
+		ScanKeyData key;
+		bool		isnull;
+		Datum		d;
+
+		CHECK_FOR_INTERRUPTS();
+		if (r == NULL || !index_fetch_one(by_id, 2, &b->tenant, &ids[i], slot))
+			continue;
+		r->found = true;
+		r->kind = kind_from_text(TextDatumGetCString(slot_getattr(slot, att[REF_KIND], &isnull)));
+		r->debit = *DatumGetUUIDP(slot_getattr(slot, att[REF_DEBIT], &isnull));
+		r->credit = *DatumGetUUIDP(slot_getattr(slot, att[REF_CREDIT], &isnull));
+		r->amount = DatumGetInt64(slot_getattr(slot, att[REF_AMOUNT], &isnull));
+		r->code = DatumGetInt32(slot_getattr(slot, att[REF_CODE], &isnull));
+		d = slot_getattr(slot, att[REF_EXPIRES], &isnull);
+		r->has_expiry = !isnull;
+		if (!isnull)
+			r->expires_at = DatumGetTimestampTz(d);
+		r->flags = DatumGetInt32(slot_getattr(slot, att[REF_FLAGS], &isnull));
+		r->created_at = DatumGetTimestampTz(slot_getattr(slot, att[REF_CREATED], &isnull));
+
+		/* Its resolution, if it is a hold that was posted, voided or expired (one at most). */
+		if (index_fetch_one(by_pending, 2, &b->tenant, &ids[i], slot))
+			r->resolved = kind_from_text(TextDatumGetCString(slot_getattr(slot, att[REF_KIND], &isnull)));
+
+		/* What its reversals moved back, in the tenant. */
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&ids[i]));
+		index_rescan(by_reversal, &key, 1, NULL, 0);
+		while (index_getnext_slot(by_reversal, ForwardScanDirection, slot))
+		{
+			d = slot_getattr(slot, att[REF_TENANT], &isnull);
+			if (isnull || !uuid_equal(DatumGetUUIDP(d), &b->tenant))
+				continue;
+			if (pg_add_s64_overflow(r->reversed, DatumGetInt64(slot_getattr(slot, att[REF_AMOUNT], &isnull)),
+									&r->reversed))
+				ereport(ERROR,
+						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+						 errmsg("bigint out of range")));
+		}
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(by_id);
+	index_endscan(by_pending);
+	index_endscan(by_reversal);
+	UnregisterSnapshot(snapshot);
+	index_close(pkey, NoLock);
+	index_close(pending_idx, NoLock);
+	index_close(reversal_idx, NoLock);
+	table_close(rel, NoLock);
+}
+
 /* The direct store: the heap and index access methods (see the top of this file). */
 const LedgerStore ledger_direct_store = {
 	.name = "direct",
 	.lock_rows = direct_lock_rows,
+	.read_refs = direct_read_refs,
 	.insert_transfers = direct_insert_transfers,
 	.write_balances = direct_write_balances,
 };

@@ -548,6 +548,12 @@ typedef struct LedgerStore
 	 */
 	int			(*lock_rows) (LedgerBatch *b, pg_uuid_t *ids, int n);
 	/*
+	 * Reads the transfers ids (in the batch's tenant) into their b->refs
+	 * entries, with how a hold was resolved and how much was reversed, in a
+	 * new snapshot (READ COMMITTED: what committed before the call).
+	 */
+	void		(*read_refs) (LedgerBatch *b, pg_uuid_t *ids, int n);
+	/*
 	 * Inserts the rows and returns how many: fewer means a concurrent
 	 * transaction committed one of the ids (or resolved one of the holds)
 	 * first.  May write the balances too (then sets *balances_written).

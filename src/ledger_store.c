@@ -42,7 +42,6 @@ load_refs(LedgerBatch *b, bool refresh)
 {
 	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * Max(b->nrefs, 1));
 	int			n = 0;
-	Datum		args[1];
 
 	for (int i = 0; i < b->nrefs; i++)
 	{
@@ -67,8 +66,17 @@ load_refs(LedgerBatch *b, bool refresh)
 		r->reversed = 0;
 		ids[n++] = r->id;
 	}
-	if (n == 0)
-		return;
+	if (n > 0)
+		b->store->read_refs(b, ids, n);
+	pfree(ids);
+}
+
+/* The SQL store's read_refs: one statement, planned for its ids each time. */
+static void
+sql_read_refs(LedgerBatch *b, pg_uuid_t *ids, int n)
+{
+	Datum		args[2];
+
 	if (refs_plan[b->schema] == NULL)
 	{
 		Oid			types[2] = {UUIDARRAYOID, UUIDOID};
@@ -85,12 +93,9 @@ load_refs(LedgerBatch *b, bool refresh)
 			b->schema ? "t.flags" : "0"), 2, types);
 	}
 	args[0] = uuid_array(ids, n);
-	{
-		Datum		a2[2] = {args[0], UUIDPGetDatum(&b->tenant)};
-
-		if (SPI_execute_plan(refs_plan[b->schema], a2, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "ledger: loading referenced transfers failed");
-	}
+	args[1] = UUIDPGetDatum(&b->tenant);
+	if (SPI_execute_plan(refs_plan[b->schema], args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ledger: loading referenced transfers failed");
 	for (uint64 row = 0; row < SPI_processed; row++)
 	{
 		bool		isnull;
@@ -886,6 +891,7 @@ sql_write_balances(LedgerBatch *b)
 const LedgerStore ledger_sql_store = {
 	.name = "sql",
 	.lock_rows = sql_lock_rows,
+	.read_refs = sql_read_refs,
 	.insert_transfers = sql_insert_transfers,
 	.write_balances = sql_write_balances,
 };
