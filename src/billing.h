@@ -125,4 +125,34 @@ extern bool subscription_entitles(SubscriptionStatus status);
  */
 extern bool subscription_next(SubscriptionStatus status, SubscriptionAction action, SubscriptionStatus *next);
 
+/* ---- invoices: Stripe's statuses and what moves them ---- */
+
+typedef enum InvoiceStatus
+{
+	INV_DRAFT,					/* lines taken, nothing posted: it can still be voided freely */
+	INV_OPEN,					/* finalised: posted receivable <- revenue, awaiting payment */
+	INV_PAID,					/* terminal */
+	INV_VOID,					/* terminal: its posting reversed */
+	INV_UNCOLLECTIBLE,			/* written off; it can still be paid or voided */
+	INV_STATUS_COUNT
+} InvoiceStatus;
+
+typedef enum InvoiceAction
+{
+	IA_FINALIZE,
+	IA_PAY,
+	IA_VOID,
+	IA_MARK_UNCOLLECTIBLE,
+	IA_ACTION_COUNT
+} InvoiceAction;
+
+extern const char *const invoice_status_names[INV_STATUS_COUNT];
+extern const char *const invoice_action_names[IA_ACTION_COUNT];
+
+extern bool invoice_status_from_name(const char *name, InvoiceStatus *status);
+extern bool invoice_action_from_name(const char *name, InvoiceAction *action);
+
+/* The status after action, or false if Stripe's rules do not allow it from status. */
+extern bool invoice_next(InvoiceStatus status, InvoiceAction action, InvoiceStatus *next);
+
 #endif							/* FINCORE_BILLING_H */

@@ -160,3 +160,37 @@ fincore_subscription_entitles(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(subscription_entitles(status_arg(PG_GETARG_TEXT_PP(0))));
 }
+
+/*
+ * fincore.invoice_transition(status, action): the invoice status the action
+ * leads to, or ZFA10 if Stripe's rules do not allow it (ZFA11 for an unknown
+ * status or action).
+ */
+PG_FUNCTION_INFO_V1(fincore_invoice_transition);
+Datum
+fincore_invoice_transition(PG_FUNCTION_ARGS)
+{
+	char	   *status_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *action_name = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	InvoiceStatus status;
+	InvoiceAction action;
+	InvoiceStatus next;
+
+	if (!invoice_status_from_name(status_name, &status))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_INVOICE),
+				 errmsg("invalid invoice status %s", quote_literal_cstr(status_name)),
+				 errhint("draft, open, paid, void or uncollectible.")));
+	if (!invoice_action_from_name(action_name, &action))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_INVOICE),
+				 errmsg("invalid invoice action %s", quote_literal_cstr(action_name)),
+				 errhint("finalize, pay, void or mark_uncollectible.")));
+	if (!invoice_next(status, action, &next))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVOICE_STATE),
+				 errmsg("an invoice cannot %s when it is %s", action_name, invoice_status_names[status]),
+				 status == INV_PAID || status == INV_VOID ?
+				 errhint("A %s invoice is final.", invoice_status_names[status]) : 0));
+	PG_RETURN_TEXT_P(cstring_to_text(invoice_status_names[next]));
+}

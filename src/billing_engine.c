@@ -238,3 +238,63 @@ subscription_next(SubscriptionStatus status, SubscriptionAction action, Subscrip
 	*next = subscription_rules[action].to == TO_SAME ? status : (SubscriptionStatus) subscription_rules[action].to;
 	return true;
 }
+
+/* ---- invoices ---- */
+
+const char *const invoice_status_names[INV_STATUS_COUNT] = {
+	"draft", "open", "paid", "void", "uncollectible"
+};
+
+const char *const invoice_action_names[IA_ACTION_COUNT] = {
+	"finalize", "pay", "void", "mark_uncollectible"
+};
+
+bool
+invoice_status_from_name(const char *name, InvoiceStatus *status)
+{
+	for (int i = 0; i < INV_STATUS_COUNT; i++)
+		if (strcmp(name, invoice_status_names[i]) == 0)
+		{
+			*status = (InvoiceStatus) i;
+			return true;
+		}
+	return false;
+}
+
+bool
+invoice_action_from_name(const char *name, InvoiceAction *action)
+{
+	for (int i = 0; i < IA_ACTION_COUNT; i++)
+		if (strcmp(name, invoice_action_names[i]) == 0)
+		{
+			*action = (InvoiceAction) i;
+			return true;
+		}
+	return false;
+}
+
+/*
+ * Stripe's invoice life: a draft is finalised (open) or voided; an open
+ * invoice is paid, voided or marked uncollectible; an uncollectible one can
+ * still be paid or voided.  Paid and void are final.
+ */
+static const struct
+{
+	uint32		from;
+	InvoiceStatus to;
+}			invoice_rules[IA_ACTION_COUNT] = {
+	[IA_FINALIZE] = {1u << INV_DRAFT, INV_OPEN},
+	[IA_PAY] = {(1u << INV_OPEN) | (1u << INV_UNCOLLECTIBLE), INV_PAID},
+	[IA_VOID] = {(1u << INV_DRAFT) | (1u << INV_OPEN) | (1u << INV_UNCOLLECTIBLE), INV_VOID},
+	[IA_MARK_UNCOLLECTIBLE] = {1u << INV_OPEN, INV_UNCOLLECTIBLE},
+};
+
+bool
+invoice_next(InvoiceStatus status, InvoiceAction action, InvoiceStatus *next)
+{
+	if (status < 0 || status >= INV_STATUS_COUNT || action < 0 || action >= IA_ACTION_COUNT ||
+		(invoice_rules[action].from & (1u << status)) == 0)
+		return false;
+	*next = invoice_rules[action].to;
+	return true;
+}

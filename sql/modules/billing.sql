@@ -52,6 +52,19 @@ COMMENT ON TABLE fincore.billing_products IS 'What a tenant sells by subscriptio
 SELECT fincore.protect('fincore.billing_products');
 SELECT pg_catalog.pg_extension_config_dump('fincore.billing_products', '');
 
+-- The features a product's subscribers are entitled to (fincore.entitled(feature)).
+CREATE TABLE fincore.billing_features (
+    tenant_id  uuid NOT NULL,
+    product_id uuid NOT NULL,
+    feature    text NOT NULL CHECK (pg_catalog.length(feature) BETWEEN 1 AND 100),
+    PRIMARY KEY (tenant_id, product_id, feature),
+    FOREIGN KEY (tenant_id, product_id) REFERENCES fincore.billing_products (tenant_id, id) ON DELETE CASCADE
+);
+COMMENT ON TABLE fincore.billing_features IS
+    'The features a product grants while a subscription to one of its prices entitles (trialing, active, past_due): what fincore.entitled(feature) reads.';
+SELECT fincore.protect('fincore.billing_features');
+SELECT pg_catalog.pg_extension_config_dump('fincore.billing_features', '');
+
 CREATE TABLE fincore.billing_prices (
     tenant_id      uuid        NOT NULL,
     id             uuid        NOT NULL,
@@ -88,14 +101,21 @@ CREATE TABLE fincore.subscriptions (
     billed          bigint      NOT NULL CHECK (billed >= 0),
     billed_from     timestamptz NOT NULL,
     cancel_at_period_end boolean NOT NULL DEFAULT false,
+    pending_price_id uuid,                              -- a change scheduled for the period's end
+    pending_quantity integer    CHECK (pending_quantity >= 1),
+    subscriber      uuid,                               -- the user entitled (fincore.uid()), if any
     lines           integer     NOT NULL DEFAULT 0,     -- the number of its lines: the last line_no
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, id),
     UNIQUE (tenant_id, idempotency_key),
     FOREIGN KEY (tenant_id, price_id) REFERENCES fincore.billing_prices (tenant_id, id),
-    CHECK (period_start <= billed_from AND billed_from <= period_end)
+    FOREIGN KEY (tenant_id, pending_price_id) REFERENCES fincore.billing_prices (tenant_id, id),
+    CHECK (period_start <= billed_from AND billed_from <= period_end),
+    CHECK ((pending_price_id IS NULL) = (pending_quantity IS NULL))
 );
+-- fincore.entitled(): a user's subscriptions in the tenant.
+CREATE INDEX subscriptions_subscriber_idx ON fincore.subscriptions (tenant_id, subscriber) WHERE subscriber IS NOT NULL;
 COMMENT ON TABLE fincore.subscriptions IS
     'Subscriptions: price, quantity, status (subscription_transition), anchor, current period, and what was billed for [billed_from, period_end). Written only by fincore''s billing functions, under the row''s lock.';
 SELECT fincore.protect('fincore.subscriptions');
@@ -195,6 +215,60 @@ $fn$;
 COMMENT ON FUNCTION fincore.create_price(uuid, bigint, text, text, integer, text, integer, uuid) IS
     'Creates an immutable price of a product: unit_amount minor units per interval (flat, or per seat), a currency, a trial. Tenant admins only (ZF803). ZFA05, ZFA06, ZF102.';
 
+CREATE FUNCTION fincore.set_product_features(product_id uuid, features text[]) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    bad text;
+BEGIN
+    PERFORM fincore.require_limits_admin(tenant);
+    PERFORM FROM fincore.billing_products x WHERE x.tenant_id = tenant AND x.id = product_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'product % not found', coalesce(product_id::text, 'NULL') USING ERRCODE = 'ZFA06';
+    END IF;
+    SELECT f INTO bad FROM pg_catalog.unnest(features) f WHERE f IS NULL OR pg_catalog.length(f) NOT BETWEEN 1 AND 100 LIMIT 1;
+    IF features IS NULL OR FOUND THEN
+        RAISE EXCEPTION 'invalid feature %', coalesce(pg_catalog.quote_literal(bad), 'NULL')
+            USING ERRCODE = 'ZFA05', HINT = 'A feature is a name of 1 to 100 characters.';
+    END IF;
+    DELETE FROM fincore.billing_features x WHERE x.tenant_id = tenant AND x.product_id = product_id
+       AND x.feature <> ALL (features);
+    INSERT INTO fincore.billing_features (tenant_id, product_id, feature)
+    SELECT DISTINCT tenant, product_id, f FROM pg_catalog.unnest(features) f
+    ON CONFLICT DO NOTHING;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.set_product_features(uuid, text[]) IS
+    'Sets the features a product grants its subscribers (replacing the ones it had): what fincore.entitled(feature) checks. Tenant admins only (ZF803). ZFA05, ZFA06.';
+
+-- Whether the current user may use a feature: for row level security policies of an app's own
+-- tables, e.g. USING (NOT premium OR fincore.entitled('premium')).
+CREATE FUNCTION fincore.entitled(feature text) RETURNS boolean
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.tenant_id();
+    who uuid := fincore.uid();
+BEGIN
+    IF tenant IS NULL OR who IS NULL OR feature IS NULL THEN
+        RETURN false;
+    END IF;
+    RETURN EXISTS (
+        SELECT FROM fincore.subscriptions s
+          JOIN fincore.billing_prices p ON p.tenant_id = tenant AND p.id = s.price_id
+          JOIN fincore.billing_features f ON f.tenant_id = tenant AND f.product_id = p.product_id
+         WHERE s.tenant_id = tenant AND s.subscriber = who AND f.feature = feature
+           AND fincore.subscription_entitles(s.status));
+END
+$fn$;
+COMMENT ON FUNCTION fincore.entitled(text) IS
+    'Whether the current user (fincore.uid()) of the current tenant has a subscription whose status entitles (trialing, active, past_due) to a product granting the feature; false without a tenant or a user. For row level security policies.';
+
 -- The tenant's subscription, locked; ZFA06 if there is none.
 CREATE FUNCTION fincore._subscription_lock(tenant uuid, subscription_id uuid) RETURNS fincore.subscriptions
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -215,7 +289,8 @@ REVOKE ALL ON FUNCTION fincore._subscription_lock(uuid, uuid) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._subscription_lock(uuid, uuid) IS 'Internal: the tenant''s subscription, locked FOR UPDATE (ZFA06 if none).';
 
 CREATE FUNCTION fincore.create_subscription(customer_account uuid, price_id uuid, quantity integer DEFAULT 1,
-        anchor timestamptz DEFAULT NULL, idempotency_key text DEFAULT NULL, id uuid DEFAULT NULL)
+        anchor timestamptz DEFAULT NULL, idempotency_key text DEFAULT NULL, id uuid DEFAULT NULL,
+        subscriber uuid DEFAULT NULL)
     RETURNS fincore.subscriptions
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -263,6 +338,7 @@ BEGIN
                      ELSE (fincore.proration(0, per.period_start, per.period_start, per.period_end,
                                              fincore._billing_amount(price, quantity), at)).debit END;
     s.cancel_at_period_end := false;
+    s.subscriber := subscriber;
     s.lines := 1;
     s.created_at := at;
     s.updated_at := at;
@@ -272,7 +348,7 @@ BEGIN
          WHERE x.tenant_id = tenant AND (x.idempotency_key = create_subscription.idempotency_key OR x.id = create_subscription.id)
          ORDER BY (x.idempotency_key = create_subscription.idempotency_key) DESC NULLS LAST LIMIT 1;
         IF s.price_id <> price_id OR s.quantity <> quantity OR s.customer_account <> customer_account
-           OR s.idempotency_key IS DISTINCT FROM idempotency_key THEN
+           OR s.idempotency_key IS DISTINCT FROM idempotency_key OR s.subscriber IS DISTINCT FROM subscriber THEN
             RAISE EXCEPTION 'subscription % exists with other fields', s.id
                 USING ERRCODE = 'ZFA07', HINT = 'An idempotency key (or id) names one subscription.';
         END IF;
@@ -285,16 +361,23 @@ BEGIN
                          pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status,
                                                        'price_id', price_id, 'quantity', quantity,
                                                        'period_end', s.period_end, 'billed', s.billed));
+    IF s.status = 'incomplete' THEN
+        -- The first invoice, at once, and its collection: active when it is paid; else it stays
+        -- incomplete until pay_invoice, or expires after 23 hours (billing_run).
+        s := fincore._invoice_and_collect(s, true);
+        PERFORM fincore._subscription_save_status(s, 'incomplete');
+    END IF;
     RETURN s;
 END
 $fn$;
-COMMENT ON FUNCTION fincore.create_subscription(uuid, uuid, integer, timestamptz, text, uuid) IS
-    'Subscribes a customer account to a price: trialing (the price has a trial) or incomplete (its first invoice due), the period of the anchor (default now) that contains now, billed for what is left of it. Idempotent by idempotency_key (or id; ZFA07 with other fields). ZFA04, ZFA06, ZF301.';
+COMMENT ON FUNCTION fincore.create_subscription(uuid, uuid, integer, timestamptz, text, uuid, uuid) IS
+    'Subscribes a customer account (and its subscriber, the user fincore.entitled() serves) to a price: trialing when the price has a trial, else its first invoice is made and collected at once (active when paid, incomplete until then). The period is the anchor''s (default now) that contains now, billed for what is left of it. Idempotent by idempotency_key (or id; ZFA07 with other fields). ZFA04, ZFA06, ZF301.';
 
 -- The lines a change of price and/or quantity at `at` makes: the credit for what was billed for
--- the rest of the period, and the debit at the new price.  Writes nothing.
+-- the rest of the period, and the debit at the new price (none with proration_behavior none, or
+-- for a change at the period's end).  Checks the change; writes nothing.
 CREATE FUNCTION fincore._subscription_change_lines(s fincore.subscriptions, new_price fincore.billing_prices,
-        new_quantity integer, at timestamptz, OUT credit bigint, OUT debit bigint)
+        new_quantity integer, at timestamptz, proration_behavior text, OUT credit bigint, OUT debit bigint)
     LANGUAGE plpgsql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $fn$
@@ -302,6 +385,13 @@ DECLARE
     old_price fincore.billing_prices;
     r record;
 BEGIN
+    IF proration_behavior IS NULL OR proration_behavior NOT IN ('create_prorations', 'always_invoice', 'none') THEN
+        RAISE EXCEPTION 'invalid proration behaviour %', coalesce(pg_catalog.quote_literal(proration_behavior), 'NULL')
+            USING ERRCODE = 'ZFA04', HINT = 'create_prorations, always_invoice or none.';
+    END IF;
+    IF new_quantity IS NULL OR new_quantity < 1 THEN
+        RAISE EXCEPTION 'invalid quantity %', coalesce(new_quantity::text, 'NULL') USING ERRCODE = 'ZFA04';
+    END IF;
     SELECT * INTO old_price FROM fincore.billing_prices x WHERE x.tenant_id = s.tenant_id AND x.id = s.price_id;
     IF new_price.currency <> old_price.currency OR new_price.interval_unit <> old_price.interval_unit
        OR new_price.interval_count <> old_price.interval_count THEN
@@ -318,16 +408,40 @@ BEGIN
     r := fincore.proration(s.billed, s.billed_from, s.period_start, s.period_end,
                            CASE WHEN s.status = 'trialing' THEN 0 ELSE fincore._billing_amount(new_price, new_quantity) END,
                            at);
-    credit := r.credit;
-    debit := r.debit;
+    IF proration_behavior = 'none' OR at = s.period_end THEN
+        credit := 0;
+        debit := 0;
+    ELSE
+        credit := r.credit;
+        debit := r.debit;
+    END IF;
 END
 $fn$;
-REVOKE ALL ON FUNCTION fincore._subscription_change_lines(fincore.subscriptions, fincore.billing_prices, integer, timestamptz) FROM PUBLIC;
-COMMENT ON FUNCTION fincore._subscription_change_lines(fincore.subscriptions, fincore.billing_prices, integer, timestamptz) IS
-    'Internal: the credit and debit of a change (the same code for preview_change and change_subscription).';
+REVOKE ALL ON FUNCTION fincore._subscription_change_lines(fincore.subscriptions, fincore.billing_prices, integer, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._subscription_change_lines(fincore.subscriptions, fincore.billing_prices, integer, timestamptz, text) IS
+    'Internal: checks a change and returns its credit and debit (the same code for preview_change and change_subscription).';
+
+-- The price a change names (the subscription's own when NULL); ZFA06 if the tenant has none.
+CREATE FUNCTION fincore._billing_price(tenant uuid, price_id uuid) RETURNS fincore.billing_prices
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    p fincore.billing_prices;
+BEGIN
+    SELECT * INTO p FROM fincore.billing_prices x WHERE x.tenant_id = tenant AND x.id = price_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'price % not found', coalesce(price_id::text, 'NULL') USING ERRCODE = 'ZFA06';
+    END IF;
+    RETURN p;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._billing_price(uuid, uuid) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._billing_price(uuid, uuid) IS 'Internal: the tenant''s price (ZFA06 if none).';
 
 CREATE FUNCTION fincore.preview_change(subscription_id uuid, price_id uuid DEFAULT NULL, quantity integer DEFAULT NULL,
-        at timestamptz DEFAULT NULL, OUT credit bigint, OUT debit bigint)
+        at timestamptz DEFAULT NULL, proration_behavior text DEFAULT 'create_prorations',
+        at_period_end boolean DEFAULT false, OUT credit bigint, OUT debit bigint)
     LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $fn$
@@ -335,7 +449,6 @@ CREATE FUNCTION fincore.preview_change(subscription_id uuid, price_id uuid DEFAU
 DECLARE
     tenant uuid := fincore.require_tenant();
     s fincore.subscriptions;
-    p fincore.billing_prices;
     r record;
 BEGIN
     SELECT * INTO s FROM fincore.subscriptions x WHERE x.tenant_id = tenant AND x.id = subscription_id;
@@ -343,23 +456,20 @@ BEGIN
         RAISE EXCEPTION 'subscription % not found', coalesce(subscription_id::text, 'NULL') USING ERRCODE = 'ZFA06';
     END IF;
     PERFORM fincore.subscription_transition(s.status, 'change');
-    SELECT * INTO p FROM fincore.billing_prices x WHERE x.tenant_id = tenant AND x.id = coalesce(price_id, s.price_id);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'price % not found', price_id USING ERRCODE = 'ZFA06';
-    END IF;
-    IF coalesce(quantity, s.quantity) < 1 THEN
-        RAISE EXCEPTION 'invalid quantity %', quantity USING ERRCODE = 'ZFA04';
-    END IF;
-    r := fincore._subscription_change_lines(s, p, coalesce(quantity, s.quantity), coalesce(at, pg_catalog.now()));
+    r := fincore._subscription_change_lines(s, fincore._billing_price(tenant, coalesce(price_id, s.price_id)),
+                                            coalesce(quantity, s.quantity),
+                                            CASE WHEN at_period_end THEN s.period_end ELSE coalesce(at, pg_catalog.now()) END,
+                                            proration_behavior);
     credit := r.credit;
     debit := r.debit;
 END
 $fn$;
-COMMENT ON FUNCTION fincore.preview_change(uuid, uuid, integer, timestamptz) IS
-    'What change_subscription with the same arguments would bill, from the same code: the credit for the unused rest of what was billed and the debit at the new price. Writes nothing. ZFA02-ZFA06.';
+COMMENT ON FUNCTION fincore.preview_change(uuid, uuid, integer, timestamptz, text, boolean) IS
+    'What change_subscription with the same arguments would bill, from the same code: the credit for the unused rest of what was billed and the debit at the new price (0 and 0 with proration_behavior none or at the period''s end). Writes nothing. ZFA02-ZFA06.';
 
 CREATE FUNCTION fincore.change_subscription(subscription_id uuid, price_id uuid DEFAULT NULL, quantity integer DEFAULT NULL,
-        at timestamptz DEFAULT NULL, OUT credit bigint, OUT debit bigint)
+        at timestamptz DEFAULT NULL, proration_behavior text DEFAULT 'create_prorations',
+        at_period_end boolean DEFAULT false, OUT credit bigint, OUT debit bigint)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $fn$
@@ -367,39 +477,54 @@ CREATE FUNCTION fincore.change_subscription(subscription_id uuid, price_id uuid 
 DECLARE
     tenant uuid := fincore.require_tenant();
     s fincore.subscriptions := fincore._subscription_lock(tenant, subscription_id);
-    p fincore.billing_prices;
+    p fincore.billing_prices := fincore._billing_price(tenant, coalesce(price_id, s.price_id));
     q integer := coalesce(quantity, s.quantity);
-    t timestamptz := coalesce(at, pg_catalog.now());
+    t timestamptz := CASE WHEN at_period_end THEN s.period_end ELSE coalesce(at, pg_catalog.now()) END;
     r record;
 BEGIN
     s.status := fincore.subscription_transition(s.status, 'change');
-    SELECT * INTO p FROM fincore.billing_prices x WHERE x.tenant_id = tenant AND x.id = coalesce(price_id, s.price_id);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'price % not found', price_id USING ERRCODE = 'ZFA06';
-    END IF;
-    IF q < 1 THEN
-        RAISE EXCEPTION 'invalid quantity %', q USING ERRCODE = 'ZFA04';
-    END IF;
-    r := fincore._subscription_change_lines(s, p, q, t);
+    r := fincore._subscription_change_lines(s, p, q, t, proration_behavior);
     credit := r.credit;
     debit := r.debit;
-    INSERT INTO fincore.subscription_lines (tenant_id, subscription_id, line_no, kind, amount, price_id, quantity,
-                                            span_start, span_end)
-    VALUES (tenant, s.id, s.lines + 1, 'credit', credit, s.price_id, s.quantity, t, s.period_end),
-           (tenant, s.id, s.lines + 2, 'debit', debit, p.id, q, t, s.period_end);
-    UPDATE fincore.subscriptions x
-       SET price_id = p.id, quantity = q, billed = debit, billed_from = t, lines = s.lines + 2,
-           updated_at = pg_catalog.now()
-     WHERE x.tenant_id = tenant AND x.id = s.id;
+    IF at_period_end THEN
+        -- Scheduled: billing_run renews the subscription at the new price and quantity.
+        UPDATE fincore.subscriptions x SET pending_price_id = p.id, pending_quantity = q, updated_at = pg_catalog.now()
+         WHERE x.tenant_id = tenant AND x.id = s.id;
+    ELSIF proration_behavior = 'none' THEN
+        -- What was billed stays as it was; the next period is billed at the new price.
+        UPDATE fincore.subscriptions x SET price_id = p.id, quantity = q, pending_price_id = NULL,
+               pending_quantity = NULL, updated_at = pg_catalog.now()
+         WHERE x.tenant_id = tenant AND x.id = s.id;
+    ELSE
+        INSERT INTO fincore.subscription_lines (tenant_id, subscription_id, line_no, kind, amount, price_id, quantity,
+                                                span_start, span_end)
+        VALUES (tenant, s.id, s.lines + 1, 'credit', credit, s.price_id, s.quantity, t, s.period_end),
+               (tenant, s.id, s.lines + 2, 'debit', debit, p.id, q, t, s.period_end);
+        s.price_id := p.id;
+        s.quantity := q;
+        s.billed := debit;
+        s.billed_from := t;
+        s.lines := s.lines + 2;
+        IF proration_behavior = 'always_invoice' THEN
+            s := fincore._invoice_and_collect(s, true);
+        END IF;
+        UPDATE fincore.subscriptions x
+           SET status = s.status, price_id = s.price_id, quantity = s.quantity, billed = s.billed,
+               billed_from = s.billed_from, lines = s.lines, pending_price_id = NULL, pending_quantity = NULL,
+               updated_at = pg_catalog.now()
+         WHERE x.tenant_id = tenant AND x.id = s.id;
+    END IF;
     PERFORM fincore.emit('billing', 'subscription.updated', 'subscription', s.id::text,
                          pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status, 'price_id', p.id,
-                                                       'quantity', q, 'credit', credit, 'debit', debit, 'at', t));
+                                                       'quantity', q, 'credit', credit, 'debit', debit, 'at', t,
+                                                       'proration_behavior', proration_behavior,
+                                                       'at_period_end', at_period_end));
 END
 $fn$;
-COMMENT ON FUNCTION fincore.change_subscription(uuid, uuid, integer, timestamptz) IS
-    'Changes a subscription''s price and/or quantity at `at` (default now): a credit line for the unused rest of what was billed and a debit line at the new price, exactly what preview_change returned. ZFA02-ZFA06.';
+COMMENT ON FUNCTION fincore.change_subscription(uuid, uuid, integer, timestamptz, text, boolean) IS
+    'Changes a subscription''s price and/or quantity at `at` (default now): with create_prorations a credit line for the unused rest of what was billed and a debit line at the new price, exactly what preview_change returned, for the next invoice; always_invoice invoices and collects them at once; none bills nothing now. at_period_end schedules the change for the renewal. ZFA02-ZFA06.';
 
--- pause, resume, cancel: the state machine's transitions, written.
+-- pause, resume, cancel (now or at the period's end): the state machine's transitions, written.
 CREATE FUNCTION fincore.update_subscription_status(subscription_id uuid, action text) RETURNS fincore.subscriptions
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -410,26 +535,39 @@ DECLARE
     s fincore.subscriptions := fincore._subscription_lock(tenant, subscription_id);
     before text := s.status;
 BEGIN
-    IF action IS NULL OR action NOT IN ('pause', 'resume', 'cancel') THEN
+    IF action IS NULL OR action NOT IN ('pause', 'resume', 'cancel', 'cancel_at_period_end', 'uncancel') THEN
         RAISE EXCEPTION 'invalid subscription action %', coalesce(pg_catalog.quote_literal(action), 'NULL')
-            USING ERRCODE = 'ZFA04', HINT = 'pause, resume or cancel; payments and dunning move the other statuses.';
+            USING ERRCODE = 'ZFA04',
+                  HINT = 'pause, resume, cancel, cancel_at_period_end or uncancel; payments and dunning move the other statuses.';
     END IF;
-    s.status := fincore.subscription_transition(s.status, action);
-    UPDATE fincore.subscriptions x SET status = s.status, updated_at = pg_catalog.now()
+    IF action IN ('cancel_at_period_end', 'uncancel') THEN
+        -- Only a subscription that could be cancelled now can be at its period's end.
+        PERFORM fincore.subscription_transition(s.status, 'cancel');
+        s.cancel_at_period_end := action = 'cancel_at_period_end';
+    ELSE
+        s.status := fincore.subscription_transition(s.status, action);
+        IF action = 'cancel' THEN
+            s.cancel_at_period_end := false;
+        END IF;
+    END IF;
+    UPDATE fincore.subscriptions x
+       SET status = s.status, cancel_at_period_end = s.cancel_at_period_end, updated_at = pg_catalog.now()
      WHERE x.tenant_id = tenant AND x.id = s.id;
     PERFORM fincore.emit('billing', 'subscription.updated', 'subscription', s.id::text,
                          pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status,
-                                                       'previous_status', before, 'action', action));
+                                                       'previous_status', before, 'action', action,
+                                                       'cancel_at_period_end', s.cancel_at_period_end));
     RETURN s;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.update_subscription_status(uuid, text) IS
-    'Pauses, resumes or cancels a subscription now, as the state machine allows (ZFA03 otherwise). ZFA04, ZFA06.';
+    'Pauses, resumes or cancels a subscription now, or cancels it at its period''s end (cancel_at_period_end; uncancel undoes that), as the state machine allows (ZFA03 otherwise). ZFA04, ZFA06.';
 
 -- ---------------------------------------------------------------------------
 -- Invoices: a subscription's lines not invoiced yet, netted (credits first), posted to the
--- ledger as receivable <- revenue when the invoice is made, and paid by a transfer from the
--- customer's account to the receivable.  A net credit waits for the next invoice.
+-- ledger as receivable <- revenue when the invoice is finalised, and paid by a transfer from
+-- the customer's account to the receivable.  A net credit waits for the next invoice.  A failed
+-- collection is retried by the tenant's dunning policy, each retry a job on the queue.
 -- ---------------------------------------------------------------------------
 
 CREATE TABLE fincore.billing_accounts (
@@ -441,7 +579,7 @@ CREATE TABLE fincore.billing_accounts (
     FOREIGN KEY (tenant_id) REFERENCES fincore.tenants (id) ON DELETE CASCADE
 );
 COMMENT ON TABLE fincore.billing_accounts IS
-    'Where a tenant''s invoices post, per currency: the receivable (debited when an invoice is made, credited when it is paid) and the revenue account.';
+    'Where a tenant''s invoices post, per currency: the receivable (debited when an invoice is finalised, credited when it is paid) and the revenue account.';
 SELECT fincore.protect('fincore.billing_accounts');
 SELECT pg_catalog.pg_extension_config_dump('fincore.billing_accounts', '');
 
@@ -451,21 +589,48 @@ CREATE TABLE fincore.invoices (
     subscription_id  uuid        NOT NULL,
     customer_account uuid        NOT NULL,
     currency         text        NOT NULL,
-    status           text        NOT NULL CHECK (status IN ('open', 'paid', 'void', 'uncollectible')),
+    status           text        NOT NULL CHECK (status IN ('draft', 'open', 'paid', 'void', 'uncollectible')),
     total            bigint      NOT NULL CHECK (total > 0),
     period_start     timestamptz NOT NULL,
     period_end       timestamptz NOT NULL,
-    transfer_id      uuid        NOT NULL,      -- receivable <- revenue
+    transfer_id      uuid,                      -- receivable <- revenue (NULL while a draft)
     payment_transfer_id uuid,                   -- customer -> receivable
+    void_transfer_id uuid,                      -- the reversal of transfer_id, when voided
+    attempts         integer     NOT NULL DEFAULT 0,    -- failed collections
+    next_attempt_at  timestamptz,               -- the dunning retry due, if any
+    failure_code     text,                      -- the ledger's SQLSTATE at the last failure
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    finalized_at     timestamptz,
     paid_at          timestamptz,
     PRIMARY KEY (tenant_id, id),
-    FOREIGN KEY (tenant_id, subscription_id) REFERENCES fincore.subscriptions (tenant_id, id)
+    FOREIGN KEY (tenant_id, subscription_id) REFERENCES fincore.subscriptions (tenant_id, id),
+    CHECK (CASE status WHEN 'draft' THEN transfer_id IS NULL WHEN 'void' THEN true ELSE transfer_id IS NOT NULL END)
 );
 COMMENT ON TABLE fincore.invoices IS
-    'Invoices of subscriptions: their total (lines netted), status, and the ledger transfers that posted and paid them.';
+    'Invoices of subscriptions: their total (lines netted), status (invoice_transition), the ledger transfers that posted, paid or voided them, and their dunning state.';
 SELECT fincore.protect('fincore.invoices');
 SELECT pg_catalog.pg_extension_config_dump('fincore.invoices', '');
+
+-- A tenant's dunning policy (none: the defaults of fincore.set_dunning_policy()).
+CREATE TABLE fincore.dunning_policies (
+    tenant_id          uuid        NOT NULL PRIMARY KEY,
+    retry_intervals    interval[]  NOT NULL,    -- the wait before retry 1, 2, ...: at most 8
+    hard_decline_codes text[]      NOT NULL,    -- ledger SQLSTATEs that end the retries at once
+    on_exhausted       text        NOT NULL CHECK (on_exhausted IN ('cancel', 'unpaid')),
+    updated_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    FOREIGN KEY (tenant_id) REFERENCES fincore.tenants (id) ON DELETE CASCADE,
+    CHECK (pg_catalog.cardinality(retry_intervals) <= 8)
+);
+COMMENT ON TABLE fincore.dunning_policies IS
+    'How a tenant retries a failed renewal payment: the waits between retries, the codes that stop them, and what the subscription becomes when they run out (canceled, or unpaid).';
+SELECT fincore.protect('fincore.dunning_policies');
+SELECT pg_catalog.pg_extension_config_dump('fincore.dunning_policies', '');
+
+CREATE FUNCTION fincore.invoice_transition(status text, action text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'fincore_invoice_transition';
+COMMENT ON FUNCTION fincore.invoice_transition(text, text) IS
+    'The invoice state machine (C, Stripe''s rules): the status an action (finalize, pay, void, mark_uncollectible) leads to from a status (draft, open, paid, void, uncollectible). ZFA10 if not allowed, ZFA11 for an unknown status or action.';
 
 CREATE FUNCTION fincore.set_billing_accounts(currency text, receivable_account uuid, revenue_account uuid)
     RETURNS void
@@ -494,15 +659,52 @@ $fn$;
 COMMENT ON FUNCTION fincore.set_billing_accounts(text, uuid, uuid) IS
     'Sets where the tenant''s invoices in a currency post: the receivable and the revenue account. Tenant admins only (ZF803). ZF301.';
 
+CREATE FUNCTION fincore.set_dunning_policy(
+        retry_intervals interval[] DEFAULT '{1 day, 3 days, 5 days, 7 days}',
+        on_exhausted text DEFAULT 'cancel', hard_decline_codes text[] DEFAULT '{ZF306, ZF307}')
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+BEGIN
+    PERFORM fincore.require_limits_admin(tenant);
+    IF retry_intervals IS NULL OR pg_catalog.cardinality(retry_intervals) > 8
+       OR EXISTS (SELECT FROM pg_catalog.unnest(retry_intervals) i
+                   WHERE i IS NULL OR i OPERATOR(pg_catalog.<=) '0'::interval OR i OPERATOR(pg_catalog.>) '60 days'::interval) THEN
+        RAISE EXCEPTION 'invalid retry schedule %', coalesce(retry_intervals::text, 'NULL')
+            USING ERRCODE = 'ZFA09', HINT = 'At most 8 waits, each more than 0 and at most 60 days.';
+    END IF;
+    IF on_exhausted IS NULL OR on_exhausted NOT IN ('cancel', 'unpaid') THEN
+        RAISE EXCEPTION 'invalid outcome of exhausted retries %', coalesce(pg_catalog.quote_literal(on_exhausted), 'NULL')
+            USING ERRCODE = 'ZFA09', HINT = 'cancel (the subscription is canceled) or unpaid (it is kept, without entitlements).';
+    END IF;
+    IF hard_decline_codes IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(hard_decline_codes) c
+                                              WHERE c IS NULL OR c !~ '^[0-9A-Z]{5}$') THEN
+        RAISE EXCEPTION 'invalid hard decline codes %', coalesce(hard_decline_codes::text, 'NULL')
+            USING ERRCODE = 'ZFA09', HINT = 'SQLSTATEs the ledger refuses a payment with, e.g. ZF306 (frozen).';
+    END IF;
+    INSERT INTO fincore.dunning_policies (tenant_id, retry_intervals, hard_decline_codes, on_exhausted)
+    VALUES (tenant, retry_intervals, hard_decline_codes, on_exhausted)
+    ON CONFLICT ON CONSTRAINT dunning_policies_pkey DO UPDATE
+       SET retry_intervals = excluded.retry_intervals, hard_decline_codes = excluded.hard_decline_codes,
+           on_exhausted = excluded.on_exhausted, updated_at = pg_catalog.now();
+END
+$fn$;
+COMMENT ON FUNCTION fincore.set_dunning_policy(interval[], text, text[]) IS
+    'Sets the tenant''s dunning policy: the waits before each retry of a failed renewal payment (at most 8), what the subscription becomes when they run out (cancel or unpaid), and the ledger codes that stop the retries at once. Without one, the defaults apply. Tenant admins only (ZF803). ZFA09.';
+
 -- Invoice the subscription's lines not invoiced yet (the subscription locked by the caller):
--- the invoice, posted as receivable <- revenue, or NULL when they net to nothing or a credit.
-CREATE FUNCTION fincore._invoice_lines(s fincore.subscriptions) RETURNS fincore.invoices
+-- a draft, or finalised (posted as receivable <- revenue); NULL when they net to nothing or a
+-- credit.
+CREATE FUNCTION fincore._invoice_lines(s fincore.subscriptions, finalize boolean) RETURNS fincore.invoices
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 DECLARE
     inv fincore.invoices;
-    acc fincore.billing_accounts;
     cur text;
 BEGIN
     SELECT p.currency INTO cur FROM fincore.billing_prices p WHERE p.tenant_id = s.tenant_id AND p.id = s.price_id;
@@ -512,47 +714,77 @@ BEGIN
     IF inv.total <= 0 THEN
         RETURN NULL;    -- nothing owed: a credit waits for the next invoice
     END IF;
-    SELECT * INTO acc FROM fincore.billing_accounts b WHERE b.tenant_id = s.tenant_id AND b.currency = cur;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no billing accounts for % in tenant %', cur, s.tenant_id
-            USING ERRCODE = 'ZFA06', HINT = 'Set them with fincore.set_billing_accounts().';
-    END IF;
     inv.tenant_id := s.tenant_id;
     inv.id := fincore.uuidv7();
     inv.subscription_id := s.id;
     inv.customer_account := s.customer_account;
     inv.currency := cur;
-    inv.status := 'open';
+    inv.status := 'draft';
     inv.period_start := s.period_start;
     inv.period_end := s.period_end;
+    inv.attempts := 0;
     inv.created_at := pg_catalog.now();
-    inv.transfer_id := (fincore.transfer(acc.receivable_account, acc.revenue_account, inv.total,
-                                         metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id,
-                                                                                   'subscription_id', s.id))).id;
     INSERT INTO fincore.invoices VALUES (inv.*);
     UPDATE fincore.subscription_lines l SET invoice_id = inv.id
      WHERE l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.invoice_id IS NULL;
     PERFORM fincore.emit('billing', 'invoice.created', 'invoice', inv.id::text,
                          pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id,
                                                        'total', inv.total, 'currency', cur));
+    IF finalize THEN
+        inv := fincore._finalize_invoice(inv);
+    END IF;
     RETURN inv;
 END
 $fn$;
-REVOKE ALL ON FUNCTION fincore._invoice_lines(fincore.subscriptions) FROM PUBLIC;
-COMMENT ON FUNCTION fincore._invoice_lines(fincore.subscriptions) IS
-    'Internal: invoices a subscription''s open lines (receivable <- revenue), or returns NULL when they net to nothing or a credit.';
+REVOKE ALL ON FUNCTION fincore._invoice_lines(fincore.subscriptions, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._invoice_lines(fincore.subscriptions, boolean) IS
+    'Internal: invoices a subscription''s open lines (a draft, or finalised), or returns NULL when they net to nothing or a credit.';
 
--- Collect an open invoice from the customer's account: paid (the subscription moves on with
--- payment_succeeded), or, when the ledger refuses (insufficient funds, a frozen account),
--- payment_failed.  Returns whether it was paid.
+-- A draft finalised: posted as receivable <- revenue, open.
+CREATE FUNCTION fincore._finalize_invoice(inv fincore.invoices) RETURNS fincore.invoices
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    acc fincore.billing_accounts;
+BEGIN
+    inv.status := fincore.invoice_transition(inv.status, 'finalize');
+    SELECT * INTO acc FROM fincore.billing_accounts b WHERE b.tenant_id = inv.tenant_id AND b.currency = inv.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no billing accounts for % in tenant %', inv.currency, inv.tenant_id
+            USING ERRCODE = 'ZFA06', HINT = 'Set them with fincore.set_billing_accounts().';
+    END IF;
+    inv.transfer_id := (fincore.transfer(acc.receivable_account, acc.revenue_account, inv.total,
+                                         id => fincore._payment_transfer_id(inv.id, 0, 'invoice'),
+                                         metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id,
+                                                                                   'subscription_id', inv.subscription_id))).id;
+    inv.finalized_at := pg_catalog.now();
+    UPDATE fincore.invoices x SET status = inv.status, transfer_id = inv.transfer_id, finalized_at = inv.finalized_at
+     WHERE x.tenant_id = inv.tenant_id AND x.id = inv.id;
+    PERFORM fincore.emit('billing', 'invoice.finalized', 'invoice', inv.id::text,
+                         pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', inv.subscription_id,
+                                                       'total', inv.total, 'transfer_id', inv.transfer_id));
+    RETURN inv;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._finalize_invoice(fincore.invoices) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._finalize_invoice(fincore.invoices) IS
+    'Internal: finalises a draft invoice: posts receivable <- revenue and makes it open.';
+
+-- Collect an open (or uncollectible) invoice from the customer's account: paid (the subscription
+-- moves on with payment_succeeded), or, when the ledger refuses (insufficient funds, a frozen
+-- account), a failed attempt that the dunning policy retries, or that ends the retries.  Moves
+-- s.status; the caller writes it.
 CREATE FUNCTION fincore._collect_invoice(INOUT s fincore.subscriptions, inv fincore.invoices, OUT paid boolean)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 DECLARE
     acc fincore.billing_accounts;
+    pol fincore.dunning_policies;
     tid uuid;
     code text;
+    exhausted boolean;
 BEGIN
     SELECT * INTO acc FROM fincore.billing_accounts b WHERE b.tenant_id = inv.tenant_id AND b.currency = inv.currency;
     BEGIN
@@ -565,24 +797,176 @@ BEGIN
         paid := false;
     END;
     IF paid THEN
-        UPDATE fincore.invoices x SET status = 'paid', payment_transfer_id = tid, paid_at = pg_catalog.now()
+        inv.status := fincore.invoice_transition(inv.status, 'pay');
+        UPDATE fincore.invoices x
+           SET status = inv.status, payment_transfer_id = tid, paid_at = pg_catalog.now(), next_attempt_at = NULL
          WHERE x.tenant_id = inv.tenant_id AND x.id = inv.id;
-        s.status := fincore.subscription_transition(s.status, 'payment_succeeded');
-        PERFORM fincore.emit('billing', 'invoice.paid', 'invoice', inv.id::text,
-                             pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id, 'total', inv.total));
-    ELSE
-        IF s.status IN ('active', 'past_due') THEN
-            s.status := fincore.subscription_transition(s.status, 'payment_failed');
+        IF s.status IN ('incomplete', 'active', 'past_due', 'unpaid') THEN
+            s.status := fincore.subscription_transition(s.status, 'payment_succeeded');
         END IF;
-        PERFORM fincore.emit('billing', 'invoice.payment_failed', 'invoice', inv.id::text,
-                             pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id,
-                                                           'total', inv.total, 'code', code));
+        PERFORM fincore.emit('billing', 'invoice.paid', 'invoice', inv.id::text,
+                             pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id, 'total', inv.total,
+                                                           'attempts', inv.attempts + 1));
+        RETURN;
+    END IF;
+
+    inv.attempts := inv.attempts + 1;
+    inv.failure_code := code;
+    inv.next_attempt_at := NULL;
+    IF s.status IN ('active', 'past_due') THEN
+        s.status := fincore.subscription_transition(s.status, 'payment_failed');
+    END IF;
+    IF s.status = 'past_due' THEN
+        -- Dunning: retry after the policy's next wait, or stop (a hard decline, or no waits left).
+        SELECT * INTO pol FROM fincore.dunning_policies d WHERE d.tenant_id = inv.tenant_id;
+        IF NOT FOUND THEN
+            pol.retry_intervals := '{1 day, 3 days, 5 days, 7 days}';
+            pol.hard_decline_codes := '{ZF306, ZF307}';
+            pol.on_exhausted := 'cancel';
+        END IF;
+        exhausted := code = ANY (pol.hard_decline_codes)
+                     OR inv.attempts > pg_catalog.cardinality(pol.retry_intervals);
+        IF exhausted THEN
+            s.status := fincore.subscription_transition(s.status, 'retries_exhausted_' || pol.on_exhausted);
+            IF pol.on_exhausted = 'cancel' AND inv.status = 'open' THEN
+                inv.status := fincore.invoice_transition(inv.status, 'mark_uncollectible');
+            END IF;
+        ELSE
+            inv.next_attempt_at := pg_catalog.now() + pol.retry_intervals[inv.attempts];
+            PERFORM fincore.enqueue('billing:dunning',
+                                    pg_catalog.jsonb_build_object('invoice_id', inv.id, 'attempt', inv.attempts),
+                                    run_at => inv.next_attempt_at,
+                                    unique_key => inv.id::text || ':' || inv.attempts::text);
+        END IF;
+    END IF;
+    UPDATE fincore.invoices x
+       SET status = inv.status, attempts = inv.attempts, failure_code = inv.failure_code,
+           next_attempt_at = inv.next_attempt_at
+     WHERE x.tenant_id = inv.tenant_id AND x.id = inv.id;
+    PERFORM fincore.emit('billing', 'invoice.payment_failed', 'invoice', inv.id::text,
+                         pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id,
+                                                       'total', inv.total, 'code', code, 'attempts', inv.attempts,
+                                                       'next_attempt_at', inv.next_attempt_at,
+                                                       'subscription_status', s.status));
+    IF inv.status = 'uncollectible' THEN
+        PERFORM fincore.emit('billing', 'invoice.marked_uncollectible', 'invoice', inv.id::text,
+                             pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id));
     END IF;
 END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._collect_invoice(fincore.subscriptions, fincore.invoices) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._collect_invoice(fincore.subscriptions, fincore.invoices) IS
-    'Internal: pays an open invoice from the customer''s account (customer -> receivable), or records the failure; moves the subscription''s status.';
+    'Internal: pays an invoice from the customer''s account (customer -> receivable), or records the failed attempt and schedules its dunning retry (or ends the retries); moves the subscription''s status.';
+
+-- Invoice the subscription's open lines and, when finalised, collect the invoice.
+CREATE FUNCTION fincore._invoice_and_collect(s fincore.subscriptions, finalize boolean) RETURNS fincore.subscriptions
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    inv fincore.invoices := fincore._invoice_lines(s, finalize);
+BEGIN
+    IF inv.id IS NOT NULL AND inv.status = 'open' THEN
+        s := (fincore._collect_invoice(s, inv)).s;
+    END IF;
+    RETURN s;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._invoice_and_collect(fincore.subscriptions, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._invoice_and_collect(fincore.subscriptions, boolean) IS
+    'Internal: invoices a subscription''s open lines and collects the invoice when it is finalised; returns the subscription with its new status.';
+
+-- The tenant's invoice, with its subscription locked first (every writer of an invoice holds
+-- its subscription's lock); ZFA06 if there is none.
+CREATE FUNCTION fincore._invoice_lock(tenant uuid, invoice_id uuid, OUT s fincore.subscriptions,
+                                      OUT inv fincore.invoices)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'invoice % not found', coalesce(invoice_id::text, 'NULL') USING ERRCODE = 'ZFA06';
+    END IF;
+    s := fincore._subscription_lock(tenant, inv.subscription_id);
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._invoice_lock(uuid, uuid) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._invoice_lock(uuid, uuid) IS
+    'Internal: the tenant''s invoice as it is under its subscription''s lock (ZFA06 if none).';
+
+CREATE FUNCTION fincore._subscription_save_status(s fincore.subscriptions, before text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    IF s.status IS DISTINCT FROM before THEN
+        UPDATE fincore.subscriptions x SET status = s.status, updated_at = pg_catalog.now()
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+        PERFORM fincore.emit('billing', 'subscription.updated', 'subscription', s.id::text,
+                             pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status,
+                                                           'previous_status', before));
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._subscription_save_status(fincore.subscriptions, text) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._subscription_save_status(fincore.subscriptions, text) IS
+    'Internal: writes a subscription''s new status and emits subscription.updated, if it changed.';
+
+CREATE FUNCTION fincore.create_invoice(subscription_id uuid, finalize boolean DEFAULT true) RETURNS fincore.invoices
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    s fincore.subscriptions := fincore._subscription_lock(tenant, subscription_id);
+    before text := s.status;
+    inv fincore.invoices;
+BEGIN
+    IF finalize IS NULL THEN
+        RAISE EXCEPTION 'invalid invoice: finalize is true or false' USING ERRCODE = 'ZFA11';
+    END IF;
+    inv := fincore._invoice_lines(s, finalize);
+    IF inv.status = 'open' THEN
+        s := (fincore._collect_invoice(s, inv)).s;
+        PERFORM fincore._subscription_save_status(s, before);
+    END IF;
+    IF inv.id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = inv.id;
+    RETURN inv;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.create_invoice(uuid, boolean) IS
+    'Invoices a subscription''s lines not invoiced yet, now: a draft (finalize => false), or finalised, posted and collected at once (the dunning policy retries a refusal). NULL when they net to nothing or a credit. ZFA06, ZFA11.';
+
+CREATE FUNCTION fincore.finalize_invoice(invoice_id uuid) RETURNS fincore.invoices
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    l record := fincore._invoice_lock(tenant, invoice_id);
+    s fincore.subscriptions := l.s;
+    before text := s.status;
+    inv fincore.invoices := l.inv;
+BEGIN
+    IF inv.status <> 'draft' AND inv.finalized_at IS NOT NULL THEN
+        RETURN inv;     -- finalised already: a replay
+    END IF;
+    inv := fincore._finalize_invoice(inv);
+    s := (fincore._collect_invoice(s, inv)).s;
+    PERFORM fincore._subscription_save_status(s, before);
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
+    RETURN inv;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.finalize_invoice(uuid) IS
+    'Finalises a draft invoice: posts it (receivable <- revenue) and collects it. A finalised invoice is returned as it is. ZFA06, ZFA10 (a voided draft).';
 
 CREATE FUNCTION fincore.pay_invoice(invoice_id uuid) RETURNS fincore.invoices
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -591,32 +975,160 @@ CREATE FUNCTION fincore.pay_invoice(invoice_id uuid) RETURNS fincore.invoices
 #variable_conflict use_variable
 DECLARE
     tenant uuid := fincore.require_tenant();
-    inv fincore.invoices;
-    s fincore.subscriptions;
+    l record := fincore._invoice_lock(tenant, invoice_id);
+    s fincore.subscriptions := l.s;
+    before text := s.status;
+    inv fincore.invoices := l.inv;
     r record;
 BEGIN
-    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'invoice % not found', coalesce(invoice_id::text, 'NULL') USING ERRCODE = 'ZFA06';
-    END IF;
-    s := fincore._subscription_lock(tenant, inv.subscription_id);
-    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
-    IF inv.status <> 'open' THEN
+    IF inv.status IN ('paid', 'void') THEN
         RETURN inv;     -- paid (or voided) already: a replay
     END IF;
+    IF inv.status = 'draft' THEN
+        RAISE EXCEPTION 'invoice % is a draft', inv.id
+            USING ERRCODE = 'ZFA10', HINT = 'Finalise it with fincore.finalize_invoice(), which collects it.';
+    END IF;
+    -- The customer's own attempt: a refusal writes nothing and leaves the dunning as it was.
     r := fincore._collect_invoice(s, inv);
     IF NOT r.paid THEN
         RAISE EXCEPTION 'invoice % could not be paid from account %', inv.id, inv.customer_account
             USING ERRCODE = 'ZFA08', HINT = 'The ledger refused the payment (funds, or a frozen or closed account).';
     END IF;
-    UPDATE fincore.subscriptions x SET status = (r.s).status, updated_at = pg_catalog.now()
-     WHERE x.tenant_id = tenant AND x.id = s.id;
+    PERFORM fincore._subscription_save_status(r.s, before);
     SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
     RETURN inv;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.pay_invoice(uuid) IS
-    'Pays an open invoice from its customer''s account; the subscription becomes active (payment_succeeded). A paid invoice is returned as it is. ZFA06, ZFA08.';
+    'Pays an open or uncollectible invoice from its customer''s account; the subscription becomes active (payment_succeeded) and the invoice''s dunning retries stop. A paid or void invoice is returned as it is. ZFA06, ZFA08, ZFA10 (a draft).';
+
+-- Void an invoice (its posting reversed): the lines it took stay with it.
+CREATE FUNCTION fincore._void_invoice(inv fincore.invoices) RETURNS fincore.invoices
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    inv.status := fincore.invoice_transition(inv.status, 'void');
+    IF inv.transfer_id IS NOT NULL THEN
+        inv.void_transfer_id := (fincore.reverse(inv.transfer_id, NULL,
+                                                 fincore._payment_transfer_id(inv.id, 0, 'void'))).id;
+    END IF;
+    inv.next_attempt_at := NULL;
+    UPDATE fincore.invoices x SET status = inv.status, void_transfer_id = inv.void_transfer_id, next_attempt_at = NULL
+     WHERE x.tenant_id = inv.tenant_id AND x.id = inv.id;
+    PERFORM fincore.emit('billing', 'invoice.voided', 'invoice', inv.id::text,
+                         pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', inv.subscription_id,
+                                                       'total', inv.total, 'void_transfer_id', inv.void_transfer_id));
+    RETURN inv;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._void_invoice(fincore.invoices) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._void_invoice(fincore.invoices) IS
+    'Internal: voids an invoice: its receivable <- revenue posting reversed, its retries stopped.';
+
+CREATE FUNCTION fincore.update_invoice_status(invoice_id uuid, action text) RETURNS fincore.invoices
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    l record;
+    inv fincore.invoices;
+BEGIN
+    IF action IS NULL OR action NOT IN ('void', 'mark_uncollectible') THEN
+        RAISE EXCEPTION 'invalid invoice action %', coalesce(pg_catalog.quote_literal(action), 'NULL')
+            USING ERRCODE = 'ZFA11', HINT = 'void or mark_uncollectible; finalize_invoice and pay_invoice do the others.';
+    END IF;
+    l := fincore._invoice_lock(tenant, invoice_id);
+    inv := l.inv;
+    IF action = 'void' THEN
+        inv := fincore._void_invoice(inv);
+    ELSE
+        inv.status := fincore.invoice_transition(inv.status, action);
+        UPDATE fincore.invoices x SET status = inv.status, next_attempt_at = NULL
+         WHERE x.tenant_id = tenant AND x.id = inv.id;
+        PERFORM fincore.emit('billing', 'invoice.marked_uncollectible', 'invoice', inv.id::text,
+                             pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', inv.subscription_id));
+    END IF;
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
+    RETURN inv;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.update_invoice_status(uuid, text) IS
+    'Voids an invoice (a draft, or a finalised one whose posting is then reversed) or marks an open one uncollectible; either stops its dunning retries. As the invoice state machine allows (ZFA10 otherwise). ZFA06, ZFA11.';
+
+-- A dunning retry (the job billing:dunning carries invoice_id and attempt): collects the invoice
+-- again, unless it was paid, voided or retried meanwhile (then a no-op).
+CREATE FUNCTION fincore.retry_invoice(invoice_id uuid, attempt integer DEFAULT NULL) RETURNS fincore.invoices
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    l record := fincore._invoice_lock(tenant, invoice_id);
+    s fincore.subscriptions := l.s;
+    before text := s.status;
+    inv fincore.invoices := l.inv;
+BEGIN
+    IF inv.status <> 'open' OR s.status <> 'past_due' OR (attempt IS NOT NULL AND attempt <> inv.attempts) THEN
+        RETURN inv;
+    END IF;
+    s := (fincore._collect_invoice(s, inv)).s;
+    PERFORM fincore._subscription_save_status(s, before);
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = tenant AND x.id = invoice_id;
+    RETURN inv;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.retry_invoice(uuid, integer) IS
+    'A dunning retry of an open invoice of a past_due subscription: collects it again (paid: the subscription is active; refused: the next retry is scheduled, or the policy''s outcome applies). A no-op when the invoice was paid, voided or retried meanwhile (attempt is the job''s). Trusted roles. ZFA06.';
+
+-- The dunning worker in the database: claims billing:dunning jobs, retries their invoices in
+-- their tenants, completes them.
+CREATE FUNCTION fincore.dunning_run(max_jobs integer DEFAULT 100) RETURNS integer
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    saved text := pg_catalog.current_setting('fincore.tenant', true);
+    j fincore.job;
+    n integer := 0;
+BEGIN
+    FOR j IN SELECT * FROM fincore.dequeue('billing:dunning', max_jobs, '5 minutes', 'fincore.dunning_run') LOOP
+        PERFORM fincore.set_tenant(j.tenant_id);
+        PERFORM fincore.retry_invoice((j.payload ->> 'invoice_id')::uuid, (j.payload ->> 'attempt')::integer);
+        PERFORM fincore.complete(j.id, NULL, j.attempt);
+        n := n + 1;
+    END LOOP;
+    PERFORM fincore.set_tenant(NULLIF(saved, '')::uuid);
+    RETURN n;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore.dunning_run(integer) FROM PUBLIC;
+COMMENT ON FUNCTION fincore.dunning_run(integer) IS
+    'Runs up to max_jobs due dunning retries (jobs of queue billing:dunning): each retries its invoice (retry_invoice) in its tenant and completes. Returns how many ran.';
+
+CREATE FUNCTION fincore.dunning_run_step(budget interval) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    deadline timestamptz := pg_catalog.clock_timestamp() + budget;
+    n        integer;
+    total    bigint := 0;
+BEGIN
+    LOOP
+        n := fincore.dunning_run(100);
+        total := total + n;
+        EXIT WHEN n < 100 OR pg_catalog.clock_timestamp() >= deadline;
+    END LOOP;
+    RETURN total;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore.dunning_run_step(interval) FROM PUBLIC;
+COMMENT ON FUNCTION fincore.dunning_run_step(interval) IS
+    'Maintenance step: dunning_run in batches of 100 until none is due or the budget is spent.';
 
 CREATE FUNCTION fincore.billing_run(at timestamptz DEFAULT NULL, max_subscriptions integer DEFAULT 100)
     RETURNS integer
@@ -629,23 +1141,50 @@ DECLARE
     saved text := pg_catalog.current_setting('fincore.tenant', true);
     t uuid;
     s fincore.subscriptions;
+    before text;
     price fincore.billing_prices;
     per record;
     inv fincore.invoices;
-    r record;
     n integer := 0;
 BEGIN
     -- The tenants with due subscriptions (a read of every shard on Citus), then each tenant's,
     -- locked with SKIP LOCKED: concurrent runs share the work and never bill a period twice
     -- (a period is advanced under its row's lock, so a second run finds it not due).
     FOR t IN SELECT DISTINCT x.tenant_id FROM fincore.subscriptions x
-              WHERE x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_ ORDER BY 1 LOOP
+              WHERE (x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
+                 OR (x.status = 'incomplete' AND x.created_at <= now_ - '23 hours'::interval)
+              ORDER BY 1 LOOP
         EXIT WHEN n >= max_subscriptions;
         PERFORM fincore.set_tenant(t);
         FOR s IN SELECT * FROM fincore.subscriptions x
-                  WHERE x.tenant_id = t AND x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_
+                  WHERE x.tenant_id = t
+                    AND ((x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
+                         OR (x.status = 'incomplete' AND x.created_at <= now_ - '23 hours'::interval))
                   ORDER BY x.period_end LIMIT max_subscriptions - n
                   FOR UPDATE SKIP LOCKED LOOP
+            before := s.status;
+            n := n + 1;
+            IF s.status = 'incomplete' THEN
+                -- Its first invoice was not paid in 23 hours (Stripe's rule): expired, the invoice voided.
+                s.status := fincore.subscription_transition(s.status, 'first_payment_expired');
+                FOR inv IN SELECT * FROM fincore.invoices x
+                            WHERE x.tenant_id = t AND x.subscription_id = s.id AND x.status IN ('draft', 'open') LOOP
+                    PERFORM fincore._void_invoice(inv);
+                END LOOP;
+                PERFORM fincore._subscription_save_status(s, before);
+                CONTINUE;
+            END IF;
+            IF s.cancel_at_period_end THEN
+                s.status := fincore.subscription_transition(s.status, 'cancel');
+                UPDATE fincore.subscriptions x SET cancel_at_period_end = false WHERE x.tenant_id = t AND x.id = s.id;
+                PERFORM fincore._subscription_save_status(s, before);
+                CONTINUE;
+            END IF;
+            -- A change scheduled for the period's end takes effect with the renewal.
+            IF s.pending_price_id IS NOT NULL THEN
+                s.price_id := s.pending_price_id;
+                s.quantity := s.pending_quantity;
+            END IF;
             SELECT * INTO price FROM fincore.billing_prices p WHERE p.tenant_id = t AND p.id = s.price_id;
             -- The next period, billed in full from its start (a trial's end bills its first).
             per := fincore.billing_period(s.anchor, price.interval_unit, price.interval_count, s.period_end);
@@ -660,20 +1199,20 @@ BEGIN
             IF s.status = 'trialing' THEN
                 s.status := fincore.subscription_transition(s.status, 'trial_ended');
             END IF;
-            inv := fincore._invoice_lines(s);
+            inv := fincore._invoice_lines(s, true);
             IF inv.id IS NOT NULL THEN
-                r := fincore._collect_invoice(s, inv);
-                s := r.s;
+                s := (fincore._collect_invoice(s, inv)).s;
             END IF;
             UPDATE fincore.subscriptions x
-               SET status = s.status, period_start = s.period_start, period_end = s.period_end, billed = s.billed,
-                   billed_from = s.billed_from, lines = s.lines, updated_at = pg_catalog.now()
+               SET status = s.status, price_id = s.price_id, quantity = s.quantity, pending_price_id = NULL,
+                   pending_quantity = NULL, period_start = s.period_start, period_end = s.period_end,
+                   billed = s.billed, billed_from = s.billed_from, lines = s.lines, updated_at = pg_catalog.now()
              WHERE x.tenant_id = t AND x.id = s.id;
             PERFORM fincore.emit('billing', 'subscription.renewed', 'subscription', s.id::text,
                                  pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status,
-                                                               'period_start', s.period_start,
+                                                               'previous_status', before, 'price_id', s.price_id,
+                                                               'quantity', s.quantity, 'period_start', s.period_start,
                                                                'period_end', s.period_end, 'invoice_id', inv.id));
-            n := n + 1;
         END LOOP;
     END LOOP;
     PERFORM fincore.set_tenant(NULLIF(saved, '')::uuid);
@@ -682,7 +1221,7 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION fincore.billing_run(timestamptz, integer) FROM PUBLIC;
 COMMENT ON FUNCTION fincore.billing_run(timestamptz, integer) IS
-    'Renews the subscriptions whose period ended by `at` (default now), at most max_subscriptions: the next period billed in full, invoiced (receivable <- revenue) and collected from the customer''s account (past_due if the ledger refuses). Concurrent runs share the work with SKIP LOCKED; each period is billed once. Returns how many were renewed.';
+    'Renews the subscriptions whose period ended by `at` (default now), at most max_subscriptions: the next period (at a price scheduled for it, if any) billed in full, invoiced (receivable <- revenue) and collected from the customer''s account (past_due and a dunning retry if the ledger refuses); cancels those set to cancel at the period''s end, and expires those incomplete for 23 hours. Concurrent runs share the work with SKIP LOCKED; each period is billed once. Returns how many subscriptions it moved.';
 
 CREATE FUNCTION fincore.billing_run_step(budget interval) RETURNS bigint
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
@@ -706,17 +1245,26 @@ COMMENT ON FUNCTION fincore.billing_run_step(interval) IS
     'Maintenance step: billing_run in batches of 100 until none is due or the budget is spent.';
 
 INSERT INTO fincore.maintenance_steps (step, fn, position, description) VALUES
-    ('billing_run', 'fincore.billing_run_step(interval)', 130, 'Renew, invoice and collect the subscriptions whose period ended');
+    ('billing_run', 'fincore.billing_run_step(interval)', 130, 'Renew, invoice and collect the subscriptions whose period ended'),
+    ('dunning_run', 'fincore.dunning_run_step(interval)', 135, 'Retry the failed invoice payments that are due (queue billing:dunning)');
 
 INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.create_product(text,uuid)', 'app'),
+    ('fincore.set_product_features(uuid,text[])', 'app'),
+    ('fincore.entitled(text)', 'app'),
     ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid)', 'app'),
-    ('fincore.create_subscription(uuid,uuid,integer,timestamptz,text,uuid)', 'app'),
-    ('fincore.preview_change(uuid,uuid,integer,timestamptz)', 'app'),
-    ('fincore.change_subscription(uuid,uuid,integer,timestamptz)', 'app'),
+    ('fincore.create_subscription(uuid,uuid,integer,timestamptz,text,uuid,uuid)', 'app'),
+    ('fincore.preview_change(uuid,uuid,integer,timestamptz,text,boolean)', 'app'),
+    ('fincore.change_subscription(uuid,uuid,integer,timestamptz,text,boolean)', 'app'),
     ('fincore.update_subscription_status(uuid,text)', 'app'),
     ('fincore.set_billing_accounts(text,uuid,uuid)', 'app'),
+    ('fincore.set_dunning_policy(interval[],text,text[])', 'app'),
+    ('fincore.create_invoice(uuid,boolean)', 'app'),
+    ('fincore.finalize_invoice(uuid)', 'app'),
     ('fincore.pay_invoice(uuid)', 'app'),
+    ('fincore.update_invoice_status(uuid,text)', 'app'),
+    ('fincore.retry_invoice(uuid,integer)', 'trusted'),
+    ('fincore.invoice_transition(text,text)', 'app'),
     ('fincore.subscription_transition(text,text)', 'app'),
     ('fincore.subscription_entitles(text)', 'app'),
     ('fincore.billing_period(timestamptz,text,integer,timestamptz)', 'app'),

@@ -48,7 +48,9 @@ BEGIN ATOMIC
             ('fincore.subscriptions', 'distributed', 29),
             ('fincore.subscription_lines', 'distributed', 30),
             ('fincore.billing_accounts', 'distributed', 31),
-            ('fincore.invoices', 'distributed', 32)) AS v(relation, placement, ordinal);
+            ('fincore.invoices', 'distributed', 32),
+            ('fincore.dunning_policies', 'distributed', 33),
+            ('fincore.billing_features', 'distributed', 34)) AS v(relation, placement, ordinal);
 END;
 COMMENT ON FUNCTION fincore.distribution_plan() IS
     'Where fincore.distribute() puts each of fincore''s tables on Citus: reference (on every node) or distributed by tenant_id, colocated with fincore.accounts; tables not listed stay on the coordinator (the outbox and the job queue).';

@@ -2,11 +2,10 @@
 
 200 subscriptions whose period has ended are renewed by 4 sessions running fincore.billing_run()
 at the same time, in small batches, until none is due: every subscription gets exactly one new
-period line and one invoice, paid from its customer's account; a fifth run bills nothing; the
-ledger's invariants hold.
+period line and one renewal invoice, paid from its customer's account; a fifth run bills nothing;
+the ledger's invariants hold.
 """
 import threading
-import uuid
 
 from conftest import connect
 
@@ -26,13 +25,15 @@ def test_concurrent_billing_runs_bill_each_period_once(database):
         for _ in range(N):
             customer = conn.execute("SELECT fincore.create_account('USD')").fetchone()[0]
             conn.execute("SELECT fincore.create_subscription(%s, %s)", (customer, price))
-        # Every period ended: rewound to March, its opening line treated as invoiced.
-        conn.execute("UPDATE fincore.subscription_lines SET invoice_id = %s WHERE tenant_id = %s",
-                     (str(uuid.UUID(int=0)), TENANT))
+        # Every period ended: rewound to March (the first invoices, made at creation, took the
+        # opening lines).
         conn.execute("UPDATE fincore.subscriptions SET status = 'active', anchor = '2026-03-01', "
                      "period_start = '2026-03-01', period_end = '2026-04-01', billed_from = '2026-03-01', billed = 0 "
                      "WHERE tenant_id = %s", (TENANT,))
 
+    with connect(database) as conn:
+        revenue_before = conn.execute("SELECT credits_posted FROM fincore.accounts WHERE id = %s",
+                                      (revenue,)).fetchone()[0]
     renewed, errors = [], []
     barrier = threading.Barrier(4)
 
@@ -60,13 +61,14 @@ def test_concurrent_billing_runs_bill_each_period_once(database):
         assert conn.execute("SELECT fincore.billing_run('2026-04-02')").fetchone()[0] == 0
         per_sub = conn.execute(
             "SELECT count(*) FILTER (WHERE l.kind = 'period' AND l.span_start = '2026-04-01'), "
-            "       (SELECT count(*) FROM fincore.invoices i WHERE i.tenant_id = s.tenant_id AND i.subscription_id = s.id) "
+            "       (SELECT count(*) FROM fincore.invoices i WHERE i.tenant_id = s.tenant_id AND i.subscription_id = s.id "
+            "           AND i.period_start = '2026-04-01') "
             "FROM fincore.subscriptions s JOIN fincore.subscription_lines l "
             "  ON l.tenant_id = s.tenant_id AND l.subscription_id = s.id "
             "WHERE s.tenant_id = %s GROUP BY s.tenant_id, s.id", (TENANT,)).fetchall()
         assert len(per_sub) == N and set(per_sub) == {(1, 1)}, set(per_sub)
-        assert conn.execute("SELECT count(*) FROM fincore.invoices WHERE tenant_id = %s AND status = 'paid'",
-                            (TENANT,)).fetchone()[0] == N
+        assert conn.execute("SELECT count(*) FROM fincore.invoices WHERE tenant_id = %s AND status = 'paid' "
+                            "AND period_start = '2026-04-01'", (TENANT,)).fetchone()[0] == N
         assert conn.execute("SELECT credits_posted FROM fincore.accounts WHERE id = %s",
-                            (revenue,)).fetchone()[0] == N * 1000
+                            (revenue,)).fetchone()[0] - revenue_before == N * 1000
         assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0

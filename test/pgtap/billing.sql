@@ -4,7 +4,7 @@
 BEGIN;
 SET search_path = fincore, public;
 SET LOCAL timezone = 'UTC';
-SELECT plan(68);
+SELECT plan(128);
 
 CREATE FUNCTION pg_temp.bal(n int) RETURNS text LANGUAGE sql AS $$
     SELECT format('dp=%s dpo=%s cp=%s cpo=%s', debits_pending, debits_posted, credits_pending, credits_posted)
@@ -278,6 +278,28 @@ SELECT is((SELECT array_agg(s ORDER BY s) FROM unnest(ARRAY['incomplete', 'incom
     ARRAY['active', 'past_due', 'trialing'], 'trialing, active and past_due grant entitlements; nothing else does');
 
 -- ---------------------------------------------------------------------------
+-- The invoice state machine: every status against every action (Stripe's rules)
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION pg_temp.try_invoice(status text, action text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN fincore.invoice_transition(status, action);
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END $$;
+SELECT results_eq($$SELECT s || ' ' || a || ' ' || pg_temp.try_invoice(s, a)
+                      FROM unnest('{draft,open,paid,void,uncollectible}'::text[]) s,
+                           unnest('{finalize,pay,void,mark_uncollectible}'::text[]) a ORDER BY s, a$$,
+    $$VALUES ('draft finalize open'), ('draft mark_uncollectible ZFA10'), ('draft pay ZFA10'), ('draft void void'),
+             ('open finalize ZFA10'), ('open mark_uncollectible uncollectible'), ('open pay paid'), ('open void void'),
+             ('paid finalize ZFA10'), ('paid mark_uncollectible ZFA10'), ('paid pay ZFA10'), ('paid void ZFA10'),
+             ('uncollectible finalize ZFA10'), ('uncollectible mark_uncollectible ZFA10'),
+             ('uncollectible pay paid'), ('uncollectible void void'),
+             ('void finalize ZFA10'), ('void mark_uncollectible ZFA10'), ('void pay ZFA10'), ('void void ZFA10')$$,
+    'invoices: a draft is finalised or voided, an open one paid, voided or written off, paid and void are final');
+SELECT throws_ok($$SELECT fincore.invoice_transition('sent', 'pay')$$, 'ZFA11', NULL, 'an unknown invoice status');
+SELECT throws_ok($$SELECT fincore.invoice_transition('open', 'refund')$$, 'ZFA11', NULL, 'an unknown invoice action');
+
+-- ---------------------------------------------------------------------------
 -- Catalogue and subscriptions
 -- ---------------------------------------------------------------------------
 SELECT fincore.create_tenant('Billing A', 'ab000000-0000-4000-8000-00000000000a');
@@ -285,6 +307,14 @@ SELECT fincore.create_tenant('Billing B', 'ab000000-0000-4000-8000-00000000000b'
 SELECT fincore.set_tenant('ab000000-0000-4000-8000-00000000000a');
 SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000001');
 SELECT fincore.create_account('EUR', id => 'ac000000-0000-4000-8000-000000000002');
+SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000010');   -- receivable
+SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000011');   -- revenue
+-- A customer who cannot pay: its debits must not exceed its credits, and it has none.
+SELECT fincore.create_account('USD', flags => '{debits_must_not_exceed_credits}', id => 'ac000000-0000-4000-8000-000000000012');
+SELECT throws_ok($$SELECT fincore.set_billing_accounts('USD', 'ac000000-0000-4000-8000-000000000010',
+                     'ac000000-0000-4000-8000-000000000002')$$, 'ZF301', NULL, 'billing accounts are in the currency');
+SELECT lives_ok($$SELECT fincore.set_billing_accounts('USD', 'ac000000-0000-4000-8000-000000000010',
+                    'ac000000-0000-4000-8000-000000000011')$$, 'receivable and revenue for USD');
 SELECT fincore.create_product('Pro', 'ad000000-0000-4000-8000-000000000001');
 SELECT throws_ok($$SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', -1, 'USD')$$, 'ZFA05', NULL,
     'a negative price is refused');
@@ -304,9 +334,12 @@ SELECT is((SELECT format('%s %s %s', status, to_char(period_start, 'MM-DD'), to_
              FROM fincore.create_subscription('ac000000-0000-4000-8000-000000000001', 'ae000000-0000-4000-8000-000000000001',
                                               anchor => date_trunc('month', now()) , idempotency_key => 'sub-1',
                                               id => 'af000000-0000-4000-8000-000000000001')),
-    format('incomplete %s %s', to_char(date_trunc('month', now()), 'MM-DD'),
+    format('active %s %s', to_char(date_trunc('month', now()), 'MM-DD'),
            to_char(date_trunc('month', now()) + interval '1 month', 'MM-DD')),
-    'a subscription without a trial starts incomplete, in the anchor''s period');
+    'a subscription without a trial is invoiced at once, in the anchor''s period: active once paid');
+SELECT is((SELECT format('%s %s', i.status, i.total = s.billed) FROM fincore.invoices i
+             JOIN fincore.subscriptions s ON s.id = i.subscription_id WHERE s.id = 'af000000-0000-4000-8000-000000000001'),
+    'paid t', '... its first invoice is what is left of the period, paid');
 SELECT is((SELECT id FROM fincore.create_subscription('ac000000-0000-4000-8000-000000000001', 'ae000000-0000-4000-8000-000000000001',
                                                       idempotency_key => 'sub-1')),
     'af000000-0000-4000-8000-000000000001'::uuid, 'the same idempotency key returns the subscription');
@@ -319,8 +352,20 @@ SELECT throws_ok($$SELECT fincore.create_subscription('ac000000-0000-4000-8000-0
 SELECT is((SELECT status FROM fincore.create_subscription('ac000000-0000-4000-8000-000000000001',
             'ae000000-0000-4000-8000-000000000003', id => 'af000000-0000-4000-8000-000000000003')), 'trialing',
     'a price with a trial starts trialing');
-SELECT is((SELECT billed FROM fincore.subscriptions WHERE id = 'af000000-0000-4000-8000-000000000003'), 0::bigint,
-    '... billed nothing');
+SELECT is((SELECT format('%s %s', billed, (SELECT count(*) FROM fincore.invoices WHERE subscription_id = s.id))
+             FROM fincore.subscriptions s WHERE id = 'af000000-0000-4000-8000-000000000003'), '0 0',
+    '... billed nothing, invoiced nothing');
+SELECT is((SELECT status FROM fincore.create_subscription('ac000000-0000-4000-8000-000000000012',
+            'ae000000-0000-4000-8000-000000000001', id => 'af000000-0000-4000-8000-000000000002')), 'incomplete',
+    'a customer who cannot pay the first invoice: incomplete');
+SELECT is((SELECT format('%s attempts=%s %s next=%s', status, attempts, failure_code, next_attempt_at) FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000002'),
+    'open attempts=1 ZF304 next=', '... its invoice open, the refusal recorded, no dunning for a first invoice');
+SELECT is(fincore.billing_run(now() + interval '22 hours'), 0, 'incomplete for less than 23 hours: left alone');
+SELECT is(fincore.billing_run(now() + interval '23 hours'), 1, 'after 23 hours billing_run expires it');
+SELECT is((SELECT format('%s %s %s', s.status, i.status, i.void_transfer_id IS NOT NULL) FROM fincore.subscriptions s
+             JOIN fincore.invoices i ON i.subscription_id = s.id WHERE s.id = 'af000000-0000-4000-8000-000000000002'),
+    'incomplete_expired void t', '... incomplete_expired, its invoice voided and the posting reversed');
 
 -- A fixed history: the subscription is rewound to a known period to check the lines exactly.
 UPDATE fincore.subscriptions SET status = 'active', period_start = '2026-04-01', period_end = '2026-05-01',
@@ -345,7 +390,16 @@ SELECT throws_ok($$SELECT fincore.change_subscription('af000000-0000-4000-8000-0
 SELECT throws_ok($$SELECT fincore.change_subscription('af000000-0000-4000-8000-000000000001',
                      'ae000000-0000-4000-8000-000000000004', 1, '2026-04-25')$$, 'ZFA04', NULL,
     'a change to another interval is refused');
+SELECT throws_ok($$SELECT fincore.change_subscription('af000000-0000-4000-8000-000000000001', NULL, 1, '2026-04-25',
+                     proration_behavior => 'sometimes')$$, 'ZFA04', NULL, 'an unknown proration behaviour is refused');
 SELECT is(pg_temp.rows_before(), :'billing_rows', 'the refusals wrote nothing');
+SELECT is((SELECT format('%s/%s', credit, debit) FROM fincore.preview_change('af000000-0000-4000-8000-000000000001',
+            NULL, 5, '2026-04-25', proration_behavior => 'none')), '0/0', 'proration_behavior none: the preview bills nothing');
+SELECT is((SELECT format('%s/%s', credit, debit) FROM fincore.change_subscription('af000000-0000-4000-8000-000000000001',
+            NULL, 5, '2026-04-25', proration_behavior => 'none')), '0/0', '... and neither does the change');
+SELECT is((SELECT format('q=%s billed=%s lines=%s', quantity, billed, lines) FROM fincore.subscriptions
+            WHERE id = 'af000000-0000-4000-8000-000000000001'), 'q=5 billed=667 lines=5',
+    '... the quantity changed, what was billed and the lines did not');
 
 SELECT is((fincore.update_subscription_status('af000000-0000-4000-8000-000000000001', 'pause')).status, 'paused', 'pause');
 SELECT throws_ok($$SELECT fincore.change_subscription('af000000-0000-4000-8000-000000000001', NULL, 1, '2026-04-25')$$,
@@ -354,10 +408,12 @@ SELECT is((fincore.update_subscription_status('af000000-0000-4000-8000-000000000
 SELECT is((fincore.update_subscription_status('af000000-0000-4000-8000-000000000001', 'cancel')).status, 'canceled', 'cancel');
 SELECT throws_ok($$SELECT fincore.update_subscription_status('af000000-0000-4000-8000-000000000001', 'resume')$$,
     'ZFA03', NULL, 'a canceled subscription is final');
+SELECT throws_ok($$SELECT fincore.update_subscription_status('af000000-0000-4000-8000-000000000001', 'cancel_at_period_end')$$,
+    'ZFA03', NULL, '... and is not cancelled again at its period''s end');
 SELECT is((SELECT string_agg(type, ',' ORDER BY seq) FROM fincore.outbox_events
             WHERE aggregateid = 'af000000-0000-4000-8000-000000000001'),
-    'subscription.created,subscription.updated,subscription.updated,subscription.updated,subscription.updated,subscription.updated',
-    'an event for every change');
+    'subscription.created,subscription.updated,subscription.updated,subscription.updated,subscription.updated,subscription.updated,subscription.updated,subscription.updated',
+    'an event for every change (the first payment''s activation, three changes, pause, resume, cancel)');
 SELECT fincore.set_tenant('ab000000-0000-4000-8000-00000000000b');
 SELECT throws_ok($$SELECT fincore.preview_change('af000000-0000-4000-8000-000000000001')$$, 'ZFA06', NULL,
     'another tenant does not see the subscription');
@@ -366,49 +422,189 @@ SELECT throws_ok($$SELECT fincore.preview_change('af000000-0000-4000-8000-000000
 -- Renewals, invoices, collection (billing_run), pay_invoice
 -- ---------------------------------------------------------------------------
 SELECT fincore.set_tenant('ab000000-0000-4000-8000-00000000000a');
-SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000010');   -- receivable
-SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000011');   -- revenue
-SELECT fincore.create_account('USD', flags => '{debits_must_not_exceed_credits}', id => 'ac000000-0000-4000-8000-000000000012');
-SELECT throws_ok($$SELECT fincore.set_billing_accounts('USD', 'ac000000-0000-4000-8000-000000000010',
-                     'ac000000-0000-4000-8000-000000000002')$$, 'ZF301', NULL, 'billing accounts are in the currency');
-SELECT lives_ok($$SELECT fincore.set_billing_accounts('USD', 'ac000000-0000-4000-8000-000000000010',
-                    'ac000000-0000-4000-8000-000000000011')$$, 'receivable and revenue for USD');
--- Two subscriptions whose period ended: one customer can pay, one (debits must not exceed credits) cannot.
+-- Renewals post to their own receivable and revenue, so that their balances show only them.
+SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000013');   -- receivable
+SELECT fincore.create_account('USD', id => 'ac000000-0000-4000-8000-000000000014');   -- revenue
 SELECT fincore.create_subscription('ac000000-0000-4000-8000-000000000001', 'ae000000-0000-4000-8000-000000000002', 2,
                                    id => 'af000000-0000-4000-8000-000000000011');
 SELECT fincore.create_subscription('ac000000-0000-4000-8000-000000000012', 'ae000000-0000-4000-8000-000000000001',
                                    id => 'af000000-0000-4000-8000-000000000012');
-UPDATE fincore.subscription_lines SET invoice_id = '00000000-0000-0000-0000-000000000000'
- WHERE subscription_id IN ('af000000-0000-4000-8000-000000000011', 'af000000-0000-4000-8000-000000000012');
+SELECT fincore.set_billing_accounts('USD', 'ac000000-0000-4000-8000-000000000013', 'ac000000-0000-4000-8000-000000000014');
+-- Rewound: both were active in March, all their lines invoiced.
 UPDATE fincore.subscriptions SET status = 'active', anchor = '2026-03-01', period_start = '2026-03-01',
-       period_end = '2026-04-01', billed_from = '2026-03-01', billed = 0
+       period_end = '2026-04-01', billed_from = '2026-03-01', billed = 0, created_at = '2026-03-01'
  WHERE id IN ('af000000-0000-4000-8000-000000000011', 'af000000-0000-4000-8000-000000000012');
 SELECT is(fincore.billing_run('2026-04-01 00:00:01'), 2, 'billing_run renews both');
 SELECT is((SELECT format('%s %s %s', status, to_char(period_start, 'MM-DD'), to_char(period_end, 'MM-DD'))
              FROM fincore.subscriptions WHERE id = 'af000000-0000-4000-8000-000000000011'),
     'active 04-01 05-01', 'the next period');
-SELECT is((SELECT format('%s %s', status, total) FROM fincore.invoices WHERE subscription_id = 'af000000-0000-4000-8000-000000000011'),
+SELECT is((SELECT format('%s %s', status, total) FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000011' AND period_start = '2026-04-01'),
     'paid 2000', 'its invoice: 2 seats at 1,000, paid from the customer''s account');
-SELECT is(format('%s | %s', pg_temp.bal(10), pg_temp.bal(11)),
+SELECT is(format('%s | %s', pg_temp.bal(13), pg_temp.bal(14)),
     'dp=0 dpo=5000 cp=0 cpo=2000 | dp=0 dpo=0 cp=0 cpo=5000', 'receivable <- revenue for both invoices; one paid');
-SELECT is((SELECT format('%s %s', s.status, i.status) FROM fincore.subscriptions s JOIN fincore.invoices i ON i.subscription_id = s.id
-            WHERE s.id = 'af000000-0000-4000-8000-000000000012'), 'past_due open',
-    'a customer the ledger refuses: the invoice stays open, the subscription past_due');
+SELECT is((SELECT format('%s %s attempts=%s next in %s', s.status, i.status, i.attempts, i.next_attempt_at - now())
+             FROM fincore.subscriptions s JOIN fincore.invoices i ON i.subscription_id = s.id AND i.period_start = '2026-04-01'
+            WHERE s.id = 'af000000-0000-4000-8000-000000000012'), 'past_due open attempts=1 next in 1 day',
+    'a customer the ledger refuses: the invoice stays open, the subscription past_due, a retry in a day (the default policy)');
+SELECT is((SELECT format('%s %s %s', queue, payload->>'attempt', run_at - now()) FROM fincore.jobs
+            WHERE payload->>'invoice_id' = (SELECT id::text FROM fincore.invoices
+                                             WHERE subscription_id = 'af000000-0000-4000-8000-000000000012'
+                                               AND period_start = '2026-04-01')),
+    'billing:dunning 1 1 day', '... the retry is a job on the queue');
+SELECT ok(fincore.entitled('anything') IS FALSE, 'entitled() without a user is false');
 SELECT is(fincore.billing_run('2026-04-01 00:00:02'), 0, 'a second run bills nothing: each period once');
 SELECT throws_ok(format($$SELECT fincore.pay_invoice(%L)$$, (SELECT id FROM fincore.invoices
-                   WHERE subscription_id = 'af000000-0000-4000-8000-000000000012')), 'ZFA08', NULL,
-    'paying it still fails without funds');
+                   WHERE subscription_id = 'af000000-0000-4000-8000-000000000012' AND period_start = '2026-04-01')),
+    'ZFA08', NULL, 'paying it still fails without funds');
+SELECT is((SELECT attempts FROM fincore.invoices WHERE subscription_id = 'af000000-0000-4000-8000-000000000012'
+             AND period_start = '2026-04-01'), 1, '... and wrote nothing');
 SELECT fincore.transfer('ac000000-0000-4000-8000-000000000001', 'ac000000-0000-4000-8000-000000000012', 5000);
 SELECT is((SELECT status FROM fincore.pay_invoice((SELECT id FROM fincore.invoices
-            WHERE subscription_id = 'af000000-0000-4000-8000-000000000012'))), 'paid', 'with funds it is paid');
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000012' AND period_start = '2026-04-01'))), 'paid',
+    'with funds it is paid');
 SELECT is((SELECT status FROM fincore.subscriptions WHERE id = 'af000000-0000-4000-8000-000000000012'), 'active',
     '... and the subscription is active again');
+SELECT is((SELECT attempts FROM fincore.retry_invoice((SELECT id FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000012' AND period_start = '2026-04-01'), 1)), 1,
+    'the pending dunning retry is then a no-op');
 SELECT is((SELECT string_agg(type, ',' ORDER BY seq) FROM fincore.outbox_events
-            WHERE aggregatetype = 'invoice' AND payload->>'subscription_id' = 'af000000-0000-4000-8000-000000000012'),
-    'invoice.created,invoice.payment_failed,invoice.paid', 'invoice events');
+            WHERE aggregatetype = 'invoice' AND payload->>'invoice_id' = (SELECT id::text FROM fincore.invoices
+                  WHERE subscription_id = 'af000000-0000-4000-8000-000000000012' AND period_start = '2026-04-01')),
+    'invoice.created,invoice.finalized,invoice.payment_failed,invoice.paid', 'invoice events');
+
+-- ---------------------------------------------------------------------------
+-- Dunning: retries as jobs, exhaustion by the policy, hard declines
+-- ---------------------------------------------------------------------------
+SELECT throws_ok($$SELECT fincore.set_dunning_policy('{1 day, 0 days}')$$, 'ZFA09', NULL, 'a wait of nothing is refused');
+SELECT throws_ok($$SELECT fincore.set_dunning_policy('{1,2,3,4,5,6,7,8,9}'::int[]::text[]::interval[])$$, 'ZFA09', NULL,
+    'more than 8 retries are refused');
+SELECT throws_ok($$SELECT fincore.set_dunning_policy(on_exhausted => 'forgive')$$, 'ZFA09', NULL,
+    'an unknown outcome is refused');
+SELECT lives_ok($$SELECT fincore.set_dunning_policy('{1 hour, 2 hours}', 'unpaid')$$, 'a policy of two retries, then unpaid');
+-- The subscriptions so far are done with, so that each billing_run below renews only what it names.
+SELECT fincore.update_subscription_status(id, 'cancel') FROM fincore.subscriptions
+ WHERE id IN ('af000000-0000-4000-8000-000000000003', 'af000000-0000-4000-8000-000000000011',
+              'af000000-0000-4000-8000-000000000012');
+-- A customer with 1,000 and a subscription of 3,000: the renewal fails and is retried.
+SELECT fincore.create_account('USD', flags => '{debits_must_not_exceed_credits}', id => 'ac000000-0000-4000-8000-000000000015');
+SELECT fincore.transfer('ac000000-0000-4000-8000-000000000001', 'ac000000-0000-4000-8000-000000000015', 1000);
+SELECT fincore.create_product('Premium', 'ad000000-0000-4000-8000-000000000002');
+SELECT fincore.set_product_features('ad000000-0000-4000-8000-000000000002', '{reports,export}');
+SELECT fincore.create_price('ad000000-0000-4000-8000-000000000002', 3000, 'USD', id => 'ae000000-0000-4000-8000-000000000005');
+SELECT is((SELECT status FROM fincore.create_subscription('ac000000-0000-4000-8000-000000000015',
+            'ae000000-0000-4000-8000-000000000005', anchor => now() - interval '1 month' + interval '1 hour',
+            id => 'af000000-0000-4000-8000-000000000015', subscriber => 'a0000000-0000-4000-8000-000000000015')),
+    'active', 'a subscriber''s subscription, its first (short) invoice paid');
+SELECT fincore.set_user('a0000000-0000-4000-8000-000000000015');
+SELECT ok(fincore.entitled('reports') AND fincore.entitled('export') AND NOT fincore.entitled('admin'),
+    'entitled() to the product''s features, and no other');
+SELECT fincore.set_user('a0000000-0000-4000-8000-0000000000ff');
+SELECT ok(NOT fincore.entitled('reports'), '... another user is not');
+SELECT fincore.set_user('a0000000-0000-4000-8000-000000000015');
+SELECT is(fincore.billing_run(now() + interval '2 hours'), 1, 'the renewal');
+SELECT is((SELECT format('%s %s attempts=%s next in %s', s.status, i.status, i.attempts, i.next_attempt_at - now())
+             FROM fincore.subscriptions s JOIN fincore.invoices i ON i.subscription_id = s.id AND i.status <> 'paid'
+            WHERE s.id = 'af000000-0000-4000-8000-000000000015'), 'past_due open attempts=1 next in 01:00:00',
+    'fails: past_due, a retry in an hour (the policy)');
+SELECT ok(fincore.entitled('reports'), 'past_due still entitles while the retries run');
+UPDATE fincore.jobs SET run_at = now() - interval '1 second', scheduled = false WHERE queue = 'billing:dunning';  -- due
+SELECT is(fincore.dunning_run(), 2, 'dunning_run runs the due retries (this one, and the paid invoice''s no-op)');
+SELECT is((SELECT format('%s %s attempts=%s next in %s', s.status, i.status, i.attempts, i.next_attempt_at - now())
+             FROM fincore.subscriptions s JOIN fincore.invoices i ON i.subscription_id = s.id AND i.status <> 'paid'
+            WHERE s.id = 'af000000-0000-4000-8000-000000000015'), 'past_due open attempts=2 next in 02:00:00',
+    'the retry fails too: the next in two hours');
+SELECT is((SELECT attempts FROM fincore.retry_invoice((SELECT id FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000015' AND status = 'open'), 1)), 2,
+    'a stale retry (attempt 1 again) is a no-op');
+UPDATE fincore.jobs SET run_at = now() - interval '1 second', scheduled = false WHERE queue = 'billing:dunning';  -- due
+SELECT is(fincore.dunning_run(), 1, 'the last retry');
+SELECT is((SELECT format('%s %s attempts=%s next=%s', s.status, i.status, i.attempts, i.next_attempt_at)
+             FROM fincore.subscriptions s JOIN fincore.invoices i ON i.subscription_id = s.id AND i.status <> 'paid'
+            WHERE s.id = 'af000000-0000-4000-8000-000000000015'), 'unpaid open attempts=3 next=',
+    'retries exhausted: unpaid (the policy), the invoice still open');
+SELECT ok(NOT fincore.entitled('reports'), 'unpaid does not entitle');
+SELECT fincore.transfer('ac000000-0000-4000-8000-000000000001', 'ac000000-0000-4000-8000-000000000015', 5000);
+SELECT is((SELECT status FROM fincore.pay_invoice((SELECT id FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000015' AND status = 'open'))), 'paid',
+    'a payment pays the invoice the retries gave up on ...');
+SELECT is((SELECT status FROM fincore.subscriptions WHERE id = 'af000000-0000-4000-8000-000000000015'), 'active',
+    '... and makes the subscription active again');
+SELECT ok(fincore.entitled('reports'), '... and entitles again');
+-- A hard decline: the customer's account frozen; the default outcome, cancel.
+SELECT fincore.set_dunning_policy();
+SELECT fincore.freeze_account('ac000000-0000-4000-8000-000000000015');
+SELECT is(fincore.billing_run(now() + interval '1 month 2 hours'), 1, 'the next renewal');
+SELECT is((SELECT format('%s %s %s attempts=%s', s.status, i.status, i.failure_code, i.attempts)
+             FROM fincore.subscriptions s JOIN fincore.invoices i ON i.subscription_id = s.id AND i.status <> 'paid'
+            WHERE s.id = 'af000000-0000-4000-8000-000000000015'), 'canceled uncollectible ZF306 attempts=1',
+    'a hard decline (frozen) ends the retries at once: canceled, the invoice uncollectible');
+SELECT ok(NOT fincore.entitled('reports'), 'canceled does not entitle');
+
+-- ---------------------------------------------------------------------------
+-- Changes and cancellation at the period's end, always_invoice, drafts, void
+-- ---------------------------------------------------------------------------
+SELECT fincore.create_subscription('ac000000-0000-4000-8000-000000000001', 'ae000000-0000-4000-8000-000000000002', 1,
+                                   anchor => now() - interval '1 month' + interval '1 hour',
+                                   id => 'af000000-0000-4000-8000-000000000016');
+SELECT is((SELECT format('%s/%s', credit, debit) FROM fincore.change_subscription('af000000-0000-4000-8000-000000000016',
+            NULL, 4, at_period_end => true)), '0/0', 'a change at the period''s end bills nothing now');
+SELECT is((SELECT format('q=%s pending=%s', quantity, pending_quantity) FROM fincore.subscriptions
+            WHERE id = 'af000000-0000-4000-8000-000000000016'), 'q=1 pending=4', '... it is scheduled');
+SELECT is(fincore.billing_run(now() + interval '2 hours'), 1, 'the renewal');
+SELECT is((SELECT format('q=%s pending=%s billed=%s', quantity, pending_quantity, billed) FROM fincore.subscriptions
+            WHERE id = 'af000000-0000-4000-8000-000000000016'), 'q=4 pending= billed=4000',
+    '... renews at the scheduled quantity');
+SELECT is((fincore.update_subscription_status('af000000-0000-4000-8000-000000000016', 'cancel_at_period_end')).status,
+    'active', 'cancel at the period''s end: still active');
+SELECT is((fincore.update_subscription_status('af000000-0000-4000-8000-000000000016', 'uncancel')).cancel_at_period_end,
+    false, 'uncancel undoes it');
+SELECT fincore.update_subscription_status('af000000-0000-4000-8000-000000000016', 'cancel_at_period_end');
+SELECT is(fincore.billing_run(now() + interval '1 month 2 hours'), 1, 'at the period''s end');
+SELECT is((SELECT format('%s %s', status, (SELECT count(*) FROM fincore.invoices WHERE subscription_id = s.id))
+             FROM fincore.subscriptions s WHERE id = 'af000000-0000-4000-8000-000000000016'), 'canceled 2',
+    '... it is canceled, and not invoiced again');
+SELECT fincore.create_subscription('ac000000-0000-4000-8000-000000000001', 'ae000000-0000-4000-8000-000000000002', 1,
+                                   anchor => '2026-01-01', id => 'af000000-0000-4000-8000-000000000017');
+UPDATE fincore.subscriptions SET period_start = '2026-04-01', period_end = '2026-05-01', billed = 1000,
+       billed_from = '2026-04-01' WHERE id = 'af000000-0000-4000-8000-000000000017';
+SELECT is((SELECT format('%s/%s', credit, debit) FROM fincore.change_subscription('af000000-0000-4000-8000-000000000017',
+            NULL, 3, '2026-04-16', proration_behavior => 'always_invoice')), '500/1500',
+    'always_invoice: an upgrade on day 15 of 30 ...');
+SELECT is((SELECT format('%s %s', status, total) FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000017' ORDER BY created_at DESC, id DESC LIMIT 1),
+    'paid 1000', '... is invoiced and collected at once: 1,500 less the 500 credit');
+SELECT is((SELECT format('%s/%s', credit, debit) FROM fincore.change_subscription('af000000-0000-4000-8000-000000000017',
+            NULL, 2, '2026-04-25')), '600/400', 'a downgrade with 6 days left: credit 600 (of the 1,500 billed for 15 days), debit 400');
+SELECT ok(fincore.create_invoice('af000000-0000-4000-8000-000000000017') IS NULL,
+    'create_invoice: a net credit is not invoiced, it waits');
+SELECT fincore.change_subscription('af000000-0000-4000-8000-000000000017', NULL, 5, '2026-04-28');
+SELECT is((SELECT format('%s %s %s', status, total, transfer_id IS NULL)
+             FROM fincore.create_invoice('af000000-0000-4000-8000-000000000017', finalize => false)),
+    'draft 100 t', 'a draft: credit 600, debit 400, credit 200, debit 500 netted; nothing posted');
+SELECT throws_ok(format($$SELECT fincore.pay_invoice(%L)$$, (SELECT id FROM fincore.invoices
+                   WHERE subscription_id = 'af000000-0000-4000-8000-000000000017' AND status = 'draft')),
+    'ZFA10', NULL, 'a draft is not paid');
+SELECT is((SELECT format('%s %s', status, transfer_id IS NOT NULL) FROM fincore.finalize_invoice((SELECT id FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000017' AND status = 'draft'))),
+    'paid t', 'finalize_invoice posts and collects it');
+SELECT pg_temp.bal(13) AS receivable_before \gset
+SELECT fincore.change_subscription('af000000-0000-4000-8000-000000000017', NULL, 6, '2026-04-29');
+SELECT status FROM fincore.create_invoice('af000000-0000-4000-8000-000000000017', finalize => false);
+SELECT is((SELECT status FROM fincore.update_invoice_status((SELECT id FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000017' AND status = 'draft'), 'void')), 'void',
+    'a draft is voided');
+SELECT is(pg_temp.bal(13), :'receivable_before', '... nothing was posted for it');
+SELECT throws_ok(format($$SELECT fincore.update_invoice_status(%L, 'void')$$, (SELECT id FROM fincore.invoices
+                   WHERE subscription_id = 'af000000-0000-4000-8000-000000000017' AND status = 'paid' LIMIT 1)),
+    'ZFA10', NULL, 'a paid invoice is final');
+SELECT throws_ok($$SELECT fincore.update_invoice_status(gen_random_uuid(), 'refund')$$, 'ZFA11', NULL,
+    'an unknown invoice action');
 SELECT is((SELECT count(*) FROM fincore.verify())::int, 0, 'verify() is clean');
 SELECT ok(EXISTS (SELECT 1 FROM fincore.maintenance_steps WHERE step = 'billing_run'
                    AND fn = 'fincore.billing_run_step(interval)'), 'billing_run is a maintenance step');
+SELECT ok(EXISTS (SELECT 1 FROM fincore.maintenance_steps WHERE step = 'dunning_run'
+                   AND fn = 'fincore.dunning_run_step(interval)'), 'dunning_run is a maintenance step');
 SELECT is((SELECT format('%s %s', done > 0, error) FROM fincore.maintenance() WHERE step = 'billing_run'), 't ',
     'the maintenance step runs billing_run: the April periods are long over by now');
 
