@@ -116,6 +116,10 @@ CREATE TABLE fincore.subscriptions (
 );
 -- fincore.entitled(): a user's subscriptions in the tenant.
 CREATE INDEX subscriptions_subscriber_idx ON fincore.subscriptions (tenant_id, subscriber) WHERE subscriber IS NOT NULL;
+-- billing_run: the subscriptions due for renewal, and the incomplete ones due to expire.
+CREATE INDEX subscriptions_due_idx ON fincore.subscriptions (tenant_id, period_end)
+    WHERE status IN ('trialing', 'active', 'past_due');
+CREATE INDEX subscriptions_incomplete_idx ON fincore.subscriptions (tenant_id, created_at) WHERE status = 'incomplete';
 COMMENT ON TABLE fincore.subscriptions IS
     'Subscriptions: price, quantity, status (subscription_transition), anchor, current period, and what was billed for [billed_from, period_end). Written only by fincore''s billing functions, under the row''s lock.';
 SELECT fincore.protect('fincore.subscriptions');
@@ -405,16 +409,17 @@ BEGIN
                 s.billed_from, s.period_end
             USING ERRCODE = 'ZFA02';
     END IF;
-    r := fincore.proration(s.billed, s.billed_from, s.period_start, s.period_end,
-                           CASE WHEN s.status = 'trialing' THEN 0 ELSE fincore._billing_amount(new_price, new_quantity) END,
-                           at);
+    -- Nothing is left of the period at its end (nor after a change there, billed_from = period_end).
     IF proration_behavior = 'none' OR at = s.period_end THEN
         credit := 0;
         debit := 0;
-    ELSE
-        credit := r.credit;
-        debit := r.debit;
+        RETURN;
     END IF;
+    r := fincore.proration(s.billed, s.billed_from, s.period_start, s.period_end,
+                           CASE WHEN s.status = 'trialing' THEN 0 ELSE fincore._billing_amount(new_price, new_quantity) END,
+                           at);
+    credit := r.credit;
+    debit := r.debit;
 END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._subscription_change_lines(fincore.subscriptions, fincore.billing_prices, integer, timestamptz, text) FROM PUBLIC;
@@ -1130,7 +1135,8 @@ REVOKE ALL ON FUNCTION fincore.dunning_run_step(interval) FROM PUBLIC;
 COMMENT ON FUNCTION fincore.dunning_run_step(interval) IS
     'Maintenance step: dunning_run in batches of 100 until none is due or the budget is spent.';
 
-CREATE FUNCTION fincore.billing_run(at timestamptz DEFAULT NULL, max_subscriptions integer DEFAULT 100)
+CREATE FUNCTION fincore.billing_run(at timestamptz DEFAULT NULL, max_subscriptions integer DEFAULT 100,
+                                    tenant uuid DEFAULT NULL)
     RETURNS integer
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -1151,8 +1157,11 @@ BEGIN
     -- locked with SKIP LOCKED: concurrent runs share the work and never bill a period twice
     -- (a period is advanced under its row's lock, so a second run finds it not due).
     FOR t IN SELECT DISTINCT x.tenant_id FROM fincore.subscriptions x
-              WHERE (x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
-                 OR (x.status = 'incomplete' AND x.created_at <= now_ - '23 hours'::interval)
+              WHERE ((x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
+                     OR (x.status = 'incomplete' AND x.created_at <= now_ - '23 hours'::interval))
+                AND tenant IS NULL
+             UNION
+             SELECT tenant WHERE tenant IS NOT NULL
               ORDER BY 1 LOOP
         EXIT WHEN n >= max_subscriptions;
         PERFORM fincore.set_tenant(t);
@@ -1219,9 +1228,9 @@ BEGIN
     RETURN n;
 END
 $fn$;
-REVOKE ALL ON FUNCTION fincore.billing_run(timestamptz, integer) FROM PUBLIC;
-COMMENT ON FUNCTION fincore.billing_run(timestamptz, integer) IS
-    'Renews the subscriptions whose period ended by `at` (default now), at most max_subscriptions: the next period (at a price scheduled for it, if any) billed in full, invoiced (receivable <- revenue) and collected from the customer''s account (past_due and a dunning retry if the ledger refuses); cancels those set to cancel at the period''s end, and expires those incomplete for 23 hours. Concurrent runs share the work with SKIP LOCKED; each period is billed once. Returns how many subscriptions it moved.';
+REVOKE ALL ON FUNCTION fincore.billing_run(timestamptz, integer, uuid) FROM PUBLIC;
+COMMENT ON FUNCTION fincore.billing_run(timestamptz, integer, uuid) IS
+    'Renews the subscriptions (of every tenant, or of `tenant`) whose period ended by `at` (default now), at most max_subscriptions: the next period (at a price scheduled for it, if any) billed in full, invoiced (receivable <- revenue) and collected from the customer''s account (past_due and a dunning retry if the ledger refuses); cancels those set to cancel at the period''s end, and expires those incomplete for 23 hours. Concurrent runs share the work with SKIP LOCKED; each period is billed once. Returns how many subscriptions it moved.';
 
 CREATE FUNCTION fincore.billing_run_step(budget interval) RETURNS bigint
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
