@@ -39,9 +39,14 @@ typedef struct EmitArgs
  * aggregates a transaction (a bulk load) takes the stripe itself in
  * ExclusiveLock instead: that conflicts with every other writer of the stripe,
  * so any two writers of one aggregate still conflict, and a transaction holds at
- * most AGGREGATE_LOCKS_PER_XACT + OUTBOX_STRIPES such locks.
+ * most AGGREGATE_LOCKS_PER_XACT + OUTBOX_STRIPES such locks.  Stripes are
+ * taken in whatever order the aggregates come, so two such bulk transactions
+ * at once can deadlock on them: the threshold is set well above what
+ * fincore's own batches write (billing_run's 100 renewals write ~200
+ * aggregates), and low enough that a few bulk transactions at once fit
+ * PostgreSQL's lock table (64 locks a connection by default).
  */
-#define AGGREGATE_LOCKS_PER_XACT	64
+#define AGGREGATE_LOCKS_PER_XACT	512
 #define OUTBOX_STRIPES				256
 #define OUTBOX_LOCK_STRIPE			0x4F42	/* advisory field4 "OB" */
 

@@ -507,6 +507,7 @@ fincore_identity_support(PG_FUNCTION_ARGS)
 
 /* ---- set_tenant / set_user ---- */
 
+/* what: the function's name for the warning of a call outside a transaction block; NULL: no warning. */
 static void
 set_identity_guc(FunctionCallInfo fcinfo, const char *guc, const char *what)
 {
@@ -514,7 +515,7 @@ set_identity_guc(FunctionCallInfo fcinfo, const char *guc, const char *what)
 
 	if (!PG_ARGISNULL(0))
 		value = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)));
-	if (!IsTransactionBlock())
+	if (what != NULL && !IsTransactionBlock())
 		ereport(WARNING,
 				(errcode(ERRCODE_NO_ACTIVE_SQL_TRANSACTION),
 				 errmsg("fincore.%s() outside a transaction block lasts only for this statement", what),
@@ -528,9 +529,8 @@ set_identity_guc(FunctionCallInfo fcinfo, const char *guc, const char *what)
  * grants do not hide it from a trusted caller that has no tenant yet. */
 static bool tenant_exists(pg_uuid_t *id);
 
-PG_FUNCTION_INFO_V1(fincore_set_tenant);
-Datum
-fincore_set_tenant(PG_FUNCTION_ARGS)
+static void
+set_tenant_guc(FunctionCallInfo fcinfo, const char *what)
 {
 	if (!PG_ARGISNULL(0) && !tenant_exists(PG_GETARG_UUID_P(0)))
 		ereport(ERROR,
@@ -538,7 +538,28 @@ fincore_set_tenant(PG_FUNCTION_ARGS)
 				 errmsg("tenant %s does not exist",
 						DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)))),
 				 errhint("Create it first with fincore.create_tenant().")));
-	set_identity_guc(fcinfo, TENANT_GUC, "set_tenant");
+	set_identity_guc(fcinfo, TENANT_GUC, what);
+}
+
+PG_FUNCTION_INFO_V1(fincore_set_tenant);
+Datum
+fincore_set_tenant(PG_FUNCTION_ARGS)
+{
+	set_tenant_guc(fcinfo, "set_tenant");
+	PG_RETURN_VOID();
+}
+
+/*
+ * fincore._use_tenant(tenant): set_tenant() for fincore's own workers
+ * (billing_run, dunning_run, expire_payment_steps), which set each job's
+ * tenant within their own statement on purpose, under pg_cron or a procedure
+ * as much as in a transaction block: no warning.
+ */
+PG_FUNCTION_INFO_V1(fincore_use_tenant);
+Datum
+fincore_use_tenant(PG_FUNCTION_ARGS)
+{
+	set_tenant_guc(fcinfo, NULL);
 	PG_RETURN_VOID();
 }
 

@@ -1101,12 +1101,12 @@ DECLARE
     n integer := 0;
 BEGIN
     FOR j IN SELECT * FROM fincore.dequeue('billing:dunning', max_jobs, '5 minutes', 'fincore.dunning_run') LOOP
-        PERFORM fincore.set_tenant(j.tenant_id);
+        PERFORM fincore._use_tenant(j.tenant_id);
         PERFORM fincore.retry_invoice((j.payload ->> 'invoice_id')::uuid, (j.payload ->> 'attempt')::integer);
         PERFORM fincore.complete(j.id, NULL, j.attempt);
         n := n + 1;
     END LOOP;
-    PERFORM fincore.set_tenant(NULLIF(saved, '')::uuid);
+    PERFORM fincore._use_tenant(NULLIF(saved, '')::uuid);
     RETURN n;
 END
 $fn$;
@@ -1164,7 +1164,7 @@ BEGIN
              SELECT tenant WHERE tenant IS NOT NULL
               ORDER BY 1 LOOP
         EXIT WHEN n >= max_subscriptions;
-        PERFORM fincore.set_tenant(t);
+        PERFORM fincore._use_tenant(t);
         FOR s IN SELECT * FROM fincore.subscriptions x
                   WHERE x.tenant_id = t
                     AND ((x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
@@ -1224,7 +1224,7 @@ BEGIN
                                                                'period_end', s.period_end, 'invoice_id', inv.id));
         END LOOP;
     END LOOP;
-    PERFORM fincore.set_tenant(NULLIF(saved, '')::uuid);
+    PERFORM fincore._use_tenant(NULLIF(saved, '')::uuid);
     RETURN n;
 END
 $fn$;

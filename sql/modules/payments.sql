@@ -965,7 +965,7 @@ BEGIN
     FOR t IN SELECT DISTINCT x.tenant_id FROM fincore.payment_steps x
               WHERE x.status = 'pending' AND x.deadline < pg_catalog.now() ORDER BY 1 LOOP
         EXIT WHEN n >= max_steps;
-        PERFORM fincore.set_tenant(t);
+        PERFORM fincore._use_tenant(t);
         FOR r IN SELECT x.payment_id, x.step_no FROM fincore.payment_steps x
                   WHERE x.tenant_id = t AND x.status = 'pending' AND x.deadline < pg_catalog.now()
                   ORDER BY x.deadline LIMIT max_steps - n
@@ -974,7 +974,7 @@ BEGIN
             n := n + 1;
         END LOOP;
     END LOOP;
-    PERFORM fincore.set_tenant(NULLIF(saved, '')::uuid);
+    PERFORM fincore._use_tenant(NULLIF(saved, '')::uuid);
     RETURN n;
 END
 $fn$;

@@ -62,6 +62,12 @@ CREATE FUNCTION fincore.set_tenant(tenant uuid) RETURNS void
 COMMENT ON FUNCTION fincore.set_tenant(uuid) IS
     'Sets the current tenant for this transaction only (NULL clears it); ZF204 if the tenant does not exist. For trusted application roles without JWTs.';
 
+CREATE FUNCTION fincore._use_tenant(tenant uuid) RETURNS void
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_use_tenant';
+REVOKE ALL ON FUNCTION fincore._use_tenant(uuid) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._use_tenant(uuid) IS
+    'Internal: set_tenant() for fincore''s own workers, which set each job''s tenant within their statement on purpose (no warning outside a transaction block).';
+
 CREATE FUNCTION fincore.set_user(user_id uuid) RETURNS void
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_set_user';
 COMMENT ON FUNCTION fincore.set_user(uuid) IS

@@ -652,6 +652,14 @@ $fn$;
 COMMENT ON FUNCTION fincore.poll(text, integer) IS
     'The consumer''s next events, at most max (1-10000): retries that are due first, then its batch in commit order. Polling again without ack returns the same events. ZF502 unknown consumer (also one the caller may not use: another tenant''s, or a cross-tenant one for an app role), ZF503 bad max.';
 
+-- ---- fincore's workers set their jobs' tenant without a warning (issue 19) ---------------------
+
+CREATE FUNCTION fincore._use_tenant(tenant uuid) RETURNS void
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_use_tenant';
+REVOKE ALL ON FUNCTION fincore._use_tenant(uuid) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._use_tenant(uuid) IS
+    'Internal: set_tenant() for fincore''s own workers, which set each job''s tenant within their statement on purpose (no warning outside a transaction block).';
+
 -- ---- Limits (issue 17): sql/modules/limits.sql, as it is ------------------------------------
 
 -- limits: spending and velocity limits, enforced inside the posting path (docs/limits.md).
@@ -2219,7 +2227,7 @@ BEGIN
     FOR t IN SELECT DISTINCT x.tenant_id FROM fincore.payment_steps x
               WHERE x.status = 'pending' AND x.deadline < pg_catalog.now() ORDER BY 1 LOOP
         EXIT WHEN n >= max_steps;
-        PERFORM fincore.set_tenant(t);
+        PERFORM fincore._use_tenant(t);
         FOR r IN SELECT x.payment_id, x.step_no FROM fincore.payment_steps x
                   WHERE x.tenant_id = t AND x.status = 'pending' AND x.deadline < pg_catalog.now()
                   ORDER BY x.deadline LIMIT max_steps - n
@@ -2228,7 +2236,7 @@ BEGIN
             n := n + 1;
         END LOOP;
     END LOOP;
-    PERFORM fincore.set_tenant(NULLIF(saved, '')::uuid);
+    PERFORM fincore._use_tenant(NULLIF(saved, '')::uuid);
     RETURN n;
 END
 $fn$;
@@ -3483,12 +3491,12 @@ DECLARE
     n integer := 0;
 BEGIN
     FOR j IN SELECT * FROM fincore.dequeue('billing:dunning', max_jobs, '5 minutes', 'fincore.dunning_run') LOOP
-        PERFORM fincore.set_tenant(j.tenant_id);
+        PERFORM fincore._use_tenant(j.tenant_id);
         PERFORM fincore.retry_invoice((j.payload ->> 'invoice_id')::uuid, (j.payload ->> 'attempt')::integer);
         PERFORM fincore.complete(j.id, NULL, j.attempt);
         n := n + 1;
     END LOOP;
-    PERFORM fincore.set_tenant(NULLIF(saved, '')::uuid);
+    PERFORM fincore._use_tenant(NULLIF(saved, '')::uuid);
     RETURN n;
 END
 $fn$;
@@ -3546,7 +3554,7 @@ BEGIN
              SELECT tenant WHERE tenant IS NOT NULL
               ORDER BY 1 LOOP
         EXIT WHEN n >= max_subscriptions;
-        PERFORM fincore.set_tenant(t);
+        PERFORM fincore._use_tenant(t);
         FOR s IN SELECT * FROM fincore.subscriptions x
                   WHERE x.tenant_id = t
                     AND ((x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
@@ -3606,7 +3614,7 @@ BEGIN
                                                                'period_end', s.period_end, 'invoice_id', inv.id));
         END LOOP;
     END LOOP;
-    PERFORM fincore.set_tenant(NULLIF(saved, '')::uuid);
+    PERFORM fincore._use_tenant(NULLIF(saved, '')::uuid);
     RETURN n;
 END
 $fn$;

@@ -94,7 +94,7 @@ SELECT ok(obj_description('fincore.currencies'::regclass, 'pg_class') IS NOT NUL
 -- or sets a setting.  (Functions of later modules that write belong in this list.)
 CREATE TEMP TABLE writers (sig text PRIMARY KEY);
 INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('fincore.currency_registry_guard()'),
-    ('fincore.set_tenant(uuid)'), ('fincore.set_user(uuid)'), ('fincore.tenant_members_changed()'),
+    ('fincore.set_tenant(uuid)'), ('fincore._use_tenant(uuid)'), ('fincore.set_user(uuid)'), ('fincore.tenant_members_changed()'),
     ('fincore.create_tenant(text,uuid,jsonb)'), ('fincore.add_tenant_member(uuid,text)'),
     ('fincore.remove_tenant_member(uuid,text)'), ('fincore.protect(regclass,name)'),
     ('fincore.unprotect(regclass)'), ('fincore.grant_app_role(name,boolean)'), ('fincore.revoke_app_role(name)'),
@@ -197,7 +197,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
     ARRAY['register_currency(text,integer,text)',
           'from_numeric(numeric,text,text)', 'amount_sum_accum(internal,amount)',
           'amount_sum_combine(internal,internal)', 'amount_sum_final(internal)',
-          'set_tenant(uuid)', 'set_user(uuid)', 'has_tenant_role(uuid,text)',
+          'set_tenant(uuid)', '_use_tenant(uuid)', 'set_user(uuid)', 'has_tenant_role(uuid,text)',
           'create_tenant(text,uuid,jsonb)', 'add_tenant_member(uuid,text)', 'remove_tenant_member(uuid,text)',
           'create_account(text,integer,text[],bigint,uuid,text,jsonb)',
           'transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamp with time zone)',

@@ -3,12 +3,12 @@
 # 100,000 due subscriptions, against create_transfers posting as many transfers, in one run
 # (issue 19's goal: >= 0.3x); and proration computations per second in C.
 #
-#   billing     CLIENTS sessions run fincore.billing_run(at, 500) in a loop, a transaction per
+#   billing     CLIENTS sessions run fincore.billing_run(at, 100) in a loop, a transaction per
 #               batch, until nothing is due: each renewal writes a period line, an invoice, two
 #               transfers (receivable <- revenue, customer -> receivable), the subscription and
 #               four events.  Invoices per second = 100,000 / the time it takes.
 #   transfers   CLIENTS sessions post 100,000 transfers customer -> receivable with
-#               fincore.create_transfers, 500 a call, a transaction each.  Transfers per second.
+#               fincore.create_transfers, 100 a call, a transaction each.  Transfers per second.
 # Rounds interleave the two in random order; before each billing round every subscription is
 # rewound to January and the tables vacuumed.  Medians of ROUNDS rounds.
 #   proration   fincore.proration over 1,000,000 generated changes in one statement, against the

@@ -29,31 +29,30 @@ CREATE PROCEDURE public.rewind() LANGUAGE sql AS $$
            billed_from = '2026-01-01', billed = 1000
      WHERE tenant_id = '00000000-0000-4000-8000-00000000b001' $$;
 
--- A worker of billing_run: batches of 500, a transaction each, until nothing is due.
+-- A worker of billing_run: batches of 100 (its default), a transaction each, until nothing is due.
 CREATE PROCEDURE public.billing_worker() LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
 BEGIN
     LOOP
-        n := fincore.billing_run('2026-02-01 00:00:01', 500);
+        n := fincore.billing_run('2026-02-01 00:00:01', 100);
         COMMIT;
         EXIT WHEN n = 0;
     END LOOP;
 END $$;
 
 -- The baseline's worker: create_transfers posting `total` transfers customer -> receivable
--- (the payment leg of an invoice), 500 a call, a transaction each.
+-- (the payment leg of an invoice), 100 a call (billing_run's batch), a transaction each.
 CREATE PROCEDURE public.transfers_worker(first int, total int) LANGUAGE plpgsql AS $$
 DECLARE
     done integer := 0;
 BEGIN
-    PERFORM fincore.set_tenant('00000000-0000-4000-8000-00000000b001');
     WHILE done < total LOOP
         PERFORM count(*) FROM fincore.create_transfers(ARRAY(
             SELECT ROW(NULL, public.acct(first + done + g), public.acct(0), 1000, NULL, NULL, NULL, NULL, NULL, NULL,
                        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request
-              FROM generate_series(0, least(500, total - done) - 1) g));
-        done := done + least(500, total - done);
+              FROM generate_series(0, least(100, total - done) - 1) g));
+        done := done + least(100, total - done);
         COMMIT;
     END LOOP;
 END $$;
