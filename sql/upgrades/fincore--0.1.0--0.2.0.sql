@@ -2465,8 +2465,10 @@ CREATE TABLE fincore.billing_prices (
     interval_unit  text        NOT NULL CHECK (interval_unit IN ('day', 'week', 'month', 'year')),
     interval_count integer     NOT NULL CHECK (interval_count BETWEEN 1 AND 366),
     trial_days     integer     NOT NULL DEFAULT 0 CHECK (trial_days BETWEEN 0 AND 730),
+    external_id    text        CHECK (pg_catalog.length(external_id) BETWEEN 1 AND 255),  -- Stripe's price id
     created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, id),
+    UNIQUE (tenant_id, external_id),
     FOREIGN KEY (tenant_id, product_id) REFERENCES fincore.billing_products (tenant_id, id)
 );
 COMMENT ON TABLE fincore.billing_prices IS
@@ -2494,11 +2496,14 @@ CREATE TABLE fincore.subscriptions (
     pending_price_id uuid,                              -- a change scheduled for the period's end
     pending_quantity integer    CHECK (pending_quantity >= 1),
     subscriber      uuid,                               -- the user entitled (fincore.uid()), if any
+    external_id     text,                               -- Stripe's subscription id: Stripe bills it
+    external_version bigint,                            -- the created time of the last Stripe event applied
     lines           integer     NOT NULL DEFAULT 0,     -- the number of its lines: the last line_no
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, id),
     UNIQUE (tenant_id, idempotency_key),
+    UNIQUE (tenant_id, external_id),
     FOREIGN KEY (tenant_id, price_id) REFERENCES fincore.billing_prices (tenant_id, id),
     FOREIGN KEY (tenant_id, pending_price_id) REFERENCES fincore.billing_prices (tenant_id, id),
     CHECK (period_start <= billed_from AND billed_from <= period_end),
@@ -2508,8 +2513,9 @@ CREATE TABLE fincore.subscriptions (
 CREATE INDEX subscriptions_subscriber_idx ON fincore.subscriptions (tenant_id, subscriber) WHERE subscriber IS NOT NULL;
 -- billing_run: the subscriptions due for renewal, and the incomplete ones due to expire.
 CREATE INDEX subscriptions_due_idx ON fincore.subscriptions (tenant_id, period_end)
-    WHERE status IN ('trialing', 'active', 'past_due');
-CREATE INDEX subscriptions_incomplete_idx ON fincore.subscriptions (tenant_id, created_at) WHERE status = 'incomplete';
+    WHERE status IN ('trialing', 'active', 'past_due') AND external_id IS NULL;
+CREATE INDEX subscriptions_incomplete_idx ON fincore.subscriptions (tenant_id, created_at)
+    WHERE status = 'incomplete' AND external_id IS NULL;
 COMMENT ON TABLE fincore.subscriptions IS
     'Subscriptions: price, quantity, status (subscription_transition), anchor, current period, and what was billed for [billed_from, period_end). Written only by fincore''s billing functions, under the row''s lock.';
 SELECT fincore.protect('fincore.subscriptions');
@@ -2577,7 +2583,7 @@ COMMENT ON FUNCTION fincore.create_product(text, uuid) IS
 
 CREATE FUNCTION fincore.create_price(product_id uuid, unit_amount bigint, currency text,
         interval_unit text DEFAULT 'month', interval_count integer DEFAULT 1, scheme text DEFAULT 'flat',
-        trial_days integer DEFAULT 0, id uuid DEFAULT NULL)
+        trial_days integer DEFAULT 0, id uuid DEFAULT NULL, external_id text DEFAULT NULL)
     RETURNS uuid
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -2600,14 +2606,18 @@ BEGIN
             USING ERRCODE = 'ZFA05';
     END IF;
     PERFORM fincore.currency_exponent(currency);     -- ZF102 for an unknown currency
+    IF external_id IS NOT NULL AND pg_catalog.length(external_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'invalid external price id' USING ERRCODE = 'ZFA05', HINT = '1 to 255 characters.';
+    END IF;
     INSERT INTO fincore.billing_prices (tenant_id, id, product_id, currency, unit_amount, scheme, interval_unit,
-                                        interval_count, trial_days)
-    VALUES (tenant, new_id, product_id, currency, unit_amount, scheme, interval_unit, interval_count, trial_days);
+                                        interval_count, trial_days, external_id)
+    VALUES (tenant, new_id, product_id, currency, unit_amount, scheme, interval_unit, interval_count, trial_days,
+            external_id);
     RETURN new_id;
 END
 $fn$;
-COMMENT ON FUNCTION fincore.create_price(uuid, bigint, text, text, integer, text, integer, uuid) IS
-    'Creates an immutable price of a product: unit_amount minor units per interval (flat, or per seat), a currency, a trial. Tenant admins only (ZF803). ZFA05, ZFA06, ZF102.';
+COMMENT ON FUNCTION fincore.create_price(uuid, bigint, text, text, integer, text, integer, uuid, text) IS
+    'Creates an immutable price of a product: unit_amount minor units per interval (flat, or per seat), a currency, a trial; external_id is the price''s id at Stripe when Stripe bills it (apply_stripe_event). Tenant admins only (ZF803). ZFA05, ZFA06, ZF102.';
 
 CREATE FUNCTION fincore.set_product_features(product_id uuid, features text[]) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -2676,11 +2686,27 @@ BEGIN
         RAISE EXCEPTION 'subscription % not found', coalesce(subscription_id::text, 'NULL')
             USING ERRCODE = 'ZFA06', HINT = 'Subscriptions are visible only in their own tenant.';
     END IF;
+    PERFORM fincore._billing_not_external(s);
     RETURN s;
 END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._subscription_lock(uuid, uuid) FROM PUBLIC;
-COMMENT ON FUNCTION fincore._subscription_lock(uuid, uuid) IS 'Internal: the tenant''s subscription, locked FOR UPDATE (ZFA06 if none).';
+COMMENT ON FUNCTION fincore._subscription_lock(uuid, uuid) IS 'Internal: the tenant''s subscription, locked FOR UPDATE (ZFA06 if none, ZFA12 if Stripe bills it).';
+
+-- ZFA12 for a subscription Stripe bills: its events change it (apply_stripe_event), not fincore's functions.
+CREATE FUNCTION fincore._billing_not_external(s fincore.subscriptions) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    IF s.external_id IS NOT NULL THEN
+        RAISE EXCEPTION 'subscription % is billed by Stripe (%)', s.id, s.external_id
+            USING ERRCODE = 'ZFA12', HINT = 'Change it at Stripe: its events update it here (fincore.apply_stripe_event).';
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._billing_not_external(fincore.subscriptions) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._billing_not_external(fincore.subscriptions) IS 'Internal: ZFA12 if Stripe bills the subscription.';
 
 CREATE FUNCTION fincore.create_subscription(customer_account uuid, price_id uuid, quantity integer DEFAULT 1,
         anchor timestamptz DEFAULT NULL, idempotency_key text DEFAULT NULL, id uuid DEFAULT NULL,
@@ -2850,6 +2876,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % not found', coalesce(subscription_id::text, 'NULL') USING ERRCODE = 'ZFA06';
     END IF;
+    PERFORM fincore._billing_not_external(s);
     PERFORM fincore.subscription_transition(s.status, 'change');
     r := fincore._subscription_change_lines(s, fincore._billing_price(tenant, coalesce(price_id, s.price_id)),
                                             coalesce(quantity, s.quantity),
@@ -2985,7 +3012,7 @@ CREATE TABLE fincore.invoices (
     customer_account uuid        NOT NULL,
     currency         text        NOT NULL,
     status           text        NOT NULL CHECK (status IN ('draft', 'open', 'paid', 'void', 'uncollectible')),
-    total            bigint      NOT NULL CHECK (total > 0),
+    total            bigint      NOT NULL CHECK (total >= 0),
     period_start     timestamptz NOT NULL,
     period_end       timestamptz NOT NULL,
     transfer_id      uuid,                      -- receivable <- revenue (NULL while a draft)
@@ -2994,12 +3021,18 @@ CREATE TABLE fincore.invoices (
     attempts         integer     NOT NULL DEFAULT 0,    -- failed collections
     next_attempt_at  timestamptz,               -- the dunning retry due, if any
     failure_code     text,                      -- the ledger's SQLSTATE at the last failure
+    external_id      text,                      -- Stripe's invoice id: Stripe bills it, nothing is posted
+    external_version bigint,                    -- the created time of the last Stripe event applied
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finalized_at     timestamptz,
     paid_at          timestamptz,
     PRIMARY KEY (tenant_id, id),
+    UNIQUE (tenant_id, external_id),
     FOREIGN KEY (tenant_id, subscription_id) REFERENCES fincore.subscriptions (tenant_id, id),
-    CHECK (CASE status WHEN 'draft' THEN transfer_id IS NULL WHEN 'void' THEN true ELSE transfer_id IS NOT NULL END)
+    -- fincore's own invoices: more than nothing, posted once finalised; Stripe's are mirrored.
+    CHECK (external_id IS NOT NULL OR (total > 0 AND CASE status WHEN 'draft' THEN transfer_id IS NULL
+                                                                 WHEN 'void' THEN true
+                                                                 ELSE transfer_id IS NOT NULL END))
 );
 COMMENT ON TABLE fincore.invoices IS
     'Invoices of subscriptions: their total (lines netted), status (invoice_transition), the ledger transfers that posted, paid or voided them, and their dunning state.';
@@ -3549,14 +3582,14 @@ BEGIN
     FOR t IN SELECT DISTINCT x.tenant_id FROM fincore.subscriptions x
               WHERE ((x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
                      OR (x.status = 'incomplete' AND x.created_at <= now_ - '23 hours'::interval))
-                AND tenant IS NULL
+                AND x.external_id IS NULL AND tenant IS NULL
              UNION
              SELECT tenant WHERE tenant IS NOT NULL
               ORDER BY 1 LOOP
         EXIT WHEN n >= max_subscriptions;
         PERFORM fincore._use_tenant(t);
         FOR s IN SELECT * FROM fincore.subscriptions x
-                  WHERE x.tenant_id = t
+                  WHERE x.tenant_id = t AND x.external_id IS NULL
                     AND ((x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
                          OR (x.status = 'incomplete' AND x.created_at <= now_ - '23 hours'::interval))
                   ORDER BY x.period_end LIMIT max_subscriptions - n
@@ -3643,15 +3676,283 @@ REVOKE ALL ON FUNCTION fincore.billing_run_step(interval) FROM PUBLIC;
 COMMENT ON FUNCTION fincore.billing_run_step(interval) IS
     'Maintenance step: billing_run in batches of 100 until none is due or the budget is spent.';
 
+-- ---------------------------------------------------------------------------
+-- Stripe in sync: for a tenant whose billing system of record is Stripe, Stripe's webhook events
+-- (accepted once by fincore.accept_webhook, queued on webhook:stripe) are applied to the same
+-- tables, so that entitled() and the events work as in fincore's own billing.  An event older
+-- than what a row already shows is stale and changes nothing; an event about an object not
+-- known yet (a subscription's invoice before the subscription) is refused with ZFA13 and its job
+-- retried.  Stripe's subscriptions and invoices are mirrored: nothing is posted to the ledger.
+-- ---------------------------------------------------------------------------
+
+-- The fincore id of a Stripe object: the same for every event about it.
+CREATE FUNCTION fincore._stripe_id(tenant uuid, kind text, stripe_id text) RETURNS uuid
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    BEGIN ATOMIC
+        SELECT pg_catalog.md5(tenant::text OPERATOR(pg_catalog.||) ':stripe:' OPERATOR(pg_catalog.||) kind
+                              OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) stripe_id)::uuid;
+    END;
+REVOKE ALL ON FUNCTION fincore._stripe_id(uuid, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._stripe_id(uuid, text, text) IS
+    'Internal: the fincore id of a Stripe object of a tenant (an MD5 of tenant, kind and Stripe id).';
+
+-- A Unix time of a Stripe object (NULL if absent); ZFA14 if it is not a number.
+CREATE FUNCTION fincore._stripe_time(v jsonb) RETURNS timestamptz
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    IF v IS NULL OR pg_catalog.jsonb_typeof(v) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF pg_catalog.jsonb_typeof(v) <> 'number' THEN
+        RAISE EXCEPTION 'invalid Stripe event: % is not a Unix time', v USING ERRCODE = 'ZFA14';
+    END IF;
+    RETURN pg_catalog.to_timestamp((v #>> '{}')::double precision);
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._stripe_time(jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._stripe_time(jsonb) IS 'Internal: a Stripe Unix time as timestamptz (ZFA14 if not a number).';
+
+CREATE FUNCTION fincore.apply_stripe_event(event jsonb) RETURNS text
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    kind text := event ->> 'type';
+    obj jsonb := event -> 'data' -> 'object';
+    created bigint;
+    s fincore.subscriptions;
+    inv fincore.invoices;
+    price fincore.billing_prices;
+    item jsonb;
+    new_status text;
+    customer uuid;
+    sub_ext text;
+    who uuid;
+BEGIN
+    IF event IS NULL OR pg_catalog.jsonb_typeof(event) <> 'object' OR kind IS NULL
+       OR pg_catalog.jsonb_typeof(event -> 'created') IS DISTINCT FROM 'number'
+       OR pg_catalog.jsonb_typeof(obj) IS DISTINCT FROM 'object' OR obj ->> 'id' IS NULL THEN
+        RAISE EXCEPTION 'invalid Stripe event %', coalesce(event ->> 'id', 'without an id')
+            USING ERRCODE = 'ZFA14', HINT = 'An event object: id, type, created and data.object with its id.';
+    END IF;
+    created := (event ->> 'created')::numeric::bigint;
+
+    IF kind LIKE 'customer.subscription.%' THEN
+        new_status := CASE WHEN kind = 'customer.subscription.deleted' THEN 'canceled' ELSE obj ->> 'status' END;
+        PERFORM fincore.subscription_entitles(coalesce(new_status, 'none'));     -- ZFA04 for an unknown status
+        item := obj -> 'items' -> 'data' -> 0;
+        SELECT * INTO price FROM fincore.billing_prices p
+         WHERE p.tenant_id = tenant AND p.external_id = item -> 'price' ->> 'id';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'Stripe price % is not a price of tenant %', coalesce(item -> 'price' ->> 'id', 'NULL'), tenant
+                USING ERRCODE = 'ZFA13', HINT = 'Create it with fincore.create_price(..., external_id => <Stripe''s id>); the event is then applied when retried.';
+        END IF;
+        -- The customer's account, in the price's currency, made at the first event that names it.
+        customer := fincore._stripe_id(tenant, 'customer:' || price.currency, coalesce(obj ->> 'customer', 'none'));
+        IF NOT EXISTS (SELECT FROM fincore.accounts a WHERE a.tenant_id = tenant AND a.id = customer) THEN
+            PERFORM fincore.create_account(price.currency, id => customer,
+                                           external_ref => 'stripe:' || coalesce(obj ->> 'customer', 'none'));
+        END IF;
+        s.tenant_id := tenant;
+        s.id := fincore._stripe_id(tenant, 'subscription', obj ->> 'id');
+        s.customer_account := customer;
+        s.price_id := price.id;
+        s.quantity := greatest(coalesce((item ->> 'quantity')::integer, 1), 1);
+        s.status := new_status;
+        s.period_start := coalesce(fincore._stripe_time(obj -> 'current_period_start'),
+                                   fincore._stripe_time(item -> 'current_period_start'),
+                                   fincore._stripe_time(obj -> 'start_date'));
+        s.period_end := coalesce(fincore._stripe_time(obj -> 'current_period_end'),
+                                 fincore._stripe_time(item -> 'current_period_end'), s.period_start);
+        s.anchor := coalesce(fincore._stripe_time(obj -> 'billing_cycle_anchor'), s.period_start);
+        s.trial_end := fincore._stripe_time(obj -> 'trial_end');
+        s.cancel_at_period_end := coalesce((obj ->> 'cancel_at_period_end')::boolean, false);
+        IF s.period_start IS NULL OR s.period_end < s.period_start THEN
+            RAISE EXCEPTION 'invalid Stripe subscription %: no current period', obj ->> 'id' USING ERRCODE = 'ZFA14';
+        END IF;
+        PERFORM FROM fincore.subscriptions x WHERE x.tenant_id = tenant AND x.id = s.id FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO fincore.subscriptions (tenant_id, id, customer_account, price_id, quantity, status, anchor,
+                                               trial_end, period_start, period_end, billed, billed_from,
+                                               cancel_at_period_end, external_id, external_version)
+            VALUES (tenant, s.id, s.customer_account, s.price_id, s.quantity, s.status, s.anchor, s.trial_end,
+                    s.period_start, s.period_end, 0, s.period_start, s.cancel_at_period_end, obj ->> 'id', created);
+            PERFORM fincore.emit('billing', 'subscription.created', 'subscription', s.id::text,
+                                 pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status,
+                                                               'price_id', s.price_id, 'quantity', s.quantity,
+                                                               'source', 'stripe', 'stripe_event', event ->> 'id'));
+            RETURN 'applied';
+        END IF;
+        UPDATE fincore.subscriptions x
+           SET customer_account = s.customer_account, price_id = s.price_id, quantity = s.quantity,
+               status = s.status, anchor = s.anchor, trial_end = s.trial_end, period_start = s.period_start,
+               period_end = s.period_end, billed_from = s.period_start, cancel_at_period_end = s.cancel_at_period_end,
+               external_version = created, updated_at = pg_catalog.now()
+         WHERE x.tenant_id = tenant AND x.id = s.id
+           -- Newer than what the row shows; a final status is never left.
+           AND created >= x.external_version AND x.status NOT IN ('canceled', 'incomplete_expired')
+           AND (x.customer_account, x.price_id, x.quantity, x.status, x.anchor, x.trial_end, x.period_start,
+                x.period_end, x.cancel_at_period_end)
+               IS DISTINCT FROM (s.customer_account, s.price_id, s.quantity, s.status, s.anchor, s.trial_end,
+                                 s.period_start, s.period_end, s.cancel_at_period_end);
+        IF NOT FOUND THEN
+            RETURN 'unchanged';     -- stale, or what it says is already there
+        END IF;
+        PERFORM fincore.emit('billing', 'subscription.updated', 'subscription', s.id::text,
+                             pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status,
+                                                           'price_id', s.price_id, 'quantity', s.quantity,
+                                                           'cancel_at_period_end', s.cancel_at_period_end,
+                                                           'source', 'stripe', 'stripe_event', event ->> 'id'));
+        RETURN 'applied';
+
+    ELSIF kind LIKE 'invoice.%' THEN
+        sub_ext := coalesce(obj ->> 'subscription', obj -> 'parent' -> 'subscription_details' ->> 'subscription');
+        SELECT * INTO s FROM fincore.subscriptions x WHERE x.tenant_id = tenant AND x.external_id = sub_ext FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'Stripe invoice %: its subscription % is not known yet', obj ->> 'id', coalesce(sub_ext, 'NULL')
+                USING ERRCODE = 'ZFA13', HINT = 'Retry the event once the subscription''s own event is applied.';
+        END IF;
+        inv.status := obj ->> 'status';
+        IF inv.status IS NULL OR inv.status NOT IN ('draft', 'open', 'paid', 'void', 'uncollectible') THEN
+            RAISE EXCEPTION 'invalid Stripe invoice %: status %', obj ->> 'id', coalesce(inv.status, 'NULL')
+                USING ERRCODE = 'ZFA14';
+        END IF;
+        inv.tenant_id := tenant;
+        inv.id := fincore._stripe_id(tenant, 'invoice', obj ->> 'id');
+        inv.total := coalesce((obj ->> 'total')::bigint, (obj ->> 'amount_due')::bigint, 0);
+        inv.currency := pg_catalog.upper(coalesce(obj ->> 'currency', ''));
+        inv.period_start := coalesce(fincore._stripe_time(obj -> 'period_start'), s.period_start);
+        inv.period_end := coalesce(fincore._stripe_time(obj -> 'period_end'), s.period_end);
+        IF inv.total < 0 OR inv.currency <> (SELECT p.currency FROM fincore.billing_prices p
+                                              WHERE p.tenant_id = tenant AND p.id = s.price_id) THEN
+            RAISE EXCEPTION 'invalid Stripe invoice %: % % for a subscription in %', obj ->> 'id', inv.total, inv.currency,
+                    (SELECT p.currency FROM fincore.billing_prices p WHERE p.tenant_id = tenant AND p.id = s.price_id)
+                USING ERRCODE = 'ZFA14';
+        END IF;
+        INSERT INTO fincore.invoices AS x (tenant_id, id, subscription_id, customer_account, currency, status, total,
+                                           period_start, period_end, paid_at, external_id, external_version)
+        VALUES (tenant, inv.id, s.id, s.customer_account, inv.currency, inv.status, inv.total, inv.period_start,
+                inv.period_end, CASE WHEN inv.status = 'paid' THEN pg_catalog.now() END, obj ->> 'id', created)
+        ON CONFLICT (tenant_id, id) DO UPDATE
+           SET status = excluded.status, total = excluded.total, period_start = excluded.period_start,
+               period_end = excluded.period_end, paid_at = coalesce(x.paid_at, excluded.paid_at),
+               external_version = excluded.external_version
+         -- Newer than what the row shows; a final status is never left.
+         WHERE excluded.external_version >= x.external_version AND x.status NOT IN ('paid', 'void')
+           AND (x.status, x.total, x.period_start, x.period_end)
+               IS DISTINCT FROM (excluded.status, excluded.total, excluded.period_start, excluded.period_end);
+        IF NOT FOUND THEN
+            RETURN 'unchanged';
+        END IF;
+        PERFORM fincore.emit('billing', kind, 'invoice', inv.id::text,
+                             pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id,
+                                                           'status', inv.status, 'total', inv.total,
+                                                           'source', 'stripe', 'stripe_event', event ->> 'id'));
+        RETURN 'applied';
+
+    ELSIF kind = 'checkout.session.completed' THEN
+        IF obj ->> 'mode' IS DISTINCT FROM 'subscription' OR obj ->> 'client_reference_id' IS NULL THEN
+            RETURN 'ignored';   -- a one-off payment, or no user to entitle
+        END IF;
+        BEGIN
+            who := (obj ->> 'client_reference_id')::uuid;
+        EXCEPTION WHEN invalid_text_representation THEN
+            RAISE EXCEPTION 'invalid Stripe checkout session %: client_reference_id % is not a user id (uuid)',
+                    obj ->> 'id', obj ->> 'client_reference_id'
+                USING ERRCODE = 'ZFA14';
+        END;
+        SELECT * INTO s FROM fincore.subscriptions x
+         WHERE x.tenant_id = tenant AND x.external_id = obj ->> 'subscription' FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'Stripe checkout session %: its subscription % is not known yet', obj ->> 'id',
+                    coalesce(obj ->> 'subscription', 'NULL')
+                USING ERRCODE = 'ZFA13', HINT = 'Retry the event once the subscription''s own event is applied.';
+        END IF;
+        IF s.subscriber IS NOT DISTINCT FROM who THEN
+            RETURN 'unchanged';
+        END IF;
+        UPDATE fincore.subscriptions x SET subscriber = who, updated_at = pg_catalog.now()
+         WHERE x.tenant_id = tenant AND x.id = s.id;
+        PERFORM fincore.emit('billing', 'subscription.updated', 'subscription', s.id::text,
+                             pg_catalog.jsonb_build_object('subscription_id', s.id, 'subscriber', who,
+                                                           'source', 'stripe', 'stripe_event', event ->> 'id'));
+        RETURN 'applied';
+    END IF;
+    RETURN 'ignored';
+END
+$fn$;
+COMMENT ON FUNCTION fincore.apply_stripe_event(jsonb) IS
+    'Applies a Stripe event to the current tenant''s billing tables (customer.subscription.*, invoice.*, checkout.session.completed; others are ignored): a subscription or invoice mirrored from Stripe (nothing posted), a subscriber from a checkout''s client_reference_id. Idempotent and safe against out-of-order delivery: an event older than the row (by created), or about a final status, changes nothing. Returns applied, unchanged or ignored. Trusted roles. ZFA13 (an object not known yet: retry), ZFA14, ZFA04.';
+
+-- The Stripe worker in the database: claims webhook:stripe jobs (fincore.accept_webhook's),
+-- applies each in its tenant; an event whose subscription or price is not known yet fails its
+-- job, which the queue retries with its backoff.
+CREATE FUNCTION fincore.stripe_sync_run(max_jobs integer DEFAULT 100) RETURNS integer
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    saved text := pg_catalog.current_setting('fincore.tenant', true);
+    j fincore.job;
+    n integer := 0;
+    msg text;
+BEGIN
+    FOR j IN SELECT * FROM fincore.dequeue('webhook:stripe', max_jobs, '5 minutes', 'fincore.stripe_sync_run') LOOP
+        PERFORM fincore._use_tenant(j.tenant_id);
+        BEGIN
+            PERFORM fincore.apply_stripe_event(j.payload);
+            PERFORM fincore.complete(j.id, NULL, j.attempt);
+        EXCEPTION WHEN SQLSTATE 'ZFA13' THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            PERFORM fincore.fail(j.id, msg, NULL, j.attempt);
+        END;
+        n := n + 1;
+    END LOOP;
+    PERFORM fincore._use_tenant(NULLIF(saved, '')::uuid);
+    RETURN n;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore.stripe_sync_run(integer) FROM PUBLIC;
+COMMENT ON FUNCTION fincore.stripe_sync_run(integer) IS
+    'Applies up to max_jobs queued Stripe events (queue webhook:stripe) in their tenants; an event about an object not known yet fails its job, retried with the queue''s backoff. Returns how many jobs it took.';
+
+CREATE FUNCTION fincore.stripe_sync_step(budget interval) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    deadline timestamptz := pg_catalog.clock_timestamp() + budget;
+    n        integer;
+    total    bigint := 0;
+BEGIN
+    LOOP
+        n := fincore.stripe_sync_run(100);
+        total := total + n;
+        EXIT WHEN n < 100 OR pg_catalog.clock_timestamp() >= deadline;
+    END LOOP;
+    RETURN total;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore.stripe_sync_step(interval) FROM PUBLIC;
+COMMENT ON FUNCTION fincore.stripe_sync_step(interval) IS
+    'Maintenance step: stripe_sync_run in batches of 100 until none is due or the budget is spent.';
+
 INSERT INTO fincore.maintenance_steps (step, fn, position, description) VALUES
     ('billing_run', 'fincore.billing_run_step(interval)', 130, 'Renew, invoice and collect the subscriptions whose period ended'),
-    ('dunning_run', 'fincore.dunning_run_step(interval)', 135, 'Retry the failed invoice payments that are due (queue billing:dunning)');
+    ('dunning_run', 'fincore.dunning_run_step(interval)', 135, 'Retry the failed invoice payments that are due (queue billing:dunning)'),
+    ('stripe_sync', 'fincore.stripe_sync_step(interval)', 140, 'Apply the queued Stripe events (queue webhook:stripe) to the billing tables');
 
 INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.create_product(text,uuid)', 'app'),
     ('fincore.set_product_features(uuid,text[])', 'app'),
     ('fincore.entitled(text)', 'app'),
-    ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid)', 'app'),
+    ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid,text)', 'app'),
+    ('fincore.apply_stripe_event(jsonb)', 'trusted'),
     ('fincore.create_subscription(uuid,uuid,integer,timestamptz,text,uuid,uuid)', 'app'),
     ('fincore.preview_change(uuid,uuid,integer,timestamptz,text,boolean)', 'app'),
     ('fincore.change_subscription(uuid,uuid,integer,timestamptz,text,boolean)', 'app'),

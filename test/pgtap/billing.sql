@@ -4,7 +4,7 @@
 BEGIN;
 SET search_path = fincore, public;
 SET LOCAL timezone = 'UTC';
-SELECT plan(128);
+SELECT plan(149);
 
 CREATE FUNCTION pg_temp.bal(n int) RETURNS text LANGUAGE sql AS $$
     SELECT format('dp=%s dpo=%s cp=%s cpo=%s', debits_pending, debits_posted, credits_pending, credits_posted)
@@ -600,6 +600,71 @@ SELECT throws_ok(format($$SELECT fincore.update_invoice_status(%L, 'void')$$, (S
     'ZFA10', NULL, 'a paid invoice is final');
 SELECT throws_ok($$SELECT fincore.update_invoice_status(gen_random_uuid(), 'refund')$$, 'ZFA11', NULL,
     'an unknown invoice action');
+-- ---------------------------------------------------------------------------
+-- Stripe in sync
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION pg_temp.stripe(n int, created int, kind text, obj jsonb) RETURNS text LANGUAGE sql AS $$
+    SELECT fincore.apply_stripe_event(jsonb_build_object('id', 'evt_' || n, 'type', kind, 'created', created,
+                                                         'data', jsonb_build_object('object', obj))) $$;
+CREATE FUNCTION pg_temp.stripe_sub(status text, qty int DEFAULT 1) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object('id', 'sub_9', 'customer', 'cus_9', 'status', status,
+                              'items', jsonb_build_object('data', jsonb_build_array(jsonb_build_object(
+                                  'price', jsonb_build_object('id', 'price_9'), 'quantity', qty))),
+                              'current_period_start', 1767225600, 'current_period_end', 1769904000,
+                              'billing_cycle_anchor', 1767225600, 'cancel_at_period_end', false) $$;
+SELECT throws_ok($$SELECT pg_temp.stripe(1, 100, 'customer.subscription.created', pg_temp.stripe_sub('active'))$$,
+    'ZFA13', NULL, 'a subscription to a price fincore does not know waits (ZFA13: the job retries)');
+SELECT fincore.create_price('ad000000-0000-4000-8000-000000000002', 2500, 'USD', external_id => 'price_9');
+SELECT is(pg_temp.stripe(1, 100, 'customer.subscription.created', pg_temp.stripe_sub('active')), 'applied',
+    'then it is applied');
+SELECT is(pg_temp.stripe(1, 100, 'customer.subscription.created', pg_temp.stripe_sub('active')), 'unchanged',
+    'a duplicate changes nothing');
+SELECT is(pg_temp.stripe(2, 200, 'customer.subscription.updated', pg_temp.stripe_sub('past_due', 2)), 'applied',
+    'a newer event is applied');
+SELECT is(pg_temp.stripe(3, 150, 'customer.subscription.updated', pg_temp.stripe_sub('active', 5)), 'unchanged',
+    'an older one, delivered late, is stale');
+SELECT is((SELECT format('%s q=%s %s', s.status, s.quantity, a.external_ref) FROM fincore.subscriptions s
+             JOIN fincore.accounts a ON a.tenant_id = s.tenant_id AND a.id = s.customer_account
+            WHERE s.external_id = 'sub_9'), 'past_due q=2 stripe:cus_9',
+    'the subscription mirrors the newest event; the Stripe customer has an account');
+SELECT is(pg_temp.stripe(4, 210, 'checkout.session.completed',
+            '{"id": "cs_9", "mode": "subscription", "subscription": "sub_9", "client_reference_id": "a0000000-0000-4000-8000-000000000099"}'),
+    'applied', 'a checkout names the subscriber');
+SELECT fincore.set_user('a0000000-0000-4000-8000-000000000099');
+SELECT ok(fincore.entitled('reports'), '... who is entitled while Stripe says past_due');
+SELECT throws_ok($$SELECT pg_temp.stripe(5, 220, 'invoice.paid',
+                     '{"id": "in_9", "subscription": "sub_404", "status": "paid", "total": 5000, "currency": "usd"}')$$,
+    'ZFA13', NULL, 'an invoice of a subscription not known yet waits');
+SELECT is(pg_temp.stripe(6, 230, 'invoice.paid',
+            '{"id": "in_9", "subscription": "sub_9", "status": "paid", "total": 5000, "currency": "usd"}'), 'applied',
+    'an invoice is mirrored');
+SELECT is(pg_temp.stripe(7, 225, 'invoice.payment_failed',
+            '{"id": "in_9", "subscription": "sub_9", "status": "open", "total": 5000, "currency": "usd"}'), 'unchanged',
+    '... and an older failure does not reopen it');
+SELECT is((SELECT format('%s %s %s', status, total, transfer_id IS NULL) FROM fincore.invoices WHERE external_id = 'in_9'),
+    'paid 5000 t', '... paid at Stripe, nothing posted here');
+SELECT throws_ok(format($$SELECT fincore.pay_invoice(%L)$$, (SELECT id FROM fincore.invoices WHERE external_id = 'in_9')),
+    'ZFA12', NULL, 'fincore does not collect an invoice Stripe bills');
+SELECT throws_ok(format($$SELECT fincore.change_subscription(%L, NULL, 3)$$,
+                        (SELECT id FROM fincore.subscriptions WHERE external_id = 'sub_9')),
+    'ZFA12', NULL, 'nor change a subscription Stripe bills');
+SELECT fincore.billing_run(now(), 1000, 'ab000000-0000-4000-8000-00000000000a');
+SELECT is((SELECT format('lines=%s %s', (SELECT count(*) FROM fincore.subscription_lines l
+                                         WHERE l.subscription_id = s.id), to_char(period_end, 'YYYY-MM-DD'))
+             FROM fincore.subscriptions s WHERE external_id = 'sub_9'), 'lines=0 2026-02-01',
+    'billing_run never renews what Stripe bills, its period long over');
+SELECT is(pg_temp.stripe(8, 300, 'customer.subscription.deleted', pg_temp.stripe_sub('active', 2)), 'applied',
+    'deleted: canceled');
+SELECT is(pg_temp.stripe(9, 400, 'customer.subscription.updated', pg_temp.stripe_sub('active', 2)), 'unchanged',
+    'a canceled subscription stays canceled');
+SELECT ok(NOT fincore.entitled('reports'), 'no longer entitled');
+SELECT fincore.set_user(NULL);
+SELECT is(pg_temp.stripe(10, 500, 'charge.refunded', '{"id": "ch_9"}'), 'ignored', 'other events are ignored');
+SELECT throws_ok($$SELECT fincore.apply_stripe_event('{"id": "evt_x", "type": "invoice.paid"}')$$, 'ZFA14', NULL,
+    'an event without data is refused');
+SELECT throws_ok($$SELECT pg_temp.stripe(11, 600, 'customer.subscription.updated', pg_temp.stripe_sub('sleeping'))$$,
+    'ZFA04', NULL, 'an unknown subscription status is refused');
+
 SELECT is((SELECT count(*) FROM fincore.verify())::int, 0, 'verify() is clean');
 SELECT ok(EXISTS (SELECT 1 FROM fincore.maintenance_steps WHERE step = 'billing_run'
                    AND fn = 'fincore.billing_run_step(interval)'), 'billing_run is a maintenance step');

@@ -147,7 +147,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore._payment_fee(fincore.payments,integer,bigint,uuid)'),
     ('fincore._payment_late_success(fincore.payments,fincore.payment_steps,text)'),
     -- billing (sql/modules/billing.sql)
-    ('fincore.create_product(text,uuid)'), ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid)'),
+    ('fincore.create_product(text,uuid)'), ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid,text)'),
     ('fincore.set_product_features(uuid,text[])'),
     ('fincore.create_subscription(uuid,uuid,integer,timestamptz,text,uuid,uuid)'),
     ('fincore.change_subscription(uuid,uuid,integer,timestamptz,text,boolean)'), ('fincore.update_subscription_status(uuid,text)'),
@@ -160,6 +160,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore._void_invoice(fincore.invoices)'), ('fincore.create_invoice(uuid,boolean)'),
     ('fincore.finalize_invoice(uuid)'), ('fincore.update_invoice_status(uuid,text)'),
     ('fincore.retry_invoice(uuid,integer)'), ('fincore.dunning_run(integer)'), ('fincore.dunning_run_step(interval)'),
+    ('fincore.apply_stripe_event(jsonb)'), ('fincore.stripe_sync_run(integer)'), ('fincore.stripe_sync_step(interval)'),
     ('fincore.increment_authorization(uuid,bigint,text)'),
     ('fincore.open_dispute(uuid,bigint)'),
     ('fincore.payment_step_result(uuid,integer,text,text,text)'),
@@ -244,7 +245,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'resolve_dispute(uuid,boolean)', '_payment_rehold(payments,integer,bigint,bigint)',
           'payment_step_result(uuid,integer,text,text,text)', '_payment_fee(payments,integer,bigint,uuid)',
           '_payment_late_success(payments,payment_steps,text)',
-          'create_product(text,uuid)', 'create_price(uuid,bigint,text,text,integer,text,integer,uuid)',
+          'create_product(text,uuid)', 'create_price(uuid,bigint,text,text,integer,text,integer,uuid,text)',
           'create_subscription(uuid,uuid,integer,timestamp with time zone,text,uuid,uuid)',
           'preview_change(uuid,uuid,integer,timestamp with time zone,text,boolean)',
           'change_subscription(uuid,uuid,integer,timestamp with time zone,text,boolean)', 'update_subscription_status(uuid,text)',
@@ -256,7 +257,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           '_finalize_invoice(invoices)', '_invoice_and_collect(subscriptions,boolean)', '_invoice_lock(uuid,uuid)',
           '_subscription_save_status(subscriptions,text)', 'create_invoice(uuid,boolean)', 'finalize_invoice(uuid)',
           '_void_invoice(invoices)', 'update_invoice_status(uuid,text)', 'retry_invoice(uuid,integer)',
-          'dunning_run(integer)'],
+          'dunning_run(integer)', 'apply_stripe_event(jsonb)', 'stripe_sync_run(integer)', '_stripe_time(jsonb)',
+          '_billing_not_external(subscriptions)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
