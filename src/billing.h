@@ -9,6 +9,7 @@
 
 #include "postgres.h"
 
+#include "fees.h"
 #include "money.h"
 #include "utils/timestamp.h"
 
@@ -124,6 +125,30 @@ extern bool subscription_entitles(SubscriptionStatus status);
  * or trialing subscription pauses, only a paused one resumes, ...).
  */
 extern bool subscription_next(SubscriptionStatus status, SubscriptionAction action, SubscriptionStatus *next);
+
+/* ---- prices: what a quantity costs for a full interval ---- */
+
+#define BILLING_MAX_TIERS 100
+
+typedef enum PriceScheme
+{
+	PRICE_FLAT,					/* unit_amount, whatever the quantity */
+	PRICE_PER_SEAT,				/* unit_amount x quantity */
+	PRICE_TIERED,				/* graduated tiers: each unit at its tier's unit amount */
+	PRICE_VOLUME,				/* every unit at the unit amount of the tier the quantity falls in */
+	PRICE_SCHEME_COUNT
+} PriceScheme;
+
+extern const char *const price_scheme_names[PRICE_SCHEME_COUNT];
+extern bool price_scheme_from_name(const char *name, PriceScheme *scheme);
+
+/*
+ * A price's amount for quantity (>= 1) units: tiers (FeeTier, fees.h: rate is
+ * the unit amount, flat the flat amount) for PRICE_TIERED and PRICE_VOLUME.
+ * False if it does not fit in 64 bits.
+ */
+extern bool price_amount(PriceScheme scheme, int64 unit_amount, const FeeTier *tiers, int ntiers,
+						 int64 quantity, int64 *out);
 
 /* ---- invoices: Stripe's statuses and what moves them ---- */
 

@@ -11,6 +11,8 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
 
 /* An instant for a message (timestamptz_to_str() returns a static buffer: copied, for several in one). */
 static char *
@@ -193,4 +195,146 @@ fincore_invoice_transition(PG_FUNCTION_ARGS)
 				 status == INV_PAID || status == INV_VOID ?
 				 errhint("A %s invoice is final.", invoice_status_names[status]) : 0));
 	PG_RETURN_TEXT_P(cstring_to_text(invoice_status_names[next]));
+}
+
+/* ---- prices ---- */
+
+static void invalid_tiers(const char *what) pg_attribute_noreturn();
+
+static void
+invalid_tiers(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FC_INVALID_CATALOGUE),
+			 errmsg("invalid price tiers: %s", what),
+			 errhint("1 to %d tiers [{\"up_to\": 10, \"unit_amount\": 500, \"flat_amount\": 0}, ..., "
+					 "{\"up_to\": null, \"unit_amount\": 300}]: up_to increasing, the last unbounded.",
+					 BILLING_MAX_TIERS)));
+}
+
+/* A tier's field: a JSON integer in [min, PG_INT64_MAX]. */
+static int64
+tier_integer(const JsonbValue *v, int64 min, const char *what)
+{
+	char	   *s;
+	ExactDecimal d;
+
+	if (v->type != jbvNumeric)
+		invalid_tiers(psprintf("%s is not an integer", what));
+	s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	if (!decimal_parse_exact(s, &d) || d.scale != 0 || d.mantissa < (int128) min ||
+		d.mantissa > (int128) PG_INT64_MAX)
+		invalid_tiers(psprintf("%s is %s, not a whole number from " INT64_FORMAT, what, s, min));
+	return (int64) d.mantissa;
+}
+
+/*
+ * Stripe's tiers of a price, [{"up_to": n | null | "inf", "unit_amount": n,
+ * "flat_amount": n}, ...], as FeeTier (rate = unit amount, flat = flat
+ * amount); ZFA05 for anything else.
+ */
+static int
+parse_price_tiers(Jsonb *tiers, FeeTier **out)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			n;
+	FeeTier    *t;
+
+	if (tiers == NULL || !JB_ROOT_IS_ARRAY(tiers) || JB_ROOT_IS_SCALAR(tiers))
+		invalid_tiers("not an array");
+	n = JB_ROOT_COUNT(tiers);
+	if (n < 1 || n > BILLING_MAX_TIERS)
+		invalid_tiers(psprintf("%d tiers", n));
+	t = palloc0(sizeof(FeeTier) * n);
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *elem = getIthJsonbValueFromContainer(&tiers->root, i);
+		char	   *where = psprintf("tier %d", i + 1);
+
+		if (elem == NULL || elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
+			invalid_tiers(psprintf("%s is not an object", where));
+		it = JsonbIteratorInit(elem->val.binary.data);
+		t[i].bounded = false;
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			char	   *key;
+
+			if (tok != WJB_KEY)
+				continue;
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			tok = JsonbIteratorNext(&it, &v, true);
+			if (strcmp(key, "up_to") == 0)
+			{
+				if (v.type == jbvNull ||
+					(v.type == jbvString && v.val.string.len == 3 && strncmp(v.val.string.val, "inf", 3) == 0))
+					continue;
+				t[i].bounded = true;
+				t[i].up_to = tier_integer(&v, 1, psprintf("up_to of %s", where));
+			}
+			else if (strcmp(key, "unit_amount") == 0)
+				t[i].rate = tier_integer(&v, 0, psprintf("unit_amount of %s", where));
+			else if (strcmp(key, "flat_amount") == 0)
+				t[i].flat = tier_integer(&v, 0, psprintf("flat_amount of %s", where));
+			else
+				invalid_tiers(psprintf("%s has an unknown field \"%s\"", where, key));
+		}
+		if (i < n - 1 && !t[i].bounded)
+			invalid_tiers(psprintf("%s is unbounded but is not the last", where));
+		if (i == n - 1 && t[i].bounded)
+			invalid_tiers(psprintf("the last tier must be unbounded, not up to " INT64_FORMAT, t[i].up_to));
+		if (i > 0 && t[i].bounded && t[i].up_to <= t[i - 1].up_to)
+			invalid_tiers(psprintf("up_to " INT64_FORMAT " of %s follows " INT64_FORMAT, t[i].up_to, where,
+								   t[i - 1].up_to));
+	}
+	*out = t;
+	return n;
+}
+
+/*
+ * fincore.billing_price_amount(scheme, unit_amount, tiers, quantity): what a
+ * price charges for quantity units for a full interval.  ZFA05 for a bad
+ * scheme, amount or tiers (tiers only for tiered and volume), ZFA04 for a
+ * quantity below 1, ZF104 if it overflows.
+ */
+PG_FUNCTION_INFO_V1(fincore_billing_price_amount);
+Datum
+fincore_billing_price_amount(PG_FUNCTION_ARGS)
+{
+	char	   *scheme_name = PG_ARGISNULL(0) ? "NULL" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	PriceScheme scheme;
+	int64		unit_amount = PG_ARGISNULL(1) ? -1 : PG_GETARG_INT64(1);
+	Jsonb	   *tiers = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	int32		quantity = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+	FeeTier    *t = NULL;
+	int			n = 0;
+	int64		amount;
+
+	if (PG_ARGISNULL(0) || !price_scheme_from_name(scheme_name, &scheme))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_CATALOGUE),
+				 errmsg("invalid price scheme %s", PG_ARGISNULL(0) ? "NULL" : quote_literal_cstr(scheme_name)),
+				 errhint("flat, per_seat, tiered or volume.")));
+	if (unit_amount < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_CATALOGUE),
+				 errmsg("invalid price: unit_amount %s", PG_ARGISNULL(1) ? "NULL" : psprintf(INT64_FORMAT, unit_amount)),
+				 errhint("A price is 0 or more minor units.")));
+	if (scheme == PRICE_TIERED || scheme == PRICE_VOLUME)
+		n = parse_price_tiers(tiers, &t);
+	else if (tiers != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_CATALOGUE),
+				 errmsg("invalid price: a %s price has no tiers", scheme_name),
+				 errhint("Tiers are for the tiered and volume schemes.")));
+	if (quantity < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_SUBSCRIPTION),
+				 errmsg("invalid quantity %s", PG_ARGISNULL(3) ? "NULL" : psprintf("%d", quantity))));
+	if (!price_amount(scheme, unit_amount, t, n, quantity, &amount))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_AMOUNT_OUT_OF_RANGE),
+				 errmsg("the %s price of %d units overflows", scheme_name, quantity)));
+	PG_RETURN_INT64(amount);
 }

@@ -16,6 +16,7 @@
  */
 #include "billing.h"
 
+#include "common/int.h"
 #include "datatype/timestamp.h"
 #include "utils/datetime.h"
 
@@ -297,4 +298,46 @@ invoice_next(InvoiceStatus status, InvoiceAction action, InvoiceStatus *next)
 		return false;
 	*next = invoice_rules[action].to;
 	return true;
+}
+
+/* ---- prices ---- */
+
+const char *const price_scheme_names[PRICE_SCHEME_COUNT] = {"flat", "per_seat", "tiered", "volume"};
+
+bool
+price_scheme_from_name(const char *name, PriceScheme *scheme)
+{
+	for (int i = 0; i < PRICE_SCHEME_COUNT; i++)
+		if (strcmp(name, price_scheme_names[i]) == 0)
+		{
+			*scheme = (PriceScheme) i;
+			return true;
+		}
+	return false;
+}
+
+bool
+price_amount(PriceScheme scheme, int64 unit_amount, const FeeTier *tiers, int ntiers, int64 quantity,
+			 int64 *out)
+{
+	int128		v;
+	uint64		evaluated = 0;
+
+	switch (scheme)
+	{
+		case PRICE_FLAT:
+			*out = unit_amount;
+			return true;
+		case PRICE_PER_SEAT:
+			return !pg_mul_s64_overflow(unit_amount, quantity, out);
+		case PRICE_TIERED:
+		case PRICE_VOLUME:
+			if (!fee_tiers_value(tiers, ntiers, scheme == PRICE_VOLUME, quantity, &v, &evaluated) ||
+				v > PG_INT64_MAX)
+				return false;
+			*out = (int64) v;
+			return true;
+		default:
+			return false;
+	}
 }

@@ -68,14 +68,7 @@ typedef enum FeeKind
 
 static const char *const fee_kind_names[] = {"flat", "percentage", "graduated", "volume"};
 
-/* Rates and flats of a component share its scale: value = numerator / 10^scale. */
-typedef struct FeeTier
-{
-	int64		up_to;			/* inclusive upper bound, when bounded */
-	bool		bounded;		/* only the last tier is unbounded */
-	int128		rate;			/* rate x 10^scale */
-	int128		flat;			/* flat amount x 10^scale */
-} FeeTier;
+/* Rates and flats of a component (FeeTier, fees.h) share its scale: value = numerator / 10^scale. */
 
 typedef struct FeeComponent
 {
@@ -622,35 +615,52 @@ fee_component_value(const FeeComponent *c, int64 amount, RoundingMode mode)
 			n = (int128) amount * c->rate;
 			break;
 		case FEE_GRADUATED:
-			/* Each tier charges the part of the amount in (previous up_to, up_to]. */
-			for (int i = 0; i < c->ntiers; i++)
-			{
-				const FeeTier *t = &c->tiers[i];
-				int64		lower = i == 0 ? 0 : c->tiers[i - 1].up_to;
-				int64		upper = (t->bounded && t->up_to < amount) ? t->up_to : amount;
-
-				if (i > 0 && amount <= lower)
-					break;
-				fee_tiers_evaluated++;
-				n = add128(n, add128((int128) (upper - lower) * t->rate, t->flat));
-			}
-			break;
 		case FEE_VOLUME:
-			/* The whole amount at the rate of the tier it falls in. */
-			for (int i = 0; i < c->ntiers; i++)
-			{
-				const FeeTier *t = &c->tiers[i];
-
-				fee_tiers_evaluated++;
-				if (!t->bounded || amount <= t->up_to)
-				{
-					n = add128((int128) amount * t->rate, t->flat);
-					break;
-				}
-			}
+			if (!fee_tiers_value(c->tiers, c->ntiers, c->kind == FEE_VOLUME, amount, &n, &fee_tiers_evaluated))
+				fee_out_of_range();
 			break;
 	}
 	return c->divisor == 1 ? n : div_round_int128(n, c->divisor, mode);
+}
+
+bool
+fee_tiers_value(const FeeTier *tiers, int ntiers, bool volume, int64 amount, int128 *out, uint64 *evaluated)
+{
+	int128		n = 0;
+
+	for (int i = 0; i < ntiers; i++)
+	{
+		const FeeTier *t = &tiers[i];
+		int128		part;
+
+		if (volume)
+		{
+			/* The whole amount at the rate of the tier it falls in. */
+			(*evaluated)++;
+			if (t->bounded && amount > t->up_to)
+				continue;
+			if (__builtin_mul_overflow((int128) amount, t->rate, &part) ||
+				__builtin_add_overflow(part, t->flat, &n))
+				return false;
+			break;
+		}
+		else
+		{
+			/* Each tier charges the part of the amount in (previous up_to, up_to]. */
+			int64		lower = i == 0 ? 0 : tiers[i - 1].up_to;
+			int64		upper = (t->bounded && t->up_to < amount) ? t->up_to : amount;
+
+			if (i > 0 && amount <= lower)
+				break;
+			(*evaluated)++;
+			if (__builtin_mul_overflow((int128) (upper - lower), t->rate, &part) ||
+				__builtin_add_overflow(part, t->flat, &part) ||
+				__builtin_add_overflow(n, part, &n))
+				return false;
+		}
+	}
+	*out = n;
+	return true;
 }
 
 /*

@@ -51,4 +51,28 @@ extern void fees_calculate(const char *code, CurrencyCode currency, int64 amount
 extern void fees_apply_mode(FeeMode mode, int64 amount, int64 fee,
 							int64 *charge, int64 *delivered);
 
+/*
+ * Tiers with Stripe's semantics (docs/fees.md): tier i covers (up_to[i-1],
+ * up_to[i]], the first from 0 (so its flat always applies); only the last is
+ * unbounded.  A rate and a flat are scaled integers (value x 10^scale) for a
+ * fee; for a billing price they are the unit amount and the flat amount in
+ * minor units, the "amount" a quantity.
+ */
+typedef struct FeeTier
+{
+	int64		up_to;			/* inclusive upper bound, when bounded */
+	bool		bounded;		/* only the last tier is unbounded */
+	int128		rate;			/* per unit of the amount */
+	int128		flat;			/* once the amount reaches the tier */
+} FeeTier;
+
+/*
+ * The tiers' value on amount: graduated (each tier charges the part of the
+ * amount inside it, plus its flat) or volume (the whole amount at the rate of
+ * the tier it falls in, plus that tier's flat).  False if it overflows 128
+ * bits.  *evaluated counts the tiers looked at.  Pure: no error, no memory.
+ */
+extern bool fee_tiers_value(const FeeTier *tiers, int ntiers, bool volume, int64 amount,
+							int128 *out, uint64 *evaluated);
+
 #endif							/* FINCORE_FEES_H */

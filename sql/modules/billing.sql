@@ -71,7 +71,8 @@ CREATE TABLE fincore.billing_prices (
     product_id     uuid        NOT NULL,
     currency       text        NOT NULL,
     unit_amount    bigint      NOT NULL CHECK (unit_amount >= 0),
-    scheme         text        NOT NULL CHECK (scheme IN ('flat', 'per_seat')),
+    scheme         text        NOT NULL CHECK (scheme IN ('flat', 'per_seat', 'tiered', 'volume')),
+    tiers          jsonb,      -- Stripe's tiers of a tiered or volume price (fincore.billing_price_amount)
     interval_unit  text        NOT NULL CHECK (interval_unit IN ('day', 'week', 'month', 'year')),
     interval_count integer     NOT NULL CHECK (interval_count BETWEEN 1 AND 366),
     trial_days     integer     NOT NULL DEFAULT 0 CHECK (trial_days BETWEEN 0 AND 730),
@@ -79,10 +80,11 @@ CREATE TABLE fincore.billing_prices (
     created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, id),
     UNIQUE (tenant_id, external_id),
-    FOREIGN KEY (tenant_id, product_id) REFERENCES fincore.billing_products (tenant_id, id)
+    FOREIGN KEY (tenant_id, product_id) REFERENCES fincore.billing_products (tenant_id, id),
+    CHECK ((scheme IN ('tiered', 'volume')) = (tiers IS NOT NULL))
 );
 COMMENT ON TABLE fincore.billing_prices IS
-    'Prices of products: an amount per interval (flat, or per seat), a currency, a trial. Immutable: a change is a new price.';
+    'Prices of products: an amount per interval (flat, per seat, or by tiers: graduated or volume), a currency, a trial. Immutable: a change is a new price.';
 SELECT fincore.protect('fincore.billing_prices');
 SELECT pg_catalog.pg_extension_config_dump('fincore.billing_prices', '');
 
@@ -153,23 +155,24 @@ SELECT fincore.protect('fincore.subscription_lines');
 SELECT pg_catalog.pg_extension_config_dump('fincore.subscription_lines', '');
 
 -- A price's amount for a full interval at a quantity; ZF104 if it overflows.
+CREATE FUNCTION fincore.billing_price_amount(scheme text, unit_amount bigint, tiers jsonb, quantity integer)
+    RETURNS bigint
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'fincore_billing_price_amount';
+COMMENT ON FUNCTION fincore.billing_price_amount(text, bigint, jsonb, integer) IS
+    'What a price charges for quantity units for a full interval (C): flat (unit_amount), per_seat (unit_amount x quantity), tiered (Stripe''s graduated tiers: each unit at its tier''s unit_amount, plus the flat_amount of every tier reached) or volume (every unit at the unit_amount of the tier the quantity falls in, plus its flat_amount). ZFA05 for a bad scheme, amount or tiers, ZFA04 for a quantity below 1, ZF104 on overflow.';
+
 CREATE FUNCTION fincore._billing_amount(price fincore.billing_prices, quantity integer) RETURNS bigint
     LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $fn$
-DECLARE
-    total numeric := CASE WHEN price.scheme = 'per_seat' THEN price.unit_amount::numeric * quantity
-                          ELSE price.unit_amount::numeric END;
 BEGIN
-    IF total > 9223372036854775807 THEN
-        RAISE EXCEPTION 'the price of % seats at % overflows', quantity, price.unit_amount USING ERRCODE = 'ZF104';
-    END IF;
-    RETURN total::bigint;
+    RETURN fincore.billing_price_amount(price.scheme, price.unit_amount, price.tiers, quantity);
 END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._billing_amount(fincore.billing_prices, integer) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._billing_amount(fincore.billing_prices, integer) IS
-    'Internal: a price''s amount for a full interval at a quantity (per seat: times the quantity); ZF104 on overflow.';
+    'Internal: a price''s amount for a full interval at a quantity (fincore.billing_price_amount).';
 
 CREATE FUNCTION fincore.create_product(name text, id uuid DEFAULT NULL) RETURNS uuid
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -193,7 +196,7 @@ COMMENT ON FUNCTION fincore.create_product(text, uuid) IS
 
 CREATE FUNCTION fincore.create_price(product_id uuid, unit_amount bigint, currency text,
         interval_unit text DEFAULT 'month', interval_count integer DEFAULT 1, scheme text DEFAULT 'flat',
-        trial_days integer DEFAULT 0, id uuid DEFAULT NULL, external_id text DEFAULT NULL)
+        trial_days integer DEFAULT 0, id uuid DEFAULT NULL, external_id text DEFAULT NULL, tiers jsonb DEFAULT NULL)
     RETURNS uuid
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -208,26 +211,27 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'product % not found', coalesce(product_id::text, 'NULL') USING ERRCODE = 'ZFA06';
     END IF;
-    IF unit_amount IS NULL OR unit_amount < 0 OR scheme IS NULL OR scheme NOT IN ('flat', 'per_seat')
+    IF unit_amount IS NULL OR unit_amount < 0 OR scheme IS NULL OR scheme NOT IN ('flat', 'per_seat', 'tiered', 'volume')
        OR interval_unit IS NULL OR interval_unit NOT IN ('day', 'week', 'month', 'year')
        OR interval_count IS NULL OR interval_count NOT BETWEEN 1 AND 366
        OR trial_days IS NULL OR trial_days NOT BETWEEN 0 AND 730 THEN
-        RAISE EXCEPTION 'invalid price: unit_amount >= 0, scheme flat or per_seat, interval day/week/month/year x 1 to 366, trial 0 to 730 days'
+        RAISE EXCEPTION 'invalid price: unit_amount >= 0, scheme flat, per_seat, tiered or volume, interval day/week/month/year x 1 to 366, trial 0 to 730 days'
             USING ERRCODE = 'ZFA05';
     END IF;
+    PERFORM fincore.billing_price_amount(scheme, unit_amount, tiers, 1);    -- ZFA05 for bad tiers
     PERFORM fincore.currency_exponent(currency);     -- ZF102 for an unknown currency
     IF external_id IS NOT NULL AND pg_catalog.length(external_id) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'invalid external price id' USING ERRCODE = 'ZFA05', HINT = '1 to 255 characters.';
     END IF;
-    INSERT INTO fincore.billing_prices (tenant_id, id, product_id, currency, unit_amount, scheme, interval_unit,
-                                        interval_count, trial_days, external_id)
-    VALUES (tenant, new_id, product_id, currency, unit_amount, scheme, interval_unit, interval_count, trial_days,
-            external_id);
+    INSERT INTO fincore.billing_prices (tenant_id, id, product_id, currency, unit_amount, scheme, tiers,
+                                        interval_unit, interval_count, trial_days, external_id)
+    VALUES (tenant, new_id, product_id, currency, unit_amount, scheme, tiers, interval_unit, interval_count,
+            trial_days, external_id);
     RETURN new_id;
 END
 $fn$;
-COMMENT ON FUNCTION fincore.create_price(uuid, bigint, text, text, integer, text, integer, uuid, text) IS
-    'Creates an immutable price of a product: unit_amount minor units per interval (flat, or per seat), a currency, a trial; external_id is the price''s id at Stripe when Stripe bills it (apply_stripe_event). Tenant admins only (ZF803). ZFA05, ZFA06, ZF102.';
+COMMENT ON FUNCTION fincore.create_price(uuid, bigint, text, text, integer, text, integer, uuid, text, jsonb) IS
+    'Creates an immutable price of a product: unit_amount minor units per interval (flat, or per seat), or tiers (tiered or volume: Stripe''s tiers, fincore.billing_price_amount), a currency, a trial; external_id is the price''s id at Stripe when Stripe bills it (apply_stripe_event). Tenant admins only (ZF803). ZFA05, ZFA06, ZF102.';
 
 CREATE FUNCTION fincore.set_product_features(product_id uuid, features text[]) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -1561,7 +1565,8 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.create_product(text,uuid)', 'app'),
     ('fincore.set_product_features(uuid,text[])', 'app'),
     ('fincore.entitled(text)', 'app'),
-    ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid,text)', 'app'),
+    ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid,text,jsonb)', 'app'),
+    ('fincore.billing_price_amount(text,bigint,jsonb,integer)', 'app'),
     ('fincore.apply_stripe_event(jsonb)', 'trusted'),
     ('fincore.create_subscription(uuid,uuid,integer,timestamptz,text,uuid,uuid)', 'app'),
     ('fincore.preview_change(uuid,uuid,integer,timestamptz,text,boolean)', 'app'),

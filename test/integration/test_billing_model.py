@@ -1,8 +1,9 @@
 """Whole subscription histories against a reference model (docs/billing.md, issue 19).
 
 Each history is one subscription driven through fincore's own functions: rewound to a period of
-its own (anchors on the 28th to the 31st, leap years, every interval unit), then up to 10 changes
-in that period (upgrades, downgrades, quantity changes; proration behaviours create_prorations,
+its own (anchors on the 28th to the 31st, leap years, every interval unit; flat, per-seat,
+tiered and volume prices), then up to 10 changes in that period (upgrades, downgrades, quantity
+changes; proration behaviours create_prorations,
 always_invoice and none; changes scheduled for the period's end), pauses and resumes, a
 cancellation now or at the period's end and its undoing, and billing_run at the period's end (twice: the
 second bills nothing).  A second period follows with more changes and another renewal.  The
@@ -29,8 +30,13 @@ TENANTS = ["00000000-0000-4000-8000-00000000b1a0", "00000000-0000-4000-8000-0000
 HISTORIES = int(os.environ.get("FINCORE_BILLING_HISTORIES", "20000"))
 UTC = dt.timezone.utc
 UNITS = ["day", "week", "month", "year"]
-# Prices per unit: (amount, scheme); quantity multiplies per_seat.
-PRICES = [(3000, "flat"), (1000, "per_seat"), (999, "per_seat"), (12345, "flat"), (1, "per_seat"), (0, "flat")]
+# Prices per unit: (amount, scheme, tiers): quantity multiplies per_seat; tiered and volume use
+# Stripe's tiers.
+GRADED = [{"up_to": 2, "unit_amount": 700}, {"up_to": 4, "unit_amount": 500}, {"up_to": None, "unit_amount": 333}]
+STEPPED = [{"up_to": 3, "flat_amount": 1999}, {"up_to": None, "unit_amount": 250, "flat_amount": 100}]
+PRICES = [(3000, "flat", None), (1000, "per_seat", None), (999, "per_seat", None), (12345, "flat", None),
+          (1, "per_seat", None), (0, "flat", None), (0, "tiered", GRADED), (0, "volume", GRADED),
+          (0, "tiered", STEPPED), (0, "volume", STEPPED)]
 BEHAVIOURS = ["create_prorations", "create_prorations", "always_invoice", "none"]
 
 DRIVER = r"""
@@ -133,8 +139,23 @@ class Model:
         self.open_lines, self.lines, self.invoices, self.paid = [], [], [], 0
 
     def amount(self, price, quantity):
-        unit_amount, scheme = self.prices[price]
-        return unit_amount * quantity if scheme == "per_seat" else unit_amount
+        unit_amount, scheme, tiers = self.prices[price]
+        if scheme == "per_seat":
+            return unit_amount * quantity
+        if scheme == "flat":
+            return unit_amount
+        total, lower = 0, 0
+        for tier in tiers:
+            upper = tier["up_to"] if tier["up_to"] is not None else quantity
+            if scheme == "volume":
+                if quantity <= upper:
+                    return quantity * tier.get("unit_amount", 0) + tier.get("flat_amount", 0)
+                continue
+            if lower > 0 and quantity <= lower:
+                break
+            total += (min(upper, quantity) - lower) * tier.get("unit_amount", 0) + tier.get("flat_amount", 0)
+            lower = upper
+        return total
 
     def invoice(self):
         net = sum(-a if k == "credit" else a for k, a in self.open_lines)
@@ -270,10 +291,11 @@ def setup_tenant(database, tenant):
         for unit in UNITS:
             for count in (1, 2, 3):
                 prices_by_unit[(unit, count)] = {}
-                for amount, scheme in PRICES:
-                    pid = conn.execute("SELECT fincore.create_price(%s, %s, 'USD', %s, %s, %s)",
-                                       (product, amount, unit, count, scheme)).fetchone()[0]
-                    prices_by_unit[(unit, count)][str(pid)] = (amount, scheme)
+                for amount, scheme, tiers in PRICES:
+                    pid = conn.execute("SELECT fincore.create_price(%s, %s, 'USD', %s, %s, %s, tiers => %s::jsonb)",
+                                       (product, amount, unit, count, scheme,
+                                        json.dumps(tiers) if tiers else None)).fetchone()[0]
+                    prices_by_unit[(unit, count)][str(pid)] = (amount, scheme, tiers)
     return prices_by_unit, str(free), str(customer)
 
 

@@ -4,7 +4,7 @@
 BEGIN;
 SET search_path = fincore, public;
 SET LOCAL timezone = 'UTC';
-SELECT plan(149);
+SELECT plan(155);
 
 CREATE FUNCTION pg_temp.bal(n int) RETURNS text LANGUAGE sql AS $$
     SELECT format('dp=%s dpo=%s cp=%s cpo=%s', debits_pending, debits_posted, credits_pending, credits_posted)
@@ -322,6 +322,40 @@ SELECT throws_ok($$SELECT fincore.create_price('ad000000-0000-4000-8000-00000000
     'a price of an unknown product is refused');
 SELECT throws_ok($$SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 1, 'XQZ')$$, 'ZF102', NULL,
     'an unknown currency is refused');
+-- Tiered (graduated) and volume prices: Stripe's tiers.
+CREATE FUNCTION pg_temp.price(scheme text, tiers text, q int) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN fincore.billing_price_amount(scheme, 0, tiers::jsonb, q)::text;
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END $$;
+SELECT is(format('%s %s %s %s', pg_temp.price('tiered', t, 1), pg_temp.price('tiered', t, 5), pg_temp.price('tiered', t, 6),
+                 pg_temp.price('tiered', t, 12)), '500 2500 2900 5100',
+    'tiered: 5 units at 500, 5 at 400, the rest at 300, each unit by its tier')
+  FROM (VALUES ('[{"up_to": 5, "unit_amount": 500}, {"up_to": 10, "unit_amount": 400}, {"up_to": null, "unit_amount": 300}]')) v(t);
+SELECT is(format('%s %s %s', pg_temp.price('volume', t, 5), pg_temp.price('volume', t, 6), pg_temp.price('volume', t, 12)),
+    '2500 2400 3600', 'volume: every unit at the tier the quantity falls in')
+  FROM (VALUES ('[{"up_to": 5, "unit_amount": 500}, {"up_to": 10, "unit_amount": 400}, {"up_to": "inf", "unit_amount": 300}]')) v(t);
+SELECT is(format('%s %s %s', pg_temp.price('tiered', t, 3), pg_temp.price('tiered', t, 14), pg_temp.price('volume', t, 14)),
+    '2000 2600 2100', 'flat amounts: the first 10 units for 2,000, then 150 each (tiered), or 14 at 150 (volume)')
+  FROM (VALUES ('[{"up_to": 10, "flat_amount": 2000}, {"unit_amount": 150}]')) v(t);
+SELECT results_eq($$SELECT pg_temp.price(s, t, q) FROM (VALUES
+    ('tiered', '[{"up_to": 5, "unit_amount": 1}]', 1),
+    ('tiered', '[{"up_to": 5, "unit_amount": 1}, {"up_to": 4, "unit_amount": 1}, {"unit_amount": 1}]', 1),
+    ('tiered', '[{"up_to": 5, "unit_price": 1}, {"unit_amount": 1}]', 1),
+    ('tiered', '[{"up_to": 5, "unit_amount": 1.5}, {"unit_amount": 1}]', 1),
+    ('tiered', '[{"up_to": null, "unit_amount": 1}, {"unit_amount": 1}]', 1),
+    ('volume', '[]', 1),
+    ('volume', NULL, 1),
+    ('flat', '[{"unit_amount": 1}]', 1),
+    ('tiered', '[{"unit_amount": 9223372036854775807}]', 2),
+    ('tiered', '[{"unit_amount": 1}]', 0)) v(s, t, q)$$,
+    $$VALUES ('ZFA05'), ('ZFA05'), ('ZFA05'), ('ZFA05'), ('ZFA05'), ('ZFA05'), ('ZFA05'), ('ZFA05'), ('ZF104'), ('ZFA04')$$,
+    'bad tiers are refused (ZFA05: the last bounded, out of order, an unknown field, a fraction, an unbounded tier before the last, none, tiers on a flat price), an overflow is ZF104, no quantity ZFA04');
+SELECT throws_ok($$SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 0, 'USD', scheme => 'tiered')$$,
+    'ZFA05', NULL, 'a tiered price needs its tiers');
+SELECT lives_ok($$SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 0, 'USD', scheme => 'volume',
+                    tiers => '[{"up_to": 5, "unit_amount": 500}, {"unit_amount": 300}]')$$, 'a volume price');
 SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 3000, 'USD', id => 'ae000000-0000-4000-8000-000000000001');
 SELECT fincore.create_price('ad000000-0000-4000-8000-000000000001', 1000, 'USD', scheme => 'per_seat',
                             id => 'ae000000-0000-4000-8000-000000000002');

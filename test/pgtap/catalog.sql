@@ -147,7 +147,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore._payment_fee(fincore.payments,integer,bigint,uuid)'),
     ('fincore._payment_late_success(fincore.payments,fincore.payment_steps,text)'),
     -- billing (sql/modules/billing.sql)
-    ('fincore.create_product(text,uuid)'), ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid,text)'),
+    ('fincore.create_product(text,uuid)'), ('fincore.create_price(uuid,bigint,text,text,integer,text,integer,uuid,text,jsonb)'),
     ('fincore.set_product_features(uuid,text[])'),
     ('fincore.create_subscription(uuid,uuid,integer,timestamptz,text,uuid,uuid)'),
     ('fincore.change_subscription(uuid,uuid,integer,timestamptz,text,boolean)'), ('fincore.update_subscription_status(uuid,text)'),
@@ -245,7 +245,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'resolve_dispute(uuid,boolean)', '_payment_rehold(payments,integer,bigint,bigint)',
           'payment_step_result(uuid,integer,text,text,text)', '_payment_fee(payments,integer,bigint,uuid)',
           '_payment_late_success(payments,payment_steps,text)',
-          'create_product(text,uuid)', 'create_price(uuid,bigint,text,text,integer,text,integer,uuid,text)',
+          'create_product(text,uuid)', 'create_price(uuid,bigint,text,text,integer,text,integer,uuid,text,jsonb)', 'billing_price_amount(text,bigint,jsonb,integer)',
           'create_subscription(uuid,uuid,integer,timestamp with time zone,text,uuid,uuid)',
           'preview_change(uuid,uuid,integer,timestamp with time zone,text,boolean)',
           'change_subscription(uuid,uuid,integer,timestamp with time zone,text,boolean)', 'update_subscription_status(uuid,text)',
