@@ -419,3 +419,21 @@ fincore_create_transfers(PG_FUNCTION_ARGS)
 	}
 	return (Datum) 0;
 }
+
+/*
+ * fincore.transfer_result_sqlstate(result): the SQLSTATE a single call
+ * raises for what create_transfers() reports as result ('00000' for ok and
+ * exists), so that a batch's caller can treat a refusal as the single call's
+ * error; NULL for a name that is not a result.
+ */
+PG_FUNCTION_INFO_V1(fincore_transfer_result_sqlstate);
+Datum
+fincore_transfer_result_sqlstate(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	for (int r = 0; r < LR_NRESULTS; r++)
+		if (ledger_results[r].name != NULL && strcmp(ledger_results[r].name, name) == 0)
+			PG_RETURN_TEXT_P(cstring_to_text(unpack_sql_state(ledger_results[r].sqlstate)));
+	PG_RETURN_NULL();
+}

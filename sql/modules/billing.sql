@@ -813,45 +813,40 @@ REVOKE ALL ON FUNCTION fincore._finalize_invoice(fincore.invoices) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._finalize_invoice(fincore.invoices) IS
     'Internal: finalises a draft invoice: posts receivable <- revenue and makes it open.';
 
--- Collect an open (or uncollectible) invoice from the customer's account: paid (the subscription
--- moves on with payment_succeeded), or, when the ledger refuses (insufficient funds, a frozen
--- account), a failed attempt that the dunning policy retries, or that ends the retries.  Moves
--- s.status; the caller writes it.
-CREATE FUNCTION fincore._collect_invoice(INOUT s fincore.subscriptions, inv fincore.invoices, OUT paid boolean)
+-- An invoice paid by the transfer tid: the invoice paid, the subscription active
+-- (payment_succeeded); s.status moves, the caller writes it.
+CREATE FUNCTION fincore._invoice_paid(INOUT s fincore.subscriptions, inv fincore.invoices, tid uuid)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+BEGIN
+    inv.status := fincore.invoice_transition(inv.status, 'pay');
+    UPDATE fincore.invoices x
+       SET status = inv.status, payment_transfer_id = tid, paid_at = pg_catalog.now(), next_attempt_at = NULL
+     WHERE x.tenant_id = inv.tenant_id AND x.id = inv.id;
+    IF s.status IN ('incomplete', 'active', 'past_due', 'unpaid') THEN
+        s.status := fincore.subscription_transition(s.status, 'payment_succeeded');
+    END IF;
+    PERFORM fincore.emit('billing', 'invoice.paid', 'invoice', inv.id::text,
+                         pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id, 'total', inv.total,
+                                                       'attempts', inv.attempts + 1));
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._invoice_paid(fincore.subscriptions, fincore.invoices, uuid) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._invoice_paid(fincore.subscriptions, fincore.invoices, uuid) IS
+    'Internal: records an invoice''s payment and moves the subscription''s status (payment_succeeded).';
+
+-- A collection the ledger refused with code (ZF304-ZF307): the failed attempt counted, and
+-- dunning: the retry scheduled as a job, or the retries ended by the policy.  s.status moves,
+-- the caller writes it.
+CREATE FUNCTION fincore._invoice_payment_failed(INOUT s fincore.subscriptions, inv fincore.invoices, code text)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 DECLARE
-    acc fincore.billing_accounts;
     pol fincore.dunning_policies;
-    tid uuid;
-    code text;
     exhausted boolean;
 BEGIN
-    SELECT * INTO acc FROM fincore.billing_accounts b WHERE b.tenant_id = inv.tenant_id AND b.currency = inv.currency;
-    BEGIN
-        tid := (fincore.transfer(inv.customer_account, acc.receivable_account, inv.total,
-                                 id => fincore._payment_transfer_id(inv.id, 0, 'payment'),
-                                 metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id))).id;
-        paid := true;
-    EXCEPTION WHEN SQLSTATE 'ZF304' OR SQLSTATE 'ZF305' OR SQLSTATE 'ZF306' OR SQLSTATE 'ZF307' THEN
-        GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE;
-        paid := false;
-    END;
-    IF paid THEN
-        inv.status := fincore.invoice_transition(inv.status, 'pay');
-        UPDATE fincore.invoices x
-           SET status = inv.status, payment_transfer_id = tid, paid_at = pg_catalog.now(), next_attempt_at = NULL
-         WHERE x.tenant_id = inv.tenant_id AND x.id = inv.id;
-        IF s.status IN ('incomplete', 'active', 'past_due', 'unpaid') THEN
-            s.status := fincore.subscription_transition(s.status, 'payment_succeeded');
-        END IF;
-        PERFORM fincore.emit('billing', 'invoice.paid', 'invoice', inv.id::text,
-                             pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id, 'total', inv.total,
-                                                           'attempts', inv.attempts + 1));
-        RETURN;
-    END IF;
-
     inv.attempts := inv.attempts + 1;
     inv.failure_code := code;
     inv.next_attempt_at := NULL;
@@ -893,6 +888,50 @@ BEGIN
     IF inv.status = 'uncollectible' THEN
         PERFORM fincore.emit('billing', 'invoice.marked_uncollectible', 'invoice', inv.id::text,
                              pg_catalog.jsonb_build_object('invoice_id', inv.id, 'subscription_id', s.id));
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._invoice_payment_failed(fincore.subscriptions, fincore.invoices, text) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._invoice_payment_failed(fincore.subscriptions, fincore.invoices, text) IS
+    'Internal: records a refused collection and runs dunning (a retry job, or the policy''s outcome); moves the subscription''s status.';
+
+-- The id of an invoice's attempt n to collect it: a refused attempt's id stays failed in a batch
+-- (id_already_failed), so each attempt has its own; a replay of one attempt is "exists".
+CREATE FUNCTION fincore._invoice_payment_id(inv fincore.invoices) RETURNS uuid
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    BEGIN ATOMIC
+        SELECT fincore._payment_transfer_id(inv.id, inv.attempts OPERATOR(pg_catalog.+) 1, 'payment');
+    END;
+REVOKE ALL ON FUNCTION fincore._invoice_payment_id(fincore.invoices) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._invoice_payment_id(fincore.invoices) IS
+    'Internal: the ledger transfer id of an invoice''s next collection attempt.';
+
+-- Collect an open (or uncollectible) invoice from the customer's account: paid, or a refused
+-- attempt that dunning retries.  Moves s.status; the caller writes it.
+CREATE FUNCTION fincore._collect_invoice(INOUT s fincore.subscriptions, inv fincore.invoices, OUT paid boolean)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    acc fincore.billing_accounts;
+    tid uuid;
+    code text;
+BEGIN
+    SELECT * INTO acc FROM fincore.billing_accounts b WHERE b.tenant_id = inv.tenant_id AND b.currency = inv.currency;
+    BEGIN
+        tid := (fincore.transfer(inv.customer_account, acc.receivable_account, inv.total,
+                                 id => fincore._invoice_payment_id(inv),
+                                 metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id))).id;
+        paid := true;
+    EXCEPTION WHEN SQLSTATE 'ZF304' OR SQLSTATE 'ZF305' OR SQLSTATE 'ZF306' OR SQLSTATE 'ZF307' THEN
+        GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE;
+        paid := false;
+    END;
+    IF paid THEN
+        s := fincore._invoice_paid(s, inv, tid);
+    ELSE
+        s := fincore._invoice_payment_failed(s, inv, code);
     END IF;
 END
 $fn$;
@@ -1172,6 +1211,134 @@ REVOKE ALL ON FUNCTION fincore.dunning_run_step(interval) FROM PUBLIC;
 COMMENT ON FUNCTION fincore.dunning_run_step(interval) IS
     'Maintenance step: dunning_run in batches of 100 until none is due or the budget is spent.';
 
+-- Renew the tenant's subscriptions ids (locked by the caller, due, neither incomplete nor set to
+-- cancel): the next period of each, at a price and quantity scheduled for it if any, billed in
+-- full as a period line; then an invoice per subscription whose open lines net to more than
+-- nothing, finalised; both legs of every invoice (receivable <- revenue, customer ->
+-- receivable) in one create_transfers call; paid invoices and the refused ones' dunning.  One
+-- statement per table for the whole batch, not per subscription.  Returns the invoices.
+CREATE FUNCTION fincore._renew_subscriptions(t uuid, ids uuid[]) RETURNS fincore.invoices[]
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    invs fincore.invoices[];
+    missing text;
+    r record;
+    s fincore.subscriptions;
+    before text;
+    code text;
+BEGIN
+    -- The next periods, and their lines.
+    WITH nxt AS (
+        SELECT x.id, p.id AS price_id, coalesce(x.pending_quantity, x.quantity) AS quantity,
+               per.period_start, per.period_end,
+               fincore.billing_price_amount(p.scheme, p.unit_amount, p.tiers,
+                                            coalesce(x.pending_quantity, x.quantity)) AS billed,
+               CASE WHEN x.status = 'trialing' THEN fincore.subscription_transition(x.status, 'trial_ended')
+                    ELSE x.status END AS status
+          FROM fincore.subscriptions x
+          JOIN fincore.billing_prices p ON p.tenant_id = t AND p.id = coalesce(x.pending_price_id, x.price_id)
+         CROSS JOIN LATERAL fincore.billing_period(x.anchor, p.interval_unit, p.interval_count, x.period_end) per
+         WHERE x.tenant_id = t AND x.id = ANY (ids)),
+    upd AS (
+        UPDATE fincore.subscriptions x
+           SET price_id = nxt.price_id, quantity = nxt.quantity, pending_price_id = NULL, pending_quantity = NULL,
+               period_start = nxt.period_start, period_end = nxt.period_end, billed = nxt.billed,
+               billed_from = nxt.period_start, lines = x.lines + 1, status = nxt.status,
+               updated_at = pg_catalog.now()
+          FROM nxt
+         WHERE x.tenant_id = t AND x.id = nxt.id
+        RETURNING x.id, x.lines, x.billed, x.price_id, x.quantity, x.period_start, x.period_end)
+    INSERT INTO fincore.subscription_lines (tenant_id, subscription_id, line_no, kind, amount, price_id, quantity,
+                                            span_start, span_end)
+    SELECT t, u.id, u.lines, 'period', u.billed, u.price_id, u.quantity, u.period_start, u.period_end FROM upd u;
+
+    -- The invoices: each subscription's open lines netted, finalised at once.
+    WITH net AS (
+        SELECT l.subscription_id, sum(CASE WHEN l.kind = 'credit' THEN -l.amount ELSE l.amount END) AS total
+          FROM fincore.subscription_lines l
+         WHERE l.tenant_id = t AND l.subscription_id = ANY (ids) AND l.invoice_id IS NULL
+         GROUP BY l.subscription_id
+        HAVING sum(CASE WHEN l.kind = 'credit' THEN -l.amount ELSE l.amount END) > 0),
+    ins AS (
+        INSERT INTO fincore.invoices (tenant_id, id, subscription_id, customer_account, currency, status, total,
+                                      period_start, period_end, transfer_id, attempts, created_at, finalized_at)
+        SELECT t, v.id, x.id, x.customer_account, p.currency, fincore.invoice_transition('draft', 'finalize'),
+               net.total::bigint, x.period_start, x.period_end, fincore._payment_transfer_id(v.id, 0, 'invoice'), 0,
+               pg_catalog.now(), pg_catalog.now()
+          FROM net
+          JOIN fincore.subscriptions x ON x.tenant_id = t AND x.id = net.subscription_id
+          JOIN fincore.billing_prices p ON p.tenant_id = t AND p.id = x.price_id
+         CROSS JOIN LATERAL (SELECT fincore.uuidv7() AS id) v
+        RETURNING *)
+    SELECT pg_catalog.array_agg(ins ORDER BY ins.id) INTO invs FROM ins;
+    IF invs IS NULL THEN
+        RETURN '{}';
+    END IF;
+    SELECT i.currency INTO missing FROM unnest(invs) i
+     WHERE NOT EXISTS (SELECT FROM fincore.billing_accounts b WHERE b.tenant_id = t AND b.currency = i.currency)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'no billing accounts for % in tenant %', missing, t
+            USING ERRCODE = 'ZFA06', HINT = 'Set them with fincore.set_billing_accounts().';
+    END IF;
+    UPDATE fincore.subscription_lines l SET invoice_id = i.id
+      FROM unnest(invs) i
+     WHERE l.tenant_id = t AND l.subscription_id = i.subscription_id AND l.invoice_id IS NULL;
+    PERFORM fincore.emit('billing', e.type, 'invoice', i.id::text,
+                         pg_catalog.jsonb_build_object('invoice_id', i.id, 'subscription_id', i.subscription_id,
+                                                       'total', i.total, 'currency', i.currency,
+                                                       'transfer_id', i.transfer_id))
+       FROM unnest(invs) i CROSS JOIN (VALUES (1, 'invoice.created'), (2, 'invoice.finalized')) e(k, type)
+      ORDER BY i.id, e.k;
+
+    -- The ledger: every invoice's posting and its collection, in one batch.
+    FOR r IN
+        SELECT c.index, c.result, invs[c.index / 2 + 1] AS inv
+          FROM fincore.create_transfers(ARRAY(
+                   SELECT ROW(CASE WHEN leg.k = 1 THEN i.transfer_id ELSE fincore._invoice_payment_id(i) END,
+                              CASE WHEN leg.k = 1 THEN b.receivable_account ELSE i.customer_account END,
+                              CASE WHEN leg.k = 1 THEN b.revenue_account ELSE b.receivable_account END,
+                              i.total, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                              CASE WHEN leg.k = 1
+                                   THEN pg_catalog.jsonb_build_object('invoice_id', i.id, 'subscription_id', i.subscription_id)
+                                   ELSE pg_catalog.jsonb_build_object('invoice_id', i.id) END,
+                              NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request
+                     FROM pg_catalog.generate_subscripts(invs, 1) g(ord)
+                    CROSS JOIN LATERAL (SELECT (invs[g.ord]).*) i
+                     JOIN fincore.billing_accounts b ON b.tenant_id = t AND b.currency = i.currency
+                    CROSS JOIN (VALUES (1), (2)) leg(k)
+                    ORDER BY g.ord, leg.k)) c
+         WHERE c.result NOT IN ('ok', 'exists') OR c.index % 2 = 1
+         ORDER BY c.index
+    LOOP
+        code := fincore.transfer_result_sqlstate(r.result);
+        IF r.index % 2 = 0 THEN
+            RAISE EXCEPTION 'the ledger refused the posting of invoice %: %', (r.inv).id, r.result
+                USING ERRCODE = coalesce(code, 'ZF301');
+        END IF;
+        SELECT * INTO s FROM fincore.subscriptions x WHERE x.tenant_id = t AND x.id = (r.inv).subscription_id;
+        before := s.status;
+        IF r.result IN ('ok', 'exists') THEN
+            s := fincore._invoice_paid(s, r.inv, fincore._invoice_payment_id(r.inv));
+        ELSIF code IN ('ZF304', 'ZF305', 'ZF306', 'ZF307') THEN
+            s := fincore._invoice_payment_failed(s, r.inv, code);
+        ELSE
+            RAISE EXCEPTION 'the ledger refused the collection of invoice %: %', (r.inv).id, r.result
+                USING ERRCODE = coalesce(code, 'ZF301');
+        END IF;
+        IF s.status IS DISTINCT FROM before THEN
+            UPDATE fincore.subscriptions x SET status = s.status WHERE x.tenant_id = t AND x.id = s.id;
+        END IF;
+    END LOOP;
+    RETURN invs;
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._renew_subscriptions(uuid, uuid[]) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._renew_subscriptions(uuid, uuid[]) IS
+    'Internal: renews a batch of a tenant''s locked, due subscriptions set-based (periods, lines, invoices, one create_transfers call for both legs of every invoice) and returns the invoices.';
+
 CREATE FUNCTION fincore.billing_run(at timestamptz DEFAULT NULL, max_subscriptions integer DEFAULT 100,
                                     tenant uuid DEFAULT NULL)
     RETURNS integer
@@ -1185,9 +1352,10 @@ DECLARE
     t uuid;
     s fincore.subscriptions;
     before text;
-    price fincore.billing_prices;
-    per record;
     inv fincore.invoices;
+    renew uuid[];
+    befores text[];
+    invs fincore.invoices[];
     n integer := 0;
 BEGIN
     -- The tenants with due subscriptions (a read of every shard on Citus), then each tenant's,
@@ -1202,6 +1370,8 @@ BEGIN
               ORDER BY 1 LOOP
         EXIT WHEN n >= max_subscriptions;
         PERFORM fincore._use_tenant(t);
+        renew := '{}';
+        befores := '{}';
         FOR s IN SELECT * FROM fincore.subscriptions x
                   WHERE x.tenant_id = t AND x.external_id IS NULL
                     AND ((x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
@@ -1218,48 +1388,27 @@ BEGIN
                     PERFORM fincore._void_invoice(inv);
                 END LOOP;
                 PERFORM fincore._subscription_save_status(s, before);
-                CONTINUE;
-            END IF;
-            IF s.cancel_at_period_end THEN
+            ELSIF s.cancel_at_period_end THEN
                 s.status := fincore.subscription_transition(s.status, 'cancel');
                 UPDATE fincore.subscriptions x SET cancel_at_period_end = false WHERE x.tenant_id = t AND x.id = s.id;
                 PERFORM fincore._subscription_save_status(s, before);
-                CONTINUE;
+            ELSE
+                renew := renew || s.id;
+                befores := befores || before;
             END IF;
-            -- A change scheduled for the period's end takes effect with the renewal.
-            IF s.pending_price_id IS NOT NULL THEN
-                s.price_id := s.pending_price_id;
-                s.quantity := s.pending_quantity;
-            END IF;
-            SELECT * INTO price FROM fincore.billing_prices p WHERE p.tenant_id = t AND p.id = s.price_id;
-            -- The next period, billed in full from its start (a trial's end bills its first).
-            per := fincore.billing_period(s.anchor, price.interval_unit, price.interval_count, s.period_end);
-            s.period_start := per.period_start;
-            s.period_end := per.period_end;
-            s.billed := fincore._billing_amount(price, s.quantity);
-            s.billed_from := per.period_start;
-            s.lines := s.lines + 1;
-            INSERT INTO fincore.subscription_lines (tenant_id, subscription_id, line_no, kind, amount, price_id,
-                                                    quantity, span_start, span_end)
-            VALUES (t, s.id, s.lines, 'period', s.billed, s.price_id, s.quantity, s.period_start, s.period_end);
-            IF s.status = 'trialing' THEN
-                s.status := fincore.subscription_transition(s.status, 'trial_ended');
-            END IF;
-            inv := fincore._invoice_lines(s, true);
-            IF inv.id IS NOT NULL THEN
-                s := (fincore._collect_invoice(s, inv)).s;
-            END IF;
-            UPDATE fincore.subscriptions x
-               SET status = s.status, price_id = s.price_id, quantity = s.quantity, pending_price_id = NULL,
-                   pending_quantity = NULL, period_start = s.period_start, period_end = s.period_end,
-                   billed = s.billed, billed_from = s.billed_from, lines = s.lines, updated_at = pg_catalog.now()
-             WHERE x.tenant_id = t AND x.id = s.id;
-            PERFORM fincore.emit('billing', 'subscription.renewed', 'subscription', s.id::text,
-                                 pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status,
-                                                               'previous_status', before, 'price_id', s.price_id,
-                                                               'quantity', s.quantity, 'period_start', s.period_start,
-                                                               'period_end', s.period_end, 'invoice_id', inv.id));
         END LOOP;
+        IF pg_catalog.cardinality(renew) > 0 THEN
+            invs := fincore._renew_subscriptions(t, renew);
+            PERFORM fincore.emit('billing', 'subscription.renewed', 'subscription', x.id::text,
+                                 pg_catalog.jsonb_build_object('subscription_id', x.id, 'status', x.status,
+                                                               'previous_status', b.before, 'price_id', x.price_id,
+                                                               'quantity', x.quantity, 'period_start', x.period_start,
+                                                               'period_end', x.period_end, 'invoice_id', i.id))
+               FROM unnest(renew, befores) AS b(id, before)
+               JOIN fincore.subscriptions x ON x.tenant_id = t AND x.id = b.id
+               LEFT JOIN unnest(invs) i ON i.subscription_id = b.id
+              ORDER BY x.id;
+        END IF;
     END LOOP;
     PERFORM fincore._use_tenant(NULLIF(saved, '')::uuid);
     RETURN n;
@@ -1267,7 +1416,7 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION fincore.billing_run(timestamptz, integer, uuid) FROM PUBLIC;
 COMMENT ON FUNCTION fincore.billing_run(timestamptz, integer, uuid) IS
-    'Renews the subscriptions (of every tenant, or of `tenant`) whose period ended by `at` (default now), at most max_subscriptions: the next period (at a price scheduled for it, if any) billed in full, invoiced (receivable <- revenue) and collected from the customer''s account (past_due and a dunning retry if the ledger refuses); cancels those set to cancel at the period''s end, and expires those incomplete for 23 hours. Concurrent runs share the work with SKIP LOCKED; each period is billed once. Returns how many subscriptions it moved.';
+    'Renews the subscriptions (of every tenant, or of `tenant`) whose period ended by `at` (default now), at most max_subscriptions: the next period (at a price scheduled for it, if any) billed in full, invoiced (receivable <- revenue) and collected from the customer''s account (past_due and a dunning retry if the ledger refuses), a batch at a time (one create_transfers call); cancels those set to cancel at the period''s end, and expires those incomplete for 23 hours. Concurrent runs share the work with SKIP LOCKED; each period is billed once. Returns how many subscriptions it moved.';
 
 CREATE FUNCTION fincore.billing_run_step(budget interval) RETURNS bigint
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER

@@ -347,6 +347,11 @@ CREATE TYPE fincore.transfer_request AS (
 COMMENT ON TYPE fincore.transfer_request IS
     'One item of fincore.create_transfers(): a transfer or hold (debit_account, credit_account, amount), or a post_pending, void_pending or reverse of another transfer.';
 
+CREATE FUNCTION fincore.transfer_result_sqlstate(result text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_transfer_result_sqlstate';
+COMMENT ON FUNCTION fincore.transfer_result_sqlstate(text) IS
+    'The SQLSTATE a single call raises for a create_transfers() result (00000 for ok and exists; e.g. exceeds_credits is ZF304), NULL for a name that is not a result.';
+
 CREATE FUNCTION fincore.create_transfers(requests fincore.transfer_request[])
     RETURNS TABLE (index integer, id uuid, result text)
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -792,6 +797,7 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.void_pending(uuid,uuid)', 'app'),
     ('fincore.reverse(uuid,bigint,uuid)', 'app'),
     ('fincore.create_transfers(fincore.transfer_request[])', 'app'),
+    ('fincore.transfer_result_sqlstate(text)', 'app'),
     ('fincore.expire_pending(integer)', 'trusted'),
     ('fincore.rollup_hot_accounts(integer)', 'trusted');
 REVOKE ALL ON FUNCTION fincore.expire_pending_step(interval) FROM PUBLIC;

@@ -161,6 +161,9 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.finalize_invoice(uuid)'), ('fincore.update_invoice_status(uuid,text)'),
     ('fincore.retry_invoice(uuid,integer)'), ('fincore.dunning_run(integer)'), ('fincore.dunning_run_step(interval)'),
     ('fincore.apply_stripe_event(jsonb)'), ('fincore.stripe_sync_run(integer)'), ('fincore.stripe_sync_step(interval)'),
+    ('fincore._invoice_paid(fincore.subscriptions,fincore.invoices,uuid)'),
+    ('fincore._invoice_payment_failed(fincore.subscriptions,fincore.invoices,text)'),
+    ('fincore._renew_subscriptions(uuid,uuid[])'),
     ('fincore.increment_authorization(uuid,bigint,text)'),
     ('fincore.open_dispute(uuid,bigint)'),
     ('fincore.payment_step_result(uuid,integer,text,text,text)'),
@@ -258,7 +261,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           '_subscription_save_status(subscriptions,text)', 'create_invoice(uuid,boolean)', 'finalize_invoice(uuid)',
           '_void_invoice(invoices)', 'update_invoice_status(uuid,text)', 'retry_invoice(uuid,integer)',
           'dunning_run(integer)', 'apply_stripe_event(jsonb)', 'stripe_sync_run(integer)', '_stripe_time(jsonb)',
-          '_billing_not_external(subscriptions)'],
+          '_billing_not_external(subscriptions)', '_invoice_paid(subscriptions,invoices,uuid)',
+          '_invoice_payment_failed(subscriptions,invoices,text)', '_renew_subscriptions(uuid,uuid[])'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);

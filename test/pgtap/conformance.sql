@@ -3,7 +3,7 @@
 -- nothing: no transfer, no hold, no counter change, no delta, no history row, no event.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(74);
+SELECT plan(75);
 
 SELECT fincore.create_tenant('Conformance', 'aaaaaaaa-c0f0-4000-8000-000000000001');
 SELECT fincore.set_tenant('aaaaaaaa-c0f0-4000-8000-000000000001');
@@ -314,5 +314,9 @@ SELECT is((SELECT amount FROM fincore.transfer('aaaaaaaa-c0f0-4000-8000-00000000
 SELECT is((SELECT result FROM fincore.transfer('aaaaaaaa-c0f0-4000-8000-0000000001b0', 'aaaaaaaa-c0f0-4000-8000-0000000000a1', 1000,
                                                'aaaaaaaa-c0f0-4000-8000-0000000001b6', balancing_debit => true)), 'exists',
     'and its replay is exists');
+SELECT is(format('%s %s %s %s %s', fincore.transfer_result_sqlstate('ok'), fincore.transfer_result_sqlstate('exists'),
+                 fincore.transfer_result_sqlstate('exceeds_credits'), fincore.transfer_result_sqlstate('debit_account_frozen'),
+                 coalesce(fincore.transfer_result_sqlstate('no_such_result'), 'NULL')),
+    '00000 00000 ZF304 ZF306 NULL', 'transfer_result_sqlstate: a batch result as the single call''s SQLSTATE');
 SELECT * FROM finish();
 ROLLBACK;
