@@ -1358,37 +1358,29 @@ DECLARE
     invs fincore.invoices[];
     n integer := 0;
 BEGIN
-    -- The tenants with due subscriptions (a read of every shard on Citus), then each tenant's,
-    -- locked with SKIP LOCKED: concurrent runs share the work and never bill a period twice
-    -- (a period is advanced under its row's lock, so a second run finds it not due).
-    FOR t IN SELECT DISTINCT x.tenant_id FROM fincore.subscriptions x
-              WHERE ((x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
-                     OR (x.status = 'incomplete' AND x.created_at <= now_ - '23 hours'::interval))
-                AND x.external_id IS NULL AND tenant IS NULL
-             UNION
-             SELECT tenant WHERE tenant IS NOT NULL
-              ORDER BY 1 LOOP
+    -- Tenant by tenant (fincore.tenants is small, and a reference table on Citus), each one's due
+    -- subscriptions in period_end order by their index, locked with SKIP LOCKED: concurrent runs
+    -- share the work and never bill a period twice (a period is advanced under its row's lock, so
+    -- a second run finds it not due).  Every statement names its tenant.
+    FOR t IN SELECT x.id FROM fincore.tenants x WHERE tenant IS NULL OR x.id = tenant ORDER BY x.id LOOP
         EXIT WHEN n >= max_subscriptions;
+        CONTINUE WHEN NOT EXISTS (SELECT FROM fincore.subscriptions x
+                                   WHERE x.tenant_id = t AND x.external_id IS NULL
+                                     AND x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
+                  AND NOT EXISTS (SELECT FROM fincore.subscriptions x
+                                   WHERE x.tenant_id = t AND x.external_id IS NULL AND x.status = 'incomplete'
+                                     AND x.created_at <= now_ - '23 hours'::interval);
         PERFORM fincore._use_tenant(t);
         renew := '{}';
         befores := '{}';
         FOR s IN SELECT * FROM fincore.subscriptions x
                   WHERE x.tenant_id = t AND x.external_id IS NULL
-                    AND ((x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
-                         OR (x.status = 'incomplete' AND x.created_at <= now_ - '23 hours'::interval))
+                    AND x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_
                   ORDER BY x.period_end LIMIT max_subscriptions - n
                   FOR UPDATE SKIP LOCKED LOOP
             before := s.status;
             n := n + 1;
-            IF s.status = 'incomplete' THEN
-                -- Its first invoice was not paid in 23 hours (Stripe's rule): expired, the invoice voided.
-                s.status := fincore.subscription_transition(s.status, 'first_payment_expired');
-                FOR inv IN SELECT * FROM fincore.invoices x
-                            WHERE x.tenant_id = t AND x.subscription_id = s.id AND x.status IN ('draft', 'open') LOOP
-                    PERFORM fincore._void_invoice(inv);
-                END LOOP;
-                PERFORM fincore._subscription_save_status(s, before);
-            ELSIF s.cancel_at_period_end THEN
+            IF s.cancel_at_period_end THEN
                 s.status := fincore.subscription_transition(s.status, 'cancel');
                 UPDATE fincore.subscriptions x SET cancel_at_period_end = false WHERE x.tenant_id = t AND x.id = s.id;
                 PERFORM fincore._subscription_save_status(s, before);
@@ -1396,6 +1388,21 @@ BEGIN
                 renew := renew || s.id;
                 befores := befores || before;
             END IF;
+        END LOOP;
+        -- Incomplete for 23 hours, its first invoice never paid (Stripe's rule): expired, the invoice voided.
+        FOR s IN SELECT * FROM fincore.subscriptions x
+                  WHERE x.tenant_id = t AND x.external_id IS NULL AND x.status = 'incomplete'
+                    AND x.created_at <= now_ - '23 hours'::interval
+                  ORDER BY x.created_at LIMIT max_subscriptions - n
+                  FOR UPDATE SKIP LOCKED LOOP
+            before := s.status;
+            n := n + 1;
+            s.status := fincore.subscription_transition(s.status, 'first_payment_expired');
+            FOR inv IN SELECT * FROM fincore.invoices x
+                        WHERE x.tenant_id = t AND x.subscription_id = s.id AND x.status IN ('draft', 'open') LOOP
+                PERFORM fincore._void_invoice(inv);
+            END LOOP;
+            PERFORM fincore._subscription_save_status(s, before);
         END LOOP;
         IF pg_catalog.cardinality(renew) > 0 THEN
             invs := fincore._renew_subscriptions(t, renew);
