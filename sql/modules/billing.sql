@@ -1223,8 +1223,9 @@ CREATE FUNCTION fincore._renew_subscriptions(t uuid, ids uuid[]) RETURNS fincore
     AS $fn$
 DECLARE
     invs fincore.invoices[];
+    leg_ids uuid[];
+    leg_results text[];
     missing text;
-    r record;
     s fincore.subscriptions;
     before text;
     code text;
@@ -1255,26 +1256,20 @@ BEGIN
     SELECT t, u.id, u.lines, 'period', u.billed, u.price_id, u.quantity, u.period_start, u.period_end FROM upd u;
 
     -- The invoices: each subscription's open lines netted, finalised at once.
-    WITH net AS (
-        SELECT l.subscription_id, sum(CASE WHEN l.kind = 'credit' THEN -l.amount ELSE l.amount END) AS total
-          FROM fincore.subscription_lines l
-         WHERE l.tenant_id = t AND l.subscription_id = ANY (ids) AND l.invoice_id IS NULL
-         GROUP BY l.subscription_id
-        HAVING sum(CASE WHEN l.kind = 'credit' THEN -l.amount ELSE l.amount END) > 0),
-    ins AS (
-        INSERT INTO fincore.invoices (tenant_id, id, subscription_id, customer_account, currency, status, total,
-                                      period_start, period_end, transfer_id, attempts, created_at, finalized_at)
-        SELECT t, v.id, x.id, x.customer_account, p.currency, fincore.invoice_transition('draft', 'finalize'),
-               net.total::bigint, x.period_start, x.period_end, fincore._payment_transfer_id(v.id, 0, 'invoice'), 0,
-               pg_catalog.now(), pg_catalog.now()
-          FROM net
+    invs := ARRAY(
+        SELECT ROW(t, fincore.uuidv7(), x.id, x.customer_account, p.currency,
+                   fincore.invoice_transition('draft', 'finalize'), net.total::bigint, x.period_start, x.period_end,
+                   NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, pg_catalog.now(), pg_catalog.now(), NULL)::fincore.invoices
+          FROM (SELECT l.subscription_id, sum(CASE WHEN l.kind = 'credit' THEN -l.amount ELSE l.amount END) AS total
+                  FROM fincore.subscription_lines l
+                 WHERE l.tenant_id = t AND l.subscription_id = ANY (ids) AND l.invoice_id IS NULL
+                 GROUP BY l.subscription_id) net
           JOIN fincore.subscriptions x ON x.tenant_id = t AND x.id = net.subscription_id
           JOIN fincore.billing_prices p ON p.tenant_id = t AND p.id = x.price_id
-         CROSS JOIN LATERAL (SELECT fincore.uuidv7() AS id) v
-        RETURNING *)
-    SELECT pg_catalog.array_agg(ins ORDER BY ins.id) INTO invs FROM ins;
-    IF invs IS NULL THEN
-        RETURN '{}';
+         WHERE net.total > 0
+         ORDER BY x.id);
+    IF pg_catalog.cardinality(invs) = 0 THEN
+        RETURN invs;
     END IF;
     SELECT i.currency INTO missing FROM unnest(invs) i
      WHERE NOT EXISTS (SELECT FROM fincore.billing_accounts b WHERE b.tenant_id = t AND b.currency = i.currency)
@@ -1283,6 +1278,34 @@ BEGIN
         RAISE EXCEPTION 'no billing accounts for % in tenant %', missing, t
             USING ERRCODE = 'ZFA06', HINT = 'Set them with fincore.set_billing_accounts().';
     END IF;
+
+    -- The ledger: every invoice's posting and its collection, in one batch.  The ledger makes
+    -- the ids (a renewal is billed once by its subscription's lock, not by a transfer id), which
+    -- spares the batch the look-up of ids it was given.
+    SELECT pg_catalog.array_agg(c.id ORDER BY c.index), pg_catalog.array_agg(c.result ORDER BY c.index)
+      INTO leg_ids, leg_results
+      FROM fincore.create_transfers(ARRAY(
+               SELECT ROW(NULL,
+                          CASE WHEN leg.k = 1 THEN b.receivable_account ELSE i.customer_account END,
+                          CASE WHEN leg.k = 1 THEN b.revenue_account ELSE b.receivable_account END,
+                          i.total, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                          CASE WHEN leg.k = 1
+                               THEN pg_catalog.jsonb_build_object('invoice_id', i.id, 'subscription_id', i.subscription_id)
+                               ELSE pg_catalog.jsonb_build_object('invoice_id', i.id) END,
+                          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request
+                 FROM pg_catalog.generate_subscripts(invs, 1) g(ord)
+                CROSS JOIN LATERAL (SELECT (invs[g.ord]).*) i
+                 JOIN fincore.billing_accounts b ON b.tenant_id = t AND b.currency = i.currency
+                CROSS JOIN (VALUES (1), (2)) leg(k)
+                ORDER BY g.ord, leg.k)) c;
+    FOR k IN 1 .. pg_catalog.cardinality(invs) LOOP
+        IF leg_results[2 * k - 1] <> 'ok' THEN
+            RAISE EXCEPTION 'the ledger refused the posting of invoice %: %', (invs[k]).id, leg_results[2 * k - 1]
+                USING ERRCODE = coalesce(fincore.transfer_result_sqlstate(leg_results[2 * k - 1]), 'ZF301');
+        END IF;
+        invs[k].transfer_id := leg_ids[2 * k - 1];
+    END LOOP;
+    INSERT INTO fincore.invoices SELECT * FROM unnest(invs);
     UPDATE fincore.subscription_lines l SET invoice_id = i.id
       FROM unnest(invs) i
      WHERE l.tenant_id = t AND l.subscription_id = i.subscription_id AND l.invoice_id IS NULL;
@@ -1293,39 +1316,17 @@ BEGIN
        FROM unnest(invs) i CROSS JOIN (VALUES (1, 'invoice.created'), (2, 'invoice.finalized')) e(k, type)
       ORDER BY i.id, e.k;
 
-    -- The ledger: every invoice's posting and its collection, in one batch.
-    FOR r IN
-        SELECT c.index, c.result, invs[c.index / 2 + 1] AS inv
-          FROM fincore.create_transfers(ARRAY(
-                   SELECT ROW(CASE WHEN leg.k = 1 THEN i.transfer_id ELSE fincore._invoice_payment_id(i) END,
-                              CASE WHEN leg.k = 1 THEN b.receivable_account ELSE i.customer_account END,
-                              CASE WHEN leg.k = 1 THEN b.revenue_account ELSE b.receivable_account END,
-                              i.total, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                              CASE WHEN leg.k = 1
-                                   THEN pg_catalog.jsonb_build_object('invoice_id', i.id, 'subscription_id', i.subscription_id)
-                                   ELSE pg_catalog.jsonb_build_object('invoice_id', i.id) END,
-                              NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request
-                     FROM pg_catalog.generate_subscripts(invs, 1) g(ord)
-                    CROSS JOIN LATERAL (SELECT (invs[g.ord]).*) i
-                     JOIN fincore.billing_accounts b ON b.tenant_id = t AND b.currency = i.currency
-                    CROSS JOIN (VALUES (1), (2)) leg(k)
-                    ORDER BY g.ord, leg.k)) c
-         WHERE c.result NOT IN ('ok', 'exists') OR c.index % 2 = 1
-         ORDER BY c.index
-    LOOP
-        code := fincore.transfer_result_sqlstate(r.result);
-        IF r.index % 2 = 0 THEN
-            RAISE EXCEPTION 'the ledger refused the posting of invoice %: %', (r.inv).id, r.result
-                USING ERRCODE = coalesce(code, 'ZF301');
-        END IF;
-        SELECT * INTO s FROM fincore.subscriptions x WHERE x.tenant_id = t AND x.id = (r.inv).subscription_id;
+    -- The collections: paid, or refused (ZF304-ZF307) and handed to dunning.
+    FOR k IN 1 .. pg_catalog.cardinality(invs) LOOP
+        SELECT * INTO s FROM fincore.subscriptions x WHERE x.tenant_id = t AND x.id = (invs[k]).subscription_id;
         before := s.status;
-        IF r.result IN ('ok', 'exists') THEN
-            s := fincore._invoice_paid(s, r.inv, fincore._invoice_payment_id(r.inv));
+        code := fincore.transfer_result_sqlstate(leg_results[2 * k]);
+        IF leg_results[2 * k] = 'ok' THEN
+            s := fincore._invoice_paid(s, invs[k], leg_ids[2 * k]);
         ELSIF code IN ('ZF304', 'ZF305', 'ZF306', 'ZF307') THEN
-            s := fincore._invoice_payment_failed(s, r.inv, code);
+            s := fincore._invoice_payment_failed(s, invs[k], code);
         ELSE
-            RAISE EXCEPTION 'the ledger refused the collection of invoice %: %', (r.inv).id, r.result
+            RAISE EXCEPTION 'the ledger refused the collection of invoice %: %', (invs[k]).id, leg_results[2 * k]
                 USING ERRCODE = coalesce(code, 'ZF301');
         END IF;
         IF s.status IS DISTINCT FROM before THEN
