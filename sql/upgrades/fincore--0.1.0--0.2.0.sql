@@ -3702,31 +3702,42 @@ BEGIN
                 USING ERRCODE = coalesce(fincore.transfer_result_sqlstate(leg_results[2 * k - 1]), 'ZF301');
         END IF;
         invs[k].transfer_id := leg_ids[2 * k - 1];
+        IF leg_results[2 * k] = 'ok' THEN
+            invs[k].status := fincore.invoice_transition(invs[k].status, 'pay');
+            invs[k].payment_transfer_id := leg_ids[2 * k];
+            invs[k].paid_at := pg_catalog.now();
+        END IF;
     END LOOP;
     INSERT INTO fincore.invoices SELECT * FROM unnest(invs);
     UPDATE fincore.subscription_lines l SET invoice_id = i.id
       FROM unnest(invs) i
      WHERE l.tenant_id = t AND l.subscription_id = i.subscription_id AND l.invoice_id IS NULL;
+    -- A paid renewal makes its subscription active (payment_succeeded).
+    UPDATE fincore.subscriptions x SET status = fincore.subscription_transition(x.status, 'payment_succeeded')
+      FROM unnest(invs) i
+     WHERE x.tenant_id = t AND x.id = i.subscription_id AND i.status = 'paid'
+       AND x.status IN ('incomplete', 'past_due', 'unpaid');
     PERFORM fincore.emit('billing', e.type, 'invoice', i.id::text,
                          pg_catalog.jsonb_build_object('invoice_id', i.id, 'subscription_id', i.subscription_id,
                                                        'total', i.total, 'currency', i.currency,
-                                                       'transfer_id', i.transfer_id))
-       FROM unnest(invs) i CROSS JOIN (VALUES (1, 'invoice.created'), (2, 'invoice.finalized')) e(k, type)
+                                                       'transfer_id', CASE WHEN e.k = 3 THEN i.payment_transfer_id
+                                                                           ELSE i.transfer_id END))
+       FROM unnest(invs) i
+       JOIN (VALUES (1, 'invoice.created'), (2, 'invoice.finalized'), (3, 'invoice.paid')) e(k, type)
+         ON e.k < 3 OR i.status = 'paid'
       ORDER BY i.id, e.k;
 
-    -- The collections: paid, or refused (ZF304-ZF307) and handed to dunning.
+    -- The refused collections (ZF304-ZF307) go to dunning, one by one.
     FOR k IN 1 .. pg_catalog.cardinality(invs) LOOP
-        SELECT * INTO s FROM fincore.subscriptions x WHERE x.tenant_id = t AND x.id = (invs[k]).subscription_id;
-        before := s.status;
+        CONTINUE WHEN leg_results[2 * k] = 'ok';
         code := fincore.transfer_result_sqlstate(leg_results[2 * k]);
-        IF leg_results[2 * k] = 'ok' THEN
-            s := fincore._invoice_paid(s, invs[k], leg_ids[2 * k]);
-        ELSIF code IN ('ZF304', 'ZF305', 'ZF306', 'ZF307') THEN
-            s := fincore._invoice_payment_failed(s, invs[k], code);
-        ELSE
+        IF code IS NULL OR code NOT IN ('ZF304', 'ZF305', 'ZF306', 'ZF307') THEN
             RAISE EXCEPTION 'the ledger refused the collection of invoice %: %', (invs[k]).id, leg_results[2 * k]
                 USING ERRCODE = coalesce(code, 'ZF301');
         END IF;
+        SELECT * INTO s FROM fincore.subscriptions x WHERE x.tenant_id = t AND x.id = (invs[k]).subscription_id;
+        before := s.status;
+        s := fincore._invoice_payment_failed(s, invs[k], code);
         IF s.status IS DISTINCT FROM before THEN
             UPDATE fincore.subscriptions x SET status = s.status WHERE x.tenant_id = t AND x.id = s.id;
         END IF;
