@@ -1225,6 +1225,10 @@ DECLARE
     invs fincore.invoices[];
     leg_ids uuid[];
     leg_results text[];
+    currencies text[];
+    receivables uuid[];
+    revenues uuid[];
+    inv_ids uuid[];
     missing text;
     s fincore.subscriptions;
     before text;
@@ -1255,25 +1259,29 @@ BEGIN
                                             span_start, span_end)
     SELECT t, u.id, u.lines, 'period', u.billed, u.price_id, u.quantity, u.period_start, u.period_end FROM upd u;
 
-    -- The invoices: each subscription's open lines netted, finalised at once.
-    invs := ARRAY(
-        SELECT ROW(t, fincore.uuidv7(), x.id, x.customer_account, p.currency,
-                   fincore.invoice_transition('draft', 'finalize'), net.total::bigint, x.period_start, x.period_end,
-                   NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, pg_catalog.now(), pg_catalog.now(), NULL)::fincore.invoices
-          FROM (SELECT l.subscription_id, sum(CASE WHEN l.kind = 'credit' THEN -l.amount ELSE l.amount END) AS total
-                  FROM fincore.subscription_lines l
-                 WHERE l.tenant_id = t AND l.subscription_id = ANY (ids) AND l.invoice_id IS NULL
-                 GROUP BY l.subscription_id) net
-          JOIN fincore.subscriptions x ON x.tenant_id = t AND x.id = net.subscription_id
-          JOIN fincore.billing_prices p ON p.tenant_id = t AND p.id = x.price_id
-         WHERE net.total > 0
-         ORDER BY x.id);
-    IF pg_catalog.cardinality(invs) = 0 THEN
-        RETURN invs;
+    -- The invoices: each subscription's open lines netted, finalised at once.  (Each statement
+    -- below reads or writes the tenant's rows alone, by arrays: on Citus, one shard's.)
+    SELECT pg_catalog.array_agg(ROW(t, fincore.uuidv7(), x.id, x.customer_account, p.currency,
+                                    fincore.invoice_transition('draft', 'finalize'), net.total::bigint,
+                                    x.period_start, x.period_end, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL,
+                                    pg_catalog.now(), pg_catalog.now(), NULL)::fincore.invoices ORDER BY x.id)
+      INTO invs
+      FROM (SELECT l.subscription_id, sum(CASE WHEN l.kind = 'credit' THEN -l.amount ELSE l.amount END) AS total
+              FROM fincore.subscription_lines l
+             WHERE l.tenant_id = t AND l.subscription_id = ANY (ids) AND l.invoice_id IS NULL
+             GROUP BY l.subscription_id) net
+      JOIN fincore.subscriptions x ON x.tenant_id = t AND x.id = net.subscription_id
+      JOIN fincore.billing_prices p ON p.tenant_id = t AND p.id = x.price_id
+     WHERE net.total > 0;
+    IF invs IS NULL THEN
+        RETURN '{}';
     END IF;
+    SELECT pg_catalog.array_agg(b.currency), pg_catalog.array_agg(b.receivable_account),
+           pg_catalog.array_agg(b.revenue_account)
+      INTO currencies, receivables, revenues
+      FROM fincore.billing_accounts b WHERE b.tenant_id = t;
     SELECT i.currency INTO missing FROM unnest(invs) i
-     WHERE NOT EXISTS (SELECT FROM fincore.billing_accounts b WHERE b.tenant_id = t AND b.currency = i.currency)
-     LIMIT 1;
+     WHERE pg_catalog.array_position(currencies, i.currency) IS NULL LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'no billing accounts for % in tenant %', missing, t
             USING ERRCODE = 'ZFA06', HINT = 'Set them with fincore.set_billing_accounts().';
@@ -1286,8 +1294,8 @@ BEGIN
       INTO leg_ids, leg_results
       FROM fincore.create_transfers(ARRAY(
                SELECT ROW(NULL,
-                          CASE WHEN leg.k = 1 THEN b.receivable_account ELSE i.customer_account END,
-                          CASE WHEN leg.k = 1 THEN b.revenue_account ELSE b.receivable_account END,
+                          CASE WHEN leg.k = 1 THEN receivables[a.pos] ELSE i.customer_account END,
+                          CASE WHEN leg.k = 1 THEN revenues[a.pos] ELSE receivables[a.pos] END,
                           i.total, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                           CASE WHEN leg.k = 1
                                THEN pg_catalog.jsonb_build_object('invoice_id', i.id, 'subscription_id', i.subscription_id)
@@ -1295,7 +1303,7 @@ BEGIN
                           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::fincore.transfer_request
                  FROM pg_catalog.generate_subscripts(invs, 1) g(ord)
                 CROSS JOIN LATERAL (SELECT (invs[g.ord]).*) i
-                 JOIN fincore.billing_accounts b ON b.tenant_id = t AND b.currency = i.currency
+                CROSS JOIN LATERAL (SELECT pg_catalog.array_position(currencies, i.currency) AS pos) a
                 CROSS JOIN (VALUES (1), (2)) leg(k)
                 ORDER BY g.ord, leg.k)) c;
     FOR k IN 1 .. pg_catalog.cardinality(invs) LOOP
@@ -1311,14 +1319,15 @@ BEGIN
         END IF;
     END LOOP;
     INSERT INTO fincore.invoices SELECT * FROM unnest(invs);
+    inv_ids := ARRAY(SELECT i.id FROM unnest(invs) i);
     UPDATE fincore.subscription_lines l SET invoice_id = i.id
-      FROM unnest(invs) i
-     WHERE l.tenant_id = t AND l.subscription_id = i.subscription_id AND l.invoice_id IS NULL;
+      FROM fincore.invoices i
+     WHERE i.tenant_id = t AND i.id = ANY (inv_ids)
+       AND l.tenant_id = t AND l.subscription_id = i.subscription_id AND l.invoice_id IS NULL;
     -- A paid renewal makes its subscription active (payment_succeeded).
     UPDATE fincore.subscriptions x SET status = fincore.subscription_transition(x.status, 'payment_succeeded')
-      FROM unnest(invs) i
-     WHERE x.tenant_id = t AND x.id = i.subscription_id AND i.status = 'paid'
-       AND x.status IN ('incomplete', 'past_due', 'unpaid');
+     WHERE x.tenant_id = t AND x.status IN ('incomplete', 'past_due', 'unpaid')
+       AND x.id = ANY (ARRAY(SELECT i.subscription_id FROM unnest(invs) i WHERE i.status = 'paid'));
     PERFORM fincore.emit('billing', e.type, 'invoice', i.id::text,
                          pg_catalog.jsonb_build_object('invoice_id', i.id, 'subscription_id', i.subscription_id,
                                                        'total', i.total, 'currency', i.currency,
@@ -1367,6 +1376,7 @@ DECLARE
     inv fincore.invoices;
     renew uuid[];
     befores text[];
+    renewed fincore.subscriptions[];
     invs fincore.invoices[];
     n integer := 0;
 BEGIN
@@ -1376,12 +1386,18 @@ BEGIN
     -- a second run finds it not due).  Every statement names its tenant.
     FOR t IN SELECT x.id FROM fincore.tenants x WHERE tenant IS NULL OR x.id = tenant ORDER BY x.id LOOP
         EXIT WHEN n >= max_subscriptions;
-        CONTINUE WHEN NOT EXISTS (SELECT FROM fincore.subscriptions x
-                                   WHERE x.tenant_id = t AND x.external_id IS NULL
-                                     AND x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_)
-                  AND NOT EXISTS (SELECT FROM fincore.subscriptions x
-                                   WHERE x.tenant_id = t AND x.external_id IS NULL AND x.status = 'incomplete'
-                                     AND x.created_at <= now_ - '23 hours'::interval);
+        -- Nothing due: next tenant (a probe of each index; no sublink, which Citus would plan apart).
+        PERFORM FROM fincore.subscriptions x
+          WHERE x.tenant_id = t AND x.external_id IS NULL
+            AND x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_
+          LIMIT 1;
+        IF NOT FOUND THEN
+            PERFORM FROM fincore.subscriptions x
+              WHERE x.tenant_id = t AND x.external_id IS NULL AND x.status = 'incomplete'
+                AND x.created_at <= now_ - '23 hours'::interval
+              LIMIT 1;
+            CONTINUE WHEN NOT FOUND;
+        END IF;
         PERFORM fincore._use_tenant(t);
         renew := '{}';
         befores := '{}';
@@ -1418,14 +1434,16 @@ BEGIN
         END LOOP;
         IF pg_catalog.cardinality(renew) > 0 THEN
             invs := fincore._renew_subscriptions(t, renew);
+            SELECT pg_catalog.array_agg(x) INTO renewed FROM fincore.subscriptions x
+             WHERE x.tenant_id = t AND x.id = ANY (renew);
             PERFORM fincore.emit('billing', 'subscription.renewed', 'subscription', x.id::text,
                                  pg_catalog.jsonb_build_object('subscription_id', x.id, 'status', x.status,
                                                                'previous_status', b.before, 'price_id', x.price_id,
                                                                'quantity', x.quantity, 'period_start', x.period_start,
                                                                'period_end', x.period_end, 'invoice_id', i.id))
-               FROM unnest(renew, befores) AS b(id, before)
-               JOIN fincore.subscriptions x ON x.tenant_id = t AND x.id = b.id
-               LEFT JOIN unnest(invs) i ON i.subscription_id = b.id
+               FROM unnest(renewed) x
+               JOIN unnest(renew, befores) AS b(id, before) ON b.id = x.id
+               LEFT JOIN unnest(invs) i ON i.subscription_id = x.id
               ORDER BY x.id;
         END IF;
     END LOOP;

@@ -8,6 +8,7 @@
   currency the debits equal the credits.
 - The same id from many clients at once creates one transfer.
 """
+import json
 import random
 import threading
 import uuid
@@ -251,6 +252,35 @@ def test_billing_run_renews_on_citus(tenants):
                            "AND period_start = '2026-04-01'", (t, sub)).fetchall()
         assert row == [("paid", 700)], row
 
+
+
+def test_stripe_events_run_on_one_shard(tenants):
+    """Stripe in sync on Citus: a subscription and its invoice applied, each statement on one shard."""
+    t = own_tenant(6)
+    sub = {"id": "sub_c1", "customer": "cus_c1", "status": "active",
+           "items": {"data": [{"price": {"id": "price_c1"}, "quantity": 2}]},
+           "current_period_start": 1767225600, "current_period_end": 1769904000}
+    events = [
+        {"id": "evt_c1", "type": "customer.subscription.created", "created": 100, "data": {"object": sub}},
+        {"id": "evt_c2", "type": "invoice.paid", "created": 101,
+         "data": {"object": {"id": "in_c1", "subscription": "sub_c1", "status": "paid", "total": 1400,
+                             "currency": "usd"}}},
+        {"id": "evt_c3", "type": "customer.subscription.updated", "created": 50, "data": {"object": sub}},
+    ]
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        product = conn.execute("SELECT fincore.create_product('citus-stripe')").fetchone()[0]
+        conn.execute("SELECT fincore.create_price(%s, 700, 'USD', scheme => 'per_seat', external_id => 'price_c1')",
+                     (product,))
+        got = [conn.execute("SELECT fincore.apply_stripe_event(%s::jsonb)", (json.dumps(e),)).fetchone()[0]
+               for e in events]
+        assert got == ["applied", "applied", "unchanged"], got
+        assert conn.execute("SELECT s.status, s.quantity, i.status, i.total FROM fincore.subscriptions s "
+                            "JOIN fincore.invoices i ON i.tenant_id = s.tenant_id AND i.subscription_id = s.id "
+                            "WHERE s.tenant_id = %s AND s.external_id = 'sub_c1'", (t,)).fetchall() == \
+            [("active", 2, "paid", 1400)]
+        conn.commit()
 
 def worker(tenant, seed, errors, created):
     rnd = random.Random(seed)
