@@ -4,7 +4,7 @@
 BEGIN;
 SET search_path = fincore, public;
 SET LOCAL timezone = 'UTC';
-SELECT plan(155);
+SELECT plan(163);
 
 CREATE FUNCTION pg_temp.bal(n int) RETURNS text LANGUAGE sql AS $$
     SELECT format('dp=%s dpo=%s cp=%s cpo=%s', debits_pending, debits_posted, credits_pending, credits_posted)
@@ -698,6 +698,36 @@ SELECT throws_ok($$SELECT fincore.apply_stripe_event('{"id": "evt_x", "type": "i
     'an event without data is refused');
 SELECT throws_ok($$SELECT pg_temp.stripe(11, 600, 'customer.subscription.updated', pg_temp.stripe_sub('sleeping'))$$,
     'ZFA04', NULL, 'an unknown subscription status is refused');
+
+-- An open invoice written off by hand, then voided (its posting reversed).
+SELECT is((SELECT status FROM fincore.update_invoice_status((SELECT id FROM fincore.invoices
+            WHERE subscription_id = 'af000000-0000-4000-8000-000000000012' AND status = 'open'), 'mark_uncollectible')),
+    'uncollectible', 'mark_uncollectible: an open invoice written off');
+SELECT is((SELECT format('%s %s', status, void_transfer_id IS NOT NULL) FROM fincore.update_invoice_status((SELECT id
+            FROM fincore.invoices WHERE subscription_id = 'af000000-0000-4000-8000-000000000012'
+             AND status = 'uncollectible'), 'void')), 'void t', '... then voided, its posting reversed');
+
+-- The refusals of this module's later codes write nothing.
+CREATE FUNCTION pg_temp.billing_rows() RETURNS text LANGUAGE sql AS $$
+    SELECT format('%s invoices=%s policies=%s features=%s jobs=%s transfers=%s', pg_temp.rows_before(),
+                  (SELECT count(*) FROM fincore.invoices), (SELECT count(*) FROM fincore.dunning_policies),
+                  (SELECT count(*) FROM fincore.billing_features), (SELECT count(*) FROM fincore.jobs),
+                  (SELECT count(*) FROM fincore.transfers)) $$;
+SELECT pg_temp.billing_rows() AS billing_rows_2 \gset
+SELECT throws_ok($$SELECT fincore.set_dunning_policy('{1 hour}', 'unpaid', '{not-a-code}')$$, 'ZFA09', NULL,
+    'a hard decline code that is not a SQLSTATE is refused');
+SELECT throws_ok($$SELECT fincore.set_product_features('ad000000-0000-4000-8000-000000000002', '{reports, ""}')$$,
+    'ZFA05', NULL, 'an empty feature name is refused');
+SELECT throws_ok(format($$SELECT fincore.update_invoice_status(%L, 'mark_uncollectible')$$, (SELECT id FROM fincore.invoices
+                   WHERE subscription_id = 'af000000-0000-4000-8000-000000000012' AND status = 'void' LIMIT 1)),
+    'ZFA10', NULL, 'a void invoice is final');
+SELECT throws_ok($$SELECT pg_temp.stripe(20, 900, 'checkout.session.completed',
+                     '{"id": "cs_x", "mode": "subscription", "subscription": "sub_9", "client_reference_id": "user-7"}')$$,
+    'ZFA14', NULL, 'a checkout whose client_reference_id is not a user id is refused');
+SELECT throws_ok($$SELECT pg_temp.stripe(21, 900, 'invoice.created',
+                     '{"id": "in_x", "subscription": "sub_9", "status": "open", "total": 100, "currency": "eur"}')$$,
+    'ZFA14', NULL, 'an invoice in another currency than its subscription''s is refused');
+SELECT is(pg_temp.billing_rows(), :'billing_rows_2', 'the refusals (ZFA05, ZFA09, ZFA10, ZFA14) wrote nothing');
 
 SELECT is((SELECT count(*) FROM fincore.verify())::int, 0, 'verify() is clean');
 SELECT ok(EXISTS (SELECT 1 FROM fincore.maintenance_steps WHERE step = 'billing_run'
