@@ -19,6 +19,7 @@
 static SPIPlanPtr refs_plan[2];
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr status_plan = NULL;
+static SPIPlanPtr meta_plan = NULL;
 static SPIPlanPtr deltas_sum_plan = NULL;
 static SPIPlanPtr exists_plan[2];
 static SPIPlanPtr insert_one_plan[2][2];	/* [schema][the rows may conflict] */
@@ -125,14 +126,22 @@ sql_read_refs(LedgerBatch *b, pg_uuid_t *ids, int n)
 }
 
 /*
- * Fill in what the per-backend cache knows of each account.  An account it
- * does not know is locked like an ordinary one (the lock query reads its
- * metadata): at worst a hot account is locked once, after which the cache
- * knows it is hot.
+ * Fill in what the per-backend cache knows of each account, and read what it
+ * does not know without a lock (currency, code and flags never change once
+ * committed, which is what lets the cache keep them).  A hot account is then
+ * never locked only because this backend had not seen it yet: such a lock,
+ * held to the end of a transaction that goes on to other accounts (an
+ * invoice's payment, a payment's capture), is what deadlocks concurrent
+ * writers of the same platform accounts.  An account the read does not find
+ * (another tenant's, or created by a transaction not yet committed) is left
+ * to the lock query, which waits for its creator and reads its metadata.
  */
 void
 load_account_meta(LedgerBatch *b)
 {
+	pg_uuid_t  *unknown = NULL;
+	int			nunknown = 0;
+
 	for (int i = 0; i < b->naccounts; i++)
 	{
 		LedgerAccount *a = &b->accounts[i];
@@ -142,6 +151,47 @@ load_account_meta(LedgerBatch *b)
 		a->found = m != NULL;
 		if (m != NULL)
 			a->meta = *m;
+		else
+		{
+			if (unknown == NULL)
+				unknown = palloc(sizeof(pg_uuid_t) * b->naccounts);
+			unknown[nunknown++] = a->meta.id;
+		}
+	}
+	if (nunknown > 0)
+	{
+		Datum		args[2];
+
+		if (meta_plan == NULL)
+		{
+			Oid			types[2] = {UUIDARRAYOID, UUIDOID};
+
+			meta_plan = ledger_prepare(
+				"SELECT a.id, a.currency, a.code, a.flags "
+				"  FROM fincore.accounts a "
+				" WHERE a.id OPERATOR(pg_catalog.=) ANY ($1) AND a.tenant_id OPERATOR(pg_catalog.=) $2",
+				2, types);
+		}
+		args[0] = uuid_array(unknown, nunknown);
+		args[1] = UUIDPGetDatum(&b->tenant);
+		if (SPI_execute_plan(meta_plan, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "ledger: reading accounts failed");
+		for (uint64 row = 0; row < SPI_processed; row++)
+		{
+			bool		isnull;
+			LedgerAccount *a = batch_account(b, DatumGetUUIDP(spi_value(row, 1, &isnull)), false);
+			text	   *currency = DatumGetTextPP(spi_value(row, 2, &isnull));
+
+			if (a == NULL || a->meta_known)
+				continue;
+			a->meta.tenant = b->tenant;
+			a->meta.currency = currency_pack_or_error(VARDATA_ANY(currency), VARSIZE_ANY_EXHDR(currency));
+			a->meta.code = DatumGetInt32(spi_value(row, 3, &isnull));
+			a->meta.flags = DatumGetInt32(spi_value(row, 4, &isnull));
+			account_meta_remember(&a->meta);
+			a->meta_known = true;
+			a->found = true;
+		}
 	}
 }
 
