@@ -748,6 +748,10 @@ BEGIN
     p := fincore._payment_save(p, event, pg_catalog.jsonb_build_object('step_no', s.step_no, 'kind', s.kind,
                                                                         'step_amount', s.amount,
                                                                         'transfer_ids', s.transfer_ids));
+    -- An invoice's payment (billing: fincore._collect_invoice) settles its invoice.
+    IF event = 'captured' AND p.metadata OPERATOR(pg_catalog.?) 'invoice_id' THEN
+        PERFORM fincore._invoice_payment_result(p, true, NULL);
+    END IF;
 END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._payment_step_succeeded(fincore.payments, fincore.payment_steps) FROM PUBLIC;
@@ -800,6 +804,10 @@ BEGIN
                                                                         'step_amount', s.amount,
                                                                         'code', s.outcome_code,
                                                                         'source', s.outcome_source));
+    -- An invoice's payment (billing: fincore._collect_invoice) that failed: an attempt dunning retries.
+    IF event = 'failed' AND p.metadata OPERATOR(pg_catalog.?) 'invoice_id' THEN
+        PERFORM fincore._invoice_payment_result(p, false, s.outcome_code);
+    END IF;
 END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._payment_step_failed(fincore.payments, fincore.payment_steps) FROM PUBLIC;

@@ -2018,6 +2018,10 @@ BEGIN
     p := fincore._payment_save(p, event, pg_catalog.jsonb_build_object('step_no', s.step_no, 'kind', s.kind,
                                                                         'step_amount', s.amount,
                                                                         'transfer_ids', s.transfer_ids));
+    -- An invoice's payment (billing: fincore._collect_invoice) settles its invoice.
+    IF event = 'captured' AND p.metadata OPERATOR(pg_catalog.?) 'invoice_id' THEN
+        PERFORM fincore._invoice_payment_result(p, true, NULL);
+    END IF;
 END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._payment_step_succeeded(fincore.payments, fincore.payment_steps) FROM PUBLIC;
@@ -2070,6 +2074,10 @@ BEGIN
                                                                         'step_amount', s.amount,
                                                                         'code', s.outcome_code,
                                                                         'source', s.outcome_source));
+    -- An invoice's payment (billing: fincore._collect_invoice) that failed: an attempt dunning retries.
+    IF event = 'failed' AND p.metadata OPERATOR(pg_catalog.?) 'invoice_id' THEN
+        PERFORM fincore._invoice_payment_result(p, false, s.outcome_code);
+    END IF;
 END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._payment_step_failed(fincore.payments, fincore.payment_steps) FROM PUBLIC;
@@ -2508,6 +2516,10 @@ CREATE TABLE fincore.subscriptions (
     subscriber      uuid,                               -- the user entitled (fincore.uid()), if any
     external_id     text,                               -- Stripe's subscription id: Stripe bills it
     external_version bigint,                            -- the created time of the last Stripe event applied
+    -- The payment method (fincore.set_payment_method): what the customer's credit does not cover
+    -- is charged through this provider, from this payer account (docs/payments.md).
+    payment_provider text,
+    payment_account uuid,
     lines           integer     NOT NULL DEFAULT 0,     -- the number of its lines: the last line_no
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -2516,6 +2528,8 @@ CREATE TABLE fincore.subscriptions (
     UNIQUE (tenant_id, external_id),
     FOREIGN KEY (tenant_id, price_id) REFERENCES fincore.billing_prices (tenant_id, id),
     FOREIGN KEY (tenant_id, pending_price_id) REFERENCES fincore.billing_prices (tenant_id, id),
+    FOREIGN KEY (tenant_id, payment_provider) REFERENCES fincore.payment_providers (tenant_id, name),
+    CHECK ((payment_provider IS NULL) = (payment_account IS NULL)),
     CHECK (period_start <= billed_from AND billed_from <= period_end),
     CHECK ((pending_price_id IS NULL) = (pending_quantity IS NULL))
 );
@@ -2997,6 +3011,59 @@ $fn$;
 COMMENT ON FUNCTION fincore.update_subscription_status(uuid, text) IS
     'Pauses, resumes or cancels a subscription now, or cancels it at its period''s end (cancel_at_period_end; uncancel undoes that), as the state machine allows (ZFA03 otherwise). ZFA04, ZFA06.';
 
+-- A subscription's payment method: a provider of the payments module and the payer account it
+-- charges.  NULL for both: invoices are collected from the customer's account alone.
+CREATE FUNCTION fincore.set_payment_method(subscription_id uuid, provider text, payer_account uuid)
+    RETURNS fincore.subscriptions
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+#variable_conflict use_variable
+DECLARE
+    tenant uuid := fincore.require_tenant();
+    s fincore.subscriptions := fincore._subscription_lock(tenant, subscription_id);
+    price fincore.billing_prices := fincore._billing_price(tenant, s.price_id);
+    prov fincore.payment_providers;
+    settlement_currency text;
+    payer_currency text;
+BEGIN
+    IF (provider IS NULL) <> (payer_account IS NULL) THEN
+        RAISE EXCEPTION 'invalid payment method: provider % and payer account %',
+                coalesce(pg_catalog.quote_literal(provider), 'NULL'), coalesce(payer_account::text, 'NULL')
+            USING ERRCODE = 'ZFA04', HINT = 'Both, or neither (invoices are then collected from the customer''s account alone).';
+    END IF;
+    IF provider IS NOT NULL THEN
+        SELECT * INTO prov FROM fincore.payment_providers v WHERE v.tenant_id = tenant AND v.name = provider;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'payment provider % not found', pg_catalog.quote_literal(provider)
+                USING ERRCODE = 'ZF908', HINT = 'Create it with fincore.create_payment_provider().';
+        END IF;
+        SELECT a.currency INTO settlement_currency FROM fincore.accounts a
+         WHERE a.tenant_id = tenant AND a.id = prov.settlement_account;
+        SELECT a.currency INTO payer_currency FROM fincore.accounts a WHERE a.tenant_id = tenant AND a.id = payer_account;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'account % not found', payer_account
+                USING ERRCODE = 'ZF301', HINT = 'Accounts are visible only in their own tenant.';
+        END IF;
+        IF payer_currency <> price.currency OR settlement_currency <> price.currency THEN
+            RAISE EXCEPTION 'payment method in % (payer) and % (provider %) for a subscription in %',
+                    payer_currency, settlement_currency, provider, price.currency
+                USING ERRCODE = 'ZF103';
+        END IF;
+    END IF;
+    UPDATE fincore.subscriptions x SET payment_provider = provider, payment_account = payer_account,
+                                       updated_at = pg_catalog.now()
+     WHERE x.tenant_id = tenant AND x.id = s.id
+    RETURNING * INTO s;
+    PERFORM fincore.emit('billing', 'subscription.updated', 'subscription', s.id::text,
+                         pg_catalog.jsonb_build_object('subscription_id', s.id, 'status', s.status,
+                                                       'payment_provider', provider));
+    RETURN s;
+END
+$fn$;
+COMMENT ON FUNCTION fincore.set_payment_method(uuid, text, uuid) IS
+    'Sets (or, with NULLs, clears) a subscription''s payment method: its invoices use the customer''s credit balance first and charge the rest through the provider, from the payer account (authorize and capture, docs/payments.md). ZFA04, ZFA06, ZFA12, ZF908, ZF301, ZF103.';
+
 -- ---------------------------------------------------------------------------
 -- Invoices: a subscription's lines not invoiced yet, netted (credits first), posted to the
 -- ledger as receivable <- revenue when the invoice is finalised, and paid by a transfer from
@@ -3028,11 +3095,12 @@ CREATE TABLE fincore.invoices (
     period_start     timestamptz NOT NULL,
     period_end       timestamptz NOT NULL,
     transfer_id      uuid,                      -- receivable <- revenue (NULL while a draft)
-    payment_transfer_id uuid,                   -- customer -> receivable
+    payment_transfer_id uuid,                   -- customer -> receivable (or settlement -> receivable)
+    payment_id       uuid,                      -- the provider payment of the last attempt, if any
     void_transfer_id uuid,                      -- the reversal of transfer_id, when voided
     attempts         integer     NOT NULL DEFAULT 0,    -- failed collections
     next_attempt_at  timestamptz,               -- the dunning retry due, if any
-    failure_code     text,                      -- the ledger's SQLSTATE at the last failure
+    failure_code     text,                      -- the ledger's SQLSTATE, or the provider's code, at the last failure
     external_id      text,                      -- Stripe's invoice id: Stripe bills it, nothing is posted
     external_version bigint,                    -- the created time of the last Stripe event applied
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -3122,9 +3190,10 @@ BEGIN
             USING ERRCODE = 'ZFA09', HINT = 'cancel (the subscription is canceled) or unpaid (it is kept, without entitlements).';
     END IF;
     IF hard_decline_codes IS NULL OR EXISTS (SELECT FROM pg_catalog.unnest(hard_decline_codes) c
-                                              WHERE c IS NULL OR c !~ '^[0-9A-Z]{5}$') THEN
+                                              WHERE c IS NULL OR c !~ '^[0-9A-Za-z_]{1,64}$') THEN
         RAISE EXCEPTION 'invalid hard decline codes %', coalesce(hard_decline_codes::text, 'NULL')
-            USING ERRCODE = 'ZFA09', HINT = 'SQLSTATEs the ledger refuses a payment with, e.g. ZF306 (frozen).';
+            USING ERRCODE = 'ZFA09',
+                  HINT = 'SQLSTATEs the ledger refuses a payment with, e.g. ZF306 (frozen), or a provider''s decline codes, e.g. stolen_card.';
     END IF;
     INSERT INTO fincore.dunning_policies (tenant_id, retry_intervals, hard_decline_codes, on_exhausted)
     VALUES (tenant, retry_intervals, hard_decline_codes, on_exhausted)
@@ -3134,7 +3203,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION fincore.set_dunning_policy(interval[], text, text[]) IS
-    'Sets the tenant''s dunning policy: the waits before each retry of a failed renewal payment (at most 8), what the subscription becomes when they run out (cancel or unpaid), and the ledger codes that stop the retries at once. Without one, the defaults apply. Tenant admins only (ZF803). ZFA09.';
+    'Sets the tenant''s dunning policy: the waits before each retry of a failed renewal payment (at most 8), what the subscription becomes when they run out (cancel or unpaid), and the codes that stop the retries at once (the ledger''s SQLSTATEs, or a provider''s decline codes). Without one, the defaults apply. Tenant admins only (ZF803). ZFA09.';
 
 -- Invoice the subscription's lines not invoiced yet (the subscription locked by the caller):
 -- a draft, or finalised (posted as receivable <- revenue); NULL when they net to nothing or a
@@ -3306,8 +3375,12 @@ COMMENT ON FUNCTION fincore._invoice_payment_id(fincore.invoices) IS
     'Internal: the ledger transfer id of an invoice''s next collection attempt.';
 
 -- Collect an open (or uncollectible) invoice from the customer's account: paid, or a refused
--- attempt that dunning retries.  Moves s.status; the caller writes it.
-CREATE FUNCTION fincore._collect_invoice(INOUT s fincore.subscriptions, inv fincore.invoices, OUT paid boolean)
+-- attempt that dunning retries.  With a payment method, what the customer's credit does not
+-- cover is charged through the payments module instead: the credit is held, a payment is
+-- created and confirmed, and the invoice stays open until the provider answers
+-- (fincore._invoice_payment_result).  Moves s.status; the caller writes it.
+CREATE FUNCTION fincore._collect_invoice(INOUT s fincore.subscriptions, inv fincore.invoices, OUT paid boolean,
+                                         OUT pending boolean)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
     AS $fn$
@@ -3315,13 +3388,41 @@ DECLARE
     acc fincore.billing_accounts;
     tid uuid;
     code text;
+    credit bigint := inv.total;
+    attempt integer := inv.attempts + 1;
+    credit_hold uuid;
+    pay fincore.payments;
 BEGIN
+    pending := false;
     SELECT * INTO acc FROM fincore.billing_accounts b WHERE b.tenant_id = inv.tenant_id AND b.currency = inv.currency;
+    IF s.payment_provider IS NOT NULL THEN
+        -- The customer's credit balance goes first; the provider is charged the rest.
+        SELECT LEAST(inv.total, GREATEST(0, b.posted - b.debits_pending)) INTO credit
+          FROM fincore.balance(inv.customer_account) b;
+    END IF;
     BEGIN
-        tid := (fincore.transfer(inv.customer_account, acc.receivable_account, inv.total,
-                                 id => fincore._invoice_payment_id(inv),
-                                 metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id))).id;
-        paid := true;
+        IF credit = inv.total THEN
+            tid := (fincore.transfer(inv.customer_account, acc.receivable_account, inv.total,
+                                     id => fincore._invoice_payment_id(inv),
+                                     metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id))).id;
+            paid := true;
+        ELSE
+            IF credit > 0 THEN
+                credit_hold := (fincore.transfer(inv.customer_account, acc.receivable_account, credit,
+                                                 id => fincore._payment_transfer_id(inv.id, attempt, 'credit'),
+                                                 pending => true,
+                                                 metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id))).id;
+            END IF;
+            pay := fincore.create_payment(inv.total - credit, inv.currency, s.payment_provider,
+                                          payer_account => s.payment_account, confirm => true,
+                                          metadata => pg_catalog.jsonb_build_object(
+                                              'invoice_id', inv.id, 'subscription_id', s.id, 'attempt', attempt,
+                                              'credit', credit, 'credit_hold', credit_hold));
+            UPDATE fincore.invoices x SET payment_id = pay.id WHERE x.tenant_id = inv.tenant_id AND x.id = inv.id;
+            paid := false;
+            pending := true;
+            RETURN;
+        END IF;
     EXCEPTION WHEN SQLSTATE 'ZF304' OR SQLSTATE 'ZF305' OR SQLSTATE 'ZF306' OR SQLSTATE 'ZF307' THEN
         GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE;
         paid := false;
@@ -3335,7 +3436,83 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._collect_invoice(fincore.subscriptions, fincore.invoices) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._collect_invoice(fincore.subscriptions, fincore.invoices) IS
-    'Internal: pays an invoice from the customer''s account (customer -> receivable), or records the failed attempt and schedules its dunning retry (or ends the retries); moves the subscription''s status.';
+    'Internal: pays an invoice from the customer''s account (customer -> receivable), or, with a payment method, holds the customer''s credit and charges the rest through the payments module (pending: the provider answers later); or records the failed attempt and schedules its dunning retry (or ends the retries); moves the subscription''s status.';
+
+-- Whether an invoice has a provider payment in flight: no other attempt starts meanwhile.
+CREATE FUNCTION fincore._invoice_payment_in_flight(inv fincore.invoices) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    BEGIN ATOMIC
+        SELECT inv.payment_id IS NOT NULL AND coalesce((
+            SELECT p.status OPERATOR(pg_catalog.=) ANY ('{requires_confirmation,processing,requires_action,requires_capture}'::text[])
+              FROM fincore.payments p
+             WHERE p.tenant_id OPERATOR(pg_catalog.=) inv.tenant_id AND p.id OPERATOR(pg_catalog.=) inv.payment_id), false);
+    END;
+REVOKE ALL ON FUNCTION fincore._invoice_payment_in_flight(fincore.invoices) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._invoice_payment_in_flight(fincore.invoices) IS
+    'Internal: whether the invoice''s provider payment still waits for the provider.';
+
+-- The provider's answer to an invoice's payment (called by the payments module when a payment
+-- whose metadata names an invoice is captured or fails): the held credit posted and the
+-- settlement moved to the receivable, and the invoice paid; or the credit released and the
+-- attempt failed, which dunning retries.  Only the invoice's own payment counts (invoices.payment_id:
+-- anyone's metadata may name an invoice).  An invoice no longer payable meanwhile changes nothing:
+-- a captured payment is reported as invoice.payment_unapplied, for a refund or reconciliation.
+CREATE FUNCTION fincore._invoice_payment_result(p fincore.payments, succeeded boolean, code text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    invoice_id uuid := (p.metadata OPERATOR(pg_catalog.->>) 'invoice_id')::uuid;
+    attempt integer := (p.metadata OPERATOR(pg_catalog.->>) 'attempt')::integer;
+    credit_hold uuid := (p.metadata OPERATOR(pg_catalog.->>) 'credit_hold')::uuid;
+    l record;
+    s fincore.subscriptions;
+    before text;
+    inv fincore.invoices;
+    acc fincore.billing_accounts;
+    tid uuid;
+BEGIN
+    SELECT * INTO inv FROM fincore.invoices x WHERE x.tenant_id = p.tenant_id AND x.id = invoice_id;
+    IF NOT FOUND THEN
+        RETURN;     -- not an invoice's payment (its metadata names no invoice of the tenant)
+    END IF;
+    l := fincore._invoice_lock(p.tenant_id, invoice_id);
+    s := l.s;
+    before := s.status;
+    inv := l.inv;
+    IF inv.payment_id IS DISTINCT FROM p.id THEN
+        RETURN;     -- not the invoice's payment: its metadata merely names the invoice
+    END IF;
+    IF inv.status NOT IN ('open', 'uncollectible') THEN
+        IF succeeded THEN
+            PERFORM fincore.emit('billing', 'invoice.payment_unapplied', 'invoice', inv.id::text,
+                                 pg_catalog.jsonb_build_object('invoice_id', inv.id, 'payment_id', p.id,
+                                                               'amount', p.captured, 'status', inv.status));
+        END IF;
+        RETURN;
+    END IF;
+    IF succeeded THEN
+        SELECT * INTO acc FROM fincore.billing_accounts b WHERE b.tenant_id = inv.tenant_id AND b.currency = inv.currency;
+        IF credit_hold IS NOT NULL THEN
+            PERFORM fincore.post_pending(credit_hold, NULL, fincore._payment_transfer_id(inv.id, attempt, 'credit_post'));
+        END IF;
+        tid := (fincore.transfer(p.settlement_account, acc.receivable_account, p.captured,
+                                 id => fincore._payment_transfer_id(inv.id, attempt, 'payment'),
+                                 metadata => pg_catalog.jsonb_build_object('invoice_id', inv.id, 'payment_id', p.id))).id;
+        s := fincore._invoice_paid(s, inv, tid);
+    ELSE
+        IF credit_hold IS NOT NULL THEN
+            PERFORM fincore.void_pending(credit_hold, fincore._payment_transfer_id(inv.id, attempt, 'credit_void'));
+        END IF;
+        s := fincore._invoice_payment_failed(s, inv, coalesce(code, 'payment_failed'));
+    END IF;
+    PERFORM fincore._subscription_save_status(s, before);
+END
+$fn$;
+REVOKE ALL ON FUNCTION fincore._invoice_payment_result(fincore.payments, boolean, text) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._invoice_payment_result(fincore.payments, boolean, text) IS
+    'Internal: applies the provider''s answer to an invoice''s payment: paid (credit posted, settlement -> receivable), or a failed attempt that dunning retries (credit released); a payment no longer the invoice''s changes nothing but emits invoice.payment_unapplied if captured.';
 
 -- Invoice the subscription's open lines and, when finalised, collect the invoice.
 CREATE FUNCTION fincore._invoice_and_collect(s fincore.subscriptions, finalize boolean) RETURNS fincore.subscriptions
@@ -3467,9 +3644,12 @@ BEGIN
         RAISE EXCEPTION 'invoice % is a draft', inv.id
             USING ERRCODE = 'ZFA10', HINT = 'Finalise it with fincore.finalize_invoice(), which collects it.';
     END IF;
+    IF fincore._invoice_payment_in_flight(inv) THEN
+        RETURN inv;     -- the provider's answer to the payment in flight settles it
+    END IF;
     -- The customer's own attempt: a refusal writes nothing and leaves the dunning as it was.
     r := fincore._collect_invoice(s, inv);
-    IF NOT r.paid THEN
+    IF NOT r.paid AND NOT r.pending THEN
         RAISE EXCEPTION 'invoice % could not be paid from account %', inv.id, inv.customer_account
             USING ERRCODE = 'ZFA08', HINT = 'The ledger refused the payment (funds, or a frozen or closed account).';
     END IF;
@@ -3479,7 +3659,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION fincore.pay_invoice(uuid) IS
-    'Pays an open or uncollectible invoice from its customer''s account; the subscription becomes active (payment_succeeded) and the invoice''s dunning retries stop. A paid or void invoice is returned as it is. ZFA06, ZFA08, ZFA10 (a draft).';
+    'Pays an open or uncollectible invoice from its customer''s account (with a payment method: its credit, and a payment through the provider for the rest, which settles the invoice when the provider answers); the subscription becomes active (payment_succeeded) and the invoice''s dunning retries stop. A paid or void invoice, or one with a payment in flight, is returned as it is. ZFA06, ZFA08, ZFA10 (a draft).';
 
 -- Void an invoice (its posting reversed): the lines it took stay with it.
 CREATE FUNCTION fincore._void_invoice(inv fincore.invoices) RETURNS fincore.invoices
@@ -3487,6 +3667,10 @@ CREATE FUNCTION fincore._void_invoice(inv fincore.invoices) RETURNS fincore.invo
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 BEGIN
+    IF fincore._invoice_payment_in_flight(inv) THEN
+        RAISE EXCEPTION 'invoice % has payment % in flight', inv.id, inv.payment_id
+            USING ERRCODE = 'ZFA10', HINT = 'Void it once the provider has answered (the payment''s step deadline bounds the wait).';
+    END IF;
     inv.status := fincore.invoice_transition(inv.status, 'void');
     IF inv.transfer_id IS NOT NULL THEN
         inv.void_transfer_id := (fincore.reverse(inv.transfer_id, NULL,
@@ -3551,7 +3735,8 @@ DECLARE
     before text := s.status;
     inv fincore.invoices := l.inv;
 BEGIN
-    IF inv.status <> 'open' OR s.status <> 'past_due' OR (attempt IS NOT NULL AND attempt <> inv.attempts) THEN
+    IF inv.status <> 'open' OR s.status <> 'past_due' OR (attempt IS NOT NULL AND attempt <> inv.attempts)
+       OR fincore._invoice_payment_in_flight(inv) THEN
         RETURN inv;
     END IF;
     s := (fincore._collect_invoice(s, inv)).s;
@@ -3561,7 +3746,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION fincore.retry_invoice(uuid, integer) IS
-    'A dunning retry of an open invoice of a past_due subscription: collects it again (paid: the subscription is active; refused: the next retry is scheduled, or the policy''s outcome applies). A no-op when the invoice was paid, voided or retried meanwhile (attempt is the job''s). Trusted roles. ZFA06.';
+    'A dunning retry of an open invoice of a past_due subscription: collects it again (paid: the subscription is active; refused: the next retry is scheduled, or the policy''s outcome applies; with a payment method, the provider''s answer decides). A no-op when the invoice was paid, voided or retried meanwhile, or has a payment in flight (attempt is the job''s). Trusted roles. ZFA06.';
 
 -- The dunning worker in the database: claims billing:dunning jobs, retries their invoices in
 -- their tenants, completes them.
@@ -3661,7 +3846,7 @@ BEGIN
     -- below reads or writes the tenant's rows alone, by arrays: on Citus, one shard's.)
     SELECT pg_catalog.array_agg(ROW(t, fincore.uuidv7(), x.id, x.customer_account, p.currency,
                                     fincore.invoice_transition('draft', 'finalize'), net.total::bigint,
-                                    x.period_start, x.period_end, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL,
+                                    x.period_start, x.period_end, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL,
                                     pg_catalog.now(), pg_catalog.now(), NULL)::fincore.invoices ORDER BY x.id)
       INTO invs
       FROM (SELECT l.subscription_id, sum(CASE WHEN l.kind = 'credit' THEN -l.amount ELSE l.amount END) AS total
@@ -3736,7 +3921,8 @@ BEGIN
          ON e.k < 3 OR i.status = 'paid'
       ORDER BY i.id, e.k;
 
-    -- The refused collections (ZF304-ZF307) go to dunning, one by one.
+    -- The refused collections (ZF304-ZF307) go to a payment method's provider or to dunning, one
+    -- by one.
     FOR k IN 1 .. pg_catalog.cardinality(invs) LOOP
         CONTINUE WHEN leg_results[2 * k] = 'ok';
         code := fincore.transfer_result_sqlstate(leg_results[2 * k]);
@@ -3746,7 +3932,12 @@ BEGIN
         END IF;
         SELECT * INTO s FROM fincore.subscriptions x WHERE x.tenant_id = t AND x.id = (invs[k]).subscription_id;
         before := s.status;
-        s := fincore._invoice_payment_failed(s, invs[k], code);
+        IF s.payment_provider IS NOT NULL THEN
+            -- Its credit, and a payment through the provider for the rest.
+            s := (fincore._collect_invoice(s, invs[k])).s;
+        ELSE
+            s := fincore._invoice_payment_failed(s, invs[k], code);
+        END IF;
         IF s.status IS DISTINCT FROM before THEN
             UPDATE fincore.subscriptions x SET status = s.status WHERE x.tenant_id = t AND x.id = s.id;
         END IF;
@@ -3821,6 +4012,11 @@ BEGIN
                     AND x.created_at <= now_ - '23 hours'::interval
                   ORDER BY x.created_at LIMIT max_subscriptions - n
                   FOR UPDATE SKIP LOCKED LOOP
+            -- A provider payment of its invoice still in flight: its answer comes first.
+            PERFORM FROM fincore.invoices x
+             WHERE x.tenant_id = t AND x.subscription_id = s.id AND x.status = 'open'
+               AND fincore._invoice_payment_in_flight(x);
+            CONTINUE WHEN FOUND;
             before := s.status;
             n := n + 1;
             s.status := fincore.subscription_transition(s.status, 'first_payment_expired');
@@ -4156,6 +4352,7 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.preview_change(uuid,uuid,integer,timestamptz,text,boolean)', 'app'),
     ('fincore.change_subscription(uuid,uuid,integer,timestamptz,text,boolean)', 'app'),
     ('fincore.update_subscription_status(uuid,text)', 'app'),
+    ('fincore.set_payment_method(uuid,text,uuid)', 'app'),
     ('fincore.set_billing_accounts(text,uuid,uuid)', 'app'),
     ('fincore.set_dunning_policy(interval[],text,text[])', 'app'),
     ('fincore.create_invoice(uuid,boolean)', 'app'),

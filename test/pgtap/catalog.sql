@@ -158,6 +158,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore._finalize_invoice(fincore.invoices)'), ('fincore._invoice_and_collect(fincore.subscriptions,boolean)'),
     ('fincore._invoice_lock(uuid,uuid)'), ('fincore._subscription_save_status(fincore.subscriptions,text)'),
     ('fincore._void_invoice(fincore.invoices)'), ('fincore.create_invoice(uuid,boolean)'),
+    ('fincore.set_payment_method(uuid,text,uuid)'), ('fincore._invoice_payment_result(fincore.payments,boolean,text)'),
     ('fincore.finalize_invoice(uuid)'), ('fincore.update_invoice_status(uuid,text)'),
     ('fincore.retry_invoice(uuid,integer)'), ('fincore.dunning_run(integer)'), ('fincore.dunning_run_step(interval)'),
     ('fincore.apply_stripe_event(jsonb)'), ('fincore.stripe_sync_run(integer)'), ('fincore.stripe_sync_step(interval)'),
@@ -262,7 +263,9 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           '_void_invoice(invoices)', 'update_invoice_status(uuid,text)', 'retry_invoice(uuid,integer)',
           'dunning_run(integer)', 'apply_stripe_event(jsonb)', 'stripe_sync_run(integer)', '_stripe_time(jsonb)',
           '_billing_not_external(subscriptions)', '_invoice_paid(subscriptions,invoices,uuid)',
-          '_invoice_payment_failed(subscriptions,invoices,text)', '_renew_subscriptions(uuid,uuid[])'],
+          '_invoice_payment_failed(subscriptions,invoices,text)', '_renew_subscriptions(uuid,uuid[])',
+          'set_payment_method(uuid,text,uuid)', '_invoice_payment_result(payments,boolean,text)',
+          '_invoice_payment_in_flight(invoices)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
