@@ -1034,14 +1034,20 @@ COMMENT ON FUNCTION fincore._collect_invoice(fincore.subscriptions, fincore.invo
 
 -- Whether an invoice has a provider payment in flight: no other attempt starts meanwhile.
 CREATE FUNCTION fincore._invoice_payment_in_flight(inv fincore.invoices) RETURNS boolean
-    LANGUAGE sql STABLE PARALLEL SAFE
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
-    BEGIN ATOMIC
-        SELECT inv.payment_id IS NOT NULL AND coalesce((
-            SELECT p.status OPERATOR(pg_catalog.=) ANY ('{requires_confirmation,processing,requires_action,requires_capture}'::text[])
-              FROM fincore.payments p
-             WHERE p.tenant_id OPERATOR(pg_catalog.=) inv.tenant_id AND p.id OPERATOR(pg_catalog.=) inv.payment_id), false);
-    END;
+    AS $fn$
+BEGIN
+    -- PL/pgSQL, not SQL: Citus cannot plan a SQL function's parameters (one shard, by tenant).
+    IF inv.payment_id IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM FROM fincore.payments p
+     WHERE p.tenant_id = inv.tenant_id AND p.id = inv.payment_id
+       AND p.status IN ('requires_confirmation', 'processing', 'requires_action', 'requires_capture');
+    RETURN FOUND;
+END
+$fn$;
 REVOKE ALL ON FUNCTION fincore._invoice_payment_in_flight(fincore.invoices) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._invoice_payment_in_flight(fincore.invoices) IS
     'Internal: whether the invoice''s provider payment still waits for the provider.';
@@ -1608,8 +1614,9 @@ BEGIN
                   FOR UPDATE SKIP LOCKED LOOP
             -- A provider payment of its invoice still in flight: its answer comes first.
             PERFORM FROM fincore.invoices x
+              JOIN fincore.payments p ON p.tenant_id = t AND p.id = x.payment_id
              WHERE x.tenant_id = t AND x.subscription_id = s.id AND x.status = 'open'
-               AND fincore._invoice_payment_in_flight(x);
+               AND p.status IN ('requires_confirmation', 'processing', 'requires_action', 'requires_capture');
             CONTINUE WHEN FOUND;
             before := s.status;
             n := n + 1;

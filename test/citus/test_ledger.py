@@ -254,6 +254,42 @@ def test_billing_run_renews_on_citus(tenants):
 
 
 
+def test_invoices_paid_through_a_provider_run_on_one_shard(tenants):
+    """Billing's payment methods on Citus: the credit held, the provider charged, its answer pays."""
+    t = own_tenant(7)
+    with connect() as conn, conn.transaction():
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        conn.execute("SELECT fincore.set_billing_accounts('USD', %s, %s)", (acct(1), acct(2)))
+        conn.execute("SELECT fincore.create_payment_provider('citus-card', %s)", (acct(3),))
+        product = conn.execute("SELECT fincore.create_product('citus-card')").fetchone()[0]
+        price = conn.execute("SELECT fincore.create_price(%s, 900, 'USD')", (product,)).fetchone()[0]
+        customer = conn.execute("SELECT fincore.create_account('USD', flags => '{debits_must_not_exceed_credits}')"
+                                ).fetchone()[0]
+        conn.execute("SELECT fincore.transfer(%s, %s, 300)", (acct(9), customer))
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        sub = conn.execute("SELECT id FROM fincore.create_subscription(%s, %s)", (customer, price)).fetchone()[0]
+        conn.execute("SELECT fincore.set_payment_method(%s, 'citus-card', %s)", (sub, acct(4)))
+        inv = conn.execute("SELECT id FROM fincore.invoices WHERE tenant_id = %s AND subscription_id = %s",
+                           (t, sub)).fetchone()[0]
+        conn.execute("SELECT fincore.pay_invoice(%s)", (inv,))
+        pid = conn.execute("SELECT payment_id FROM fincore.invoices WHERE tenant_id = %s AND id = %s",
+                           (t, inv)).fetchone()[0]
+        assert pid is not None
+        conn.execute("SELECT fincore.payment_step_result(%s, 1, 'succeeded')", (pid,))
+        row = conn.execute("SELECT i.status, s.status FROM fincore.invoices i JOIN fincore.subscriptions s "
+                           "ON s.tenant_id = i.tenant_id AND s.id = i.subscription_id "
+                           "WHERE i.tenant_id = %s AND i.id = %s", (t, inv)).fetchone()
+        assert row == ("paid", "active"), row
+        charged = conn.execute("SELECT amount FROM fincore.payments WHERE tenant_id = %s AND id = %s",
+                               (t, pid)).fetchone()[0]
+        assert charged == 600, charged
+        conn.commit()
+    with connect() as conn:
+        assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
+
+
 def test_stripe_events_run_on_one_shard(tenants):
     """Stripe in sync on Citus: a subscription and its invoice applied, each statement on one shard."""
     t = own_tenant(6)
