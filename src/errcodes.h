@@ -155,4 +155,11 @@
 #define ERRCODE_FC_STRIPE_OBJECT_UNKNOWN	MAKE_SQLSTATE('Z','F','A','1','3')
 #define ERRCODE_FC_INVALID_STRIPE_EVENT		MAKE_SQLSTATE('Z','F','A','1','4')
 
+/* ---- SQLSTATEs: audit trail (ZFBxx; src/audit_api.c; ZFB02 raised in sql/modules/audit.sql) ---- */
+#define ERRCODE_FC_INVALID_AUDIT_TABLE		MAKE_SQLSTATE('Z','F','B','0','1')
+#define ERRCODE_FC_AUDIT_FORBIDDEN			MAKE_SQLSTATE('Z','F','B','0','2')
+#define ERRCODE_FC_AUDIT_APPEND_ONLY		MAKE_SQLSTATE('Z','F','B','0','3')
+#define ERRCODE_FC_AUDIT_RECORD_NOT_FOUND	MAKE_SQLSTATE('Z','F','B','0','4')
+#define ERRCODE_FC_INVALID_AUDIT_RANGE		MAKE_SQLSTATE('Z','F','B','0','5')
+
 #endif							/* FINCORE_ERRCODES_H */

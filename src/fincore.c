@@ -20,6 +20,7 @@ void		_PG_init(void);
 
 int			fincore_max_batch_size = 10000;
 int			fincore_max_payload_size = 1024 * 1024;
+int			fincore_audit_digest_interval = 3600;
 
 void
 _PG_init(void)
@@ -35,6 +36,11 @@ _PG_init(void)
 							"An event's payload and headers, a job's payload, an inbox message, a webhook body.",
 							&fincore_max_payload_size, 1024 * 1024, 1024, 256 * 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("fincore.audit_digest_interval",
+							"How often the maintenance step takes a digest of each audit chain that moved.",
+							"Each digest is an audit.digest event to keep outside the database (docs/audit.md).",
+							&fincore_audit_digest_interval, 3600, 1, 7 * 24 * 3600,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	owner_sql_init();
 	tenancy_init();
 	queue_init();

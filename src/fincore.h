@@ -52,6 +52,8 @@ hex_digit(char c)
  */
 extern int	fincore_max_batch_size;
 extern int	fincore_max_payload_size;
+/* fincore.audit_digest_interval: seconds between the maintenance step's digests of a chain (docs/audit.md). */
+extern int	fincore_audit_digest_interval;
 
 /* Raise sqlstate unless n items fit in one call of what (its own cap, or the GUC if lower). */
 static inline void

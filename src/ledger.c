@@ -417,6 +417,7 @@ write_batch(LedgerBatch *b)
 	write_holds(b, rows, n);
 	if (!b->events_as_rows)
 		emit_transfer_events(b, rows, n);	/* an outbox row each */
+	audit_transfers(b, rows, n);
 	return true;
 }
 

@@ -5,6 +5,11 @@
  */
 #include "ledger_int.h"
 
+#include "audit.h"
+#include "owner_sql.h"
+
+#include "utils/rel.h"
+
 /* ---- events ---- */
 
 /* The event type of a transfer row of this kind. */
@@ -251,4 +256,44 @@ number_transfer_events(LedgerBatch *b, LedgerItem **rows, int n)
 	outbox_ledger_event_seqs(n, seqs);
 	for (int i = 0; i < n; i++)
 		sorted[i]->event_seq = seqs[i];
+}
+
+/*
+ * The audit trail (docs/audit.md): a record of each written transfer, in id
+ * order, when fincore.transfers is audited.  The ledger appends them itself,
+ * in either store: a row trigger on the table would send every write to the
+ * SQL store.  The payload is the transfer as its event shows it.
+ */
+void
+audit_transfers(LedgerBatch *b, LedgerItem **rows, int n)
+{
+	Relation	rel;
+	bool		audited;
+	LedgerItem **sorted;
+
+	if (n == 0)
+		return;
+	rel = RelationIdGetRelation(fincore_table_oid("transfers"));
+	audited = audit_relation_audited(rel);
+	RelationClose(rel);
+	if (!audited)
+		return;
+	sorted = palloc(sizeof(LedgerItem *) * n);
+	for (int i = 0; i < n; i++)
+		sorted[i] = rows[i];
+	qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp_qsort);
+	for (int i = 0; i < n; i++)
+	{
+		TransferEventRow t;
+		JsonbParseState *st = NULL;
+		JsonbValue *res;
+
+		item_event_row(b, sorted[i], &t);
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		jb_key(&st, "new");
+		jb_jsonb(&st, transfer_payload(&t));
+		res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		audit_append(&b->tenant, "fincore.transfers", AUDIT_OP_INSERT, uuid_text(&sorted[i]->id),
+					 JsonbValueToJsonb(res));
+	}
 }

@@ -626,6 +626,8 @@ void
 number_transfer_events(LedgerBatch *b, LedgerItem **rows, int n);
 void
 emit_transfer_events(LedgerBatch *b, LedgerItem **rows, int n);
+void
+audit_transfers(LedgerBatch *b, LedgerItem **rows, int n);
 
 /* ledger_errors.c */
 void pg_attribute_noreturn()

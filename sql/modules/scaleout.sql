@@ -50,7 +50,11 @@ BEGIN ATOMIC
             ('fincore.billing_accounts', 'distributed', 31),
             ('fincore.invoices', 'distributed', 32),
             ('fincore.dunning_policies', 'distributed', 33),
-            ('fincore.billing_features', 'distributed', 34)) AS v(relation, placement, ordinal);
+            ('fincore.billing_features', 'distributed', 34),
+            ('fincore.audit_heads', 'distributed', 35),
+            ('fincore.audit_pending', 'distributed', 36),
+            ('fincore.audit_log', 'distributed', 37),
+            ('fincore.audit_checkpoints', 'distributed', 38)) AS v(relation, placement, ordinal);
 END;
 COMMENT ON FUNCTION fincore.distribution_plan() IS
     'Where fincore.distribute() puts each of fincore''s tables on Citus: reference (on every node) or distributed by tenant_id, colocated with fincore.accounts; tables not listed stay on the coordinator (the outbox and the job queue).';

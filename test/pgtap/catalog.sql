@@ -159,6 +159,16 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore._invoice_lock(uuid,uuid)'), ('fincore._subscription_save_status(fincore.subscriptions,text)'),
     ('fincore._void_invoice(fincore.invoices)'), ('fincore.create_invoice(uuid,boolean)'),
     ('fincore.set_payment_method(uuid,text,uuid)'), ('fincore._invoice_payment_result(fincore.payments,boolean,text)'),
+    -- audit (sql/modules/audit.sql)
+    ('fincore.audit_guard()'), ('fincore.audit_trigger()'), ('fincore.audit_seal_step(interval)'),
+    ('fincore._audit_proof(uuid,bigint,bigint)'), ('fincore.audit_digest_step(interval)'),
+    ('fincore.audit_enable(regclass,text[])'), ('fincore.audit_disable(regclass)'),
+    ('fincore._audit_verify(uuid,bigint,bigint,bytea)'), ('fincore._audit_erase_payload(uuid,bigint)'),
+    ('fincore._audit_drop_before(uuid,bigint)'), ('fincore._audit_append(uuid,text,text,text,jsonb)'),
+    ('fincore._audit_seal(uuid,integer)'), ('fincore._audit_table_changed(regclass)'), ('fincore.audit_digest(uuid)'),
+    ('fincore.audit_proof(uuid,bigint,bigint)'), ('fincore.audit_redact(uuid,bigint,text)'),
+    ('fincore.audit_retain(uuid,bigint)'), ('fincore.audit_seal(uuid,integer)'),
+    ('fincore.audit_verify(uuid,bigint,bigint,bytea)'),
     ('fincore.finalize_invoice(uuid)'), ('fincore.update_invoice_status(uuid,text)'),
     ('fincore.retry_invoice(uuid,integer)'), ('fincore.dunning_run(integer)'), ('fincore.dunning_run_step(interval)'),
     ('fincore.apply_stripe_event(jsonb)'), ('fincore.stripe_sync_run(integer)'), ('fincore.stripe_sync_step(interval)'),
@@ -265,7 +275,13 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           '_billing_not_external(subscriptions)', '_invoice_paid(subscriptions,invoices,uuid)',
           '_invoice_payment_failed(subscriptions,invoices,text)', '_renew_subscriptions(uuid,uuid[])',
           'set_payment_method(uuid,text,uuid)', '_invoice_payment_result(payments,boolean,text)',
-          '_invoice_payment_in_flight(invoices)'],
+          '_invoice_payment_in_flight(invoices)',
+          'audit_verify(uuid,bigint,bigint,bytea)', '_audit_verify(uuid,bigint,bigint,bytea)',
+          'audit_record_hash(bytea,uuid,bigint,timestamp with time zone,bigint,text,text,uuid,text,text,text,bytea)',
+          'audit_disable(regclass)', 'audit_retain(uuid,bigint)', 'audit_proof(uuid,bigint,bigint)',
+          'audit_seal_step(interval)', '_audit_append(uuid,text,text,text,jsonb)', 'audit_seal(uuid,integer)',
+          'audit_digest(uuid)', 'audit_digest_step(interval)', 'audit_enable(regclass,text[])',
+          'audit_redact(uuid,bigint,text)', '_audit_table_changed(regclass)', '_audit_merkle_root(bytea,bigint)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);

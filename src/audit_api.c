@@ -1,0 +1,1285 @@
+/*
+ * audit_api.c — the audit trail's storage and SQL functions (docs/audit.md).
+ *
+ * Writers append a record of each change to fincore.audit_pending, in their
+ * own transaction, without touching any shared row: the row trigger
+ * fincore.audit_trigger() for audited tables, audit_append() for the ledger's
+ * transfers.  fincore.audit_seal() then chains what has committed, tenant by
+ * tenant under the chain's head row lock: each record gets the next sequence
+ * number and its hash over its predecessor's (audit_chain.c), moves to the
+ * append-only fincore.audit_log, and the head keeps the last hash and the
+ * Merkle tree's compact range.  So tenants never wait on one another, and a
+ * tenant's writers never wait on its chain; the chain's order is the order in
+ * which the sealer sees transactions commit (by transaction id within one
+ * seal).
+ *
+ * fincore.audit_verify() recomputes a chain streaming; audit_proof() gives
+ * an RFC 6962 inclusion proof against a checkpoint's root; the guard trigger
+ * refuses UPDATE, DELETE and TRUNCATE of the log except fincore's own
+ * redaction (a flag only this file sets).
+ */
+#include "audit.h"
+
+#include "owner_sql.h"
+#include "tenancy.h"
+
+#include "access/genam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+/* Set while fincore itself changes a record (redaction): the guard lets only that through. */
+static bool audit_writing = false;
+
+static const uint8 zero_hash[AUDIT_HASH_LEN];
+
+/* ---- small helpers ---- */
+
+static SPIPlanPtr
+audit_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL)
+		*plan = fincore_prepare(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+	return *plan;
+}
+
+static inline Datum
+spi_col(uint64 row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+static bytea *
+hash_bytea(const uint8 *h)
+{
+	bytea	   *b = palloc(VARHDRSZ + AUDIT_HASH_LEN);
+
+	SET_VARSIZE(b, VARHDRSZ + AUDIT_HASH_LEN);
+	memcpy(VARDATA(b), h, AUDIT_HASH_LEN);
+	return b;
+}
+
+/* A stored hash: exactly 32 bytes, or false (a tampered row may hold anything). */
+static bool
+hash_from_datum(Datum d, uint8 *out)
+{
+	bytea	   *b = DatumGetByteaPP(d);
+
+	if (VARSIZE_ANY_EXHDR(b) != AUDIT_HASH_LEN)
+		return false;
+	memcpy(out, VARDATA_ANY(b), AUDIT_HASH_LEN);
+	return true;
+}
+
+static char *
+hex_text(const uint8 *h)
+{
+	static const char digits[] = "0123456789abcdef";
+	char	   *s = palloc(2 * AUDIT_HASH_LEN + 1);
+
+	for (int i = 0; i < AUDIT_HASH_LEN; i++)
+	{
+		s[2 * i] = digits[h[i] >> 4];
+		s[2 * i + 1] = digits[h[i] & 15];
+	}
+	s[2 * AUDIT_HASH_LEN] = '\0';
+	return s;
+}
+
+/* ---- appending ---- */
+
+typedef struct AppendArgs
+{
+	pg_uuid_t	tenant;
+	text	   *table_name;
+	char		op;
+	text	   *key;
+	Jsonb	   *payload;
+	text	   *actor_role;
+	bool		has_sub;
+	pg_uuid_t	sub;
+	bool		has_actor_tenant;
+	pg_uuid_t	actor_tenant;
+} AppendArgs;
+
+static Oid	pending_relid = InvalidOid;
+static Oid	pending_seq_relid = InvalidOid;
+
+static void
+append_as_owner(void *arg)
+{
+	AppendArgs *a = arg;
+	static SPIPlanPtr plan = NULL;
+	Oid			types[11] = {UUIDOID, INT8OID, XID8OID, TIMESTAMPTZOID, TEXTOID, UUIDOID, UUIDOID,
+	TEXTOID, CHAROID, TEXTOID, JSONBOID};
+	Datum		values[11];
+	char		nulls[11] = "           ";
+
+	fincore_spi_connect();
+	audit_plan(&plan,
+			   "INSERT INTO fincore.audit_pending (tenant_id, id, txid, at, actor_role, actor_sub, actor_tenant,"
+			   " table_name, op, key, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+			   11, types);
+	values[0] = UUIDPGetDatum(&a->tenant);
+	values[1] = Int64GetDatum(nextval_internal(pending_seq_relid, false));
+	values[2] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	values[3] = TimestampTzGetDatum(GetCurrentStatementStartTimestamp());
+	values[4] = PointerGetDatum(a->actor_role);
+	values[5] = UUIDPGetDatum(&a->sub);
+	if (!a->has_sub)
+		nulls[5] = 'n';
+	values[6] = UUIDPGetDatum(&a->actor_tenant);
+	if (!a->has_actor_tenant)
+		nulls[6] = 'n';
+	values[7] = PointerGetDatum(a->table_name);
+	values[8] = CharGetDatum(a->op);
+	values[9] = PointerGetDatum(a->key);
+	values[10] = a->payload ? JsonbPGetDatum(a->payload) : (Datum) 0;
+	if (a->payload == NULL)
+		nulls[10] = 'n';
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "audit: appending a record failed");
+	SPI_finish();
+}
+
+void
+audit_append(const pg_uuid_t *tenant, const char *table_name, char op, const char *key, Jsonb *payload)
+{
+	AppendArgs	a;
+
+	if (!OidIsValid(pending_relid))
+	{
+		pending_relid = fincore_table_oid("audit_pending");
+		pending_seq_relid = fincore_table_oid("audit_pending_id_seq");
+	}
+	a.tenant = *tenant;
+	a.table_name = cstring_to_text(table_name);
+	a.op = op;
+	a.key = cstring_to_text(key);
+	a.payload = payload;
+	/* The role the session acts as: not the owner a SECURITY DEFINER function borrowed. */
+	a.actor_role = cstring_to_text(GetUserNameFromId(GetOuterUserId(), false));
+	a.has_sub = tenancy_current_user(&a.sub);
+	a.has_actor_tenant = tenancy_current_tenant(&a.actor_tenant);
+	fincore_run_as_owner(pending_relid, append_as_owner, &a);
+}
+
+/* fincore._audit_append(tenant, table_name, op, key, payload): fincore's own records (redactions). */
+PG_FUNCTION_INFO_V1(fincore_audit_append);
+Datum
+fincore_audit_append(PG_FUNCTION_ARGS)
+{
+	char	   *op;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR, (errcode(ERRCODE_FC_INVALID_AUDIT_RANGE), errmsg("an audit record needs its chain, table, operation and key")));
+	op = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strlen(op) != 1 || strchr("IUDTR", op[0]) == NULL)
+		ereport(ERROR, (errcode(ERRCODE_FC_INVALID_AUDIT_RANGE), errmsg("an operation is I, U, D, T or R, not \"%s\"", op)));
+	audit_append(PG_GETARG_UUID_P(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), op[0],
+				 text_to_cstring(PG_GETARG_TEXT_PP(3)), PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4));
+	PG_RETURN_VOID();
+}
+
+/*
+ * Is the table audited (fincore.audit_enable made its TRUNCATE trigger)?  The
+ * ledger asks for fincore.transfers, whose records it appends itself.
+ */
+bool
+audit_relation_audited(Relation rel)
+{
+	TriggerDesc *td = rel->trigdesc;
+
+	if (td == NULL)
+		return false;
+	for (int i = 0; i < td->numtriggers; i++)
+		if (td->triggers[i].tgenabled != TRIGGER_DISABLED &&
+			strcmp(td->triggers[i].tgname, "fincore_audit_truncate") == 0)
+			return true;
+	return false;
+}
+
+/* ---- the row trigger ---- */
+
+static bool
+is_redacted(const char *name, Trigger *tg)
+{
+	for (int i = 0; i < tg->tgnargs; i++)
+		if (strcmp(tg->tgargs[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void
+push_value(JsonbParseState **st, JsonbValue *v)
+{
+	(void) pushJsonbValue(st, WJB_VALUE, v);
+}
+
+/* A column's value as to_jsonb() shows it: numbers, booleans and jsonb as such, the rest as text. */
+static void
+jb_column(JsonbParseState **st, Datum d, Oid typid)
+{
+	JsonbValue	v;
+
+	switch (typid)
+	{
+		case BOOLOID:
+			v.type = jbvBool;
+			v.val.boolean = DatumGetBool(d);
+			push_value(st, &v);
+			return;
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+			v.type = jbvNumeric;
+			v.val.numeric = int64_to_numeric(typid == INT2OID ? DatumGetInt16(d) :
+											 typid == INT4OID ? DatumGetInt32(d) : DatumGetInt64(d));
+			push_value(st, &v);
+			return;
+		case NUMERICOID:
+			v.type = jbvNumeric;
+			v.val.numeric = DatumGetNumeric(d);
+			if (!numeric_is_nan(v.val.numeric) && !numeric_is_inf(v.val.numeric))
+			{
+				push_value(st, &v);
+				return;
+			}
+			break;
+		case JSONBOID:
+			{
+				Jsonb	   *j = DatumGetJsonbP(d);
+
+				if (JB_ROOT_IS_SCALAR(j))
+				{
+					JsonbValue	scalar;
+
+					(void) JsonbExtractScalar(&j->root, &scalar);
+					push_value(st, &scalar);
+				}
+				else
+				{
+					v.type = jbvBinary;
+					v.val.binary.data = &j->root;
+					v.val.binary.len = VARSIZE(j) - VARHDRSZ;
+					push_value(st, &v);
+				}
+				return;
+			}
+		default:
+			break;
+	}
+	{
+		Oid			out;
+		bool		varlena;
+		char	   *s;
+
+		getTypeOutputInfo(typid, &out, &varlena);
+		s = OidOutputFunctionCall(out, d);
+		v.type = jbvString;
+		v.val.string.val = s;
+		v.val.string.len = strlen(s);
+		push_value(st, &v);
+	}
+}
+
+/* A row as a JSON object of its columns, less the redacted ones. */
+static void
+jb_row(JsonbParseState **st, TupleDesc desc, HeapTuple tuple, Trigger *tg)
+{
+	(void) pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		JsonbValue	k;
+		bool		isnull;
+		Datum		d;
+
+		if (att->attisdropped || is_redacted(NameStr(att->attname), tg))
+			continue;
+		k.type = jbvString;
+		k.val.string.val = NameStr(att->attname);
+		k.val.string.len = strlen(k.val.string.val);
+		(void) pushJsonbValue(st, WJB_KEY, &k);
+		d = heap_getattr(tuple, i + 1, desc, &isnull);
+		if (isnull)
+		{
+			JsonbValue	n;
+
+			n.type = jbvNull;
+			push_value(st, &n);
+		}
+		else
+			jb_column(st, d, att->atttypid);
+	}
+	(void) pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+/* The row's primary key, without tenant_id: its columns' text joined by commas ("" if none). */
+static char *
+row_key(Relation rel, TupleDesc desc, HeapTuple tuple)
+{
+	Oid			pk = RelationGetPrimaryKeyIndex(rel);
+	StringInfoData s;
+	Relation	idx;
+
+	initStringInfo(&s);
+	if (!OidIsValid(pk))
+		return s.data;
+	idx = index_open(pk, AccessShareLock);
+	for (int k = 0; k < idx->rd_index->indnkeyatts; k++)
+	{
+		AttrNumber	attno = idx->rd_index->indkey.values[k];
+		Form_pg_attribute att;
+		bool		isnull;
+		Datum		d;
+		Oid			out;
+		bool		varlena;
+
+		if (attno <= 0)
+			continue;
+		att = TupleDescAttr(desc, attno - 1);
+		if (strcmp(NameStr(att->attname), "tenant_id") == 0)
+			continue;
+		if (s.len > 0)
+			appendStringInfoChar(&s, ',');
+		d = heap_getattr(tuple, attno, desc, &isnull);
+		if (isnull)
+			continue;
+		getTypeOutputInfo(att->atttypid, &out, &varlena);
+		appendStringInfoString(&s, OidOutputFunctionCall(out, d));
+	}
+	index_close(idx, AccessShareLock);
+	return s.data;
+}
+
+/* The row's tenant: its tenant_id column, or the global chain's nil uuid. */
+static void
+row_tenant(TupleDesc desc, HeapTuple tuple, pg_uuid_t *out)
+{
+	memset(out, 0, sizeof(pg_uuid_t));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		isnull;
+		Datum		d;
+
+		if (att->attisdropped || att->atttypid != UUIDOID || strcmp(NameStr(att->attname), "tenant_id") != 0)
+			continue;
+		d = heap_getattr(tuple, i + 1, desc, &isnull);
+		if (!isnull)
+			*out = *DatumGetUUIDP(d);
+		return;
+	}
+}
+
+PG_FUNCTION_INFO_V1(fincore_audit_trigger);
+Datum
+fincore_audit_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	char	   *table_name;
+	pg_uuid_t	tenant;
+	JsonbParseState *st = NULL;
+	JsonbValue *res;
+	HeapTuple	row;
+	char		op;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_AUDIT_TABLE),
+				 errmsg("fincore.audit_trigger() runs only as an AFTER trigger"),
+				 errhint("Use fincore.audit_enable(table).")));
+	rel = td->tg_relation;
+	desc = RelationGetDescr(rel);
+	table_name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+											RelationGetRelationName(rel));
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+	{
+		/* Every tenant's rows: a record in the global chain. */
+		memset(&tenant, 0, sizeof(tenant));
+		audit_append(&tenant, table_name, AUDIT_OP_TRUNCATE, "", NULL);
+		return PointerGetDatum(NULL);
+	}
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_AUDIT_TABLE),
+				 errmsg("fincore.audit_trigger() runs FOR EACH ROW, or FOR EACH STATEMENT on TRUNCATE")));
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		op = AUDIT_OP_INSERT;
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		op = AUDIT_OP_UPDATE;
+	else
+		op = AUDIT_OP_DELETE;
+	row = op == AUDIT_OP_DELETE ? td->tg_trigtuple : (op == AUDIT_OP_UPDATE ? td->tg_newtuple : td->tg_trigtuple);
+
+	(void) pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	if (op != AUDIT_OP_INSERT)
+	{
+		JsonbValue	k = {.type = jbvString,.val.string = {.len = 3,.val = "old"}};
+
+		(void) pushJsonbValue(&st, WJB_KEY, &k);
+		jb_row(&st, desc, td->tg_trigtuple, td->tg_trigger);
+	}
+	if (op != AUDIT_OP_DELETE)
+	{
+		JsonbValue	k = {.type = jbvString,.val.string = {.len = 3,.val = "new"}};
+
+		(void) pushJsonbValue(&st, WJB_KEY, &k);
+		jb_row(&st, desc, row, td->tg_trigger);
+	}
+	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	row_tenant(desc, row, &tenant);
+	audit_append(&tenant, table_name, op, row_key(rel, desc, row), JsonbValueToJsonb(res));
+	return PointerGetDatum(NULL);
+}
+
+/* The guard of the log, its heads and checkpoints: no UPDATE, DELETE or TRUNCATE but fincore's own. */
+PG_FUNCTION_INFO_V1(fincore_audit_guard);
+Datum
+fincore_audit_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "fincore.audit_guard() is a trigger");
+	if (!audit_writing)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_AUDIT_APPEND_ONLY),
+				 errmsg("%s is append-only", RelationGetRelationName(td->tg_relation)),
+				 errhint("Records are appended by fincore.audit_seal(); a payload is erased by fincore.audit_redact(), which keeps its hash and chains the redaction.")));
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		return PointerGetDatum(td->tg_newtuple);
+	return PointerGetDatum(td->tg_trigtuple);
+}
+
+/* ---- sealing ---- */
+
+/* The Merkle tree's compact range: the roots of its perfect subtrees, largest first. */
+typedef struct Frontier
+{
+	int			n;
+	uint8		h[64][AUDIT_HASH_LEN];
+} Frontier;
+
+static void
+frontier_load(Frontier *f, Datum d, bool isnull, int64 leaves)
+{
+	f->n = 0;
+	if (!isnull)
+	{
+		bytea	   *b = DatumGetByteaPP(d);
+		int			n = VARSIZE_ANY_EXHDR(b) / AUDIT_HASH_LEN;
+
+		if (n > 64 || n * AUDIT_HASH_LEN != (int) VARSIZE_ANY_EXHDR(b) || n != pg_popcount64((uint64) leaves))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("audit: the head's compact range does not match its %lld records", (long long) leaves),
+					 errhint("The head was altered: fincore.audit_verify() names the first bad record.")));
+		memcpy(f->h, VARDATA_ANY(b), n * AUDIT_HASH_LEN);
+		f->n = n;
+	}
+	else if (leaves != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("audit: the head of %lld records has no compact range", (long long) leaves)));
+}
+
+/* Add leaf number leaves (0-based) to the compact range. */
+static void
+frontier_push(AuditHasher *h, Frontier *f, const uint8 *record_hash, int64 leaves)
+{
+	audit_merkle_leaf(h, record_hash, f->h[f->n++]);
+	for (uint64 v = (uint64) leaves; v & 1; v >>= 1)
+	{
+		audit_merkle_node(h, f->h[f->n - 2], f->h[f->n - 1], f->h[f->n - 2]);
+		f->n--;
+	}
+}
+
+static void
+frontier_root(AuditHasher *h, const Frontier *f, uint8 *out)
+{
+	if (f->n == 0)
+	{
+		audit_sha256(h, (const uint8 *) "", 0, out);
+		return;
+	}
+	memcpy(out, f->h[f->n - 1], AUDIT_HASH_LEN);
+	for (int i = f->n - 2; i >= 0; i--)
+		audit_merkle_node(h, f->h[i], out, out);
+}
+
+static bytea *
+frontier_bytea(const Frontier *f)
+{
+	bytea	   *b = palloc(VARHDRSZ + f->n * AUDIT_HASH_LEN);
+
+	SET_VARSIZE(b, VARHDRSZ + f->n * AUDIT_HASH_LEN);
+	memcpy(VARDATA(b), f->h, f->n * AUDIT_HASH_LEN);
+	return b;
+}
+
+static inline Datum
+tt_col(SPITupleTable *tt, uint64 row, int col, bool *isnull)
+{
+	return SPI_getbinval(tt->vals[row], tt->tupdesc, col, isnull);
+}
+
+/*
+ * A record's fields from a row whose columns from col on are (at, txid,
+ * actor_role, actor_sub, actor_tenant, table_name, op, key); false if one
+ * that may not be NULL is (a tampered row).
+ */
+static bool
+record_from_row(AuditRecord *r, SPITupleTable *tt, uint64 row, int col)
+{
+	bool		isnull,
+				nulls = false;
+	Datum		d;
+	text	   *t;
+
+	d = tt_col(tt, row, col, &isnull);
+	nulls |= isnull;
+	r->at = isnull ? 0 : DatumGetTimestampTz(d);
+	d = tt_col(tt, row, col + 1, &isnull);
+	nulls |= isnull;
+	r->txid = isnull ? 0 : U64FromFullTransactionId(DatumGetFullTransactionId(d));
+	d = tt_col(tt, row, col + 2, &isnull);
+	nulls |= isnull;
+	t = isnull ? NULL : DatumGetTextPP(d);
+	r->actor_role = t ? VARDATA_ANY(t) : "";
+	r->actor_role_len = t ? VARSIZE_ANY_EXHDR(t) : 0;
+	d = tt_col(tt, row, col + 3, &isnull);
+	r->actor_sub = isnull ? NULL : DatumGetCString(DirectFunctionCall1(uuid_out, d));
+	r->actor_sub_len = isnull ? 0 : strlen(r->actor_sub);
+	d = tt_col(tt, row, col + 4, &isnull);
+	r->has_actor_tenant = !isnull;
+	if (!isnull)
+		r->actor_tenant = *DatumGetUUIDP(d);
+	d = tt_col(tt, row, col + 5, &isnull);
+	nulls |= isnull;
+	t = isnull ? NULL : DatumGetTextPP(d);
+	r->table_name = t ? VARDATA_ANY(t) : "";
+	r->table_name_len = t ? VARSIZE_ANY_EXHDR(t) : 0;
+	d = tt_col(tt, row, col + 6, &isnull);
+	nulls |= isnull;
+	r->op = isnull ? '\0' : DatumGetChar(d);
+	d = tt_col(tt, row, col + 7, &isnull);
+	nulls |= isnull;
+	t = isnull ? NULL : DatumGetTextPP(d);
+	r->key = t ? VARDATA_ANY(t) : "";
+	r->key_len = t ? VARSIZE_ANY_EXHDR(t) : 0;
+	return !nulls;
+}
+
+/* The hash of a payload: SHA-256 of its jsonb text (NULL, a TRUNCATE's: of nothing). */
+static void
+payload_hash(AuditHasher *h, SPITupleTable *tt, uint64 row, int col, uint8 *out, bool *isnull)
+{
+	Datum		d = tt_col(tt, row, col, isnull);
+
+	if (*isnull)
+		audit_sha256(h, (const uint8 *) "", 0, out);
+	else
+	{
+		text	   *t = DatumGetTextPP(d);
+
+		audit_sha256(h, (const uint8 *) VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
+	}
+}
+
+#define PENDING_COLUMNS "p.at, p.txid, p.actor_role, p.actor_sub, p.actor_tenant, p.table_name, p.op, p.key"
+
+/* Chain up to max of a tenant's committed pending records; returns how many. */
+static int64
+seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
+{
+	static SPIPlanPtr head_insert = NULL,
+				head_lock = NULL,
+				pending_read = NULL,
+				log_insert = NULL,
+				pending_delete = NULL,
+				head_update = NULL;
+	Oid			t1[1] = {UUIDOID};
+	Oid			t2[2] = {UUIDOID, INT4OID};
+	Oid			tlog[13] = {UUIDOID, INT8OID, TIMESTAMPTZOID, XID8OID, TEXTOID, UUIDOID, UUIDOID, TEXTOID,
+	CHAROID, TEXTOID, JSONBOID, BYTEAOID, BYTEAOID};
+	Oid			tdel[2] = {UUIDOID, INT8ARRAYOID};
+	Oid			tup[4] = {UUIDOID, INT8OID, BYTEAOID, BYTEAOID};
+	Datum		args[13];
+	char		nulls[13];
+	bool		isnull;
+	int64		seq;
+	uint8		prev[AUDIT_HASH_LEN];
+	Frontier   *f = palloc(sizeof(Frontier));
+	SPITupleTable *pend;
+	uint64		n;
+	Datum	   *ids;
+
+	audit_plan(&head_insert, "INSERT INTO fincore.audit_heads (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", 1, t1);
+	audit_plan(&head_lock, "SELECT h.seq, h.hash, h.frontier FROM fincore.audit_heads h"
+			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1 FOR UPDATE", 1, t1);
+	audit_plan(&pending_read, "SELECT p.id, " PENDING_COLUMNS ", p.payload, CAST(p.payload AS pg_catalog.text)"
+			   "  FROM fincore.audit_pending p WHERE p.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " ORDER BY p.txid, p.id LIMIT $2", 2, t2);
+	audit_plan(&log_insert, "INSERT INTO fincore.audit_log (tenant_id, seq, at, txid, actor_role, actor_sub,"
+			   " actor_tenant, table_name, op, key, payload, payload_hash, hash)"
+			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", 13, tlog);
+	audit_plan(&pending_delete, "DELETE FROM fincore.audit_pending p WHERE p.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " AND p.id OPERATOR(pg_catalog.=) ANY ($2)", 2, tdel);
+	audit_plan(&head_update, "UPDATE fincore.audit_heads h SET seq = $2, hash = $3, frontier = $4,"
+			   " updated_at = pg_catalog.now() WHERE h.tenant_id OPERATOR(pg_catalog.=) $1", 4, tup);
+
+	args[0] = UUIDPGetDatum(tenant);
+	if (SPI_execute_plan(head_insert, args, NULL, false, 0) < 0 ||
+		SPI_execute_plan(head_lock, args, NULL, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "audit: locking the chain's head failed");
+	seq = DatumGetInt64(spi_col(0, 1, &isnull));
+	if (!hash_from_datum(spi_col(0, 2, &isnull), prev))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("audit: the head's hash is not 32 bytes"),
+				 errhint("The head was altered: fincore.audit_verify() names the first bad record.")));
+	{
+		Datum		fd = spi_col(0, 3, &isnull);
+
+		frontier_load(f, fd, isnull, seq);
+	}
+
+	args[1] = Int32GetDatum(max);
+	if (SPI_execute_plan(pending_read, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "audit: reading the pending records failed");
+	pend = SPI_tuptable;
+	n = SPI_processed;
+	if (n == 0)
+		return 0;
+	ids = palloc(sizeof(Datum) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		AuditRecord r;
+		uint8		hash[AUDIT_HASH_LEN];
+		bool		payload_null;
+
+		ids[i] = tt_col(pend, i, 1, &isnull);
+		(void) record_from_row(&r, pend, i, 2);
+		r.tenant = *tenant;
+		r.seq = ++seq;
+		payload_hash(h, pend, i, 11, r.payload_hash, &payload_null);
+		audit_record_hash(h, prev, &r, hash);
+		frontier_push(h, f, hash, seq - 1);
+
+		memset(nulls, ' ', sizeof(nulls));
+		args[0] = UUIDPGetDatum(tenant);
+		args[1] = Int64GetDatum(seq);
+		for (int c = 2; c <= 9; c++)
+		{
+			args[c] = tt_col(pend, i, c, &isnull);
+			if (isnull)
+				nulls[c] = 'n';
+		}
+		args[10] = tt_col(pend, i, 10, &isnull);
+		if (isnull)
+			nulls[10] = 'n';
+		args[11] = PointerGetDatum(hash_bytea(r.payload_hash));
+		args[12] = PointerGetDatum(hash_bytea(hash));
+		if (SPI_execute_plan(log_insert, args, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "audit: appending to the log failed");
+		memcpy(prev, hash, AUDIT_HASH_LEN);
+	}
+	args[0] = UUIDPGetDatum(tenant);
+	args[1] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(pending_delete, args, NULL, false, 0) != SPI_OK_DELETE || SPI_processed != n)
+		elog(ERROR, "audit: removing the sealed pending records failed");
+	args[1] = Int64GetDatum(seq);
+	args[2] = PointerGetDatum(hash_bytea(prev));
+	args[3] = PointerGetDatum(frontier_bytea(f));
+	if (SPI_execute_plan(head_update, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "audit: moving the chain's head failed");
+	return (int64) n;
+}
+
+/*
+ * fincore._audit_seal(tenant uuid, max_records integer) RETURNS bigint: chain
+ * the tenant's committed pending records (the SQL wrapper fincore.audit_seal
+ * loops over tenants).
+ */
+PG_FUNCTION_INFO_V1(fincore_audit_seal);
+Datum
+fincore_audit_seal(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	int32		max = PG_GETARG_INT32(1);
+	AuditHasher h;
+	volatile int64 n = 0;
+
+	if (max < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_AUDIT_RANGE),
+				 errmsg("max_records must be at least 1, not %d", max)));
+	fincore_spi_connect();
+	audit_hasher_init(&h);
+	audit_writing = true;
+	PG_TRY();
+	{
+		n = seal_tenant(&h, tenant, max);
+	}
+	PG_FINALLY();
+	{
+		audit_writing = false;
+	}
+	PG_END_TRY();
+	audit_hasher_free(&h);
+	SPI_finish();
+	PG_RETURN_INT64(n);
+}
+
+/* ---- verifying ---- */
+
+typedef struct VerifyResult
+{
+	bool		ok;
+	int64		checked;
+	int64		bad_seq;
+	const char *reason;
+} VerifyResult;
+
+static void
+verify_bad(VerifyResult *v, int64 seq, const char *reason)
+{
+	if (v->ok)
+	{
+		v->ok = false;
+		v->bad_seq = seq;
+		v->reason = reason;
+	}
+}
+
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a,
+				y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * fincore._audit_verify(tenant, from_seq, to_seq, expected_hash) RETURNS
+ * (ok, checked, first_bad_seq, reason): recompute the chain from from_seq to
+ * to_seq (NULLs: from the first record kept to the head), streaming.
+ */
+PG_FUNCTION_INFO_V1(fincore_audit_verify);
+Datum
+fincore_audit_verify(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	static SPIPlanPtr head_read = NULL,
+				prev_read = NULL,
+				redactions_read = NULL,
+				records_read = NULL,
+				beyond_read = NULL;
+	Oid			t1[1] = {UUIDOID};
+	Oid			t2[2] = {UUIDOID, INT8OID};
+	Oid			t3[3] = {UUIDOID, INT8OID, INT8OID};
+	Datum		args[3];
+	bool		isnull;
+	VerifyResult v = {true, 0, 0, NULL};
+	AuditHasher h;
+	int64		head_seq = 0,
+				first_seq = 1,
+				from,
+				to,
+				expect;
+	uint8		head_hash[AUDIT_HASH_LEN],
+				prev[AUDIT_HASH_LEN];
+	bool		have_head;
+	int64	   *redacted = NULL;
+	int			nredacted = 0;
+	Portal		portal;
+	TupleDesc	rdesc;
+	Datum		values[4];
+	bool		rnulls[4] = {false, false, true, true};
+
+	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "audit_verify: a composite result is expected");
+	rdesc = BlessTupleDesc(rdesc);
+	fincore_spi_connect();
+	audit_hasher_init(&h);
+	audit_plan(&head_read, "SELECT h.seq, h.hash, h.first_seq, h.base_hash FROM fincore.audit_heads h"
+			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1", 1, t1);
+	audit_plan(&prev_read, "SELECT l.hash FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " AND l.seq OPERATOR(pg_catalog.=) $2", 2, t2);
+	audit_plan(&redactions_read, "SELECT l.key FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " AND l.op OPERATOR(pg_catalog.=) 'R'::\"char\"", 1, t1);
+	audit_plan(&records_read, "SELECT l.seq, l.at, l.txid, l.actor_role, l.actor_sub, l.actor_tenant, l.table_name,"
+			   " l.op, l.key, CAST(l.payload AS pg_catalog.text), l.payload_hash, l.hash FROM fincore.audit_log l"
+			   " WHERE l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.>=) $2"
+			   " AND l.seq OPERATOR(pg_catalog.<=) $3 ORDER BY l.seq", 3, t3);
+	audit_plan(&beyond_read, "SELECT l.seq FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " AND l.seq OPERATOR(pg_catalog.>) $2 ORDER BY l.seq LIMIT 1", 2, t2);
+
+	args[0] = UUIDPGetDatum(tenant);
+	if (SPI_execute_plan(head_read, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "audit: reading the chain's head failed");
+	have_head = SPI_processed == 1;
+	memcpy(prev, zero_hash, AUDIT_HASH_LEN);
+	memcpy(head_hash, zero_hash, AUDIT_HASH_LEN);
+	if (have_head)
+	{
+		Datum		d;
+
+		head_seq = DatumGetInt64(spi_col(0, 1, &isnull));
+		if (!hash_from_datum(spi_col(0, 2, &isnull), head_hash))
+			verify_bad(&v, head_seq, "the head's hash is not 32 bytes");
+		first_seq = DatumGetInt64(spi_col(0, 3, &isnull));
+		d = spi_col(0, 4, &isnull);
+		if (!isnull && !hash_from_datum(d, prev))
+			verify_bad(&v, first_seq, "the hash the kept records start from is not 32 bytes");
+	}
+	from = PG_ARGISNULL(1) ? first_seq : PG_GETARG_INT64(1);
+	to = PG_ARGISNULL(2) ? head_seq : PG_GETARG_INT64(2);
+	if (from < first_seq || to < from - 1 || (!PG_ARGISNULL(2) && to > head_seq))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_AUDIT_RANGE),
+				 errmsg("cannot verify records " INT64_FORMAT " to " INT64_FORMAT " of a chain that keeps "
+						INT64_FORMAT " to " INT64_FORMAT, from, to, first_seq, head_seq),
+				 errhint("From the first record kept (retention) to the head, at most.")));
+	if (!PG_ARGISNULL(3) && VARSIZE_ANY_EXHDR(PG_GETARG_BYTEA_PP(3)) != AUDIT_HASH_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_AUDIT_RANGE),
+				 errmsg("an expected digest is a SHA-256 hash of 32 bytes, not %d",
+						(int) VARSIZE_ANY_EXHDR(PG_GETARG_BYTEA_PP(3)))));
+	if (from > first_seq)
+	{
+		args[1] = Int64GetDatum(from - 1);
+		if (SPI_execute_plan(prev_read, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "audit: reading a record failed");
+		if (SPI_processed != 1)
+			verify_bad(&v, from - 1, "record missing");
+		else if (!hash_from_datum(spi_col(0, 1, &isnull), prev))
+			verify_bad(&v, from - 1, "its hash is not 32 bytes");
+	}
+
+	/* Erased payloads must be named by a redaction record of the chain. */
+	if (SPI_execute_plan(redactions_read, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "audit: reading the redactions failed");
+	if (SPI_processed > 0)
+	{
+		redacted = palloc(sizeof(int64) * SPI_processed);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			char	   *k = TextDatumGetCString(spi_col(i, 1, &isnull));
+			char	   *end;
+			long long	seq = strtoll(k, &end, 10);
+
+			if (*end == '\0')
+				redacted[nredacted++] = seq;
+		}
+		qsort(redacted, nredacted, sizeof(int64), int64_cmp);
+	}
+
+	expect = from;
+	args[1] = Int64GetDatum(from);
+	args[2] = Int64GetDatum(to);
+	portal = SPI_cursor_open(NULL, records_read, args, NULL, true);
+	for (;;)
+	{
+		SPITupleTable *tt;
+
+		SPI_cursor_fetch(portal, true, 10000);
+		tt = SPI_tuptable;
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed && v.ok; i++)
+		{
+			AuditRecord r;
+			uint8		stored[AUDIT_HASH_LEN],
+						hash[AUDIT_HASH_LEN],
+						stored_payload[AUDIT_HASH_LEN];
+			bool		payload_null;
+
+			CHECK_FOR_INTERRUPTS();
+			r.seq = DatumGetInt64(tt_col(tt, i, 1, &isnull));
+			if (r.seq != expect)
+			{
+				verify_bad(&v, expect, "record missing");
+				break;
+			}
+			r.tenant = *tenant;
+			if (!record_from_row(&r, tt, i, 2))
+			{
+				verify_bad(&v, r.seq, "a field that is never empty is NULL");
+				break;
+			}
+			if (tt_col(tt, i, 11, &isnull), isnull || !hash_from_datum(tt_col(tt, i, 11, &isnull), stored_payload))
+			{
+				verify_bad(&v, r.seq, "its payload hash is not 32 bytes");
+				break;
+			}
+			payload_hash(&h, tt, i, 10, r.payload_hash, &payload_null);
+			if (payload_null)
+			{
+				if (bsearch(&r.seq, redacted, nredacted, sizeof(int64), int64_cmp) == NULL &&
+					r.op != AUDIT_OP_TRUNCATE)
+				{
+					verify_bad(&v, r.seq, "its payload was removed without a redaction record");
+					break;
+				}
+				memcpy(r.payload_hash, stored_payload, AUDIT_HASH_LEN);
+			}
+			else if (memcmp(r.payload_hash, stored_payload, AUDIT_HASH_LEN) != 0)
+			{
+				verify_bad(&v, r.seq, "its payload does not match its payload hash");
+				break;
+			}
+			audit_record_hash(&h, prev, &r, hash);
+			if (tt_col(tt, i, 12, &isnull), isnull || !hash_from_datum(tt_col(tt, i, 12, &isnull), stored) ||
+				memcmp(hash, stored, AUDIT_HASH_LEN) != 0)
+			{
+				verify_bad(&v, r.seq, "its hash does not match the record and its predecessor's hash");
+				break;
+			}
+			memcpy(prev, hash, AUDIT_HASH_LEN);
+			v.checked++;
+			expect++;
+		}
+		SPI_freetuptable(tt);
+		if (!v.ok)
+			break;
+	}
+	SPI_cursor_close(portal);
+	if (v.ok && expect <= to)
+		verify_bad(&v, expect, "record missing");
+	if (v.ok && !have_head && to > 0)
+		verify_bad(&v, 1, "the chain has no head");
+	if (v.ok && to == head_seq && memcmp(prev, head_hash, AUDIT_HASH_LEN) != 0)
+		verify_bad(&v, head_seq, "the head's hash does not match the last record");
+	if (v.ok && PG_ARGISNULL(2))
+	{
+		args[1] = Int64GetDatum(head_seq);
+		if (SPI_execute_plan(beyond_read, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "audit: reading the log failed");
+		if (SPI_processed > 0)
+			verify_bad(&v, DatumGetInt64(spi_col(0, 1, &isnull)), "a record beyond the head");
+	}
+	if (v.ok && !PG_ARGISNULL(3) && memcmp(prev, VARDATA_ANY(PG_GETARG_BYTEA_PP(3)), AUDIT_HASH_LEN) != 0)
+		verify_bad(&v, to, "the chain does not match the expected digest here");
+	audit_hasher_free(&h);
+	SPI_finish();
+
+	values[0] = BoolGetDatum(v.ok);
+	values[1] = Int64GetDatum(v.checked);
+	if (!v.ok)
+	{
+		values[2] = Int64GetDatum(v.bad_seq);
+		values[3] = CStringGetTextDatum(v.reason);
+		rnulls[2] = rnulls[3] = false;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(rdesc, values, rnulls)));
+}
+
+/* ---- the Merkle tree: roots and proofs ---- */
+
+/* fincore._audit_merkle_root(frontier bytea, records bigint) RETURNS bytea: the root from a head's compact range. */
+PG_FUNCTION_INFO_V1(fincore_audit_merkle_root);
+Datum
+fincore_audit_merkle_root(PG_FUNCTION_ARGS)
+{
+	Frontier   *f = palloc(sizeof(Frontier));
+	AuditHasher h;
+	uint8		root[AUDIT_HASH_LEN];
+
+	frontier_load(f, PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0), PG_ARGISNULL(0), PG_GETARG_INT64(1));
+	audit_hasher_init(&h);
+	frontier_root(&h, f, root);
+	audit_hasher_free(&h);
+	PG_RETURN_BYTEA_P(hash_bytea(root));
+}
+
+/*
+ * fincore._audit_proof(tenant, seq, tree_size) RETURNS jsonb: the inclusion
+ * proof of record seq in the tree of the first tree_size records, with the
+ * record's fields and its predecessor's hash, so that a checker recomputes
+ * the record's hash, then the root (scripts/audit-check).
+ */
+PG_FUNCTION_INFO_V1(fincore_audit_proof);
+Datum
+fincore_audit_proof(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	int64		seq = PG_GETARG_INT64(1);
+	int64		size = PG_GETARG_INT64(2);
+	static SPIPlanPtr hashes_read = NULL,
+				record_read = NULL;
+	Oid			t2[2] = {UUIDOID, INT8OID};
+	Datum		args[2];
+	bool		isnull;
+	uint8	   *leaves;
+	uint8		path[64 * AUDIT_HASH_LEN],
+				root[AUDIT_HASH_LEN],
+				prev[AUDIT_HASH_LEN];
+	int			npath = 0;
+	AuditHasher h;
+	AuditRecord r;
+	JsonbParseState *st = NULL;
+	JsonbValue *res;
+
+	if (seq < 1 || size < seq)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_AUDIT_RECORD_NOT_FOUND),
+				 errmsg("record " INT64_FORMAT " is not in a tree of " INT64_FORMAT " records", seq, size),
+				 errhint("A proof is against a checkpoint (fincore.audit_digest) taken after the record was sealed.")));
+	fincore_spi_connect();
+	audit_plan(&hashes_read, "SELECT l.hash FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " AND l.seq OPERATOR(pg_catalog.<=) $2 ORDER BY l.seq", 2, t2);
+	audit_plan(&record_read, "SELECT l.seq, l.at, l.txid, l.actor_role, l.actor_sub, l.actor_tenant, l.table_name,"
+			   " l.op, l.key, l.payload_hash, l.hash FROM fincore.audit_log l"
+			   " WHERE l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.=) $2", 2, t2);
+	args[0] = UUIDPGetDatum(tenant);
+	args[1] = Int64GetDatum(size);
+	if (SPI_execute_plan(hashes_read, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "audit: reading the log failed");
+	if ((int64) SPI_processed != size)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_AUDIT_RECORD_NOT_FOUND),
+				 errmsg("the chain keeps " UINT64_FORMAT " of the first " INT64_FORMAT " records", SPI_processed, size),
+				 errhint("Records before the retention cut have no proof; records missing otherwise: fincore.audit_verify().")));
+	leaves = palloc(size * AUDIT_HASH_LEN);
+	for (int64 i = 0; i < size; i++)
+		if (!hash_from_datum(spi_col(i, 1, &isnull), leaves + i * AUDIT_HASH_LEN))
+			memset(leaves + i * AUDIT_HASH_LEN, 0, AUDIT_HASH_LEN);
+	audit_hasher_init(&h);
+	audit_merkle_path(&h, leaves, size, seq - 1, path, &npath);
+	audit_merkle_root(&h, leaves, size, root);
+	memcpy(prev, seq > 1 ? leaves + (seq - 2) * AUDIT_HASH_LEN : zero_hash, AUDIT_HASH_LEN);
+
+	args[1] = Int64GetDatum(seq);
+	if (SPI_execute_plan(record_read, args, NULL, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "audit: reading record " INT64_FORMAT " failed", seq);
+	(void) record_from_row(&r, SPI_tuptable, 0, 2);
+
+#define KEY(name_) do { JsonbValue k_ = {.type = jbvString,.val.string = {.len = strlen(name_),.val = (name_)}}; \
+		(void) pushJsonbValue(&st, WJB_KEY, &k_); } while (0)
+#define STR(s_, n_) do { JsonbValue v_ = {.type = jbvString,.val.string = {.len = (n_),.val = (char *) (s_)}}; \
+		(void) pushJsonbValue(&st, WJB_VALUE, &v_); } while (0)
+#define CSTR(s_) STR((s_), strlen(s_))
+#define NUM(n_) do { JsonbValue v_ = {.type = jbvNumeric,.val.numeric = int64_to_numeric(n_)}; \
+		(void) pushJsonbValue(&st, WJB_VALUE, &v_); } while (0)
+#define NUL() do { JsonbValue v_ = {.type = jbvNull}; (void) pushJsonbValue(&st, WJB_VALUE, &v_); } while (0)
+
+	(void) pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	KEY("version");
+	NUM(1);
+	KEY("tenant_id");
+	CSTR(DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(tenant))));
+	KEY("seq");
+	NUM(seq);
+	KEY("tree_size");
+	NUM(size);
+	KEY("record");
+	(void) pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	KEY("at_unix_micros");
+	NUM(r.at + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+	KEY("txid");
+	NUM((int64) r.txid);
+	KEY("actor_role");
+	STR(r.actor_role, r.actor_role_len);
+	KEY("actor_sub");
+	if (r.actor_sub)
+		CSTR(r.actor_sub);
+	else
+		NUL();
+	KEY("actor_tenant");
+	if (r.has_actor_tenant)
+		CSTR(DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&r.actor_tenant))));
+	else
+		NUL();
+	KEY("table_name");
+	STR(r.table_name, r.table_name_len);
+	KEY("op");
+	STR(&r.op, 1);
+	KEY("key");
+	STR(r.key, r.key_len);
+	KEY("payload_hash");
+	{
+		uint8		ph[AUDIT_HASH_LEN];
+
+		if (!hash_from_datum(spi_col(0, 10, &isnull), ph))
+			memset(ph, 0, AUDIT_HASH_LEN);
+		CSTR(hex_text(ph));
+	}
+	(void) pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	KEY("prev_hash");
+	CSTR(hex_text(prev));
+	KEY("record_hash");
+	CSTR(hex_text(leaves + (seq - 1) * AUDIT_HASH_LEN));
+	KEY("path");
+	(void) pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < npath; i++)
+	{
+		char	   *hex = hex_text(path + i * AUDIT_HASH_LEN);
+		JsonbValue	e = {.type = jbvString,.val.string = {.len = 2 * AUDIT_HASH_LEN,.val = hex}};
+
+		(void) pushJsonbValue(&st, WJB_ELEM, &e);
+	}
+	(void) pushJsonbValue(&st, WJB_END_ARRAY, NULL);
+	KEY("root");
+	CSTR(hex_text(root));
+	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	audit_hasher_free(&h);
+	SPI_finish();
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+}
+
+/* ---- redaction and retention ---- */
+
+/*
+ * fincore._audit_erase_payload(tenant, seq) RETURNS boolean: a record's
+ * payload removed, its payload hash kept (audit_redact chains the
+ * redaction).  False if the record has none left.
+ */
+PG_FUNCTION_INFO_V1(fincore_audit_erase_payload);
+Datum
+fincore_audit_erase_payload(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr erase = NULL;
+	Oid			t2[2] = {UUIDOID, INT8OID};
+	Datum		args[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
+	volatile uint64 n = 0;
+
+	fincore_spi_connect();
+	audit_plan(&erase, "UPDATE fincore.audit_log l SET payload = NULL WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " AND l.seq OPERATOR(pg_catalog.=) $2 AND l.payload IS NOT NULL", 2, t2);
+	audit_writing = true;
+	PG_TRY();
+	{
+		if (SPI_execute_plan(erase, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "audit: erasing a payload failed");
+		n = SPI_processed;
+	}
+	PG_FINALLY();
+	{
+		audit_writing = false;
+	}
+	PG_END_TRY();
+	SPI_finish();
+	PG_RETURN_BOOL(n == 1);
+}
+
+/*
+ * fincore._audit_drop_before(tenant, cut) RETURNS bigint: retention drops
+ * the records before cut (the caller checked that a checkpoint was taken at
+ * cut - 1 or later); the head keeps the hash the kept records start from.
+ */
+PG_FUNCTION_INFO_V1(fincore_audit_drop_before);
+Datum
+fincore_audit_drop_before(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr drop = NULL,
+				base = NULL;
+	Oid			t2[2] = {UUIDOID, INT8OID};
+	Datum		args[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
+	volatile uint64 n = 0;
+
+	fincore_spi_connect();
+	audit_plan(&base, "UPDATE fincore.audit_heads h SET first_seq = $2, base_hash = l.hash"
+			   "  FROM fincore.audit_log l WHERE h.tenant_id OPERATOR(pg_catalog.=) $1"
+			   "   AND l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.=) $2 OPERATOR(pg_catalog.-) 1"
+			   "   AND h.first_seq OPERATOR(pg_catalog.<) $2", 2, t2);
+	audit_plan(&drop, "DELETE FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " AND l.seq OPERATOR(pg_catalog.<) $2", 2, t2);
+	audit_writing = true;
+	PG_TRY();
+	{
+		if (SPI_execute_plan(base, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "audit: moving the chain's start failed");
+		if (SPI_processed == 1)
+		{
+			if (SPI_execute_plan(drop, args, NULL, false, 0) != SPI_OK_DELETE)
+				elog(ERROR, "audit: dropping records failed");
+			n = SPI_processed;
+		}
+	}
+	PG_FINALLY();
+	{
+		audit_writing = false;
+	}
+	PG_END_TRY();
+	SPI_finish();
+	PG_RETURN_INT64((int64) n);
+}
+
+/* ---- the encoding, for tests and the documentation ---- */
+
+/*
+ * fincore.audit_record_hash(prev, tenant, seq, at, txid, actor_role,
+ * actor_sub, actor_tenant, table_name, op, key, payload_hash) RETURNS bytea.
+ */
+PG_FUNCTION_INFO_V1(fincore_audit_record_hash);
+Datum
+fincore_audit_record_hash(PG_FUNCTION_ARGS)
+{
+	AuditRecord r;
+	uint8		prev[AUDIT_HASH_LEN],
+				out[AUDIT_HASH_LEN];
+	AuditHasher h;
+	text	   *t;
+	char	   *op;
+
+	for (int i = 0; i < 12; i++)
+		if (PG_ARGISNULL(i) && i != 6 && i != 7)
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_INVALID_AUDIT_RANGE),
+					 errmsg("audit_record_hash: argument %d is NULL", i + 1),
+					 errhint("Only actor_sub and actor_tenant may be NULL.")));
+	if (VARSIZE_ANY_EXHDR(PG_GETARG_BYTEA_PP(0)) != AUDIT_HASH_LEN ||
+		VARSIZE_ANY_EXHDR(PG_GETARG_BYTEA_PP(11)) != AUDIT_HASH_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_AUDIT_RANGE),
+				 errmsg("a hash is 32 bytes")));
+	memcpy(prev, VARDATA_ANY(PG_GETARG_BYTEA_PP(0)), AUDIT_HASH_LEN);
+	r.tenant = *PG_GETARG_UUID_P(1);
+	r.seq = PG_GETARG_INT64(2);
+	r.at = PG_GETARG_TIMESTAMPTZ(3);
+	r.txid = (uint64) PG_GETARG_INT64(4);
+	t = PG_GETARG_TEXT_PP(5);
+	r.actor_role = VARDATA_ANY(t);
+	r.actor_role_len = VARSIZE_ANY_EXHDR(t);
+	r.actor_sub = PG_ARGISNULL(6) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(6));
+	r.actor_sub_len = r.actor_sub ? strlen(r.actor_sub) : 0;
+	r.has_actor_tenant = !PG_ARGISNULL(7);
+	if (r.has_actor_tenant)
+		r.actor_tenant = *PG_GETARG_UUID_P(7);
+	t = PG_GETARG_TEXT_PP(8);
+	r.table_name = VARDATA_ANY(t);
+	r.table_name_len = VARSIZE_ANY_EXHDR(t);
+	op = text_to_cstring(PG_GETARG_TEXT_PP(9));
+	if (strlen(op) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_AUDIT_RANGE),
+				 errmsg("an operation is one letter: I, U, D, T or R, not \"%s\"", op)));
+	r.op = op[0];
+	t = PG_GETARG_TEXT_PP(10);
+	r.key = VARDATA_ANY(t);
+	r.key_len = VARSIZE_ANY_EXHDR(t);
+	memcpy(r.payload_hash, VARDATA_ANY(PG_GETARG_BYTEA_PP(11)), AUDIT_HASH_LEN);
+	audit_hasher_init(&h);
+	audit_record_hash(&h, prev, &r, out);
+	audit_hasher_free(&h);
+	PG_RETURN_BYTEA_P(hash_bytea(out));
+}
