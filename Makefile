@@ -12,6 +12,9 @@ OBJS        = src/fincore.o src/currency.o src/rounding.o src/amount.o src/alloc
 # ./scripts/test --sanitize adds the sanitizer options object (test/sanitize/options.o).
 OBJS       += $(SANITIZE_OBJS)
 
+# The audit trail hashes with OpenSSL's SHA-256 (PostgreSQL links it too; libssl-dev: scripts/lib.sh).
+SHLIB_LINK += -lcrypto
+
 # The install script is built from one SQL source per module, in dependency order.
 SQL_MODULES = sql/modules/schema.sql sql/modules/money.sql sql/modules/uuidv7.sql \
               sql/modules/tenancy.sql sql/modules/maintenance.sql sql/modules/outbox.sql \

@@ -24,6 +24,13 @@
 #include "tenancy.h"
 
 #include "access/genam.h"
+#include "access/heapam.h"
+#include "access/tableam.h"
+#include "executor/tuptable.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "catalog/pg_am.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
@@ -540,60 +547,52 @@ tt_col(SPITupleTable *tt, uint64 row, int col, bool *isnull)
 	return SPI_getbinval(tt->vals[row], tt->tupdesc, col, isnull);
 }
 
+/* A record's columns, as verify and proof read them (and seal, from at on). */
+enum
+{
+	C_SEQ, C_AT, C_TXID, C_ROLE, C_SUB, C_ATENANT, C_TABLE, C_OP, C_KEY, C_PAYLOAD, C_PHASH, C_HASH, NCOLS
+};
+static const char *const record_columns[NCOLS] = {
+	"seq", "at", "txid", "actor_role", "actor_sub", "actor_tenant", "table_name", "op", "key", "payload",
+	"payload_hash", "hash"
+};
+
 /*
- * A record's fields from a row whose columns from col on are (at, txid,
- * actor_role, actor_sub, actor_tenant, table_name, op, key); false if one
- * that may not be NULL is (a tampered row).
+ * A record's fields from the values of its columns, v[C_AT] to v[C_KEY];
+ * false if one that may not be NULL is (a tampered row).
  */
 static bool
-record_from_row(AuditRecord *r, SPITupleTable *tt, uint64 row, int col)
+record_from_values(AuditRecord *r, const Datum *v, const bool *n)
 {
-	bool		isnull,
-				nulls = false;
-	Datum		d;
 	text	   *t;
 
-	d = tt_col(tt, row, col, &isnull);
-	nulls |= isnull;
-	r->at = isnull ? 0 : DatumGetTimestampTz(d);
-	d = tt_col(tt, row, col + 1, &isnull);
-	nulls |= isnull;
-	r->txid = isnull ? 0 : U64FromFullTransactionId(DatumGetFullTransactionId(d));
-	d = tt_col(tt, row, col + 2, &isnull);
-	nulls |= isnull;
-	t = isnull ? NULL : DatumGetTextPP(d);
-	r->actor_role = t ? VARDATA_ANY(t) : "";
-	r->actor_role_len = t ? VARSIZE_ANY_EXHDR(t) : 0;
-	d = tt_col(tt, row, col + 3, &isnull);
-	r->actor_sub = isnull ? NULL : DatumGetCString(DirectFunctionCall1(uuid_out, d));
-	r->actor_sub_len = isnull ? 0 : strlen(r->actor_sub);
-	d = tt_col(tt, row, col + 4, &isnull);
-	r->has_actor_tenant = !isnull;
-	if (!isnull)
-		r->actor_tenant = *DatumGetUUIDP(d);
-	d = tt_col(tt, row, col + 5, &isnull);
-	nulls |= isnull;
-	t = isnull ? NULL : DatumGetTextPP(d);
-	r->table_name = t ? VARDATA_ANY(t) : "";
-	r->table_name_len = t ? VARSIZE_ANY_EXHDR(t) : 0;
-	d = tt_col(tt, row, col + 6, &isnull);
-	nulls |= isnull;
-	r->op = isnull ? '\0' : DatumGetChar(d);
-	d = tt_col(tt, row, col + 7, &isnull);
-	nulls |= isnull;
-	t = isnull ? NULL : DatumGetTextPP(d);
-	r->key = t ? VARDATA_ANY(t) : "";
-	r->key_len = t ? VARSIZE_ANY_EXHDR(t) : 0;
-	return !nulls;
+	if (n[C_AT] || n[C_TXID] || n[C_ROLE] || n[C_TABLE] || n[C_OP] || n[C_KEY])
+		return false;
+	r->at = DatumGetTimestampTz(v[C_AT]);
+	r->txid = U64FromFullTransactionId(DatumGetFullTransactionId(v[C_TXID]));
+	t = DatumGetTextPP(v[C_ROLE]);
+	r->actor_role = VARDATA_ANY(t);
+	r->actor_role_len = VARSIZE_ANY_EXHDR(t);
+	r->actor_sub = n[C_SUB] ? NULL : DatumGetCString(DirectFunctionCall1(uuid_out, v[C_SUB]));
+	r->actor_sub_len = n[C_SUB] ? 0 : strlen(r->actor_sub);
+	r->has_actor_tenant = !n[C_ATENANT];
+	if (!n[C_ATENANT])
+		r->actor_tenant = *DatumGetUUIDP(v[C_ATENANT]);
+	t = DatumGetTextPP(v[C_TABLE]);
+	r->table_name = VARDATA_ANY(t);
+	r->table_name_len = VARSIZE_ANY_EXHDR(t);
+	r->op = DatumGetChar(v[C_OP]);
+	t = DatumGetTextPP(v[C_KEY]);
+	r->key = VARDATA_ANY(t);
+	r->key_len = VARSIZE_ANY_EXHDR(t);
+	return true;
 }
 
-/* The hash of a payload: SHA-256 of its jsonb text (NULL, a TRUNCATE's: of nothing). */
+/* The hash of a payload: SHA-256 of its text, jsonb's output (NULL, a TRUNCATE's: of nothing). */
 static void
-payload_hash(AuditHasher *h, SPITupleTable *tt, uint64 row, int col, uint8 *out, bool *isnull)
+payload_hash(AuditHasher *h, Datum d, bool isnull, uint8 *out)
 {
-	Datum		d = tt_col(tt, row, col, isnull);
-
-	if (*isnull)
+	if (isnull)
 		audit_sha256(h, (const uint8 *) "", 0, out);
 	else
 	{
@@ -618,7 +617,7 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	Oid			t1[1] = {UUIDOID};
 	Oid			t2[2] = {UUIDOID, INT4OID};
 	Oid			tlog[13] = {UUIDOID, INT8OID, TIMESTAMPTZOID, XID8OID, TEXTOID, UUIDOID, UUIDOID, TEXTOID,
-	CHAROID, TEXTOID, JSONBOID, BYTEAOID, BYTEAOID};
+	CHAROID, TEXTOID, JSONOID, BYTEAOID, BYTEAOID};
 	Oid			tdel[2] = {UUIDOID, INT8ARRAYOID};
 	Oid			tup[4] = {UUIDOID, INT8OID, BYTEAOID, BYTEAOID};
 	Datum		args[13];
@@ -634,7 +633,7 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	audit_plan(&head_insert, "INSERT INTO fincore.audit_heads (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", 1, t1);
 	audit_plan(&head_lock, "SELECT h.seq, h.hash, h.frontier FROM fincore.audit_heads h"
 			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1 FOR UPDATE", 1, t1);
-	audit_plan(&pending_read, "SELECT p.id, " PENDING_COLUMNS ", p.payload, CAST(p.payload AS pg_catalog.text)"
+	audit_plan(&pending_read, "SELECT p.id, " PENDING_COLUMNS ", CAST(p.payload AS pg_catalog.text)"
 			   "  FROM fincore.audit_pending p WHERE p.tenant_id OPERATOR(pg_catalog.=) $1"
 			   " ORDER BY p.txid, p.id LIMIT $2", 2, t2);
 	audit_plan(&log_insert, "INSERT INTO fincore.audit_log (tenant_id, seq, at, txid, actor_role, actor_sub,"
@@ -673,13 +672,16 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	{
 		AuditRecord r;
 		uint8		hash[AUDIT_HASH_LEN];
-		bool		payload_null;
+		Datum		v[11];
+		bool		vn[11];
 
-		ids[i] = tt_col(pend, i, 1, &isnull);
-		(void) record_from_row(&r, pend, i, 2);
+		heap_deform_tuple(pend->vals[i], pend->tupdesc, v, vn);
+		ids[i] = v[0];
+		/* v[1] on are at, txid, ..., key, the payload's text: as C_AT on. */
+		(void) record_from_values(&r, v, vn);
 		r.tenant = *tenant;
 		r.seq = ++seq;
-		payload_hash(h, pend, i, 11, r.payload_hash, &payload_null);
+		payload_hash(h, v[C_PAYLOAD], vn[C_PAYLOAD], r.payload_hash);
 		audit_record_hash(h, prev, &r, hash);
 		frontier_push(h, f, hash, seq - 1);
 
@@ -750,6 +752,138 @@ fincore_audit_seal(PG_FUNCTION_ARGS)
 
 /* ---- verifying ---- */
 
+/*
+ * A chain's records in sequence order, as values in record_columns' order:
+ * read straight from the primary key index and the heap (no executor, no
+ * copies: verify reads millions), or through a cursor where the log is not a
+ * local heap table (Citus: its rows are in shards on other nodes).
+ */
+typedef struct RecordScan
+{
+	SPIPlanPtr	plan;			/* the cursor's statement (records_read) */
+	bool		direct;
+	Relation	rel;
+	Relation	idx;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+	AttrNumber	att[NCOLS];
+	MemoryContext rowcxt;		/* what a record's check allocates: reset at each record */
+	Portal		portal;
+	SPITupleTable *tt;
+	uint64		pos;
+} RecordScan;
+
+static void
+scan_begin(RecordScan *rs, pg_uuid_t *tenant, int64 from, int64 to)
+{
+	Oid			pk;
+
+	rs->direct = false;
+	rs->tt = NULL;
+	rs->pos = 0;
+	rs->rowcxt = AllocSetContextCreate(CurrentMemoryContext, "audit verify row", ALLOCSET_DEFAULT_SIZES);
+	rs->rel = table_open(fincore_table_oid("audit_log"), AccessShareLock);
+	pk = RelationGetPrimaryKeyIndex(rs->rel);
+	if (!fincore_citus_preloaded() && rs->rel->rd_rel->relkind == RELKIND_RELATION &&
+		rs->rel->rd_tableam == GetHeapamTableAmRoutine() && OidIsValid(pk))
+	{
+		TupleDesc	desc = RelationGetDescr(rs->rel);
+		int			found = 0;
+
+		for (int c = 0; c < NCOLS; c++)
+		{
+			rs->att[c] = InvalidAttrNumber;
+			for (int a = 0; a < desc->natts; a++)
+				if (!TupleDescAttr(desc, a)->attisdropped &&
+					strcmp(NameStr(TupleDescAttr(desc, a)->attname), record_columns[c]) == 0)
+				{
+					rs->att[c] = a + 1;
+					found++;
+				}
+		}
+		rs->idx = index_open(pk, AccessShareLock);
+		rs->direct = found == NCOLS && rs->idx->rd_index->indnkeyatts == 2 &&
+			rs->idx->rd_index->indkey.values[1] == rs->att[C_SEQ];
+		if (!rs->direct)
+			index_close(rs->idx, AccessShareLock);
+	}
+	if (rs->direct)
+	{
+		ScanKeyData keys[3];
+
+		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(tenant));
+		ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(from));
+		ScanKeyInit(&keys[2], 2, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(to));
+		rs->snapshot = RegisterSnapshot(GetTransactionSnapshot());
+		rs->scan = index_beginscan(rs->rel, rs->idx, rs->snapshot, 3, 0);
+		index_rescan(rs->scan, keys, 3, NULL, 0);
+		rs->slot = table_slot_create(rs->rel, NULL);
+	}
+	else
+	{
+		Datum		args[3] = {UUIDPGetDatum(tenant), Int64GetDatum(from), Int64GetDatum(to)};
+		int			nest = NewGUCNestLevel();
+
+		table_close(rs->rel, AccessShareLock);
+		/* The plan (made at the first open, kept) walks the primary key: no sort, no bitmap. */
+		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		rs->portal = SPI_cursor_open(NULL, rs->plan, args, NULL, true);
+		AtEOXact_GUC(true, nest);
+	}
+}
+
+/* The next record's values (valid until the next call); false at the end. */
+static bool
+scan_next(RecordScan *rs, Datum *v, bool *n)
+{
+	MemoryContextReset(rs->rowcxt);
+	if (rs->direct)
+	{
+		if (!index_getnext_slot(rs->scan, ForwardScanDirection, rs->slot))
+			return false;
+		slot_getallattrs(rs->slot);
+		for (int c = 0; c < NCOLS; c++)
+		{
+			v[c] = rs->slot->tts_values[rs->att[c] - 1];
+			n[c] = rs->slot->tts_isnull[rs->att[c] - 1];
+		}
+		return true;
+	}
+	if (rs->tt == NULL || rs->pos >= rs->tt->numvals)
+	{
+		if (rs->tt != NULL)
+			SPI_freetuptable(rs->tt);
+		SPI_cursor_fetch(rs->portal, true, 10000);
+		rs->tt = SPI_tuptable;
+		rs->pos = 0;
+		if (SPI_processed == 0)
+			return false;
+	}
+	heap_deform_tuple(rs->tt->vals[rs->pos], rs->tt->tupdesc, v, n);
+	rs->pos++;
+	return true;
+}
+
+static void
+scan_end(RecordScan *rs)
+{
+	if (rs->direct)
+	{
+		ExecDropSingleTupleTableSlot(rs->slot);
+		index_endscan(rs->scan);
+		UnregisterSnapshot(rs->snapshot);
+		index_close(rs->idx, AccessShareLock);
+		table_close(rs->rel, AccessShareLock);
+	}
+	else
+		SPI_cursor_close(rs->portal);
+	MemoryContextDelete(rs->rowcxt);
+}
+
+
 typedef struct VerifyResult
 {
 	bool		ok;
@@ -767,6 +901,20 @@ verify_bad(VerifyResult *v, int64 seq, const char *reason)
 		v->bad_seq = seq;
 		v->reason = reason;
 	}
+}
+
+/* Append to a list of sequence numbers kept in cxt, growing it in powers of two from 16. */
+static void
+seq_list_add(int64 **list, int *n, int64 seq, MemoryContext cxt)
+{
+	if (*n >= 16 && (*n & (*n - 1)) == 0)
+	{
+		int64	   *bigger = MemoryContextAlloc(cxt, sizeof(int64) * 2 * *n);
+
+		memcpy(bigger, *list, sizeof(int64) * *n);
+		*list = bigger;
+	}
+	(*list)[(*n)++] = seq;
 }
 
 static int
@@ -790,7 +938,7 @@ fincore_audit_verify(PG_FUNCTION_ARGS)
 	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
 	static SPIPlanPtr head_read = NULL,
 				prev_read = NULL,
-				redactions_read = NULL,
+				redaction_after = NULL,
 				records_read = NULL,
 				beyond_read = NULL;
 	Oid			t1[1] = {UUIDOID};
@@ -808,9 +956,15 @@ fincore_audit_verify(PG_FUNCTION_ARGS)
 	uint8		head_hash[AUDIT_HASH_LEN],
 				prev[AUDIT_HASH_LEN];
 	bool		have_head;
-	int64	   *redacted = NULL;
+	int64	   *redacted;
 	int			nredacted = 0;
-	Portal		portal;
+	int64	   *erased;
+	int			nerased = 0;
+	Oid			tr[3] = {UUIDOID, INT8OID, TEXTOID};
+	RecordScan	rs;
+	MemoryContext oldcxt;
+	Datum		cv[NCOLS];
+	bool		cn[NCOLS];
 	TupleDesc	rdesc;
 	Datum		values[4];
 	bool		rnulls[4] = {false, false, true, true};
@@ -824,10 +978,11 @@ fincore_audit_verify(PG_FUNCTION_ARGS)
 			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1", 1, t1);
 	audit_plan(&prev_read, "SELECT l.hash FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
 			   " AND l.seq OPERATOR(pg_catalog.=) $2", 2, t2);
-	audit_plan(&redactions_read, "SELECT l.key FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
-			   " AND l.op OPERATOR(pg_catalog.=) 'R'::\"char\"", 1, t1);
+	audit_plan(&redaction_after, "SELECT 1 FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " AND l.seq OPERATOR(pg_catalog.>) $2 AND l.op OPERATOR(pg_catalog.=) 'R'::\"char\""
+			   " AND l.key OPERATOR(pg_catalog.=) $3", 3, tr);
 	audit_plan(&records_read, "SELECT l.seq, l.at, l.txid, l.actor_role, l.actor_sub, l.actor_tenant, l.table_name,"
-			   " l.op, l.key, CAST(l.payload AS pg_catalog.text), l.payload_hash, l.hash FROM fincore.audit_log l"
+			   " l.op, l.key, l.payload, l.payload_hash, l.hash FROM fincore.audit_log l"
 			   " WHERE l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.>=) $2"
 			   " AND l.seq OPERATOR(pg_catalog.<=) $3 ORDER BY l.seq", 3, t3);
 	audit_plan(&beyond_read, "SELECT l.seq FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
@@ -875,94 +1030,89 @@ fincore_audit_verify(PG_FUNCTION_ARGS)
 			verify_bad(&v, from - 1, "its hash is not 32 bytes");
 	}
 
-	/* Erased payloads must be named by a redaction record of the chain. */
-	if (SPI_execute_plan(redactions_read, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "audit: reading the redactions failed");
-	if (SPI_processed > 0)
-	{
-		redacted = palloc(sizeof(int64) * SPI_processed);
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			char	   *k = TextDatumGetCString(spi_col(i, 1, &isnull));
-			char	   *end;
-			long long	seq = strtoll(k, &end, 10);
-
-			if (*end == '\0')
-				redacted[nredacted++] = seq;
-		}
-		qsort(redacted, nredacted, sizeof(int64), int64_cmp);
-	}
+	/* Erased payloads, and the records that redacted them, as the scan meets them. */
+	erased = palloc(sizeof(int64) * 16);
+	redacted = palloc(sizeof(int64) * 16);
 
 	expect = from;
-	args[1] = Int64GetDatum(from);
-	args[2] = Int64GetDatum(to);
-	portal = SPI_cursor_open(NULL, records_read, args, NULL, true);
-	for (;;)
+	rs.plan = records_read;
+	scan_begin(&rs, tenant, from, to);
+	oldcxt = MemoryContextSwitchTo(rs.rowcxt);
+	while (v.ok && scan_next(&rs, cv, cn))
 	{
-		SPITupleTable *tt;
+		AuditRecord r;
+		uint8		stored[AUDIT_HASH_LEN],
+					hash[AUDIT_HASH_LEN],
+					stored_payload[AUDIT_HASH_LEN];
 
-		SPI_cursor_fetch(portal, true, 10000);
-		tt = SPI_tuptable;
-		if (SPI_processed == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed && v.ok; i++)
+		CHECK_FOR_INTERRUPTS();
+		r.seq = cn[C_SEQ] ? 0 : DatumGetInt64(cv[C_SEQ]);
+		if (r.seq != expect)
 		{
-			AuditRecord r;
-			uint8		stored[AUDIT_HASH_LEN],
-						hash[AUDIT_HASH_LEN],
-						stored_payload[AUDIT_HASH_LEN];
-			bool		payload_null;
-
-			CHECK_FOR_INTERRUPTS();
-			r.seq = DatumGetInt64(tt_col(tt, i, 1, &isnull));
-			if (r.seq != expect)
-			{
-				verify_bad(&v, expect, "record missing");
-				break;
-			}
-			r.tenant = *tenant;
-			if (!record_from_row(&r, tt, i, 2))
-			{
-				verify_bad(&v, r.seq, "a field that is never empty is NULL");
-				break;
-			}
-			if (tt_col(tt, i, 11, &isnull), isnull || !hash_from_datum(tt_col(tt, i, 11, &isnull), stored_payload))
-			{
-				verify_bad(&v, r.seq, "its payload hash is not 32 bytes");
-				break;
-			}
-			payload_hash(&h, tt, i, 10, r.payload_hash, &payload_null);
-			if (payload_null)
-			{
-				if (bsearch(&r.seq, redacted, nredacted, sizeof(int64), int64_cmp) == NULL &&
-					r.op != AUDIT_OP_TRUNCATE)
-				{
-					verify_bad(&v, r.seq, "its payload was removed without a redaction record");
-					break;
-				}
-				memcpy(r.payload_hash, stored_payload, AUDIT_HASH_LEN);
-			}
-			else if (memcmp(r.payload_hash, stored_payload, AUDIT_HASH_LEN) != 0)
-			{
-				verify_bad(&v, r.seq, "its payload does not match its payload hash");
-				break;
-			}
-			audit_record_hash(&h, prev, &r, hash);
-			if (tt_col(tt, i, 12, &isnull), isnull || !hash_from_datum(tt_col(tt, i, 12, &isnull), stored) ||
-				memcmp(hash, stored, AUDIT_HASH_LEN) != 0)
-			{
-				verify_bad(&v, r.seq, "its hash does not match the record and its predecessor's hash");
-				break;
-			}
-			memcpy(prev, hash, AUDIT_HASH_LEN);
-			v.checked++;
-			expect++;
-		}
-		SPI_freetuptable(tt);
-		if (!v.ok)
+			verify_bad(&v, expect, "record missing");
 			break;
+		}
+		r.tenant = *tenant;
+		if (!record_from_values(&r, cv, cn))
+		{
+			verify_bad(&v, r.seq, "a field that is never empty is NULL");
+			break;
+		}
+		if (cn[C_PHASH] || !hash_from_datum(cv[C_PHASH], stored_payload))
+		{
+			verify_bad(&v, r.seq, "its payload hash is not 32 bytes");
+			break;
+		}
+		payload_hash(&h, cv[C_PAYLOAD], cn[C_PAYLOAD], r.payload_hash);
+		if (cn[C_PAYLOAD])
+		{
+			/* Erased: a redaction record must name it (checked after the scan). */
+			if (r.op != AUDIT_OP_TRUNCATE)
+				seq_list_add(&erased, &nerased, r.seq, oldcxt);
+			memcpy(r.payload_hash, stored_payload, AUDIT_HASH_LEN);
+		}
+		else if (memcmp(r.payload_hash, stored_payload, AUDIT_HASH_LEN) != 0)
+		{
+			verify_bad(&v, r.seq, "its payload does not match its payload hash");
+			break;
+		}
+		audit_record_hash(&h, prev, &r, hash);
+		if (cn[C_HASH] || !hash_from_datum(cv[C_HASH], stored) || memcmp(hash, stored, AUDIT_HASH_LEN) != 0)
+		{
+			verify_bad(&v, r.seq, "its hash does not match the record and its predecessor's hash");
+			break;
+		}
+		if (r.op == AUDIT_OP_REDACT)
+		{
+			char	   *k = pnstrdup(r.key, r.key_len);
+			char	   *end;
+			long long	erased_seq = strtoll(k, &end, 10);
+
+			if (*end == '\0')
+				seq_list_add(&redacted, &nredacted, erased_seq, oldcxt);
+		}
+		memcpy(prev, hash, AUDIT_HASH_LEN);
+		v.checked++;
+		expect++;
 	}
-	SPI_cursor_close(portal);
+	MemoryContextSwitchTo(oldcxt);
+	scan_end(&rs);
+	/* Each erased payload: its redaction in the range, or later in the chain. */
+	qsort(redacted, nredacted, sizeof(int64), int64_cmp);
+	for (int i = 0; i < nerased && (v.ok || erased[i] < v.bad_seq); i++)
+	{
+		if (bsearch(&erased[i], redacted, nredacted, sizeof(int64), int64_cmp) != NULL)
+			continue;
+		args[1] = Int64GetDatum(to);
+		args[2] = CStringGetTextDatum(psprintf(INT64_FORMAT, erased[i]));
+		if (SPI_execute_plan(redaction_after, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "audit: reading the redactions failed");
+		if (SPI_processed == 0)
+		{
+			v.ok = true;		/* an earlier bad record than the one the scan stopped at */
+			verify_bad(&v, erased[i], "its payload was removed without a redaction record");
+		}
+	}
 	if (v.ok && expect <= to)
 		verify_bad(&v, expect, "record missing");
 	if (v.ok && !have_head && to > 0)
@@ -1036,6 +1186,8 @@ fincore_audit_proof(PG_FUNCTION_ARGS)
 	int			npath = 0;
 	AuditHasher h;
 	AuditRecord r;
+	Datum		cv[NCOLS];
+	bool		cn[NCOLS];
 	JsonbParseState *st = NULL;
 	JsonbValue *res;
 
@@ -1048,7 +1200,7 @@ fincore_audit_proof(PG_FUNCTION_ARGS)
 	audit_plan(&hashes_read, "SELECT l.hash FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
 			   " AND l.seq OPERATOR(pg_catalog.<=) $2 ORDER BY l.seq", 2, t2);
 	audit_plan(&record_read, "SELECT l.seq, l.at, l.txid, l.actor_role, l.actor_sub, l.actor_tenant, l.table_name,"
-			   " l.op, l.key, l.payload_hash, l.hash FROM fincore.audit_log l"
+			   " l.op, l.key, CAST(NULL AS pg_catalog.json), l.payload_hash, l.hash FROM fincore.audit_log l"
 			   " WHERE l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.=) $2", 2, t2);
 	args[0] = UUIDPGetDatum(tenant);
 	args[1] = Int64GetDatum(size);
@@ -1071,7 +1223,9 @@ fincore_audit_proof(PG_FUNCTION_ARGS)
 	args[1] = Int64GetDatum(seq);
 	if (SPI_execute_plan(record_read, args, NULL, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "audit: reading record " INT64_FORMAT " failed", seq);
-	(void) record_from_row(&r, SPI_tuptable, 0, 2);
+	heap_deform_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, cv, cn);
+	if (!record_from_values(&r, cv, cn))
+		memset(&r, 0, sizeof(r));
 
 #define KEY(name_) do { JsonbValue k_ = {.type = jbvString,.val.string = {.len = strlen(name_),.val = (name_)}}; \
 		(void) pushJsonbValue(&st, WJB_KEY, &k_); } while (0)
@@ -1119,7 +1273,7 @@ fincore_audit_proof(PG_FUNCTION_ARGS)
 	{
 		uint8		ph[AUDIT_HASH_LEN];
 
-		if (!hash_from_datum(spi_col(0, 10, &isnull), ph))
+		if (cn[C_PHASH] || !hash_from_datum(cv[C_PHASH], ph))
 			memset(ph, 0, AUDIT_HASH_LEN);
 		CSTR(hex_text(ph));
 	}

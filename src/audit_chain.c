@@ -6,60 +6,73 @@
  */
 #include "audit.h"
 
-#include "lib/stringinfo.h"
+
+#include <openssl/evp.h>
 #include "miscadmin.h"
 #include "utils/memutils.h"
+
+static EVP_MD *sha256_md = NULL;
+static EVP_MD_CTX *sha256_ctx = NULL;
 
 void
 audit_hasher_init(AuditHasher *h)
 {
-	h->ctx = pg_cryptohash_create(PG_SHA256);
-	if (h->ctx == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	/* Made once per backend and kept: an error between two hashes leaks nothing. */
+	if (sha256_md == NULL)
+		sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (sha256_ctx == NULL)
+		sha256_ctx = EVP_MD_CTX_new();
+	if (sha256_md == NULL || sha256_ctx == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("SHA-256 is not available from OpenSSL")));
+	h->ctx = sha256_ctx;
 }
 
 void
 audit_hasher_free(AuditHasher *h)
 {
-	if (h->ctx != NULL)
-		pg_cryptohash_free(h->ctx);
 	h->ctx = NULL;
 }
 
 void
 audit_sha256(AuditHasher *h, const uint8 *data, size_t len, uint8 *out)
 {
-	if (pg_cryptohash_init(h->ctx) < 0 || pg_cryptohash_update(h->ctx, data, len) < 0 ||
-		pg_cryptohash_final(h->ctx, out, AUDIT_HASH_LEN) < 0)
-		elog(ERROR, "SHA-256 failed: %s", pg_cryptohash_error(h->ctx));
+	unsigned int n = 0;
+
+	if (EVP_DigestInit_ex2(h->ctx, sha256_md, NULL) != 1 || EVP_DigestUpdate(h->ctx, data, len) != 1 ||
+		EVP_DigestFinal_ex(h->ctx, out, &n) != 1 || n != AUDIT_HASH_LEN)
+		elog(ERROR, "SHA-256 failed");
 }
 
-static inline void
-put_u32(StringInfo s, uint32 v)
+static inline uint8 *
+put_u32(uint8 *p, uint32 v)
 {
-	uint8		b[4] = {(uint8) (v >> 24), (uint8) (v >> 16), (uint8) (v >> 8), (uint8) v};
-
-	appendBinaryStringInfo(s, (const char *) b, 4);
+	p[0] = (uint8) (v >> 24);
+	p[1] = (uint8) (v >> 16);
+	p[2] = (uint8) (v >> 8);
+	p[3] = (uint8) v;
+	return p + 4;
 }
 
-static inline void
-put_u64(StringInfo s, uint64 v)
+static inline uint8 *
+put_u64(uint8 *p, uint64 v)
 {
-	put_u32(s, (uint32) (v >> 32));
-	put_u32(s, (uint32) v);
+	return put_u32(put_u32(p, (uint32) (v >> 32)), (uint32) v);
+}
+
+static inline uint8 *
+put_bytes(uint8 *p, const void *data, size_t len)
+{
+	memcpy(p, data, len);
+	return p + len;
 }
 
 /* A string: its length (4 bytes, big-endian) and its UTF-8 bytes; NULL is length 0xFFFFFFFF. */
-static inline void
-put_string(StringInfo s, const char *str, int len)
+static inline uint8 *
+put_string(uint8 *p, const char *str, int len)
 {
 	if (str == NULL)
-	{
-		put_u32(s, 0xFFFFFFFFu);
-		return;
-	}
-	put_u32(s, (uint32) len);
-	appendBinaryStringInfo(s, str, len);
+		return put_u32(p, 0xFFFFFFFFu);
+	return put_bytes(put_u32(p, (uint32) len), str, len);
 }
 
 /* Microseconds since 1970-01-01 00:00:00 UTC (PostgreSQL counts from 2000). */
@@ -69,62 +82,59 @@ unix_micros(TimestampTz t)
 	return t + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
 }
 
-static void
-encode(StringInfo s, const uint8 *prev, const AuditRecord *r)
+static size_t
+encoded_size(const AuditRecord *r)
 {
-	appendBinaryStringInfo(s, AUDIT_ENCODING_TAG, 4);
-	appendBinaryStringInfo(s, (const char *) prev, AUDIT_HASH_LEN);
-	put_u64(s, (uint64) r->seq);
-	put_u64(s, (uint64) unix_micros(r->at));
-	put_u64(s, r->txid);
-	appendBinaryStringInfo(s, (const char *) r->tenant.data, UUID_LEN);
-	put_string(s, r->actor_role, r->actor_role_len);
-	put_string(s, r->actor_sub, r->actor_sub_len);
-	appendStringInfoChar(s, r->has_actor_tenant ? 1 : 0);
+	return 4 + AUDIT_HASH_LEN + 8 + 8 + 8 + UUID_LEN + 4 + r->actor_role_len + 4 +
+		(r->actor_sub ? r->actor_sub_len : 0) + 1 + (r->has_actor_tenant ? UUID_LEN : 0) + 4 +
+		r->table_name_len + 1 + 4 + r->key_len + AUDIT_HASH_LEN;
+}
+
+/* The encoding FCA1 (docs/audit.md, "Encoding") into buf, which has encoded_size(r) bytes. */
+static void
+encode(uint8 *buf, const uint8 *prev, const AuditRecord *r)
+{
+	uint8	   *p = buf;
+
+	p = put_bytes(p, AUDIT_ENCODING_TAG, 4);
+	p = put_bytes(p, prev, AUDIT_HASH_LEN);
+	p = put_u64(p, (uint64) r->seq);
+	p = put_u64(p, (uint64) unix_micros(r->at));
+	p = put_u64(p, r->txid);
+	p = put_bytes(p, r->tenant.data, UUID_LEN);
+	p = put_string(p, r->actor_role, r->actor_role_len);
+	p = put_string(p, r->actor_sub, r->actor_sub_len);
+	*p++ = r->has_actor_tenant ? 1 : 0;
 	if (r->has_actor_tenant)
-		appendBinaryStringInfo(s, (const char *) r->actor_tenant.data, UUID_LEN);
-	put_string(s, r->table_name, r->table_name_len);
-	appendStringInfoChar(s, r->op);
-	put_string(s, r->key, r->key_len);
-	appendBinaryStringInfo(s, (const char *) r->payload_hash, AUDIT_HASH_LEN);
+		p = put_bytes(p, r->actor_tenant.data, UUID_LEN);
+	p = put_string(p, r->table_name, r->table_name_len);
+	*p++ = (uint8) r->op;
+	p = put_string(p, r->key, r->key_len);
+	p = put_bytes(p, r->payload_hash, AUDIT_HASH_LEN);
+	Assert((size_t) (p - buf) == encoded_size(r));
 }
 
 void
 audit_record_hash(AuditHasher *h, const uint8 *prev, const AuditRecord *r, uint8 *out)
 {
-	/* One buffer for every record a backend hashes: verify hashes millions. */
-	static StringInfoData buf;
+	uint8		small[512];
+	size_t		n = encoded_size(r);
+	uint8	   *buf = n <= sizeof(small) ? small : palloc(n);
 
-	if (buf.data == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		initStringInfo(&buf);
-		MemoryContextSwitchTo(old);
-	}
-	resetStringInfo(&buf);
-	encode(&buf, prev, r);
-	audit_sha256(h, (const uint8 *) buf.data, buf.len, out);
-	/* A record with a huge key must not keep a huge buffer. */
-	if (buf.maxlen > 64 * 1024)
-	{
-		pfree(buf.data);
-		buf.data = NULL;
-	}
+	encode(buf, prev, r);
+	audit_sha256(h, buf, n, out);
+	if (buf != small)
+		pfree(buf);
 }
 
 bytea *
 audit_record_encoding(const uint8 *prev, const AuditRecord *r)
 {
-	StringInfoData s;
-	bytea	   *result;
+	size_t		n = encoded_size(r);
+	bytea	   *result = palloc(VARHDRSZ + n);
 
-	initStringInfo(&s);
-	encode(&s, prev, r);
-	result = palloc(VARHDRSZ + s.len);
-	SET_VARSIZE(result, VARHDRSZ + s.len);
-	memcpy(VARDATA(result), s.data, s.len);
-	pfree(s.data);
+	SET_VARSIZE(result, VARHDRSZ + n);
+	encode((uint8 *) VARDATA(result), prev, r);
 	return result;
 }
 

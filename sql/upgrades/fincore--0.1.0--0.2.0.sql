@@ -4432,8 +4432,10 @@ CREATE TABLE fincore.audit_log (
     table_name   text        NOT NULL,
     op           "char"      NOT NULL,     -- I, U, D, T (truncate), R (redaction)
     key          text        NOT NULL,     -- the row's primary key, without tenant_id
-    payload      jsonb,                    -- {"old": ..., "new": ...}; NULL once redacted
-    payload_hash bytea       NOT NULL,     -- SHA-256 of the payload's jsonb text
+    -- {"old": ..., "new": ...} as the text jsonb prints (json keeps it byte for byte, so the
+    -- hash is over what is stored); NULL once redacted
+    payload      json,
+    payload_hash bytea       NOT NULL,     -- SHA-256 of the payload's text
     hash         bytea       NOT NULL,     -- SHA-256 of the record's encoding after the previous hash
     PRIMARY KEY (tenant_id, seq)
 );
