@@ -1008,7 +1008,8 @@ fincore_audit_verify(PG_FUNCTION_ARGS)
 	}
 	from = PG_ARGISNULL(1) ? first_seq : PG_GETARG_INT64(1);
 	to = PG_ARGISNULL(2) ? head_seq : PG_GETARG_INT64(2);
-	if (from < first_seq || to < from - 1 || (!PG_ARGISNULL(2) && to > head_seq))
+	/* A range past the head is verified too: its records are missing, unless forged. */
+	if (from < first_seq || to < from - 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_AUDIT_RANGE),
 				 errmsg("cannot verify records " INT64_FORMAT " to " INT64_FORMAT " of a chain that keeps "
@@ -1353,7 +1354,7 @@ fincore_audit_drop_before(PG_FUNCTION_ARGS)
 	fincore_spi_connect();
 	audit_plan(&base, "UPDATE fincore.audit_heads h SET first_seq = $2, base_hash = l.hash"
 			   "  FROM fincore.audit_log l WHERE h.tenant_id OPERATOR(pg_catalog.=) $1"
-			   "   AND l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.=) $2 OPERATOR(pg_catalog.-) 1"
+			   "   AND l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.=) ($2 OPERATOR(pg_catalog.-) 1)"
 			   "   AND h.first_seq OPERATOR(pg_catalog.<) $2", 2, t2);
 	audit_plan(&drop, "DELETE FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
 			   " AND l.seq OPERATOR(pg_catalog.<) $2", 2, t2);

@@ -425,6 +425,23 @@ COMMENT ON FUNCTION fincore.audit_retain(uuid, bigint) IS
 -- Which tables are audited
 -- ---------------------------------------------------------------------------
 
+-- Drop a table's audit triggers, those it has (no notice for the others).
+CREATE FUNCTION fincore._audit_drop_triggers(tbl regclass) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    name name;
+BEGIN
+    FOR name IN SELECT t.tgname FROM pg_catalog.pg_trigger t
+                 WHERE t.tgrelid = tbl AND t.tgname IN ('fincore_audit', 'fincore_audit_truncate') LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', name, tbl);
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION fincore._audit_drop_triggers(regclass) IS
+    'Internal: drops a table''s audit triggers (the caller''s rights apply).';
+
 CREATE FUNCTION fincore.audit_enable(tbl regclass, redact_columns text[] DEFAULT '{}') RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -454,8 +471,7 @@ BEGIN
             USING ERRCODE = 'ZFB01', HINT = 'redact_columns names columns left out of every record''s payload.';
     END IF;
     SELECT pg_catalog.string_agg(pg_catalog.quote_literal(r), ', ') INTO args FROM pg_catalog.unnest(redact_columns) r;
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS fincore_audit ON %s', tbl);
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS fincore_audit_truncate ON %s', tbl);
+    PERFORM fincore._audit_drop_triggers(tbl);
     IF tbl = 'fincore.transfers'::regclass THEN
         -- The ledger appends its transfers' records itself (in C, in either store); the
         -- TRUNCATE trigger is the mark it looks for.  Transfers are never updated or deleted.
@@ -485,8 +501,7 @@ BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION 'cannot stop auditing NULL' USING ERRCODE = 'ZFB01';
     END IF;
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS fincore_audit ON %s', tbl);
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS fincore_audit_truncate ON %s', tbl);
+    PERFORM fincore._audit_drop_triggers(tbl);
     PERFORM fincore._audit_table_changed(tbl);
 END
 $fn$;
@@ -496,10 +511,11 @@ COMMENT ON FUNCTION fincore.audit_disable(regclass) IS
 -- Which tables are audited, as their triggers say.
 CREATE VIEW fincore.audited_tables WITH (security_invoker = true) AS
     SELECT t.tgrelid::regclass AS table_name,
-           (SELECT pg_catalog.array_agg(a ORDER BY n)
-              FROM pg_catalog.unnest(pg_catalog.string_to_array(
-                       pg_catalog.rtrim(pg_catalog.encode(t.tgargs, 'escape'), '\000'), '\000')) WITH ORDINALITY AS u(a, n)
-             WHERE a <> '') AS redact_columns
+           coalesce((SELECT pg_catalog.array_agg(a ORDER BY n)
+                       FROM pg_catalog.pg_trigger r,
+                            pg_catalog.unnest(pg_catalog.string_to_array(pg_catalog.encode(r.tgargs, 'escape'), '\000'))
+                                WITH ORDINALITY AS u(a, n)
+                      WHERE r.tgrelid = t.tgrelid AND r.tgname = 'fincore_audit' AND a <> ''), '{}') AS redact_columns
       FROM pg_catalog.pg_trigger t
      WHERE t.tgname = 'fincore_audit_truncate' AND NOT t.tgisinternal;
 COMMENT ON VIEW fincore.audited_tables IS 'The tables fincore audits (fincore.audit_enable).';
@@ -516,10 +532,7 @@ DECLARE
 BEGIN
     SELECT true INTO audited FROM pg_catalog.pg_trigger t
      WHERE t.tgrelid = tbl AND t.tgname = 'fincore_audit_truncate';
-    SELECT pg_catalog.array_agg(x) INTO redact FROM (
-        SELECT pg_catalog.unnest(pg_catalog.string_to_array(
-                   pg_catalog.rtrim(pg_catalog.encode(t.tgargs, 'escape'), '\000'), '\000')) x
-          FROM pg_catalog.pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = 'fincore_audit') s WHERE x <> '';
+    SELECT v.redact_columns INTO redact FROM fincore.audited_tables v WHERE v.table_name = tbl;
     PERFORM fincore._audit_append('00000000-0000-0000-0000-000000000000', 'fincore.audited_tables',
                                   CASE WHEN audited THEN 'I' ELSE 'D' END, tbl::text,
                                   pg_catalog.jsonb_build_object('table', tbl::text, 'audited', coalesce(audited, false),

@@ -5,7 +5,9 @@ for every id, whether its COMMIT returned (committed), whether it failed before
 COMMIT was sent (failed), or whether the connection died during COMMIT
 (unknown: either is fine).  Then the postmaster and every backend are killed
 with SIGKILL, the server restarts and recovers, and: every committed transfer
-is there, no failed one is, and verify() finds nothing wrong.
+is there, no failed one is, and verify() finds nothing wrong.  A ninth client
+seals the audit trail all along (docs/audit.md): after recovery the chain
+verifies, and every transfer has exactly one record in it.
 """
 import os
 import random
@@ -122,6 +124,22 @@ class CrashWorker(threading.Thread):
                     return
 
 
+class Sealer(threading.Thread):
+    """Chains the audit records while the load runs, until the crash."""
+
+    def __init__(self, dbname, stop):
+        super().__init__(name="crash-sealer", daemon=True)
+        self.dbname, self.stop, self.sealed = dbname, stop, 0
+
+    def run(self):
+        try:
+            conn = psycopg.connect(dbname=self.dbname, autocommit=True)
+            while not self.stop.is_set():
+                self.sealed += conn.execute("SELECT fincore.audit_seal(%s, 200)", (TENANT,)).fetchone()[0]
+        except psycopg.Error:
+            return
+
+
 def test_kill_9_loses_no_committed_transfer(ledger):
     with connect(ledger) as conn:
         cluster = conn.execute("SHOW cluster_name").fetchone()[0]
@@ -131,7 +149,8 @@ def test_kill_9_loses_no_committed_transfer(ledger):
 
     stop = threading.Event()
     workers = [CrashWorker(i, ledger, stop) for i in range(CLIENTS)]
-    for w in workers:
+    sealer = Sealer(ledger, stop)
+    for w in workers + [sealer]:
         w.start()
     time.sleep(LOAD_SECONDS)
 
@@ -144,7 +163,7 @@ def test_kill_9_loses_no_committed_transfer(ledger):
         except ProcessLookupError:
             pass
     stop.set()
-    for w in workers:
+    for w in workers + [sealer]:
         w.join(30)
     # Wait until every killed process is gone (a zombie still holds its shared memory).
     deadline = time.time() + 30
@@ -174,10 +193,21 @@ def test_kill_9_loses_no_committed_transfer(ledger):
         assert not phantom, f"{len(phantom)} transfers that failed are present"
         broken = conn.execute("SELECT * FROM fincore.verify()").fetchall()
         assert broken == [], f"verify() after recovery: {broken[:10]}"
+        # The audit trail: what was sealed before the crash and what is sealed now form one chain.
+        assert sealer.sealed > 0, "the sealer sealed nothing before the crash"
+        conn.execute("SELECT fincore.audit_seal(%s, 1000000)", (TENANT,))
+        ok, checked, bad, reason = conn.execute(
+            "SELECT ok, checked, first_bad_seq, reason FROM fincore.audit_verify(%s)", (TENANT,)).fetchone()
+        assert ok, f"the audit chain after recovery: record {bad}: {reason}"
+        records = conn.execute("SELECT count(*), count(DISTINCT key) FROM fincore.audit_log "
+                               "WHERE tenant_id = %s AND table_name = 'fincore.transfers'", (TENANT,)).fetchone()
+        transfers = conn.execute("SELECT count(*) FROM fincore.transfers WHERE tenant_id = %s",
+                                 (TENANT,)).fetchone()[0]
+        assert records == (transfers, transfers), f"{records} audit records of {transfers} transfers"
         # The ledger works after recovery.
         with conn.transaction():
             conn.execute("SELECT fincore.set_tenant(%s)", (TENANT,))
             assert conn.execute("SELECT result FROM fincore.transfer(%s, %s, 1)",
                                 (account_id(1), account_id(2))).fetchone()[0] == "created"
     print(f"\ncrash: {len(committed)} committed (all present), {len(failed)} failed (none present), "
-          f"{len(unknown)} unknown")
+          f"{len(unknown)} unknown; {sealer.sealed} audit records sealed before the crash, {checked} verified")

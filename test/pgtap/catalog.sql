@@ -168,7 +168,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore._audit_seal(uuid,integer)'), ('fincore._audit_table_changed(regclass)'), ('fincore.audit_digest(uuid)'),
     ('fincore.audit_proof(uuid,bigint,bigint)'), ('fincore.audit_redact(uuid,bigint,text)'),
     ('fincore.audit_retain(uuid,bigint)'), ('fincore.audit_seal(uuid,integer)'),
-    ('fincore.audit_verify(uuid,bigint,bigint,bytea)'),
+    ('fincore.audit_verify(uuid,bigint,bigint,bytea)'), ('fincore._audit_drop_triggers(regclass)'),
     ('fincore.finalize_invoice(uuid)'), ('fincore.update_invoice_status(uuid,text)'),
     ('fincore.retry_invoice(uuid,integer)'), ('fincore.dunning_run(integer)'), ('fincore.dunning_run_step(interval)'),
     ('fincore.apply_stripe_event(jsonb)'), ('fincore.stripe_sync_run(integer)'), ('fincore.stripe_sync_step(interval)'),
@@ -281,7 +281,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'audit_disable(regclass)', 'audit_retain(uuid,bigint)', 'audit_proof(uuid,bigint,bigint)',
           'audit_seal_step(interval)', '_audit_append(uuid,text,text,text,jsonb)', 'audit_seal(uuid,integer)',
           'audit_digest(uuid)', 'audit_digest_step(interval)', 'audit_enable(regclass,text[])',
-          'audit_redact(uuid,bigint,text)', '_audit_table_changed(regclass)', '_audit_merkle_root(bytea,bigint)'],
+          'audit_redact(uuid,bigint,text)', '_audit_table_changed(regclass)', '_audit_merkle_root(bytea,bigint)',
+          '_audit_drop_triggers(regclass)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
