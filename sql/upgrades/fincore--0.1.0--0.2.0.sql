@@ -4404,7 +4404,7 @@ COMMENT ON TABLE fincore.audit_heads IS
 -- Records not chained yet: each writer's own, in its transaction.
 CREATE TABLE fincore.audit_pending (
     tenant_id    uuid        NOT NULL,
-    id           bigint      NOT NULL,     -- fincore.audit_pending_id_seq: the order of writing
+    id           uuid        NOT NULL,     -- a uuidv7: its writer's order (unique across Citus nodes too)
     txid         xid8        NOT NULL,
     at           timestamptz NOT NULL,
     actor_role   text        NOT NULL,
@@ -4416,7 +4416,6 @@ CREATE TABLE fincore.audit_pending (
     payload      jsonb,
     PRIMARY KEY (tenant_id, id)
 );
-CREATE SEQUENCE fincore.audit_pending_id_seq;
 COMMENT ON TABLE fincore.audit_pending IS
     'Audit records written by their transactions and not chained yet; fincore.audit_seal() moves the committed ones to fincore.audit_log.';
 
@@ -4462,7 +4461,6 @@ SELECT pg_catalog.pg_extension_config_dump('fincore.audit_heads', '');
 SELECT pg_catalog.pg_extension_config_dump('fincore.audit_pending', '');
 SELECT pg_catalog.pg_extension_config_dump('fincore.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('fincore.audit_checkpoints', '');
-SELECT pg_catalog.pg_extension_config_dump('fincore.audit_pending_id_seq', '');
 
 CREATE FUNCTION fincore.audit_guard() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'fincore_audit_guard';

@@ -290,6 +290,27 @@ def test_invoices_paid_through_a_provider_run_on_one_shard(tenants):
         assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
 
 
+def test_the_audit_chain_runs_on_one_shard(tenants):
+    """The audit trail on Citus: a tenant's records sealed, digested, verified and proved on its shard."""
+    t = own_tenant(8)
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        for n in range(5):
+            conn.execute("SELECT fincore.transfer(%s, %s, %s)", (acct(1), acct(2), n + 1))
+        conn.commit()
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        sealed = conn.execute("SELECT fincore.audit_seal(%s)", (t,)).fetchone()[0]
+        assert sealed >= 5 + 9, sealed     # the own tenant's accounts and these transfers
+        seq = conn.execute("SELECT seq FROM fincore.audit_digest(%s)", (t,)).fetchone()[0]
+        ok, checked = conn.execute("SELECT ok, checked FROM fincore.audit_verify(%s)", (t,)).fetchone()
+        assert ok and checked == seq, (ok, checked, seq)
+        proof = conn.execute("SELECT fincore.audit_proof(%s, 3)", (t,)).fetchone()[0]
+        assert proof["tree_size"] == seq and proof["root"] == proof["checkpoint"]["merkle_root"]
+        conn.commit()
+
+
 def test_stripe_events_run_on_one_shard(tenants):
     """Stripe in sync on Citus: a subscription and its invoice applied, each statement on one shard."""
     t = own_tenant(6)
