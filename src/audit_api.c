@@ -627,24 +627,27 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	static SPIPlanPtr head_insert = NULL,
 				head_lock = NULL,
 				pending_read = NULL,
-				log_insert = NULL,
-				pending_delete = NULL,
+				move = NULL,
 				head_update = NULL;
 	Oid			t1[1] = {UUIDOID};
 	Oid			t2[2] = {UUIDOID, INT4OID};
-	Oid			tlog[13] = {UUIDOID, INT8OID, TIMESTAMPTZOID, XID8OID, TEXTOID, UUIDOID, UUIDOID, TEXTOID,
-	CHAROID, TEXTOID, JSONOID, BYTEAOID, BYTEAOID};
-	Oid			tdel[2] = {UUIDOID, UUIDARRAYOID};
+	Oid			tmove[7] = {UUIDOID, XID8ARRAYOID, UUIDARRAYOID, INT8ARRAYOID, JSONARRAYOID, BYTEAARRAYOID,
+	BYTEAARRAYOID};
 	Oid			tup[4] = {UUIDOID, INT8OID, BYTEAOID, BYTEAOID};
-	Datum		args[13];
-	char		nulls[13];
+	Datum		args[7];
 	bool		isnull;
 	int64		seq;
 	uint8		prev[AUDIT_HASH_LEN];
 	Frontier   *f = palloc(sizeof(Frontier));
 	SPITupleTable *pend;
 	uint64		n;
-	Datum	   *ids;
+	bool	   *nulls;
+	Datum	   *ids,
+			   *txids,
+			   *payloads,
+			   *seqs,
+			   *payload_hashes,
+			   *hashes;
 
 	audit_plan(&head_insert, "INSERT INTO fincore.audit_heads (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", 1, t1);
 	audit_plan(&head_lock, "SELECT h.seq, h.hash, h.frontier FROM fincore.audit_heads h"
@@ -652,11 +655,20 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	audit_plan(&pending_read, "SELECT p.id, " PENDING_COLUMNS ", CAST(p.payload AS pg_catalog.text)"
 			   "  FROM fincore.audit_pending p WHERE p.tenant_id OPERATOR(pg_catalog.=) $1"
 			   " ORDER BY p.txid, p.id LIMIT $2", 2, t2);
-	audit_plan(&log_insert, "INSERT INTO fincore.audit_log (tenant_id, seq, at, txid, actor_role, actor_sub,"
-			   " actor_tenant, table_name, op, key, payload, payload_hash, hash)"
-			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", 13, tlog);
-	audit_plan(&pending_delete, "DELETE FROM fincore.audit_pending p WHERE p.tenant_id OPERATOR(pg_catalog.=) $1"
-			   " AND p.id OPERATOR(pg_catalog.=) ANY ($2)", 2, tdel);
+	/* The records move in one statement: out of audit_pending, into the log with their numbers and hashes. */
+	audit_plan(&move,
+			   "WITH u AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4),"
+			   "                                    pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7))"
+			   "                    AS u(txid, id, seq, payload, payload_hash, hash)),"
+			   " moved AS (DELETE FROM fincore.audit_pending p USING u"
+			   "            WHERE p.tenant_id OPERATOR(pg_catalog.=) $1 AND p.txid OPERATOR(pg_catalog.=) u.txid"
+			   "              AND p.id OPERATOR(pg_catalog.=) u.id"
+			   "        RETURNING u.seq, p.at, p.txid, p.actor_role, p.actor_sub, p.actor_tenant, p.table_name, p.op,"
+			   "                  p.key, u.payload, u.payload_hash, u.hash)"
+			   " INSERT INTO fincore.audit_log (tenant_id, seq, at, txid, actor_role, actor_sub, actor_tenant,"
+			   "                                table_name, op, key, payload, payload_hash, hash)"
+			   " SELECT $1, m.seq, m.at, m.txid, m.actor_role, m.actor_sub, m.actor_tenant, m.table_name, m.op, m.key,"
+			   "        m.payload, m.payload_hash, m.hash FROM moved m", 7, tmove);
 	audit_plan(&head_update, "UPDATE fincore.audit_heads h SET seq = $2, hash = $3, frontier = $4,"
 			   " updated_at = pg_catalog.now() WHERE h.tenant_id OPERATOR(pg_catalog.=) $1", 4, tup);
 
@@ -684,6 +696,12 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	if (n == 0)
 		return 0;
 	ids = palloc(sizeof(Datum) * n);
+	txids = palloc(sizeof(Datum) * n);
+	payloads = palloc(sizeof(Datum) * n);
+	nulls = palloc(sizeof(bool) * n);
+	seqs = palloc(sizeof(Datum) * n);
+	payload_hashes = palloc(sizeof(Datum) * n);
+	hashes = palloc(sizeof(Datum) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		AuditRecord r;
@@ -693,6 +711,10 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 
 		heap_deform_tuple(pend->vals[i], pend->tupdesc, v, vn);
 		ids[i] = v[0];
+		txids[i] = v[C_TXID];
+		/* The payload's text goes to the log as it was hashed: json, byte for byte. */
+		payloads[i] = v[C_PAYLOAD];
+		nulls[i] = vn[C_PAYLOAD];
 		/* v[1] on are at, txid, ..., key, the payload's text: as C_AT on. */
 		(void) record_from_values(&r, v, vn);
 		r.tenant = *tenant;
@@ -700,29 +722,24 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 		payload_hash(h, v[C_PAYLOAD], vn[C_PAYLOAD], r.payload_hash);
 		audit_record_hash(h, prev, &r, hash);
 		frontier_push(h, f, hash, seq - 1);
-
-		memset(nulls, ' ', sizeof(nulls));
-		args[0] = UUIDPGetDatum(tenant);
-		args[1] = Int64GetDatum(seq);
-		for (int c = 2; c <= 9; c++)
-		{
-			args[c] = tt_col(pend, i, c, &isnull);
-			if (isnull)
-				nulls[c] = 'n';
-		}
-		args[10] = tt_col(pend, i, 10, &isnull);
-		if (isnull)
-			nulls[10] = 'n';
-		args[11] = PointerGetDatum(hash_bytea(r.payload_hash));
-		args[12] = PointerGetDatum(hash_bytea(hash));
-		if (SPI_execute_plan(log_insert, args, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "audit: appending to the log failed");
+		seqs[i] = Int64GetDatum(seq);
+		payload_hashes[i] = PointerGetDatum(hash_bytea(r.payload_hash));
+		hashes[i] = PointerGetDatum(hash_bytea(hash));
 		memcpy(prev, hash, AUDIT_HASH_LEN);
 	}
-	args[0] = UUIDPGetDatum(tenant);
-	args[1] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	if (SPI_execute_plan(pending_delete, args, NULL, false, 0) != SPI_OK_DELETE || SPI_processed != n)
-		elog(ERROR, "audit: removing the sealed pending records failed");
+	{
+		int			dims[1] = {(int) n};
+		int			lbs[1] = {1};
+
+		args[1] = PointerGetDatum(construct_array(txids, n, XID8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[2] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		args[3] = PointerGetDatum(construct_array(seqs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[4] = PointerGetDatum(construct_md_array(payloads, nulls, 1, dims, lbs, JSONOID, -1, false, TYPALIGN_INT));
+		args[5] = PointerGetDatum(construct_array(payload_hashes, n, BYTEAOID, -1, false, TYPALIGN_INT));
+		args[6] = PointerGetDatum(construct_array(hashes, n, BYTEAOID, -1, false, TYPALIGN_INT));
+	}
+	if (SPI_execute_plan(move, args, NULL, false, 0) != SPI_OK_INSERT || SPI_processed != n)
+		elog(ERROR, "audit: moving " UINT64_FORMAT " records to the log failed", n);
 	args[1] = Int64GetDatum(seq);
 	args[2] = PointerGetDatum(hash_bytea(prev));
 	args[3] = PointerGetDatum(frontier_bytea(f));

@@ -4414,7 +4414,8 @@ CREATE TABLE fincore.audit_pending (
     op           "char"      NOT NULL,
     key          text        NOT NULL,
     payload      jsonb,
-    PRIMARY KEY (tenant_id, id)
+    -- The sealer's order: by transaction, then as written.
+    PRIMARY KEY (tenant_id, txid, id)
 );
 COMMENT ON TABLE fincore.audit_pending IS
     'Audit records written by their transactions and not chained yet; fincore.audit_seal() moves the committed ones to fincore.audit_log.';
