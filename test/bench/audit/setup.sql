@@ -11,7 +11,7 @@ CREATE PROCEDURE public.bulk_transfers(n integer)
     LANGUAGE plpgsql AS $$
 BEGIN
     FOR b IN 0 .. n / 1000 - 1 LOOP
-        PERFORM fincore.set_tenant('00000000-0000-4000-8000-00000000a0d1');
+        PERFORM fincore._use_tenant('00000000-0000-4000-8000-00000000a0d1');   -- no warning inside a procedure
         PERFORM fincore.create_transfers(ARRAY(
             SELECT ROW(NULL, ('00000000-0000-4000-8000-' || lpad((1 + g % 1000)::text, 12, '0'))::uuid,
                        ('00000000-0000-4000-8000-' || lpad((1 + (g + 1 + b) % 1000)::text, 12, '0'))::uuid, 1,
