@@ -61,12 +61,23 @@ extern void audit_record_hash(AuditHasher *h, const uint8 *prev, const AuditReco
 /* The encoding itself, for the documentation and the external checker's tests. */
 extern bytea *audit_record_encoding(const uint8 *prev, const AuditRecord *r);
 
-/* RFC 6962: a leaf's hash, a node's hash, and the root of hashes[0..n). */
+/*
+ * The leaves of a chain's tree: the record hashes from leaf first on, and
+ * before first (a retention cut) the compact range of the first leaves.
+ */
+typedef struct MerkleLeaves
+{
+	int64		first;			/* the leaf hashes[0] is (0-based) */
+	const uint8 *hashes;		/* record hashes, AUDIT_HASH_LEN each */
+	const uint8 *pieces;		/* popcount(first) subtree roots, largest first */
+} MerkleLeaves;
+
+/* RFC 6962: a leaf's hash, a node's hash, and the root of the first n leaves. */
 extern void audit_merkle_leaf(AuditHasher *h, const uint8 *record_hash, uint8 *out);
 extern void audit_merkle_node(AuditHasher *h, const uint8 *left, const uint8 *right, uint8 *out);
-extern void audit_merkle_root(AuditHasher *h, const uint8 *leaves, int64 n, uint8 *out);
-/* The inclusion proof of leaf m in a tree of n leaves: *npath hashes into path (at most 64). */
-extern void audit_merkle_path(AuditHasher *h, const uint8 *leaves, int64 n, int64 m, uint8 *path, int *npath);
+extern void audit_merkle_root(AuditHasher *h, const MerkleLeaves *L, int64 n, uint8 *out);
+/* The inclusion proof of leaf m (>= L->first) in a tree of n leaves: *npath hashes into path (at most 64). */
+extern void audit_merkle_path(AuditHasher *h, const MerkleLeaves *L, int64 n, int64 m, uint8 *path, int *npath);
 
 /* ---- appending (audit_api.c) ---- */
 

@@ -624,7 +624,8 @@ payload_hash(AuditHasher *h, Datum d, bool isnull, uint8 *out)
 static int64
 seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 {
-	static SPIPlanPtr head_insert = NULL,
+	static SPIPlanPtr pending_any = NULL,
+				head_insert = NULL,
 				head_lock = NULL,
 				pending_read = NULL,
 				move = NULL,
@@ -649,6 +650,8 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 			   *payload_hashes,
 			   *hashes;
 
+	audit_plan(&pending_any, "SELECT 1 FROM fincore.audit_pending p WHERE p.tenant_id OPERATOR(pg_catalog.=) $1 LIMIT 1",
+			   1, t1);
 	audit_plan(&head_insert, "INSERT INTO fincore.audit_heads (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", 1, t1);
 	audit_plan(&head_lock, "SELECT h.seq, h.hash, h.frontier FROM fincore.audit_heads h"
 			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1 FOR UPDATE", 1, t1);
@@ -673,6 +676,11 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 			   " updated_at = pg_catalog.now() WHERE h.tenant_id OPERATOR(pg_catalog.=) $1", 4, tup);
 
 	args[0] = UUIDPGetDatum(tenant);
+	/* Nothing pending: no lock, no write (the maintenance step probes every chain each minute). */
+	if (SPI_execute_plan(pending_any, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "audit: reading the pending records failed");
+	if (SPI_processed == 0)
+		return 0;
 	if (SPI_execute_plan(head_insert, args, NULL, false, 0) < 0 ||
 		SPI_execute_plan(head_lock, args, NULL, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "audit: locking the chain's head failed");
@@ -1209,11 +1217,18 @@ fincore_audit_proof(PG_FUNCTION_ARGS)
 	int64		seq = PG_GETARG_INT64(1);
 	int64		size = PG_GETARG_INT64(2);
 	static SPIPlanPtr hashes_read = NULL,
-				record_read = NULL;
+				record_read = NULL,
+				head_read = NULL;
+	Oid			t1[1] = {UUIDOID};
 	Oid			t2[2] = {UUIDOID, INT8OID};
-	Datum		args[2];
+	Oid			t3[3] = {UUIDOID, INT8OID, INT8OID};
+	Datum		args[3];
 	bool		isnull;
 	uint8	   *leaves;
+	int64		first_seq = 1;
+	uint8		base_hash[AUDIT_HASH_LEN];
+	Frontier   *base = palloc(sizeof(Frontier));
+	MerkleLeaves L;
 	uint8		path[64 * AUDIT_HASH_LEN],
 				root[AUDIT_HASH_LEN],
 				prev[AUDIT_HASH_LEN];
@@ -1231,28 +1246,55 @@ fincore_audit_proof(PG_FUNCTION_ARGS)
 				 errmsg("record " INT64_FORMAT " is not in a tree of " INT64_FORMAT " records", seq, size),
 				 errhint("A proof is against a checkpoint (fincore.audit_digest) taken after the record was sealed.")));
 	fincore_spi_connect();
+	audit_plan(&head_read, "SELECT h.first_seq, h.base_hash, h.base_frontier FROM fincore.audit_heads h"
+			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1", 1, t1);
 	audit_plan(&hashes_read, "SELECT l.hash FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
-			   " AND l.seq OPERATOR(pg_catalog.<=) $2 ORDER BY l.seq", 2, t2);
+			   " AND l.seq OPERATOR(pg_catalog.>=) $2 AND l.seq OPERATOR(pg_catalog.<=) $3 ORDER BY l.seq", 3, t3);
 	audit_plan(&record_read, "SELECT l.seq, l.at, l.txid, l.actor_role, l.actor_sub, l.actor_tenant, l.table_name,"
 			   " l.op, l.key, CAST(NULL AS pg_catalog.json), l.payload_hash, l.hash FROM fincore.audit_log l"
 			   " WHERE l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.=) $2", 2, t2);
 	args[0] = UUIDPGetDatum(tenant);
-	args[1] = Int64GetDatum(size);
-	if (SPI_execute_plan(hashes_read, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "audit: reading the log failed");
-	if ((int64) SPI_processed != size)
+	memcpy(base_hash, zero_hash, AUDIT_HASH_LEN);
+	base->n = 0;
+	if (SPI_execute_plan(head_read, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "audit: reading the chain's head failed");
+	if (SPI_processed == 1)
+	{
+		Datum		d;
+
+		first_seq = DatumGetInt64(spi_col(0, 1, &isnull));
+		d = spi_col(0, 2, &isnull);
+		if (!isnull)
+			(void) hash_from_datum(d, base_hash);
+		d = spi_col(0, 3, &isnull);
+		frontier_load(base, d, isnull, first_seq - 1);
+	}
+	if (seq < first_seq)
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_AUDIT_RECORD_NOT_FOUND),
-				 errmsg("the chain keeps " UINT64_FORMAT " of the first " INT64_FORMAT " records", SPI_processed, size),
-				 errhint("Records before the retention cut have no proof; records missing otherwise: fincore.audit_verify().")));
-	leaves = palloc(size * AUDIT_HASH_LEN);
-	for (int64 i = 0; i < size; i++)
+				 errmsg("record " INT64_FORMAT " was dropped by retention (the chain keeps " INT64_FORMAT " on)",
+						seq, first_seq)));
+	args[1] = Int64GetDatum(first_seq);
+	args[2] = Int64GetDatum(size);
+	if (SPI_execute_plan(hashes_read, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "audit: reading the log failed");
+	if ((int64) SPI_processed != size - first_seq + 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_AUDIT_RECORD_NOT_FOUND),
+				 errmsg("the chain keeps " UINT64_FORMAT " of its records " INT64_FORMAT " to " INT64_FORMAT,
+						SPI_processed, first_seq, size),
+				 errhint("Records are missing: fincore.audit_verify() names the first.")));
+	leaves = palloc((size - first_seq + 1) * AUDIT_HASH_LEN);
+	for (int64 i = 0; i < size - first_seq + 1; i++)
 		if (!hash_from_datum(spi_col(i, 1, &isnull), leaves + i * AUDIT_HASH_LEN))
 			memset(leaves + i * AUDIT_HASH_LEN, 0, AUDIT_HASH_LEN);
+	L.first = first_seq - 1;
+	L.hashes = leaves;
+	L.pieces = (const uint8 *) base->h;
 	audit_hasher_init(&h);
-	audit_merkle_path(&h, leaves, size, seq - 1, path, &npath);
-	audit_merkle_root(&h, leaves, size, root);
-	memcpy(prev, seq > 1 ? leaves + (seq - 2) * AUDIT_HASH_LEN : zero_hash, AUDIT_HASH_LEN);
+	audit_merkle_path(&h, &L, size, seq - 1, path, &npath);
+	audit_merkle_root(&h, &L, size, root);
+	memcpy(prev, seq > first_seq ? leaves + (seq - first_seq - 1) * AUDIT_HASH_LEN : base_hash, AUDIT_HASH_LEN);
 
 	args[1] = Int64GetDatum(seq);
 	if (SPI_execute_plan(record_read, args, NULL, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
@@ -1315,7 +1357,7 @@ fincore_audit_proof(PG_FUNCTION_ARGS)
 	KEY("prev_hash");
 	CSTR(hex_text(prev));
 	KEY("record_hash");
-	CSTR(hex_text(leaves + (seq - 1) * AUDIT_HASH_LEN));
+	CSTR(hex_text(leaves + (seq - first_seq) * AUDIT_HASH_LEN));
 	KEY("path");
 	(void) pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
 	for (int i = 0; i < npath; i++)
@@ -1330,8 +1372,15 @@ fincore_audit_proof(PG_FUNCTION_ARGS)
 	CSTR(hex_text(root));
 	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	audit_hasher_free(&h);
-	SPI_finish();
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+	{
+		/* Built in SPI's memory, which SPI_finish frees: the result is copied out first. */
+		Jsonb	   *built = JsonbValueToJsonb(res);
+		Jsonb	   *result = SPI_palloc(VARSIZE(built));
+
+		memcpy(result, built, VARSIZE(built));
+		SPI_finish();
+		PG_RETURN_JSONB_P(result);
+	}
 }
 
 /* ---- redaction and retention ---- */
@@ -1372,36 +1421,86 @@ fincore_audit_erase_payload(PG_FUNCTION_ARGS)
 /*
  * fincore._audit_drop_before(tenant, cut) RETURNS bigint: retention drops
  * the records before cut (the caller checked that a checkpoint was taken at
- * cut - 1 or later); the head keeps the hash the kept records start from.
+ * cut - 1 or later).  The head keeps what the kept records need: the hash
+ * they chain from, and the compact range of the tree of the records dropped,
+ * for proofs of the kept ones.
  */
 PG_FUNCTION_INFO_V1(fincore_audit_drop_before);
 Datum
 fincore_audit_drop_before(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr drop = NULL,
-				base = NULL;
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	int64		cut = PG_GETARG_INT64(1);
+	static SPIPlanPtr head_lock = NULL,
+				hashes_read = NULL,
+				head_update = NULL,
+				drop = NULL;
+	Oid			t1[1] = {UUIDOID};
 	Oid			t2[2] = {UUIDOID, INT8OID};
-	Datum		args[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
+	Oid			t3[3] = {UUIDOID, INT8OID, INT8OID};
+	Oid			tup[4] = {UUIDOID, INT8OID, BYTEAOID, BYTEAOID};
+	Datum		args[4];
+	bool		isnull;
+	int64		first_seq;
+	Frontier   *f = palloc(sizeof(Frontier));
+	uint8		last[AUDIT_HASH_LEN];
+	AuditHasher h;
 	volatile uint64 n = 0;
 
 	fincore_spi_connect();
-	audit_plan(&base, "UPDATE fincore.audit_heads h SET first_seq = $2, base_hash = l.hash"
-			   "  FROM fincore.audit_log l WHERE h.tenant_id OPERATOR(pg_catalog.=) $1"
-			   "   AND l.tenant_id OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.=) ($2 OPERATOR(pg_catalog.-) 1)"
-			   "   AND h.first_seq OPERATOR(pg_catalog.<) $2", 2, t2);
+	audit_plan(&head_lock, "SELECT h.first_seq, h.base_frontier FROM fincore.audit_heads h"
+			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1 FOR UPDATE", 1, t1);
+	audit_plan(&hashes_read, "SELECT l.hash FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
+			   " AND l.seq OPERATOR(pg_catalog.>=) $2 AND l.seq OPERATOR(pg_catalog.<) $3 ORDER BY l.seq", 3, t3);
+	audit_plan(&head_update, "UPDATE fincore.audit_heads h SET first_seq = $2, base_hash = $3, base_frontier = $4"
+			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1", 4, tup);
 	audit_plan(&drop, "DELETE FROM fincore.audit_log l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1"
 			   " AND l.seq OPERATOR(pg_catalog.<) $2", 2, t2);
+	args[0] = UUIDPGetDatum(tenant);
+	if (SPI_execute_plan(head_lock, args, NULL, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR, (errcode(ERRCODE_FC_INVALID_AUDIT_RANGE), errmsg("the chain has no head")));
+	first_seq = DatumGetInt64(spi_col(0, 1, &isnull));
+	{
+		Datum		d = spi_col(0, 2, &isnull);
+
+		frontier_load(f, d, isnull, first_seq - 1);
+	}
+	if (cut <= first_seq)
+	{
+		SPI_finish();
+		PG_RETURN_INT64(0);
+	}
+	/* The compact range grows from the last cut's by the records dropped now, in order. */
+	args[1] = Int64GetDatum(first_seq);
+	args[2] = Int64GetDatum(cut);
+	if (SPI_execute_plan(hashes_read, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "audit: reading the log failed");
+	if ((int64) SPI_processed != cut - first_seq)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_AUDIT_RECORD_NOT_FOUND),
+				 errmsg("records " INT64_FORMAT " to " INT64_FORMAT " are not all there", first_seq, cut - 1),
+				 errhint("Verify the chain first (fincore.audit_verify); retention keeps it verifiable, not whole again.")));
+	audit_hasher_init(&h);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		if (!hash_from_datum(spi_col(i, 1, &isnull), last))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("record " INT64_FORMAT "'s hash is not 32 bytes", first_seq + (int64) i)));
+		frontier_push(&h, f, last, first_seq - 1 + (int64) i);
+	}
+	audit_hasher_free(&h);
 	audit_writing = true;
 	PG_TRY();
 	{
-		if (SPI_execute_plan(base, args, NULL, false, 0) != SPI_OK_UPDATE)
+		args[1] = Int64GetDatum(cut);
+		args[2] = PointerGetDatum(hash_bytea(last));
+		args[3] = PointerGetDatum(frontier_bytea(f));
+		if (SPI_execute_plan(head_update, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "audit: moving the chain's start failed");
-		if (SPI_processed == 1)
-		{
-			if (SPI_execute_plan(drop, args, NULL, false, 0) != SPI_OK_DELETE)
-				elog(ERROR, "audit: dropping records failed");
-			n = SPI_processed;
-		}
+		if (SPI_execute_plan(drop, args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "audit: dropping records failed");
+		n = SPI_processed;
 	}
 	PG_FINALLY();
 	{

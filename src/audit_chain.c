@@ -172,37 +172,69 @@ split_point(int64 n)
 	return k;
 }
 
-/* MTH(D[0..n)) of record hashes; n >= 1. */
+/*
+ * MTH(D[a .. a+n)) of the leaves L: a record hash for each leaf from
+ * L->first on; before it (a retention cut) only the roots of the compact
+ * range of D[0 .. first), whose perfect subtrees are the only nodes there a
+ * tree or a proof of later leaves needs (every aligned block left of a leaf
+ * at or after the cut is one of them, or straddles the cut).
+ */
 static void
-mth(AuditHasher *h, const uint8 *leaves, int64 n, uint8 *out)
+mth(AuditHasher *h, const MerkleLeaves *L, int64 a, int64 n, uint8 *out)
 {
 	int64		k;
 	uint8		left[AUDIT_HASH_LEN],
 				right[AUDIT_HASH_LEN];
 
 	check_stack_depth();
-	if (n == 1)
+	if (a < L->first)
 	{
-		audit_merkle_leaf(h, leaves, out);
+		/* The compact range's pieces are the binary decomposition of first, largest first. */
+		int64		start = 0;
+		int			i = 0;
+
+		for (int bit = 62; bit >= 0; bit--)
+		{
+			int64		size = (int64) 1 << bit;
+
+			if (!(L->first & size))
+				continue;
+			if (start == a && size == n)
+			{
+				memcpy(out, L->pieces + i * AUDIT_HASH_LEN, AUDIT_HASH_LEN);
+				return;
+			}
+			start += size;
+			i++;
+		}
+		if (a + n <= L->first)
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_AUDIT_RECORD_NOT_FOUND),
+					 errmsg("records " INT64_FORMAT " to " INT64_FORMAT " were dropped by retention", a + 1, a + n)));
+	}
+	else if (n == 1)
+	{
+		audit_merkle_leaf(h, L->hashes + (a - L->first) * AUDIT_HASH_LEN, out);
 		return;
 	}
 	k = split_point(n);
-	mth(h, leaves, k, left);
-	mth(h, leaves + k * AUDIT_HASH_LEN, n - k, right);
+	mth(h, L, a, k, left);
+	mth(h, L, a + k, n - k, right);
 	audit_merkle_node(h, left, right, out);
 }
 
 void
-audit_merkle_root(AuditHasher *h, const uint8 *leaves, int64 n, uint8 *out)
+audit_merkle_root(AuditHasher *h, const MerkleLeaves *L, int64 n, uint8 *out)
 {
 	if (n == 0)
 		audit_sha256(h, (const uint8 *) "", 0, out);
 	else
-		mth(h, leaves, n, out);
+		mth(h, L, 0, n, out);
 }
 
-void
-audit_merkle_path(AuditHasher *h, const uint8 *leaves, int64 n, int64 m, uint8 *path, int *npath)
+/* PATH(m, D[a .. a+n)), appended to path (RFC 6962, 2.1.1). */
+static void
+path_of(AuditHasher *h, const MerkleLeaves *L, int64 a, int64 n, int64 m, uint8 *path, int *npath)
 {
 	int64		k;
 
@@ -212,13 +244,19 @@ audit_merkle_path(AuditHasher *h, const uint8 *leaves, int64 n, int64 m, uint8 *
 	k = split_point(n);
 	if (m < k)
 	{
-		audit_merkle_path(h, leaves, k, m, path, npath);
-		mth(h, leaves + k * AUDIT_HASH_LEN, n - k, path + (*npath) * AUDIT_HASH_LEN);
+		path_of(h, L, a, k, m, path, npath);
+		mth(h, L, a + k, n - k, path + (*npath) * AUDIT_HASH_LEN);
 	}
 	else
 	{
-		audit_merkle_path(h, leaves + k * AUDIT_HASH_LEN, n - k, m - k, path, npath);
-		mth(h, leaves, k, path + (*npath) * AUDIT_HASH_LEN);
+		path_of(h, L, a + k, n - k, m - k, path, npath);
+		mth(h, L, a, k, path + (*npath) * AUDIT_HASH_LEN);
 	}
 	(*npath)++;
+}
+
+void
+audit_merkle_path(AuditHasher *h, const MerkleLeaves *L, int64 n, int64 m, uint8 *path, int *npath)
+{
+	path_of(h, L, 0, n, m, path, npath);
 }

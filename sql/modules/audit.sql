@@ -19,6 +19,7 @@ CREATE TABLE fincore.audit_heads (
     frontier   bytea,      -- the roots of the tree's perfect subtrees, largest first (NULL: no record)
     first_seq  bigint      NOT NULL DEFAULT 1,      -- retention: the first record kept
     base_hash  bytea,      -- the hash of record first_seq - 1, which the kept records chain from
+    base_frontier bytea,   -- the compact range of the records dropped, for proofs of the kept ones
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE fincore.audit_heads IS
@@ -265,6 +266,13 @@ BEGIN
     PERFORM fincore.require_auditor(tenant_id);
     PERFORM fincore._audit_seal(tenant_id, 2147483647);
     SELECT * INTO h FROM fincore.audit_heads x WHERE x.tenant_id = audit_digest.tenant_id;
+    IF NOT FOUND THEN
+        -- An empty chain: nothing to keep, no checkpoint.
+        seq := 0;
+        hash := '\x0000000000000000000000000000000000000000000000000000000000000000';
+        merkle_root := fincore._audit_merkle_root(NULL, 0);
+        RETURN;
+    END IF;
     seq := h.seq;
     hash := h.hash;
     merkle_root := fincore._audit_merkle_root(h.frontier, h.seq);
@@ -293,15 +301,20 @@ DECLARE
     every interval := CAST(pg_catalog.current_setting('fincore.audit_digest_interval') AS pg_catalog.interval);
     deadline timestamptz := pg_catalog.clock_timestamp() + budget;
     n bigint := 0;
-    h record;
+    t uuid;
+    head_seq bigint;
+    last record;
 BEGIN
-    -- A digest per chain that moved since its last one, once the interval has passed.
-    FOR h IN SELECT x.tenant_id, x.seq FROM fincore.audit_heads x
-              WHERE x.seq > 0
-                AND NOT EXISTS (SELECT 1 FROM fincore.audit_checkpoints c
-                                 WHERE c.tenant_id = x.tenant_id
-                                   AND (c.seq = x.seq OR c.created_at > pg_catalog.now() - every)) LOOP
-        PERFORM fincore.audit_digest(h.tenant_id);
+    -- A digest per chain that moved since its last one, once the interval has passed; each
+    -- statement reads one tenant's rows (on Citus, one shard's).
+    FOR t IN SELECT x.id FROM fincore.tenants x
+             UNION ALL SELECT '00000000-0000-0000-0000-000000000000'::uuid LOOP
+        SELECT x.seq INTO head_seq FROM fincore.audit_heads x WHERE x.tenant_id = t;
+        CONTINUE WHEN NOT FOUND OR head_seq = 0;
+        SELECT c.seq, c.created_at INTO last FROM fincore.audit_checkpoints c
+         WHERE c.tenant_id = t ORDER BY c.seq DESC LIMIT 1;
+        CONTINUE WHEN FOUND AND (last.seq = head_seq OR last.created_at > pg_catalog.now() - every);
+        PERFORM fincore.audit_digest(t);
         n := n + 1;
         EXIT WHEN pg_catalog.clock_timestamp() >= deadline;
     END LOOP;

@@ -219,6 +219,22 @@ def test_retention_keeps_the_rest_verifiable(chain):
         ok, checked, bad, reason = verify(conn)
         assert ok and checked == chain["seq"] - 100, (bad, reason)
         assert verify(conn, to_seq=chain["seq"], expected_digest=chain["digest"])[0]
+        # Proofs of the records kept, against the digest taken before the cut.
+        root = bytes(conn.execute("SELECT merkle_root FROM fincore.audit_checkpoints WHERE tenant_id = %s "
+                                  "AND seq = %s", (A, chain["seq"])).fetchone()[0]).hex()
+        for seq in (101, 102, 128, 150, chain["seq"]):
+            p = conn.execute("SELECT fincore.audit_proof(%s, %s)", (A, seq)).fetchone()[0]
+            done = check(p, "--root", root, "--tree-size", str(chain["seq"]))
+            assert done.returncode == 0, (seq, done.stdout)
+        with pytest.raises(psycopg.Error) as gone:
+            with conn.transaction():
+                conn.execute("SELECT fincore.audit_proof(%s, 100)", (A,))
+        assert gone.value.sqlstate == "ZFB04"
+        # A second cut, from the first one's compact range.
+        assert conn.execute("SELECT fincore.audit_retain(%s, 140)", (A,)).fetchone()[0] == 39
+        p = conn.execute("SELECT fincore.audit_proof(%s, 141)", (A,)).fetchone()[0]
+        assert check(p, "--root", root, "--tree-size", str(chain["seq"])).returncode == 0
+        assert verify(conn)[0]
         conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute("UPDATE fincore.audit_log SET key = 'k' WHERE tenant_id = %s AND seq = 150", (A,))
         assert verify(conn)[2] == 150

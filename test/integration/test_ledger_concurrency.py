@@ -148,16 +148,20 @@ def test_a_hold_resolves_once_under_racing_posts_and_voids(ledger):
 
 
 def test_a_backend_new_to_a_hot_account_does_not_lock_it(ledger):
-    """Two fresh backends (their account caches empty) credit hot account 1 in open transactions:
+    """Two fresh backends (their account caches empty) credit a hot account in open transactions:
     the second must not wait for the first.  A lock taken only because a backend had not seen the
     account yet, held to the end of a transaction that goes on to other accounts, deadlocked
     billing's and the payments module's writers of the same platform accounts."""
+    with connect(ledger) as conn, conn.transaction():
+        conn.execute("SELECT fincore.set_tenant(%s)", (TENANT,))
+        hot = conn.execute("SELECT fincore.create_account('USD', flags => '{hot}')").fetchone()[0]
+        payers = [conn.execute("SELECT fincore.create_account('USD')").fetchone()[0] for _ in range(2)]
     with psycopg.connect(conninfo(ledger), autocommit=False) as a, \
             psycopg.connect(conninfo(ledger), autocommit=False) as b:
-        for conn, debit in ((a, 900), (b, 901)):
+        for conn, payer in ((a, payers[0]), (b, payers[1])):
             conn.execute("SELECT fincore.set_tenant(%s)", (TENANT,))
             conn.execute("SET LOCAL lock_timeout = '2s'")
             assert conn.execute("SELECT result FROM fincore.transfer(%s, %s, 1)",
-                                (account_id(debit), account_id(1))).fetchone()[0] == "created"
+                                (payer, hot)).fetchone()[0] == "created"
         a.commit()
         b.commit()

@@ -4,7 +4,7 @@
 -- who may read a chain.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(50);
+SELECT plan(51);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -121,6 +121,8 @@ SELECT throws_ok($$SELECT fincore.audit_proof('a0d10000-0000-4000-8000-000000000
 SELECT throws_ok($$SELECT fincore.audit_seal(max_records => 0)$$, 'ZFB05', NULL, 'max_records 0 is refused');
 SELECT is(pg_temp.rows(), :'rows_1', 'the refusals wrote nothing');
 
+SELECT is((SELECT format('%s %s', seq, encode(merkle_root, 'hex')) FROM fincore.audit_digest('a0d10000-0000-4000-8000-00000000000b')),
+    '0 ' || encode(sha256(''), 'hex'), 'the digest of an empty chain: no record, the root of no leaves');
 SELECT is((SELECT seq FROM fincore.audit_digest('a0d10000-0000-4000-8000-00000000000a')), 3::bigint,
     'audit_digest: the head''s sequence number');
 SELECT is((SELECT format('%s %s', c.seq, c.merkle_root = fincore._audit_merkle_root(h.frontier, h.seq))
