@@ -86,6 +86,9 @@ extern void audit_merkle_path(AuditHasher *h, const MerkleLeaves *L, int64 n, in
  * payload is the change ({"old": ..., "new": ...}).  Runs as fincore's owner.
  */
 extern void audit_append(const pg_uuid_t *tenant, const char *table_name, char op, const char *key, Jsonb *payload);
+/* n records of one table and operation at once (a ledger batch's transfers), in their order. */
+extern void audit_append_many(const pg_uuid_t *tenant, const char *table_name, char op, const char *const *keys,
+							  Jsonb **payloads, int n);
 
 /* Is the table audited (its fincore_audit_truncate trigger)? */
 extern bool audit_relation_audited(Relation rel);

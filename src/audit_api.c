@@ -112,8 +112,9 @@ typedef struct AppendArgs
 	pg_uuid_t	tenant;
 	text	   *table_name;
 	char		op;
-	text	   *key;
-	Jsonb	   *payload;
+	int			n;
+	const char *const *keys;
+	Jsonb	  **payloads;
 	text	   *actor_role;
 	bool		has_sub;
 	pg_uuid_t	sub;
@@ -123,25 +124,27 @@ typedef struct AppendArgs
 
 static Oid	pending_relid = InvalidOid;
 
+/*
+ * One statement for the whole append: a row, or n rows from arrays (a ledger
+ * batch's transfers), the fields they share given once.
+ */
 static void
 append_as_owner(void *arg)
 {
 	AppendArgs *a = arg;
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr one = NULL,
+				many = NULL;
 	Oid			types[11] = {UUIDOID, UUIDOID, XID8OID, TIMESTAMPTZOID, TEXTOID, UUIDOID, UUIDOID,
 	TEXTOID, CHAROID, TEXTOID, JSONBOID};
 	Datum		values[11];
 	char		nulls[11] = "           ";
-	pg_uuid_t	id;
+	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * a->n);
+	SPIPlanPtr	plan;
 
 	fincore_spi_connect();
-	audit_plan(&plan,
-			   "INSERT INTO fincore.audit_pending (tenant_id, id, txid, at, actor_role, actor_sub, actor_tenant,"
-			   " table_name, op, key, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-			   11, types);
+	for (int i = 0; i < a->n; i++)
+		uuidv7_generate(&ids[i]);
 	values[0] = UUIDPGetDatum(&a->tenant);
-	uuidv7_generate(&id);
-	values[1] = UUIDPGetDatum(&id);
 	values[2] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	values[3] = TimestampTzGetDatum(GetCurrentStatementStartTimestamp());
 	values[4] = PointerGetDatum(a->actor_role);
@@ -153,32 +156,79 @@ append_as_owner(void *arg)
 		nulls[6] = 'n';
 	values[7] = PointerGetDatum(a->table_name);
 	values[8] = CharGetDatum(a->op);
-	values[9] = PointerGetDatum(a->key);
-	values[10] = a->payload ? JsonbPGetDatum(a->payload) : (Datum) 0;
-	if (a->payload == NULL)
-		nulls[10] = 'n';
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "audit: appending a record failed");
+	if (a->n == 1)
+	{
+		plan = audit_plan(&one,
+						  "INSERT INTO fincore.audit_pending (tenant_id, id, txid, at, actor_role, actor_sub,"
+						  " actor_tenant, table_name, op, key, payload)"
+						  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", 11, types);
+		values[1] = UUIDPGetDatum(&ids[0]);
+		values[9] = CStringGetTextDatum(a->keys[0]);
+		values[10] = a->payloads[0] ? JsonbPGetDatum(a->payloads[0]) : (Datum) 0;
+		if (a->payloads[0] == NULL)
+			nulls[10] = 'n';
+	}
+	else
+	{
+		Datum	   *idd = palloc(sizeof(Datum) * a->n),
+				   *keyd = palloc(sizeof(Datum) * a->n),
+				   *payd = palloc(sizeof(Datum) * a->n);
+		bool	   *payn = palloc(sizeof(bool) * a->n);
+		int			dims[1] = {a->n};
+		int			lbs[1] = {1};
+
+		types[1] = UUIDARRAYOID;
+		types[9] = TEXTARRAYOID;
+		types[10] = JSONBARRAYOID;
+		plan = audit_plan(&many,
+						  "INSERT INTO fincore.audit_pending (tenant_id, id, txid, at, actor_role, actor_sub,"
+						  " actor_tenant, table_name, op, key, payload)"
+						  " SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, u.key, u.payload"
+						  "   FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($10), pg_catalog.unnest($11))"
+						  "     AS u(id, key, payload)", 11, types);
+		for (int i = 0; i < a->n; i++)
+		{
+			idd[i] = UUIDPGetDatum(&ids[i]);
+			keyd[i] = CStringGetTextDatum(a->keys[i]);
+			payd[i] = a->payloads[i] ? JsonbPGetDatum(a->payloads[i]) : (Datum) 0;
+			payn[i] = a->payloads[i] == NULL;
+		}
+		values[1] = PointerGetDatum(construct_array(idd, a->n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		values[9] = PointerGetDatum(construct_array(keyd, a->n, TEXTOID, -1, false, TYPALIGN_INT));
+		values[10] = PointerGetDatum(construct_md_array(payd, payn, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT));
+	}
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT || SPI_processed != (uint64) a->n)
+		elog(ERROR, "audit: appending %d records failed", a->n);
 	SPI_finish();
 }
 
 void
-audit_append(const pg_uuid_t *tenant, const char *table_name, char op, const char *key, Jsonb *payload)
+audit_append_many(const pg_uuid_t *tenant, const char *table_name, char op, const char *const *keys,
+				  Jsonb **payloads, int n)
 {
 	AppendArgs	a;
 
+	if (n == 0)
+		return;
 	if (!OidIsValid(pending_relid))
 		pending_relid = fincore_table_oid("audit_pending");
 	a.tenant = *tenant;
 	a.table_name = cstring_to_text(table_name);
 	a.op = op;
-	a.key = cstring_to_text(key);
-	a.payload = payload;
+	a.n = n;
+	a.keys = keys;
+	a.payloads = payloads;
 	/* The role the session acts as: not the owner a SECURITY DEFINER function borrowed. */
 	a.actor_role = cstring_to_text(GetUserNameFromId(GetOuterUserId(), false));
 	a.has_sub = tenancy_current_user(&a.sub);
 	a.has_actor_tenant = tenancy_current_tenant(&a.actor_tenant);
 	fincore_run_as_owner(pending_relid, append_as_owner, &a);
+}
+
+void
+audit_append(const pg_uuid_t *tenant, const char *table_name, char op, const char *key, Jsonb *payload)
+{
+	audit_append_many(tenant, table_name, op, &key, &payload, 1);
 }
 
 /* fincore._audit_append(tenant, table_name, op, key, payload): fincore's own records (redactions). */

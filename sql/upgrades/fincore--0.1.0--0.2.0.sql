@@ -4931,12 +4931,13 @@ $fn$;
 COMMENT ON FUNCTION fincore._audit_table_changed(regclass) IS
     'Internal: records in the global chain whether a table is audited now, and its redacted columns.';
 
--- fincore's own money tables, audited from install.
+-- fincore's own money tables, audited from install.  A payment's money moves as transfers,
+-- which are audited; its many status changes are not by default (fincore.audit_enable adds them).
 SELECT fincore.audit_enable(t) FROM (VALUES
     ('fincore.accounts'::regclass), ('fincore.transfers'::regclass), ('fincore.fee_schedules'::regclass),
     ('fincore.limits'::regclass), ('fincore.rules'::regclass), ('fincore.billing_accounts'::regclass),
     ('fincore.billing_prices'::regclass), ('fincore.subscriptions'::regclass), ('fincore.invoices'::regclass),
-    ('fincore.payment_providers'::regclass), ('fincore.payments'::regclass)) v(t);
+    ('fincore.payment_providers'::regclass)) v(t);
 
 INSERT INTO fincore.maintenance_steps (step, fn, position, description) VALUES
     ('audit_seal', 'fincore.audit_seal_step(interval)', 450, 'Chain the committed audit records of every tenant'),

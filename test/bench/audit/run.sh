@@ -4,8 +4,10 @@
 #   transfers   CLIENTS pgbench sessions post single transfers (a transaction each) for SECS
 #               seconds: with fincore.transfers not audited (off, the baseline), audited (on: each
 #               transfer appends its record), and audited with a session sealing the chain all
-#               along (on + sealer: the whole cost).  Rounds interleave the three in random
-#               order; medians of ROUNDS rounds.  Goal: on >= 0.85x off.
+#               along (on + sealer: the whole cost).  Goal: on >= 0.85x off.
+#   batches     the same sessions post batches of 100 with fincore.create_transfers, not audited
+#               and audited: a batch appends its records in one statement.
+#               Rounds interleave the five in random order; medians of ROUNDS rounds.
 #   verify      fincore.audit_verify over a chain of at least VERIFY_RECORDS records, in one
 #               backend, against reading the same rows (the sum of their hashes' lengths by the
 #               same index).  Records per second; goal >= 1,000,000.
@@ -28,8 +30,8 @@ bench_psql -d "$DB" -f "$dir/setup.sql" >/dev/null
 
 declare -A rate=()
 for round in $(seq "$ROUNDS"); do
-    for variant in $(printf '%s\n' off on on+sealer | shuf); do
-        if [[ $variant == off ]]; then
+    for variant in $(printf '%s\n' off on on+sealer batch-off batch-on | shuf); do
+        if [[ $variant == off || $variant == batch-off ]]; then
             bench_psql -d "$DB" -c "SELECT fincore.audit_disable('fincore.transfers')" >/dev/null
         else
             bench_psql -d "$DB" -c "SELECT fincore.audit_enable('fincore.transfers')" >/dev/null
@@ -42,7 +44,12 @@ for round in $(seq "$ROUNDS"); do
               done ) &
             sealer=$!
         fi
-        tps=$(bench_tps "$DB" "$dir/transfer.sql" "$CLIENTS" "$SECS")
+        if [[ $variant == batch-* ]]; then
+            tps=$(bench_tps "$DB" "$dir/batch.sql" "$CLIENTS" "$SECS")
+            tps=$(awk -v t="$tps" 'BEGIN { printf "%.1f\n", t * 100 }')
+        else
+            tps=$(bench_tps "$DB" "$dir/transfer.sql" "$CLIENTS" "$SECS")
+        fi
         [[ -z $sealer ]] || wait "$sealer"
         rate[$variant]+="$tps "
         printf '  round %s %-10s %10.1f transfers/s\n' "$round" "$variant" "$tps"
@@ -85,6 +92,10 @@ printf '%-40s %14s %8s\n' variant "per second" ratio
 printf '%-40s %14.1f %8s\n' "transfers, not audited" "$off" 1.00
 printf '%-40s %14.1f %8s  (goal >= 0.85)\n' "transfers, audited" "$on" "$(bench_ratio "$on" "$off")"
 printf '%-40s %14.1f %8s\n' "transfers, audited, sealer running" "$sealed" "$(bench_ratio "$sealed" "$off")"
+# shellcheck disable=SC2086
+boff=$(bench_median ${rate[batch-off]}); bon=$(bench_median ${rate[batch-on]})
+printf '%-40s %14.1f %8s\n' "batches of 100, not audited" "$boff" 1.00
+printf '%-40s %14.1f %8s  (goal >= 0.85)\n' "batches of 100, audited" "$bon" "$(bench_ratio "$bon" "$boff")"
 v=$(bench_median "${verifies[@]}"); rd=$(bench_median "${reads[@]}")
 printf '%-40s %14.0f %8s\n' "the log's rows read by its index" "$rd" 1.00
 printf '%-40s %14.0f %8s  (goal >= 1,000,000 records/s)\n' "audit_verify (records)" "$v" "$(bench_ratio "$v" "$rd")"
