@@ -32,13 +32,14 @@ fincore_failover_keep() {
         "nohup pg_autoctl run --pgdata '$dir/$node' >'$dir/$node.log' 2>&1 & echo \$! >'$dir/$node.keeper.pid'"
 }
 
-# Wait (up to a minute) until the monitor reports NODE in STATE, assigned and reached.
+# Wait (up to three minutes: a secondary's base backup on a busy 2-CPU machine took over one) until
+# the monitor reports NODE in STATE, assigned and reached.
 fincore_failover_wait() {
     local dir=$1 node=$2 state=$3 wait=0
     until fincore_failover_as_server "$dir" pg_autoctl show state --pgdata "$dir/monitor" 2>/dev/null |
         grep -Eq "^ *$node .*\| *$state *\| *$state *\$"; do
         wait=$((wait + 1))
-        [[ $wait -lt 120 ]] || { tail -20 "$dir/${node/_/}.log"; fincore_die "$node did not reach $state"; }
+        [[ $wait -lt 360 ]] || { tail -20 "$dir/${node/_/}.log"; fincore_die "$node did not reach $state"; }
         sleep 0.5
     done
 }

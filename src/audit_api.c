@@ -705,7 +705,14 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	audit_plan(&head_insert, "INSERT INTO fincore.audit_heads (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", 1, t1);
 	audit_plan(&head_lock, "SELECT h.seq, h.hash, h.frontier FROM fincore.audit_heads h"
 			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1 FOR UPDATE", 1, t1);
-	audit_plan(&pending_read, "SELECT p.id, " PENDING_COLUMNS ", CAST(p.payload AS pg_catalog.text)"
+	/* A transfer's record names it: its payload is built from the row (ledger_events.c). */
+	audit_plan(&pending_read, "SELECT p.id, " PENDING_COLUMNS ", CAST(CASE"
+			   "  WHEN p.payload IS NULL AND p.op OPERATOR(pg_catalog.=) 'I'::\"char\""
+			   "   AND p.table_name OPERATOR(pg_catalog.=) 'fincore.transfers'"
+			   "  THEN (SELECT fincore._transfer_audit_payload(t) FROM fincore.transfers t"
+			   "         WHERE t.tenant_id OPERATOR(pg_catalog.=) p.tenant_id"
+			   "           AND t.id OPERATOR(pg_catalog.=) CAST(p.key AS pg_catalog.uuid))"
+			   "  ELSE p.payload END AS pg_catalog.text)"
 			   "  FROM fincore.audit_pending p WHERE p.tenant_id OPERATOR(pg_catalog.=) $1"
 			   " ORDER BY p.txid, p.id LIMIT $2", 2, t2);
 	/* The records move in one statement: out of audit_pending, into the log with their numbers and hashes. */

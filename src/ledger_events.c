@@ -157,11 +157,9 @@ row_column(HeapTupleHeader row, const char *name, bool nullable, bool *isnull)
  * fincore._transfer_event_payload(fincore.transfers): a transfer event's
  * payload, built from its row when a consumer reads it (fincore.outbox_stream).
  */
-PG_FUNCTION_INFO_V1(fincore_transfer_event_payload);
-Datum
-fincore_transfer_event_payload(PG_FUNCTION_ARGS)
+static void
+transfer_row_from_tuple(HeapTupleHeader row, TransferEventRow *tp)
 {
-	HeapTupleHeader row = PG_GETARG_HEAPTUPLEHEADER(0);
 	TransferEventRow t;
 	text	   *cur;
 	char	   *kind;
@@ -194,6 +192,16 @@ fincore_transfer_event_payload(PG_FUNCTION_ARGS)
 	d = row_column(row, "metadata", true, &isnull);
 	t.metadata = isnull ? NULL : DatumGetJsonbP(d);
 	t.created_at = DatumGetTimestampTz(row_column(row, "created_at", false, &isnull));
+	*tp = t;
+}
+
+PG_FUNCTION_INFO_V1(fincore_transfer_event_payload);
+Datum
+fincore_transfer_event_payload(PG_FUNCTION_ARGS)
+{
+	TransferEventRow t;
+
+	transfer_row_from_tuple(PG_GETARG_HEAPTUPLEHEADER(0), &t);
 	PG_RETURN_JSONB_P(transfer_payload(&t));
 }
 
@@ -311,6 +319,34 @@ audit_transfer_row(JsonbParseState **st, const TransferEventRow *t)
 	pushJsonbValue(st, WJB_END_OBJECT, NULL);
 }
 
+/* {"new": the transfer as its audit record shows it}. */
+static Jsonb *
+audit_transfer_payload(const TransferEventRow *t)
+{
+	JsonbParseState *st = NULL;
+	JsonbValue *res;
+
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	jb_key(&st, "new");
+	audit_transfer_row(&st, t);
+	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/*
+ * fincore._transfer_audit_payload(fincore.transfers): a transfer's audit
+ * payload, built from its row when the sealer chains its record.
+ */
+PG_FUNCTION_INFO_V1(fincore_transfer_audit_payload);
+Datum
+fincore_transfer_audit_payload(PG_FUNCTION_ARGS)
+{
+	TransferEventRow t;
+
+	transfer_row_from_tuple(PG_GETARG_HEAPTUPLEHEADER(0), &t);
+	PG_RETURN_JSONB_P(audit_transfer_payload(&t));
+}
+
 /*
  * The audit trail (docs/audit.md): a record of each written transfer, in id
  * order, when fincore.transfers is audited.  The ledger appends them itself,
@@ -341,17 +377,20 @@ audit_transfers(LedgerBatch *b, LedgerItem **rows, int n)
 	qsort(sorted, n, sizeof(LedgerItem *), item_id_cmp_qsort);
 	for (int i = 0; i < n; i++)
 	{
-		TransferEventRow t;
-		JsonbParseState *st = NULL;
-		JsonbValue *res;
-
-		item_event_row(b, sorted[i], &t);
-		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-		jb_key(&st, "new");
-		audit_transfer_row(&st, &t);
-		res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 		keys[i] = uuid_text(&sorted[i]->id);
-		payloads[i] = JsonbValueToJsonb(res);
+		payloads[i] = NULL;
+		/*
+		 * The record names the transfer, and the sealer builds its payload
+		 * from the row (append-only: what it reads is what was written).  On
+		 * Citus the sealer's statement must stay on one shard: built here.
+		 */
+		if (fincore_citus_preloaded())
+		{
+			TransferEventRow t;
+
+			item_event_row(b, sorted[i], &t);
+			payloads[i] = audit_transfer_payload(&t);
+		}
 	}
 	/* One statement for the batch: a record a transfer costs the batch little more than its row. */
 	audit_append_many(&b->tenant, "fincore.transfers", AUDIT_OP_INSERT, keys, payloads, n);

@@ -650,6 +650,11 @@ CREATE FUNCTION fincore._transfer_event_payload(t fincore.transfers) RETURNS jso
 COMMENT ON FUNCTION fincore._transfer_event_payload(fincore.transfers) IS
     'Internal: a transfer event''s payload, the transfer row as JSON (its columns, and the amount as text too).';
 
+CREATE FUNCTION fincore._transfer_audit_payload(t fincore.transfers) RETURNS jsonb
+    LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_transfer_audit_payload';
+COMMENT ON FUNCTION fincore._transfer_audit_payload(fincore.transfers) IS
+    'Internal: a transfer''s audit record payload, {"new": the row without its tenant and empty columns}, built by the sealer (docs/audit.md).';
+
 CREATE OR REPLACE VIEW fincore.outbox_stream WITH (security_invoker = true) AS
     -- The transfers without an event are left out by the outer WHERE, not by one in their branch:
     -- a branch with a WHERE of its own is not flattened into the UNION ALL's append, whose

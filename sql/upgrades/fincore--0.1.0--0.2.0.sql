@@ -668,6 +668,13 @@ REVOKE ALL ON FUNCTION fincore._use_tenant(uuid) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._use_tenant(uuid) IS
     'Internal: set_tenant() for fincore''s own workers, which set each job''s tenant within their statement on purpose (no warning outside a transaction block).';
 
+-- ---- The audit trail builds a transfer's record from its row (issue 20) -----------------------
+
+CREATE FUNCTION fincore._transfer_audit_payload(t fincore.transfers) RETURNS jsonb
+    LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_transfer_audit_payload';
+COMMENT ON FUNCTION fincore._transfer_audit_payload(fincore.transfers) IS
+    'Internal: a transfer''s audit record payload, {"new": the row without its tenant and empty columns}, built by the sealer (docs/audit.md).';
+
 -- ---- Limits (issue 17): sql/modules/limits.sql, as it is ------------------------------------
 
 -- limits: spending and velocity limits, enforced inside the posting path (docs/limits.md).
