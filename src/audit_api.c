@@ -678,6 +678,7 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 				head_insert = NULL,
 				head_lock = NULL,
 				pending_read = NULL,
+				pending_read_built = NULL,
 				move = NULL,
 				head_update = NULL;
 	Oid			t1[1] = {UUIDOID};
@@ -705,8 +706,17 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	audit_plan(&head_insert, "INSERT INTO fincore.audit_heads (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", 1, t1);
 	audit_plan(&head_lock, "SELECT h.seq, h.hash, h.frontier FROM fincore.audit_heads h"
 			   " WHERE h.tenant_id OPERATOR(pg_catalog.=) $1 FOR UPDATE", 1, t1);
-	/* A transfer's record names it: its payload is built from the row (ledger_events.c). */
-	audit_plan(&pending_read, "SELECT p.id, " PENDING_COLUMNS ", CAST(CASE"
+	/*
+	 * A transfer's record names it: its payload is built from the row
+	 * (ledger_events.c).  On Citus the writer built it: the correlated
+	 * subquery would make this statement span shards.
+	 */
+	if (fincore_citus_preloaded())
+		audit_plan(&pending_read_built, "SELECT p.id, " PENDING_COLUMNS ", CAST(p.payload AS pg_catalog.text)"
+				   "  FROM fincore.audit_pending p WHERE p.tenant_id OPERATOR(pg_catalog.=) $1"
+				   " ORDER BY p.txid, p.id LIMIT $2", 2, t2);
+	else
+		audit_plan(&pending_read, "SELECT p.id, " PENDING_COLUMNS ", CAST(CASE"
 			   "  WHEN p.payload IS NULL AND p.op OPERATOR(pg_catalog.=) 'I'::\"char\""
 			   "   AND p.table_name OPERATOR(pg_catalog.=) 'fincore.transfers'"
 			   "  THEN (SELECT fincore._transfer_audit_payload(t) FROM fincore.transfers t"
@@ -754,7 +764,8 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	}
 
 	args[1] = Int32GetDatum(max);
-	if (SPI_execute_plan(pending_read, args, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(fincore_citus_preloaded() ? pending_read_built : pending_read, args, NULL, true, 0)
+		!= SPI_OK_SELECT)
 		elog(ERROR, "audit: reading the pending records failed");
 	pend = SPI_tuptable;
 	n = SPI_processed;
