@@ -54,7 +54,16 @@ BEGIN ATOMIC
             ('fincore.audit_heads', 'distributed', 35),
             ('fincore.audit_pending', 'distributed', 36),
             ('fincore.audit_log', 'distributed', 37),
-            ('fincore.audit_checkpoints', 'distributed', 38)) AS v(relation, placement, ordinal);
+            ('fincore.audit_checkpoints', 'distributed', 38),
+            ('fincore.recon_sources', 'distributed', 39),
+            ('fincore.recon_rules', 'distributed', 40),
+            ('fincore.recon_imports', 'distributed', 41),
+            ('fincore.recon_lines', 'distributed', 42),
+            ('fincore.recon_staging', 'distributed', 43),
+            ('fincore.recon_matches', 'distributed', 44),
+            ('fincore.recon_matched_lines', 'distributed', 45),
+            ('fincore.recon_matched_entries', 'distributed', 46),
+            ('fincore.recon_runs', 'distributed', 47)) AS v(relation, placement, ordinal);
 END;
 COMMENT ON FUNCTION fincore.distribution_plan() IS
     'Where fincore.distribute() puts each of fincore''s tables on Citus: reference (on every node) or distributed by tenant_id, colocated with fincore.accounts; tables not listed stay on the coordinator (the outbox and the job queue).';

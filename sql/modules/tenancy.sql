@@ -330,12 +330,16 @@ BEGIN
             EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', r.fn::regprocedure, grant_app_role.role_name);
         END IF;
     END LOOP;
+    -- The one table app roles write: raw statement lines staged for a bulk import (under RLS).
+    IF pg_catalog.to_regclass('fincore.recon_staging') IS NOT NULL THEN
+        EXECUTE pg_catalog.format('GRANT INSERT ON fincore.recon_staging TO %I', grant_app_role.role_name);
+    END IF;
     INSERT INTO fincore.app_roles AS a (role_name, trusted) VALUES (grant_app_role.role_name, grant_app_role.trusted)
     ON CONFLICT ON CONSTRAINT app_roles_pkey DO UPDATE SET trusted = excluded.trusted;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.grant_app_role(name, boolean) IS
-    'Lets a role use fincore as an application: SELECT on fincore''s tables (under RLS) and EXECUTE on its API; trusted roles may also set the tenant and manage tenants. Idempotent.';
+    'Lets a role use fincore as an application: SELECT on fincore''s tables (under RLS), INSERT on fincore.recon_staging (statement lines for a bulk import), and EXECUTE on its API; trusted roles may also set the tenant and manage tenants. Idempotent.';
 
 CREATE FUNCTION fincore.revoke_app_role(role_name name) RETURNS void
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
@@ -345,6 +349,9 @@ DECLARE
     r record;
 BEGIN
     EXECUTE pg_catalog.format('REVOKE SELECT ON ALL TABLES IN SCHEMA fincore FROM %I', revoke_app_role.role_name);
+    IF pg_catalog.to_regclass('fincore.recon_staging') IS NOT NULL THEN
+        EXECUTE pg_catalog.format('REVOKE INSERT ON fincore.recon_staging FROM %I', revoke_app_role.role_name);
+    END IF;
     FOR r IN SELECT f.fn FROM fincore.function_audience f ORDER BY f.fn LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', r.fn::regprocedure, revoke_app_role.role_name);
     END LOOP;

@@ -1,0 +1,1260 @@
+/*
+ * recon_api.c — reconciliation's SQL-callable layer (recon.h): the parsers
+ * an import runs (CSV text, or the staging table's rows, which camt.053 and
+ * JSON imports fill too), and the matching run: it loads a source's
+ * unmatched lines and ledger entries, runs the engine, and writes the
+ * matches set-based.  sql/modules/recon.sql wraps both (fincore.recon_import,
+ * fincore.recon_run) and keeps the configuration and the decisions.
+ */
+#include "recon.h"
+
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "jsonb_build.h"
+#include "miscadmin.h"
+#include "owner_sql.h"
+#include "portability/instr_time.h"
+#include "tenancy.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "uuidv7.h"
+
+/* ---------------------------------------------------------------------------
+ * Mappings
+ * ---------------------------------------------------------------------------
+ */
+
+enum
+{
+	MK_DELIMITER, MK_HEADER, MK_DECIMAL, MK_DATE_FORMAT, MK_COLUMNS, MK_CREDIT_VALUES, MK_DEBIT_VALUES, MK_COUNT
+};
+static const char *const mapping_keys[MK_COUNT] = {
+	"delimiter", "header", "decimal", "date_format", "columns", "credit_values", "debit_values"
+};
+
+static const char *const default_credit_values[] = {"C", "CR", "CRDT", "CREDIT", "+"};
+static const char *const default_debit_values[] = {"D", "DR", "DBIT", "DEBIT", "-"};
+
+static void bad_mapping(const char *what) pg_attribute_noreturn();
+
+static void
+bad_mapping(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FC_INVALID_RECON_SOURCE),
+			 errmsg("invalid statement mapping: %s", what),
+			 errhint("See docs/reconciliation.md, \"Mappings\".")));
+}
+
+static char *
+jb_cstring(const JsonbValue *v, const char *what)
+{
+	if (v->type != jbvString)
+		bad_mapping(psprintf("%s must be a string, not %s", what, jb_value_text(v)));
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+static int
+indicator_values(const JsonbValue *v, const char **out, const char *what)
+{
+	JsonbIterator *it;
+	JsonbValue	e;
+	JsonbIteratorToken tok;
+	int			n = 0;
+
+	if (!jb_is_array(v))
+		bad_mapping(psprintf("%s must be an array of strings", what));
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+		if (tok == WJB_ELEM)
+		{
+			if (n == RECON_MAX_INDICATOR_VALUES)
+				bad_mapping(psprintf("%s has more than %d values", what, RECON_MAX_INDICATOR_VALUES));
+			out[n++] = jb_cstring(&e, what);
+		}
+	return n;
+}
+
+/* A source's mapping (jsonb) and currency (NULL: none) into m; ZFC01 naming what is wrong. */
+static void
+mapping_from_jsonb(Jsonb *j, text *currency, ReconMapping *m)
+{
+	JsonbValue	f[MK_COUNT];
+	bool		has[MK_COUNT];
+
+	memset(m, 0, sizeof(*m));
+	m->delimiter = ',';
+	m->header = true;
+	m->decimal_sep = '.';
+	m->date_format = RDF_ISO;
+	for (int c = 0; c < RC_COUNT; c++)
+		m->column_pos[c] = -1;
+	if (!JB_ROOT_IS_OBJECT(j))
+		bad_mapping("it must be a JSON object");
+	jb_fields(&j->root, mapping_keys, MK_COUNT, f, has, "the statement mapping", ERRCODE_FC_INVALID_RECON_SOURCE);
+	if (has[MK_DELIMITER])
+	{
+		char	   *d = jb_cstring(&f[MK_DELIMITER], "delimiter");
+
+		if (strlen(d) != 1 || d[0] == '"' || d[0] == '\n' || d[0] == '\r')
+			bad_mapping("delimiter must be one character other than a quote or a newline");
+		m->delimiter = d[0];
+	}
+	if (has[MK_HEADER])
+	{
+		if (f[MK_HEADER].type != jbvBool)
+			bad_mapping("header must be true or false");
+		m->header = f[MK_HEADER].val.boolean;
+	}
+	if (has[MK_DECIMAL])
+	{
+		char	   *d = jb_cstring(&f[MK_DECIMAL], "decimal");
+
+		if (strcmp(d, ".") != 0 && strcmp(d, ",") != 0)
+			bad_mapping("decimal must be \".\" or \",\"");
+		m->decimal_sep = d[0];
+	}
+	if (m->decimal_sep == m->delimiter)
+		bad_mapping("the decimal separator cannot be the delimiter");
+	if (has[MK_DATE_FORMAT])
+	{
+		char	   *d = jb_cstring(&f[MK_DATE_FORMAT], "date_format");
+		int			i;
+
+		for (i = 0; i < RDF_COUNT; i++)
+			if (strcmp(d, recon_date_format_names[i]) == 0)
+				break;
+		if (i == RDF_COUNT)
+			bad_mapping(psprintf("date_format \"%s\" is not one of YYYY-MM-DD, DD/MM/YYYY, MM/DD/YYYY, DD.MM.YYYY, YYYYMMDD", d));
+		m->date_format = (ReconDateFormat) i;
+	}
+	if (has[MK_COLUMNS])
+	{
+		JsonbValue	cv[RC_COUNT];
+		bool		chas[RC_COUNT];
+
+		if (!jb_is_object(&f[MK_COLUMNS]))
+			bad_mapping("columns must be an object of field: column name or position");
+		jb_fields(f[MK_COLUMNS].val.binary.data, recon_column_names, RC_COUNT, cv, chas,
+				  "the mapping's columns", ERRCODE_FC_INVALID_RECON_SOURCE);
+		for (int c = 0; c < RC_COUNT; c++)
+		{
+			if (!chas[c])
+				continue;
+			if (cv[c].type == jbvString)
+			{
+				m->column_name[c] = jb_cstring(&cv[c], recon_column_names[c]);
+				m->column_pos[c] = 0;
+			}
+			else if (cv[c].type == jbvNumeric)
+			{
+				int32		pos = DatumGetInt32(DirectFunctionCall1(numeric_int4,
+																	NumericGetDatum(cv[c].val.numeric)));
+
+				if (pos < 1 || pos > 1000)
+					bad_mapping(psprintf("column %s: a position is 1 to 1000", recon_column_names[c]));
+				m->column_pos[c] = pos;
+			}
+			else
+				bad_mapping(psprintf("column %s must be a column name or a position", recon_column_names[c]));
+		}
+	}
+	else
+	{
+		/* by default the header names the fields */
+		for (int c = 0; c < RC_COUNT; c++)
+			m->column_pos[c] = -2;	/* resolved by name, if the header has it */
+	}
+	if (has[MK_CREDIT_VALUES])
+		m->ncredit_values = indicator_values(&f[MK_CREDIT_VALUES], m->credit_values, "credit_values");
+	else
+	{
+		m->ncredit_values = lengthof(default_credit_values);
+		memcpy(m->credit_values, default_credit_values, sizeof(default_credit_values));
+	}
+	if (has[MK_DEBIT_VALUES])
+		m->ndebit_values = indicator_values(&f[MK_DEBIT_VALUES], m->debit_values, "debit_values");
+	else
+	{
+		m->ndebit_values = lengthof(default_debit_values);
+		memcpy(m->debit_values, default_debit_values, sizeof(default_debit_values));
+	}
+	if (currency != NULL)
+	{
+		m->has_currency = true;
+		m->currency = currency_pack_or_error(VARDATA_ANY(currency), VARSIZE_ANY_EXHDR(currency));
+	}
+}
+
+/* fincore._recon_mapping_check(mapping jsonb, currency text): ZFC01 unless the mapping is valid. */
+PG_FUNCTION_INFO_V1(fincore_recon_mapping_check);
+Datum
+fincore_recon_mapping_check(PG_FUNCTION_ARGS)
+{
+	ReconMapping m;
+
+	if (PG_ARGISNULL(0))
+		bad_mapping("it is NULL");
+	mapping_from_jsonb(PG_GETARG_JSONB_P(0), PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1), &m);
+	if (!m.header)
+		for (int c = 0; c < RC_COUNT; c++)
+			if (m.column_pos[c] == 0)
+				bad_mapping(psprintf("column %s is named, but the statements have no header (give its position)",
+									 recon_column_names[c]));
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------------
+ * Parsed lines out
+ * ---------------------------------------------------------------------------
+ */
+
+#define LINE_COLUMNS 12
+
+static void
+put_line(ReturnSetInfo *rsi, ReconLine *line)
+{
+	Datum		v[LINE_COLUMNS];
+	bool		n[LINE_COLUMNS];
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+	bytea	   *hash = palloc(VARHDRSZ + RECON_CONTENT_HASH_LEN);
+	char		code[CURRENCY_CODE_MAX_LEN + 1];
+	static const int text_cols[] = {RC_REFERENCE, RC_BANK_REF, RC_EXTERNAL_ID, RC_ACCOUNT, RC_DESCRIPTION};
+
+	memset(n, 0, sizeof(n));
+	uuidv7_generate(id);
+	v[0] = UUIDPGetDatum(id);
+	v[1] = Int64GetDatum(line->line_no);
+	v[2] = DateADTGetDatum(line->booked_on);
+	v[3] = DateADTGetDatum(line->value_on);
+	n[3] = !line->has_value_on;
+	v[4] = Int64GetDatum(line->amount);
+	currency_unpack(line->currency, code);
+	v[5] = CStringGetTextDatum(code);
+	for (int i = 0; i < 5; i++)
+	{
+		int			c = text_cols[i];
+
+		n[6 + i] = line->text[c] == NULL;
+		if (line->text[c])
+			v[6 + i] = PointerGetDatum(cstring_to_text_with_len(line->text[c], line->text_len[c]));
+	}
+	SET_VARSIZE(hash, VARHDRSZ + RECON_CONTENT_HASH_LEN);
+	memcpy(VARDATA(hash), line->content_hash, RECON_CONTENT_HASH_LEN);
+	v[11] = PointerGetDatum(hash);
+	tuplestore_putvalues(rsi->setResult, rsi->setDesc, v, n);
+}
+
+/* Resolve the mapping's column names against a header record. */
+static void
+resolve_header(ReconMapping *m, const ReconCsv *c)
+{
+	for (int col = 0; col < RC_COUNT; col++)
+	{
+		const char *want = m->column_pos[col] == -2 ? recon_column_names[col] : m->column_name[col];
+		int			found = -1;
+
+		if (m->column_pos[col] != 0 && m->column_pos[col] != -2)
+			continue;
+		for (int i = 0; i < c->nfields && found < 0; i++)
+		{
+			const char *h = c->field[i];
+			int			len = c->len[i];
+
+			while (len > 0 && (*h == ' ' || *h == '\t'))
+				h++, len--;
+			while (len > 0 && (h[len - 1] == ' ' || h[len - 1] == '\t'))
+				len--;
+			/* a UTF-8 byte order mark before the first name */
+			if (i == 0 && len >= 3 && memcmp(h, "\xEF\xBB\xBF", 3) == 0)
+				h += 3, len -= 3;
+			if ((int) strlen(want) == len && pg_strncasecmp(h, want, len) == 0)
+				found = i + 1;
+		}
+		if (found < 0 && m->column_pos[col] == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_INVALID_STATEMENT_LINE),
+					 errmsg("line " INT64_FORMAT ": the header has no column \"%s\" (for %s)",
+							c->record_line, want, recon_column_names[col])));
+		m->column_pos[col] = found;
+	}
+}
+
+/*
+ * fincore._recon_parse_csv(data text, mapping jsonb, currency text): the
+ * statement's lines, parsed (ZFC03 for the first malformed one).
+ */
+PG_FUNCTION_INFO_V1(fincore_recon_parse_csv);
+Datum
+fincore_recon_parse_csv(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsi = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *data;
+	ReconMapping m;
+	ReconCsv	csv;
+	ReconHashState *hs;
+	MemoryContext per_line,
+				old;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_STATEMENT_LINE),
+				 errmsg("no statement to import")));
+	data = PG_GETARG_TEXT_PP(0);
+	mapping_from_jsonb(PG_GETARG_JSONB_P(1), PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), &m);
+	InitMaterializedSRF(fcinfo, 0);
+	recon_csv_init(&csv, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data), m.delimiter);
+	hs = recon_hash_begin();
+	if (m.header)
+	{
+		if (!recon_csv_next(&csv))
+			PG_RETURN_NULL();
+		resolve_header(&m, &csv);
+	}
+	else
+		for (int c = 0; c < RC_COUNT; c++)
+			if (m.column_pos[c] == -2)
+				m.column_pos[c] = -1;
+
+	per_line = AllocSetContextCreate(CurrentMemoryContext, "recon line", ALLOCSET_SMALL_SIZES);
+	while (recon_csv_next(&csv))
+	{
+		ReconRawLine raw;
+		ReconLine	line;
+
+		CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(per_line);
+		memset(&raw, 0, sizeof(raw));
+		raw.line_no = csv.record_line;
+		for (int c = 0; c < RC_COUNT; c++)
+		{
+			int			pos = m.column_pos[c];
+
+			if (pos <= 0)
+				continue;
+			if (pos > csv.nfields)
+				ereport(ERROR,
+						(errcode(ERRCODE_FC_INVALID_STATEMENT_LINE),
+						 errmsg("line " INT64_FORMAT ": %d fields, and %s is field %d",
+								csv.record_line, csv.nfields, recon_column_names[c], pos)));
+			raw.field[c] = csv.field[pos - 1];
+			raw.len[c] = csv.len[pos - 1];
+		}
+		recon_parse_line(&m, &raw, &line);
+		recon_hash_line(hs, &line);
+		MemoryContextSwitchTo(old);
+		put_line(rsi, &line);
+		MemoryContextReset(per_line);
+	}
+	recon_hash_end(hs);
+	PG_RETURN_NULL();
+}
+
+/*
+ * fincore._recon_parse_staging(tenant uuid, source text, batch text, mapping
+ * jsonb, currency text): the staged lines of a source's batch, parsed, in
+ * line_no order.
+ */
+PG_FUNCTION_INFO_V1(fincore_recon_parse_staging);
+Datum
+fincore_recon_parse_staging(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsi = (ReturnSetInfo *) fcinfo->resultinfo;
+	ReconMapping m;
+	ReconHashState *hs;
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	Portal		portal;
+	MemoryContext caller = CurrentMemoryContext;
+
+	for (int i = 0; i < 4; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_INVALID_STATEMENT_LINE),
+					 errmsg("no staged statement to import")));
+	mapping_from_jsonb(PG_GETARG_JSONB_P(3), PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4), &m);
+	InitMaterializedSRF(fcinfo, 0);
+	hs = recon_hash_begin();
+	args[0] = PG_GETARG_DATUM(0);
+	args[1] = PG_GETARG_DATUM(1);
+	args[2] = PG_GETARG_DATUM(2);
+
+	fincore_spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
+
+		plan = fincore_prepare("SELECT s.line_no, s.booked_on, s.value_on, s.amount, s.currency, s.indicator,"
+							   " s.debit, s.credit, s.reference, s.bank_ref, s.external_id, s.account, s.description"
+							   " FROM fincore.recon_staging s"
+							   " WHERE s.tenant_id OPERATOR(pg_catalog.=) $1 AND s.source OPERATOR(pg_catalog.=) $2"
+							   " AND s.batch OPERATOR(pg_catalog.=) $3 ORDER BY s.line_no",
+							   3, types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			ReconRawLine raw;
+			ReconLine	line;
+			bool		isnull;
+			Datum		d;
+			MemoryContext old;
+
+			CHECK_FOR_INTERRUPTS();
+			memset(&raw, 0, sizeof(raw));
+			d = SPI_getbinval(tup, desc, 1, &isnull);
+			raw.line_no = isnull ? 0 : DatumGetInt64(d);
+			for (int c = 0; c < RC_COUNT; c++)
+			{
+				d = SPI_getbinval(tup, desc, 2 + c, &isnull);
+				if (!isnull)
+				{
+					text	   *t = DatumGetTextPP(d);
+
+					raw.field[c] = VARDATA_ANY(t);
+					raw.len[c] = VARSIZE_ANY_EXHDR(t);
+				}
+			}
+			recon_parse_line(&m, &raw, &line);
+			recon_hash_line(hs, &line);
+			old = MemoryContextSwitchTo(caller);
+			put_line(rsi, &line);
+			MemoryContextSwitchTo(old);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_finish();
+	recon_hash_end(hs);
+	PG_RETURN_NULL();
+}
+
+/* ---------------------------------------------------------------------------
+ * The run
+ * ---------------------------------------------------------------------------
+ */
+
+/* Strings of the run's items, packed into large blocks. */
+typedef struct Arena
+{
+	MemoryContext cxt;
+	char	   *block;
+	Size		left;
+} Arena;
+
+static const char *
+arena_text(Arena *a, Datum d)
+{
+	text	   *t = DatumGetTextPP(d);
+	int			len = VARSIZE_ANY_EXHDR(t);
+	char	   *s;
+
+	if ((Size) len + 1 > a->left)
+	{
+		Size		size = Max((Size) 1 << 20, (Size) len + 1);
+
+		a->block = MemoryContextAlloc(a->cxt, size);
+		a->left = size;
+	}
+	s = a->block;
+	memcpy(s, VARDATA_ANY(t), len);
+	s[len] = '\0';
+	a->block += len + 1;
+	a->left -= len + 1;
+	return s;
+}
+
+typedef struct Items
+{
+	ReconItem  *items;
+	int32		n;
+	int32		max;
+} Items;
+
+static ReconItem *
+items_add(Items *it, MemoryContext cxt)
+{
+	if (it->n == it->max)
+	{
+		it->max = Max(1024, it->max * 2);
+		it->items = it->items ? repalloc_huge(it->items, sizeof(ReconItem) * it->max)
+			: MemoryContextAllocHuge(cxt, sizeof(ReconItem) * it->max);
+	}
+	return &it->items[it->n++];
+}
+
+/*
+ * Read a cursor's rows into items.  Columns: id, amount, currency, date (a
+ * date, or a timestamptz taken as its UTC day), then the keys.  A ledger
+ * entry may carry a value date in its metadata (column 8): used when it is a
+ * date.
+ */
+static void
+load_items(Portal portal, Items *out, Arena *arena, bool entries)
+{
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 20000);
+		if (SPI_processed == 0)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			ReconItem  *it = items_add(out, arena->cxt);
+			bool		isnull;
+			Datum		d;
+			text	   *cur;
+
+			memcpy(&it->id, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
+			it->amount = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+			cur = DatumGetTextPP(SPI_getbinval(tup, desc, 3, &isnull));
+			if (!currency_pack(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur), &it->currency))
+				it->currency = 0;
+			d = SPI_getbinval(tup, desc, 4, &isnull);
+			if (entries)
+			{
+				TimestampTz ts = DatumGetTimestampTz(d);
+
+				it->date = (int32) (ts / USECS_PER_DAY - (ts % USECS_PER_DAY < 0 ? 1 : 0));
+			}
+			else
+				it->date = DatumGetDateADT(d);
+			for (int k = 0; k < RK_NKEYS; k++)
+			{
+				d = SPI_getbinval(tup, desc, 5 + k, &isnull);
+				it->key[k] = isnull ? NULL : arena_text(arena, d);
+			}
+			if (entries)
+			{
+				d = SPI_getbinval(tup, desc, 8, &isnull);
+				if (!isnull)
+				{
+					text	   *t = DatumGetTextPP(d);
+					int32		day;
+
+					if (recon_parse_date(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), RDF_ISO, &day))
+						it->date = day;
+				}
+			}
+			it->match = -1;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+}
+
+static int
+uint64_cmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a,
+				y = *(const uint64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+typedef struct Similarity
+{
+	FmgrInfo	flinfo;
+	MemoryContext cxt;
+} Similarity;
+
+static double
+trgm_similarity(void *arg, const char *a, const char *b)
+{
+	Similarity *s = arg;
+	MemoryContext old = MemoryContextSwitchTo(s->cxt);
+	double		r;
+
+	r = DatumGetFloat4(FunctionCall2Coll(&s->flinfo, DEFAULT_COLLATION_OID,
+										 CStringGetTextDatum(a), CStringGetTextDatum(b)));
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(s->cxt);
+	return r;
+}
+
+typedef struct Progress
+{
+	const ReconRun *run;
+	int32		total;
+	bool		notices;
+	instr_time	start;
+	double	   *rule_ms;
+	int32		before;
+} Progress;
+
+static void
+report_progress(void *arg, int rule, int32 nmatches)
+{
+	Progress   *p = arg;
+	instr_time	now;
+	int32		matched_lines = 0;
+
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, p->start);
+	p->rule_ms[rule] = INSTR_TIME_GET_MILLISEC(now);
+	INSTR_TIME_SET_CURRENT(p->start);
+	for (int32 i = p->before; i < nmatches; i++)
+		matched_lines += p->run->matches[i].nlines;
+	p->total += matched_lines;
+	if (p->notices)
+		ereport(NOTICE,
+				(errmsg("recon_run: rule %d of %d (%s): %d matches, %.1f%% of the lines matched",
+						rule + 1, p->run->nrules, p->run->rules[rule].name, nmatches - p->before,
+						p->run->nlines ? 100.0 * p->total / p->run->nlines : 100.0)));
+	p->before = nmatches;
+}
+
+static ArrayType *
+uuid_array(pg_uuid_t *ids, int32 n)
+{
+	Datum	   *d = palloc_extended(sizeof(Datum) * Max(n, 1), MCXT_ALLOC_HUGE);
+	ArrayType  *a;
+
+	for (int32 i = 0; i < n; i++)
+		d[i] = UUIDPGetDatum(&ids[i]);
+	a = construct_array(d, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
+	pfree(d);
+	return a;
+}
+
+static ArrayType *
+int8_array(int64 *v, int32 n)
+{
+	Datum	   *d = palloc_extended(sizeof(Datum) * Max(n, 1), MCXT_ALLOC_HUGE);
+	ArrayType  *a;
+
+	for (int32 i = 0; i < n; i++)
+		d[i] = Int64GetDatum(v[i]);
+	a = construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	pfree(d);
+	return a;
+}
+
+static ArrayType *
+int4_array(int32 *v, int32 n)
+{
+	Datum	   *d = palloc_extended(sizeof(Datum) * Max(n, 1), MCXT_ALLOC_HUGE);
+	ArrayType  *a;
+
+	for (int32 i = 0; i < n; i++)
+		d[i] = Int32GetDatum(v[i]);
+	a = construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
+	pfree(d);
+	return a;
+}
+
+static ArrayType *
+text_array(const char *const *v, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = CStringGetTextDatum(v[i]);
+	return construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+static double
+ms_since(instr_time *t)
+{
+	instr_time	now;
+	double		ms;
+
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, *t);
+	ms = INSTR_TIME_GET_MILLISEC(now);
+	INSTR_TIME_SET_CURRENT(*t);
+	return ms;
+}
+
+enum
+{
+	RULE_NAME = 1, RULE_KIND, RULE_MATCH_ON, RULE_TOLERANCE, RULE_TOLERANCE_BPS, RULE_DATE_WINDOW,
+	RULE_MIN_SIMILARITY, RULE_GROUP_BY, RULE_MAX_GROUP, RULE_OUTCOME, RULE_ADJUSTMENT
+};
+
+static int
+name_index(const char *s, const char *const *names, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return i;
+	elog(ERROR, "unknown reconciliation name \"%s\"", s);
+	return -1;
+}
+
+/*
+ * fincore._recon_match(tenant uuid, source text, account uuid, side text,
+ * ledger_keys text[4], import_id uuid, run_id uuid, dry_run boolean,
+ * progress boolean) returns jsonb: the run's counts and timings.  The caller
+ * (fincore.recon_run) holds the source's lock.
+ */
+PG_FUNCTION_INFO_V1(fincore_recon_match);
+Datum
+fincore_recon_match(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	text	   *source = PG_GETARG_TEXT_PP(1);
+	pg_uuid_t  *account = PG_GETARG_UUID_P(2);
+	bool		credit_side = strcmp(text_to_cstring(PG_GETARG_TEXT_PP(3)), "credit") == 0;
+	ArrayType  *ledger_keys = PG_GETARG_ARRAYTYPE_P(4);
+	bool		by_import = !PG_ARGISNULL(5);
+	Datum		import_id = by_import ? PG_GETARG_DATUM(5) : (Datum) 0;
+	Datum		run_id = PG_GETARG_DATUM(6);
+	bool		dry_run = PG_GETARG_BOOL(7);
+	bool		notices = PG_GETARG_BOOL(8);
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext runcxt = AllocSetContextCreate(caller, "recon run", ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old;
+	Arena		arena = {runcxt, NULL, 0};
+	Items		lines = {0},
+				entries = {0};
+	ReconRule  *rules = NULL;
+	const char **rule_names = NULL;
+	bool	   *rule_adjusts = NULL;
+	int			nrules = 0;
+	ReconRun	run;
+	Progress	progress;
+	Similarity sim;
+	bool		need_similarity = false;
+	uint64	   *rejected = NULL;
+	int32		nrejected = 0;
+	instr_time	t;
+	double		load_ms,
+				write_ms = 0;
+	Size		memory;
+	Datum		kd[4];
+	bool		kn[4];
+	JsonbParseState *st = NULL;
+	JsonbValue *res;
+	int32		suggested = 0,
+				confirmed = 0,
+				lines_left = 0,
+				entries_left = 0;
+	Jsonb	   *result;
+
+	if (ARR_NDIM(ledger_keys) != 1 || ARR_DIMS(ledger_keys)[0] != 4)
+		elog(ERROR, "_recon_match: ledger_keys must have 4 elements");
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+
+		deconstruct_array(ledger_keys, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+		for (int i = 0; i < 4; i++)
+		{
+			kd[i] = elems[i];
+			kn[i] = nulls[i];
+		}
+	}
+
+	INSTR_TIME_SET_CURRENT(t);
+	fincore_spi_connect();
+
+	/* the rules, in priority order */
+	{
+		static SPIPlanPtr plan = NULL;
+		Datum		args[2] = {UUIDPGetDatum(tenant), PointerGetDatum(source)};
+
+		if (plan == NULL)
+		{
+			Oid			types[2] = {UUIDOID, TEXTOID};
+
+			plan = fincore_prepare("SELECT r.name, r.kind, r.match_on, r.tolerance, r.tolerance_bps, r.date_window,"
+								   " r.min_similarity, r.group_by, r.max_group, r.outcome, r.adjustment_account"
+								   " FROM fincore.recon_rules r WHERE r.tenant_id OPERATOR(pg_catalog.=) $1"
+								   " AND r.source OPERATOR(pg_catalog.=) $2 AND r.enabled ORDER BY r.priority",
+								   2, types, CURSOR_OPT_GENERIC_PLAN);
+		}
+		if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "recon_run: reading the rules failed");
+		nrules = (int) SPI_processed;
+		old = MemoryContextSwitchTo(runcxt);
+		rules = palloc0(sizeof(ReconRule) * Max(nrules, 1));
+		rule_names = palloc0(sizeof(char *) * Max(nrules, 1));
+		rule_adjusts = palloc0(sizeof(bool) * Max(nrules, 1));
+		for (int i = 0; i < nrules; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			ReconRule  *r = &rules[i];
+			bool		isnull;
+			Datum		d;
+
+			r->name = rule_names[i] = SPI_getvalue(tup, desc, RULE_NAME);
+			r->kind = (ReconKind) name_index(SPI_getvalue(tup, desc, RULE_KIND), recon_kind_names, RKIND_COUNT);
+			d = SPI_getbinval(tup, desc, RULE_MATCH_ON, &isnull);
+			if (!isnull)
+			{
+				Datum	   *e;
+				bool	   *en;
+				int			n;
+
+				deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &e, &en, &n);
+				for (int k = 0; k < n; k++)
+					r->keys |= 1u << name_index(TextDatumGetCString(e[k]), recon_key_names, RK_NKEYS);
+			}
+			d = SPI_getbinval(tup, desc, RULE_TOLERANCE, &isnull);
+			r->tolerance = isnull ? -1 : DatumGetInt64(d);
+			d = SPI_getbinval(tup, desc, RULE_TOLERANCE_BPS, &isnull);
+			r->tolerance_bps = isnull ? -1 : DatumGetInt32(d);
+			r->date_window = DatumGetInt32(SPI_getbinval(tup, desc, RULE_DATE_WINDOW, &isnull));
+			d = SPI_getbinval(tup, desc, RULE_MIN_SIMILARITY, &isnull);
+			r->min_similarity = isnull ? -1 : DatumGetFloat4(d);
+			need_similarity |= !isnull;
+			d = SPI_getbinval(tup, desc, RULE_GROUP_BY, &isnull);
+			r->group_by = isnull ? -1 : name_index(TextDatumGetCString(d), recon_key_names, RK_NKEYS + 1);
+			r->max_group = DatumGetInt32(SPI_getbinval(tup, desc, RULE_MAX_GROUP, &isnull));
+			r->suggest = strcmp(SPI_getvalue(tup, desc, RULE_OUTCOME), "suggested") == 0;
+			SPI_getbinval(tup, desc, RULE_ADJUSTMENT, &isnull);
+			rule_adjusts[i] = !isnull;
+		}
+		MemoryContextSwitchTo(old);
+	}
+
+	/* pg_trgm's similarity(), when a rule compares references */
+	if (need_similarity)
+	{
+		static SPIPlanPtr plan = NULL;
+		bool		isnull;
+
+		if (plan == NULL)
+			plan = fincore_prepare("SELECT CAST(pg_catalog.format('%I.similarity(text,text)', n.nspname)"
+								   " AS pg_catalog.regprocedure)::pg_catalog.oid"
+								   " FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n"
+								   " ON n.oid OPERATOR(pg_catalog.=) e.extnamespace"
+								   " WHERE e.extname OPERATOR(pg_catalog.=) 'pg_trgm'", 0, NULL, 0);
+		if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "recon_run: looking up pg_trgm failed");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_RECON_NEEDS_TRGM),
+					 errmsg("a rule of source \"%s\" compares references, which needs pg_trgm", text_to_cstring(source)),
+					 errhint("CREATE EXTENSION pg_trgm; (a contrib module), or drop the rule's min_similarity.")));
+		fmgr_info_cxt(DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+					  &sim.flinfo, runcxt);
+		sim.cxt = AllocSetContextCreate(runcxt, "recon similarity", ALLOCSET_SMALL_SIZES);
+	}
+
+	/* the combinations a person rejected */
+	{
+		static SPIPlanPtr plan = NULL;
+		Datum		args[2] = {UUIDPGetDatum(tenant), PointerGetDatum(source)};
+
+		if (plan == NULL)
+		{
+			Oid			types[2] = {UUIDOID, TEXTOID};
+
+			plan = fincore_prepare("SELECT m.line_ids, m.entry_ids FROM fincore.recon_matches m"
+								   " WHERE m.tenant_id OPERATOR(pg_catalog.=) $1 AND m.source OPERATOR(pg_catalog.=) $2"
+								   " AND m.status OPERATOR(pg_catalog.=) 'rejected'", 2, types, CURSOR_OPT_GENERIC_PLAN);
+		}
+		if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "recon_run: reading the rejected matches failed");
+		rejected = MemoryContextAllocHuge(runcxt, sizeof(uint64) * Max(SPI_processed, 1));
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		n1,
+						n2;
+			ArrayType  *l = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &n1));
+			ArrayType  *e = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &n2));
+
+			rejected[nrejected++] = recon_combination_hash((pg_uuid_t *) ARR_DATA_PTR(l), ArrayGetNItems(ARR_NDIM(l), ARR_DIMS(l)),
+														   (pg_uuid_t *) ARR_DATA_PTR(e), ArrayGetNItems(ARR_NDIM(e), ARR_DIMS(e)));
+		}
+		qsort(rejected, nrejected, sizeof(uint64), uint64_cmp);
+	}
+
+	/* the unmatched lines (of the import, or all the source's) and entries */
+	{
+		static SPIPlanPtr all_lines = NULL,
+					import_lines = NULL,
+					entry_plan = NULL;
+		Datum		args[3] = {UUIDPGetDatum(tenant), PointerGetDatum(source), import_id};
+		Datum		eargs[6] = {UUIDPGetDatum(tenant), UUIDPGetDatum(account), kd[0], kd[1], kd[2], kd[3]};
+		char		enulls[6] = {' ', ' ', kn[0] ? 'n' : ' ', kn[1] ? 'n' : ' ', kn[2] ? 'n' : ' ', kn[3] ? 'n' : ' '};
+
+#define LINE_SELECT "SELECT l.id, l.amount, l.currency, l.booked_on, l.reference, l.external_id, l.account" \
+			" FROM fincore.recon_lines l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1" \
+			" AND l.source OPERATOR(pg_catalog.=) $2" \
+			" AND NOT EXISTS (SELECT FROM fincore.recon_matched_lines m WHERE m.tenant_id OPERATOR(pg_catalog.=) $1" \
+			" AND m.line_id OPERATOR(pg_catalog.=) l.id)"
+		if (all_lines == NULL)
+		{
+			Oid			types[3] = {UUIDOID, TEXTOID, UUIDOID};
+			Oid			etypes[6] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+
+			all_lines = fincore_prepare(LINE_SELECT, 2, types, CURSOR_OPT_GENERIC_PLAN);
+			import_lines = fincore_prepare(LINE_SELECT " AND l.import_id OPERATOR(pg_catalog.=) $3", 3, types,
+										   CURSOR_OPT_GENERIC_PLAN);
+			/*
+			 * An entry is a posted movement of the account: a transfer, a
+			 * hold's posting, a reversal (holds are not on a statement yet).
+			 * Its amount is signed by the source's side: the side a statement
+			 * credit is on.
+			 */
+			entry_plan = fincore_prepare("SELECT t.id, CASE WHEN t.debit_account_id OPERATOR(pg_catalog.=) $2"
+										 " THEN t.amount ELSE OPERATOR(pg_catalog.-) t.amount END,"
+										 " t.currency, t.created_at, t.metadata OPERATOR(pg_catalog.->>) $3,"
+										 " t.metadata OPERATOR(pg_catalog.->>) $4, t.metadata OPERATOR(pg_catalog.->>) $5,"
+										 " t.metadata OPERATOR(pg_catalog.->>) $6"
+										 " FROM fincore.transfers t WHERE t.tenant_id OPERATOR(pg_catalog.=) $1"
+										 " AND (t.debit_account_id OPERATOR(pg_catalog.=) $2"
+										 " OR t.credit_account_id OPERATOR(pg_catalog.=) $2)"
+										 " AND t.kind OPERATOR(pg_catalog.=) ANY ('{posted,post,reversal}'::pg_catalog.text[])"
+										 " AND t.amount OPERATOR(pg_catalog.>) 0"
+										 " AND NOT EXISTS (SELECT FROM fincore.recon_matched_entries m"
+										 " WHERE m.tenant_id OPERATOR(pg_catalog.=) $1 AND m.account_id OPERATOR(pg_catalog.=) $2"
+										 " AND m.transfer_id OPERATOR(pg_catalog.=) t.id)",
+										 6, etypes, CURSOR_OPT_GENERIC_PLAN);
+		}
+		load_items(SPI_cursor_open(NULL, by_import ? import_lines : all_lines, args, NULL, true),
+				   &lines, &arena, false);
+		load_items(SPI_cursor_open(NULL, entry_plan, eargs, enulls, true), &entries, &arena, true);
+		if (credit_side)
+			for (int32 i = 0; i < entries.n; i++)
+				entries.items[i].amount = -entries.items[i].amount;
+	}
+	load_ms = ms_since(&t);
+	if (notices)
+		ereport(NOTICE,
+				(errmsg("recon_run: %d unmatched lines and %d unmatched ledger entries loaded in %.0f ms",
+						lines.n, entries.n, load_ms)));
+
+	/* match */
+	memset(&run, 0, sizeof(run));
+	run.lines = lines.items;
+	run.nlines = lines.n;
+	run.entries = entries.items;
+	run.nentries = entries.n;
+	run.rules = rules;
+	run.nrules = nrules;
+	run.similarity = trgm_similarity;
+	run.similarity_arg = &sim;
+	run.rejected = rejected;
+	run.nrejected = nrejected;
+	memset(&progress, 0, sizeof(progress));
+	progress.run = &run;
+	progress.notices = notices;
+	progress.rule_ms = MemoryContextAllocZero(runcxt, sizeof(double) * Max(nrules, 1));
+	INSTR_TIME_SET_CURRENT(progress.start);
+	run.progress = report_progress;
+	run.progress_arg = &progress;
+	old = MemoryContextSwitchTo(runcxt);
+	recon_match_all(&run);
+	MemoryContextSwitchTo(old);
+	INSTR_TIME_SET_CURRENT(t);
+	memory = MemoryContextMemAllocated(runcxt, true);
+
+	for (int32 i = 0; i < run.nmatches; i++)
+	{
+		if (rules[run.matches[i].rule].suggest)
+			suggested++;
+		else
+			confirmed++;
+	}
+
+	/* write the matches: one statement per table, from arrays */
+	if (!dry_run && run.nmatches > 0)
+	{
+		static SPIPlanPtr match_insert = NULL,
+					line_insert = NULL,
+					entry_insert = NULL;
+		int32		nm = run.nmatches;
+		pg_uuid_t  *match_ids,
+				   *adjust_ids,
+				   *line_ids,
+				   *line_match,
+				   *entry_ids,
+				   *entry_match;
+		int64	   *line_totals,
+				   *entry_totals;
+		int32	   *rule_no,
+				   *currency_no;
+		const char *currencies[64];
+		CurrencyCode currency_codes[64];
+		int			ncurrencies = 0;
+		int32		nl = 0,
+					ne = 0;
+
+		old = MemoryContextSwitchTo(runcxt);
+		match_ids = palloc_extended(sizeof(pg_uuid_t) * nm, MCXT_ALLOC_HUGE);
+		adjust_ids = palloc_extended(sizeof(pg_uuid_t) * nm, MCXT_ALLOC_HUGE);
+		line_totals = palloc_extended(sizeof(int64) * nm, MCXT_ALLOC_HUGE);
+		entry_totals = palloc_extended(sizeof(int64) * nm, MCXT_ALLOC_HUGE);
+		rule_no = palloc_extended(sizeof(int32) * nm, MCXT_ALLOC_HUGE);
+		currency_no = palloc_extended(sizeof(int32) * nm, MCXT_ALLOC_HUGE);
+		line_ids = palloc_extended(sizeof(pg_uuid_t) * run.nmembers, MCXT_ALLOC_HUGE);
+		line_match = palloc_extended(sizeof(pg_uuid_t) * run.nmembers, MCXT_ALLOC_HUGE);
+		entry_ids = palloc_extended(sizeof(pg_uuid_t) * run.nmembers, MCXT_ALLOC_HUGE);
+		entry_match = palloc_extended(sizeof(pg_uuid_t) * run.nmembers, MCXT_ALLOC_HUGE);
+		for (int32 i = 0; i < nm; i++)
+		{
+			ReconMatch *m = &run.matches[i];
+			CurrencyCode cur = run.lines[run.members[m->first]].currency;
+			int			c;
+
+			uuidv7_generate(&match_ids[i]);
+			/* an adjustment's id, used when the match is confirmed with a difference */
+			uuidv7_generate(&adjust_ids[i]);
+			line_totals[i] = m->line_total;
+			entry_totals[i] = m->entry_total;
+			rule_no[i] = m->rule + 1;
+			for (c = 0; c < ncurrencies; c++)
+				if (currency_codes[c] == cur)
+					break;
+			if (c == ncurrencies)
+			{
+				char	   *code = palloc(CURRENCY_CODE_MAX_LEN + 1);
+
+				if (ncurrencies == lengthof(currencies))
+					elog(ERROR, "recon_run: more than %d currencies", (int) lengthof(currencies));
+				currency_unpack(cur, code);
+				currencies[ncurrencies] = code;
+				currency_codes[ncurrencies++] = cur;
+			}
+			currency_no[i] = c + 1;
+			for (int32 k = 0; k < m->nlines; k++)
+			{
+				line_ids[nl] = run.lines[run.members[m->first + k]].id;
+				line_match[nl++] = match_ids[i];
+			}
+			for (int32 k = 0; k < m->nentries; k++)
+			{
+				entry_ids[ne] = run.entries[run.members[m->first + m->nlines + k]].id;
+				entry_match[ne++] = match_ids[i];
+			}
+		}
+		{
+			const char **rule_kinds = palloc(sizeof(char *) * nrules);
+			const char **rule_outcomes = palloc(sizeof(char *) * nrules);
+			bool	   *adjust_nulls = palloc(sizeof(bool) * nm);
+			Datum	   *adjust_datums = palloc_extended(sizeof(Datum) * nm, MCXT_ALLOC_HUGE);
+			int			dims[1] = {nm};
+			int			lbs[1] = {1};
+			Datum		margs[10];
+
+			for (int r = 0; r < nrules; r++)
+			{
+				rule_kinds[r] = recon_kind_names[rules[r].kind];
+				rule_outcomes[r] = rules[r].suggest ? "suggested" : "confirmed";
+			}
+			for (int32 i = 0; i < nm; i++)
+			{
+				const ReconMatch *m = &run.matches[i];
+
+				adjust_nulls[i] = !(rule_adjusts[m->rule] && !rules[m->rule].suggest &&
+									m->line_total != m->entry_total);
+				adjust_datums[i] = UUIDPGetDatum(&adjust_ids[i]);
+			}
+			if (match_insert == NULL)
+			{
+				Oid			types[10] = {UUIDOID, TEXTOID, UUIDOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+				TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+				Oid			types2[3] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
+				Oid			types3[4] = {UUIDOID, UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
+
+				/* $11..$13 follow: line totals, entry totals, adjustment ids */
+				Oid			all[13];
+
+				memcpy(all, types, sizeof(types));
+				all[10] = INT8ARRAYOID;
+				all[11] = INT8ARRAYOID;
+				all[12] = UUIDARRAYOID;
+				match_insert = fincore_prepare(
+											   "INSERT INTO fincore.recon_matches (tenant_id, id, source, run_id, rule, kind, status,"
+											   " currency, line_total, entry_total, adjustment_account, adjustment_id)"
+											   " SELECT $1, m.id, $2, $3, $6[m.rule], $7[m.rule], $8[m.rule], $10[m.cur],"
+											   " m.lt, m.et, CASE WHEN m.adj IS NOT NULL THEN r.adjustment_account END, m.adj"
+											   " FROM ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($9), pg_catalog.unnest($11),"
+											   " pg_catalog.unnest($12), pg_catalog.unnest($13)) AS m(id, rule, cur, lt, et, adj)"
+											   " LEFT JOIN fincore.recon_rules r ON r.tenant_id OPERATOR(pg_catalog.=) $1"
+											   " AND r.source OPERATOR(pg_catalog.=) $2 AND r.name OPERATOR(pg_catalog.=) $6[m.rule]"
+											   " AND m.adj IS NOT NULL",
+											   13, all, 0);
+				line_insert = fincore_prepare("INSERT INTO fincore.recon_matched_lines (tenant_id, line_id, match_id)"
+											  " SELECT $1, x.l, x.m FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS x(l, m)",
+											  3, types2, 0);
+				entry_insert = fincore_prepare("INSERT INTO fincore.recon_matched_entries (tenant_id, account_id, transfer_id, match_id)"
+											   " SELECT $1, $2, x.e, x.m FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) AS x(e, m)",
+											   4, types3, 0);
+			}
+			margs[0] = UUIDPGetDatum(tenant);
+			margs[1] = PointerGetDatum(source);
+			margs[2] = run_id;
+			margs[3] = PointerGetDatum(uuid_array(match_ids, nm));
+			margs[4] = PointerGetDatum(int4_array(rule_no, nm));
+			margs[5] = PointerGetDatum(text_array(rule_names, nrules));
+			margs[6] = PointerGetDatum(text_array(rule_kinds, nrules));
+			margs[7] = PointerGetDatum(text_array(rule_outcomes, nrules));
+			margs[8] = PointerGetDatum(int4_array(currency_no, nm));
+			margs[9] = PointerGetDatum(text_array(currencies, ncurrencies));
+			{
+				Datum		all_args[13];
+
+				memcpy(all_args, margs, sizeof(margs));
+				all_args[10] = PointerGetDatum(int8_array(line_totals, nm));
+				all_args[11] = PointerGetDatum(int8_array(entry_totals, nm));
+				all_args[12] = PointerGetDatum(construct_md_array(adjust_datums, adjust_nulls, 1, dims, lbs,
+																  UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+				if (SPI_execute_plan(match_insert, all_args, NULL, false, 0) != SPI_OK_INSERT)
+					elog(ERROR, "recon_run: writing the matches failed");
+			}
+			{
+				Datum		a2[3] = {UUIDPGetDatum(tenant), PointerGetDatum(uuid_array(line_ids, nl)),
+				PointerGetDatum(uuid_array(line_match, nl))};
+				Datum		a3[4] = {UUIDPGetDatum(tenant), UUIDPGetDatum(account),
+				PointerGetDatum(uuid_array(entry_ids, ne)), PointerGetDatum(uuid_array(entry_match, ne))};
+
+				/*
+				 * The primary keys make a line or an entry a member of one
+				 * live match only: a run that raced a manual match would
+				 * fail here rather than match anything twice.
+				 */
+				if (SPI_execute_plan(line_insert, a2, NULL, false, 0) != SPI_OK_INSERT ||
+					SPI_execute_plan(entry_insert, a3, NULL, false, 0) != SPI_OK_INSERT)
+					elog(ERROR, "recon_run: writing the matched items failed");
+			}
+		}
+		MemoryContextSwitchTo(old);
+		write_ms = ms_since(&t);
+		if (notices)
+			ereport(NOTICE, (errmsg("recon_run: %d matches written in %.0f ms", nm, write_ms)));
+	}
+
+	/* the counts */
+	old = MemoryContextSwitchTo(caller);
+	{
+		/* what is left unmatched, per currency and side */
+		typedef struct Left
+		{
+			CurrencyCode cur;
+			int64		lines;
+			int64		entries;
+			int128		line_amount;
+			int128		entry_amount;
+		} Left;
+		Left		left[64];
+		int			nleft = 0;
+
+		for (int side = 0; side < 2; side++)
+		{
+			ReconItem  *items = side == 0 ? run.lines : run.entries;
+			int32		n = side == 0 ? run.nlines : run.nentries;
+
+			for (int32 i = 0; i < n; i++)
+			{
+				int			c;
+
+				if (items[i].match >= 0)
+					continue;
+				if (side == 0)
+					lines_left++;
+				else
+					entries_left++;
+				for (c = 0; c < nleft; c++)
+					if (left[c].cur == items[i].currency)
+						break;
+				if (c == nleft)
+				{
+					if (nleft == lengthof(left))
+						continue;
+					memset(&left[c], 0, sizeof(Left));
+					left[c].cur = items[i].currency;
+					nleft++;
+				}
+				if (side == 0)
+				{
+					left[c].lines++;
+					left[c].line_amount += items[i].amount;
+				}
+				else
+				{
+					left[c].entries++;
+					left[c].entry_amount += items[i].amount;
+				}
+			}
+		}
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		jb_key(&st, "lines");
+		jb_int(&st, run.nlines);
+		jb_key(&st, "entries");
+		jb_int(&st, run.nentries);
+		jb_key(&st, "matched");
+		jb_int(&st, confirmed);
+		jb_key(&st, "suggested");
+		jb_int(&st, suggested);
+		jb_key(&st, "lines_unmatched");
+		jb_int(&st, lines_left);
+		jb_key(&st, "entries_unmatched");
+		jb_int(&st, entries_left);
+		jb_key(&st, "unmatched");
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		for (int c = 0; c < nleft; c++)
+		{
+			char		code[CURRENCY_CODE_MAX_LEN + 1];
+
+			currency_unpack(left[c].cur, code);
+			jb_key(&st, code);
+			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+			jb_key(&st, "lines");
+			jb_int(&st, left[c].lines);
+			jb_key(&st, "line_amount");
+			jb_int(&st, int128_to_int64_checked(left[c].line_amount, "an unmatched total"));
+			jb_key(&st, "entries");
+			jb_int(&st, left[c].entries);
+			jb_key(&st, "entry_amount");
+			jb_int(&st, int128_to_int64_checked(left[c].entry_amount, "an unmatched total"));
+			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		}
+		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		jb_key(&st, "rules");
+		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+		{
+			int32	   *per_rule = palloc0(sizeof(int32) * Max(nrules, 1));
+
+			for (int32 i = 0; i < run.nmatches; i++)
+				per_rule[run.matches[i].rule]++;
+			for (int r = 0; r < nrules; r++)
+			{
+				pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+				jb_key(&st, "rule");
+				jb_string(&st, rule_names[r]);
+				jb_key(&st, "matches");
+				jb_int(&st, per_rule[r]);
+				jb_key(&st, "ms");
+				jb_int(&st, (int64) (progress.rule_ms[r] + 0.5));
+				pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+			}
+		}
+		pushJsonbValue(&st, WJB_END_ARRAY, NULL);
+		jb_key(&st, "load_ms");
+		jb_int(&st, (int64) (load_ms + 0.5));
+		jb_key(&st, "write_ms");
+		jb_int(&st, (int64) (write_ms + 0.5));
+		jb_key(&st, "memory_bytes");
+		jb_int(&st, (int64) memory);
+		res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		result = JsonbValueToJsonb(res);
+	}
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	MemoryContextDelete(runcxt);
+	PG_RETURN_JSONB_P(result);
+}
