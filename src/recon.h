@@ -79,8 +79,6 @@ typedef struct ReconRawLine
 	int			len[RC_COUNT];
 } ReconRawLine;
 
-#define RECON_CONTENT_HASH_LEN 16
-
 /* A parsed line: what recon_lines stores. */
 typedef struct ReconLine
 {
@@ -92,7 +90,7 @@ typedef struct ReconLine
 	CurrencyCode currency;
 	const char *text[RC_COUNT]; /* reference, bank_ref, external_id, account, description; NULL if absent */
 	int			text_len[RC_COUNT];
-	uint8		content_hash[RECON_CONTENT_HASH_LEN];
+	pg_uuid_t	id;				/* its content id (recon_hash_line) */
 } ReconLine;
 
 /* Parse a line's fields (ZFC03 naming the line number and the field). */
@@ -104,12 +102,14 @@ extern bool recon_parse_amount(const char *s, int len, char decimal_sep, int exp
 extern bool recon_parse_date(const char *s, int len, ReconDateFormat fmt, int32 *out);
 
 /*
- * The content hashes of one import: the k-th line with the same content (k
- * from 1) hashes with k, so that two identical lines of one statement are two
- * lines, and the same statement imported again is the same lines.
+ * A line's id is its content: SHA-256 over the source's name, the parsed
+ * line and k, for the k-th line of the same content in one import (so that
+ * two identical lines of one statement are two lines, and the same statement
+ * imported again is the same lines), behind the booking day so that a
+ * statement's ids are in date order (docs/reconciliation.md, "Line ids").
  */
 typedef struct ReconHashState ReconHashState;
-extern ReconHashState *recon_hash_begin(void);
+extern ReconHashState *recon_hash_begin(const char *source, int source_len);
 extern void recon_hash_line(ReconHashState *s, ReconLine *line);
 extern void recon_hash_end(ReconHashState *s);
 
@@ -155,6 +155,7 @@ typedef struct ReconItem
 	int32		date;			/* DateADT */
 	int32		match;			/* its match in this run, or -1 */
 	const char *key[RK_NKEYS];	/* NULL when absent */
+	bool		break_due;		/* a line: a break if it stays unmatched (the engine ignores it) */
 } ReconItem;
 
 typedef enum ReconKind

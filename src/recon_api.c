@@ -217,7 +217,7 @@ fincore_recon_mapping_check(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------------
  */
 
-#define LINE_COLUMNS 12
+#define LINE_COLUMNS 11
 
 static void
 put_line(ReturnSetInfo *rsi, ReconLine *line)
@@ -225,12 +225,11 @@ put_line(ReturnSetInfo *rsi, ReconLine *line)
 	Datum		v[LINE_COLUMNS];
 	bool		n[LINE_COLUMNS];
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
-	bytea	   *hash = palloc(VARHDRSZ + RECON_CONTENT_HASH_LEN);
 	char		code[CURRENCY_CODE_MAX_LEN + 1];
 	static const int text_cols[] = {RC_REFERENCE, RC_BANK_REF, RC_EXTERNAL_ID, RC_ACCOUNT, RC_DESCRIPTION};
 
 	memset(n, 0, sizeof(n));
-	uuidv7_generate(id);
+	*id = line->id;
 	v[0] = UUIDPGetDatum(id);
 	v[1] = Int64GetDatum(line->line_no);
 	v[2] = DateADTGetDatum(line->booked_on);
@@ -247,9 +246,6 @@ put_line(ReturnSetInfo *rsi, ReconLine *line)
 		if (line->text[c])
 			v[6 + i] = PointerGetDatum(cstring_to_text_with_len(line->text[c], line->text_len[c]));
 	}
-	SET_VARSIZE(hash, VARHDRSZ + RECON_CONTENT_HASH_LEN);
-	memcpy(VARDATA(hash), line->content_hash, RECON_CONTENT_HASH_LEN);
-	v[11] = PointerGetDatum(hash);
 	tuplestore_putvalues(rsi->setResult, rsi->setDesc, v, n);
 }
 
@@ -289,8 +285,8 @@ resolve_header(ReconMapping *m, const ReconCsv *c)
 }
 
 /*
- * fincore._recon_parse_csv(data text, mapping jsonb, currency text): the
- * statement's lines, parsed (ZFC03 for the first malformed one).
+ * fincore._recon_parse_csv(data text, source text, mapping jsonb, currency
+ * text): the statement's lines, parsed (ZFC03 for the first malformed one).
  */
 PG_FUNCTION_INFO_V1(fincore_recon_parse_csv);
 Datum
@@ -301,18 +297,20 @@ fincore_recon_parse_csv(PG_FUNCTION_ARGS)
 	ReconMapping m;
 	ReconCsv	csv;
 	ReconHashState *hs;
+	text	   *source;
 	MemoryContext per_line,
 				old;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_STATEMENT_LINE),
 				 errmsg("no statement to import")));
 	data = PG_GETARG_TEXT_PP(0);
-	mapping_from_jsonb(PG_GETARG_JSONB_P(1), PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), &m);
+	mapping_from_jsonb(PG_GETARG_JSONB_P(2), PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &m);
 	InitMaterializedSRF(fcinfo, 0);
 	recon_csv_init(&csv, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data), m.delimiter);
-	hs = recon_hash_begin();
+	source = PG_GETARG_TEXT_PP(1);
+	hs = recon_hash_begin(VARDATA_ANY(source), VARSIZE_ANY_EXHDR(source));
 	if (m.header)
 	{
 		if (!recon_csv_next(&csv))
@@ -382,7 +380,7 @@ fincore_recon_parse_staging(PG_FUNCTION_ARGS)
 					 errmsg("no staged statement to import")));
 	mapping_from_jsonb(PG_GETARG_JSONB_P(3), PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4), &m);
 	InitMaterializedSRF(fcinfo, 0);
-	hs = recon_hash_begin();
+	hs = recon_hash_begin(VARDATA_ANY(PG_GETARG_TEXT_PP(1)), VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)));
 	args[0] = PG_GETARG_DATUM(0);
 	args[1] = PG_GETARG_DATUM(1);
 	args[2] = PG_GETARG_DATUM(2);
@@ -541,7 +539,10 @@ load_items(Portal portal, Items *out, Arena *arena, bool entries)
 				d = SPI_getbinval(tup, desc, 5 + k, &isnull);
 				it->key[k] = isnull ? NULL : arena_text(arena, d);
 			}
-			if (entries)
+			it->break_due = false;
+			if (!entries)
+				it->break_due = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull)) && !isnull;
+			else
 			{
 				d = SPI_getbinval(tup, desc, 8, &isnull);
 				if (!isnull)
@@ -634,42 +635,6 @@ uuid_array(pg_uuid_t *ids, int32 n)
 	return a;
 }
 
-static ArrayType *
-int8_array(int64 *v, int32 n)
-{
-	Datum	   *d = palloc_extended(sizeof(Datum) * Max(n, 1), MCXT_ALLOC_HUGE);
-	ArrayType  *a;
-
-	for (int32 i = 0; i < n; i++)
-		d[i] = Int64GetDatum(v[i]);
-	a = construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	pfree(d);
-	return a;
-}
-
-static ArrayType *
-int4_array(int32 *v, int32 n)
-{
-	Datum	   *d = palloc_extended(sizeof(Datum) * Max(n, 1), MCXT_ALLOC_HUGE);
-	ArrayType  *a;
-
-	for (int32 i = 0; i < n; i++)
-		d[i] = Int32GetDatum(v[i]);
-	a = construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
-	pfree(d);
-	return a;
-}
-
-static ArrayType *
-text_array(const char *const *v, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = CStringGetTextDatum(v[i]);
-	return construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
-}
-
 static double
 ms_since(instr_time *t)
 {
@@ -681,6 +646,38 @@ ms_since(instr_time *t)
 	ms = INSTR_TIME_GET_MILLISEC(now);
 	INSTR_TIME_SET_CURRENT(*t);
 	return ms;
+}
+
+/*
+ * The write order.  Matches are numbered in the order of their first line's
+ * id, and the members are written sorted by their own ids, so that the
+ * index entries of a run arrive in key order (a statement's lines and a
+ * ledger's transfers have time-ordered ids): appended next to one another
+ * instead of scattered over the indexes, which on a million matches is most
+ * of the cost of writing them.
+ */
+static const ReconRun *sort_run;
+
+static int
+match_order_cmp(const void *a, const void *b)
+{
+	const ReconMatch *x = a,
+			   *y = b;
+
+	return memcmp(sort_run->lines[sort_run->members[x->first]].id.data,
+				  sort_run->lines[sort_run->members[y->first]].id.data, UUID_LEN);
+}
+
+typedef struct MemberPair
+{
+	pg_uuid_t	item;
+	pg_uuid_t	match;
+} MemberPair;
+
+static int
+member_pair_cmp(const void *a, const void *b)
+{
+	return memcmp(((const MemberPair *) a)->item.data, ((const MemberPair *) b)->item.data, UUID_LEN);
 }
 
 enum
@@ -697,6 +694,248 @@ name_index(const char *s, const char *const *names, int n)
 			return i;
 	elog(ERROR, "unknown reconciliation name \"%s\"", s);
 	return -1;
+}
+
+/*
+ * The match rows of the run being written, which fincore._recon_run_matches()
+ * returns to the statement that inserts them: one tuple store of finished
+ * rows, where unnesting a dozen arrays would build one per column.
+ */
+typedef struct PendingMatches
+{
+	const ReconRun *run;
+	Datum		tenant;
+	Datum		source;
+	Datum		run_id;
+	const pg_uuid_t *match_ids;
+	const Datum *adjust_ids;
+	const bool *adjust_nulls;
+	Datum	   *rule_names;		/* per rule */
+	Datum	   *kinds;
+	Datum	   *outcomes;
+	Datum	   *accounts;
+	bool	   *account_nulls;
+	Datum	   *currencies;		/* per match */
+} PendingMatches;
+
+static PendingMatches *pending_matches = NULL;
+
+#define MATCH_COLUMNS 18
+
+/* fincore._recon_run_matches(): the rows of recon_matches that the run being written made. */
+PG_FUNCTION_INFO_V1(fincore_recon_run_matches);
+Datum
+fincore_recon_run_matches(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsi = (ReturnSetInfo *) fcinfo->resultinfo;
+	PendingMatches *pm = pending_matches;
+	Datum		v[MATCH_COLUMNS];
+	bool		n[MATCH_COLUMNS];
+	Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (pm == NULL)
+		PG_RETURN_NULL();
+	if (rsi->setDesc->natts != MATCH_COLUMNS)
+		elog(ERROR, "fincore.recon_matches has %d columns, not %d", rsi->setDesc->natts, MATCH_COLUMNS);
+	for (int32 i = 0; i < pm->run->nmatches; i++)
+	{
+		const ReconMatch *m = &pm->run->matches[i];
+		Datum	   *ids = palloc(sizeof(Datum) * Max(m->nlines, m->nentries));
+		ArrayType  *lines,
+				   *entries;
+
+		for (int32 k = 0; k < m->nlines; k++)
+			ids[k] = UUIDPGetDatum(&pm->run->lines[pm->run->members[m->first + k]].id);
+		lines = construct_array(ids, m->nlines, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
+		for (int32 k = 0; k < m->nentries; k++)
+			ids[k] = UUIDPGetDatum(&pm->run->entries[pm->run->members[m->first + m->nlines + k]].id);
+		entries = construct_array(ids, m->nentries, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
+
+		memset(n, 0, sizeof(n));
+		v[0] = pm->tenant;
+		v[1] = UUIDPGetDatum(&pm->match_ids[i]);
+		v[2] = pm->source;
+		v[3] = pm->run_id;
+		v[4] = pm->rule_names[m->rule];
+		v[5] = pm->kinds[m->rule];
+		v[6] = pm->outcomes[m->rule];
+		v[7] = pm->currencies[i];
+		v[8] = Int64GetDatum(m->line_total);
+		v[9] = Int64GetDatum(m->entry_total);
+		n[10] = n[11] = pm->adjust_nulls[i];		/* the adjustment: account and transfer id */
+		v[10] = pm->accounts[m->rule];
+		v[11] = pm->adjust_ids[i];
+		v[12] = PointerGetDatum(lines);
+		v[13] = PointerGetDatum(entries);
+		v[14] = now;
+		n[15] = n[16] = n[17] = true;	/* decided_at, decided_by, note */
+		tuplestore_putvalues(rsi->setResult, rsi->setDesc, v, n);
+		pfree(lines);
+		pfree(entries);
+		pfree(ids);
+	}
+	PG_RETURN_NULL();
+}
+
+/*
+ * Write a run's matches: the match rows, then their lines and entries (whose
+ * primary keys make each a member of one live match only: a run that raced
+ * a manual match fails here rather than match anything twice).  One
+ * statement per table.  ms: the time of each step.
+ */
+static void
+write_matches(ReconRun *run, pg_uuid_t *tenant, text *source, pg_uuid_t *account, Datum run_id,
+			  const char **rule_names, pg_uuid_t **adjust_accounts, double *ms)
+{
+	static SPIPlanPtr match_insert = NULL,
+				line_insert = NULL,
+				entry_insert = NULL;
+	instr_time	t;
+	int32		nm = run->nmatches;
+	int			nrules = run->nrules;
+	PendingMatches pm;
+	pg_uuid_t  *match_ids = palloc_extended(sizeof(pg_uuid_t) * nm, MCXT_ALLOC_HUGE);
+	Datum	   *adjust_ids = palloc_extended(sizeof(Datum) * nm, MCXT_ALLOC_HUGE);
+	bool	   *adjust_nulls = palloc_extended(sizeof(bool) * nm, MCXT_ALLOC_HUGE);
+	Datum	   *currencies = palloc_extended(sizeof(Datum) * nm, MCXT_ALLOC_HUGE);
+	MemberPair *line_pairs = palloc_extended(sizeof(MemberPair) * Max(run->nmembers, 1), MCXT_ALLOC_HUGE);
+	MemberPair *entry_pairs = palloc_extended(sizeof(MemberPair) * Max(run->nmembers, 1), MCXT_ALLOC_HUGE);
+	CurrencyCode codes[64];
+	Datum		code_text[64];
+	int			ncodes = 0;
+	int32		nl = 0,
+				ne = 0;
+
+	INSTR_TIME_SET_CURRENT(t);
+	sort_run = run;
+	qsort(run->matches, nm, sizeof(ReconMatch), match_order_cmp);
+	sort_run = NULL;
+	for (int32 i = 0; i < nm; i++)
+	{
+		ReconMatch *m = &run->matches[i];
+		CurrencyCode cur = run->lines[run->members[m->first]].currency;
+		int			c;
+
+		uuidv7_generate(&match_ids[i]);
+		/* a confirmed difference is posted as an adjustment, when the rule names an account */
+		adjust_nulls[i] = !(adjust_accounts[m->rule] != NULL && !run->rules[m->rule].suggest &&
+							m->line_total != m->entry_total);
+		adjust_ids[i] = (Datum) 0;
+		if (!adjust_nulls[i])
+		{
+			pg_uuid_t  *a = palloc(sizeof(pg_uuid_t));
+
+			uuidv7_generate(a);
+			adjust_ids[i] = UUIDPGetDatum(a);
+		}
+		for (c = 0; c < ncodes; c++)
+			if (codes[c] == cur)
+				break;
+		if (c == ncodes)
+		{
+			char		code[CURRENCY_CODE_MAX_LEN + 1];
+
+			if (ncodes == lengthof(codes))
+				elog(ERROR, "recon_run: more than %d currencies", (int) lengthof(codes));
+			currency_unpack(cur, code);
+			codes[ncodes] = cur;
+			code_text[ncodes++] = CStringGetTextDatum(code);
+		}
+		currencies[i] = code_text[c];
+		for (int32 k = 0; k < m->nlines; k++)
+		{
+			line_pairs[nl].item = run->lines[run->members[m->first + k]].id;
+			line_pairs[nl++].match = match_ids[i];
+		}
+		for (int32 k = 0; k < m->nentries; k++)
+		{
+			entry_pairs[ne].item = run->entries[run->members[m->first + m->nlines + k]].id;
+			entry_pairs[ne++].match = match_ids[i];
+		}
+	}
+	qsort(line_pairs, nl, sizeof(MemberPair), member_pair_cmp);
+	qsort(entry_pairs, ne, sizeof(MemberPair), member_pair_cmp);
+
+	pm.run = run;
+	pm.tenant = UUIDPGetDatum(tenant);
+	pm.source = PointerGetDatum(source);
+	pm.run_id = run_id;
+	pm.match_ids = match_ids;
+	pm.adjust_ids = adjust_ids;
+	pm.adjust_nulls = adjust_nulls;
+	pm.currencies = currencies;
+	pm.rule_names = palloc(sizeof(Datum) * nrules);
+	pm.kinds = palloc(sizeof(Datum) * nrules);
+	pm.outcomes = palloc(sizeof(Datum) * nrules);
+	pm.accounts = palloc(sizeof(Datum) * nrules);
+	pm.account_nulls = palloc(sizeof(bool) * nrules);
+	for (int r = 0; r < nrules; r++)
+	{
+		pm.rule_names[r] = CStringGetTextDatum(rule_names[r]);
+		pm.kinds[r] = CStringGetTextDatum(recon_kind_names[run->rules[r].kind]);
+		pm.outcomes[r] = CStringGetTextDatum(run->rules[r].suggest ? "suggested" : "confirmed");
+		pm.account_nulls[r] = adjust_accounts[r] == NULL;
+		pm.accounts[r] = pm.account_nulls[r] ? (Datum) 0 : UUIDPGetDatum(adjust_accounts[r]);
+	}
+	ms[0] = ms_since(&t);			/* ordering */
+
+	if (match_insert == NULL)
+	{
+		Oid			ltypes[3] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
+		Oid			etypes[4] = {UUIDOID, UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
+
+		match_insert = fincore_prepare("INSERT INTO fincore.recon_matches SELECT * FROM fincore._recon_run_matches()",
+									   0, NULL, 0);
+		line_insert = fincore_prepare("INSERT INTO fincore.recon_matched_lines (tenant_id, line_id, match_id)"
+									  " SELECT $1, x.l, x.m FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS x(l, m)",
+									  3, ltypes, 0);
+		entry_insert = fincore_prepare("INSERT INTO fincore.recon_matched_entries (tenant_id, account_id, transfer_id, match_id)"
+									   " SELECT $1, $2, x.e, x.m FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) AS x(e, m)",
+									   4, etypes, 0);
+	}
+	pending_matches = &pm;
+	PG_TRY();
+	{
+		if (SPI_execute_plan(match_insert, NULL, NULL, false, 0) != SPI_OK_INSERT || SPI_processed != (uint64) nm)
+			elog(ERROR, "recon_run: writing the matches failed");
+	}
+	PG_FINALLY();
+	{
+		pending_matches = NULL;
+	}
+	PG_END_TRY();
+	ms[1] = ms_since(&t);			/* the match rows */
+	{
+		pg_uuid_t  *items = palloc_extended(sizeof(pg_uuid_t) * Max(Max(nl, ne), 1), MCXT_ALLOC_HUGE);
+		pg_uuid_t  *matches = palloc_extended(sizeof(pg_uuid_t) * Max(Max(nl, ne), 1), MCXT_ALLOC_HUGE);
+		Datum		la[3],
+					ea[4];
+
+		for (int32 k = 0; k < nl; k++)
+		{
+			items[k] = line_pairs[k].item;
+			matches[k] = line_pairs[k].match;
+		}
+		la[0] = UUIDPGetDatum(tenant);
+		la[1] = PointerGetDatum(uuid_array(items, nl));
+		la[2] = PointerGetDatum(uuid_array(matches, nl));
+		if (SPI_execute_plan(line_insert, la, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "recon_run: writing the matched lines failed");
+		ms[2] = ms_since(&t);		/* the lines */
+		for (int32 k = 0; k < ne; k++)
+		{
+			items[k] = entry_pairs[k].item;
+			matches[k] = entry_pairs[k].match;
+		}
+		ea[0] = UUIDPGetDatum(tenant);
+		ea[1] = UUIDPGetDatum(account);
+		ea[2] = PointerGetDatum(uuid_array(items, ne));
+		ea[3] = PointerGetDatum(uuid_array(matches, ne));
+		if (SPI_execute_plan(entry_insert, ea, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "recon_run: writing the matched entries failed");
+		ms[3] = ms_since(&t);		/* the entries */
+	}
 }
 
 /*
@@ -719,6 +958,9 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 	Datum		run_id = PG_GETARG_DATUM(6);
 	bool		dry_run = PG_GETARG_BOOL(7);
 	bool		notices = PG_GETARG_BOOL(8);
+	Datum		break_before = PG_GETARG_DATUM(9);
+	int64		breaks = 0;
+	int64		adjustments = 0;
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext runcxt = AllocSetContextCreate(caller, "recon run", ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old;
@@ -727,7 +969,7 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 				entries = {0};
 	ReconRule  *rules = NULL;
 	const char **rule_names = NULL;
-	bool	   *rule_adjusts = NULL;
+	pg_uuid_t **adjust_accounts = NULL;	/* per rule: where a confirmed difference goes, or NULL */
 	int			nrules = 0;
 	ReconRun	run;
 	Progress	progress;
@@ -737,7 +979,8 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 	int32		nrejected = 0;
 	instr_time	t;
 	double		load_ms,
-				write_ms = 0;
+				write_ms = 0,
+				write_split[4] = {0, 0, 0, 0};
 	Size		memory;
 	Datum		kd[4];
 	bool		kn[4];
@@ -788,7 +1031,7 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 		old = MemoryContextSwitchTo(runcxt);
 		rules = palloc0(sizeof(ReconRule) * Max(nrules, 1));
 		rule_names = palloc0(sizeof(char *) * Max(nrules, 1));
-		rule_adjusts = palloc0(sizeof(bool) * Max(nrules, 1));
+		adjust_accounts = palloc0(sizeof(pg_uuid_t *) * Max(nrules, 1));
 		for (int i = 0; i < nrules; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
@@ -822,8 +1065,12 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 			r->group_by = isnull ? -1 : name_index(TextDatumGetCString(d), recon_key_names, RK_NKEYS + 1);
 			r->max_group = DatumGetInt32(SPI_getbinval(tup, desc, RULE_MAX_GROUP, &isnull));
 			r->suggest = strcmp(SPI_getvalue(tup, desc, RULE_OUTCOME), "suggested") == 0;
-			SPI_getbinval(tup, desc, RULE_ADJUSTMENT, &isnull);
-			rule_adjusts[i] = !isnull;
+			d = SPI_getbinval(tup, desc, RULE_ADJUSTMENT, &isnull);
+			if (!isnull)
+			{
+				adjust_accounts[i] = palloc(sizeof(pg_uuid_t));
+				memcpy(adjust_accounts[i], DatumGetUUIDP(d), sizeof(pg_uuid_t));
+			}
 		}
 		MemoryContextSwitchTo(old);
 	}
@@ -886,23 +1133,29 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 		static SPIPlanPtr all_lines = NULL,
 					import_lines = NULL,
 					entry_plan = NULL;
-		Datum		args[3] = {UUIDPGetDatum(tenant), PointerGetDatum(source), import_id};
+		Datum		args[4] = {UUIDPGetDatum(tenant), PointerGetDatum(source), break_before, import_id};
 		Datum		eargs[6] = {UUIDPGetDatum(tenant), UUIDPGetDatum(account), kd[0], kd[1], kd[2], kd[3]};
 		char		enulls[6] = {' ', ' ', kn[0] ? 'n' : ' ', kn[1] ? 'n' : ' ', kn[2] ? 'n' : ' ', kn[3] ? 'n' : ' '};
 
-#define LINE_SELECT "SELECT l.id, l.amount, l.currency, l.booked_on, l.reference, l.external_id, l.account" \
+#define LINE_SELECT "SELECT l.id, l.amount, l.currency, l.booked_on, l.reference, l.external_id, l.account," \
+			" l.break_reported_at IS NULL AND l.booked_on OPERATOR(pg_catalog.<) $3" \
 			" FROM fincore.recon_lines l WHERE l.tenant_id OPERATOR(pg_catalog.=) $1" \
 			" AND l.source OPERATOR(pg_catalog.=) $2" \
 			" AND NOT EXISTS (SELECT FROM fincore.recon_matched_lines m WHERE m.tenant_id OPERATOR(pg_catalog.=) $1" \
 			" AND m.line_id OPERATOR(pg_catalog.=) l.id)"
 		if (all_lines == NULL)
 		{
-			Oid			types[3] = {UUIDOID, TEXTOID, UUIDOID};
+			Oid			types[4] = {UUIDOID, TEXTOID, DATEOID, UUIDOID};
 			Oid			etypes[6] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 
-			all_lines = fincore_prepare(LINE_SELECT, 2, types, CURSOR_OPT_GENERIC_PLAN);
-			import_lines = fincore_prepare(LINE_SELECT " AND l.import_id OPERATOR(pg_catalog.=) $3", 3, types,
-										   CURSOR_OPT_GENERIC_PLAN);
+			/*
+			 * Planned for each run's values (custom plans): how many lines and
+			 * matches a source has decides between probing the member indexes
+			 * and hashing them.
+			 */
+			all_lines = fincore_prepare(LINE_SELECT, 3, types, CURSOR_OPT_CUSTOM_PLAN);
+			import_lines = fincore_prepare(LINE_SELECT " AND l.import_id OPERATOR(pg_catalog.=) $4", 4, types,
+										   CURSOR_OPT_CUSTOM_PLAN);
 			/*
 			 * An entry is a posted movement of the account: a transfer, a
 			 * hold's posting, a reversal (holds are not on a statement yet).
@@ -922,7 +1175,7 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 										 " AND NOT EXISTS (SELECT FROM fincore.recon_matched_entries m"
 										 " WHERE m.tenant_id OPERATOR(pg_catalog.=) $1 AND m.account_id OPERATOR(pg_catalog.=) $2"
 										 " AND m.transfer_id OPERATOR(pg_catalog.=) t.id)",
-										 6, etypes, CURSOR_OPT_GENERIC_PLAN);
+										 6, etypes, CURSOR_OPT_CUSTOM_PLAN);
 		}
 		load_items(SPI_cursor_open(NULL, by_import ? import_lines : all_lines, args, NULL, true),
 				   &lines, &arena, false);
@@ -970,173 +1223,52 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 			confirmed++;
 	}
 
-	/* write the matches: one statement per table, from arrays */
+	/* write the matches */
 	if (!dry_run && run.nmatches > 0)
 	{
-		static SPIPlanPtr match_insert = NULL,
-					line_insert = NULL,
-					entry_insert = NULL;
-		int32		nm = run.nmatches;
-		pg_uuid_t  *match_ids,
-				   *adjust_ids,
-				   *line_ids,
-				   *line_match,
-				   *entry_ids,
-				   *entry_match;
-		int64	   *line_totals,
-				   *entry_totals;
-		int32	   *rule_no,
-				   *currency_no;
-		const char *currencies[64];
-		CurrencyCode currency_codes[64];
-		int			ncurrencies = 0;
-		int32		nl = 0,
-					ne = 0;
-
 		old = MemoryContextSwitchTo(runcxt);
-		match_ids = palloc_extended(sizeof(pg_uuid_t) * nm, MCXT_ALLOC_HUGE);
-		adjust_ids = palloc_extended(sizeof(pg_uuid_t) * nm, MCXT_ALLOC_HUGE);
-		line_totals = palloc_extended(sizeof(int64) * nm, MCXT_ALLOC_HUGE);
-		entry_totals = palloc_extended(sizeof(int64) * nm, MCXT_ALLOC_HUGE);
-		rule_no = palloc_extended(sizeof(int32) * nm, MCXT_ALLOC_HUGE);
-		currency_no = palloc_extended(sizeof(int32) * nm, MCXT_ALLOC_HUGE);
-		line_ids = palloc_extended(sizeof(pg_uuid_t) * run.nmembers, MCXT_ALLOC_HUGE);
-		line_match = palloc_extended(sizeof(pg_uuid_t) * run.nmembers, MCXT_ALLOC_HUGE);
-		entry_ids = palloc_extended(sizeof(pg_uuid_t) * run.nmembers, MCXT_ALLOC_HUGE);
-		entry_match = palloc_extended(sizeof(pg_uuid_t) * run.nmembers, MCXT_ALLOC_HUGE);
-		for (int32 i = 0; i < nm; i++)
-		{
-			ReconMatch *m = &run.matches[i];
-			CurrencyCode cur = run.lines[run.members[m->first]].currency;
-			int			c;
-
-			uuidv7_generate(&match_ids[i]);
-			/* an adjustment's id, used when the match is confirmed with a difference */
-			uuidv7_generate(&adjust_ids[i]);
-			line_totals[i] = m->line_total;
-			entry_totals[i] = m->entry_total;
-			rule_no[i] = m->rule + 1;
-			for (c = 0; c < ncurrencies; c++)
-				if (currency_codes[c] == cur)
-					break;
-			if (c == ncurrencies)
-			{
-				char	   *code = palloc(CURRENCY_CODE_MAX_LEN + 1);
-
-				if (ncurrencies == lengthof(currencies))
-					elog(ERROR, "recon_run: more than %d currencies", (int) lengthof(currencies));
-				currency_unpack(cur, code);
-				currencies[ncurrencies] = code;
-				currency_codes[ncurrencies++] = cur;
-			}
-			currency_no[i] = c + 1;
-			for (int32 k = 0; k < m->nlines; k++)
-			{
-				line_ids[nl] = run.lines[run.members[m->first + k]].id;
-				line_match[nl++] = match_ids[i];
-			}
-			for (int32 k = 0; k < m->nentries; k++)
-			{
-				entry_ids[ne] = run.entries[run.members[m->first + m->nlines + k]].id;
-				entry_match[ne++] = match_ids[i];
-			}
-		}
-		{
-			const char **rule_kinds = palloc(sizeof(char *) * nrules);
-			const char **rule_outcomes = palloc(sizeof(char *) * nrules);
-			bool	   *adjust_nulls = palloc(sizeof(bool) * nm);
-			Datum	   *adjust_datums = palloc_extended(sizeof(Datum) * nm, MCXT_ALLOC_HUGE);
-			int			dims[1] = {nm};
-			int			lbs[1] = {1};
-			Datum		margs[10];
-
-			for (int r = 0; r < nrules; r++)
-			{
-				rule_kinds[r] = recon_kind_names[rules[r].kind];
-				rule_outcomes[r] = rules[r].suggest ? "suggested" : "confirmed";
-			}
-			for (int32 i = 0; i < nm; i++)
-			{
-				const ReconMatch *m = &run.matches[i];
-
-				adjust_nulls[i] = !(rule_adjusts[m->rule] && !rules[m->rule].suggest &&
-									m->line_total != m->entry_total);
-				adjust_datums[i] = UUIDPGetDatum(&adjust_ids[i]);
-			}
-			if (match_insert == NULL)
-			{
-				Oid			types[10] = {UUIDOID, TEXTOID, UUIDOID, UUIDARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-				TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
-				Oid			types2[3] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
-				Oid			types3[4] = {UUIDOID, UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
-
-				/* $11..$13 follow: line totals, entry totals, adjustment ids */
-				Oid			all[13];
-
-				memcpy(all, types, sizeof(types));
-				all[10] = INT8ARRAYOID;
-				all[11] = INT8ARRAYOID;
-				all[12] = UUIDARRAYOID;
-				match_insert = fincore_prepare(
-											   "INSERT INTO fincore.recon_matches (tenant_id, id, source, run_id, rule, kind, status,"
-											   " currency, line_total, entry_total, adjustment_account, adjustment_id)"
-											   " SELECT $1, m.id, $2, $3, $6[m.rule], $7[m.rule], $8[m.rule], $10[m.cur],"
-											   " m.lt, m.et, CASE WHEN m.adj IS NOT NULL THEN r.adjustment_account END, m.adj"
-											   " FROM ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($9), pg_catalog.unnest($11),"
-											   " pg_catalog.unnest($12), pg_catalog.unnest($13)) AS m(id, rule, cur, lt, et, adj)"
-											   " LEFT JOIN fincore.recon_rules r ON r.tenant_id OPERATOR(pg_catalog.=) $1"
-											   " AND r.source OPERATOR(pg_catalog.=) $2 AND r.name OPERATOR(pg_catalog.=) $6[m.rule]"
-											   " AND m.adj IS NOT NULL",
-											   13, all, 0);
-				line_insert = fincore_prepare("INSERT INTO fincore.recon_matched_lines (tenant_id, line_id, match_id)"
-											  " SELECT $1, x.l, x.m FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS x(l, m)",
-											  3, types2, 0);
-				entry_insert = fincore_prepare("INSERT INTO fincore.recon_matched_entries (tenant_id, account_id, transfer_id, match_id)"
-											   " SELECT $1, $2, x.e, x.m FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) AS x(e, m)",
-											   4, types3, 0);
-			}
-			margs[0] = UUIDPGetDatum(tenant);
-			margs[1] = PointerGetDatum(source);
-			margs[2] = run_id;
-			margs[3] = PointerGetDatum(uuid_array(match_ids, nm));
-			margs[4] = PointerGetDatum(int4_array(rule_no, nm));
-			margs[5] = PointerGetDatum(text_array(rule_names, nrules));
-			margs[6] = PointerGetDatum(text_array(rule_kinds, nrules));
-			margs[7] = PointerGetDatum(text_array(rule_outcomes, nrules));
-			margs[8] = PointerGetDatum(int4_array(currency_no, nm));
-			margs[9] = PointerGetDatum(text_array(currencies, ncurrencies));
-			{
-				Datum		all_args[13];
-
-				memcpy(all_args, margs, sizeof(margs));
-				all_args[10] = PointerGetDatum(int8_array(line_totals, nm));
-				all_args[11] = PointerGetDatum(int8_array(entry_totals, nm));
-				all_args[12] = PointerGetDatum(construct_md_array(adjust_datums, adjust_nulls, 1, dims, lbs,
-																  UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-				if (SPI_execute_plan(match_insert, all_args, NULL, false, 0) != SPI_OK_INSERT)
-					elog(ERROR, "recon_run: writing the matches failed");
-			}
-			{
-				Datum		a2[3] = {UUIDPGetDatum(tenant), PointerGetDatum(uuid_array(line_ids, nl)),
-				PointerGetDatum(uuid_array(line_match, nl))};
-				Datum		a3[4] = {UUIDPGetDatum(tenant), UUIDPGetDatum(account),
-				PointerGetDatum(uuid_array(entry_ids, ne)), PointerGetDatum(uuid_array(entry_match, ne))};
-
-				/*
-				 * The primary keys make a line or an entry a member of one
-				 * live match only: a run that raced a manual match would
-				 * fail here rather than match anything twice.
-				 */
-				if (SPI_execute_plan(line_insert, a2, NULL, false, 0) != SPI_OK_INSERT ||
-					SPI_execute_plan(entry_insert, a3, NULL, false, 0) != SPI_OK_INSERT)
-					elog(ERROR, "recon_run: writing the matched items failed");
-			}
-		}
+		write_matches(&run, tenant, source, account, run_id, rule_names, adjust_accounts, write_split);
 		MemoryContextSwitchTo(old);
 		write_ms = ms_since(&t);
 		if (notices)
-			ereport(NOTICE, (errmsg("recon_run: %d matches written in %.0f ms", nm, write_ms)));
+			ereport(NOTICE,
+					(errmsg("recon_run: %d matches written in %.0f ms (ordering %.0f, match rows %.0f, lines %.0f, entries %.0f)",
+							run.nmatches, write_ms, write_split[0], write_split[1], write_split[2], write_split[3])));
 	}
+
+	/* the breaks: lines booked before the cut-off, left unmatched, not reported yet */
+	{
+		pg_uuid_t  *due = MemoryContextAllocHuge(runcxt, sizeof(pg_uuid_t) * Max(run.nlines, 1));
+
+		for (int32 i = 0; i < run.nlines; i++)
+			if (run.lines[i].match < 0 && run.lines[i].break_due)
+				due[breaks++] = run.lines[i].id;
+		if (!dry_run && breaks > 0)
+		{
+			static SPIPlanPtr plan = NULL;
+			Datum		args[3];
+			bool		isnull;
+
+			if (plan == NULL)
+			{
+				Oid			types[3] = {UUIDOID, TEXTOID, UUIDARRAYOID};
+
+				plan = fincore_prepare("SELECT fincore._recon_breaks($1, $2, $3)", 3, types, 0);
+			}
+			args[0] = UUIDPGetDatum(tenant);
+			args[1] = PointerGetDatum(source);
+			old = MemoryContextSwitchTo(runcxt);
+			args[2] = PointerGetDatum(uuid_array(due, (int32) breaks));
+			MemoryContextSwitchTo(old);
+			if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "recon_run: reporting the breaks failed");
+			breaks = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+	}
+	for (int32 i = 0; i < run.nmatches; i++)
+		if (rules[run.matches[i].rule].suggest == false && adjust_accounts[run.matches[i].rule] != NULL &&
+			run.matches[i].line_total != run.matches[i].entry_total)
+			adjustments++;
 
 	/* the counts */
 	old = MemoryContextSwitchTo(caller);
@@ -1200,6 +1332,10 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 		jb_int(&st, confirmed);
 		jb_key(&st, "suggested");
 		jb_int(&st, suggested);
+		jb_key(&st, "adjustments");
+		jb_int(&st, adjustments);
+		jb_key(&st, "breaks");
+		jb_int(&st, breaks);
 		jb_key(&st, "lines_unmatched");
 		jb_int(&st, lines_left);
 		jb_key(&st, "entries_unmatched");
@@ -1248,6 +1384,17 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 		jb_int(&st, (int64) (load_ms + 0.5));
 		jb_key(&st, "write_ms");
 		jb_int(&st, (int64) (write_ms + 0.5));
+		jb_key(&st, "write_split_ms");
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		jb_key(&st, "ordering");
+		jb_int(&st, (int64) (write_split[0] + 0.5));
+		jb_key(&st, "matches");
+		jb_int(&st, (int64) (write_split[1] + 0.5));
+		jb_key(&st, "lines");
+		jb_int(&st, (int64) (write_split[2] + 0.5));
+		jb_key(&st, "entries");
+		jb_int(&st, (int64) (write_split[3] + 0.5));
+		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 		jb_key(&st, "memory_bytes");
 		jb_int(&st, (int64) memory);
 		res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);

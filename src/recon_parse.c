@@ -409,24 +409,30 @@ recon_parse_line(const ReconMapping *m, const ReconRawLine *raw_in, ReconLine *o
 struct ReconHashState
 {
 	AuditHasher hasher;
+	char	   *source;
+	int			source_len;
 	HTAB	   *seen;			/* base hash -> occurrences so far */
 	StringInfoData buf;
 };
 
+#define SEEN_KEY_LEN 16
+
 typedef struct SeenEntry
 {
-	uint8		hash[RECON_CONTENT_HASH_LEN];
+	uint8		hash[SEEN_KEY_LEN];
 	int64		count;
 } SeenEntry;
 
 ReconHashState *
-recon_hash_begin(void)
+recon_hash_begin(const char *source, int source_len)
 {
 	ReconHashState *s = palloc0(sizeof(ReconHashState));
 	HASHCTL		ctl;
 
 	audit_hasher_init(&s->hasher);
-	ctl.keysize = RECON_CONTENT_HASH_LEN;
+	s->source = pnstrdup(source, source_len);
+	s->source_len = source_len;
+	ctl.keysize = SEEN_KEY_LEN;
 	ctl.entrysize = sizeof(SeenEntry);
 	ctl.hcxt = CurrentMemoryContext;
 	s->seen = hash_create("recon content hashes", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
@@ -446,10 +452,13 @@ put_int64(StringInfo buf, int64 v)
 }
 
 /*
- * The encoding (documented in docs/reconciliation.md): "FCR1", then booked
- * on, value on (-1 when absent... as a flag and a day), amount, currency,
- * and each text field with its length (-1 when absent), big-endian; the
- * line's hash is the first 16 bytes of SHA-256 over that hash and k.
+ * The encoding (docs/reconciliation.md, "Line ids"): "FCR1", the source's
+ * name with its length, then booked on, value on (INT64_MIN when absent),
+ * amount, currency, and each text field with its length (-1 when absent),
+ * as big-endian 64-bit integers; SHA-256 of that, then SHA-256 of its first
+ * 16 bytes and k.  The id: the booking day (days since 2000-01-01 plus 2^31,
+ * 4 bytes big-endian), then 12 bytes of the second hash, with the version
+ * (8, custom) and variant bits of RFC 9562 set.
  */
 void
 recon_hash_line(ReconHashState *s, ReconLine *line)
@@ -457,9 +466,12 @@ recon_hash_line(ReconHashState *s, ReconLine *line)
 	uint8		digest[AUDIT_HASH_LEN];
 	SeenEntry  *e;
 	bool		found;
+	uint32		day = (uint32) line->booked_on + 0x80000000u;
 
 	resetStringInfo(&s->buf);
 	appendBinaryStringInfo(&s->buf, "FCR1", 4);
+	put_int64(&s->buf, s->source_len);
+	appendBinaryStringInfo(&s->buf, s->source, s->source_len);
 	put_int64(&s->buf, line->booked_on);
 	put_int64(&s->buf, line->has_value_on ? line->value_on : PG_INT64_MIN);
 	put_int64(&s->buf, line->amount);
@@ -475,10 +487,17 @@ recon_hash_line(ReconHashState *s, ReconLine *line)
 	e = hash_search(s->seen, digest, HASH_ENTER, &found);
 	e->count = found ? e->count + 1 : 1;
 	resetStringInfo(&s->buf);
-	appendBinaryStringInfo(&s->buf, (char *) digest, RECON_CONTENT_HASH_LEN);
+	appendBinaryStringInfo(&s->buf, (char *) digest, SEEN_KEY_LEN);
 	put_int64(&s->buf, e->count);
 	audit_sha256(&s->hasher, (uint8 *) s->buf.data, s->buf.len, digest);
-	memcpy(line->content_hash, digest, RECON_CONTENT_HASH_LEN);
+
+	line->id.data[0] = (uint8) (day >> 24);
+	line->id.data[1] = (uint8) (day >> 16);
+	line->id.data[2] = (uint8) (day >> 8);
+	line->id.data[3] = (uint8) day;
+	memcpy(line->id.data + 4, digest, 12);
+	line->id.data[6] = (line->id.data[6] & 0x0F) | 0x80;	/* version 8 */
+	line->id.data[8] = (line->id.data[8] & 0x3F) | 0x80;	/* variant 10 */
 }
 
 void

@@ -5085,13 +5085,15 @@ CREATE TABLE fincore.recon_imports (
 COMMENT ON TABLE fincore.recon_imports IS 'Each fincore.recon_import() call: how many lines the statement had and how many were new.';
 
 -- A statement line.  Its amount is in minor units of its currency, credit (money into
--- the account) positive.  content_hash: 16 bytes of SHA-256 over the parsed line and its
--- occurrence in its statement (docs/reconciliation.md): the same line imported twice is
--- stored once, as is a line with a bank reference (bank_ref) already stored.
+-- the account) positive.  Its id is its content: the booking day, then a hash of the
+-- source, the parsed line and its occurrence in its statement (docs/reconciliation.md,
+-- "Line ids"), so the same line imported twice is stored once, by the primary key, as is a
+-- line with a bank reference (bank_ref) already stored; and a statement's ids, in date
+-- order, are inserted next to one another in the index.
 CREATE TABLE fincore.recon_lines (
     tenant_id    uuid        NOT NULL,
     id           uuid        NOT NULL,
-    source       text        NOT NULL,
+    source       text        COLLATE "C" NOT NULL,
     import_id    uuid        NOT NULL,
     line_no      bigint      NOT NULL,
     booked_on    date        NOT NULL,
@@ -5099,14 +5101,12 @@ CREATE TABLE fincore.recon_lines (
     amount       bigint      NOT NULL,
     currency     text        NOT NULL,
     reference    text,
-    bank_ref     text,
+    bank_ref     text        COLLATE "C",
     external_id  text,
     account      text,
     description  text,
-    content_hash bytea       NOT NULL,
     break_reported_at timestamptz,   -- when its recon.break event was sent
     PRIMARY KEY (tenant_id, id),
-    UNIQUE (tenant_id, source, content_hash),
     UNIQUE (tenant_id, source, bank_ref)
 );
 COMMENT ON TABLE fincore.recon_lines IS
@@ -5149,8 +5149,8 @@ CREATE TABLE fincore.recon_matches (
     entry_total  bigint      NOT NULL,
     adjustment_account uuid,            -- where the difference goes, once confirmed
     adjustment_id uuid,                 -- the transfer that posted it
-    line_ids     uuid[],                -- kept once the match is no longer live
-    entry_ids    uuid[],
+    line_ids     uuid[]      NOT NULL,  -- its members (kept once it is no longer live)
+    entry_ids    uuid[]      NOT NULL,  -- (transfer ids; an adjustment is adjustment_id)
     created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     decided_at   timestamptz,
     decided_by   text,
@@ -5162,14 +5162,15 @@ CREATE INDEX recon_matches_open_idx ON fincore.recon_matches (tenant_id, source,
 COMMENT ON TABLE fincore.recon_matches IS
     'Matches of statement lines with ledger entries: confirmed, suggested (to confirm or reject), rejected (never proposed again) or unmatched (undone). Live members are in recon_matched_lines and recon_matched_entries.';
 
--- The members of live matches: the primary keys let a line or entry be in one only.
+-- The members of live matches: the primary keys let a line or entry be in one only.  A
+-- match's members are found by its line_ids and entry_ids (no index by match: a run writes a
+-- million matches, and each index is a write per member).
 CREATE TABLE fincore.recon_matched_lines (
     tenant_id uuid NOT NULL,
     line_id   uuid NOT NULL,
     match_id  uuid NOT NULL,
     PRIMARY KEY (tenant_id, line_id)
 );
-CREATE INDEX recon_matched_lines_match_idx ON fincore.recon_matched_lines (tenant_id, match_id);
 CREATE TABLE fincore.recon_matched_entries (
     tenant_id   uuid NOT NULL,
     account_id  uuid NOT NULL,
@@ -5177,7 +5178,6 @@ CREATE TABLE fincore.recon_matched_entries (
     match_id    uuid NOT NULL,
     PRIMARY KEY (tenant_id, account_id, transfer_id)
 );
-CREATE INDEX recon_matched_entries_match_idx ON fincore.recon_matched_entries (tenant_id, match_id);
 COMMENT ON TABLE fincore.recon_matched_lines IS 'The lines of live matches (confirmed or suggested): one match per line, by the primary key.';
 COMMENT ON TABLE fincore.recon_matched_entries IS 'The ledger entries (a transfer, on the source''s account) of live matches: one match per entry, by the primary key.';
 
@@ -5229,32 +5229,38 @@ CREATE FUNCTION fincore._recon_mapping_check(mapping jsonb, currency text) RETUR
 COMMENT ON FUNCTION fincore._recon_mapping_check(jsonb, text) IS
     'Internal: ZFC01 unless a statement mapping is valid.';
 
-CREATE FUNCTION fincore._recon_parse_csv(data text, mapping jsonb, currency text,
+CREATE FUNCTION fincore._recon_parse_csv(data text, source text, mapping jsonb, currency text,
         OUT id uuid, OUT line_no bigint, OUT booked_on date, OUT value_on date, OUT amount bigint,
         OUT currency text, OUT reference text, OUT bank_ref text, OUT external_id text, OUT account text,
-        OUT description text, OUT content_hash bytea)
+        OUT description text)
     RETURNS SETOF record
     LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_recon_parse_csv';
-COMMENT ON FUNCTION fincore._recon_parse_csv(text, jsonb, text) IS
+COMMENT ON FUNCTION fincore._recon_parse_csv(text, text, jsonb, text) IS
     'Internal: a CSV statement''s lines, parsed exactly by the mapping (ZFC03 naming the first malformed line). Writes nothing.';
 
 CREATE FUNCTION fincore._recon_parse_staging(tenant uuid, source text, batch text, mapping jsonb, currency text,
         OUT id uuid, OUT line_no bigint, OUT booked_on date, OUT value_on date, OUT amount bigint,
         OUT currency text, OUT reference text, OUT bank_ref text, OUT external_id text, OUT account text,
-        OUT description text, OUT content_hash bytea)
+        OUT description text)
     RETURNS SETOF record
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_recon_parse_staging';
 REVOKE ALL ON FUNCTION fincore._recon_parse_staging(uuid, text, text, jsonb, text) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._recon_parse_staging(uuid, text, text, jsonb, text) IS
     'Internal: the staged lines of a batch, parsed exactly (ZFC03 naming the first malformed line). Writes nothing.';
 
+CREATE FUNCTION fincore._recon_run_matches() RETURNS SETOF fincore.recon_matches
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_recon_run_matches';
+REVOKE ALL ON FUNCTION fincore._recon_run_matches() FROM PUBLIC;
+COMMENT ON FUNCTION fincore._recon_run_matches() IS
+    'Internal: the match rows of the run being written (fincore._recon_match inserts them through it); none outside a run.';
+
 CREATE FUNCTION fincore._recon_match(tenant uuid, source text, account uuid, side text, ledger_keys text[],
-        import_id uuid, run_id uuid, dry_run boolean, progress boolean)
+        import_id uuid, run_id uuid, dry_run boolean, progress boolean, break_before date)
     RETURNS jsonb
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_recon_match';
-REVOKE ALL ON FUNCTION fincore._recon_match(uuid, text, uuid, text, text[], uuid, uuid, boolean, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION fincore._recon_match(uuid, text, uuid, text, text[], uuid, uuid, boolean, boolean) IS
-    'Internal (fincore.recon_run, which holds the source''s lock): matches the unmatched lines and entries of a source under its rules and writes the matches unless dry_run; returns the counts and timings.';
+REVOKE ALL ON FUNCTION fincore._recon_match(uuid, text, uuid, text, text[], uuid, uuid, boolean, boolean, date) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._recon_match(uuid, text, uuid, text, text[], uuid, uuid, boolean, boolean, date) IS
+    'Internal (fincore.recon_run, which holds the source''s lock): matches the unmatched lines and entries of a source under its rules and, unless dry_run, writes the matches and reports the breaks (lines booked before break_before, still unmatched, not reported yet); returns the counts and timings.';
 
 -- ---------------------------------------------------------------------------
 -- Configuration
@@ -5513,18 +5519,36 @@ BEGIN
     END IF;
 
     IF format = 'csv' THEN
-        WITH parsed AS (SELECT * FROM fincore._recon_parse_csv(data, src.mapping, src.currency)),
-             stored AS (
-                INSERT INTO fincore.recon_lines (tenant_id, id, source, import_id, line_no, booked_on, value_on, amount,
-                                                 currency, reference, bank_ref, external_id, account, description,
-                                                 content_hash)
-                SELECT tenant, l.id, source, imp.id, l.line_no, l.booked_on, l.value_on, l.amount, l.currency,
-                       l.reference, l.bank_ref, l.external_id, l.account, l.description, l.content_hash
-                  FROM parsed l
-                ON CONFLICT DO NOTHING
-                RETURNING 1)
-        SELECT (SELECT pg_catalog.count(*) FROM parsed), (SELECT pg_catalog.count(*) FROM stored)
-          INTO imp.lines, imp.stored;
+        -- A new statement's lines are all new: stored without ON CONFLICT, which would probe
+        -- both unique indexes for every line before inserting it (a third of an import's
+        -- time).  A line stored before makes the insert fail; the import then stores only
+        -- the lines not stored yet.  Imports of a source hold its lock: no other writer races.
+        BEGIN
+            WITH parsed AS (SELECT * FROM fincore._recon_parse_csv(data, source, src.mapping, src.currency)),
+                 stored AS (
+                    INSERT INTO fincore.recon_lines (tenant_id, id, source, import_id, line_no, booked_on, value_on,
+                                                     amount, currency, reference, bank_ref, external_id, account,
+                                                     description)
+                    SELECT tenant, l.id, source, imp.id, l.line_no, l.booked_on, l.value_on, l.amount, l.currency,
+                           l.reference, l.bank_ref, l.external_id, l.account, l.description
+                      FROM parsed l
+                    RETURNING 1)
+            SELECT (SELECT pg_catalog.count(*) FROM parsed), (SELECT pg_catalog.count(*) FROM stored)
+              INTO imp.lines, imp.stored;
+        EXCEPTION WHEN unique_violation THEN
+            WITH parsed AS (SELECT * FROM fincore._recon_parse_csv(data, source, src.mapping, src.currency)),
+                 stored AS (
+                    INSERT INTO fincore.recon_lines (tenant_id, id, source, import_id, line_no, booked_on, value_on,
+                                                     amount, currency, reference, bank_ref, external_id, account,
+                                                     description)
+                    SELECT tenant, l.id, source, imp.id, l.line_no, l.booked_on, l.value_on, l.amount, l.currency,
+                           l.reference, l.bank_ref, l.external_id, l.account, l.description
+                      FROM parsed l
+                    ON CONFLICT DO NOTHING
+                    RETURNING 1)
+            SELECT (SELECT pg_catalog.count(*) FROM parsed), (SELECT pg_catalog.count(*) FROM stored)
+              INTO imp.lines, imp.stored;
+        END;
     ELSE
         IF format = 'staging' THEN
             batch := coalesce(data, '');
@@ -5551,9 +5575,9 @@ BEGIN
             END IF;
         END IF;
         INSERT INTO fincore.recon_lines (tenant_id, id, source, import_id, line_no, booked_on, value_on, amount,
-                                         currency, reference, bank_ref, external_id, account, description, content_hash)
+                                         currency, reference, bank_ref, external_id, account, description)
         SELECT tenant, l.id, source, imp.id, l.line_no, l.booked_on, l.value_on, l.amount, l.currency, l.reference,
-               l.bank_ref, l.external_id, l.account, l.description, l.content_hash
+               l.bank_ref, l.external_id, l.account, l.description
           FROM fincore._recon_parse_staging(tenant, source, batch, mapping, src.currency) l
         ON CONFLICT DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
@@ -5649,21 +5673,16 @@ BEGIN
           FROM (SELECT FROM fincore.recon_lines l WHERE l.tenant_id = tenant AND l.source = source LIMIT 100000) x;
     END IF;
     report := fincore._recon_match(tenant, source, src.account_id, src.ledger_side, src.ledger_keys, import_id,
-                                   run.id, dry_run, progress);
+                                   run.id, dry_run, progress, (pg_catalog.now() - src.break_after)::date);
     run.matched := (report->>'matched')::bigint;
     run.suggested := (report->>'suggested')::bigint;
     run.lines_unmatched := (report->>'lines_unmatched')::bigint;
     run.entries_unmatched := (report->>'entries_unmatched')::bigint;
+    run.breaks := (report->>'breaks')::bigint;
     run.adjustments := 0;
-    run.breaks := 0;
-    IF NOT dry_run THEN
-        -- adjustments: the difference of each confirmed match whose rule names an account
-        SELECT pg_catalog.count(*) INTO n FROM fincore.recon_matches m
-         WHERE m.tenant_id = tenant AND m.run_id = run.id AND m.adjustment_id IS NOT NULL;
-        IF n > 0 THEN
-            run.adjustments := fincore._recon_post_adjustments(tenant, src, run.id, NULL);
-        END IF;
-        run.breaks := fincore._recon_breaks(tenant, src);
+    IF NOT dry_run AND (report->>'adjustments')::bigint > 0 THEN
+        -- the difference of each confirmed match whose rule names an account
+        run.adjustments := fincore._recon_post_adjustments(tenant, src, run.id, NULL);
     END IF;
     run.finished_at := pg_catalog.clock_timestamp();
     run.report := report || pg_catalog.jsonb_build_object('ms', (EXTRACT(epoch FROM run.finished_at - run.started_at) * 1000)::bigint);
@@ -5754,8 +5773,10 @@ REVOKE ALL ON FUNCTION fincore._recon_create_adjustments(fincore.transfer_reques
 COMMENT ON FUNCTION fincore._recon_create_adjustments(fincore.transfer_request[]) IS
     'Internal: creates adjustment transfers, or ZFC08 naming the first the ledger refused.';
 
--- Breaks: lines unmatched for longer than the source's break_after, each reported once.
-CREATE FUNCTION fincore._recon_breaks(tenant uuid, src fincore.recon_sources) RETURNS bigint
+-- Breaks: lines unmatched for longer than the source's break_after, each reported once.  The
+-- run finds them among the lines it loaded (the unmatched ones), so a run never scans the
+-- source's matched history for them.
+CREATE FUNCTION fincore._recon_breaks(tenant uuid, source text, line_ids uuid[]) RETURNS bigint
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
     AS $fn$
@@ -5764,12 +5785,10 @@ DECLARE
 BEGIN
     WITH due AS (
         UPDATE fincore.recon_lines l SET break_reported_at = pg_catalog.now()
-         WHERE l.tenant_id = tenant AND l.source = src.name AND l.break_reported_at IS NULL
-           AND l.booked_on < (pg_catalog.now() - src.break_after)::date
-           AND NOT EXISTS (SELECT FROM fincore.recon_matched_lines m WHERE m.tenant_id = tenant AND m.line_id = l.id)
+         WHERE l.tenant_id = tenant AND l.id = ANY (line_ids) AND l.break_reported_at IS NULL
         RETURNING l.id, l.booked_on, l.amount, l.currency, l.reference, l.bank_ref)
     SELECT pg_catalog.count(fincore.emit('recon', 'recon.break', 'recon_line', d.id::text,
-                                         pg_catalog.jsonb_build_object('line_id', d.id, 'source', src.name,
+                                         pg_catalog.jsonb_build_object('line_id', d.id, 'source', source,
                                                                        'booked_on', d.booked_on, 'amount', d.amount,
                                                                        'currency', d.currency, 'reference', d.reference,
                                                                        'bank_ref', d.bank_ref)))
@@ -5777,9 +5796,9 @@ BEGIN
     RETURN n;
 END
 $fn$;
-REVOKE ALL ON FUNCTION fincore._recon_breaks(uuid, fincore.recon_sources) FROM PUBLIC;
-COMMENT ON FUNCTION fincore._recon_breaks(uuid, fincore.recon_sources) IS
-    'Internal: a recon.break event for each line of a source unmatched for longer than break_after, once per line.';
+REVOKE ALL ON FUNCTION fincore._recon_breaks(uuid, text, uuid[]) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._recon_breaks(uuid, text, uuid[]) IS
+    'Internal (fincore._recon_match): a recon.break event for each of the lines not reported yet, which it marks reported.';
 
 -- ---------------------------------------------------------------------------
 -- Decisions
@@ -5852,18 +5871,18 @@ CREATE FUNCTION fincore._recon_release(tenant uuid, m fincore.recon_matches, sta
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 DECLARE
-    lines uuid[];
-    entries uuid[];
+    account uuid;
     r fincore.recon_matches;
 BEGIN
-    WITH d AS (DELETE FROM fincore.recon_matched_lines x WHERE x.tenant_id = tenant AND x.match_id = m.id RETURNING x.line_id)
-    SELECT pg_catalog.array_agg(d.line_id ORDER BY d.line_id) INTO lines FROM d;
+    SELECT s.account_id INTO account FROM fincore.recon_sources s WHERE s.tenant_id = tenant AND s.name = m.source;
+    DELETE FROM fincore.recon_matched_lines x WHERE x.tenant_id = tenant AND x.line_id = ANY (m.line_ids) AND x.match_id = m.id;
     -- an adjustment the match posted stays in the ledger; it leaves the match with the rest
-    WITH d AS (DELETE FROM fincore.recon_matched_entries x WHERE x.tenant_id = tenant AND x.match_id = m.id RETURNING x.transfer_id)
-    SELECT pg_catalog.array_agg(d.transfer_id ORDER BY d.transfer_id) INTO entries FROM d;
+    DELETE FROM fincore.recon_matched_entries x
+     WHERE x.tenant_id = tenant AND x.account_id = account AND x.transfer_id = ANY (m.entry_ids || m.adjustment_id)
+       AND x.match_id = m.id;
     UPDATE fincore.recon_matches x
-       SET status = _recon_release.status, line_ids = coalesce(lines, '{}'), entry_ids = coalesce(entries, '{}'),
-           decided_at = pg_catalog.now(), decided_by = CURRENT_USER, note = coalesce(_recon_release.note, x.note)
+       SET status = _recon_release.status, decided_at = pg_catalog.now(), decided_by = CURRENT_USER,
+           note = coalesce(_recon_release.note, x.note)
      WHERE x.tenant_id = tenant AND x.id = m.id
     RETURNING * INTO r;
     PERFORM fincore.emit('recon', 'recon.match_' || status, 'recon_match', m.id::text,
@@ -5873,7 +5892,7 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION fincore._recon_release(uuid, fincore.recon_matches, text, text) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._recon_release(uuid, fincore.recon_matches, text, text) IS
-    'Internal: ends a live match (rejected or unmatched): its lines and entries are unmatched again, their ids kept on the match.';
+    'Internal: ends a live match (rejected or unmatched): its lines and entries are unmatched again.';
 
 CREATE FUNCTION fincore.recon_reject(match_id uuid, note text DEFAULT NULL) RETURNS fincore.recon_matches
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
@@ -5979,6 +5998,8 @@ BEGIN
     m.status := 'confirmed';
     m.currency := cur;
     m.note := note;
+    m.line_ids := ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest(line_ids) x ORDER BY x);
+    m.entry_ids := ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest(entry_ids) x ORDER BY x);
     m.decided_at := pg_catalog.now();
     m.decided_by := CURRENT_USER;
     m.created_at := pg_catalog.now();
@@ -5993,9 +6014,9 @@ BEGIN
     INSERT INTO fincore.recon_matches VALUES (m.*);
     BEGIN
         INSERT INTO fincore.recon_matched_lines (tenant_id, line_id, match_id)
-        SELECT tenant, x, m.id FROM pg_catalog.unnest(line_ids) x;
+        SELECT tenant, x, m.id FROM pg_catalog.unnest(m.line_ids) x;
         INSERT INTO fincore.recon_matched_entries (tenant_id, account_id, transfer_id, match_id)
-        SELECT tenant, src.account_id, x, m.id FROM pg_catalog.unnest(entry_ids) x;
+        SELECT tenant, src.account_id, x, m.id FROM pg_catalog.unnest(m.entry_ids) x;
     EXCEPTION WHEN unique_violation THEN
         SELECT 'line' AS what, x.line_id AS id, x.match_id INTO bad FROM fincore.recon_matched_lines x
          WHERE x.tenant_id = tenant AND x.line_id = ANY (line_ids) LIMIT 1;
