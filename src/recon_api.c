@@ -15,6 +15,7 @@
 #include "funcapi.h"
 #include "jsonb_build.h"
 #include "miscadmin.h"
+#include "nodes/params.h"
 #include "owner_sql.h"
 #include "portability/instr_time.h"
 #include "tenancy.h"
@@ -219,18 +220,42 @@ fincore_recon_mapping_check(PG_FUNCTION_ARGS)
 
 #define LINE_COLUMNS 11
 
+/*
+ * The parsed lines of an import, returned in id order: ids are the booking
+ * day then a hash, so in id order the primary key's entries are appended
+ * day by day instead of scattered over the index (a third of an import's
+ * time on a million lines).
+ */
+typedef struct LineSink
+{
+	ReturnSetInfo *rsi;
+	MemoryContext cxt;
+	HeapTuple  *tuples;
+	int64		n;
+	int64		max;
+} LineSink;
+
 static void
-put_line(ReturnSetInfo *rsi, ReconLine *line)
+sink_init(LineSink *sink, ReturnSetInfo *rsi)
+{
+	sink->rsi = rsi;
+	sink->cxt = AllocSetContextCreate(CurrentMemoryContext, "recon parsed lines", ALLOCSET_DEFAULT_SIZES);
+	sink->n = 0;
+	sink->max = 1024;
+	sink->tuples = MemoryContextAllocHuge(sink->cxt, sizeof(HeapTuple) * sink->max);
+}
+
+static void
+put_line(LineSink *sink, ReconLine *line)
 {
 	Datum		v[LINE_COLUMNS];
 	bool		n[LINE_COLUMNS];
-	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 	char		code[CURRENCY_CODE_MAX_LEN + 1];
 	static const int text_cols[] = {RC_REFERENCE, RC_BANK_REF, RC_EXTERNAL_ID, RC_ACCOUNT, RC_DESCRIPTION};
+	MemoryContext old = MemoryContextSwitchTo(sink->cxt);
 
 	memset(n, 0, sizeof(n));
-	*id = line->id;
-	v[0] = UUIDPGetDatum(id);
+	v[0] = UUIDPGetDatum(&line->id);
 	v[1] = Int64GetDatum(line->line_no);
 	v[2] = DateADTGetDatum(line->booked_on);
 	v[3] = DateADTGetDatum(line->value_on);
@@ -246,7 +271,35 @@ put_line(ReturnSetInfo *rsi, ReconLine *line)
 		if (line->text[c])
 			v[6 + i] = PointerGetDatum(cstring_to_text_with_len(line->text[c], line->text_len[c]));
 	}
-	tuplestore_putvalues(rsi->setResult, rsi->setDesc, v, n);
+	if (sink->n == sink->max)
+	{
+		sink->max *= 2;
+		sink->tuples = repalloc_huge(sink->tuples, sizeof(HeapTuple) * sink->max);
+	}
+	sink->tuples[sink->n++] = heap_form_tuple(sink->rsi->setDesc, v, n);
+	for (int i = 5; i < LINE_COLUMNS; i++)
+		if (!n[i])
+			pfree(DatumGetPointer(v[i]));
+	MemoryContextSwitchTo(old);
+}
+
+static int
+tuple_id_cmp(const void *a, const void *b)
+{
+	HeapTuple	x = *(HeapTuple const *) a;
+	HeapTuple	y = *(HeapTuple const *) b;
+
+	/* the id is the first attribute, never null, at the same offset in every tuple */
+	return memcmp((char *) x->t_data + x->t_data->t_hoff, (char *) y->t_data + y->t_data->t_hoff, UUID_LEN);
+}
+
+static void
+sink_finish(LineSink *sink)
+{
+	qsort(sink->tuples, sink->n, sizeof(HeapTuple), tuple_id_cmp);
+	for (int64 i = 0; i < sink->n; i++)
+		tuplestore_puttuple(sink->rsi->setResult, sink->tuples[i]);
+	MemoryContextDelete(sink->cxt);
 }
 
 /* Resolve the mapping's column names against a header record. */
@@ -298,6 +351,7 @@ fincore_recon_parse_csv(PG_FUNCTION_ARGS)
 	ReconCsv	csv;
 	ReconHashState *hs;
 	text	   *source;
+	LineSink	sink;
 	MemoryContext per_line,
 				old;
 
@@ -323,6 +377,7 @@ fincore_recon_parse_csv(PG_FUNCTION_ARGS)
 				m.column_pos[c] = -1;
 
 	per_line = AllocSetContextCreate(CurrentMemoryContext, "recon line", ALLOCSET_SMALL_SIZES);
+	sink_init(&sink, rsi);
 	while (recon_csv_next(&csv))
 	{
 		ReconRawLine raw;
@@ -349,9 +404,10 @@ fincore_recon_parse_csv(PG_FUNCTION_ARGS)
 		recon_parse_line(&m, &raw, &line);
 		recon_hash_line(hs, &line);
 		MemoryContextSwitchTo(old);
-		put_line(rsi, &line);
+		put_line(&sink, &line);
 		MemoryContextReset(per_line);
 	}
+	sink_finish(&sink);
 	recon_hash_end(hs);
 	PG_RETURN_NULL();
 }
@@ -371,7 +427,7 @@ fincore_recon_parse_staging(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	Datum		args[3];
 	Portal		portal;
-	MemoryContext caller = CurrentMemoryContext;
+	LineSink	sink;
 
 	for (int i = 0; i < 4; i++)
 		if (PG_ARGISNULL(i))
@@ -380,6 +436,7 @@ fincore_recon_parse_staging(PG_FUNCTION_ARGS)
 					 errmsg("no staged statement to import")));
 	mapping_from_jsonb(PG_GETARG_JSONB_P(3), PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4), &m);
 	InitMaterializedSRF(fcinfo, 0);
+	sink_init(&sink, rsi);
 	hs = recon_hash_begin(VARDATA_ANY(PG_GETARG_TEXT_PP(1)), VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)));
 	args[0] = PG_GETARG_DATUM(0);
 	args[1] = PG_GETARG_DATUM(1);
@@ -411,7 +468,6 @@ fincore_recon_parse_staging(PG_FUNCTION_ARGS)
 			ReconLine	line;
 			bool		isnull;
 			Datum		d;
-			MemoryContext old;
 
 			CHECK_FOR_INTERRUPTS();
 			memset(&raw, 0, sizeof(raw));
@@ -430,14 +486,13 @@ fincore_recon_parse_staging(PG_FUNCTION_ARGS)
 			}
 			recon_parse_line(&m, &raw, &line);
 			recon_hash_line(hs, &line);
-			old = MemoryContextSwitchTo(caller);
-			put_line(rsi, &line);
-			MemoryContextSwitchTo(old);
+			put_line(&sink, &line);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
 	SPI_finish();
+	sink_finish(&sink);
 	recon_hash_end(hs);
 	PG_RETURN_NULL();
 }
@@ -497,68 +552,107 @@ items_add(Items *it, MemoryContext cxt)
 }
 
 /*
- * Read a cursor's rows into items.  Columns: id, amount, currency, date (a
- * date, or a timestamptz taken as its UTC day), then the keys.  A ledger
- * entry may carry a value date in its metadata (column 8): used when it is a
- * date.
+ * A statement's rows into items, as the executor produces them (a receiver
+ * of its slots: no copy of each row into an SPI tuple table).  Columns: id,
+ * amount, currency, date (a date, or a timestamptz taken as its UTC day),
+ * the keys, then for a line whether it is due as a break, for a ledger
+ * entry the value date in its metadata (used when it is a date).
  */
-static void
-load_items(Portal portal, Items *out, Arena *arena, bool entries)
+typedef struct ItemReceiver
 {
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, 20000);
-		if (SPI_processed == 0)
-			break;
+	DestReceiver pub;
+	Items	   *out;
+	Arena	   *arena;
+	bool		entries;
+	int64		seen;
+} ItemReceiver;
+
+static bool
+item_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	ItemReceiver *r = (ItemReceiver *) self;
+	ReconItem  *it = items_add(r->out, r->arena->cxt);
+	Datum	   *v;
+	bool	   *n;
+	text	   *cur;
+
+	if ((++r->seen & 0xFFFF) == 0)
 		CHECK_FOR_INTERRUPTS();
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			ReconItem  *it = items_add(out, arena->cxt);
-			bool		isnull;
-			Datum		d;
-			text	   *cur;
+	slot_getallattrs(slot);
+	v = slot->tts_values;
+	n = slot->tts_isnull;
+	memcpy(&it->id, DatumGetUUIDP(v[0]), sizeof(pg_uuid_t));
+	it->amount = DatumGetInt64(v[1]);
+	cur = DatumGetTextPP(v[2]);
+	if (!currency_pack(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur), &it->currency))
+		it->currency = 0;
+	if (r->entries)
+	{
+		TimestampTz ts = DatumGetTimestampTz(v[3]);
 
-			memcpy(&it->id, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
-			it->amount = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-			cur = DatumGetTextPP(SPI_getbinval(tup, desc, 3, &isnull));
-			if (!currency_pack(VARDATA_ANY(cur), VARSIZE_ANY_EXHDR(cur), &it->currency))
-				it->currency = 0;
-			d = SPI_getbinval(tup, desc, 4, &isnull);
-			if (entries)
-			{
-				TimestampTz ts = DatumGetTimestampTz(d);
-
-				it->date = (int32) (ts / USECS_PER_DAY - (ts % USECS_PER_DAY < 0 ? 1 : 0));
-			}
-			else
-				it->date = DatumGetDateADT(d);
-			for (int k = 0; k < RK_NKEYS; k++)
-			{
-				d = SPI_getbinval(tup, desc, 5 + k, &isnull);
-				it->key[k] = isnull ? NULL : arena_text(arena, d);
-			}
-			it->break_due = false;
-			if (!entries)
-				it->break_due = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull)) && !isnull;
-			else
-			{
-				d = SPI_getbinval(tup, desc, 8, &isnull);
-				if (!isnull)
-				{
-					text	   *t = DatumGetTextPP(d);
-					int32		day;
-
-					if (recon_parse_date(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), RDF_ISO, &day))
-						it->date = day;
-				}
-			}
-			it->match = -1;
-		}
-		SPI_freetuptable(SPI_tuptable);
+		it->date = (int32) (ts / USECS_PER_DAY - (ts % USECS_PER_DAY < 0 ? 1 : 0));
 	}
-	SPI_cursor_close(portal);
+	else
+		it->date = DatumGetDateADT(v[3]);
+	for (int k = 0; k < RK_NKEYS; k++)
+		it->key[k] = n[4 + k] ? NULL : arena_text(r->arena, v[4 + k]);
+	it->break_due = false;
+	if (!r->entries)
+		it->break_due = !n[7] && DatumGetBool(v[7]);
+	else if (!n[7])
+	{
+		text	   *t = DatumGetTextPP(v[7]);
+		int32		day;
+
+		if (recon_parse_date(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), RDF_ISO, &day))
+			it->date = day;
+	}
+	it->match = -1;
+	return true;
+}
+
+static void
+item_startup(DestReceiver *self pg_attribute_unused(), int operation pg_attribute_unused(),
+			 TupleDesc typeinfo pg_attribute_unused())
+{
+}
+
+static void
+item_nothing(DestReceiver *self pg_attribute_unused())
+{
+}
+
+static void
+load_items(SPIPlanPtr plan, int nargs, const Oid *types, const Datum *args, const bool *nulls,
+		   Items *out, Arena *arena, bool entries)
+{
+	ItemReceiver r;
+	SPIExecuteOptions opts;
+	ParamListInfo params = makeParamList(nargs);
+
+	for (int i = 0; i < nargs; i++)
+	{
+		params->params[i].value = args[i];
+		params->params[i].isnull = nulls[i];
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = types[i];
+	}
+	memset(&r, 0, sizeof(r));
+	r.pub.receiveSlot = item_receive;
+	r.pub.rStartup = item_startup;
+	r.pub.rShutdown = item_nothing;
+	r.pub.rDestroy = item_nothing;
+	r.pub.mydest = DestNone;
+	r.out = out;
+	r.arena = arena;
+	r.entries = entries;
+	memset(&opts, 0, sizeof(opts));
+	opts.params = params;
+	opts.read_only = true;
+	opts.dest = (DestReceiver *) &r;
+	/* a SELECT into a receiver of ours returns SPI_OK_UTILITY */
+	if (SPI_execute_plan_extended(plan, &opts) < 0)
+		elog(ERROR, "recon_run: loading the %s failed", entries ? "ledger entries" : "statement lines");
 }
 
 static int
@@ -1135,7 +1229,10 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 					entry_plan = NULL;
 		Datum		args[4] = {UUIDPGetDatum(tenant), PointerGetDatum(source), break_before, import_id};
 		Datum		eargs[6] = {UUIDPGetDatum(tenant), UUIDPGetDatum(account), kd[0], kd[1], kd[2], kd[3]};
-		char		enulls[6] = {' ', ' ', kn[0] ? 'n' : ' ', kn[1] ? 'n' : ' ', kn[2] ? 'n' : ' ', kn[3] ? 'n' : ' '};
+		bool		enulls[6] = {false, false, kn[0], kn[1], kn[2], kn[3]};
+		Oid			ltypes[4] = {UUIDOID, TEXTOID, DATEOID, UUIDOID};
+		Oid			etypes[6] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+		bool		lnulls[4] = {false, false, false, false};
 
 #define LINE_SELECT "SELECT l.id, l.amount, l.currency, l.booked_on, l.reference, l.external_id, l.account," \
 			" l.break_reported_at IS NULL AND l.booked_on OPERATOR(pg_catalog.<) $3" \
@@ -1145,16 +1242,13 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 			" AND m.line_id OPERATOR(pg_catalog.=) l.id)"
 		if (all_lines == NULL)
 		{
-			Oid			types[4] = {UUIDOID, TEXTOID, DATEOID, UUIDOID};
-			Oid			etypes[6] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-
 			/*
 			 * Planned for each run's values (custom plans): how many lines and
 			 * matches a source has decides between probing the member indexes
 			 * and hashing them.
 			 */
-			all_lines = fincore_prepare(LINE_SELECT, 3, types, CURSOR_OPT_CUSTOM_PLAN);
-			import_lines = fincore_prepare(LINE_SELECT " AND l.import_id OPERATOR(pg_catalog.=) $4", 4, types,
+			all_lines = fincore_prepare(LINE_SELECT, 3, ltypes, CURSOR_OPT_CUSTOM_PLAN);
+			import_lines = fincore_prepare(LINE_SELECT " AND l.import_id OPERATOR(pg_catalog.=) $4", 4, ltypes,
 										   CURSOR_OPT_CUSTOM_PLAN);
 			/*
 			 * An entry is a posted movement of the account: a transfer, a
@@ -1177,9 +1271,9 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 										 " AND m.transfer_id OPERATOR(pg_catalog.=) t.id)",
 										 6, etypes, CURSOR_OPT_CUSTOM_PLAN);
 		}
-		load_items(SPI_cursor_open(NULL, by_import ? import_lines : all_lines, args, NULL, true),
+		load_items(by_import ? import_lines : all_lines, by_import ? 4 : 3, ltypes, args, lnulls,
 				   &lines, &arena, false);
-		load_items(SPI_cursor_open(NULL, entry_plan, eargs, enulls, true), &entries, &arena, true);
+		load_items(entry_plan, 6, etypes, eargs, enulls, &entries, &arena, true);
 		if (credit_side)
 			for (int32 i = 0; i < entries.n; i++)
 				entries.items[i].amount = -entries.items[i].amount;

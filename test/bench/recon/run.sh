@@ -33,6 +33,7 @@ bench_psql -d "$DB" -c "CALL public.make_ledger($N)" -c "SELECT public.make_stat
 echo "  set up in $((SECONDS - start)) s"
 
 declare -a totals=() imports=() runs=() loads=() writes=() joins=() rss=() mem=()
+declare -a w_order=() w_matches=() w_lines=() w_entries=()
 declare -A rule_ms=()
 for round in $(seq "$ROUNDS"); do
     bench_psql -d "$DB" -c "CALL public.reset()" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
@@ -45,8 +46,9 @@ SQL
 )
     json=$(grep '^{' <<<"$out")
     kb=$(awk '/^rss_kb/ { print $2 }' <<<"$out")
-    read -r imp run load write memb < <(python3 -c 'import json, sys; d = json.load(sys.stdin); r = d["report"]; print(d["import_ms"], d["run_ms"], r["load_ms"], r["write_ms"], r["memory_bytes"])' <<<"$json")
+    read -r imp run load write memb wo wm wl we < <(python3 -c 'import json, sys; d = json.load(sys.stdin); r = d["report"]; w = r["write_split_ms"]; print(d["import_ms"], d["run_ms"], r["load_ms"], r["write_ms"], r["memory_bytes"], w["ordering"], w["matches"], w["lines"], w["entries"])' <<<"$json")
     imports+=("$imp"); runs+=("$run"); loads+=("$load"); writes+=("$write"); mem+=("$memb"); rss+=("$kb")
+    w_order+=("$wo"); w_matches+=("$wm"); w_lines+=("$wl"); w_entries+=("$we")
     totals+=("$((imp + run))")
     while read -r name ms; do rule_ms[$name]+="$ms "; done < <(python3 -c 'import json, sys; [print(x["rule"], x["ms"]) for x in json.load(sys.stdin)["report"]["rules"]]' <<<"$json")
     j=$(bench_psql -d "$DB" -At -c "\\timing on" -c "SELECT public.plain_join()" | awk '/^Time:/ { print $2 }')
@@ -85,6 +87,10 @@ for name in exact near split; do
     printf '%-52s %10s\n' "run: rule $name" "$(bench_median ${rule_ms[$name]})"
 done
 printf '%-52s %10s\n' "run: write the matches" "$(bench_median "${writes[@]}")"
+printf '%-52s %10s\n' "  ordering them and their members" "$(bench_median "${w_order[@]}")"
+printf '%-52s %10s\n' "  the match rows" "$(bench_median "${w_matches[@]}")"
+printf '%-52s %10s\n' "  the matched lines" "$(bench_median "${w_lines[@]}")"
+printf '%-52s %10s\n' "  the matched entries" "$(bench_median "${w_entries[@]}")"
 printf '%-52s %10s\n' "run, in all (with the run's record and events)" "$run"
 printf '%-52s %10s  (goal <= %s)\n' "import + run, end to end" "$total" "$([[ $N -ge 10000000 ]] && echo '120000 + 60000' || echo 30000)"
 printf '%-52s %10s  ratio run / join %s\n' "baseline: the exact-key match as a plain SQL join" "$join" "$(bench_ratio "$run" "$join")"
