@@ -102,11 +102,13 @@ extern bool recon_parse_amount(const char *s, int len, char decimal_sep, int exp
 extern bool recon_parse_date(const char *s, int len, ReconDateFormat fmt, int32 *out);
 
 /*
- * A line's id is its content: SHA-256 over the source's name, the parsed
- * line and k, for the k-th line of the same content in one import (so that
- * two identical lines of one statement are two lines, and the same statement
- * imported again is the same lines), behind the booking day so that a
- * statement's ids are in date order (docs/reconciliation.md, "Line ids").
+ * A line's id: its bank reference when it has one (SHA-256 over the source's
+ * name and the reference); otherwise its content: SHA-256 over the source's
+ * name, the parsed line and k, for the k-th line of the same content in one
+ * import (so that two identical lines of one statement are two lines, and the
+ * same statement imported again is the same lines), behind the booking day so
+ * that a statement's ids are in date order (docs/reconciliation.md, "Line
+ * ids").  The primary key of recon_lines then makes an import idempotent.
  */
 typedef struct ReconHashState ReconHashState;
 extern ReconHashState *recon_hash_begin(const char *source, int source_len);

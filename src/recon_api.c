@@ -228,31 +228,36 @@ fincore_recon_mapping_check(PG_FUNCTION_ARGS)
  */
 typedef struct LineSink
 {
-	ReturnSetInfo *rsi;
-	MemoryContext cxt;
+	TupleDesc	desc;
 	HeapTuple  *tuples;
 	int64		n;
 	int64		max;
+	int64		next;			/* the next to return */
 } LineSink;
 
-static void
-sink_init(LineSink *sink, ReturnSetInfo *rsi)
+/* In the SRF's multi-call memory. */
+static LineSink *
+sink_create(FunctionCallInfo fcinfo)
 {
-	sink->rsi = rsi;
-	sink->cxt = AllocSetContextCreate(CurrentMemoryContext, "recon parsed lines", ALLOCSET_DEFAULT_SIZES);
-	sink->n = 0;
+	LineSink   *sink = palloc0(sizeof(LineSink));
+
+	if (get_call_result_type(fcinfo, NULL, &sink->desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "recon: the parser's result type is not a row type");
+	sink->desc = BlessTupleDesc(sink->desc);
 	sink->max = 1024;
-	sink->tuples = MemoryContextAllocHuge(sink->cxt, sizeof(HeapTuple) * sink->max);
+	sink->tuples = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(HeapTuple) * sink->max);
+	return sink;
 }
 
+/* Form a parsed line's tuple into sink (in its memory: cxt). */
 static void
-put_line(LineSink *sink, ReconLine *line)
+put_line(LineSink *sink, MemoryContext cxt, ReconLine *line)
 {
 	Datum		v[LINE_COLUMNS];
 	bool		n[LINE_COLUMNS];
 	char		code[CURRENCY_CODE_MAX_LEN + 1];
 	static const int text_cols[] = {RC_REFERENCE, RC_BANK_REF, RC_EXTERNAL_ID, RC_ACCOUNT, RC_DESCRIPTION};
-	MemoryContext old = MemoryContextSwitchTo(sink->cxt);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
 
 	memset(n, 0, sizeof(n));
 	v[0] = UUIDPGetDatum(&line->id);
@@ -276,7 +281,7 @@ put_line(LineSink *sink, ReconLine *line)
 		sink->max *= 2;
 		sink->tuples = repalloc_huge(sink->tuples, sizeof(HeapTuple) * sink->max);
 	}
-	sink->tuples[sink->n++] = heap_form_tuple(sink->rsi->setDesc, v, n);
+	sink->tuples[sink->n++] = heap_form_tuple(sink->desc, v, n);
 	for (int i = 5; i < LINE_COLUMNS; i++)
 		if (!n[i])
 			pfree(DatumGetPointer(v[i]));
@@ -293,13 +298,20 @@ tuple_id_cmp(const void *a, const void *b)
 	return memcmp((char *) x->t_data + x->t_data->t_hoff, (char *) y->t_data + y->t_data->t_hoff, UUID_LEN);
 }
 
-static void
-sink_finish(LineSink *sink)
+/*
+ * The parsers return their lines one per call (an SRF in a select list, which
+ * the executor streams), all parsed and sorted at the first: a set-returning
+ * function in FROM would copy the million lines into a tuple store first.
+ */
+static Datum
+sink_next(FunctionCallInfo fcinfo)
 {
-	qsort(sink->tuples, sink->n, sizeof(HeapTuple), tuple_id_cmp);
-	for (int64 i = 0; i < sink->n; i++)
-		tuplestore_puttuple(sink->rsi->setResult, sink->tuples[i]);
-	MemoryContextDelete(sink->cxt);
+	FuncCallContext *fc = SRF_PERCALL_SETUP();
+	LineSink   *sink = fc->user_fctx;
+
+	if (sink->next < sink->n)
+		SRF_RETURN_NEXT(fc, HeapTupleGetDatum(sink->tuples[sink->next++]));
+	SRF_RETURN_DONE(fc);
 }
 
 /* Resolve the mapping's column names against a header record. */
@@ -337,39 +349,23 @@ resolve_header(ReconMapping *m, const ReconCsv *c)
 	}
 }
 
-/*
- * fincore._recon_parse_csv(data text, source text, mapping jsonb, currency
- * text): the statement's lines, parsed (ZFC03 for the first malformed one).
- */
-PG_FUNCTION_INFO_V1(fincore_recon_parse_csv);
-Datum
-fincore_recon_parse_csv(PG_FUNCTION_ARGS)
+/* Parse a CSV statement into sink (ZFC03 for the first malformed line). */
+static void
+parse_csv(LineSink *sink, MemoryContext multi, text *data, text *source, Jsonb *mapping, text *currency)
 {
-	ReturnSetInfo *rsi = (ReturnSetInfo *) fcinfo->resultinfo;
-	text	   *data;
 	ReconMapping m;
 	ReconCsv	csv;
 	ReconHashState *hs;
-	text	   *source;
-	LineSink	sink;
 	MemoryContext per_line,
 				old;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_FC_INVALID_STATEMENT_LINE),
-				 errmsg("no statement to import")));
-	data = PG_GETARG_TEXT_PP(0);
-	mapping_from_jsonb(PG_GETARG_JSONB_P(2), PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &m);
-	InitMaterializedSRF(fcinfo, 0);
+	mapping_from_jsonb(mapping, currency, &m);
 	recon_csv_init(&csv, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data), m.delimiter);
-	source = PG_GETARG_TEXT_PP(1);
 	hs = recon_hash_begin(VARDATA_ANY(source), VARSIZE_ANY_EXHDR(source));
 	if (m.header)
 	{
-		if (!recon_csv_next(&csv))
-			PG_RETURN_NULL();
-		resolve_header(&m, &csv);
+		if (recon_csv_next(&csv))
+			resolve_header(&m, &csv);
 	}
 	else
 		for (int c = 0; c < RC_COUNT; c++)
@@ -377,7 +373,6 @@ fincore_recon_parse_csv(PG_FUNCTION_ARGS)
 				m.column_pos[c] = -1;
 
 	per_line = AllocSetContextCreate(CurrentMemoryContext, "recon line", ALLOCSET_SMALL_SIZES);
-	sink_init(&sink, rsi);
 	while (recon_csv_next(&csv))
 	{
 		ReconRawLine raw;
@@ -404,43 +399,29 @@ fincore_recon_parse_csv(PG_FUNCTION_ARGS)
 		recon_parse_line(&m, &raw, &line);
 		recon_hash_line(hs, &line);
 		MemoryContextSwitchTo(old);
-		put_line(&sink, &line);
+		put_line(sink, multi, &line);
 		MemoryContextReset(per_line);
 	}
-	sink_finish(&sink);
+	MemoryContextDelete(per_line);
 	recon_hash_end(hs);
-	PG_RETURN_NULL();
 }
 
-/*
- * fincore._recon_parse_staging(tenant uuid, source text, batch text, mapping
- * jsonb, currency text): the staged lines of a source's batch, parsed, in
- * line_no order.
- */
-PG_FUNCTION_INFO_V1(fincore_recon_parse_staging);
-Datum
-fincore_recon_parse_staging(PG_FUNCTION_ARGS)
+/* Parse the staged lines of a source's batch into sink, in line_no order. */
+static void
+parse_staging(LineSink *sink, MemoryContext multi, Datum tenant, text *source, text *batch, Jsonb *mapping,
+			  text *currency)
 {
-	ReturnSetInfo *rsi = (ReturnSetInfo *) fcinfo->resultinfo;
 	ReconMapping m;
 	ReconHashState *hs;
 	static SPIPlanPtr plan = NULL;
 	Datum		args[3];
 	Portal		portal;
-	LineSink	sink;
 
-	for (int i = 0; i < 4; i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					(errcode(ERRCODE_FC_INVALID_STATEMENT_LINE),
-					 errmsg("no staged statement to import")));
-	mapping_from_jsonb(PG_GETARG_JSONB_P(3), PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4), &m);
-	InitMaterializedSRF(fcinfo, 0);
-	sink_init(&sink, rsi);
-	hs = recon_hash_begin(VARDATA_ANY(PG_GETARG_TEXT_PP(1)), VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)));
-	args[0] = PG_GETARG_DATUM(0);
-	args[1] = PG_GETARG_DATUM(1);
-	args[2] = PG_GETARG_DATUM(2);
+	mapping_from_jsonb(mapping, currency, &m);
+	hs = recon_hash_begin(VARDATA_ANY(source), VARSIZE_ANY_EXHDR(source));
+	args[0] = tenant;
+	args[1] = PointerGetDatum(source);
+	args[2] = PointerGetDatum(batch);
 
 	fincore_spi_connect();
 	if (plan == NULL)
@@ -486,15 +467,52 @@ fincore_recon_parse_staging(PG_FUNCTION_ARGS)
 			}
 			recon_parse_line(&m, &raw, &line);
 			recon_hash_line(hs, &line);
-			put_line(&sink, &line);
+			put_line(sink, multi, &line);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
 	SPI_finish();
-	sink_finish(&sink);
 	recon_hash_end(hs);
-	PG_RETURN_NULL();
+}
+
+/*
+ * fincore._recon_parse(format text, data text, tenant uuid, source text,
+ * batch text, mapping jsonb, currency text): the lines of a CSV statement
+ * (data) or of a staged batch, parsed exactly (ZFC03 for the first malformed
+ * one), in id order, one per call.
+ */
+PG_FUNCTION_INFO_V1(fincore_recon_parse);
+Datum
+fincore_recon_parse(PG_FUNCTION_ARGS)
+{
+	if (SRF_IS_FIRSTCALL())
+	{
+		FuncCallContext *fc = SRF_FIRSTCALL_INIT();
+		MemoryContext caller = MemoryContextSwitchTo(fc->multi_call_memory_ctx);
+		LineSink   *sink = sink_create(fcinfo);
+		bool		csv;
+
+		fc->user_fctx = sink;
+		if (PG_ARGISNULL(0) || PG_ARGISNULL(3) || PG_ARGISNULL(5))
+			elog(ERROR, "_recon_parse: format, source and mapping are required");
+		csv = strcmp(text_to_cstring(PG_GETARG_TEXT_PP(0)), "csv") == 0;
+		if (csv && PG_ARGISNULL(1))
+			ereport(ERROR,
+					(errcode(ERRCODE_FC_INVALID_STATEMENT_LINE),
+					 errmsg("no statement to import")));
+		if (!csv && (PG_ARGISNULL(2) || PG_ARGISNULL(4)))
+			elog(ERROR, "_recon_parse: a staged batch needs its tenant and name");
+		if (csv)
+			parse_csv(sink, fc->multi_call_memory_ctx, PG_GETARG_TEXT_PP(1), PG_GETARG_TEXT_PP(3),
+					  PG_GETARG_JSONB_P(5), PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6));
+		else
+			parse_staging(sink, fc->multi_call_memory_ctx, PG_GETARG_DATUM(2), PG_GETARG_TEXT_PP(3),
+						  PG_GETARG_TEXT_PP(4), PG_GETARG_JSONB_P(5), PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6));
+		qsort(sink->tuples, sink->n, sizeof(HeapTuple), tuple_id_cmp);
+		MemoryContextSwitchTo(caller);
+	}
+	return sink_next(fcinfo);
 }
 
 /* ---------------------------------------------------------------------------
@@ -799,6 +817,7 @@ typedef struct PendingMatches
 {
 	const ReconRun *run;
 	Datum		tenant;
+	Datum		account;
 	Datum		source;
 	Datum		run_id;
 	const pg_uuid_t *match_ids;
@@ -808,45 +827,63 @@ typedef struct PendingMatches
 	Datum	   *kinds;
 	Datum	   *outcomes;
 	Datum	   *accounts;
-	bool	   *account_nulls;
 	Datum	   *currencies;		/* per match */
+	MemberPair *line_pairs;		/* sorted by line id */
+	int32		nl;
+	MemberPair *entry_pairs;	/* sorted by transfer id */
+	int32		ne;
 } PendingMatches;
 
 static PendingMatches *pending_matches = NULL;
 
 #define MATCH_COLUMNS 18
 
-/* fincore._recon_run_matches(): the rows of recon_matches that the run being written made. */
-PG_FUNCTION_INFO_V1(fincore_recon_run_matches);
-Datum
-fincore_recon_run_matches(PG_FUNCTION_ARGS)
+/*
+ * The rows a run writes, returned one per call to the statement inserting
+ * them (an SRF in a select list, which the executor streams: no copy of a
+ * million rows into a tuple store); none outside a run.  Which: 'm' the
+ * matches, 'l' their lines, 'e' their entries.
+ */
+static Datum
+pending_rows(FunctionCallInfo fcinfo, char which)
 {
-	ReturnSetInfo *rsi = (ReturnSetInfo *) fcinfo->resultinfo;
+	FuncCallContext *fc;
 	PendingMatches *pm = pending_matches;
-	Datum		v[MATCH_COLUMNS];
-	bool		n[MATCH_COLUMNS];
-	Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	int32		i;
 
-	InitMaterializedSRF(fcinfo, 0);
-	if (pm == NULL)
-		PG_RETURN_NULL();
-	if (rsi->setDesc->natts != MATCH_COLUMNS)
-		elog(ERROR, "fincore.recon_matches has %d columns, not %d", rsi->setDesc->natts, MATCH_COLUMNS);
-	for (int32 i = 0; i < pm->run->nmatches; i++)
+	if (SRF_IS_FIRSTCALL())
+	{
+		TupleDesc	desc;
+		MemoryContext old;
+
+		fc = SRF_FIRSTCALL_INIT();
+		old = MemoryContextSwitchTo(fc->multi_call_memory_ctx);
+		if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "recon: a writer's result type is not a row type");
+		fc->tuple_desc = BlessTupleDesc(desc);
+		fc->max_calls = pm == NULL ? 0 : which == 'm' ? pm->run->nmatches : which == 'l' ? pm->nl : pm->ne;
+		if (which == 'm' && fc->tuple_desc->natts != MATCH_COLUMNS)
+			elog(ERROR, "fincore.recon_matches has %d columns, not %d", fc->tuple_desc->natts, MATCH_COLUMNS);
+		MemoryContextSwitchTo(old);
+	}
+	fc = SRF_PERCALL_SETUP();
+	if (fc->call_cntr >= fc->max_calls)
+		SRF_RETURN_DONE(fc);
+	i = (int32) fc->call_cntr;
+	if (which == 'm')
 	{
 		const ReconMatch *m = &pm->run->matches[i];
+		Datum		v[MATCH_COLUMNS];
+		bool		n[MATCH_COLUMNS];
 		Datum	   *ids = palloc(sizeof(Datum) * Max(m->nlines, m->nentries));
-		ArrayType  *lines,
-				   *entries;
-
-		for (int32 k = 0; k < m->nlines; k++)
-			ids[k] = UUIDPGetDatum(&pm->run->lines[pm->run->members[m->first + k]].id);
-		lines = construct_array(ids, m->nlines, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
-		for (int32 k = 0; k < m->nentries; k++)
-			ids[k] = UUIDPGetDatum(&pm->run->entries[pm->run->members[m->first + m->nlines + k]].id);
-		entries = construct_array(ids, m->nentries, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
 
 		memset(n, 0, sizeof(n));
+		for (int32 k = 0; k < m->nlines; k++)
+			ids[k] = UUIDPGetDatum(&pm->run->lines[pm->run->members[m->first + k]].id);
+		v[12] = PointerGetDatum(construct_array(ids, m->nlines, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		for (int32 k = 0; k < m->nentries; k++)
+			ids[k] = UUIDPGetDatum(&pm->run->entries[pm->run->members[m->first + m->nlines + k]].id);
+		v[13] = PointerGetDatum(construct_array(ids, m->nentries, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 		v[0] = pm->tenant;
 		v[1] = UUIDPGetDatum(&pm->match_ids[i]);
 		v[2] = pm->source;
@@ -860,16 +897,52 @@ fincore_recon_run_matches(PG_FUNCTION_ARGS)
 		n[10] = n[11] = pm->adjust_nulls[i];		/* the adjustment: account and transfer id */
 		v[10] = pm->accounts[m->rule];
 		v[11] = pm->adjust_ids[i];
-		v[12] = PointerGetDatum(lines);
-		v[13] = PointerGetDatum(entries);
-		v[14] = now;
+		v[14] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		n[15] = n[16] = n[17] = true;	/* decided_at, decided_by, note */
-		tuplestore_putvalues(rsi->setResult, rsi->setDesc, v, n);
-		pfree(lines);
-		pfree(entries);
-		pfree(ids);
+		SRF_RETURN_NEXT(fc, HeapTupleGetDatum(heap_form_tuple(fc->tuple_desc, v, n)));
 	}
-	PG_RETURN_NULL();
+	else
+	{
+		const MemberPair *p = which == 'l' ? &pm->line_pairs[i] : &pm->entry_pairs[i];
+		Datum		v[4];
+		bool		n[4] = {false, false, false, false};
+
+		/* recon_matched_lines (tenant_id, line_id, match_id); _entries (tenant_id, account_id, transfer_id, match_id) */
+		v[0] = pm->tenant;
+		if (which == 'l')
+		{
+			v[1] = UUIDPGetDatum(&p->item);
+			v[2] = UUIDPGetDatum(&p->match);
+		}
+		else
+		{
+			v[1] = pm->account;
+			v[2] = UUIDPGetDatum(&p->item);
+			v[3] = UUIDPGetDatum(&p->match);
+		}
+		SRF_RETURN_NEXT(fc, HeapTupleGetDatum(heap_form_tuple(fc->tuple_desc, v, n)));
+	}
+}
+
+PG_FUNCTION_INFO_V1(fincore_recon_run_matches);
+Datum
+fincore_recon_run_matches(PG_FUNCTION_ARGS)
+{
+	return pending_rows(fcinfo, 'm');
+}
+
+PG_FUNCTION_INFO_V1(fincore_recon_run_matched_lines);
+Datum
+fincore_recon_run_matched_lines(PG_FUNCTION_ARGS)
+{
+	return pending_rows(fcinfo, 'l');
+}
+
+PG_FUNCTION_INFO_V1(fincore_recon_run_matched_entries);
+Datum
+fincore_recon_run_matched_entries(PG_FUNCTION_ARGS)
+{
+	return pending_rows(fcinfo, 'e');
 }
 
 /*
@@ -882,9 +955,12 @@ static void
 write_matches(ReconRun *run, pg_uuid_t *tenant, text *source, pg_uuid_t *account, Datum run_id,
 			  const char **rule_names, pg_uuid_t **adjust_accounts, double *ms)
 {
-	static SPIPlanPtr match_insert = NULL,
-				line_insert = NULL,
-				entry_insert = NULL;
+	static SPIPlanPtr inserts[3] = {NULL, NULL, NULL};
+	static const char *const insert_sql[3] = {
+		"INSERT INTO fincore.recon_matches SELECT (r).* FROM (SELECT fincore._recon_run_matches() AS r OFFSET 0) q",
+		"INSERT INTO fincore.recon_matched_lines SELECT (r).* FROM (SELECT fincore._recon_run_matched_lines() AS r OFFSET 0) q",
+		"INSERT INTO fincore.recon_matched_entries SELECT (r).* FROM (SELECT fincore._recon_run_matched_entries() AS r OFFSET 0) q"
+	};
 	instr_time	t;
 	int32		nm = run->nmatches;
 	int			nrules = run->nrules;
@@ -953,83 +1029,49 @@ write_matches(ReconRun *run, pg_uuid_t *tenant, text *source, pg_uuid_t *account
 
 	pm.run = run;
 	pm.tenant = UUIDPGetDatum(tenant);
+	pm.account = UUIDPGetDatum(account);
 	pm.source = PointerGetDatum(source);
 	pm.run_id = run_id;
 	pm.match_ids = match_ids;
 	pm.adjust_ids = adjust_ids;
 	pm.adjust_nulls = adjust_nulls;
 	pm.currencies = currencies;
+	pm.line_pairs = line_pairs;
+	pm.nl = nl;
+	pm.entry_pairs = entry_pairs;
+	pm.ne = ne;
 	pm.rule_names = palloc(sizeof(Datum) * nrules);
 	pm.kinds = palloc(sizeof(Datum) * nrules);
 	pm.outcomes = palloc(sizeof(Datum) * nrules);
 	pm.accounts = palloc(sizeof(Datum) * nrules);
-	pm.account_nulls = palloc(sizeof(bool) * nrules);
 	for (int r = 0; r < nrules; r++)
 	{
 		pm.rule_names[r] = CStringGetTextDatum(rule_names[r]);
 		pm.kinds[r] = CStringGetTextDatum(recon_kind_names[run->rules[r].kind]);
 		pm.outcomes[r] = CStringGetTextDatum(run->rules[r].suggest ? "suggested" : "confirmed");
-		pm.account_nulls[r] = adjust_accounts[r] == NULL;
-		pm.accounts[r] = pm.account_nulls[r] ? (Datum) 0 : UUIDPGetDatum(adjust_accounts[r]);
+		pm.accounts[r] = adjust_accounts[r] == NULL ? (Datum) 0 : UUIDPGetDatum(adjust_accounts[r]);
 	}
 	ms[0] = ms_since(&t);			/* ordering */
 
-	if (match_insert == NULL)
-	{
-		Oid			ltypes[3] = {UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
-		Oid			etypes[4] = {UUIDOID, UUIDOID, UUIDARRAYOID, UUIDARRAYOID};
-
-		match_insert = fincore_prepare("INSERT INTO fincore.recon_matches SELECT * FROM fincore._recon_run_matches()",
-									   0, NULL, 0);
-		line_insert = fincore_prepare("INSERT INTO fincore.recon_matched_lines (tenant_id, line_id, match_id)"
-									  " SELECT $1, x.l, x.m FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS x(l, m)",
-									  3, ltypes, 0);
-		entry_insert = fincore_prepare("INSERT INTO fincore.recon_matched_entries (tenant_id, account_id, transfer_id, match_id)"
-									   " SELECT $1, $2, x.e, x.m FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) AS x(e, m)",
-									   4, etypes, 0);
-	}
 	pending_matches = &pm;
 	PG_TRY();
 	{
-		if (SPI_execute_plan(match_insert, NULL, NULL, false, 0) != SPI_OK_INSERT || SPI_processed != (uint64) nm)
-			elog(ERROR, "recon_run: writing the matches failed");
+		for (int k = 0; k < 3; k++)
+		{
+			uint64		want = k == 0 ? (uint64) nm : k == 1 ? (uint64) nl : (uint64) ne;
+
+			if (inserts[k] == NULL)
+				inserts[k] = fincore_prepare(insert_sql[k], 0, NULL, 0);
+			if (SPI_execute_plan(inserts[k], NULL, NULL, false, 0) != SPI_OK_INSERT || SPI_processed != want)
+				elog(ERROR, "recon_run: writing the matches failed");
+			ms[1 + k] = ms_since(&t);	/* the match rows, the lines, the entries */
+		}
 	}
 	PG_FINALLY();
 	{
 		pending_matches = NULL;
 	}
 	PG_END_TRY();
-	ms[1] = ms_since(&t);			/* the match rows */
-	{
-		pg_uuid_t  *items = palloc_extended(sizeof(pg_uuid_t) * Max(Max(nl, ne), 1), MCXT_ALLOC_HUGE);
-		pg_uuid_t  *matches = palloc_extended(sizeof(pg_uuid_t) * Max(Max(nl, ne), 1), MCXT_ALLOC_HUGE);
-		Datum		la[3],
-					ea[4];
-
-		for (int32 k = 0; k < nl; k++)
-		{
-			items[k] = line_pairs[k].item;
-			matches[k] = line_pairs[k].match;
-		}
-		la[0] = UUIDPGetDatum(tenant);
-		la[1] = PointerGetDatum(uuid_array(items, nl));
-		la[2] = PointerGetDatum(uuid_array(matches, nl));
-		if (SPI_execute_plan(line_insert, la, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "recon_run: writing the matched lines failed");
-		ms[2] = ms_since(&t);		/* the lines */
-		for (int32 k = 0; k < ne; k++)
-		{
-			items[k] = entry_pairs[k].item;
-			matches[k] = entry_pairs[k].match;
-		}
-		ea[0] = UUIDPGetDatum(tenant);
-		ea[1] = UUIDPGetDatum(account);
-		ea[2] = PointerGetDatum(uuid_array(items, ne));
-		ea[3] = PointerGetDatum(uuid_array(matches, ne));
-		if (SPI_execute_plan(entry_insert, ea, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "recon_run: writing the matched entries failed");
-		ms[3] = ms_since(&t);		/* the entries */
-	}
 }
 
 /*

@@ -452,13 +452,17 @@ put_int64(StringInfo buf, int64 v)
 }
 
 /*
- * The encoding (docs/reconciliation.md, "Line ids"): "FCR1", the source's
- * name with its length, then booked on, value on (INT64_MIN when absent),
- * amount, currency, and each text field with its length (-1 when absent),
- * as big-endian 64-bit integers; SHA-256 of that, then SHA-256 of its first
- * 16 bytes and k.  The id: the booking day (days since 2000-01-01 plus 2^31,
- * 4 bytes big-endian), then 12 bytes of the second hash, with the version
- * (8, custom) and variant bits of RFC 9562 set.
+ * A line's id (docs/reconciliation.md, "Line ids").  A line with a bank
+ * reference: SHA-256 of "FCR1B", the source's name and the reference, each
+ * with its length, so that the bank's own id of a transaction is stored once
+ * per source, whatever else about the line changes.  Otherwise its content:
+ * "FCR1", the source's name with its length, then booked on, value on
+ * (INT64_MIN when absent), amount, currency, and each text field with its
+ * length (-1 when absent), as big-endian 64-bit integers; SHA-256 of that,
+ * then SHA-256 of its first 16 bytes and k; the id is the booking day (days
+ * since 2000-01-01 plus 2^31, 4 bytes big-endian) then 12 bytes of the
+ * second hash, so that a statement's lines have ids in date order.  Both
+ * with the version (8, custom) and variant bits of RFC 9562.
  */
 void
 recon_hash_line(ReconHashState *s, ReconLine *line)
@@ -468,6 +472,20 @@ recon_hash_line(ReconHashState *s, ReconLine *line)
 	bool		found;
 	uint32		day = (uint32) line->booked_on + 0x80000000u;
 
+	if (line->text[RC_BANK_REF] != NULL)
+	{
+		resetStringInfo(&s->buf);
+		appendBinaryStringInfo(&s->buf, "FCR1B", 5);
+		put_int64(&s->buf, s->source_len);
+		appendBinaryStringInfo(&s->buf, s->source, s->source_len);
+		put_int64(&s->buf, line->text_len[RC_BANK_REF]);
+		appendBinaryStringInfo(&s->buf, line->text[RC_BANK_REF], line->text_len[RC_BANK_REF]);
+		audit_sha256(&s->hasher, (uint8 *) s->buf.data, s->buf.len, digest);
+		memcpy(line->id.data, digest, UUID_LEN);
+		line->id.data[6] = (line->id.data[6] & 0x0F) | 0x80;	/* version 8 */
+		line->id.data[8] = (line->id.data[8] & 0x3F) | 0x80;	/* variant 10 */
+		return;
+	}
 	resetStringInfo(&s->buf);
 	appendBinaryStringInfo(&s->buf, "FCR1", 4);
 	put_int64(&s->buf, s->source_len);

@@ -5085,11 +5085,11 @@ CREATE TABLE fincore.recon_imports (
 COMMENT ON TABLE fincore.recon_imports IS 'Each fincore.recon_import() call: how many lines the statement had and how many were new.';
 
 -- A statement line.  Its amount is in minor units of its currency, credit (money into
--- the account) positive.  Its id is its content: the booking day, then a hash of the
--- source, the parsed line and its occurrence in its statement (docs/reconciliation.md,
--- "Line ids"), so the same line imported twice is stored once, by the primary key, as is a
--- line with a bank reference (bank_ref) already stored; and a statement's ids, in date
--- order, are inserted next to one another in the index.
+-- the account) positive.  Its id (docs/reconciliation.md, "Line ids") is a hash of its
+-- source and its bank reference (bank_ref) when it has one, the bank's own id of the
+-- transaction; otherwise the booking day, then a hash of the source, the parsed line and
+-- its occurrence in its statement.  So a line imported again (the same bank reference, or
+-- the same content) is stored once, by the primary key alone: one index to write per line.
 CREATE TABLE fincore.recon_lines (
     tenant_id    uuid        NOT NULL,
     id           uuid        NOT NULL,
@@ -5106,11 +5106,10 @@ CREATE TABLE fincore.recon_lines (
     account      text,
     description  text,
     break_reported_at timestamptz,   -- when its recon.break event was sent
-    PRIMARY KEY (tenant_id, id),
-    UNIQUE (tenant_id, source, bank_ref)
+    PRIMARY KEY (tenant_id, id)
 );
 COMMENT ON TABLE fincore.recon_lines IS
-    'Statement lines, parsed exactly (amounts in minor units, credit positive); each stored once per source (by content hash, or bank reference). Written by fincore.recon_import().';
+    'Statement lines, parsed exactly (amounts in minor units, credit positive); each stored once per source (its id: its bank reference, or its content). Written by fincore.recon_import().';
 
 -- A batch of raw lines for fincore.recon_import(source, 'staging', batch): COPY-friendly
 -- text columns, parsed as the source's mapping says; the import empties the batch.
@@ -5229,30 +5228,32 @@ CREATE FUNCTION fincore._recon_mapping_check(mapping jsonb, currency text) RETUR
 COMMENT ON FUNCTION fincore._recon_mapping_check(jsonb, text) IS
     'Internal: ZFC01 unless a statement mapping is valid.';
 
-CREATE FUNCTION fincore._recon_parse_csv(data text, source text, mapping jsonb, currency text,
+CREATE FUNCTION fincore._recon_parse(format text, data text, tenant uuid, source text, batch text, mapping jsonb,
+        currency text,
         OUT id uuid, OUT line_no bigint, OUT booked_on date, OUT value_on date, OUT amount bigint,
         OUT currency text, OUT reference text, OUT bank_ref text, OUT external_id text, OUT account text,
         OUT description text)
     RETURNS SETOF record
-    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_recon_parse_csv';
-COMMENT ON FUNCTION fincore._recon_parse_csv(text, text, jsonb, text) IS
-    'Internal: a CSV statement''s lines, parsed exactly by the mapping (ZFC03 naming the first malformed line). Writes nothing.';
-
-CREATE FUNCTION fincore._recon_parse_staging(tenant uuid, source text, batch text, mapping jsonb, currency text,
-        OUT id uuid, OUT line_no bigint, OUT booked_on date, OUT value_on date, OUT amount bigint,
-        OUT currency text, OUT reference text, OUT bank_ref text, OUT external_id text, OUT account text,
-        OUT description text)
-    RETURNS SETOF record
-    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_recon_parse_staging';
-REVOKE ALL ON FUNCTION fincore._recon_parse_staging(uuid, text, text, jsonb, text) FROM PUBLIC;
-COMMENT ON FUNCTION fincore._recon_parse_staging(uuid, text, text, jsonb, text) IS
-    'Internal: the staged lines of a batch, parsed exactly (ZFC03 naming the first malformed line). Writes nothing.';
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_recon_parse';
+REVOKE ALL ON FUNCTION fincore._recon_parse(text, text, uuid, text, text, jsonb, text) FROM PUBLIC;
+COMMENT ON FUNCTION fincore._recon_parse(text, text, uuid, text, text, jsonb, text) IS
+    'Internal: the lines of a CSV statement (format csv, data) or of a staged batch (tenant, source, batch), parsed exactly by the mapping, in id order (ZFC03 naming the first malformed line). Writes nothing.';
 
 CREATE FUNCTION fincore._recon_run_matches() RETURNS SETOF fincore.recon_matches
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_recon_run_matches';
+CREATE FUNCTION fincore._recon_run_matched_lines() RETURNS SETOF fincore.recon_matched_lines
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_recon_run_matched_lines';
+CREATE FUNCTION fincore._recon_run_matched_entries() RETURNS SETOF fincore.recon_matched_entries
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_recon_run_matched_entries';
 REVOKE ALL ON FUNCTION fincore._recon_run_matches() FROM PUBLIC;
+REVOKE ALL ON FUNCTION fincore._recon_run_matched_lines() FROM PUBLIC;
+REVOKE ALL ON FUNCTION fincore._recon_run_matched_entries() FROM PUBLIC;
 COMMENT ON FUNCTION fincore._recon_run_matches() IS
     'Internal: the match rows of the run being written (fincore._recon_match inserts them through it); none outside a run.';
+COMMENT ON FUNCTION fincore._recon_run_matched_lines() IS
+    'Internal: the matched lines of the run being written; none outside a run.';
+COMMENT ON FUNCTION fincore._recon_run_matched_entries() IS
+    'Internal: the matched entries of the run being written; none outside a run.';
 
 CREATE FUNCTION fincore._recon_match(tenant uuid, source text, account uuid, side text, ledger_keys text[],
         import_id uuid, run_id uuid, dry_run boolean, progress boolean, break_before date)
@@ -5518,38 +5519,7 @@ BEGIN
         RAISE EXCEPTION 'no statement to import' USING ERRCODE = 'ZFC03';
     END IF;
 
-    IF format = 'csv' THEN
-        -- A new statement's lines are all new: stored without ON CONFLICT, which would probe
-        -- both unique indexes for every line before inserting it (a third of an import's
-        -- time).  A line stored before makes the insert fail; the import then stores only
-        -- the lines not stored yet.  Imports of a source hold its lock: no other writer races.
-        BEGIN
-            WITH parsed AS (SELECT * FROM fincore._recon_parse_csv(data, source, src.mapping, src.currency)),
-                 stored AS (
-                    INSERT INTO fincore.recon_lines (tenant_id, id, source, import_id, line_no, booked_on, value_on,
-                                                     amount, currency, reference, bank_ref, external_id, account,
-                                                     description)
-                    SELECT tenant, l.id, source, imp.id, l.line_no, l.booked_on, l.value_on, l.amount, l.currency,
-                           l.reference, l.bank_ref, l.external_id, l.account, l.description
-                      FROM parsed l
-                    RETURNING 1)
-            SELECT (SELECT pg_catalog.count(*) FROM parsed), (SELECT pg_catalog.count(*) FROM stored)
-              INTO imp.lines, imp.stored;
-        EXCEPTION WHEN unique_violation THEN
-            WITH parsed AS (SELECT * FROM fincore._recon_parse_csv(data, source, src.mapping, src.currency)),
-                 stored AS (
-                    INSERT INTO fincore.recon_lines (tenant_id, id, source, import_id, line_no, booked_on, value_on,
-                                                     amount, currency, reference, bank_ref, external_id, account,
-                                                     description)
-                    SELECT tenant, l.id, source, imp.id, l.line_no, l.booked_on, l.value_on, l.amount, l.currency,
-                           l.reference, l.bank_ref, l.external_id, l.account, l.description
-                      FROM parsed l
-                    ON CONFLICT DO NOTHING
-                    RETURNING 1)
-            SELECT (SELECT pg_catalog.count(*) FROM parsed), (SELECT pg_catalog.count(*) FROM stored)
-              INTO imp.lines, imp.stored;
-        END;
-    ELSE
+    IF format <> 'csv' THEN
         IF format = 'staging' THEN
             batch := coalesce(data, '');
             mapping := src.mapping;
@@ -5574,17 +5544,45 @@ BEGIN
                 mapping := src.mapping - 'columns' - 'delimiter' - 'header';
             END IF;
         END IF;
+    END IF;
+
+    -- A new statement's lines are all new: stored without ON CONFLICT, which would probe both
+    -- unique indexes for every line before inserting it (a third of an import's time).  A
+    -- line stored before makes the insert fail; the import then stores only the lines not
+    -- stored yet.  Imports of a source hold its lock: no other writer races them.  The parser
+    -- is called in a select list, which streams its lines (in FROM they would be copied into
+    -- a tuple store first).
+    BEGIN
         INSERT INTO fincore.recon_lines (tenant_id, id, source, import_id, line_no, booked_on, value_on, amount,
                                          currency, reference, bank_ref, external_id, account, description)
-        SELECT tenant, l.id, source, imp.id, l.line_no, l.booked_on, l.value_on, l.amount, l.currency, l.reference,
-               l.bank_ref, l.external_id, l.account, l.description
-          FROM fincore._recon_parse_staging(tenant, source, batch, mapping, src.currency) l
-        ON CONFLICT DO NOTHING;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        imp.stored := n;
-        DELETE FROM fincore.recon_staging s WHERE s.tenant_id = tenant AND s.source = source AND s.batch = batch;
+        SELECT tenant, (p.l).id, source, imp.id, (p.l).line_no, (p.l).booked_on, (p.l).value_on, (p.l).amount,
+               (p.l).currency, (p.l).reference, (p.l).bank_ref, (p.l).external_id, (p.l).account, (p.l).description
+          FROM (SELECT fincore._recon_parse(format, data, tenant, source, batch, coalesce(mapping, src.mapping),
+                                            src.currency) AS l
+                OFFSET 0) p;
         GET DIAGNOSTICS n = ROW_COUNT;
         imp.lines := n;
+        imp.stored := n;
+    EXCEPTION WHEN unique_violation THEN
+        WITH parsed AS MATERIALIZED (
+                SELECT fincore._recon_parse(format, data, tenant, source, batch, coalesce(mapping, src.mapping),
+                                            src.currency) AS l
+                OFFSET 0),
+             stored AS (
+                INSERT INTO fincore.recon_lines (tenant_id, id, source, import_id, line_no, booked_on, value_on,
+                                                 amount, currency, reference, bank_ref, external_id, account,
+                                                 description)
+                SELECT tenant, (p.l).id, source, imp.id, (p.l).line_no, (p.l).booked_on, (p.l).value_on,
+                       (p.l).amount, (p.l).currency, (p.l).reference, (p.l).bank_ref, (p.l).external_id,
+                       (p.l).account, (p.l).description
+                  FROM parsed p
+                ON CONFLICT DO NOTHING
+                RETURNING 1)
+        SELECT (SELECT pg_catalog.count(*) FROM parsed), (SELECT pg_catalog.count(*) FROM stored)
+          INTO imp.lines, imp.stored;
+    END;
+    IF format <> 'csv' THEN
+        DELETE FROM fincore.recon_staging s WHERE s.tenant_id = tenant AND s.source = source AND s.batch = batch;
     END IF;
     INSERT INTO fincore.recon_imports (tenant_id, id, source, format, lines, stored, imported_at, imported_by)
     VALUES (imp.tenant_id, imp.id, imp.source, imp.format, imp.lines, imp.stored, imp.imported_at, imp.imported_by);
