@@ -4,7 +4,7 @@
 #   A bank account with N ledger entries and a CSV statement of N lines (95% exact, 3% within
 #   the tolerance or the date window, 1% splits, 1% unmatched: setup.sql), under three rules
 #   (exact, near, split).  Each round imports the statement (fincore.recon_import) and
-#   reconciles it (fincore.recon_run), in one backend; then the same exact-key match is run as a
+#   reconciles it (fincore.recon_run), two transactions in one backend; then the same exact-key match is run as a
 #   plain SQL join writing its pairs, the baseline.  Printed: the time of each phase (import, the
 #   load, each rule, writing the matches), the end-to-end time, the run's memory and the
 #   backend's peak RSS, and the matches against the ground truth.
@@ -40,11 +40,12 @@ for round in $(seq "$ROUNDS"); do
     # One session: the round, then the backend's peak resident memory (VmHWM) from /proc.
     out=$(bench_psql -d "$DB" -At <<SQL
 SELECT pg_backend_pid() \g $BENCH_TMP/pid
-SELECT public.round($([[ $round == 1 ]] && echo true || echo false));
+SELECT public.import_statement();
+SELECT public.reconcile($([[ $round == 1 ]] && echo true || echo false));
 \! awk '/VmHWM/ { print "rss_kb", \$2 }' /proc/\$(cat $BENCH_TMP/pid)/status
 SQL
 )
-    json=$(grep '^{' <<<"$out")
+    json=$(grep '^{' <<<"$out" | python3 -c 'import json, sys; d = {}; [d.update(json.loads(l)) for l in sys.stdin]; print(json.dumps(d))')
     kb=$(awk '/^rss_kb/ { print $2 }' <<<"$out")
     read -r imp run load write memb wo wm wl we < <(python3 -c 'import json, sys; d = json.load(sys.stdin); r = d["report"]; w = r["write_split_ms"]; print(d["import_ms"], d["run_ms"], r["load_ms"], r["write_ms"], r["memory_bytes"], w["ordering"], w["matches"], w["lines"], w["entries"])' <<<"$json")
     imports+=("$imp"); runs+=("$run"); loads+=("$load"); writes+=("$write"); mem+=("$memb"); rss+=("$kb")
