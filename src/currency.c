@@ -221,14 +221,18 @@ registry_lookup(CurrencyCode code)
 }
 
 int
-currency_exponent(CurrencyCode code)
+currency_exponent_if_known(CurrencyCode code)
 {
 	const IsoCurrency *iso = iso_currency_lookup(code);
-	int			exponent;
 
-	if (iso != NULL)
-		return iso->exponent;
-	exponent = registry_lookup(code);
+	return iso != NULL ? iso->exponent : registry_lookup(code);
+}
+
+int
+currency_exponent(CurrencyCode code)
+{
+	int			exponent = currency_exponent_if_known(code);
+
 	if (exponent < 0)
 	{
 		char		buf[CURRENCY_CODE_MAX_LEN + 1];

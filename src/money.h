@@ -31,6 +31,8 @@ extern CurrencyCode currency_pack_or_error(const char *code, int len);
 /* Exponent of a known currency (compiled ISO 4217 or registered), or raise
  * ERRCODE_FC_UNKNOWN_CURRENCY. */
 extern int	currency_exponent(CurrencyCode code);
+/* The same, or -1 for an unknown currency (a caller that names the culprit itself). */
+extern int	currency_exponent_if_known(CurrencyCode code);
 /* The compiled ISO 4217 entry for code, or NULL. */
 typedef struct IsoCurrency
 {

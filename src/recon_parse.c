@@ -330,7 +330,12 @@ recon_parse_line(const ReconMapping *m, const ReconRawLine *raw_in, ReconLine *o
 				 errmsg("line " INT64_FORMAT ": no currency", raw.line_no),
 				 errhint("Map a currency column, or give the source a currency.")));
 	currency_unpack(out->currency, code);
-	exponent = currency_exponent(out->currency);	/* ZF105 for an unknown currency */
+	exponent = currency_exponent_if_known(out->currency);
+	if (exponent < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_STATEMENT_LINE),
+				 errmsg("line " INT64_FORMAT ": unknown currency \"%s\"", raw.line_no, code),
+				 errhint("Use an active ISO 4217 code, or register the asset with fincore.register_currency().")));
 
 	if (present(&raw, RC_DEBIT) || present(&raw, RC_CREDIT))
 	{

@@ -5541,7 +5541,8 @@ BEGIN
                 mapping := '{"date_format": "YYYY-MM-DD", "decimal": ".", "credit_values": ["CRDT"], "debit_values": ["DBIT"]}';
             ELSE
                 PERFORM fincore._recon_json_staging(tenant, source, batch, data);
-                mapping := src.mapping - 'columns' - 'delimiter' - 'header';
+                -- JSON's numbers have a decimal point; dates and indicators as the source says
+                mapping := src.mapping - 'columns' - 'delimiter' - 'header' - 'decimal';
             END IF;
         END IF;
     END IF;
