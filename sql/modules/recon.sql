@@ -216,12 +216,16 @@ CREATE FUNCTION fincore._recon_mapping_check(mapping jsonb, currency text) RETUR
 COMMENT ON FUNCTION fincore._recon_mapping_check(jsonb, text) IS
     'Internal: ZFC01 unless a statement mapping is valid.';
 
+-- A parsed line, as the parser returns it (a named type: Citus passes intermediate results as
+-- text, which an anonymous record cannot be read back from).
+CREATE TYPE fincore.recon_parsed_line AS (
+    id uuid, line_no bigint, booked_on date, value_on date, amount bigint, currency text, reference text,
+    bank_ref text, external_id text, account text, description text);
+COMMENT ON TYPE fincore.recon_parsed_line IS 'A statement line as fincore._recon_parse() returns it, before it is stored.';
+
 CREATE FUNCTION fincore._recon_parse(format text, data text, tenant uuid, source text, batch text, mapping jsonb,
-        currency text,
-        OUT id uuid, OUT line_no bigint, OUT booked_on date, OUT value_on date, OUT amount bigint,
-        OUT currency text, OUT reference text, OUT bank_ref text, OUT external_id text, OUT account text,
-        OUT description text)
-    RETURNS SETOF record
+        currency text)
+    RETURNS SETOF fincore.recon_parsed_line
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_recon_parse';
 REVOKE ALL ON FUNCTION fincore._recon_parse(text, text, uuid, text, text, jsonb, text) FROM PUBLIC;
 COMMENT ON FUNCTION fincore._recon_parse(text, text, uuid, text, text, jsonb, text) IS
@@ -540,8 +544,12 @@ BEGIN
     -- line stored before makes the insert fail; the import then stores only the lines not
     -- stored yet.  Imports of a source hold its lock: no other writer races them.  The parser
     -- is called in a select list, which streams its lines (in FROM they would be copied into
-    -- a tuple store first).
+    -- a tuple store first).  On Citus a shard's duplicate key comes back as an internal error,
+    -- not unique_violation: there the import goes straight to ON CONFLICT.
     BEGIN
+        IF pg_catalog.current_setting('citus.version', true) IS NOT NULL THEN
+            RAISE SQLSTATE '23505';
+        END IF;
         INSERT INTO fincore.recon_lines (tenant_id, id, source, import_id, line_no, booked_on, value_on, amount,
                                          currency, reference, bank_ref, external_id, account, description)
         SELECT tenant, (p.l).id, source, imp.id, (p.l).line_no, (p.l).booked_on, (p.l).value_on, (p.l).amount,
@@ -768,18 +776,22 @@ CREATE FUNCTION fincore._recon_breaks(tenant uuid, source text, line_ids uuid[])
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 DECLARE
-    n bigint;
+    d record;
+    n bigint := 0;
 BEGIN
-    WITH due AS (
+    -- The lines marked in one statement (on Citus, the tenant's shard's), the events written
+    -- here (the outbox is the coordinator's).
+    FOR d IN
         UPDATE fincore.recon_lines l SET break_reported_at = pg_catalog.now()
          WHERE l.tenant_id = tenant AND l.id = ANY (line_ids) AND l.break_reported_at IS NULL
-        RETURNING l.id, l.booked_on, l.amount, l.currency, l.reference, l.bank_ref)
-    SELECT pg_catalog.count(fincore.emit('recon', 'recon.break', 'recon_line', d.id::text,
-                                         pg_catalog.jsonb_build_object('line_id', d.id, 'source', source,
-                                                                       'booked_on', d.booked_on, 'amount', d.amount,
-                                                                       'currency', d.currency, 'reference', d.reference,
-                                                                       'bank_ref', d.bank_ref)))
-      INTO n FROM due d;
+        RETURNING l.id, l.booked_on, l.amount, l.currency, l.reference, l.bank_ref
+    LOOP
+        PERFORM fincore.emit('recon', 'recon.break', 'recon_line', d.id::text,
+                             pg_catalog.jsonb_build_object('line_id', d.id, 'source', source, 'booked_on', d.booked_on,
+                                                           'amount', d.amount, 'currency', d.currency,
+                                                           'reference', d.reference, 'bank_ref', d.bank_ref));
+        n := n + 1;
+    END LOOP;
     RETURN n;
 END
 $fn$;
@@ -822,6 +834,7 @@ DECLARE
     tenant uuid := fincore.require_tenant();
     m fincore.recon_matches := fincore._recon_match_lock(tenant, match_id);
     acc uuid;
+    adjustment uuid;
 BEGIN
     IF m.status = 'confirmed' THEN
         RETURN m;               -- confirming twice is confirming once
@@ -833,10 +846,13 @@ BEGIN
     acc := coalesce(m.adjustment_account,
                     (SELECT r.adjustment_account FROM fincore.recon_rules r
                       WHERE r.tenant_id = tenant AND r.source = m.source AND r.name = m.rule));
+    -- (the adjustment's id made here: Citus takes no volatile function in an UPDATE)
+    IF acc IS NOT NULL AND m.line_total <> m.entry_total THEN
+        adjustment := fincore.uuidv7();
+    END IF;
     UPDATE fincore.recon_matches x
        SET status = 'confirmed', decided_at = pg_catalog.now(), decided_by = CURRENT_USER, note = coalesce(note, x.note),
-           adjustment_account = CASE WHEN x.line_total <> x.entry_total THEN acc END,
-           adjustment_id = CASE WHEN acc IS NOT NULL AND x.line_total <> x.entry_total THEN fincore.uuidv7() END
+           adjustment_account = CASE WHEN adjustment IS NOT NULL THEN acc END, adjustment_id = adjustment
      WHERE x.tenant_id = tenant AND x.id = match_id
     RETURNING * INTO m;
     IF m.adjustment_id IS NOT NULL THEN

@@ -472,3 +472,50 @@ def test_through_a_worker_events_are_refused_and_nothing_is_written(tenants):
         with conn.transaction():
             conn.execute("SELECT fincore.set_tenant(%s)", (t,))
             conn.execute("SELECT fincore.set_ledger_events(true)")
+
+
+def test_reconciliation_runs_on_one_shard(tenants):
+    """Reconciliation on Citus: a statement imported (CSV and camt.053), matched under every kind of
+    rule, a suggestion confirmed with its adjustment, a manual match and a break, each statement on
+    the tenant's shard."""
+    t = own_tenant(10)
+    with connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL citus.multi_task_query_log_level = 'error'")
+        conn.execute("SELECT fincore.set_tenant(%s)", (t,))
+        conn.execute("SELECT fincore.recon_create_source('bank', %s, %s)",
+                     (acct(1), '{"columns": {"booked_on": "d", "amount": "a", "reference": "r", "bank_ref": "b"}}'))
+        conn.execute("SELECT fincore.recon_set_rule('bank', 'exact', 10, match_on => '{reference}')")
+        conn.execute("SELECT fincore.recon_set_rule('bank', 'near', 20, match_on => '{reference}', tolerance => 5, "
+                     "outcome => 'suggested', adjustment_account => %s)", (acct(3),))
+        conn.execute("SELECT fincore.recon_set_rule('bank', 'split', 30, kind => 'one_to_many', group_by => 'reference')")
+        conn.execute("SELECT fincore.recon_set_rule('bank', 'merge', 40, kind => 'many_to_one', group_by => 'reference')")
+        for (amount, ref) in ((10000, "INV-1"), (2500, "INV-2"), (3000, "PAY-7"), (2000, "PAY-7"), (6000, "DEP-9"), (999, "X")):
+            conn.execute("SELECT fincore.transfer(%s, %s, %s, metadata => jsonb_build_object('reference', %s::text, "
+                         "'value_date', '2026-11-02'))", (acct(1), acct(2), amount, ref))
+        imp = conn.execute("SELECT lines, stored FROM fincore.recon_import('bank', 'csv', %s)",
+                           ("d,a,r,b\n2026-11-02,100.00,INV-1,B1\n2026-11-02,25.03,INV-2,B2\n2026-11-02,50.00,PAY-7,B3\n"
+                            "2026-11-02,35.00,DEP-9,B4\n2026-11-02,25.00,DEP-9,B5\n2026-01-02,1.00,NOPE,B6\n",)).fetchone()
+        assert imp == (6, 6)
+        again = conn.execute("SELECT stored FROM fincore.recon_import('bank', 'csv', %s)",
+                             ("d,a,r,b\n2026-11-02,100.00,INV-1,B1\n",)).fetchone()[0]
+        assert again == 0
+        camt = conn.execute("SELECT stored FROM fincore.recon_import('bank', 'camt053', %s)", (
+            '<Document><BkToCstmrStmt><Stmt><Ntry><Amt Ccy="USD">7.00</Amt><CdtDbtInd>DBIT</CdtDbtInd>'
+            '<BookgDt><Dt>2026-11-03</Dt></BookgDt><AcctSvcrRef>C1</AcctSvcrRef></Ntry></Stmt></BkToCstmrStmt></Document>',)).fetchone()[0]
+        assert camt == 1
+        run = conn.execute("SELECT matched, suggested, lines_unmatched, entries_unmatched, breaks "
+                           "FROM fincore.recon_run('bank')").fetchone()
+        assert run == (3, 1, 2, 1, 2), run
+        match = conn.execute("SELECT id FROM fincore.recon_matches WHERE tenant_id = %s AND status = 'suggested'",
+                             (t,)).fetchone()[0]
+        assert conn.execute("SELECT status FROM fincore.recon_confirm(%s)", (match,)).fetchone()[0] == "confirmed"
+        line = conn.execute("SELECT id FROM fincore.recon_lines WHERE tenant_id = %s AND reference = 'NOPE'", (t,)).fetchone()[0]
+        entry = conn.execute("SELECT t.id FROM fincore.transfers t WHERE t.tenant_id = %s AND t.metadata->>'reference' = 'X'",
+                             (t,)).fetchone()[0]
+        conn.execute("SELECT fincore.recon_match(ARRAY[%s::uuid], ARRAY[%s::uuid], 'by hand', %s)", (line, entry, acct(3)))
+        assert conn.execute("SELECT count(*) FROM fincore.recon_matched_entries WHERE tenant_id = %s", (t,)).fetchone()[0] == 8
+        assert conn.execute("SELECT ledger_balance FROM fincore.recon_balance(ARRAY[%s::uuid], 'USD', clock_timestamp(), 0)",
+                            (acct(1),)).fetchone()[0] == 24499 + 3 - 899
+        conn.commit()
+    with connect() as conn:
+        assert conn.execute("SELECT count(*) FROM fincore.verify()").fetchone()[0] == 0
