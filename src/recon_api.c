@@ -17,6 +17,7 @@
 #include "miscadmin.h"
 #include "nodes/params.h"
 #include "owner_sql.h"
+#include "port/pg_bswap.h"
 #include "portability/instr_time.h"
 #include "tenancy.h"
 #include "utils/array.h"
@@ -768,16 +769,54 @@ ms_since(instr_time *t)
  * instead of scattered over the indexes, which on a million matches is most
  * of the cost of writing them.
  */
-static const ReconRun *sort_run;
+/* A match's place in the write order: its first line's id, as two big-endian halves. */
+typedef struct MatchKey
+{
+	uint64		high;
+	uint64		low;
+	int32		match;
+} MatchKey;
+
+static inline void
+id_halves(const pg_uuid_t *id, uint64 *high, uint64 *low)
+{
+	memcpy(high, id->data, sizeof(uint64));
+	memcpy(low, id->data + 8, sizeof(uint64));
+	*high = pg_ntoh64(*high);
+	*low = pg_ntoh64(*low);
+}
 
 static int
-match_order_cmp(const void *a, const void *b)
+match_key_cmp(const void *a, const void *b)
 {
-	const ReconMatch *x = a,
+	const MatchKey *x = a,
 			   *y = b;
 
-	return memcmp(sort_run->lines[sort_run->members[x->first]].id.data,
-				  sort_run->lines[sort_run->members[y->first]].id.data, UUID_LEN);
+	if (x->high != y->high)
+		return x->high < y->high ? -1 : 1;
+	if (x->low != y->low)
+		return x->low < y->low ? -1 : 1;
+	return 0;
+}
+
+/* Put a run's matches in the order of their first line's id. */
+static void
+order_matches(ReconRun *run)
+{
+	MatchKey   *keys = palloc_extended(sizeof(MatchKey) * Max(run->nmatches, 1), MCXT_ALLOC_HUGE);
+	ReconMatch *sorted = palloc_extended(sizeof(ReconMatch) * Max(run->nmatches, 1), MCXT_ALLOC_HUGE);
+
+	for (int32 i = 0; i < run->nmatches; i++)
+	{
+		id_halves(&run->lines[run->members[run->matches[i].first]].id, &keys[i].high, &keys[i].low);
+		keys[i].match = i;
+	}
+	qsort(keys, run->nmatches, sizeof(MatchKey), match_key_cmp);
+	for (int32 i = 0; i < run->nmatches; i++)
+		sorted[i] = run->matches[keys[i].match];
+	memcpy(run->matches, sorted, sizeof(ReconMatch) * run->nmatches);
+	pfree(sorted);
+	pfree(keys);
 }
 
 typedef struct MemberPair
@@ -789,7 +828,16 @@ typedef struct MemberPair
 static int
 member_pair_cmp(const void *a, const void *b)
 {
-	return memcmp(((const MemberPair *) a)->item.data, ((const MemberPair *) b)->item.data, UUID_LEN);
+	uint64		xh,
+				xl,
+				yh,
+				yl;
+
+	id_halves(&((const MemberPair *) a)->item, &xh, &xl);
+	id_halves(&((const MemberPair *) b)->item, &yh, &yl);
+	if (xh != yh)
+		return xh < yh ? -1 : 1;
+	return xl < yl ? -1 : xl > yl;
 }
 
 enum
@@ -978,9 +1026,7 @@ write_matches(ReconRun *run, pg_uuid_t *tenant, text *source, pg_uuid_t *account
 				ne = 0;
 
 	INSTR_TIME_SET_CURRENT(t);
-	sort_run = run;
-	qsort(run->matches, nm, sizeof(ReconMatch), match_order_cmp);
-	sort_run = NULL;
+	order_matches(run);
 	for (int32 i = 0; i < nm; i++)
 	{
 		ReconMatch *m = &run->matches[i];
