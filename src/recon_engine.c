@@ -17,6 +17,7 @@
 #include "recon.h"
 
 #include "common/hashfn.h"
+#include "miscadmin.h"
 #include "port/pg_bswap.h"
 
 const char *const recon_key_names[RK_NKEYS + 1] = {"reference", "external_id", "account", "date"};
@@ -356,6 +357,8 @@ match_one_to_one(ReconRun *run, int ri)
 		int32		best_days = 0;
 		double		best_sim = 0;
 
+		if ((pi & 0xFFFF) == 0)
+			CHECK_FOR_INTERRUPTS();
 		if (pi == 0 || h != probes[pi - 1].hash)
 		{
 			/* the bucket of h among the slots (both sorted by hash) */
@@ -503,6 +506,8 @@ match_one_to_group(ReconRun *run, int ri, bool single_is_line)
 		bool		overflow;
 		int64		line_amount;
 
+		if ((si & 0xFFFF) == 0)
+			CHECK_FOR_INTERRUPTS();
 		if (s->match >= 0 || !key_hash(r, s, true, &h))
 			continue;
 		count = collect_group(r, slots, n, h, many, s, s->date, r->date_window, members, &total, &overflow);
@@ -553,6 +558,7 @@ match_many_to_many(ReconRun *run, int ri)
 		int32		first,
 					last;
 
+		CHECK_FOR_INTERRUPTS();
 		if (es[j].hash < h)
 		{
 			j++;
