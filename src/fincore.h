@@ -55,6 +55,9 @@ extern int	fincore_max_payload_size;
 /* fincore.audit_digest_interval: seconds between the maintenance step's digests of a chain (docs/audit.md). */
 extern int	fincore_audit_digest_interval;
 
+/* A uuid[] Datum of n ids (ledger_core.c). */
+extern Datum uuid_array(pg_uuid_t *ids, int n);
+
 /* Raise sqlstate unless n items fit in one call of what (its own cap, or the GUC if lower). */
 static inline void
 check_batch_size(int64 n, int64 cap, int sqlstate, const char *what)

@@ -439,8 +439,6 @@ SPIPlanPtr
 ledger_prepare(const char *sql, int nargs, Oid *argtypes);
 SPIPlanPtr
 ledger_prepare_custom(const char *sql, int nargs, Oid *argtypes);
-Datum
-uuid_array(pg_uuid_t *ids, int n);
 char *
 money_text(int64 units, CurrencyCode currency);
 AccountMeta *

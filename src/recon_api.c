@@ -735,19 +735,6 @@ report_progress(void *arg, int rule, int32 nmatches)
 	p->before = nmatches;
 }
 
-static ArrayType *
-uuid_array(pg_uuid_t *ids, int32 n)
-{
-	Datum	   *d = palloc_extended(sizeof(Datum) * Max(n, 1), MCXT_ALLOC_HUGE);
-	ArrayType  *a;
-
-	for (int32 i = 0; i < n; i++)
-		d[i] = UUIDPGetDatum(&ids[i]);
-	a = construct_array(d, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
-	pfree(d);
-	return a;
-}
-
 static double
 ms_since(instr_time *t)
 {
@@ -1440,7 +1427,7 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 			args[0] = UUIDPGetDatum(tenant);
 			args[1] = PointerGetDatum(source);
 			old = MemoryContextSwitchTo(runcxt);
-			args[2] = PointerGetDatum(uuid_array(due, (int32) breaks));
+			args[2] = uuid_array(due, (int) breaks);
 			MemoryContextSwitchTo(old);
 			if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 				elog(ERROR, "recon_run: reporting the breaks failed");

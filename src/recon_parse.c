@@ -7,6 +7,7 @@
 #include "recon.h"
 
 #include "audit.h"
+#include "port/pg_bswap.h"
 #include "utils/datetime.h"
 #include "utils/hsearch.h"
 
@@ -445,15 +446,13 @@ recon_hash_begin(const char *source, int source_len)
 	return s;
 }
 
+/* A 64-bit integer, big-endian (the encoding of line ids). */
 static inline void
 put_int64(StringInfo buf, int64 v)
 {
-	uint64		u = (uint64) v;
-	uint8		b[8];
+	uint64		be = pg_hton64((uint64) v);
 
-	for (int i = 7; i >= 0; i--, u >>= 8)
-		b[i] = (uint8) u;
-	appendBinaryStringInfo(buf, (char *) b, 8);
+	appendBinaryStringInfo(buf, (char *) &be, sizeof(be));
 }
 
 /*
