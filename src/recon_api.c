@@ -158,12 +158,14 @@ mapping_from_jsonb(Jsonb *j, text *currency, ReconMapping *m)
 			}
 			else if (cv[c].type == jbvNumeric)
 			{
-				int32		pos = DatumGetInt32(DirectFunctionCall1(numeric_int4,
-																	NumericGetDatum(cv[c].val.numeric)));
+				char	   *digits = DatumGetCString(DirectFunctionCall1(numeric_out,
+																		 NumericGetDatum(cv[c].val.numeric)));
+				char	   *end;
+				long		pos = strtol(digits, &end, 10);
 
-				if (pos < 1 || pos > 1000)
+				if (*end != '\0' || pos < 1 || pos > 1000)
 					bad_mapping(psprintf("column %s: a position is 1 to 1000", recon_column_names[c]));
-				m->column_pos[c] = pos;
+				m->column_pos[c] = (int) pos;
 			}
 			else
 				bad_mapping(psprintf("column %s must be a column name or a position", recon_column_names[c]));
@@ -1006,9 +1008,11 @@ write_matches(ReconRun *run, pg_uuid_t *tenant, text *source, pg_uuid_t *account
 	Datum	   *currencies = palloc_extended(sizeof(Datum) * nm, MCXT_ALLOC_HUGE);
 	MemberPair *line_pairs = palloc_extended(sizeof(MemberPair) * Max(run->nmembers, 1), MCXT_ALLOC_HUGE);
 	MemberPair *entry_pairs = palloc_extended(sizeof(MemberPair) * Max(run->nmembers, 1), MCXT_ALLOC_HUGE);
-	CurrencyCode codes[64];
-	Datum		code_text[64];
+	int			maxcodes = 8;
+	CurrencyCode *codes = palloc(sizeof(CurrencyCode) * maxcodes);
+	Datum	   *code_text = palloc(sizeof(Datum) * maxcodes);
 	int			ncodes = 0;
+	int			c = 0;
 	int32		nl = 0,
 				ne = 0;
 
@@ -1018,7 +1022,6 @@ write_matches(ReconRun *run, pg_uuid_t *tenant, text *source, pg_uuid_t *account
 	{
 		ReconMatch *m = &run->matches[i];
 		CurrencyCode cur = run->lines[run->members[m->first]].currency;
-		int			c;
 
 		uuidv7_generate(&match_ids[i]);
 		/* a confirmed difference is posted as an adjustment, when the rule names an account */
@@ -1032,15 +1035,21 @@ write_matches(ReconRun *run, pg_uuid_t *tenant, text *source, pg_uuid_t *account
 			uuidv7_generate(a);
 			adjust_ids[i] = UUIDPGetDatum(a);
 		}
-		for (c = 0; c < ncodes; c++)
-			if (codes[c] == cur)
-				break;
+		/* the currency's text, made once (matches in a row are mostly of one currency) */
+		if (c >= ncodes || codes[c] != cur)
+			for (c = 0; c < ncodes; c++)
+				if (codes[c] == cur)
+					break;
 		if (c == ncodes)
 		{
 			char		code[CURRENCY_CODE_MAX_LEN + 1];
 
-			if (ncodes == lengthof(codes))
-				elog(ERROR, "recon_run: more than %d currencies", (int) lengthof(codes));
+			if (ncodes == maxcodes)
+			{
+				maxcodes *= 2;
+				codes = repalloc(codes, sizeof(CurrencyCode) * maxcodes);
+				code_text = repalloc(code_text, sizeof(Datum) * maxcodes);
+			}
 			currency_unpack(cur, code);
 			codes[ncodes] = cur;
 			code_text[ncodes++] = CStringGetTextDatum(code);
@@ -1451,8 +1460,10 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 			int128		line_amount;
 			int128		entry_amount;
 		} Left;
-		Left		left[64];
+		int			maxleft = 8;
+		Left	   *left = palloc(sizeof(Left) * maxleft);
 		int			nleft = 0;
+		int			c = 0;
 
 		for (int side = 0; side < 2; side++)
 		{
@@ -1461,21 +1472,23 @@ fincore_recon_match(PG_FUNCTION_ARGS)
 
 			for (int32 i = 0; i < n; i++)
 			{
-				int			c;
-
 				if (items[i].match >= 0)
 					continue;
 				if (side == 0)
 					lines_left++;
 				else
 					entries_left++;
-				for (c = 0; c < nleft; c++)
-					if (left[c].cur == items[i].currency)
-						break;
+				if (c >= nleft || left[c].cur != items[i].currency)
+					for (c = 0; c < nleft; c++)
+						if (left[c].cur == items[i].currency)
+							break;
 				if (c == nleft)
 				{
-					if (nleft == lengthof(left))
-						continue;
+					if (nleft == maxleft)
+					{
+						maxleft *= 2;
+						left = repalloc(left, sizeof(Left) * maxleft);
+					}
 					memset(&left[c], 0, sizeof(Left));
 					left[c].cur = items[i].currency;
 					nleft++;

@@ -6,7 +6,7 @@
 -- and the app role.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(124);
+SELECT plan(125);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -65,6 +65,8 @@ SELECT throws_ok($$SELECT fincore.recon_create_source('bank', pg_temp.acct(1), '
     NULL, 'an unknown date format is refused (ZFC01)');
 SELECT throws_ok($$SELECT fincore.recon_create_source('bank', pg_temp.acct(1), '{"header": false, "columns": {"amount": "Amount"}}')$$,
     'ZFC01', NULL, 'a column named without a header is refused (ZFC01)');
+SELECT throws_ok($$SELECT fincore.recon_create_source('bank', pg_temp.acct(1), '{"header": false, "columns": {"amount": 1e20}}')$$,
+    'ZFC01', 'invalid statement mapping: column amount: a position is 1 to 1000', 'a column position out of range (ZFC01)');
 SELECT throws_ok($$SELECT fincore.recon_create_source('bank', pg_temp.acct(1), '{"decimal": ",", "delimiter": ","}')$$,
     'ZFC01', NULL, 'the decimal separator cannot be the delimiter (ZFC01)');
 SELECT is(pg_temp.rows(), 'sources=0 rules=0 imports=0 lines=0 staged=0 matches=0 ml=0 me=0 runs=0 transfers=0 events=0',
