@@ -6,7 +6,7 @@
 -- and the app role.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(125);
+SELECT plan(130);
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
@@ -109,6 +109,11 @@ SELECT lives_ok($$SELECT fincore.recon_set_rule('bank', 'split', 40, kind => 'on
 SELECT lives_ok($$SELECT fincore.recon_set_rule('bank', 'merge', 50, kind => 'many_to_one', group_by => 'reference')$$, 'rule merge');
 SELECT lives_ok($$SELECT fincore.recon_set_rule('bank', 'batch', 60, kind => 'many_to_many', group_by => 'reference')$$, 'rule batch');
 SELECT is((SELECT count(*)::int FROM fincore.recon_rules), 7, 'seven rules, the refused ones not among them');
+SELECT lives_ok($$SELECT fincore.recon_set_rule('bank', 'spare', 90)$$, 'a spare rule');
+SELECT is(fincore.recon_drop_rule('bank', 'spare'), true, 'recon_drop_rule drops a rule');
+SELECT is(fincore.recon_drop_rule('bank', 'spare'), false, '... and says false when there is none of that name');
+SELECT throws_ok($$SELECT fincore.recon_drop_rule('nope', 'exact')$$, 'ZFC02', NULL, 'a rule of an unknown source (ZFC02)');
+SELECT is((SELECT count(*)::int FROM fincore.recon_rules), 7, 'the seven rules remain');
 
 -- ---------------------------------------------------------------------------
 -- Import: CSV
