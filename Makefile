@@ -8,7 +8,8 @@ OBJS        = src/fincore.o src/currency.o src/rounding.o src/amount.o src/alloc
               src/ledger_store.o src/ledger_direct.o src/ledger_events.o src/ledger_errors.o src/ledger_fees.o src/ledger_api.o \
               src/ledger_maint.o src/limits_engine.o src/limits_cache.o src/limits_store.o src/limits_direct.o src/limits_decisions.o src/limits_api.o src/rules_engine.o src/payments_engine.o src/payments_api.o src/billing_engine.o src/billing_api.o src/accounts.o src/fees.o src/outbox_core.o src/outbox_emit.o src/outbox_consume.o src/outbox_inbox.o src/jsonb_build.o \
               src/queue_core.o src/queue_enqueue.o src/queue_dequeue.o src/queue_jobs.o src/queue_maint.o src/owner_sql.o src/cache_watch.o \
-              src/audit_chain.o src/audit_api.o src/recon_parse.o src/recon_engine.o src/recon_api.o
+              src/audit_chain.o src/audit_api.o src/recon_parse.o src/recon_engine.o src/recon_api.o \
+              src/ratelimit_engine.o src/ratelimit_shmem.o src/ratelimit_api.o
 # ./scripts/test --sanitize adds the sanitizer options object (test/sanitize/options.o).
 OBJS       += $(SANITIZE_OBJS)
 
@@ -18,7 +19,7 @@ SHLIB_LINK += -lcrypto
 # The install script is built from one SQL source per module, in dependency order.
 SQL_MODULES = sql/modules/schema.sql sql/modules/money.sql sql/modules/uuidv7.sql \
               sql/modules/tenancy.sql sql/modules/maintenance.sql sql/modules/outbox.sql \
-              sql/modules/ledger.sql sql/modules/fees.sql sql/modules/queue.sql sql/modules/limits.sql sql/modules/payments.sql sql/modules/billing.sql sql/modules/audit.sql sql/modules/recon.sql sql/modules/scaleout.sql sql/modules/owner.sql sql/modules/grants.sql
+              sql/modules/ledger.sql sql/modules/fees.sql sql/modules/queue.sql sql/modules/limits.sql sql/modules/payments.sql sql/modules/billing.sql sql/modules/audit.sql sql/modules/recon.sql sql/modules/ratelimit.sql sql/modules/scaleout.sql sql/modules/owner.sql sql/modules/grants.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # Upgrade scripts (fincore--A--B.sql) live in sql/upgrades/ from the first release on; the install
 # scripts of past releases, frozen, in sql/releases/ (as contrib keeps a base version and its

@@ -103,7 +103,7 @@ fincore_citus_start() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
-shared_preload_libraries = 'citus,pg_cron'
+shared_preload_libraries = 'citus,pg_cron,fincore'
 cron.database_name = '$FINCORE_CITUS_DB'
 max_prepared_transactions = 100
 max_connections = 200

@@ -123,7 +123,7 @@ FINCORE_SERVER_OPTS=()
 fincore_in_cluster() {
     local run_dir rc=0 opt
     # pg_cron runs its jobs in background workers: pg_virtualenv gives postgres a password pg_cron would not know.
-    local -a server_opts=(-o shared_preload_libraries=pg_cron -o cron.database_name=postgres -o cron.use_background_workers=on)
+    local -a server_opts=(-o shared_preload_libraries=pg_cron,fincore -o cron.database_name=postgres -o cron.use_background_workers=on)
     for opt in "${FINCORE_SERVER_OPTS[@]}"; do
         server_opts+=(-o "$opt")
     done
@@ -234,7 +234,7 @@ fincore_sanitized_cluster_run() {
     fi
     "${as_pg[@]}" "$pgbin/initdb" -D "$data" --encoding=UTF8 --locale=C.UTF-8 -A trust -U postgres >/dev/null || return 1
     "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -l "$log" -w -t 120 \
-        -o "-p 5432 -k $sock -c listen_addresses='' -c shared_preload_libraries=pg_cron -c cron.database_name=postgres -c cron.use_background_workers=on" \
+        -o "-p 5432 -k $sock -c listen_addresses='' -c shared_preload_libraries=pg_cron,fincore -c cron.database_name=postgres -c cron.use_background_workers=on" \
         start >/dev/null || { cat "$log"; return 1; }
     export PGHOST=$sock PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
     export FINCORE_PG_CONFIG=$pgc FINCORE_SERVER_LOG_FILE=$log

@@ -4,7 +4,7 @@
  * Every error fincore raises uses a SQLSTATE of class ZF (implementation
  * defined range: classes starting with I-Z are reserved for implementations).
  * The subclass's first digit names the module: 1xx money, 2xx tenancy,
- * 3xx ledger, 4xx fees, 5xx outbox, 6xx queue, 7xx scale-out, 8xx limits and
+ * 3xx ledger, 4xx fees, 5xx outbox, 6xx queue, 7xx scale-out (75x rate limits), 8xx limits and
  * rules, 9xx payments, Axx billing.  docs/errors.md lists every
  * code; test/property/test_errors_doc.py keeps the two in step.
  */
@@ -117,6 +117,12 @@
 #define ERRCODE_FC_CITUS_NOT_AVAILABLE		MAKE_SQLSTATE('Z','F','7','0','1')
 #define ERRCODE_FC_INVALID_DISTRIBUTION		MAKE_SQLSTATE('Z','F','7','0','2')
 #define ERRCODE_FC_COORDINATOR_REQUIRED		MAKE_SQLSTATE('Z','F','7','0','3')
+
+/* ---- SQLSTATEs: rate limits (ZF75x; ZF754 raised in sql/modules/ratelimit.sql) ---- */
+#define ERRCODE_FC_RATE_LIMITER_NOT_LOADED	MAKE_SQLSTATE('Z','F','7','5','1')
+#define ERRCODE_FC_INVALID_RATE_LIMIT		MAKE_SQLSTATE('Z','F','7','5','2')
+#define ERRCODE_FC_RATE_LIMITED				MAKE_SQLSTATE('Z','F','7','5','3')
+#define ERRCODE_FC_INVALID_RATE_POLICY		MAKE_SQLSTATE('Z','F','7','5','4')
 
 /* ---- SQLSTATEs: limits and rules (ZF8xx; ZF802-ZF804, ZF806, ZF807 raised in sql/modules/limits.sql) ---- */
 #define ERRCODE_FC_INVALID_LIMIT			MAKE_SQLSTATE('Z','F','8','0','1')

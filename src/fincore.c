@@ -8,6 +8,7 @@
 #include "owner_sql.h"
 #include "ledger.h"
 #include "queue.h"
+#include "ratelimit.h"
 #include "tenancy.h"
 
 #include "fmgr.h"
@@ -45,6 +46,7 @@ _PG_init(void)
 	tenancy_init();
 	queue_init();
 	ledger_store_init();
+	ratelimit_init();
 	/* Unknown fincore.* settings are typos: warn about them. */
 	MarkGUCPrefixReserved("fincore");
 }

@@ -25,6 +25,8 @@ BEGIN ATOMIC
             ('fincore.maintenance_steps', 'reference', 6),
             -- Read at every transfer (whose tenants write ledger events), set rarely.
             ('fincore.outbox_settings', 'reference', 7),
+            -- Read at every PostgREST request (fincore.pre_request()), on the coordinator.
+            ('fincore.rate_limit_default_policies', 'reference', 8),
             -- A tenant's data, on its shard.  accounts first: the others are colocated with it.
             ('fincore.accounts', 'distributed', 10),
             ('fincore.transfers', 'distributed', 11),
@@ -63,7 +65,8 @@ BEGIN ATOMIC
             ('fincore.recon_matches', 'distributed', 44),
             ('fincore.recon_matched_lines', 'distributed', 45),
             ('fincore.recon_matched_entries', 'distributed', 46),
-            ('fincore.recon_runs', 'distributed', 47)) AS v(relation, placement, ordinal);
+            ('fincore.recon_runs', 'distributed', 47),
+            ('fincore.rate_limit_policies', 'distributed', 48)) AS v(relation, placement, ordinal);
 END;
 COMMENT ON FUNCTION fincore.distribution_plan() IS
     'Where fincore.distribute() puts each of fincore''s tables on Citus: reference (on every node) or distributed by tenant_id, colocated with fincore.accounts; tables not listed stay on the coordinator (the outbox and the job queue).';
@@ -187,7 +190,8 @@ COMMENT ON FUNCTION fincore.distribute(regclass) IS
     'On a Citus coordinator: distributes fincore''s tables (fincore.distribution_plan()), and user_table if given, by tenant_id, colocated with fincore.accounts; returns what it placed. Idempotent. ZF701 without Citus or off the coordinator, ZF702 for a user table without a tenant_id uuid or distributed otherwise.';
 REVOKE ALL ON FUNCTION fincore.distribute(regclass) FROM PUBLIC;
 
--- PostgREST's pre-request function on Citus (db-pre-request = "fincore.pre_request"): the
+-- PostgREST's pre-request function (db-pre-request = "fincore.pre_request"): first the rate
+-- limit policies (sql/modules/ratelimit.sql), then, on Citus, the claims.  On Citus the
 -- claims PostgREST sets with set_config(..., true) stay in the coordinator's backend, while the
 -- row level security policies of distributed tables run on the workers.  SET LOCAL statements
 -- do reach the workers (citus.propagate_set_commands = 'local'): the claims are set again that
@@ -202,6 +206,8 @@ DECLARE
     setting text;
     value text;
 BEGIN
+    -- The request's rate limit policy, if any applies (docs/rate-limits.md): HTTP 429 when limited.
+    PERFORM fincore._rate_limit_request();
     IF pg_catalog.current_setting('citus.propagate_set_commands', true) IS NULL THEN
         RETURN;             -- not Citus: the policies run in this backend, which has the claims
     END IF;
@@ -219,6 +225,6 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION fincore.pre_request() IS
-    'PostgREST''s db-pre-request on Citus: sets the JWT claims again with SET LOCAL, which Citus propagates, so that row level security on the workers sees the caller''s tenant. Does nothing without Citus.';
+    'PostgREST''s db-pre-request: applies the first matching rate limit policy (HTTP 429 with Retry-After when limited; docs/rate-limits.md); on Citus, sets the JWT claims again with SET LOCAL, which Citus propagates, so that row level security on the workers sees the caller''s tenant.';
 
 INSERT INTO fincore.function_audience (fn, audience) VALUES ('fincore.pre_request()', 'app');

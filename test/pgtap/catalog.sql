@@ -203,7 +203,15 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.recon_reject(uuid,text)'),
     ('fincore.recon_run(text,uuid,boolean,boolean)'),
     ('fincore.recon_set_rule(text,text,integer,text,text[],bigint,integer,integer,real,text,integer,text,uuid,boolean)'),
-    ('fincore.recon_unmatch(uuid,text)');
+    ('fincore.recon_unmatch(uuid,text)'),
+    -- rate limits (sql/modules/ratelimit.sql): they write shared memory, or a policy
+    ('fincore.rate_limit(text,integer,interval,integer,integer)'),
+    ('fincore.rate_limit_or_raise(text,integer,interval,integer,integer)'),
+    ('fincore._rate_limit_at(text,integer,interval,integer,integer,timestamptz)'),
+    ('fincore.rate_limit_reset(text)'), ('fincore.rate_limit_stats()'),
+    ('fincore.concurrency_acquire(text,integer)'), ('fincore.concurrency_release(text)'),
+    ('fincore.set_rate_limit_policy(text,integer,interval,integer,integer,integer,uuid,name,text,text,text,boolean)'),
+    ('fincore.drop_rate_limit_policy(text,uuid)'), ('fincore._require_trusted(text)'), ('fincore._rate_limit_request()');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
@@ -326,7 +334,9 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'recon_reject(uuid,text)',
           'recon_run(text,uuid,boolean,boolean)',
           'recon_set_rule(text,text,integer,text,text[],bigint,integer,integer,real,text,integer,text,uuid,boolean)',
-          'recon_unmatch(uuid,text)'],
+          'recon_unmatch(uuid,text)',
+          'set_rate_limit_policy(text,integer,interval,integer,integer,integer,uuid,name,text,text,text,boolean)',
+          '_rate_quota_check(integer,interval,integer,integer)', 'drop_rate_limit_policy(text,uuid)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
