@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# test/bench/ratelimit: the shared-memory rate limiter (issue 22's goals), in one run.
+#
+#   1. Inside one backend: one statement making N decisions (1000 keys) with
+#      fincore.rate_limit, and the same statement with a table-based GCRA in PL/pgSQL (one
+#      upsert per decision, public.gcra_table), and the statement alone (the key built, no
+#      decision).  Printed: decisions per second and the ratio fincore / table; goals
+#      >= 1,000,000/s and >= 50x.  WAL bytes per decision from the WAL insert position around
+#      each statement; goal 0 for fincore.
+#   2. Through pgbench, CLIENTS clients, prepared statements (as PostgREST and most drivers
+#      run them): "SELECT 1" against "SELECT allowed FROM fincore.rate_limit('user:' || random
+#      key of 10000, ...)", interleaved rounds; goal: the rate_limit transaction rate >= 0.9x
+#      SELECT 1's (a call costs <= 10%).  Also the call in the select list, (rate_limit(...)).allowed,
+#      which skips the function scan's tuplestore, and one hot key shared by every client.
+#   Medians of ROUNDS rounds.
+#
+#   ROUNDS=5 ./scripts/bench ratelimit          N=1000000 CLIENTS=4 SECS=5
+source "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
+
+N=${N:-1000000}
+ROUNDS=${ROUNDS:-5}
+CLIENTS=${CLIENTS:-4}
+SECS=${SECS:-5}
+DB=fincore_bench_ratelimit
+dir=$(dirname -- "${BASH_SOURCE[0]}")
+
+bench_say "Setting up $DB"
+bench_db "$DB"
+bench_psql -d "$DB" -f "$dir/setup.sql" >/dev/null
+[[ $(bench_psql -d "$DB" -At -c "SELECT slots FROM fincore.rate_limit_stats()") -gt 0 ]] ||
+    { echo "fincore is not in shared_preload_libraries" >&2; exit 1; }
+
+declare -A rate=() wal=()
+for round in $(seq "$ROUNDS"); do
+    bench_say "Round $round of $ROUNDS: one statement of $N decisions per variant"
+    for variant in $(printf '%s\n' fincore table statement | shuf); do
+        bench_psql -d "$DB" -c "TRUNCATE public.gcra_tats" -c "CHECKPOINT" >/dev/null
+        IFS='|' read -r allowed bytes ms < <(bench_psql -d "$DB" -At -c "SELECT * FROM public.decide_many('$variant', $N)")
+        r=$(awk -v n="$N" -v ms="$ms" 'BEGIN { printf "%.0f", n / ms * 1000 }')
+        rate[$variant]+="$r "
+        wal[$variant]+="$(awk -v b="$bytes" -v n="$N" 'BEGIN { printf "%.3f", b / n }') "
+        printf '  %-10s %12s decisions/s  %9.1f ms  allowed %8s  WAL %12s bytes\n' "$variant" "$r" "$ms" "$allowed" "$bytes"
+    done
+done
+
+cat >"$BENCH_TMP/select1.sql" <<'SQL'
+SELECT 1;
+SQL
+cat >"$BENCH_TMP/rate_limit.sql" <<'SQL'
+\set id random(1, 10000)
+SELECT allowed FROM fincore.rate_limit('user:' || :id, 1000, '1 second', 100);
+SQL
+cat >"$BENCH_TMP/rate_limit_column.sql" <<'SQL'
+\set id random(1, 10000)
+SELECT (fincore.rate_limit('user:' || :id, 1000, '1 second', 100)).allowed;
+SQL
+cat >"$BENCH_TMP/hot_key.sql" <<'SQL'
+SELECT allowed FROM fincore.rate_limit('hot', 1000000, '1 second', 1000);
+SQL
+declare -A tps=()
+for round in $(seq "$ROUNDS"); do
+    bench_say "Round $round of $ROUNDS: pgbench, $CLIENTS clients, ${SECS}s per run, -M prepared"
+    for variant in $(printf '%s\n' select1 rate_limit rate_limit_column hot_key | shuf); do
+        v=$(bench_tps "$DB" "$BENCH_TMP/$variant.sql" "$CLIENTS" "$SECS" -M prepared)
+        tps[$variant]+="$v "
+        printf '  %-12s %12s tps\n' "$variant" "$v"
+    done
+done
+
+bench_say "Results: medians of $ROUNDS rounds"
+# shellcheck disable=SC2086
+f=$(bench_median ${rate[fincore]})
+# shellcheck disable=SC2086
+t=$(bench_median ${rate[table]})
+# shellcheck disable=SC2086
+s=$(bench_median ${rate[statement]})
+printf '%-34s %14s\n' "in one backend ($N per statement)" "decisions/s"
+printf '  %-32s %14.0f   WAL/decision %s bytes (goal >= 1,000,000/s, 0 bytes)\n' "fincore.rate_limit" "$f" "$(bench_median ${wal[fincore]})"
+printf '  %-32s %14.0f   WAL/decision %s bytes\n' "table GCRA in PL/pgSQL" "$t" "$(bench_median ${wal[table]})"
+printf '  %-32s %14.0f\n' "the statement alone" "$s"
+printf '  fincore / table: %sx (goal >= 50x)\n' "$(bench_ratio "$f" "$t")"
+# shellcheck disable=SC2086
+one=$(bench_median ${tps[select1]})
+# shellcheck disable=SC2086
+rl=$(bench_median ${tps[rate_limit]})
+# shellcheck disable=SC2086
+col=$(bench_median ${tps[rate_limit_column]})
+# shellcheck disable=SC2086
+hot=$(bench_median ${tps[hot_key]})
+printf '%-34s %14s\n' "pgbench, $CLIENTS clients" "tps"
+printf '  %-32s %14.1f\n' "SELECT 1" "$one"
+printf '  %-32s %14.1f   %sx SELECT 1 (goal >= 0.90)\n' "rate_limit, 10,000 keys" "$rl" "$(bench_ratio "$rl" "$one")"
+printf '  %-32s %14.1f   %sx SELECT 1\n' "(rate_limit(...)).allowed" "$col" "$(bench_ratio "$col" "$one")"
+printf '  %-32s %14.1f   %sx SELECT 1\n' "rate_limit, one hot key" "$hot" "$(bench_ratio "$hot" "$one")"
