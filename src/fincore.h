@@ -3,7 +3,7 @@
  * SQLSTATEs (errcodes.h), small helpers and the bounds per call.  Each module
  * declares its own API in a header of its own (money.h, tenancy.h, ledger.h,
  * fees.h, outbox.h, queue.h, owner_sql.h, cache_watch.h, jsonb_build.h,
- * uuidv7.h): a file includes the ones it uses.
+ * uuidv7.h, ratelimit.h): a file includes the ones it uses.
  */
 #ifndef FINCORE_H
 #define FINCORE_H
