@@ -217,28 +217,36 @@ DECLARE
     path text := coalesce(pg_catalog.current_setting('request.path', true), '');
     tenant uuid := fincore.tenant_id();
     pol record;
+    matched boolean := false;
     who text;
     key text;
     decision record;
     retry_seconds bigint;
     headers jsonb;
 BEGIN
-    SELECT p.* INTO pol
-      FROM (SELECT 0 AS scope, t.name, t.priority, t.role_name, t.path_pattern, t.feature, t.key_by, t.per_path,
-                   t.rate, t.per, t.burst, t.cost
-              FROM fincore.rate_limit_policies t
-             WHERE t.tenant_id OPERATOR(pg_catalog.=) tenant
-            UNION ALL
-            SELECT 1, g.name, g.priority, g.role_name, g.path_pattern, g.feature, g.key_by, g.per_path,
-                   g.rate, g.per, g.burst, g.cost
-              FROM fincore.rate_limit_default_policies g) p
-     WHERE (p.role_name IS NULL OR p.role_name OPERATOR(pg_catalog.=) CURRENT_USER)
-       AND (p.path_pattern IS NULL OR path OPERATOR(pg_catalog.~~) p.path_pattern)
-       AND (p.feature IS NULL OR fincore.entitled(p.feature))
-     ORDER BY p.scope, p.priority, p.name
-     LIMIT 1;
-    IF NOT FOUND THEN
-        RETURN;
+    -- The candidates in order; the billing feature is checked here, on the coordinator under
+    -- Citus, not inside the query that reads the policies' shard.
+    FOR pol IN
+        SELECT p.*
+          FROM (SELECT 0 AS scope, t.name, t.priority, t.role_name, t.path_pattern, t.feature, t.key_by, t.per_path,
+                       t.rate, t.per, t.burst, t.cost
+                  FROM fincore.rate_limit_policies t
+                 WHERE t.tenant_id OPERATOR(pg_catalog.=) tenant
+                UNION ALL
+                SELECT 1, g.name, g.priority, g.role_name, g.path_pattern, g.feature, g.key_by, g.per_path,
+                       g.rate, g.per, g.burst, g.cost
+                  FROM fincore.rate_limit_default_policies g) p
+         WHERE (p.role_name IS NULL OR p.role_name OPERATOR(pg_catalog.=) CURRENT_USER)
+           AND (p.path_pattern IS NULL OR path OPERATOR(pg_catalog.~~) p.path_pattern)
+         ORDER BY p.scope, p.priority, p.name
+    LOOP
+        IF pol.feature IS NULL OR fincore.entitled(pol.feature) THEN
+            matched := true;
+            EXIT;
+        END IF;
+    END LOOP;
+    IF NOT matched THEN
+        RETURN;             -- no policy for this request
     END IF;
     IF pol.key_by OPERATOR(pg_catalog.=) 'subject' THEN
         who := 's:' OPERATOR(pg_catalog.||) fincore.claim('sub');

@@ -94,3 +94,36 @@ def test_an_app_role_cannot_write_or_switch_tenants(tenants, sql, state):
         if state:
             assert err.value.sqlstate == state
         assert conn.execute("SELECT DISTINCT tenant_id FROM fincore.accounts").fetchall() == [(A,)]
+
+
+def test_rate_limit_policies_apply_through_the_coordinator(tenants):
+    """A tenant's policy (a distributed table) and a default (a reference table), applied by
+    pre_request on the coordinator, whose shared memory holds the limits for the cluster."""
+    with connect() as admin:
+        admin.execute("SELECT fincore.set_rate_limit_policy('citus-limited', 1, '1 hour', 1, tenant => %s,"
+                      " path_pattern => '/rpc/limited%%', key_by => 'tenant')", (A,))
+        admin.execute("SELECT fincore.set_rate_limit_policy('citus-default', 1, '1 hour', 0,"
+                      " path_pattern => '/rpc/limited%%', key_by => 'tenant', priority => 1000)")
+    try:
+        def request(tenant):
+            with connect(user="authenticator") as conn:
+                try:
+                    with conn.transaction():
+                        conn.execute("SET LOCAL ROLE citus_app")
+                        conn.execute("SELECT set_config('request.jwt.claims', %s, true),"
+                                     " set_config('request.path', '/rpc/limited', true)",
+                                     (json.dumps({"tenant_id": str(tenant)}),))
+                        conn.execute("SELECT fincore.pre_request()")
+                        conn.execute("SELECT count(*) FROM fincore.accounts").fetchone()
+                    return 200
+                except psycopg.Error as e:
+                    assert e.sqlstate == "PGRST", e
+                    detail = json.loads(e.diag.message_detail)
+                    assert int(detail["headers"]["Retry-After"]) >= 1
+                    return detail["status"]
+        assert [request(A) for _ in range(3)] == [200, 200, 429], "A's own policy: limit 2"
+        assert [request(B) for _ in range(2)] == [200, 429], "B has none: the default, limit 1"
+    finally:
+        with connect() as admin:
+            admin.execute("SELECT fincore.drop_rate_limit_policy('citus-limited', %s)", (A,))
+            admin.execute("SELECT fincore.drop_rate_limit_policy('citus-default')")

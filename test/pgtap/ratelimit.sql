@@ -3,7 +3,7 @@
 -- PostgREST pre-request hook.  Needs fincore in shared_preload_libraries (scripts/lib.sh).
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(62);
+SELECT plan(65);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -12,7 +12,7 @@ DO $$ BEGIN
 END $$;
 SELECT fincore.grant_app_role('authenticated');
 -- A key of its own for this run: the table in shared memory outlives the transaction.
-CREATE TEMP TABLE run AS SELECT 'tap-' || gen_random_uuid() AS k;
+CREATE TEMP TABLE run AS SELECT 'tap-' || gen_random_uuid() AS k, gen_random_uuid() AS sub, gen_random_uuid() AS pro_sub;
 GRANT SELECT ON run TO PUBLIC;
 CREATE FUNCTION pg_temp.at(key text, cost integer, ms integer)
     RETURNS TABLE (allowed boolean, "limit" integer, remaining integer, retry_after interval, reset_after interval)
@@ -132,7 +132,7 @@ SELECT throws_ok($$SELECT fincore.set_rate_limit_policy('mine', 1, '1 second', 1
     'nor a tenant''s policy without being its admin');
 SELECT is((SELECT count(*) FROM fincore.rate_limit_policies), 0::bigint, 'an app role of tenant B does not see A''s policies');
 -- The PostgREST path: a request of tenant A to /rpc/transfer, three times.
-SELECT set_config('request.jwt.claims', '{"sub":"' || (SELECT k FROM run) || '","role":"authenticated","tenant_id":"aaaaaaaa-7500-4000-8000-000000000001"}', true);
+SELECT set_config('request.jwt.claims', '{"sub":"' || (SELECT sub FROM run) || '","role":"authenticated","tenant_id":"aaaaaaaa-7500-4000-8000-000000000001"}', true);
 SELECT set_config('request.path', '/rpc/transfer', true);
 SELECT lives_ok($$SELECT fincore.pre_request()$$, 'pre_request: the first request passes');
 SELECT lives_ok($$SELECT fincore.pre_request()$$, 'the second (burst 1)');
@@ -142,6 +142,28 @@ SELECT matches(pg_temp.error_detail($$SELECT fincore.pre_request()$$),
     'the error: code ZF753 in the message, HTTP 429 with Retry-After in the detail');
 SELECT set_config('request.path', '/rpc/balance', true);
 SELECT lives_ok($$SELECT fincore.pre_request(); SELECT fincore.pre_request()$$, 'another path falls to the default policy');
+RESET ROLE;
+
+-- Limits that follow the plan: a subscriber entitled to 'api-pro' gets the 'pro' policy.
+SELECT fincore.set_tenant('aaaaaaaa-7500-4000-8000-000000000001');
+SELECT fincore.create_product('Pro', 'ad750000-0000-4000-8000-000000000001');
+SELECT fincore.set_product_features('ad750000-0000-4000-8000-000000000001', '{api-pro}');
+SELECT fincore.create_price('ad750000-0000-4000-8000-000000000001', 1000, 'USD', trial_days => 14,
+                            id => 'ae750000-0000-4000-8000-000000000001');
+SELECT fincore.create_account('USD', id => 'ac750000-0000-4000-8000-000000000001');
+SELECT is((SELECT status FROM fincore.create_subscription('ac750000-0000-4000-8000-000000000001',
+            'ae750000-0000-4000-8000-000000000001', subscriber => (SELECT pro_sub FROM run))), 'trialing',
+    'a subscriber on the Pro plan''s trial');
+SELECT fincore.set_rate_limit_policy('pro', 100, '1 hour', 50, tenant => 'aaaaaaaa-7500-4000-8000-000000000001',
+                                     path_pattern => '/rpc/transfer%', feature => 'api-pro', priority => 1);
+SELECT fincore.set_tenant(NULL);
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"' || (SELECT pro_sub FROM run) || '","role":"authenticated","tenant_id":"aaaaaaaa-7500-4000-8000-000000000001"}', true);
+SELECT set_config('request.path', '/rpc/transfer', true);
+SELECT lives_ok($$SELECT fincore.pre_request(); SELECT fincore.pre_request(); SELECT fincore.pre_request()$$,
+    'the Pro subscriber''s three requests pass: the pro policy, not rpc-transfer');
+SELECT set_config('request.jwt.claims', '{"sub":"' || (SELECT sub FROM run) || '","role":"authenticated","tenant_id":"aaaaaaaa-7500-4000-8000-000000000001"}', true);
+SELECT throws_ok($$SELECT fincore.pre_request()$$, 'PGRST', NULL, 'the user without the plan is still limited by rpc-transfer');
 RESET ROLE;
 
 SELECT * FROM finish();
