@@ -148,3 +148,15 @@ SELECT fincore.complete(id, '{"sent": true}', attempt) FROM claimed WHERE priori
 SELECT fincore.fail(id, 'SMTP 451: try again later', attempt => attempt) - now() AS retry_in
   FROM claimed WHERE priority = 0;
 SELECT queue, ready, scheduled, running, dead, completed, failed FROM fincore.queue_stats();
+
+\echo '== 12. Rate limits in shared memory: 5 a second with a burst of 2, no table written'
+-- fincore is in shared_preload_libraries here (docs/rate-limits.md); each call is a decision.
+SELECT 1 AS call, * FROM fincore.rate_limit('demo:alice', 5, '1 second', 2)
+UNION ALL SELECT 2, * FROM fincore.rate_limit('demo:alice', 5, '1 second', 2)
+UNION ALL SELECT 3, * FROM fincore.rate_limit('demo:alice', 5, '1 second', 2)
+UNION ALL SELECT 4, * FROM fincore.rate_limit('demo:alice', 5, '1 second', 2);
+-- In-flight limits: at most one export at a time per user, given back when the transaction ends.
+BEGIN;
+SELECT fincore.concurrency_acquire('export:alice', 1) AS first, fincore.concurrency_acquire('export:alice', 1) AS second;
+COMMIT;
+SELECT fincore.concurrency_acquire('export:alice', 1) AS after_commit;

@@ -3,8 +3,8 @@
  *
  * fincore.rate_limit() and its friends: argument checks, the key of the
  * current database and tenant, the decision from ratelimit_shmem.c, and the
- * result row.  Made to be called a million times a second by one backend:
- * the result's tuple descriptor is built once per call site.
+ * result row.  Made to be called millions of times a second by one backend:
+ * the result's tuple descriptor comes from the type cache.
  */
 #include "ratelimit.h"
 
@@ -12,6 +12,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/typcache.h"
 #include "utils/timestamp.h"
 
 /* Raise ZF752 naming the bad argument. */
@@ -76,29 +77,30 @@ ns_interval(int64 ns, bool *isnull)
 	return IntervalPGetDatum(iv);
 }
 
+/*
+ * The decision as a fincore.rate_limit_decision row.  Its tuple descriptor comes from the type
+ * cache (a named type: nothing to build per execution, as OUT parameters would need).
+ */
 static Datum
 decision_datum(FunctionCallInfo fcinfo, const RateDecision *d)
 {
-	TupleDesc	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
+	Oid			typid = get_fn_expr_rettype(fcinfo->flinfo);
+	TupleDesc	tupdesc;
+	HeapTuple	tuple;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
 
-	if (tupdesc == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-
-		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-			elog(ERROR, "return type must be a row type");
-		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
-		fcinfo->flinfo->fn_extra = tupdesc;
-		MemoryContextSwitchTo(old);
-	}
+	if (!OidIsValid(typid))
+		elog(ERROR, "fincore.rate_limit called without a result type");
 	values[0] = BoolGetDatum(d->allowed);
 	values[1] = Int32GetDatum(d->limit);
 	values[2] = Int32GetDatum(d->remaining);
 	values[3] = ns_interval(d->retry_after_ns, &nulls[3]);
 	values[4] = ns_interval(d->reset_after_ns, &nulls[4]);
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	tupdesc = lookup_rowtype_tupdesc(typid, -1);
+	tuple = heap_form_tuple(tupdesc, values, nulls);
+	ReleaseTupleDesc(tupdesc);
+	return HeapTupleGetDatum(tuple);
 }
 
 static void
@@ -133,8 +135,9 @@ fincore_rate_limit_at(PG_FUNCTION_ARGS)
 	RateDecision d;
 	TimestampTz at = PG_GETARG_TIMESTAMPTZ(5);
 
-	if (TIMESTAMP_NOT_FINITE(at) || at < 0)
-		check_rate_argument(false, "at must be a finite time after 2000-01-01");
+	/* 2000 to 2200: a TAT of at + 31 years stays far inside int64 nanoseconds. */
+	if (TIMESTAMP_NOT_FINITE(at) || at < 0 || at > INT64CONST(200) * 366 * USECS_PER_DAY)
+		check_rate_argument(false, "at must be a time between 2000 and 2200");
 	throttle_at(fcinfo, (int64) at * 1000, &d);
 	PG_RETURN_DATUM(decision_datum(fcinfo, &d));
 }

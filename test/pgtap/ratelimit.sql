@@ -3,7 +3,7 @@
 -- PostgREST pre-request hook.  Needs fincore in shared_preload_libraries (scripts/lib.sh).
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(65);
+SELECT plan(66);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -87,6 +87,8 @@ SELECT throws_ok($$SELECT fincore.rate_limit('', 1, '1 second', 1)$$, 'ZF752', '
 SELECT throws_ok($$SELECT fincore.rate_limit(repeat('x', 1025), 1, '1 second', 1)$$, 'ZF752', NULL, 'a key of 1025 bytes');
 SELECT throws_ok($$SELECT fincore.rate_limit('k', 2000000, '1 ms', 1)$$, 'ZF752', NULL, 'more than one arrival a nanosecond');
 SELECT throws_ok($$SELECT fincore.rate_limit('k', 1, '365 days', 100)$$, 'ZF752', NULL, 'a tolerance of more than 31 years');
+SELECT throws_ok($$SELECT fincore._rate_limit_at('k', 1, '1 second', 1, 1, 'infinity')$$, 'ZF752',
+    'invalid rate limit: at must be a time between 2000 and 2200', 'the test clock stays between 2000 and 2200');
 SELECT throws_ok($$SELECT fincore.concurrency_acquire('k', 0)$$, 'ZF752', 'invalid rate limit: max 0 is not a positive number of slots', 'concurrency max 0');
 SELECT is((SELECT count(*) FROM fincore._rate_limit_at('k', 1, '1 second', 1, 1, '2030-01-01')), 1::bigint,
     'a valid call after the refusals works');
