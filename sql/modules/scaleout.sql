@@ -190,8 +190,8 @@ COMMENT ON FUNCTION fincore.distribute(regclass) IS
     'On a Citus coordinator: distributes fincore''s tables (fincore.distribution_plan()), and user_table if given, by tenant_id, colocated with fincore.accounts; returns what it placed. Idempotent. ZF701 without Citus or off the coordinator, ZF702 for a user table without a tenant_id uuid or distributed otherwise.';
 REVOKE ALL ON FUNCTION fincore.distribute(regclass) FROM PUBLIC;
 
--- PostgREST's pre-request function (db-pre-request = "fincore.pre_request"): first the rate
--- limit policies (sql/modules/ratelimit.sql), then, on Citus, the claims.  On Citus the
+-- PostgREST's pre-request function (db-pre-request = "fincore.pre_request"): on Citus the
+-- claims, then the rate limit policies (sql/modules/ratelimit.sql).  On Citus the
 -- claims PostgREST sets with set_config(..., true) stay in the coordinator's backend, while the
 -- row level security policies of distributed tables run on the workers.  SET LOCAL statements
 -- do reach the workers (citus.propagate_set_commands = 'local'): the claims are set again that
@@ -206,22 +206,24 @@ DECLARE
     setting text;
     value text;
 BEGIN
-    -- The request's rate limit policy, if any applies (docs/rate-limits.md): HTTP 429 when limited.
-    PERFORM fincore._rate_limit_request();
-    IF pg_catalog.current_setting('citus.propagate_set_commands', true) IS NULL THEN
-        RETURN;             -- not Citus: the policies run in this backend, which has the claims
+    -- Without Citus the row level security policies run in this backend, which has the claims.
+    IF pg_catalog.current_setting('citus.propagate_set_commands', true) IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+        FOREACH setting IN ARRAY ARRAY['request.jwt.claims', 'request.jwt.claim.sub',
+                                       'request.jwt.claim.' OPERATOR(pg_catalog.||)
+                                           COALESCE(pg_catalog.current_setting('fincore.tenant_claim', true),
+                                                               'tenant_id')] LOOP
+            value := pg_catalog.current_setting(setting, true);
+            IF value IS NOT NULL AND value OPERATOR(pg_catalog.<>) ''
+               AND setting OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_.]*$' THEN
+                EXECUTE pg_catalog.format('SET LOCAL %s = %L', setting, value);
+            END IF;
+        END LOOP;
     END IF;
-    PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
-    FOREACH setting IN ARRAY ARRAY['request.jwt.claims', 'request.jwt.claim.sub',
-                                   'request.jwt.claim.' OPERATOR(pg_catalog.||)
-                                       COALESCE(pg_catalog.current_setting('fincore.tenant_claim', true),
-                                                           'tenant_id')] LOOP
-        value := pg_catalog.current_setting(setting, true);
-        IF value IS NOT NULL AND value OPERATOR(pg_catalog.<>) ''
-           AND setting OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_.]*$' THEN
-            EXECUTE pg_catalog.format('SET LOCAL %s = %L', setting, value);
-        END IF;
-    END LOOP;
+    -- Then the request's rate limit policy, if any applies (docs/rate-limits.md): HTTP 429 when
+    -- limited.  After the claims: a tenant's policies are read under row level security, on a
+    -- worker under Citus.
+    PERFORM fincore._rate_limit_request();
 END
 $fn$;
 COMMENT ON FUNCTION fincore.pre_request() IS
