@@ -345,7 +345,7 @@ CREATE FUNCTION fincore.poll(consumer text, max integer DEFAULT 100)
                    aggregateid text, payload jsonb, headers jsonb, created_at timestamptz, retries integer)
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE ROWS 100 AS 'MODULE_PATHNAME', 'fincore_poll';
 COMMENT ON FUNCTION fincore.poll(text, integer) IS
-    'The consumer''s next events, at most max (1-10000): retries that are due first, then its batch in commit order. Polling again without ack returns the same events. ZF502 unknown consumer (also one the caller may not use: another tenant''s, or a cross-tenant one for an app role), ZF503 bad max.';
+    'The consumer''s next events, at most max (1-10000): retries that are due first, then its batch in the order the events were emitted (each aggregate in commit order; not global commit order, docs/outbox.md). Polling again without ack returns the same events. ZF502 unknown consumer (also one the caller may not use: another tenant''s, or a cross-tenant one for an app role), ZF503 bad max.';
 
 CREATE FUNCTION fincore.ack(consumer text, event_id uuid) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_ack';

@@ -648,9 +648,10 @@ BEGIN
 END
 $fn$;
 
--- Outbox: a consumer an app role may not use is reported as a missing one (ZF502).
+-- Outbox: a consumer an app role may not use is reported as a missing one (ZF502); the order
+-- of a batch is the order of emission, not global commit order (issue 23).
 COMMENT ON FUNCTION fincore.poll(text, integer) IS
-    'The consumer''s next events, at most max (1-10000): retries that are due first, then its batch in commit order. Polling again without ack returns the same events. ZF502 unknown consumer (also one the caller may not use: another tenant''s, or a cross-tenant one for an app role), ZF503 bad max.';
+    'The consumer''s next events, at most max (1-10000): retries that are due first, then its batch in the order the events were emitted (each aggregate in commit order; not global commit order, docs/outbox.md). Polling again without ack returns the same events. ZF502 unknown consumer (also one the caller may not use: another tenant''s, or a cross-tenant one for an app role), ZF503 bad max.';
 
 -- ---- create_transfers() results as the single call's SQLSTATE (issue 19) ------------------------
 
