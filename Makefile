@@ -19,7 +19,7 @@ SHLIB_LINK += -lcrypto
 # The install script is built from one SQL source per module, in dependency order.
 SQL_MODULES = sql/modules/schema.sql sql/modules/money.sql sql/modules/uuidv7.sql \
               sql/modules/tenancy.sql sql/modules/maintenance.sql sql/modules/outbox.sql \
-              sql/modules/ledger.sql sql/modules/fees.sql sql/modules/queue.sql sql/modules/limits.sql sql/modules/payments.sql sql/modules/billing.sql sql/modules/audit.sql sql/modules/recon.sql sql/modules/ratelimit.sql sql/modules/scaleout.sql sql/modules/owner.sql sql/modules/grants.sql
+              sql/modules/ledger.sql sql/modules/fees.sql sql/modules/queue.sql sql/modules/limits.sql sql/modules/payments.sql sql/modules/billing.sql sql/modules/audit.sql sql/modules/recon.sql sql/modules/ratelimit.sql sql/modules/metrics.sql sql/modules/scaleout.sql sql/modules/owner.sql sql/modules/grants.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # Upgrade scripts (fincore--A--B.sql) live in sql/upgrades/ from the first release on; the install
 # scripts of past releases, frozen, in sql/releases/ (as contrib keeps a base version and its

@@ -13,6 +13,23 @@ CREATE TABLE fincore.maintenance_steps (
 COMMENT ON TABLE fincore.maintenance_steps IS
     'The periodic steps fincore.maintenance() runs, in position order. Each module registers its own; fn(budget interval) returns how much work it did.';
 
+-- How each step fared when it last ran: what fincore.metrics() reports and an operator reads
+-- (docs/operations.md).  Errors may name any tenant's objects: the table is for fincore's owner
+-- alone (row level security with no policy but the owner's).
+CREATE TABLE fincore.maintenance_status (
+    step          text        PRIMARY KEY,      -- a step of fincore.maintenance_steps
+    last_run_at   timestamptz NOT NULL,
+    last_done     bigint      NOT NULL,
+    last_elapsed  interval    NOT NULL,
+    failures      integer     NOT NULL DEFAULT 0,   -- consecutive failed runs; 0 after a success
+    last_error    text,                             -- the latest failure's, kept after a success
+    last_error_at timestamptz
+);
+COMMENT ON TABLE fincore.maintenance_status IS
+    'The latest run of each maintenance step: when, how much work, how long, consecutive failures and the latest error. Written by fincore.maintenance(); read through fincore.metrics().';
+ALTER TABLE fincore.maintenance_status ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fincore.maintenance_status FORCE ROW LEVEL SECURITY;
+
 CREATE FUNCTION fincore.maintenance(step_budget interval DEFAULT '5 seconds')
     RETURNS TABLE (step text, done bigint, elapsed interval, error text)
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
@@ -34,10 +51,21 @@ BEGIN
             RAISE WARNING 'fincore maintenance step % failed: %', s.step, error;
         END;
         elapsed := pg_catalog.clock_timestamp() - started;
+        -- Outside the step's subtransaction: a failure is recorded too.
+        INSERT INTO fincore.maintenance_status AS m
+               (step, last_run_at, last_done, last_elapsed, failures, last_error, last_error_at)
+        VALUES (s.step, started, done, elapsed, CASE WHEN error IS NULL THEN 0 ELSE 1 END, error,
+                CASE WHEN error IS NOT NULL THEN started END)
+        ON CONFLICT ON CONSTRAINT maintenance_status_pkey DO UPDATE
+           SET last_run_at = excluded.last_run_at, last_done = excluded.last_done,
+               last_elapsed = excluded.last_elapsed,
+               failures = CASE WHEN excluded.last_error IS NULL THEN 0 ELSE m.failures + 1 END,
+               last_error = coalesce(excluded.last_error, m.last_error),
+               last_error_at = coalesce(excluded.last_error_at, m.last_error_at);
         RETURN NEXT;
     END LOOP;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.maintenance(interval) IS
-    'Runs every registered maintenance step once, each within step_budget; one row per step (work done, time taken, error if it failed). For pg_cron.';
+    'Runs every registered maintenance step once, each within step_budget; one row per step (work done, time taken, error if it failed), also kept in fincore.maintenance_status. For pg_cron.';
 REVOKE ALL ON FUNCTION fincore.maintenance(interval) FROM PUBLIC;

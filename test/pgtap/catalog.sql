@@ -211,7 +211,9 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.rate_limit_reset(text)'), ('fincore.rate_limit_stats()'),
     ('fincore.concurrency_acquire(text,integer)'), ('fincore.concurrency_release(text)'),
     ('fincore.set_rate_limit_policy(text,integer,interval,integer,integer,integer,uuid,name,text,text,text,boolean)'),
-    ('fincore.drop_rate_limit_policy(text,uuid)'), ('fincore._require_trusted(text)'), ('fincore._rate_limit_request()');
+    ('fincore.drop_rate_limit_policy(text,uuid)'), ('fincore._require_trusted(text)'),
+    -- metrics (sql/modules/metrics.sql): reads the rate limiter's shared memory
+    ('fincore.metrics()'), ('fincore._rate_limit_request()');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace = 'fincore'::regnamespace AND p.proparallel <> 's'
                      AND p.oid NOT IN (SELECT sig::regprocedure FROM writers)$$,
