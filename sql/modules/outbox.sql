@@ -395,9 +395,15 @@ CREATE FUNCTION fincore.consumer_lag()
     RETURNS TABLE (consumer text, topics text[], tenant_scope uuid, pending bigint,
                    oldest_pending timestamptz, lag interval, retrying bigint, dead bigint,
                    positioned_at timestamptz)
-    LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $fn$
+BEGIN
+    -- The stream's rows as fincore.outbox_stream has them (its events, and the transfers that
+    -- carry a ledger event), but only the columns counted here: the view's payload of a
+    -- transfer is a function of the transfer's row, which Citus cannot call on a shard's row.
+    -- PL/pgSQL, so that the ledger's table need not exist when this is created.
+    RETURN QUERY
     SELECT c.name, c.topics, c.tenant_scope, p.n, p.oldest, pg_catalog.now() OPERATOR(pg_catalog.-) p.oldest,
            (SELECT pg_catalog.count(*) FROM fincore.outbox_retries r WHERE r.consumer OPERATOR(pg_catalog.=) c.name),
            (SELECT pg_catalog.count(*) FROM fincore.dead_events d WHERE d.consumer OPERATOR(pg_catalog.=) c.name),
@@ -405,7 +411,10 @@ CREATE FUNCTION fincore.consumer_lag()
       FROM fincore.outbox_consumers c
      CROSS JOIN LATERAL (
         SELECT pg_catalog.count(*) AS n, pg_catalog.min(e.created_at) AS oldest
-          FROM fincore.outbox_stream e
+          FROM (SELECT o.txid, o.seq, o.created_at, o.tenant_id, o.topic FROM fincore.outbox_events o
+                UNION ALL
+                SELECT t.event_txid, t.event_seq, t.created_at, t.tenant_id, 'ledger'::text
+                  FROM fincore.transfers t WHERE t.event_seq IS NOT NULL) e
          WHERE (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)
                 OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.position))))
            AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, c.position)
@@ -413,7 +422,8 @@ CREATE FUNCTION fincore.consumer_lag()
                     AND e.seq OPERATOR(pg_catalog.<=) c.batch_acked)
            AND ('*' OPERATOR(pg_catalog.=) ANY (c.topics) OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))
            AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)) AS p
-     ORDER BY c.name
+     ORDER BY c.name;
+END
 $fn$;
 COMMENT ON FUNCTION fincore.consumer_lag() IS
     'Each consumer''s backlog: committed events not yet acknowledged, the oldest one''s time and age, retries waiting, dead letters, when its position last moved.';
@@ -499,13 +509,16 @@ BEGIN
         END IF;
     END IF;
 
-    -- 4. Forget inbox messages older than the retention, a thousand at a time.
+    -- 4. Forget inbox messages older than the retention, a thousand at a time, by primary key
+    --    (Citus plans no modification by ctid).
     LOOP
         EXIT WHEN pg_catalog.clock_timestamp() > deadline;
         DELETE FROM fincore.inbox i
-         WHERE i.ctid = ANY (ARRAY(SELECT i2.ctid FROM fincore.inbox i2
-                                    WHERE i2.received_at < pg_catalog.now() OPERATOR(pg_catalog.-) retention
-                                    LIMIT 1000));
+         USING (SELECT i2.tenant_id, i2.source, i2.message_id FROM fincore.inbox i2
+                 WHERE i2.received_at < pg_catalog.now() OPERATOR(pg_catalog.-) retention
+                 LIMIT 1000) old
+         WHERE i.tenant_id OPERATOR(pg_catalog.=) old.tenant_id AND i.source OPERATOR(pg_catalog.=) old.source
+           AND i.message_id OPERATOR(pg_catalog.=) old.message_id;
         GET DIAGNOSTICS n = ROW_COUNT;
         done := done + n;
         EXIT WHEN n < 1000;

@@ -118,9 +118,15 @@ CREATE OR REPLACE FUNCTION fincore.consumer_lag()
     RETURNS TABLE (consumer text, topics text[], tenant_scope uuid, pending bigint,
                    oldest_pending timestamptz, lag interval, retrying bigint, dead bigint,
                    positioned_at timestamptz)
-    LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $fn$
+BEGIN
+    -- The stream's rows as fincore.outbox_stream has them (its events, and the transfers that
+    -- carry a ledger event), but only the columns counted here: the view's payload of a
+    -- transfer is a function of the transfer's row, which Citus cannot call on a shard's row.
+    -- PL/pgSQL, so that the ledger's table need not exist when this is created.
+    RETURN QUERY
     SELECT c.name, c.topics, c.tenant_scope, p.n, p.oldest, pg_catalog.now() OPERATOR(pg_catalog.-) p.oldest,
            (SELECT pg_catalog.count(*) FROM fincore.outbox_retries r WHERE r.consumer OPERATOR(pg_catalog.=) c.name),
            (SELECT pg_catalog.count(*) FROM fincore.dead_events d WHERE d.consumer OPERATOR(pg_catalog.=) c.name),
@@ -128,7 +134,10 @@ CREATE OR REPLACE FUNCTION fincore.consumer_lag()
       FROM fincore.outbox_consumers c
      CROSS JOIN LATERAL (
         SELECT pg_catalog.count(*) AS n, pg_catalog.min(e.created_at) AS oldest
-          FROM fincore.outbox_stream e
+          FROM (SELECT o.txid, o.seq, o.created_at, o.tenant_id, o.topic FROM fincore.outbox_events o
+                UNION ALL
+                SELECT t.event_txid, t.event_seq, t.created_at, t.tenant_id, 'ledger'::text
+                  FROM fincore.transfers t WHERE t.event_seq IS NOT NULL) e
          WHERE (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)
                 OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.position))))
            AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, c.position)
@@ -136,7 +145,8 @@ CREATE OR REPLACE FUNCTION fincore.consumer_lag()
                     AND e.seq OPERATOR(pg_catalog.<=) c.batch_acked)
            AND ('*' OPERATOR(pg_catalog.=) ANY (c.topics) OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))
            AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)) AS p
-     ORDER BY c.name
+     ORDER BY c.name;
+END
 $fn$;
 COMMENT ON FUNCTION fincore.consumer_lag() IS
     'Each consumer''s backlog: committed events not yet acknowledged, the oldest one''s time and age, retries waiting, dead letters, when its position last moved.';
@@ -724,6 +734,96 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION fincore.revoke_app_role(name) IS 'Undoes fincore.grant_app_role().';
+
+-- ---- The outbox step forgets inbox messages by primary key: Citus plans no DELETE by ctid ----
+
+CREATE OR REPLACE FUNCTION fincore.outbox_maintenance(budget interval DEFAULT '5 seconds') RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '200ms'
+    AS $fn$
+DECLARE
+    deadline  timestamptz := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) budget;
+    done      bigint := 0;
+    n         bigint;
+    s         record;
+    cur       record;
+    nxt       record;
+    z         pg_snapshot;
+    rotation  interval;
+    retention interval;
+    has_rows  boolean;
+BEGIN
+    -- One run at a time; subscribe() waits for a run and a run never waits for it.
+    BEGIN
+        LOCK TABLE fincore.outbox_slots IN SHARE ROW EXCLUSIVE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN 0;
+    END;
+    SELECT coalesce(c.rotation_interval, '5 minutes'), coalesce(c.inbox_retention, '30 days')
+      INTO rotation, retention
+      FROM (SELECT 1) AS one LEFT JOIN fincore.outbox_config c ON true;
+
+    -- 1. Empty the sealed slots every consumer has passed.  Sealed means no transaction
+    --    can write into the slot any more and sealed_snapshot sees all that did; a
+    --    consumer whose position covers it has consumed all of the slot.
+    FOR s IN SELECT o.slot, o.partition, o.sealed_snapshot FROM fincore.outbox_slots o
+              WHERE o.state = 'sealed' ORDER BY o.since LOOP
+        EXIT WHEN pg_catalog.clock_timestamp() > deadline;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM fincore.outbox_consumers c
+                               WHERE NOT fincore._outbox_covers(c.position, s.sealed_snapshot));
+        BEGIN
+            -- Waits at most lock_timeout for polls reading the partition.
+            EXECUTE pg_catalog.format('TRUNCATE fincore.%I', s.partition);
+            UPDATE fincore.outbox_slots o SET state = 'empty', since = pg_catalog.now(), sealed_snapshot = NULL
+             WHERE o.slot = s.slot;
+            done := done + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+    END LOOP;
+
+    -- 2. Seal the slots rotated out by an earlier run, once their last writer has finished.
+    FOR s IN SELECT o.slot, o.partition FROM fincore.outbox_slots o WHERE o.state = 'draining' LOOP
+        z := fincore._outbox_seal(pg_catalog.format('fincore.%I', s.partition)::regclass);
+        IF z IS NOT NULL THEN
+            UPDATE fincore.outbox_slots o SET state = 'sealed', since = pg_catalog.now(), sealed_snapshot = z
+             WHERE o.slot = s.slot;
+            done := done + 1;
+        END IF;
+    END LOOP;
+
+    -- 3. Rotate: new events go to the next slot once it is empty and the current one is
+    --    old enough and not empty.
+    SELECT o.slot, o.partition, o.since INTO cur FROM fincore.outbox_slots o WHERE o.state = 'current';
+    SELECT o.slot, o.state INTO nxt FROM fincore.outbox_slots o
+     WHERE o.slot = (cur.slot OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.%) 3;
+    IF nxt.state = 'empty' AND cur.since <= pg_catalog.now() OPERATOR(pg_catalog.-) rotation THEN
+        EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM fincore.%I)', cur.partition) INTO has_rows;
+        IF has_rows THEN
+            UPDATE fincore.outbox_slots o SET state = 'draining', since = pg_catalog.now() WHERE o.slot = cur.slot;
+            UPDATE fincore.outbox_slots o SET state = 'current', since = pg_catalog.now() WHERE o.slot = nxt.slot;
+            done := done + 1;
+        END IF;
+    END IF;
+
+    -- 4. Forget inbox messages older than the retention, a thousand at a time, by primary key
+    --    (Citus plans no modification by ctid).
+    LOOP
+        EXIT WHEN pg_catalog.clock_timestamp() > deadline;
+        DELETE FROM fincore.inbox i
+         USING (SELECT i2.tenant_id, i2.source, i2.message_id FROM fincore.inbox i2
+                 WHERE i2.received_at < pg_catalog.now() OPERATOR(pg_catalog.-) retention
+                 LIMIT 1000) old
+         WHERE i.tenant_id OPERATOR(pg_catalog.=) old.tenant_id AND i.source OPERATOR(pg_catalog.=) old.source
+           AND i.message_id OPERATOR(pg_catalog.=) old.message_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        done := done + n;
+        EXIT WHEN n < 1000;
+    END LOOP;
+    RETURN done;
+END
+$fn$;
 
 -- ---- Maintenance keeps each step's latest run (issue 23: fincore.metrics) --------------------
 

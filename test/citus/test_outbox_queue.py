@@ -151,3 +151,27 @@ def test_ledger_events_can_be_switched_per_tenant(distributed):
                 conn.execute("SELECT fincore.set_ledger_events(%s)", (enabled,))
             assert conn.execute("SELECT ledger_events FROM fincore.outbox_settings WHERE tenant_id = %s",
                                 (t,)).fetchone()[0] is enabled
+
+
+def test_maintenance_and_metrics_on_the_coordinator(distributed):
+    """fincore.maintenance() runs every step on Citus and records it in the coordinator's
+    maintenance_status; fincore.metrics() reads across the distributed tables."""
+    tenant = "00000000-0000-4000-8000-0000000000f1"
+    with connect() as conn:
+        conn.execute("SET client_min_messages = warning")
+        conn.execute("SELECT fincore.create_tenant('citus-metrics', %s)", (tenant,))
+        with conn.transaction():
+            conn.execute("SELECT fincore.set_tenant(%s)", (tenant,))
+            a = conn.execute("SELECT fincore.create_account('USD')").fetchone()[0]
+            b = conn.execute("SELECT fincore.create_account('USD')").fetchone()[0]
+            conn.execute("SELECT fincore.transfer(%s, %s, 7, pending => true, timeout => '1 hour')", (a, b))
+            conn.execute("SELECT fincore.enqueue('citus-metrics', '{}')")
+        failed = conn.execute("SELECT step, error FROM fincore.maintenance('2 seconds') WHERE error IS NOT NULL").fetchall()
+        assert failed == [], failed
+        steps = conn.execute("SELECT count(*) FROM fincore.maintenance_status WHERE failures = 0").fetchone()[0]
+        assert steps == conn.execute("SELECT count(*) FROM fincore.maintenance_steps").fetchone()[0]
+        text = conn.execute("SELECT fincore.metrics()").fetchone()[0]
+        assert 'fincore_queue_jobs{queue="citus-metrics",state="ready"} 1\n' in text
+        holds = [l for l in text.splitlines() if l.startswith("fincore_pending_holds ")]
+        assert holds and int(holds[0].split()[1]) >= 1
+        assert "fincore_rate_limit_slots{state=\"total\"}" in text, "fincore is preloaded on the coordinator"
