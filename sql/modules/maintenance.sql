@@ -59,7 +59,7 @@ BEGIN
         ON CONFLICT ON CONSTRAINT maintenance_status_pkey DO UPDATE
            SET last_run_at = excluded.last_run_at, last_done = excluded.last_done,
                last_elapsed = excluded.last_elapsed,
-               failures = CASE WHEN excluded.last_error IS NULL THEN 0 ELSE m.failures + 1 END,
+               failures = CASE WHEN excluded.last_error IS NULL THEN 0 ELSE m.failures OPERATOR(pg_catalog.+) 1 END,
                last_error = coalesce(excluded.last_error, m.last_error),
                last_error_at = coalesce(excluded.last_error_at, m.last_error_at);
         RETURN NEXT;

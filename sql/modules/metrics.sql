@@ -68,7 +68,7 @@ BEGIN
             pg_catalog.format(E'fincore_maintenance_step_failures\tstep="%s"\t%s', fincore._metric_label(r.step),
                               coalesce(r.failures, 0)),
             pg_catalog.format(E'fincore_maintenance_step_last_run_seconds\tstep="%s"\t%s', fincore._metric_label(r.step),
-                              coalesce(EXTRACT(epoch FROM at OPERATOR(pg_catalog.-) r.last_run_at)::text, 'NaN'))];
+                              coalesce(CAST(EXTRACT(epoch FROM at OPERATOR(pg_catalog.-) r.last_run_at) AS pg_catalog.text), 'NaN'))];
     END LOOP;
     -- The rate limiter, when fincore is preloaded.
     BEGIN

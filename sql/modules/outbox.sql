@@ -413,7 +413,7 @@ BEGIN
         SELECT pg_catalog.count(*) AS n, pg_catalog.min(e.created_at) AS oldest
           FROM (SELECT o.txid, o.seq, o.created_at, o.tenant_id, o.topic FROM fincore.outbox_events o
                 UNION ALL
-                SELECT t.event_txid, t.event_seq, t.created_at, t.tenant_id, 'ledger'::text
+                SELECT t.event_txid, t.event_seq, t.created_at, t.tenant_id, CAST('ledger' AS pg_catalog.text)
                   FROM fincore.transfers t WHERE t.event_seq IS NOT NULL) e
          WHERE (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)
                 OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.position))))

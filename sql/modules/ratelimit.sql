@@ -127,21 +127,23 @@ BEGIN
     ELSE
         PERFORM fincore._require_trusted('set a rate limit policy for every tenant');
     END IF;
-    IF name IS NULL OR name !~ '^[a-z][a-z0-9_.:-]{0,62}$' THEN
+    IF name IS NULL OR name OPERATOR(pg_catalog.!~) '^[a-z][a-z0-9_.:-]{0,62}$' THEN
         RAISE EXCEPTION 'invalid rate limit policy: name % is not a word of 1 to 63 lower-case letters, digits, _ . : -',
                 coalesce(pg_catalog.quote_literal(name), 'NULL') USING ERRCODE = 'ZF754';
     END IF;
-    IF key_by IS NULL OR key_by NOT IN ('subject', 'tenant', 'address') THEN
+    IF key_by IS NULL OR NOT key_by OPERATOR(pg_catalog.=) ANY (ARRAY['subject', 'tenant', 'address']) THEN
         RAISE EXCEPTION 'invalid rate limit policy %: key_by % is not subject, tenant or address', name,
                 coalesce(pg_catalog.quote_literal(key_by), 'NULL') USING ERRCODE = 'ZF754';
     END IF;
     IF priority IS NULL OR per_path IS NULL THEN
         RAISE EXCEPTION 'invalid rate limit policy %: priority and per_path must not be NULL', name USING ERRCODE = 'ZF754';
     END IF;
-    IF path_pattern IS NOT NULL AND pg_catalog.length(path_pattern) NOT BETWEEN 1 AND 500 THEN
+    IF path_pattern IS NOT NULL AND (pg_catalog.length(path_pattern) OPERATOR(pg_catalog.<) 1
+                                     OR pg_catalog.length(path_pattern) OPERATOR(pg_catalog.>) 500) THEN
         RAISE EXCEPTION 'invalid rate limit policy %: path_pattern is not 1 to 500 characters', name USING ERRCODE = 'ZF754';
     END IF;
-    IF feature IS NOT NULL AND pg_catalog.length(feature) NOT BETWEEN 1 AND 100 THEN
+    IF feature IS NOT NULL AND (pg_catalog.length(feature) OPERATOR(pg_catalog.<) 1
+                                OR pg_catalog.length(feature) OPERATOR(pg_catalog.>) 100) THEN
         RAISE EXCEPTION 'invalid rate limit policy %: feature is not 1 to 100 characters', name USING ERRCODE = 'ZF754';
     END IF;
     -- The quota is checked as the limiter checks it (ZF752 names the bad value), without the preload.
@@ -176,10 +178,10 @@ CREATE FUNCTION fincore._require_trusted(what text) RETURNS void
 DECLARE
     invoker text := pg_catalog.current_setting('role');
 BEGIN
-    IF invoker IS NULL OR invoker = 'none' THEN
+    IF invoker IS NULL OR invoker OPERATOR(pg_catalog.=) 'none' THEN
         invoker := pg_catalog.session_user();
     END IF;
-    IF EXISTS (SELECT 1 FROM fincore.app_roles a WHERE a.role_name = invoker AND NOT a.trusted) THEN
+    IF EXISTS (SELECT 1 FROM fincore.app_roles a WHERE a.role_name OPERATOR(pg_catalog.=) invoker AND NOT a.trusted) THEN
         RAISE EXCEPTION 'only a trusted role may %', what
             USING ERRCODE = 'ZF803', HINT = 'Call from a role registered with fincore.grant_app_role(role, trusted => true).';
     END IF;
@@ -202,10 +204,11 @@ CREATE FUNCTION fincore.drop_rate_limit_policy(name text, tenant uuid DEFAULT NU
 BEGIN
     IF tenant IS NULL THEN
         PERFORM fincore._require_trusted('drop a rate limit policy for every tenant');
-        DELETE FROM fincore.rate_limit_default_policies p WHERE p.name = name;
+        DELETE FROM fincore.rate_limit_default_policies p WHERE p.name OPERATOR(pg_catalog.=) name;
     ELSE
         PERFORM fincore.require_limits_admin(tenant);
-        DELETE FROM fincore.rate_limit_policies p WHERE p.tenant_id = tenant AND p.name = name;
+        DELETE FROM fincore.rate_limit_policies p
+         WHERE p.tenant_id OPERATOR(pg_catalog.=) tenant AND p.name OPERATOR(pg_catalog.=) name;
     END IF;
     RETURN FOUND;
 END
@@ -264,7 +267,7 @@ BEGIN
     IF who IS NULL THEN          -- by address, or a subject-keyed request without a subject
         who := 'a:' OPERATOR(pg_catalog.||) coalesce(
             pg_catalog.btrim(pg_catalog.split_part(
-                (pg_catalog.current_setting('request.headers', true)::jsonb) OPERATOR(pg_catalog.->>) 'x-forwarded-for', ',', 1)),
+                CAST(pg_catalog.current_setting('request.headers', true) AS pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'x-forwarded-for', ',', 1)),
             pg_catalog.host(pg_catalog.inet_client_addr()), 'local');
     END IF;
     key := 'pre_request:' OPERATOR(pg_catalog.||) pol.name OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) who;
@@ -276,21 +279,22 @@ BEGIN
     IF decision.allowed THEN
         RETURN;
     END IF;
-    retry_seconds := pg_catalog.ceil(EXTRACT(epoch FROM decision.retry_after))::bigint;
-    headers := CASE WHEN retry_seconds IS NULL THEN '{}'::jsonb
-                    ELSE pg_catalog.jsonb_build_object('Retry-After', GREATEST(retry_seconds, 1)::text) END;
+    retry_seconds := CAST(pg_catalog.ceil(EXTRACT(epoch FROM decision.retry_after)) AS pg_catalog.int8);
+    headers := CASE WHEN retry_seconds IS NULL THEN CAST('{}' AS pg_catalog.jsonb)
+                    ELSE pg_catalog.jsonb_build_object('Retry-After', CAST(GREATEST(retry_seconds, 1) AS pg_catalog.text)) END;
     PERFORM pg_catalog.set_config('response.headers',
-        pg_catalog.jsonb_build_array(headers)::text, true);
+        CAST(pg_catalog.jsonb_build_array(headers) AS pg_catalog.text), true);
     RAISE SQLSTATE 'PGRST' USING
-        MESSAGE = pg_catalog.jsonb_build_object(
+        MESSAGE = CAST(pg_catalog.jsonb_build_object(
             'code', 'ZF753',
             'message', 'rate limit exceeded',
             'details', pg_catalog.format('policy %s allows %s requests per %s with a burst of %s%s', pol.name,
                                          pol.rate, pol.per, pol.burst,
                                          CASE WHEN retry_seconds IS NULL THEN '; this request costs more than the limit'
                                               ELSE pg_catalog.format('; retry after %s seconds', EXTRACT(epoch FROM decision.retry_after)) END),
-            'hint', NULL)::text,
-        DETAIL = pg_catalog.jsonb_build_object('status', 429, 'status_text', 'Too Many Requests', 'headers', headers)::text;
+            'hint', NULL) AS pg_catalog.text),
+        DETAIL = CAST(pg_catalog.jsonb_build_object('status', 429, 'status_text', 'Too Many Requests', 'headers', headers)
+                      AS pg_catalog.text);
 END
 $fn$;
 COMMENT ON FUNCTION fincore._rate_limit_request() IS
