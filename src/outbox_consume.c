@@ -60,6 +60,7 @@ typedef struct Consumer
 	int32		max_attempts;
 	Datum		backoff;
 	Datum		backoff_max;
+	int64		seq_floor;		/* events up to it came with a restored dump (outbox_restores) */
 	bool		dirty;			/* write back */
 	bool		moved;			/* position changed */
 } Consumer;
@@ -195,9 +196,9 @@ open_batch(Consumer *c)
 	static SPIPlanPtr bounds_plans[2];
 	SPIPlanPtr	bounds_plan;
 	Oid			snap_types[1] = {PG_SNAPSHOTOID};
-	Oid			types[5] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID, UUIDOID};
-	Datum		values[5];
-	char		nulls[5] = "     ";
+	Oid			types[6] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID, UUIDOID, INT8OID};
+	Datum		values[6];
+	char		nulls[6] = "      ";
 	Datum		cur;
 	bool		isnull;
 	bool		foreign;
@@ -232,13 +233,15 @@ open_batch(Consumer *c)
 			  "   AND pg_catalog.pg_visible_in_snapshot(e.txid, $2)"
 			  "   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $1)"
 			  "   AND ($3 OR e.topic OPERATOR(pg_catalog.=) ANY ($4))"
-			  "   AND ($5::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $5) OFFSET 0) AS b",
-			  5, types);
+			  "   AND ($5::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $5)"
+			  "   AND e.seq OPERATOR(pg_catalog.>) $6 OFFSET 0) AS b",
+			  6, types);
 	values[0] = c->position;
 	values[1] = cur;
 	values[2] = BoolGetDatum(c->all_topics);
 	values[3] = c->topics;
 	values[4] = UUIDPGetDatum(&c->scope);
+	values[5] = Int64GetDatum(c->seq_floor);
 	if (!c->scoped)
 		nulls[4] = 'n';
 	if (execute_indexed(bounds_plan, values, nulls, 1) != SPI_OK_SELECT || SPI_processed != 1)
@@ -339,6 +342,7 @@ poll_as_owner(void *arg)
 	int			left;
 
 	fincore_spi_connect();
+	c->seq_floor = outbox_restore_floor();
 	consumer_load(c, p->trusted);
 	left = p->max - (int) read_retries(c, p->max, p->out);
 	/* At most one batch is finished and one opened per call. */

@@ -7,10 +7,12 @@
 
 #include "cache_watch.h"
 
+#include "catalog/namespace.h"
 #include "common/pg_prng.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
 /* ---- small helpers ---- */
@@ -66,6 +68,49 @@ snapshot_datum(Snapshot snap)
 	result = pg_current_snapshot(fc);
 	PopActiveSnapshot();
 	return result;
+}
+
+/* ---- a dump restored into another cluster ---- */
+
+/*
+ * The seq at or below which events came with a dump and were rebased
+ * (fincore._outbox_restore_check); -1 until this backend has checked.  A
+ * database is restored before any backend of it writes or reads events, so
+ * one check a backend is enough, once the transaction that rebased has
+ * committed: a check that rebased just now is not cached.
+ */
+static int64 restore_floor = -1;
+
+int64
+outbox_restore_floor(void)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	int64		seq_floor;
+
+	if (restore_floor >= 0)
+		return restore_floor;
+	/*
+	 * On Citus the coordinator writes and reads events and a restore is the
+	 * cluster's own affair (docs/scale-out.md); under 0.1.0's SQL, which this
+	 * library serves until ALTER EXTENSION UPDATE, there is nothing to check.
+	 */
+	if (fincore_citus_preloaded() ||
+		!OidIsValid(get_relname_relid("outbox_restores", get_namespace_oid("fincore", false))))
+		return restore_floor = 0;
+	kept_plan(&plan, "SELECT r.seq_floor, r.rebased_now FROM fincore._outbox_restore_check() r", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "outbox restore check failed");
+	seq_floor = DatumGetInt64(spi_value(0, 1, &isnull));
+	if (!DatumGetBool(spi_value(0, 2, &isnull)))
+		restore_floor = seq_floor;
+	return seq_floor;
+}
+
+bool
+outbox_restore_checked(void)
+{
+	return restore_floor >= 0;
 }
 
 /* ---- cached state: relations, current slot, settings ---- */

@@ -97,6 +97,7 @@ emit_as_owner(void *arg)
 	int64		seq;
 
 	fincore_spi_connect();
+	(void) outbox_restore_floor();
 	slot = lock_current_slot();
 	if (plans[slot] == NULL)
 	{
@@ -154,6 +155,7 @@ static void
 state_load_as_owner(void *arg pg_attribute_unused())
 {
 	fincore_spi_connect();
+	(void) outbox_restore_floor();
 	if (!cache_watch_valid(&state_watch))
 		state_load();
 	SPI_finish();
@@ -162,7 +164,7 @@ state_load_as_owner(void *arg pg_attribute_unused())
 void
 outbox_ledger_event_seqs(int n, int64 *seqs)
 {
-	if (!cache_watch_valid(&state_watch))
+	if (!cache_watch_valid(&state_watch) || !outbox_restore_checked())
 	{
 		if (!OidIsValid(state.events_relid))
 			state.events_relid = fincore_table_oid("outbox_events");

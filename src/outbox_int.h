@@ -134,5 +134,9 @@ extern int	lock_current_slot(void);
 /* Load the state with a snapshot taken now; SPI connected, as the owner. */
 extern void state_load(void);
 extern Datum spi_value(int row, int col, bool *isnull);
+/* Events with a seq up to this came with a restored dump and left the stream;
+ * checks (and rebases) once a backend.  SPI connected, as the owner. */
+extern int64 outbox_restore_floor(void);
+extern bool outbox_restore_checked(void);
 
 #endif							/* FINCORE_OUTBOX_INT_H */

@@ -21,6 +21,8 @@ COMMENT ON TABLE fincore.fee_schedule_codes IS
     'The fee schedule codes of each tenant, with the integer key their versions'' no-overlap constraint compares.';
 SELECT fincore.protect('fincore.fee_schedule_codes');
 SELECT pg_catalog.pg_extension_config_dump('fincore.fee_schedule_codes', '');
+-- Its identity sequence too: a restored database must not hand out the keys again.
+SELECT pg_catalog.pg_extension_config_dump('fincore.fee_schedule_codes_id_seq', '');
 
 CREATE TABLE fincore.fee_schedules (
     id              uuid        NOT NULL DEFAULT fincore.uuidv7(),

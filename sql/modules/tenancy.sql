@@ -304,7 +304,10 @@ CREATE TABLE fincore.app_roles (
     trusted   boolean NOT NULL
 );
 COMMENT ON TABLE fincore.app_roles IS 'Roles registered with fincore.grant_app_role(); upgrades re-apply their grants.';
-SELECT pg_catalog.pg_extension_config_dump('fincore.app_roles', '');
+-- Supabase's roles are registered by the install wherever they exist (grants.sql), so a
+-- restore's CREATE EXTENSION has them already: a dump carries the others.
+SELECT pg_catalog.pg_extension_config_dump('fincore.app_roles',
+    'WHERE role_name OPERATOR(pg_catalog.<>) ALL (ARRAY[''anon'', ''authenticated'', ''service_role''])');
 
 INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.set_tenant(uuid)', 'trusted'),

@@ -138,7 +138,8 @@ BEGIN
                 UNION ALL
                 SELECT t.event_txid, t.event_seq, t.created_at, t.tenant_id, CAST('ledger' AS pg_catalog.text)
                   FROM fincore.transfers t WHERE t.event_seq IS NOT NULL) e
-         WHERE (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)
+         WHERE e.seq OPERATOR(pg_catalog.>) (SELECT coalesce(pg_catalog.max(r.seq_floor), 0) FROM fincore.outbox_restores r)
+           AND (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)
                 OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.position))))
            AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, c.position)
            AND NOT (c.batch_end IS NOT NULL AND pg_catalog.pg_visible_in_snapshot(e.txid, c.batch_end)
@@ -604,6 +605,8 @@ BEGIN
         RAISE EXCEPTION 'tenant % does not exist', subscribe.tenant_scope USING ERRCODE = 'ZF204';
     END IF;
 
+    -- A new position is taken in this cluster's ids: restored events must be rebased first.
+    PERFORM fincore._outbox_restore_check();
     -- Retention (outbox_maintenance) holds SHARE ROW EXCLUSIVE on outbox_slots while it
     -- decides what every consumer has passed: a new position is never taken under it.
     LOCK TABLE fincore.outbox_slots IN ROW EXCLUSIVE MODE;
@@ -885,6 +888,134 @@ COMMENT ON FUNCTION fincore.maintenance(interval) IS
 
 COMMENT ON FUNCTION fincore.maintenance(interval) IS
     'Runs every registered maintenance step once, each within step_budget; one row per step (work done, time taken, error if it failed), also kept in fincore.maintenance_status. For pg_cron.';
+
+-- ---- Dump and restore (issue 23) -------------------------------------------------------------
+
+-- Supabase's roles are registered by the install wherever they exist (grants.sql), so a
+-- restore's CREATE EXTENSION has them already: a dump carries the others.
+SELECT pg_catalog.pg_extension_config_dump('fincore.app_roles',
+    'WHERE role_name OPERATOR(pg_catalog.<>) ALL (ARRAY[''anon'', ''authenticated'', ''service_role''])');
+-- The fee schedule codes' identity sequence: a restored database must not hand out the keys again.
+SELECT pg_catalog.pg_extension_config_dump('fincore.fee_schedule_codes_id_seq', '');
+-- The outbox's events and their sequence, so that consumers resume after a restore.
+SELECT pg_catalog.pg_extension_config_dump('fincore.outbox_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('fincore.outbox_events_0', '');
+SELECT pg_catalog.pg_extension_config_dump('fincore.outbox_events_1', '');
+SELECT pg_catalog.pg_extension_config_dump('fincore.outbox_events_2', '');
+
+-- Events and consumer positions are kept by transaction id (txid, a snapshot), and the ids
+-- of the cluster a dump came from mean nothing in the one it is restored into.  Where that
+-- cluster's ids were behind, the restored ones still read as the past, in order, and all is
+-- well; where they ran ahead, a restored event reads as a transaction not yet begun, which
+-- would be delivered once this cluster's ids pass it.  So the first writer or reader of
+-- events in a database whose events or positions lie ahead of this cluster rebases them,
+-- once: each consumer's unread restored events become its retries (delivered first, in seq
+-- order), every restored event (seq <= seq_floor) leaves the stream, and every position
+-- restarts at this cluster's first transaction id.
+CREATE TABLE fincore.outbox_restores (
+    seq_floor    bigint      PRIMARY KEY,
+    txid_horizon xid8        NOT NULL,
+    rebased_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    consumers    integer     NOT NULL,
+    redelivered  bigint      NOT NULL
+);
+COMMENT ON TABLE fincore.outbox_restores IS
+    'Rebases of restored events onto this cluster''s transaction ids (fincore._outbox_restore_check): events with seq <= seq_floor came with a dump and are read through each consumer''s retries; txid_horizon is the highest transaction id they carried.';
+SELECT pg_catalog.pg_extension_config_dump('fincore.outbox_restores', '');
+
+CREATE FUNCTION fincore._outbox_restore_check(OUT seq_floor bigint, OUT rebased_now boolean)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $fn$
+DECLARE
+    now_xmax  xid8;
+    newest    xid8;
+    horizon   xid8;
+    old_floor bigint;
+    new_floor bigint;
+    c         record;
+    n         bigint := 0;
+    m         bigint;
+    k         integer := 0;
+BEGIN
+    FOR pass IN 1..2 LOOP
+        SELECT r.txid_horizon, r.seq_floor INTO horizon, old_floor
+          FROM fincore.outbox_restores r ORDER BY r.seq_floor DESC LIMIT 1;
+        horizon := coalesce(horizon, CAST('0' AS pg_catalog.xid8));
+        old_floor := coalesce(old_floor, 0);
+        -- The newest transaction id of the events and positions, then a snapshot taken after
+        -- it was read: every id of this cluster the read could see is below that one's xmax.
+        SELECT GREATEST((SELECT pg_catalog.max(e.txid) FROM fincore.outbox_events e),
+                        (SELECT pg_catalog.max(t.event_txid) FROM fincore.transfers t
+                          WHERE t.event_txid IS NOT NULL),
+                        (SELECT pg_catalog.max(GREATEST(pg_catalog.pg_snapshot_xmax(o.position),
+                                                        pg_catalog.pg_snapshot_xmax(o.batch_end)))
+                           FROM fincore.outbox_consumers o))
+          INTO newest;
+        now_xmax := pg_catalog.pg_snapshot_xmax(fincore._outbox_latest_snapshot());
+        IF newest IS NULL OR newest OPERATOR(pg_catalog.<=) horizon
+           OR newest OPERATOR(pg_catalog.<) now_xmax THEN
+            seq_floor := old_floor;
+            rebased_now := false;
+            RETURN;
+        END IF;
+        EXIT WHEN pass = 2;
+        -- One rebase at a time, and no poll or ack while it runs; look again after the wait.
+        LOCK TABLE fincore.outbox_restores IN EXCLUSIVE MODE;
+        LOCK TABLE fincore.outbox_consumers IN EXCLUSIVE MODE;
+    END LOOP;
+
+    SELECT GREATEST((SELECT pg_catalog.max(e.seq) FROM fincore.outbox_events e),
+                               (SELECT pg_catalog.max(t.event_seq) FROM fincore.transfers t
+                                 WHERE t.event_seq IS NOT NULL),
+                               old_floor),
+           GREATEST((SELECT pg_catalog.max(e.txid) FROM fincore.outbox_events e),
+                               (SELECT pg_catalog.max(t.event_txid) FROM fincore.transfers t
+                                 WHERE t.event_txid IS NOT NULL),
+                               (SELECT pg_catalog.max(GREATEST(pg_catalog.pg_snapshot_xmax(o.position),
+                                                                          pg_catalog.pg_snapshot_xmax(o.batch_end)))
+                                  FROM fincore.outbox_consumers o),
+                               horizon)
+      INTO new_floor, horizon;
+    -- Each consumer's unread restored events, as its position and open batch say (both in the
+    -- old cluster's ids, as the events are), become its retries, due now.
+    FOR c IN SELECT o.* FROM fincore.outbox_consumers o ORDER BY o.name LOOP
+        INSERT INTO fincore.outbox_retries AS r (consumer, id, seq, tenant_id, topic, type, aggregatetype,
+                                                 aggregateid, payload, headers, created_at, attempts,
+                                                 next_attempt_at, last_error)
+        SELECT c.name, e.id, e.seq, e.tenant_id, e.topic, e.type, e.aggregatetype, e.aggregateid, e.payload,
+               e.headers, e.created_at, 1, pg_catalog.clock_timestamp(), 'restored from a dump: delivered again'
+          FROM fincore.outbox_stream e
+         WHERE e.seq OPERATOR(pg_catalog.>) old_floor AND e.seq OPERATOR(pg_catalog.<=) new_floor
+           AND (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)
+                OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.position))))
+           AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, c.position)
+           AND NOT (c.batch_end IS NOT NULL AND pg_catalog.pg_visible_in_snapshot(e.txid, c.batch_end)
+                    AND e.seq OPERATOR(pg_catalog.<=) c.batch_acked)
+           AND ('*' OPERATOR(pg_catalog.=) ANY (c.topics) OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))
+           AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)
+        ON CONFLICT ON CONSTRAINT outbox_retries_pkey DO NOTHING;
+        GET DIAGNOSTICS m = ROW_COUNT;
+        n := n OPERATOR(pg_catalog.+) m;
+        k := k OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+    -- Nothing of this cluster read yet: its first normal transaction id, 3.
+    UPDATE fincore.outbox_consumers o
+       SET position = CAST('3:3:' AS pg_catalog.pg_snapshot), batch_end = NULL, batch_acked = NULL,
+           batch_last = NULL, positioned_at = pg_catalog.now();
+    DELETE FROM fincore.outbox_events e WHERE e.seq OPERATOR(pg_catalog.<=) new_floor;
+    INSERT INTO fincore.outbox_restores (seq_floor, txid_horizon, consumers, redelivered)
+    VALUES (new_floor, horizon, k, n);
+    RAISE WARNING 'fincore: the outbox''s events came from a cluster whose transaction ids ran ahead of this one''s (up to %): rebased them; % unread events of % consumers are delivered again as retries',
+        horizon, n, k
+        USING HINT = 'A dump restored into another cluster; recorded in fincore.outbox_restores (docs/operations.md).';
+    seq_floor := new_floor;
+    rebased_now := true;
+END
+$fn$;
+COMMENT ON FUNCTION fincore._outbox_restore_check() IS
+    'Internal, run once per backend before it first writes or reads events: rebases a restored dump''s events and consumer positions that lie ahead of this cluster''s transaction ids (fincore.outbox_restores). Returns the seq up to which events left the stream, and whether it rebased them just now.';
+REVOKE ALL ON FUNCTION fincore._outbox_restore_check() FROM PUBLIC;
 
 -- ---- Limits (issue 17): sql/modules/limits.sql, as it is ------------------------------------
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -108,3 +109,46 @@ pidfile = {workdir}/pgbouncer.pid
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pg_bindir():
+    pg_config = os.environ.get("FINCORE_PG_CONFIG") or shutil.which("pg_config") or "pg_config"
+    return subprocess.run([pg_config, "--bindir"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@contextmanager
+def private_server(**settings):
+    """A throwaway server (a cluster of its own: its own transaction ids) on a Unix socket of
+    its own (no TCP), run as postgres when we are root, with fincore in its database postgres.
+
+    Yields conn(dbname="postgres", **kw), a connection factory; conn.host and conn.port say
+    where the server listens, conn.as_pg prefixes a command to run it as the server's user.
+    Settings are server options, with __ for a dot (fincore__rate_limit_slots=1024)."""
+    bindir = pg_bindir()
+    work = tempfile.mkdtemp(prefix="fincore-private-")
+    as_pg = []
+    if os.geteuid() == 0:
+        shutil.chown(work, "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
+    data = os.path.join(work, "data")
+    port = free_port()
+    subprocess.run(as_pg + [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--encoding=UTF8",
+                            "--locale=C.UTF-8"], check=True, capture_output=True)
+    opts = f"-c listen_addresses='' -c unix_socket_directories='{work}' -c port={port}"
+    for name, value in settings.items():
+        opts += f" -c {name.replace('__', '.')}='{value}'"
+    log = os.path.join(work, "server.log")
+    subprocess.run(as_pg + [f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-o", opts, "start"],
+                   check=True, capture_output=True)
+    try:
+        def conn(dbname="postgres", **kw):
+            kw.setdefault("autocommit", True)
+            return psycopg.connect(host=work, port=port, user="postgres", dbname=dbname, **kw)
+        conn.host, conn.port, conn.as_pg, conn.bindir = work, port, as_pg, bindir
+        with conn() as c:
+            c.execute("SET client_min_messages = warning")
+            c.execute("CREATE EXTENSION fincore CASCADE")
+        yield conn
+    finally:
+        subprocess.run(as_pg + [f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)

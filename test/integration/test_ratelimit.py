@@ -16,24 +16,15 @@
 import json
 import math
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 
 import psycopg
 import pytest
 
-from conftest import connect, free_port
-
-
-def pg_bindir():
-    pg_config = os.environ.get("FINCORE_PG_CONFIG") or shutil.which("pg_config") or "pg_config"
-    return subprocess.run([pg_config, "--bindir"], check=True, capture_output=True, text=True).stdout.strip()
+from conftest import connect, free_port, private_server
 
 
 # ---- one key, eight clients -------------------------------------------------------------
@@ -189,38 +180,6 @@ def test_postgrest_gets_429_with_retry_after(database, postgrest):
 
 
 # ---- a private server: without the preload, and a small table --------------------------------
-
-@contextmanager
-def private_server(**settings):
-    """A throwaway server on a Unix socket of its own (no TCP), run as postgres when we are root."""
-    bindir = pg_bindir()
-    work = tempfile.mkdtemp(prefix="fincore-ratelimit-")
-    as_pg = []
-    if os.geteuid() == 0:
-        shutil.chown(work, "postgres")
-        as_pg = ["runuser", "-u", "postgres", "--"]
-    data = os.path.join(work, "data")
-    port = free_port()
-    subprocess.run(as_pg + [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--encoding=UTF8",
-                            "--locale=C.UTF-8"], check=True, capture_output=True)
-    opts = f"-c listen_addresses='' -c unix_socket_directories='{work}' -c port={port}"
-    for name, value in settings.items():
-        opts += f" -c {name.replace('__', '.')}='{value}'"
-    log = os.path.join(work, "server.log")
-    subprocess.run(as_pg + [f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-o", opts, "start"],
-                   check=True, capture_output=True)
-    try:
-        def conn(**kw):
-            kw.setdefault("autocommit", True)
-            return psycopg.connect(host=work, port=port, user="postgres", dbname="postgres", **kw)
-        with conn() as c:
-            c.execute("SET client_min_messages = warning")
-            c.execute("CREATE EXTENSION fincore CASCADE")
-        yield conn
-    finally:
-        subprocess.run(as_pg + [f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-
 
 def test_without_the_preload_the_limiter_says_how_to_enable_it():
     with private_server() as conn, conn() as c:

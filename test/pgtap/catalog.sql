@@ -115,7 +115,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.create_rule(text,jsonb,text,text,text,interval,uuid)'), ('fincore.update_rule(uuid,jsonb,text,text,boolean)'),
     ('fincore.approve_review(uuid,uuid)'), ('fincore.reject_review(uuid,uuid)'),
     ('fincore.emit(text,text,text,text,jsonb,jsonb)'), ('fincore._outbox_changed()'),
-    ('fincore._outbox_latest_snapshot()'), ('fincore._outbox_seal(regclass)'),
+    ('fincore._outbox_latest_snapshot()'), ('fincore._outbox_seal(regclass)'), ('fincore._outbox_restore_check()'),
     ('fincore.subscribe(text,text[],uuid,integer,interval,interval)'), ('fincore.unsubscribe(text)'),
     ('fincore.poll(text,integer)'), ('fincore.ack(text,uuid)'), ('fincore.nack(text,uuid,text)'),
     ('fincore.replay_dead(text,uuid[])'), ('fincore.outbox_maintenance(interval)'),
