@@ -182,6 +182,39 @@ fincore_create_db_nonsuperuser_owner() {
         fincore_psql -d "$db" -c "$sql"
 }
 
+# fincore_copy_pg_tree TREE: a private copy of the PostgreSQL tree (binaries, share, headers, and
+# the extensions installed there), whose pg_config points into the copy: builds installed with it
+# never touch the system's PostgreSQL.
+fincore_copy_pg_tree() {
+    local tree=$1
+    mkdir -p "$tree/usr/lib/postgresql" "$tree/usr/share/postgresql" "$tree/usr/include"
+    cp -a "/usr/lib/postgresql/$FINCORE_PG_VERSION" "$tree/usr/lib/postgresql/"
+    cp -a "/usr/share/postgresql/$FINCORE_PG_VERSION" "$tree/usr/share/postgresql/"
+    cp -a /usr/include/postgresql "$tree/usr/include/"
+    [[ $("$tree/usr/lib/postgresql/$FINCORE_PG_VERSION/bin/pg_config" --pkglibdir) == "$tree"/* ]] ||
+        fincore_die "the copied pg_config does not point into its own tree"
+}
+
+# fincore_private_server_start PGBIN DIR: initdb and start a server of PGBIN's tree in DIR (data,
+# server.log, socket), as postgres when we are root, with pg_cron and fincore preloaded; exports
+# PGHOST, PGPORT, PGUSER, PGDATABASE for it and sets FINCORE_PRIVATE_PG_CTL (the command that
+# controls it: append start, stop, restart and their options).
+fincore_private_server_start() {
+    local pgbin=$1 dir=$2 data=$2/data log=$2/server.log sock=$2/socket
+    local -a as_pg=()
+    mkdir -p "$data" "$sock"
+    : >"$log"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown postgres "$data" "$sock" "$log"
+        as_pg=(runuser -u postgres --)
+    fi
+    "${as_pg[@]}" "$pgbin/initdb" -D "$data" --encoding=UTF8 --locale=C.UTF-8 -A trust -U postgres >/dev/null || return 1
+    FINCORE_PRIVATE_PG_CTL=("${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -l "$log" -w -t 120
+        -o "-p 5432 -k $sock -c listen_addresses='' -c shared_preload_libraries=pg_cron,fincore -c cron.database_name=postgres -c cron.use_background_workers=on")
+    "${FINCORE_PRIVATE_PG_CTL[@]}" start >/dev/null || { cat "$log"; return 1; }
+    export PGHOST=$sock PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
+}
+
 # --- the sanitizer build (./scripts/test --sanitize) ---------------------------------------------
 #
 # fincore is built with AddressSanitizer and UndefinedBehaviorSanitizer and installed into a private
@@ -196,19 +229,14 @@ FINCORE_SANITIZER_REPORT='runtime error:|ERROR: AddressSanitizer|terminated by s
 # (PGHOST, PGPORT, PGUSER, FINCORE_PG_CONFIG, FINCORE_SERVER_LOG_FILE are set), then fail if the
 # server log has any sanitizer report.  Returns COMMAND's status, or 1.
 fincore_sanitized_cluster_run() {
-    local run_dir tree pgbin pgc build data log sock rc=0 mark
-    local -a as_pg=()
+    local run_dir tree pgbin pgc build log rc=0 mark
     run_dir=$(mktemp -d -t fincore-sanitize.XXXXXX)
     chmod 755 "$run_dir"
     tree=$run_dir/tree
     fincore_say "Copying the PostgreSQL $FINCORE_PG_VERSION tree to $tree (the sanitized build goes there)"
-    mkdir -p "$tree/usr/lib/postgresql" "$tree/usr/share/postgresql" "$tree/usr/include"
-    cp -a "/usr/lib/postgresql/$FINCORE_PG_VERSION" "$tree/usr/lib/postgresql/"
-    cp -a "/usr/share/postgresql/$FINCORE_PG_VERSION" "$tree/usr/share/postgresql/"
-    cp -a /usr/include/postgresql "$tree/usr/include/"
+    fincore_copy_pg_tree "$tree"
     pgbin=$tree/usr/lib/postgresql/$FINCORE_PG_VERSION/bin
     pgc=$pgbin/pg_config
-    [[ $("$pgc" --pkglibdir) == "$tree"/* ]] || fincore_die "the copied pg_config does not point into its own tree"
 
     fincore_say "Building fincore with $FINCORE_SANITIZE_FLAGS"
     build=$run_dir/build
@@ -223,20 +251,8 @@ fincore_sanitized_cluster_run() {
         test/sanitize/canary.c test/sanitize/options.c -o "$("$pgc" --pkglibdir)/fincore_canary.so" || return 1
 
     # The server never runs as root: as root, it runs as the postgres user.
-    data=$run_dir/data
     log=$run_dir/server.log
-    sock=$run_dir/socket
-    mkdir -p "$data" "$sock"
-    : >"$log"
-    if [[ $(id -u) -eq 0 ]]; then
-        chown postgres "$data" "$sock" "$log"
-        as_pg=(runuser -u postgres --)
-    fi
-    "${as_pg[@]}" "$pgbin/initdb" -D "$data" --encoding=UTF8 --locale=C.UTF-8 -A trust -U postgres >/dev/null || return 1
-    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -l "$log" -w -t 120 \
-        -o "-p 5432 -k $sock -c listen_addresses='' -c shared_preload_libraries=pg_cron,fincore -c cron.database_name=postgres -c cron.use_background_workers=on" \
-        start >/dev/null || { cat "$log"; return 1; }
-    export PGHOST=$sock PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
+    fincore_private_server_start "$pgbin" "$run_dir" || return 1
     export FINCORE_PG_CONFIG=$pgc FINCORE_SERVER_LOG_FILE=$log
 
     if fincore_sanitizer_canary "$log"; then
@@ -250,7 +266,7 @@ fincore_sanitized_cluster_run() {
     else
         rc=1
     fi
-    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
+    "${FINCORE_PRIVATE_PG_CTL[@]}" -m immediate stop >/dev/null 2>&1 || true
     [[ $rc -ne 0 ]] || rm -rf -- "$run_dir"
     return "$rc"
 }
@@ -323,4 +339,87 @@ fincore_wait_crash_restart() {
 # The server log of the throwaway cluster (valid inside it).
 fincore_server_log() {
     pg_lsclusters -h | awk -v v="$FINCORE_PG_VERSION" '$1 == v && $2 == "regress" { print $7 }'
+}
+
+# --- the upgrade from the released version (./scripts/test --upgrade) ----------------------------
+
+# fincore_release_commit VERSION: the commit that released VERSION, the last one whose
+# fincore.control has default_version = 'VERSION' (the parent of the first commit after it that
+# changed the version).  Fails without the history (no .git, or a shallow clone that cannot be
+# deepened).
+fincore_release_commit() {
+    local version=$1 c had=0 has
+    git -C "$FINCORE_ROOT" rev-parse --git-dir >/dev/null 2>&1 || return 1
+    if [[ $(git -C "$FINCORE_ROOT" rev-parse --is-shallow-repository) == true ]]; then
+        git -C "$FINCORE_ROOT" fetch -q --unshallow >/dev/null 2>&1 || return 1
+    fi
+    for c in $(git -C "$FINCORE_ROOT" rev-list --reverse HEAD -- fincore.control); do
+        has=0
+        grep -q "^default_version = '$version'$" <<<"$(git -C "$FINCORE_ROOT" show "$c:fincore.control")" && has=1
+        if [[ $had -eq 1 && $has -eq 0 ]]; then
+            git -C "$FINCORE_ROOT" rev-parse "$c^"
+            return 0
+        fi
+        had=$has
+    done
+    return 1
+}
+
+# fincore_upgrade_run: fincore 0.1.0 built from the commit that released it and installed into a
+# private copy of the PostgreSQL tree; a server of that tree; a database filled through 0.1.0's
+# API (test/upgrade/fill-0.1.0.sql); this build installed over 0.1.0's (as a package upgrade
+# would) and the server restarted; ALTER EXTENSION fincore UPDATE; then the pgTAP suite in the
+# upgraded database and pytest test/upgrade (its catalogue equals a new install's, its data
+# works).  Returns non-zero if anything failed.
+fincore_upgrade_run() {
+    local release run_dir tree pgbin pgc rc=0
+    local -a tap_files=()
+    release=$(fincore_release_commit 0.1.0) || {
+        fincore_say "FAIL: the commit that released 0.1.0 is not in this checkout's history (a git clone with history is needed)"
+        return 1
+    }
+    run_dir=$(mktemp -d -t fincore-upgrade.XXXXXX)
+    chmod 755 "$run_dir"
+    tree=$run_dir/tree
+    fincore_say "Copying the PostgreSQL $FINCORE_PG_VERSION tree to $tree (0.1.0, then this build, go there)"
+    fincore_copy_pg_tree "$tree"
+    pgbin=$tree/usr/lib/postgresql/$FINCORE_PG_VERSION/bin
+    pgc=$pgbin/pg_config
+
+    fincore_say "Building and installing fincore 0.1.0 from commit ${release:0:12} (the last with default_version = '0.1.0')"
+    mkdir -p "$run_dir/old" "$run_dir/new"
+    git -C "$FINCORE_ROOT" archive "$release" | tar -x -C "$run_dir/old" || return 1
+    (cd "$run_dir/old" && make -s -j"$(nproc)" PG_CONFIG="$pgc" with_llvm=no >/dev/null &&
+        make -s install PG_CONFIG="$pgc" with_llvm=no) || return 1
+    fincore_private_server_start "$pgbin" "$run_dir" || return 1
+    fincore_say "A database at 0.1.0, filled through 0.1.0's API"
+    if fincore_psql -d postgres -c "CREATE DATABASE fincore_upgraded" &&
+        fincore_psql -d fincore_upgraded -c "SET client_min_messages = warning; CREATE EXTENSION pgtap;
+            CREATE EXTENSION fincore VERSION '0.1.0' CASCADE" &&
+        fincore_psql -d fincore_upgraded -f test/upgrade/fill-0.1.0.sql >/dev/null; then
+        fincore_say "Installing this build over 0.1.0 (make install, as a package upgrade would), restarting the server"
+        cp -a Makefile fincore.control src sql test "$run_dir/new/"
+        if (cd "$run_dir/new" && make -s clean PG_CONFIG="$pgc" with_llvm=no &&
+            make -s -j"$(nproc)" PG_CONFIG="$pgc" with_llvm=no >/dev/null &&
+            make -s install PG_CONFIG="$pgc" with_llvm=no) &&
+            "${FINCORE_PRIVATE_PG_CTL[@]}" restart >/dev/null &&
+            fincore_psql -d fincore_upgraded -c "CREATE EXTENSION IF NOT EXISTS btree_gist" \
+                -c "ALTER EXTENSION fincore UPDATE"; then
+            shopt -s nullglob
+            tap_files=(test/pgtap/*.sql)
+            shopt -u nullglob
+            fincore_say "pgTAP (pg_prove test/pgtap/*.sql) in the upgraded database"
+            pg_prove -d fincore_upgraded "${tap_files[@]}" || rc=1
+            fincore_say "pytest test/upgrade: the upgraded catalogue equals a new install's; 0.1.0's data works"
+            FINCORE_UPGRADED_DB=fincore_upgraded FINCORE_PG_CONFIG=$pgc \
+                /usr/bin/python3 -m pytest -c test/pytest.ini test/upgrade || rc=1
+        else
+            rc=1
+        fi
+    else
+        rc=1
+    fi
+    "${FINCORE_PRIVATE_PG_CTL[@]}" -m immediate stop >/dev/null 2>&1 || true
+    [[ $rc -ne 0 ]] || rm -rf -- "$run_dir"
+    return "$rc"
 }

@@ -468,6 +468,7 @@ CREATE FUNCTION fincore._outbox_restore_check(OUT seq_floor bigint, OUT rebased_
 DECLARE
     now_xmax  xid8;
     newest    xid8;
+    newest_position xid8;
     horizon   xid8;
     old_floor bigint;
     new_floor bigint;
@@ -481,18 +482,21 @@ BEGIN
           FROM fincore.outbox_restores r ORDER BY r.seq_floor DESC LIMIT 1;
         horizon := coalesce(horizon, CAST('0' AS pg_catalog.xid8));
         old_floor := coalesce(old_floor, 0);
-        -- The newest transaction id of the events and positions, then a snapshot taken after
-        -- it was read: every id of this cluster the read could see is below that one's xmax.
+        -- The newest transaction id of the events, and the newest position, then a snapshot
+        -- taken after they were read: every id of this cluster the read could see is below
+        -- that one's xmax, and no position of this cluster is above it.
         SELECT GREATEST((SELECT pg_catalog.max(e.txid) FROM fincore.outbox_events e),
                         (SELECT pg_catalog.max(t.event_txid) FROM fincore.transfers t
-                          WHERE t.event_txid IS NOT NULL),
-                        (SELECT pg_catalog.max(GREATEST(pg_catalog.pg_snapshot_xmax(o.position),
-                                                        pg_catalog.pg_snapshot_xmax(o.batch_end)))
-                           FROM fincore.outbox_consumers o))
-          INTO newest;
+                          WHERE t.event_txid IS NOT NULL)),
+               (SELECT pg_catalog.max(GREATEST(pg_catalog.pg_snapshot_xmax(o.position),
+                                               pg_catalog.pg_snapshot_xmax(o.batch_end)))
+                  FROM fincore.outbox_consumers o)
+          INTO newest, newest_position;
         now_xmax := pg_catalog.pg_snapshot_xmax(fincore._outbox_latest_snapshot());
-        IF newest IS NULL OR newest OPERATOR(pg_catalog.<=) horizon
-           OR newest OPERATOR(pg_catalog.<) now_xmax THEN
+        newest := coalesce(newest, CAST('0' AS pg_catalog.xid8));
+        newest_position := coalesce(newest_position, CAST('0' AS pg_catalog.xid8));
+        IF NOT (newest OPERATOR(pg_catalog.>) horizon AND newest OPERATOR(pg_catalog.>=) now_xmax)
+           AND NOT (newest_position OPERATOR(pg_catalog.>) now_xmax) THEN
             seq_floor := old_floor;
             rebased_now := false;
             RETURN;

@@ -28,11 +28,18 @@ CREATE FUNCTION pg_temp.acct(n int) RETURNS uuid LANGUAGE sql AS $$
 CREATE FUNCTION pg_temp.bal(n int) RETURNS text LANGUAGE sql AS $$
     SELECT format('dp=%s dpo=%s cp=%s cpo=%s', debits_pending, debits_posted, credits_pending, credits_posted)
       FROM fincore.accounts WHERE id = pg_temp.acct(n) $$;
+-- Rows written, counted from what the database held when this file began (an upgraded
+-- database holds some: ./scripts/test --upgrade).
+CREATE FUNCTION pg_temp.counts() RETURNS bigint[] LANGUAGE sql AS $$
+    SELECT ARRAY[(SELECT count(*) FROM fincore.payments),
+                 (SELECT count(*) FROM fincore.payment_steps),
+                 (SELECT count(*) FROM fincore.transfers),
+                 (SELECT count(*) FROM fincore.jobs),
+                 (SELECT count(*) FROM fincore.outbox_events)] $$;
+CREATE TEMP TABLE rows_before AS SELECT pg_temp.counts() AS c;
 CREATE FUNCTION pg_temp.rows() RETURNS text LANGUAGE sql AS $$
-    SELECT format('payments=%s steps=%s transfers=%s jobs=%s events=%s',
-                  (SELECT count(*) FROM fincore.payments), (SELECT count(*) FROM fincore.payment_steps),
-                  (SELECT count(*) FROM fincore.transfers), (SELECT count(*) FROM fincore.jobs),
-                  (SELECT count(*) FROM fincore.outbox_events)) $$;
+    SELECT format('payments=%s steps=%s transfers=%s jobs=%s events=%s', n[1] - b.c[1], n[2] - b.c[2], n[3] - b.c[3], n[4] - b.c[4], n[5] - b.c[5])
+      FROM pg_temp.counts() AS n, rows_before AS b $$;
 CREATE FUNCTION pg_temp.ok_step(pid uuid, step int, outcome text, code text DEFAULT NULL, source text DEFAULT 'worker')
     RETURNS text LANGUAGE sql AS $$
     SELECT (fincore.payment_step_result(pid, step, outcome, code, source)).status $$;

@@ -25,14 +25,24 @@ SELECT fincore.create_account('EUR', id => 'ca000000-0000-4000-8000-000000000005
 
 CREATE FUNCTION pg_temp.acct(n int) RETURNS uuid LANGUAGE sql AS $$
     SELECT ('ca000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
+-- Rows written, counted from what the database held when this file began (an upgraded
+-- database holds some: ./scripts/test --upgrade).
+CREATE FUNCTION pg_temp.counts() RETURNS bigint[] LANGUAGE sql AS $$
+    SELECT ARRAY[(SELECT count(*) FROM fincore.recon_sources),
+                 (SELECT count(*) FROM fincore.recon_rules),
+                 (SELECT count(*) FROM fincore.recon_imports),
+                 (SELECT count(*) FROM fincore.recon_lines),
+                 (SELECT count(*) FROM fincore.recon_staging),
+                 (SELECT count(*) FROM fincore.recon_matches),
+                 (SELECT count(*) FROM fincore.recon_matched_lines),
+                 (SELECT count(*) FROM fincore.recon_matched_entries),
+                 (SELECT count(*) FROM fincore.recon_runs),
+                 (SELECT count(*) FROM fincore.transfers),
+                 (SELECT count(*) FROM fincore.outbox_events)] $$;
+CREATE TEMP TABLE rows_before AS SELECT pg_temp.counts() AS c;
 CREATE FUNCTION pg_temp.rows() RETURNS text LANGUAGE sql AS $$
-    SELECT format('sources=%s rules=%s imports=%s lines=%s staged=%s matches=%s ml=%s me=%s runs=%s transfers=%s events=%s',
-                  (SELECT count(*) FROM fincore.recon_sources), (SELECT count(*) FROM fincore.recon_rules),
-                  (SELECT count(*) FROM fincore.recon_imports), (SELECT count(*) FROM fincore.recon_lines),
-                  (SELECT count(*) FROM fincore.recon_staging), (SELECT count(*) FROM fincore.recon_matches),
-                  (SELECT count(*) FROM fincore.recon_matched_lines), (SELECT count(*) FROM fincore.recon_matched_entries),
-                  (SELECT count(*) FROM fincore.recon_runs), (SELECT count(*) FROM fincore.transfers),
-                  (SELECT count(*) FROM fincore.outbox_events)) $$;
+    SELECT format('sources=%s rules=%s imports=%s lines=%s staged=%s matches=%s ml=%s me=%s runs=%s transfers=%s events=%s', n[1] - b.c[1], n[2] - b.c[2], n[3] - b.c[3], n[4] - b.c[4], n[5] - b.c[5], n[6] - b.c[6], n[7] - b.c[7], n[8] - b.c[8], n[9] - b.c[9], n[10] - b.c[10], n[11] - b.c[11])
+      FROM pg_temp.counts() AS n, rows_before AS b $$;
 -- A transfer into (amount > 0) or out of the bank, with a reference and a value date.
 CREATE FUNCTION pg_temp.entry(n int, amount bigint, ref text, vd date) RETURNS uuid LANGUAGE sql AS $$
     SELECT (fincore.transfer(CASE WHEN amount > 0 THEN pg_temp.acct(1) ELSE pg_temp.acct(2) END,
