@@ -9,7 +9,7 @@ OBJS        = src/fincore.o src/currency.o src/rounding.o src/amount.o src/alloc
               src/ledger_maint.o src/limits_engine.o src/limits_cache.o src/limits_store.o src/limits_direct.o src/limits_decisions.o src/limits_api.o src/rules_engine.o src/payments_engine.o src/payments_api.o src/billing_engine.o src/billing_api.o src/accounts.o src/fees.o src/outbox_core.o src/outbox_emit.o src/outbox_consume.o src/outbox_inbox.o src/jsonb_build.o \
               src/queue_core.o src/queue_enqueue.o src/queue_dequeue.o src/queue_jobs.o src/queue_maint.o src/owner_sql.o src/cache_watch.o \
               src/audit_chain.o src/audit_api.o src/recon_parse.o src/recon_engine.o src/recon_api.o \
-              src/ratelimit_engine.o src/ratelimit_shmem.o src/ratelimit_api.o
+              src/ratelimit_engine.o src/ratelimit_shmem.o src/ratelimit_api.o src/wakeup.o
 # ./scripts/test --sanitize adds the sanitizer options object (test/sanitize/options.o).
 OBJS       += $(SANITIZE_OBJS)
 

@@ -92,7 +92,7 @@ SELECT result, fincore.from_minor(amount, 'USD') AS amount, fincore.from_minor(f
                         id => 'de000000-0000-4000-8000-0000000000a2', metadata => '{"memo": "concert tickets"}');
 \echo '-- a refund: Bob sends 5.00 of it back'
 SELECT result, kind, fincore.from_minor(amount, 'USD') AS refunded
-  FROM fincore.reverse('de000000-0000-4000-8000-0000000000a2'::uuid, 500);
+  FROM fincore.reverse_transfer('de000000-0000-4000-8000-0000000000a2'::uuid, 500);
 SELECT external_ref, flags, fincore.from_minor(credits_posted - debits_posted, 'USD') AS balance,
        fincore.from_minor(debits_pending, 'USD') AS held
   FROM fincore.account_balances ORDER BY external_ref;

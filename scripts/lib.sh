@@ -46,6 +46,8 @@ FINCORE_PACKAGES=(
     # pg_auto_failover, for ./scripts/test --failover.
     "postgresql-$FINCORE_PG_VERSION-auto-failover"
     pg-auto-failover-cli
+    # The Node.js example worker (examples/node); npm is checked apart (fincore_ensure_npm).
+    nodejs
 )
 
 export DEBIAN_FRONTEND=noninteractive
@@ -97,6 +99,17 @@ fincore_ensure_deps() {
         apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "${pkgs[@]}"
     missing=$(fincore_missing_packages)
     [[ -z $missing ]] || fincore_die "still not installed after apt-get: ${missing//$'\n'/ }"
+}
+
+# npm, for the Node example worker's one dependency (pg).  Debian's nodejs leaves it to the npm
+# package; a nodejs package that bundles npm (NodeSource's) conflicts with that one, so the
+# package is installed only when no npm command is there.
+fincore_ensure_npm() {
+    command -v npm >/dev/null 2>&1 && return 0
+    fincore_say "Installing npm (Debian package)"
+    fincore_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    fincore_as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends npm
 }
 
 # Build fincore as the caller, install it as root.

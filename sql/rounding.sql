@@ -1,5 +1,5 @@
 --
--- rounding: fincore.div_round, fincore.div, fincore.multiply and
+-- rounding: fincore.div_round, fincore.divide, fincore.multiply and
 -- fincore.from_numeric / fincore.to_numeric, with every rounding mode.
 --
 SET search_path = fincore, public;
@@ -70,31 +70,31 @@ SELECT div_round(1, 2, 'round');
 \set VERBOSITY default
 
 --
--- fincore.div(amount, divisor, mode): the minor units rounded once.
+-- fincore.divide(amount, divisor, mode): the minor units rounded once.
 --
-SELECT a, d, div(a, d, 'half_even') AS half_even, div(a, d, 'half_up') AS half_up,
-       div(a, d, 'half_down') AS half_down, div(a, d, 'up') AS up, div(a, d, 'down') AS down,
-       div(a, d, 'ceiling') AS ceiling, div(a, d, 'floor') AS floor
+SELECT a, d, divide(a, d, 'half_even') AS half_even, divide(a, d, 'half_up') AS half_up,
+       divide(a, d, 'half_down') AS half_down, divide(a, d, 'up') AS up, divide(a, d, 'down') AS down,
+       divide(a, d, 'ceiling') AS ceiling, divide(a, d, 'floor') AS floor
   FROM (VALUES ('1.00 USD'::amount, 3), ('2.00 USD', 3), ('0.05 USD', 2), ('-0.05 USD', 2),
                ('0.05 USD', -2), ('0.15 USD', 2), ('-0.15 USD', 2), ('10 JPY', 4),
                ('-10 JPY', 4), ('1.000 BHD', 7), ('1.00 USD', 1)) AS v(a, d);
--- (An untyped literal would pick pg_catalog.div(numeric, numeric): cast it.)
-SELECT div('1.00 USD'::amount, 3) AS default_mode, div('0.05 USD'::amount, 2) AS half_even_default,
-       div('-92233720368547758.08 USD'::amount, 2) AS half_min,
-       div('-92233720368547758.08 USD'::amount, 1) AS min_by_one,
-       div('92233720368547758.07 USD'::amount, -1) AS max_by_minus_one,
-       div('92233720368547758.07 USD'::amount, 9223372036854775807) AS max_by_max,
-       div('1 USD'::amount, -9223372036854775808, 'up') AS tiny_up,
-       currency(div('1 EUR'::amount, 3)) AS keeps_currency;
-SELECT div(NULL::amount, 2) IS NULL AS a, div('1 USD'::amount, NULL) IS NULL AS b,
-       div('1 USD'::amount, 2, NULL) IS NULL AS c;
+-- (0.1.0 named it div, after which an untyped literal picked pg_catalog.div(numeric, numeric).)
+SELECT divide('1.00 USD'::amount, 3) AS default_mode, divide('0.05 USD'::amount, 2) AS half_even_default,
+       divide('-92233720368547758.08 USD'::amount, 2) AS half_min,
+       divide('-92233720368547758.08 USD'::amount, 1) AS min_by_one,
+       divide('92233720368547758.07 USD'::amount, -1) AS max_by_minus_one,
+       divide('92233720368547758.07 USD'::amount, 9223372036854775807) AS max_by_max,
+       divide('1 USD'::amount, -9223372036854775808, 'up') AS tiny_up,
+       currency(divide('1 EUR'::amount, 3)) AS keeps_currency;
+SELECT divide(NULL::amount, 2) IS NULL AS a, divide('1 USD'::amount, NULL) IS NULL AS b,
+       divide('1 USD'::amount, 2, NULL) IS NULL AS c;
 \set VERBOSITY sqlstate
-SELECT div('-92233720368547758.08 USD'::amount, -1);
-SELECT div('-92233720368547758.08 USD'::amount, -1, 'floor');
-SELECT div('1.00 USD'::amount, 0);
-SELECT div('1.00 USD'::amount, 0, 'floor');
-SELECT div('1.00 USD'::amount, 3, 'nearest');
-SELECT div('1.00 USD'::amount, 3, 'Floor');
+SELECT divide('-92233720368547758.08 USD'::amount, -1);
+SELECT divide('-92233720368547758.08 USD'::amount, -1, 'floor');
+SELECT divide('1.00 USD'::amount, 0);
+SELECT divide('1.00 USD'::amount, 0, 'floor');
+SELECT divide('1.00 USD'::amount, 3, 'nearest');
+SELECT divide('1.00 USD'::amount, 3, 'Floor');
 \set VERBOSITY default
 
 --
@@ -228,7 +228,7 @@ SELECT from_numeric(1.5, 'USD', 'nearest');
 SELECT div_round(1, 0);
 SELECT div_round(-9223372036854775808, -1);
 SELECT div_round(1, 2, 'bankers');
-SELECT div('1.00 USD'::amount, 0);
+SELECT divide('1.00 USD'::amount, 0);
 SELECT multiply('1.00 USD', 'NaN', 'half_even');
 SELECT multiply('92233720368547758.07 USD', 100000000000000000000, 'down');
 SELECT multiply('92233720368547758.07 USD', 2, 'down');

@@ -403,11 +403,11 @@ amount_div_int8(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_PRECISION_LOSS),
 				 errmsg("%s / " INT64_FORMAT " is not exact", amount_to_cstring(a), divisor),
-				 errhint("Round with fincore.div(amount, divisor, mode), or split without losing a cent with fincore.allocate().")));
+				 errhint("Round with fincore.divide(amount, divisor, mode), or split without losing a cent with fincore.allocate().")));
 	PG_RETURN_AMOUNT_P(amount_make(a->units / divisor, a->currency));
 }
 
-/* fincore.div(amount, divisor, mode): rounded division. */
+/* fincore.divide(amount, divisor, mode): rounded division. */
 PG_FUNCTION_INFO_V1(fincore_div);
 Datum
 fincore_div(PG_FUNCTION_ARGS)

@@ -10,6 +10,7 @@
 #include "queue.h"
 #include "ratelimit.h"
 #include "tenancy.h"
+#include "wakeup.h"
 
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -47,6 +48,7 @@ _PG_init(void)
 	queue_init();
 	ledger_store_init();
 	ratelimit_init();
+	wakeup_init();
 	/* Unknown fincore.* settings are typos: warn about them. */
 	MarkGUCPrefixReserved("fincore");
 }

@@ -5,7 +5,9 @@
 #include "outbox_int.h"
 
 #include "cache_watch.h"
+#include "wakeup.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -622,4 +624,141 @@ fincore_nack(PG_FUNCTION_ARGS)
 	a.error = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
 	ack_common(fcinfo, &a);
 	PG_RETURN_TEXT_P(cstring_to_text(a.result));
+}
+
+/* ---- waiting for events ---- */
+
+#define WAIT_MAX_US	(USECS_PER_SEC * 3600)
+
+typedef struct WaitArgs
+{
+	text	   *name;
+	bool		trusted;
+	bool		pending;		/* out: an event or a due retry is there */
+	TimestampTz next_retry;		/* out: when the first later retry falls due (0: none) */
+} WaitArgs;
+
+/*
+ * Has the consumer anything to poll now?  Its retries that are due, or a
+ * committed event its position has not passed (what consumer_lag counts).
+ * The consumer row is read, not locked: a poll of it elsewhere goes on.
+ * SPI connected, as the owner.
+ */
+static void
+pending_as_owner(void *arg)
+{
+	WaitArgs   *w = arg;
+	static SPIPlanPtr plans[2];
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	bool		isnull;
+	Datum		scope;
+	pg_uuid_t	tenant;
+
+	fincore_spi_connect();
+	values[0] = PointerGetDatum(w->name);
+	values[1] = Int64GetDatum(outbox_restore_floor());
+	if (execute_indexed(event_plan(plans,
+								   "SELECT c.tenant_scope,"
+								   "  EXISTS (SELECT 1 FROM fincore.outbox_retries r WHERE r.consumer OPERATOR(pg_catalog.=) c.name"
+								   "          AND r.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())"
+								   "  OR EXISTS (SELECT 1 FROM %s e"
+								   "   WHERE e.seq OPERATOR(pg_catalog.>) $2"
+								   "     AND (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)"
+								   "          OR e.txid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.pg_snapshot_xip(c.position))))"
+								   "     AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, c.position)"
+								   "     AND NOT (c.batch_end IS NOT NULL AND pg_catalog.pg_visible_in_snapshot(e.txid, c.batch_end)"
+								   "              AND e.seq OPERATOR(pg_catalog.<=) c.batch_acked)"
+								   "     AND ('*' OPERATOR(pg_catalog.=) ANY (c.topics) OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))"
+								   "     AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)),"
+								   "  (SELECT pg_catalog.min(r.next_attempt_at) FROM fincore.outbox_retries r"
+								   "    WHERE r.consumer OPERATOR(pg_catalog.=) c.name)"
+								   "  FROM fincore.outbox_consumers c WHERE c.name OPERATOR(pg_catalog.=) $1",
+								   2, types),
+						values, NULL, 1) != SPI_OK_SELECT)
+		elog(ERROR, "consumer look-up failed");
+	if (SPI_processed == 0)
+		unknown_consumer_error(w->name);
+	scope = spi_value(0, 1, &isnull);
+	/* As poll: another tenant's consumer, or a cross-tenant one for an app role, is unknown. */
+	if (!w->trusted &&
+		(isnull || !tenancy_current_tenant(&tenant) || memcmp(&tenant, DatumGetUUIDP(scope), sizeof(pg_uuid_t)) != 0))
+		unknown_consumer_error(w->name);
+	w->pending = DatumGetBool(spi_value(0, 2, &isnull));
+	{
+		Datum		next = spi_value(0, 3, &isnull);
+
+		w->next_retry = isnull ? 0 : DatumGetTimestampTz(next);
+	}
+	SPI_finish();
+}
+
+/*
+ * fincore.wait_for_events(consumer, timeout): true as soon as the consumer has
+ * something to poll, false after timeout.  It sleeps on its latch: the commit
+ * of a transaction that emitted events (or transfers that carry ledger events)
+ * wakes it through the wake-up board (wakeup.c), and it wakes by itself when
+ * the first of its retries falls due.
+ */
+PG_FUNCTION_INFO_V1(fincore_wait_for_events);
+Datum
+fincore_wait_for_events(PG_FUNCTION_ARGS)
+{
+	WaitArgs	w = {0};
+	Interval   *iv;
+	int64		timeout_us;
+	TimestampTz deadline;
+	volatile bool ready = false;
+
+	fincore_require_coordinator("an event");
+	if (PG_ARGISNULL(0))
+		unknown_consumer_error(cstring_to_text("NULL"));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR, (errcode(ERRCODE_FC_INVALID_CONSUMER), errmsg("timeout must not be null")));
+	w.name = PG_GETARG_TEXT_PP(0);
+	iv = PG_GETARG_INTERVAL_P(1);
+	timeout_us = (int64) iv->day * USECS_PER_DAY + iv->time;
+	if (iv->month != 0 || iv->day > 1 || timeout_us <= 0 || timeout_us > WAIT_MAX_US)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_CONSUMER),
+				 errmsg("invalid timeout for wait_for_events: more than 0 and at most 1 hour")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_CONSUMER),
+				 errmsg("fincore.wait_for_events needs READ COMMITTED"),
+				 errdetail("Under %s the transaction's snapshot never sees the events committed while it waits.",
+						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Call it on its own (autocommit) or in a READ COMMITTED transaction.")));
+	w.trusted = caller_is_trusted();
+	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
+		state.events_relid = fincore_table_oid("outbox_events");
+	deadline = GetCurrentTimestamp() + timeout_us;
+	/* On the board before the first look: a commit after it wakes the wait. */
+	wakeup_register(outbox_wakeup_topic());
+	PG_TRY();
+	{
+		for (;;)
+		{
+			TimestampTz now;
+			TimestampTz until;
+
+			fincore_run_as_owner(state.events_relid, pending_as_owner, &w);
+			if (w.pending)
+			{
+				ready = true;
+				break;
+			}
+			now = GetCurrentTimestamp();
+			if (now >= deadline)
+				break;
+			until = (w.next_retry != 0 && w.next_retry < deadline) ? w.next_retry : deadline;
+			(void) wakeup_wait((long) ((until - now + 999) / 1000));
+		}
+	}
+	PG_FINALLY();
+	{
+		wakeup_unregister();
+	}
+	PG_END_TRY();
+	PG_RETURN_BOOL(ready);
 }

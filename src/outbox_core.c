@@ -6,6 +6,7 @@
 #include "outbox_int.h"
 
 #include "cache_watch.h"
+#include "wakeup.h"
 
 #include "catalog/namespace.h"
 #include "common/pg_prng.h"
@@ -105,6 +106,12 @@ outbox_restore_floor(void)
 	if (!DatumGetBool(spi_value(0, 2, &isnull)))
 		restore_floor = seq_floor;
 	return seq_floor;
+}
+
+uint64
+outbox_wakeup_topic(void)
+{
+	return wakeup_topic("outbox", "events");
 }
 
 bool

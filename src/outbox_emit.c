@@ -5,6 +5,7 @@
 #include "outbox_int.h"
 
 #include "cache_watch.h"
+#include "wakeup.h"
 
 #include "commands/async.h"
 #include "commands/sequence.h"
@@ -146,6 +147,7 @@ emit_event(EmitArgs *a)
 	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
 		state.events_relid = fincore_table_oid("outbox_events");
 	fincore_run_as_owner(state.events_relid, emit_as_owner, a);
+	wakeup_at_commit(outbox_wakeup_topic());
 	/* PostgreSQL folds identical notifications of a transaction into one. */
 	if (a->notify)
 		Async_Notify(a->channel, NULL);
@@ -172,6 +174,7 @@ outbox_ledger_event_seqs(int n, int64 *seqs)
 	}
 	for (int i = 0; i < n; i++)
 		seqs[i] = nextval_internal(state.seq_relid, false);
+	wakeup_at_commit(outbox_wakeup_topic());
 	/* Sent at commit, once however often it is asked for. */
 	if (state.notify)
 		Async_Notify(state.notify_channel, NULL);

@@ -138,5 +138,7 @@ extern Datum spi_value(int row, int col, bool *isnull);
  * checks (and rebases) once a backend.  SPI connected, as the owner. */
 extern int64 outbox_restore_floor(void);
 extern bool outbox_restore_checked(void);
+/* The wake-up topic of every event of this database (wakeup.h). */
+extern uint64 outbox_wakeup_topic(void);
 
 #endif							/* FINCORE_OUTBOX_INT_H */

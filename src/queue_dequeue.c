@@ -3,9 +3,11 @@
  * each scan where the last one found ready jobs.
  */
 #include "queue_int.h"
+#include "wakeup.h"
 
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "access/xact.h"
 
 /* ---- dequeue ---- */
 
@@ -65,8 +67,8 @@ dequeue_hint(const char *queue, QueueScope *scope)
 	"          j.lease_until, j.worker, j.unique_key, j.errors, j.created_at, j.state"
 #define JOB_NATTS	13
 
-#define CLAIM_SQL(position) \
-	"WITH c AS (" \
+/* The jobs to claim: ready ones, and running ones whose lease expired, in claim order. */
+#define CLAIM_PICK(position) \
 	"  SELECT j.id FROM fincore.jobs j" \
 	"   WHERE j.queue OPERATOR(pg_catalog.=) $1 AND NOT j.scheduled" \
 	"     AND (j.state OPERATOR(pg_catalog.=) 'ready' OR (j.state OPERATOR(pg_catalog.=) 'running' AND j.lease_until OPERATOR(pg_catalog.<) pg_catalog.now()))" \
@@ -75,7 +77,10 @@ dequeue_hint(const char *queue, QueueScope *scope)
 	position \
 	"   ORDER BY j.queue, (-(j.priority::pg_catalog.int4)), j.run_at, j.id" \
 	"   LIMIT $4" \
-	"   FOR NO KEY UPDATE OF j SKIP LOCKED) " \
+	"   FOR NO KEY UPDATE OF j SKIP LOCKED"
+
+/* Claim the jobs of c: a lease for each, or death for one whose lease expired on its last attempt. */
+#define CLAIM_UPDATE \
 	"UPDATE fincore.jobs j SET" \
 	"  state = CASE WHEN j.state OPERATOR(pg_catalog.=) 'running' AND j.attempts OPERATOR(pg_catalog.>=) j.max_attempts THEN 'dead' ELSE 'running' END," \
 	"  attempts = CASE WHEN j.state OPERATOR(pg_catalog.=) 'running' AND j.attempts OPERATOR(pg_catalog.>=) j.max_attempts THEN j.attempts ELSE j.attempts OPERATOR(pg_catalog.+) 1 END," \
@@ -87,29 +92,52 @@ dequeue_hint(const char *queue, QueueScope *scope)
 	"FROM c WHERE j.id OPERATOR(pg_catalog.=) c.id " \
 	CLAIM_RETURNING
 
+#define CLAIM_SQL(position) \
+	"WITH c AS (" CLAIM_PICK(position) ") " CLAIM_UPDATE
+
 /*
- * Promote due scheduled jobs (of one queue, or of all when queue is NULL)
- * into the claim index, a batch at a time; returns how many.
+ * complete_and_dequeue in one statement: the job $10 (attempt $11) moves to
+ * archive slot %d ($13) with result $12, and the claim runs beside it (never
+ * picking $10).  One row at least: the count of jobs completed (0: refused),
+ * then the claimed job's columns, NULL when none was claimed.
+ */
+#define COMPLETE_AND_CLAIM_SQL(position) \
+	"WITH d AS (DELETE FROM fincore.jobs j" \
+	"  WHERE j.id OPERATOR(pg_catalog.=) $10 AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2) AND " LEASE_HELD("$11") \
+	"  RETURNING j.*), " \
+	"a AS (INSERT INTO fincore.job_archive_%d (id, tenant_id, queue, state, priority, run_at, attempts, " \
+	"  max_attempts, worker, payload, unique_key, errors, result, created_at, finished_at, slot) " \
+	ARCHIVE_FROM_D("'completed'", "$12", "$13") " RETURNING 1), " \
+	"c AS (" CLAIM_PICK(position "     AND j.id OPERATOR(pg_catalog.<>) $10") "), " \
+	"u AS (" CLAIM_UPDATE ") " \
+	"SELECT (SELECT pg_catalog.count(*) FROM a), u.* FROM (SELECT 1) AS one LEFT JOIN u ON true"
+
+#define HINT_POSITION "     AND ((-(j.priority::pg_catalog.int4)), j.run_at, j.id) OPERATOR(pg_catalog.>=) ($7, $8, $9)"
+
+/*
+ * Promote the scheduled jobs due by upto (of one queue, or of all when queue
+ * is NULL) into the claim index, a batch at a time; returns how many.
  */
 uint64
-promote_due(const char *queue)
+promote_due(const char *queue, TimestampTz upto)
 {
 	static SPIPlanPtr queue_plan_ = NULL;
 	static SPIPlanPtr all_plan = NULL;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
+	Oid			types[2] = {TIMESTAMPTZOID, TEXTOID};
+	Datum		values[2];
 
 #define PROMOTE_SQL(cond) \
-	"WITH c AS (SELECT j.id FROM fincore.jobs j WHERE j.scheduled AND " cond " j.run_at OPERATOR(pg_catalog.<=) pg_catalog.now()" \
+	"WITH c AS (SELECT j.id FROM fincore.jobs j WHERE j.scheduled AND " cond " j.run_at OPERATOR(pg_catalog.<=) $1" \
 	"           ORDER BY j.queue, j.run_at LIMIT " CppAsString2(RESCUE_BATCH) " FOR NO KEY UPDATE SKIP LOCKED) " \
 	"UPDATE fincore.jobs j SET scheduled = false FROM c WHERE j.id OPERATOR(pg_catalog.=) c.id"
+	values[0] = TimestampTzGetDatum(upto);
 	if (queue)
 	{
-		values[0] = CStringGetTextDatum(queue);
-		pinned_exec(queue_plan(&queue_plan_, PROMOTE_SQL("j.queue OPERATOR(pg_catalog.=) $1 AND"), 1, types), values, NULL, SPI_OK_UPDATE);
+		values[1] = CStringGetTextDatum(queue);
+		pinned_exec(queue_plan(&queue_plan_, PROMOTE_SQL("j.queue OPERATOR(pg_catalog.=) $2 AND"), 2, types), values, NULL, SPI_OK_UPDATE);
 	}
 	else
-		pinned_exec(queue_plan(&all_plan, PROMOTE_SQL(""), 0, NULL), NULL, NULL, SPI_OK_UPDATE);
+		pinned_exec(queue_plan(&all_plan, PROMOTE_SQL(""), 1, types), values, NULL, SPI_OK_UPDATE);
 	return SPI_processed;
 }
 
@@ -141,10 +169,15 @@ dequeue_work(QueueCall *call)
 {
 	static SPIPlanPtr full_plan = NULL;
 	static SPIPlanPtr hinted_plan = NULL;
-	Oid			types[9] = {TEXTOID, UUIDOID, UUIDARRAYOID, INT4OID, INTERVALOID, TEXTOID,
-		INT4OID, TIMESTAMPTZOID, INT8OID};
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	static SPIPlanPtr full_complete_plans[ARCHIVE_SLOTS];
+	static SPIPlanPtr hinted_complete_plans[ARCHIVE_SLOTS];
+	Oid			types[13] = {TEXTOID, UUIDOID, UUIDARRAYOID, INT4OID, INTERVALOID, TEXTOID,
+		INT4OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT4OID, JSONBOID, INT2OID};
+	Datum		values[13];
+	char		nulls[13];
+	bool		completing = call->job_id != 0;
+	int			offset = completing ? 1 : 0;	/* the count of completed jobs comes first */
+	bool		count_null;
 	SPIPlanPtr	plan;
 	ClaimedRow *rows;
 	int			nrows;
@@ -152,6 +185,7 @@ dequeue_work(QueueCall *call)
 	Datum	   *dead;
 
 	fincore_spi_connect();
+	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(call->queue);
 	values[1] = scope_datum(&call->scope, &nulls[1]);
 	values[2] = PointerGetDatum(call->paused_tenants);
@@ -163,36 +197,60 @@ dequeue_work(QueueCall *call)
 		values[5] = CStringGetTextDatum(call->worker);
 	else
 		nulls[5] = 'n';
-	if (call->hinted)
+	values[6] = Int32GetDatum(call->hint_neg_priority);
+	values[7] = TimestampTzGetDatum(call->hint_run_at);
+	values[8] = Int64GetDatum(call->hint_id);
+	if (!call->hinted)
 	{
-		values[6] = Int32GetDatum(call->hint_neg_priority);
-		values[7] = TimestampTzGetDatum(call->hint_run_at);
-		values[8] = Int64GetDatum(call->hint_id);
-		plan = queue_plan(&hinted_plan,
-						  CLAIM_SQL("     AND ((-(j.priority::pg_catalog.int4)), j.run_at, j.id) OPERATOR(pg_catalog.>=) ($7, $8, $9)"),
-						  9, types);
+		/* A full scan first moves this queue's due scheduled jobs into the claim index. */
+		(void) promote_due(call->queue, GetCurrentTransactionStartTimestamp());
+		nulls[6] = nulls[7] = nulls[8] = 'n';
+	}
+	if (completing)
+	{
+		values[9] = Int64GetDatum(call->job_id);
+		values[10] = Int32GetDatum(call->attempt);
+		if (call->attempt == 0)
+			nulls[10] = 'n';
+		values[11] = call->result;
+		if (call->result_null)
+			nulls[11] = 'n';
+		values[12] = Int16GetDatum(archive_slot(GetCurrentTransactionStartTimestamp()));
+		plan = call->hinted
+			? slot_plan(hinted_complete_plans, values[12], COMPLETE_AND_CLAIM_SQL(HINT_POSITION), 13, types)
+			: slot_plan(full_complete_plans, values[12], COMPLETE_AND_CLAIM_SQL(""), 13, types);
+		pinned_exec(plan, values, nulls, SPI_OK_SELECT);
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &count_null)) == 0)
+			job_refused(call, "complete");
+	}
+	else if (call->hinted)
+	{
+		plan = queue_plan(&hinted_plan, CLAIM_SQL(HINT_POSITION), 9, types);
+		pinned_exec(plan, values, nulls, SPI_OK_UPDATE_RETURNING);
 	}
 	else
 	{
-		/* A full scan first moves this queue's due scheduled jobs into the claim index. */
-		(void) promote_due(call->queue);
 		plan = queue_plan(&full_plan, CLAIM_SQL(""), 6, types);
+		pinned_exec(plan, values, nulls, SPI_OK_UPDATE_RETURNING);
 	}
-	pinned_exec(plan, values, nulls, SPI_OK_UPDATE_RETURNING);
 
-	nrows = (int) SPI_processed;
-	rows = palloc(sizeof(ClaimedRow) * Max(nrows, 1));
-	dead = palloc(sizeof(Datum) * Max(nrows, 1));
-	for (int i = 0; i < nrows; i++)
+	nrows = 0;
+	rows = palloc(sizeof(ClaimedRow) * Max(SPI_processed, 1));
+	dead = palloc(sizeof(Datum) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		id = SPI_getbinval(tup, desc, offset + 1, &isnull);
 
-		rows[i].row = i;
-		rows[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		rows[i].neg_priority = -(int32) DatumGetInt16(SPI_getbinval(tup, desc, 5, &isnull));
-		rows[i].run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+		if (isnull)
+			continue;			/* complete_and_dequeue's row when nothing was claimed */
+		rows[nrows].row = (int) i;
+		rows[nrows].id = DatumGetInt64(id);
+		rows[nrows].neg_priority = -(int32) DatumGetInt16(SPI_getbinval(tup, desc, offset + 5, &isnull));
+		rows[nrows].run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, offset + 6, &isnull));
+		nrows++;
 	}
 	qsort(rows, nrows, sizeof(ClaimedRow), claimed_cmp);
 	if (nrows > 0)
@@ -209,7 +267,7 @@ dequeue_work(QueueCall *call)
 		Datum		v[JOB_NATTS];
 		bool		n[JOB_NATTS];
 		bool		isnull;
-		char	   *state = TextDatumGetCString(SPI_getbinval(tup, desc, JOB_NATTS + 1, &isnull));
+		char	   *state = TextDatumGetCString(SPI_getbinval(tup, desc, offset + JOB_NATTS + 1, &isnull));
 
 		if (strcmp(state, "dead") == 0)
 		{
@@ -217,7 +275,7 @@ dequeue_work(QueueCall *call)
 			continue;
 		}
 		for (int c = 0; c < JOB_NATTS; c++)
-			v[c] = SPI_getbinval(tup, desc, c + 1, &n[c]);
+			v[c] = SPI_getbinval(tup, desc, offset + c + 1, &n[c]);
 		tuplestore_putvalues(call->rsinfo->setResult, call->rsinfo->setDesc, v, n);
 	}
 	if (ndead > 0)
@@ -225,57 +283,224 @@ dequeue_work(QueueCall *call)
 	SPI_finish();
 }
 
+/*
+ * Claim up to call->max jobs of call->queue into call->rsinfo's tuplestore
+ * (call->queue, max, lease, worker, scope and rsinfo set), from this
+ * backend's hint of where ready jobs began unless a full scan is due.
+ */
+static void
+dequeue_claim(QueueCall *call)
+{
+	DequeueHint *hint;
+	TimestampTz started;
+	int64		gap;
+
+	if (queue_is_paused(call->queue, &call->scope, &call->paused_tenants))
+	{
+		if (call->job_id != 0)
+			complete_job(call);
+		return;
+	}
+
+	hint = dequeue_hint(call->queue, &call->scope);
+	started = GetCurrentTimestamp();
+	gap = Max((int64) dequeue_rescan_interval * 1000, 10 * hint->full_cost);
+	if (hint->last_full == 0 || dequeue_rescan_interval == 0 || started - hint->last_full >= gap)
+		call->hinted = false;
+	else if (hint->has_position)
+	{
+		call->hinted = true;
+		call->hint_neg_priority = hint->neg_priority;
+		call->hint_run_at = hint->run_at;
+		call->hint_id = hint->id;
+	}
+	else
+	{
+		/* Nothing was ready at the last full scan, which is recent. */
+		if (call->job_id != 0)
+			complete_job(call);
+		return;
+	}
+
+	queue_run(dequeue_work, call);
+
+	/* The hint entry may have moved if another queue's was added meanwhile: look it up again. */
+	hint = dequeue_hint(call->queue, &call->scope);
+	if (!call->hinted)
+	{
+		hint->last_full = started;
+		hint->full_cost = GetCurrentTimestamp() - started;
+	}
+	if (call->found_any)
+	{
+		hint->has_position = true;
+		hint->neg_priority = call->first_neg_priority;
+		hint->run_at = call->first_run_at;
+		hint->id = call->first_id;
+	}
+}
+
+/* The claim's arguments at argno (queue), argno + 1 (max), + 2 (lease), + 3 (worker). */
+static void
+claim_args(FunctionCallInfo fcinfo, int queue_argno, int max_argno, QueueCall *call)
+{
+	call->queue = queue_name_arg(fcinfo, queue_argno);
+	call->max = int_arg_in_range(fcinfo, max_argno, "max", 1, DEQUEUE_MAX);
+	(void) positive_interval_arg(fcinfo, max_argno + 1, "lease", LEASE_MAX);
+	call->lease = *PG_GETARG_INTERVAL_P(max_argno + 1);
+	call->worker = PG_ARGISNULL(max_argno + 2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(max_argno + 2));
+	queue_scope(&call->scope);
+}
+
 PG_FUNCTION_INFO_V1(fincore_dequeue);
 Datum
 fincore_dequeue(PG_FUNCTION_ARGS)
 {
 	QueueCall	call = {0};
-	DequeueHint *hint;
-	TimestampTz started;
-	int64		gap;
 
-	call.queue = queue_name_arg(fcinfo, 0);
-	call.max = int_arg_in_range(fcinfo, 1, "max", 1, DEQUEUE_MAX);
-	(void) positive_interval_arg(fcinfo, 2, "lease", LEASE_MAX);
-	call.lease = *PG_GETARG_INTERVAL_P(2);
-	call.worker = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	queue_scope(&call.scope);
-
+	claim_args(fcinfo, 0, 1, &call);
 	InitMaterializedSRF(fcinfo, 0);
 	call.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	if (queue_is_paused(call.queue, &call.scope, &call.paused_tenants))
-		return (Datum) 0;
-
-	hint = dequeue_hint(call.queue, &call.scope);
-	started = GetCurrentTimestamp();
-	gap = Max((int64) dequeue_rescan_interval * 1000, 10 * hint->full_cost);
-	if (hint->last_full == 0 || dequeue_rescan_interval == 0 || started - hint->last_full >= gap)
-		call.hinted = false;
-	else if (hint->has_position)
-	{
-		call.hinted = true;
-		call.hint_neg_priority = hint->neg_priority;
-		call.hint_run_at = hint->run_at;
-		call.hint_id = hint->id;
-	}
-	else
-		return (Datum) 0;		/* nothing was ready at the last full scan, which is recent */
-
-	queue_run(dequeue_work, &call);
-
-	/* The hint entry may have moved if another queue's was added meanwhile: look it up again. */
-	hint = dequeue_hint(call.queue, &call.scope);
-	if (!call.hinted)
-	{
-		hint->last_full = started;
-		hint->full_cost = GetCurrentTimestamp() - started;
-	}
-	if (call.found_any)
-	{
-		hint->has_position = true;
-		hint->neg_priority = call.first_neg_priority;
-		hint->run_at = call.first_run_at;
-		hint->id = call.first_id;
-	}
+	dequeue_claim(&call);
 	return (Datum) 0;
+}
+
+/*
+ * A worker's loop in one round trip: complete the job it finished (none on
+ * its first call), then claim the next.  Arguments: job_id, queue, result,
+ * attempt, max, lease, worker.
+ */
+PG_FUNCTION_INFO_V1(fincore_complete_and_dequeue);
+Datum
+fincore_complete_and_dequeue(PG_FUNCTION_ARGS)
+{
+	QueueCall	call = {0};
+
+	claim_args(fcinfo, 1, 4, &call);
+	if (!PG_ARGISNULL(0))
+	{
+		/* Completed by the claim's own statement (or alone when no claim runs). */
+		call.job_id = job_id_arg(fcinfo, 0);
+		call.result_null = PG_ARGISNULL(2);
+		call.result = call.result_null ? (Datum) 0 : PG_GETARG_DATUM(2);
+		call.attempt = attempt_arg(fcinfo, 3);
+	}
+	InitMaterializedSRF(fcinfo, 0);
+	call.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	dequeue_claim(&call);
+	return (Datum) 0;
+}
+
+/* ---- waiting for jobs ---- */
+
+#define WAIT_MAX	(USECS_PER_SEC * 3600)
+
+/*
+ * Is a job of call->queue claimable by the caller now (call->found_any)?  Due
+ * scheduled jobs are promoted on the way; otherwise call->out_time is when the
+ * first scheduled one is due (0: none).
+ */
+static void
+ready_check_work(QueueCall *call)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[3] = {TEXTOID, UUIDOID, UUIDARRAYOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	Datum		due;
+
+	fincore_spi_connect();
+	values[0] = CStringGetTextDatum(call->queue);
+	values[1] = scope_datum(&call->scope, &nulls[1]);
+	values[2] = PointerGetDatum(call->paused_tenants);
+	if (call->paused_tenants == NULL)
+		nulls[2] = 'n';
+	/* clock_timestamp(): the wait outlives its statement's now(). */
+	pinned_exec(queue_plan(&plan,
+						   "SELECT EXISTS (SELECT 1 FROM fincore.jobs j"
+						   "   WHERE j.queue OPERATOR(pg_catalog.=) $1 AND NOT j.scheduled"
+						   "     AND (j.state OPERATOR(pg_catalog.=) 'ready' OR (j.state OPERATOR(pg_catalog.=) 'running'"
+						   "          AND j.lease_until OPERATOR(pg_catalog.<) pg_catalog.clock_timestamp()))"
+						   "     AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2)"
+						   "     AND ($3::pg_catalog.uuid[] IS NULL OR j.tenant_id OPERATOR(pg_catalog.<>) ALL ($3))),"
+						   "  (SELECT pg_catalog.min(j.run_at) FROM fincore.jobs j"
+						   "   WHERE j.queue OPERATOR(pg_catalog.=) $1 AND j.scheduled"
+						   "     AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2))",
+						   3, types),
+				values, nulls, SPI_OK_SELECT);
+	call->found_any = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	call->out_time = isnull ? 0 : DatumGetTimestampTz(due);
+	if (!call->found_any && call->out_time != 0 && call->out_time <= GetCurrentTimestamp())
+		call->found_any = promote_due(call->queue, GetCurrentTimestamp()) > 0;
+	SPI_finish();
+}
+
+/*
+ * fincore.wait_for_jobs(queue, timeout): true as soon as a job of the queue is
+ * claimable by the caller, false after timeout.  It sleeps on its latch; the
+ * commit of a transaction that enqueued into the queue (or retried, rescued or
+ * promoted jobs) wakes it through the wake-up board (wakeup.c), and it wakes by
+ * itself when the first scheduled job falls due.
+ */
+PG_FUNCTION_INFO_V1(fincore_wait_for_jobs);
+Datum
+fincore_wait_for_jobs(PG_FUNCTION_ARGS)
+{
+	QueueCall	call = {0};
+	int64		timeout_us;
+	TimestampTz deadline;
+	volatile bool ready = false;
+
+	call.queue = queue_name_arg(fcinfo, 0);
+	timeout_us = positive_interval_arg(fcinfo, 1, "timeout", WAIT_MAX);
+	queue_scope(&call.scope);
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_JOB_OPTION),
+				 errmsg("fincore.wait_for_jobs needs READ COMMITTED"),
+				 errdetail("Under %s the transaction's snapshot never sees the jobs committed while it waits.",
+						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Call it on its own (autocommit) or in a READ COMMITTED transaction.")));
+	deadline = GetCurrentTimestamp() + timeout_us;
+	/* On the board before the first look: a commit after it wakes the wait. */
+	wakeup_register(wakeup_topic("queue", call.queue));
+	PG_TRY();
+	{
+		for (;;)
+		{
+			TimestampTz now;
+			TimestampTz until;
+
+			call.paused_tenants = NULL;
+			call.found_any = false;
+			call.out_time = 0;
+			if (!queue_is_paused(call.queue, &call.scope, &call.paused_tenants))
+				queue_run(ready_check_work, &call);
+			if (call.found_any)
+			{
+				ready = true;
+				break;
+			}
+			now = GetCurrentTimestamp();
+			if (now >= deadline)
+				break;
+			until = (call.out_time != 0 && call.out_time < deadline) ? call.out_time : deadline;
+			(void) wakeup_wait((long) ((until - now + 999) / 1000));
+		}
+	}
+	PG_FINALLY();
+	{
+		wakeup_unregister();
+	}
+	PG_END_TRY();
+	if (ready)
+	{
+		/* The next dequeue scans the queue from its start: the job may lie behind the hint. */
+		DequeueHint *hint = dequeue_hint(call.queue, &call.scope);
+
+		hint->last_full = 0;
+	}
+	PG_RETURN_BOOL(ready);
 }

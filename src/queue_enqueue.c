@@ -2,6 +2,7 @@
  * queue_enqueue.c — enqueue (one, many, unique) and pausing queues (cached per backend).
  */
 #include "queue_int.h"
+#include "wakeup.h"
 
 #include "cache_watch.h"
 
@@ -139,6 +140,7 @@ fincore_enqueue(PG_FUNCTION_ARGS)
 	tenancy_require_tenant(&call.scope.tenant);
 	call.scope.scoped = true;
 	queue_run(enqueue_work, &call);
+	wakeup_at_commit(wakeup_topic("queue", call.queue));
 	PG_RETURN_INT64(call.out_id);
 }
 
@@ -233,6 +235,7 @@ fincore_enqueue_many(PG_FUNCTION_ARGS)
 	}
 	tenancy_require_tenant(&call.scope.tenant);
 	call.scope.scoped = true;
+	wakeup_at_commit(wakeup_topic("queue", call.queue));
 
 	/* A set of a scalar: the executor's expected descriptor is its one column. */
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
@@ -406,6 +409,8 @@ pause_or_resume(FunctionCallInfo fcinfo, bool resume)
 	queue_scope(&call.scope);
 	call.out_null = resume;
 	queue_run(pause_work, &call);
+	if (resume)
+		wakeup_at_commit(wakeup_topic("queue", call.queue));
 }
 
 PG_FUNCTION_INFO_V1(fincore_pause_queue);

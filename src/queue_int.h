@@ -196,7 +196,9 @@ extern void queue_scope(QueueScope *scope);
 extern SPIPlanPtr slot_plan(SPIPlanPtr *plans, Datum slot, const char *sql_format, int nargs, Oid *types);
 
 /* queue_dequeue.c */
-extern uint64 promote_due(const char *queue);
+extern uint64 promote_due(const char *queue, TimestampTz upto);
+/* queue_jobs.c */
+extern void complete_job(QueueCall *call);
 
 /* queue_enqueue.c */
 extern bool queue_is_paused(const char *queue, QueueScope *scope, ArrayType **tenants);

@@ -3,6 +3,7 @@
  * fail with backoff, heartbeat, cancel, retry.
  */
 #include "queue_int.h"
+#include "wakeup.h"
 
 #include "common/pg_prng.h"
 #include "utils/builtins.h"
@@ -41,6 +42,13 @@ complete_work(QueueCall *call)
 	SPI_finish();
 }
 
+/* Complete call->job_id (call->attempt, call->result, call->scope set). */
+void
+complete_job(QueueCall *call)
+{
+	queue_run(complete_work, call);
+}
+
 PG_FUNCTION_INFO_V1(fincore_complete);
 Datum
 fincore_complete(PG_FUNCTION_ARGS)
@@ -52,7 +60,7 @@ fincore_complete(PG_FUNCTION_ARGS)
 	call.result = call.result_null ? (Datum) 0 : PG_GETARG_DATUM(1);
 	call.attempt = attempt_arg(fcinfo, 2);
 	queue_scope(&call.scope);
-	queue_run(complete_work, &call);
+	complete_job(&call);
 	PG_RETURN_VOID();
 }
 
@@ -490,5 +498,6 @@ fincore_retry(PG_FUNCTION_ARGS)
 	call.job_id = PG_GETARG_INT64(0);
 	queue_scope(&call.scope);
 	queue_run(retry_work, &call);
+	wakeup_all_at_commit();		/* its queue is not at hand: wake every waiter, once */
 	PG_RETURN_VOID();
 }

@@ -2,6 +2,7 @@
  * queue_maint.c — maintenance and insight: rescuing jobs whose lease expired, statistics.
  */
 #include "queue_int.h"
+#include "wakeup.h"
 
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -53,7 +54,7 @@ rescue_work(QueueCall *call)
 	/* Due scheduled jobs of queues nobody dequeues from are promoted here. */
 	while (GetCurrentTimestamp() - started < call->budget_us)
 	{
-		uint64		n = promote_due(NULL);
+		uint64		n = promote_due(NULL, GetCurrentTransactionStartTimestamp());
 
 		call->out_count += n;
 		if (n < RESCUE_BATCH)
@@ -72,6 +73,8 @@ fincore_rescue_expired(PG_FUNCTION_ARGS)
 	call.budget_us = positive_interval_arg(fcinfo, 0, "budget", USECS_PER_DAY * 365);
 	queue_scope(&call.scope);
 	queue_run(rescue_work, &call);
+	if (call.out_count > 0)
+		wakeup_all_at_commit();	/* jobs of any queue may be ready again */
 	PG_RETURN_INT64(call.out_count);
 }
 

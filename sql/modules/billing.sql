@@ -1273,7 +1273,7 @@ BEGIN
     END IF;
     inv.status := fincore.invoice_transition(inv.status, 'void');
     IF inv.transfer_id IS NOT NULL THEN
-        inv.void_transfer_id := (fincore.reverse(inv.transfer_id, NULL,
+        inv.void_transfer_id := (fincore.reverse_transfer(inv.transfer_id, NULL,
                                                  fincore._payment_transfer_id(inv.id, 0, 'void'))).id;
     END IF;
     inv.next_attempt_at := NULL;

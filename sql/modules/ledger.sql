@@ -313,12 +313,19 @@ CREATE FUNCTION fincore.void_pending(pending_id uuid, id uuid DEFAULT NULL)
     AS 'MODULE_PATHNAME', 'fincore_void_pending';
 COMMENT ON FUNCTION fincore.void_pending(uuid, uuid) IS 'Releases a hold. A hold resolves once; after its timeout it is expired (ZF312).';
 
+CREATE FUNCTION fincore.reverse_transfer(transfer_id uuid, amount bigint DEFAULT NULL, id uuid DEFAULT NULL)
+    RETURNS fincore.transfer_result
+    LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'fincore_reverse';
+COMMENT ON FUNCTION fincore.reverse_transfer(uuid, bigint, uuid) IS
+    'Moves all that is left (amount NULL) or part of a posted transfer back, as a reversal linked to it; the total reversed never exceeds the original (ZF316). Idempotent by id.';
+-- 0.1.0's name, kept for one release (CHANGELOG, "Renamed"): the same C function.
 CREATE FUNCTION fincore.reverse(transfer_id uuid, amount bigint DEFAULT NULL, id uuid DEFAULT NULL)
     RETURNS fincore.transfer_result
     LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'fincore_reverse';
 COMMENT ON FUNCTION fincore.reverse(uuid, bigint, uuid) IS
-    'Moves all that is left (amount NULL) or part of a posted transfer back, as a reversal linked to it; the total reversed never exceeds the original (ZF316). Idempotent by id.';
+    'Deprecated alias of fincore.reverse_transfer (reverse is a built-in string function''s name); removed in 0.3.0.';
 
 CREATE TYPE fincore.transfer_request AS (
     id             uuid,
@@ -800,6 +807,7 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamptz)', 'app'),
     ('fincore.post_pending(uuid,bigint,uuid)', 'app'),
     ('fincore.void_pending(uuid,uuid)', 'app'),
+    ('fincore.reverse_transfer(uuid,bigint,uuid)', 'app'),
     ('fincore.reverse(uuid,bigint,uuid)', 'app'),
     ('fincore.create_transfers(fincore.transfer_request[])', 'app'),
     ('fincore.transfer_result_sqlstate(text)', 'app'),

@@ -170,11 +170,17 @@ CREATE FUNCTION fincore.div_round(numerator bigint, denominator bigint, mode tex
 COMMENT ON FUNCTION fincore.div_round(bigint, bigint, text) IS
     'Exact integer division rounded once: half_even (default), half_up, half_down, up, down, ceiling, floor.';
 
+CREATE FUNCTION fincore.divide(value fincore.amount, divisor bigint, mode text DEFAULT 'half_even')
+    RETURNS fincore.amount
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_div';
+COMMENT ON FUNCTION fincore.divide(fincore.amount, bigint, text) IS
+    'Divides an amount by an integer, rounding the minor units once with the given mode.';
+-- 0.1.0's name, kept for one release (CHANGELOG, "Renamed"): the same C function.
 CREATE FUNCTION fincore.div(value fincore.amount, divisor bigint, mode text DEFAULT 'half_even')
     RETURNS fincore.amount
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_div';
 COMMENT ON FUNCTION fincore.div(fincore.amount, bigint, text) IS
-    'Divides an amount by an integer, rounding the minor units once with the given mode.';
+    'Deprecated alias of fincore.divide (div is a built-in numeric function''s name); removed in 0.3.0.';
 
 CREATE FUNCTION fincore.multiply(value fincore.amount, rate numeric, mode text)
     RETURNS fincore.amount

@@ -355,6 +355,11 @@ CREATE FUNCTION fincore.poll(consumer text, max integer DEFAULT 100)
 COMMENT ON FUNCTION fincore.poll(text, integer) IS
     'The consumer''s next events, at most max (1-10000): retries that are due first, then its batch in the order the events were emitted (each aggregate in commit order; not global commit order, docs/outbox.md). Polling again without ack returns the same events. ZF502 unknown consumer (also one the caller may not use: another tenant''s, or a cross-tenant one for an app role), ZF503 bad max.';
 
+CREATE FUNCTION fincore.wait_for_events(consumer text, timeout interval DEFAULT '30 seconds') RETURNS boolean
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_wait_for_events';
+COMMENT ON FUNCTION fincore.wait_for_events(text, interval) IS
+    'For an idle consumer: returns true as soon as it has something to poll (a committed event past its position, or a retry that is due), at once if it has, false after timeout (at most 1 hour), with no polling: the commit of a transaction that emitted events wakes it (with fincore in shared_preload_libraries; else it looks every 50 ms), and it wakes when its first retry falls due. READ COMMITTED only. ZF502, ZF503.';
+
 CREATE FUNCTION fincore.ack(consumer text, event_id uuid) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_ack';
 COMMENT ON FUNCTION fincore.ack(text, uuid) IS
@@ -720,6 +725,7 @@ COMMENT ON FUNCTION fincore.accept_webhook(text, text, text, text, interval) IS
 INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.emit(text,text,text,text,jsonb,jsonb)', 'app'),
     ('fincore.poll(text,integer)', 'app'),
+    ('fincore.wait_for_events(text,interval)', 'app'),
     ('fincore.ack(text,uuid)', 'app'),
     ('fincore.nack(text,uuid,text)', 'app'),
     ('fincore.inbox_accept(text,text,jsonb)', 'app'),

@@ -730,7 +730,7 @@ BEGIN
             EXIT WHEN left_to_refund = 0;
             part := LEAST(left_to_refund, cap.captured - cap.reversed);
             CONTINUE WHEN part <= 0;
-            r := fincore.reverse(cap.transfer_id, part,
+            r := fincore.reverse_transfer(cap.transfer_id, part,
                                  fincore._payment_transfer_id(p.id, s.step_no, 'reverse:' || cap.step_no::text));
             s.transfer_ids := s.transfer_ids || r.id;
             UPDATE fincore.payment_steps x SET reversed = x.reversed + part

@@ -185,11 +185,25 @@ CREATE FUNCTION fincore.dequeue(queue text, max integer DEFAULT 1, lease interva
 COMMENT ON FUNCTION fincore.dequeue(text, integer, interval, text) IS
     'Claims up to max ready jobs (run_at reached, highest priority first, then oldest) with FOR UPDATE SKIP LOCKED, each leased for lease; reclaims jobs whose lease expired on the way. Commit to hold the claims. ZF203, ZF604, ZF605.';
 
+CREATE FUNCTION fincore.wait_for_jobs(queue text, timeout interval DEFAULT '30 seconds')
+    RETURNS boolean
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_wait_for_jobs';
+COMMENT ON FUNCTION fincore.wait_for_jobs(text, interval) IS
+    'For an idle worker: returns true as soon as a job of the queue is ready for the caller (at once if one is), false after timeout (at most 1 hour), with no polling: the commit of an enqueue into the queue wakes it (with fincore in shared_preload_libraries; else it looks every 50 ms), and it wakes when a scheduled job falls due. READ COMMITTED only. ZF203, ZF604, ZF605.';
+
 CREATE FUNCTION fincore.complete(job_id bigint, result jsonb DEFAULT NULL, attempt integer DEFAULT NULL)
     RETURNS void
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_complete';
 COMMENT ON FUNCTION fincore.complete(bigint, jsonb, integer) IS
     'Marks a running job completed (moved to the archive with its result). Pass the attempt dequeue gave you: ZF602 if the lease passed to another claim, ZF607 if the job already finished, ZF601 if there is no such job.';
+
+CREATE FUNCTION fincore.complete_and_dequeue(job_id bigint, queue text, result jsonb DEFAULT NULL,
+                                             attempt integer DEFAULT NULL, max integer DEFAULT 1,
+                                             lease interval DEFAULT '30 seconds', worker text DEFAULT NULL)
+    RETURNS SETOF fincore.job
+    LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 10 AS 'MODULE_PATHNAME', 'fincore_complete_and_dequeue';
+COMMENT ON FUNCTION fincore.complete_and_dequeue(bigint, text, jsonb, integer, integer, interval, text) IS
+    'A worker''s loop in one round trip: completes job_id as fincore.complete does (NULL: nothing to complete, the first call), then claims up to max jobs of queue as fincore.dequeue does, in the caller''s transaction. ZF601, ZF602, ZF607 for the completed job; ZF203, ZF604, ZF605.';
 
 CREATE FUNCTION fincore.complete_many(job_ids bigint[], attempts integer[] DEFAULT NULL, results jsonb[] DEFAULT NULL)
     RETURNS bigint
@@ -209,15 +223,25 @@ CREATE FUNCTION fincore.heartbeat(job_id bigint, extend interval DEFAULT '30 sec
 COMMENT ON FUNCTION fincore.heartbeat(bigint, interval, integer) IS
     'Extends the lease of a running job to now() + extend and returns the new lease end. ZF601, ZF602, ZF605, ZF607.';
 
+CREATE FUNCTION fincore.cancel_job(job_id bigint) RETURNS text
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_cancel';
+COMMENT ON FUNCTION fincore.cancel_job(bigint) IS
+    'Cancels a ready, scheduled, running or dead job (moved to the archive as cancelled); returns the state it was in. A worker still holding it gets ZF607. ZF601, ZF607.';
+
+CREATE FUNCTION fincore.retry_job(job_id bigint) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_retry';
+COMMENT ON FUNCTION fincore.retry_job(bigint) IS
+    'Returns a dead job to its queue, ready now, with a fresh set of max_attempts attempts; its error history is kept. ZF601, ZF603, ZF606.';
+
+-- 0.1.0's names, kept for one release (CHANGELOG, "Renamed"): the same C functions.
 CREATE FUNCTION fincore.cancel(job_id bigint) RETURNS text
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_cancel';
 COMMENT ON FUNCTION fincore.cancel(bigint) IS
-    'Cancels a ready, scheduled, running or dead job (moved to the archive as cancelled); returns the state it was in. A worker still holding it gets ZF607. ZF601, ZF607.';
-
+    'Deprecated alias of fincore.cancel_job (payments and subscriptions are cancelled too); removed in 0.3.0.';
 CREATE FUNCTION fincore.retry(job_id bigint) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_retry';
 COMMENT ON FUNCTION fincore.retry(bigint) IS
-    'Returns a dead job to its queue, ready now, with a fresh set of max_attempts attempts; its error history is kept. ZF601, ZF603, ZF606.';
+    'Deprecated alias of fincore.retry_job (invoices are retried too); removed in 0.3.0.';
 
 CREATE FUNCTION fincore.pause_queue(queue text) RETURNS void
     LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_pause_queue';
@@ -311,9 +335,13 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.enqueue_many(text,jsonb[],timestamptz,smallint,integer,text[])', 'app'),
     ('fincore.dequeue(text,integer,interval,text)', 'app'),
     ('fincore.complete(bigint,jsonb,integer)', 'app'),
+    ('fincore.complete_and_dequeue(bigint,text,jsonb,integer,integer,interval,text)', 'app'),
+    ('fincore.wait_for_jobs(text,interval)', 'app'),
     ('fincore.complete_many(bigint[],integer[],jsonb[])', 'app'),
     ('fincore.fail(bigint,text,timestamptz,integer)', 'app'),
     ('fincore.heartbeat(bigint,interval,integer)', 'app'),
+    ('fincore.cancel_job(bigint)', 'app'),
+    ('fincore.retry_job(bigint)', 'app'),
     ('fincore.cancel(bigint)', 'app'),
     ('fincore.retry(bigint)', 'app'),
     ('fincore.pause_queue(text)', 'app'),

@@ -1021,6 +1021,71 @@ COMMENT ON FUNCTION fincore._outbox_restore_check() IS
     'Internal, run once per backend before it first writes or reads events: rebases a restored dump''s events and consumer positions that lie ahead of this cluster''s transaction ids (fincore.outbox_restores). Returns the seq up to which events left the stream, and whether it rebased them just now.';
 REVOKE ALL ON FUNCTION fincore._outbox_restore_check() FROM PUBLIC;
 
+-- ---- Workers: the queue's loop in one round trip; waiting for jobs and events (issue 23) -------
+
+CREATE FUNCTION fincore.complete_and_dequeue(job_id bigint, queue text, result jsonb DEFAULT NULL,
+                                             attempt integer DEFAULT NULL, max integer DEFAULT 1,
+                                             lease interval DEFAULT '30 seconds', worker text DEFAULT NULL)
+    RETURNS SETOF fincore.job
+    LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 10 AS 'MODULE_PATHNAME', 'fincore_complete_and_dequeue';
+COMMENT ON FUNCTION fincore.complete_and_dequeue(bigint, text, jsonb, integer, integer, interval, text) IS
+    'A worker''s loop in one round trip: completes job_id as fincore.complete does (NULL: nothing to complete, the first call), then claims up to max jobs of queue as fincore.dequeue does, in the caller''s transaction. ZF601, ZF602, ZF607 for the completed job; ZF203, ZF604, ZF605.';
+
+CREATE FUNCTION fincore.wait_for_jobs(queue text, timeout interval DEFAULT '30 seconds')
+    RETURNS boolean
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_wait_for_jobs';
+COMMENT ON FUNCTION fincore.wait_for_jobs(text, interval) IS
+    'For an idle worker: returns true as soon as a job of the queue is ready for the caller (at once if one is), false after timeout (at most 1 hour), with no polling: the commit of an enqueue into the queue wakes it (with fincore in shared_preload_libraries; else it looks every 50 ms), and it wakes when a scheduled job falls due. READ COMMITTED only. ZF203, ZF604, ZF605.';
+
+CREATE FUNCTION fincore.wait_for_events(consumer text, timeout interval DEFAULT '30 seconds') RETURNS boolean
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_wait_for_events';
+COMMENT ON FUNCTION fincore.wait_for_events(text, interval) IS
+    'For an idle consumer: returns true as soon as it has something to poll (a committed event past its position, or a retry that is due), at once if it has, false after timeout (at most 1 hour), with no polling: the commit of a transaction that emitted events wakes it (with fincore in shared_preload_libraries; else it looks every 50 ms), and it wakes when its first retry falls due. READ COMMITTED only. ZF502, ZF503.';
+
+INSERT INTO fincore.function_audience (fn, audience) VALUES
+    ('fincore.complete_and_dequeue(bigint,text,jsonb,integer,integer,interval,text)', 'app'),
+    ('fincore.wait_for_jobs(text,interval)', 'app'),
+    ('fincore.wait_for_events(text,interval)', 'app');
+
+-- ---- Renamed, with 0.1.0's names kept as deprecated aliases for one release (issue 23) ----------
+
+CREATE FUNCTION fincore.reverse_transfer(transfer_id uuid, amount bigint DEFAULT NULL, id uuid DEFAULT NULL)
+    RETURNS fincore.transfer_result
+    LANGUAGE c VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'fincore_reverse';
+COMMENT ON FUNCTION fincore.reverse_transfer(uuid, bigint, uuid) IS
+    'Moves all that is left (amount NULL) or part of a posted transfer back, as a reversal linked to it; the total reversed never exceeds the original (ZF316). Idempotent by id.';
+COMMENT ON FUNCTION fincore.reverse(uuid, bigint, uuid) IS
+    'Deprecated alias of fincore.reverse_transfer (reverse is a built-in string function''s name); removed in 0.3.0.';
+
+CREATE FUNCTION fincore.cancel_job(job_id bigint) RETURNS text
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_cancel';
+COMMENT ON FUNCTION fincore.cancel_job(bigint) IS
+    'Cancels a ready, scheduled, running or dead job (moved to the archive as cancelled); returns the state it was in. A worker still holding it gets ZF607. ZF601, ZF607.';
+
+CREATE FUNCTION fincore.retry_job(job_id bigint) RETURNS void
+    LANGUAGE c VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fincore_retry';
+COMMENT ON FUNCTION fincore.retry_job(bigint) IS
+    'Returns a dead job to its queue, ready now, with a fresh set of max_attempts attempts; its error history is kept. ZF601, ZF603, ZF606.';
+
+COMMENT ON FUNCTION fincore.cancel(bigint) IS
+    'Deprecated alias of fincore.cancel_job (payments and subscriptions are cancelled too); removed in 0.3.0.';
+COMMENT ON FUNCTION fincore.retry(bigint) IS
+    'Deprecated alias of fincore.retry_job (invoices are retried too); removed in 0.3.0.';
+
+CREATE FUNCTION fincore.divide(value fincore.amount, divisor bigint, mode text DEFAULT 'half_even')
+    RETURNS fincore.amount
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_div';
+COMMENT ON FUNCTION fincore.divide(fincore.amount, bigint, text) IS
+    'Divides an amount by an integer, rounding the minor units once with the given mode.';
+COMMENT ON FUNCTION fincore.div(fincore.amount, bigint, text) IS
+    'Deprecated alias of fincore.divide (div is a built-in numeric function''s name); removed in 0.3.0.';
+
+INSERT INTO fincore.function_audience (fn, audience) VALUES
+    ('fincore.reverse_transfer(uuid,bigint,uuid)', 'app'),
+    ('fincore.cancel_job(bigint)', 'app'),
+    ('fincore.retry_job(bigint)', 'app');
+
 -- ---- Limits (issue 17): sql/modules/limits.sql, as it is ------------------------------------
 
 -- limits: spending and velocity limits, enforced inside the posting path (docs/limits.md).
@@ -2353,7 +2418,7 @@ BEGIN
             EXIT WHEN left_to_refund = 0;
             part := LEAST(left_to_refund, cap.captured - cap.reversed);
             CONTINUE WHEN part <= 0;
-            r := fincore.reverse(cap.transfer_id, part,
+            r := fincore.reverse_transfer(cap.transfer_id, part,
                                  fincore._payment_transfer_id(p.id, s.step_no, 'reverse:' || cap.step_no::text));
             s.transfer_ids := s.transfer_ids || r.id;
             UPDATE fincore.payment_steps x SET reversed = x.reversed + part
@@ -4032,7 +4097,7 @@ BEGIN
     END IF;
     inv.status := fincore.invoice_transition(inv.status, 'void');
     IF inv.transfer_id IS NOT NULL THEN
-        inv.void_transfer_id := (fincore.reverse(inv.transfer_id, NULL,
+        inv.void_transfer_id := (fincore.reverse_transfer(inv.transfer_id, NULL,
                                                  fincore._payment_transfer_id(inv.id, 0, 'void'))).id;
     END IF;
     inv.next_attempt_at := NULL;

@@ -82,7 +82,7 @@ def test_every_call_runs_on_one_shard(tenants):
         conn.execute("SELECT fincore.post_pending(%s, 20)", (hold,))
         hold = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 30, pending => true)", (acct(2), acct(3))).fetchone()[0]
         conn.execute("SELECT fincore.void_pending(%s)", (hold,))
-        conn.execute("SELECT fincore.reverse(%s, 4)", (tid,))
+        conn.execute("SELECT fincore.reverse_transfer(%s, 4)", (tid,))
         results = conn.execute(batch_sql(3), req(acct(1), acct(2), 1) + req(acct(2), acct(3), 1)
                                + req(acct(3), acct(999), 1)).fetchone()[0]
         assert results == ["ok", "ok", "ok"], results
@@ -374,7 +374,7 @@ def worker(tenant, seed, errors, created):
                         conn.execute("SELECT fincore.transfer(%s, %s, 2)", (acct(d), acct(999)))
                     else:
                         tid = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 10)", (acct(d), acct(c))).fetchone()[0]
-                        conn.execute("SELECT fincore.reverse(%s, 5)", (tid,))
+                        conn.execute("SELECT fincore.reverse_transfer(%s, 5)", (tid,))
     except Exception as exc:  # reported by the test
         errors.append(repr(exc))
 

@@ -243,7 +243,7 @@ class Worker(threading.Thread):
             tid, d, c, amount = self.rng.choice(self.shared.transfers)
         rid = str(uuid.uuid4())
         part = self.rng.choice([None, self.rng.randint(1, max(1, amount // 2))])
-        conn.execute("SELECT fincore.reverse(%s::uuid, %s::bigint, %s::uuid)", (tid, part, rid))
+        conn.execute("SELECT fincore.reverse_transfer(%s::uuid, %s::bigint, %s::uuid)", (tid, part, rid))
         with self.shared.lock:
             self.shared.created.append(rid)
 

@@ -60,7 +60,7 @@ def test_transfers_reach_consumers_as_events(database):
         hold = conn.execute("SELECT id FROM fincore.transfer(%s, %s, 50, pending => true, timeout => '1 hour')",
                             (A, C)).fetchone()[0]
         post = conn.execute("SELECT id FROM fincore.post_pending(%s, 20)", (hold,)).fetchone()[0]
-        rev = conn.execute("SELECT id FROM fincore.reverse(%s, 30)", (t1,)).fetchone()[0]
+        rev = conn.execute("SELECT id FROM fincore.reverse_transfer(%s, 30)", (t1,)).fetchone()[0]
         # A batch: an independent transfer, and a chain that fails as a whole (no event of it).
         batch = conn.execute("""SELECT index, id, result FROM fincore.create_transfers(ARRAY[
                 ROW(NULL, %s, %s, 5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),

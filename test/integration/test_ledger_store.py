@@ -187,7 +187,7 @@ class Run:
                             (self.id_of.get(step[2], str(uuid.UUID(int=1))),))
         elif op == "reverse":
             _, _, t, amount = step
-            out = self.call("SELECT id, result, kind, amount FROM fincore.reverse(%s, %s)",
+            out = self.call("SELECT id, result, kind, amount FROM fincore.reverse_transfer(%s, %s)",
                             (self.id_of.get(t, str(uuid.UUID(int=1))), amount))
         elif op == "batch":
             rows, params = [], []

@@ -2,7 +2,7 @@
 -- classes, volatility, strictness, parallel safety, comments, privileges.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(109);
+SELECT plan(110);
 
 -- The extension and its schema.
 SELECT has_extension('fincore');
@@ -103,7 +103,7 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.unfreeze_account(uuid)'), ('fincore.close_account(uuid)'),
     ('fincore.transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamptz)'),
     ('fincore.transfer(uuid,uuid,fincore.amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamptz)'),
-    ('fincore.post_pending(uuid,bigint,uuid)'), ('fincore.void_pending(uuid,uuid)'), ('fincore.reverse(uuid,bigint,uuid)'),
+    ('fincore.post_pending(uuid,bigint,uuid)'), ('fincore.void_pending(uuid,uuid)'), ('fincore.reverse(uuid,bigint,uuid)'), ('fincore.reverse_transfer(uuid,bigint,uuid)'),
     ('fincore.create_transfers(fincore.transfer_request[])'), ('fincore.expire_pending(integer)'),
     ('fincore.rollup_hot_accounts(integer)'), ('fincore.expire_pending_step(interval)'),
     ('fincore.rollup_hot_accounts_step(interval)'), ('fincore.ledger_append_only()'),
@@ -117,16 +117,16 @@ INSERT INTO writers VALUES ('fincore.register_currency(text,integer,text)'), ('f
     ('fincore.emit(text,text,text,text,jsonb,jsonb)'), ('fincore._outbox_changed()'),
     ('fincore._outbox_latest_snapshot()'), ('fincore._outbox_seal(regclass)'), ('fincore._outbox_restore_check()'),
     ('fincore.subscribe(text,text[],uuid,integer,interval,interval)'), ('fincore.unsubscribe(text)'),
-    ('fincore.poll(text,integer)'), ('fincore.ack(text,uuid)'), ('fincore.nack(text,uuid,text)'),
+    ('fincore.poll(text,integer)'), ('fincore.wait_for_events(text,interval)'), ('fincore.ack(text,uuid)'), ('fincore.nack(text,uuid,text)'),
     ('fincore.replay_dead(text,uuid[])'), ('fincore.outbox_maintenance(interval)'),
     ('fincore.outbox_configure(boolean,interval,interval,text)'), ('fincore.set_ledger_events(boolean)'),
     ('fincore.inbox_accept(text,text,jsonb)'), ('fincore.accept_webhook(text,text,text,text,interval)'),
     ('fincore.enqueue(text,jsonb,timestamptz,smallint,integer,text)'),
     ('fincore.enqueue_many(text,jsonb[],timestamptz,smallint,integer,text[])'),
-    ('fincore.dequeue(text,integer,interval,text)'), ('fincore.complete(bigint,jsonb,integer)'),
+    ('fincore.dequeue(text,integer,interval,text)'), ('fincore.complete(bigint,jsonb,integer)'), ('fincore.complete_and_dequeue(bigint,text,jsonb,integer,integer,interval,text)'), ('fincore.wait_for_jobs(text,interval)'),
     ('fincore.complete_many(bigint[],integer[],jsonb[])'),
     ('fincore.fail(bigint,text,timestamptz,integer)'), ('fincore.heartbeat(bigint,interval,integer)'),
-    ('fincore.cancel(bigint)'), ('fincore.retry(bigint)'), ('fincore.pause_queue(text)'),
+    ('fincore.cancel(bigint)'), ('fincore.retry(bigint)'), ('fincore.cancel_job(bigint)'), ('fincore.retry_job(bigint)'), ('fincore.pause_queue(text)'),
     ('fincore.resume_queue(text)'), ('fincore.queue_stats(interval)'), ('fincore.rescue_expired(interval)'),
     ('fincore.job_backoff(integer)'), ('fincore.job_retention(interval)'), ('fincore.paused_queues_changed()'),
     ('fincore.schedule_maintenance(text)'), ('fincore.unschedule_maintenance()'), ('fincore.distribute(regclass)'), ('fincore.pre_request()'),
@@ -250,7 +250,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'create_account(text,integer,text[],bigint,uuid,text,jsonb)',
           'transfer(uuid,uuid,bigint,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamp with time zone)',
           'transfer(uuid,uuid,amount,uuid,integer,boolean,interval,jsonb,text,uuid,text,jsonb,boolean,boolean,boolean,boolean,boolean,timestamp with time zone)',
-          'post_pending(uuid,bigint,uuid)', 'void_pending(uuid,uuid)', 'reverse(uuid,bigint,uuid)',
+          'post_pending(uuid,bigint,uuid)', 'void_pending(uuid,uuid)', 'reverse(uuid,bigint,uuid)', 'reverse_transfer(uuid,bigint,uuid)',
           'balance(uuid,timestamp with time zone)',
           'account_transfers(uuid,timestamp with time zone,timestamp with time zone,integer,boolean,boolean,boolean,integer)',
           'account_balances(uuid,timestamp with time zone,timestamp with time zone,integer,boolean,boolean,boolean,integer)',
@@ -338,7 +338,9 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
           'recon_set_rule(text,text,integer,text,text[],bigint,integer,integer,real,text,integer,text,uuid,boolean)',
           'recon_unmatch(uuid,text)',
           'set_rate_limit_policy(text,integer,interval,integer,integer,integer,uuid,name,text,text,text,boolean)',
-          '_rate_quota_check(integer,interval,integer,integer)', 'drop_rate_limit_policy(text,uuid)'],
+          '_rate_quota_check(integer,interval,integer,integer)', 'drop_rate_limit_policy(text,uuid)',
+          'complete_and_dequeue(bigint,text,jsonb,integer,integer,interval,text)', 'wait_for_jobs(text,interval)',
+          'wait_for_events(text,interval)'],
     'the non-STRICT functions are exactly the NULL-aware ones');
 SELECT is_strict('fincore', 'amount_in', ARRAY['cstring']);
 SELECT is_strict('fincore', 'allocate', ARRAY['amount', 'bigint[]']);
@@ -428,6 +430,26 @@ SELECT ok(NOT has_table_privilege('public', 'fincore.currency_registry', 'INSERT
           AND NOT has_table_privilege('public', 'fincore.currency_registry', 'TRUNCATE'),
     'PUBLIC may not write currency_registry');
 SELECT ok(has_table_privilege('public', 'fincore.currencies', 'SELECT'), 'PUBLIC may read currencies');
+
+-- Renamed functions keep 0.1.0's names for one release: each alias is the same C function, with
+-- the same arguments, as the function its comment names (CHANGELOG, "Renamed").
+SELECT results_eq($$
+    SELECT a.oid::regprocedure::text FROM pg_catalog.pg_proc a
+     WHERE a.pronamespace = 'fincore'::regnamespace
+       AND pg_catalog.obj_description(a.oid, 'pg_proc') LIKE 'Deprecated alias of %'
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc n
+                        WHERE n.pronamespace = a.pronamespace AND n.oid <> a.oid
+                          AND n.proname = substring(pg_catalog.obj_description(a.oid, 'pg_proc')
+                                                    FROM 'Deprecated alias of fincore\.([a-z_]+)')
+                          AND n.proargtypes = a.proargtypes AND n.prosrc = a.prosrc
+                          AND n.probin IS NOT DISTINCT FROM a.probin AND n.provolatile = a.provolatile
+                          AND n.proisstrict = a.proisstrict AND n.prosecdef = a.prosecdef)
+    UNION ALL
+    SELECT 'aliases: ' || pg_catalog.count(*) FROM pg_catalog.pg_proc a
+     WHERE a.pronamespace = 'fincore'::regnamespace
+       AND pg_catalog.obj_description(a.oid, 'pg_proc') LIKE 'Deprecated alias of %'$$,
+    $$VALUES ('aliases: 4')$$,
+    'the 4 deprecated aliases (reverse, cancel, retry, div) each match the function they name');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -56,7 +56,7 @@ SELECT throws_ok($$SELECT '-92233720368547758.08 USD'::fincore.amount / -1$$, 'Z
 SELECT throws_ok($$SELECT fincore.sum(a) FROM (VALUES ('92233720368547758.07 USD'::fincore.amount), ('0.01 USD')) v(a)$$,
     'ZF104', NULL, 'ZF104: final sum');
 SELECT throws_ok($$SELECT fincore.div_round(-9223372036854775808, -1)$$, 'ZF104', NULL, 'ZF104: div_round quotient');
-SELECT throws_ok($$SELECT fincore.div('-92233720368547758.08 USD'::fincore.amount, -1, 'floor')$$,
+SELECT throws_ok($$SELECT fincore.divide('-92233720368547758.08 USD'::fincore.amount, -1, 'floor')$$,
     'ZF104', NULL, 'ZF104: div');
 SELECT throws_ok($$SELECT fincore.multiply('92233720368547758.07 USD', 2, 'down')$$, 'ZF104', NULL, 'ZF104: multiply');
 SELECT throws_ok($$SELECT fincore.from_numeric(92233720368547758.08, 'USD')$$, 'ZF104', NULL, 'ZF104: from_numeric');
@@ -77,14 +77,14 @@ SELECT throws_ok($$SELECT '1.00 USD'::fincore.amount / 3$$, 'ZF105', '1.00 USD /
 
 -- ZF106 division_by_zero
 SELECT throws_ok($$SELECT '1 USD'::fincore.amount / 0$$, 'ZF106', NULL, 'ZF106: /');
-SELECT throws_ok($$SELECT fincore.div('1 USD'::fincore.amount, 0)$$, 'ZF106', NULL, 'ZF106: div');
+SELECT throws_ok($$SELECT fincore.divide('1 USD'::fincore.amount, 0)$$, 'ZF106', NULL, 'ZF106: divide');
 SELECT throws_ok($$SELECT fincore.div_round(1, 0)$$, 'ZF106', NULL, 'ZF106: div_round');
 SELECT throws_ok($$SELECT fincore.div_round(1, 0)$$, 'ZF106', 'division by zero: 1 / 0', 'ZF106 message');
 
 -- ZF107 invalid_rounding_mode
 SELECT throws_ok($$SELECT fincore.div_round(1, 2, 'HALF_EVEN')$$, 'ZF107', NULL, 'ZF107: modes are lower case');
 SELECT throws_ok($$SELECT fincore.div_round(1, 2, 'bankers')$$, 'ZF107', NULL, 'ZF107: div_round');
-SELECT throws_ok($$SELECT fincore.div('1 USD'::fincore.amount, 3, 'nearest')$$, 'ZF107', NULL, 'ZF107: div');
+SELECT throws_ok($$SELECT fincore.divide('1 USD'::fincore.amount, 3, 'nearest')$$, 'ZF107', NULL, 'ZF107: divide');
 SELECT throws_ok($$SELECT fincore.multiply('1 USD', 0.5, '')$$, 'ZF107', NULL, 'ZF107: multiply');
 SELECT throws_ok($$SELECT fincore.from_numeric(1.5, 'USD', 'round')$$, 'ZF107', NULL, 'ZF107: from_numeric');
 SELECT throws_ok($$SELECT fincore.div_round(1, 2, 'bankers')$$, 'ZF107', 'invalid rounding mode: "bankers"',

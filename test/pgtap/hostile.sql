@@ -183,7 +183,7 @@ SELECT fincore.transfer('aaaaaaaa-4057-4000-8000-00000000ac01', 'aaaaaaaa-4057-4
 SELECT fincore.transfer('aaaaaaaa-4057-4000-8000-00000000ac01', 'aaaaaaaa-4057-4000-8000-00000000ac03', 500, 'aaaaaaaa-4057-4000-8000-0000000a0004', pending => true);
 SELECT fincore.post_pending('aaaaaaaa-4057-4000-8000-0000000a0003', 200, 'aaaaaaaa-4057-4000-8000-0000000a0005');
 SELECT fincore.void_pending('aaaaaaaa-4057-4000-8000-0000000a0004', 'aaaaaaaa-4057-4000-8000-0000000a0006');
-SELECT fincore.reverse('aaaaaaaa-4057-4000-8000-0000000a0002', 34, 'aaaaaaaa-4057-4000-8000-0000000a0007');
+SELECT fincore.reverse_transfer('aaaaaaaa-4057-4000-8000-0000000a0002', 34, 'aaaaaaaa-4057-4000-8000-0000000a0007');
 SELECT fincore.transfer('aaaaaaaa-4057-4000-8000-00000000ac01', 'aaaaaaaa-4057-4000-8000-00000000ac04', 100, 'aaaaaaaa-4057-4000-8000-0000000a0012');
 SELECT fincore.transfer('aaaaaaaa-4057-4000-8000-00000000ac02', 'aaaaaaaa-4057-4000-8000-00000000ac01', 1000, 'aaaaaaaa-4057-4000-8000-0000000a0008',
     fee_schedule => 'hostile_card', fee_account => 'aaaaaaaa-4057-4000-8000-00000000ac03', fee_mode => 'on_top');
@@ -239,10 +239,10 @@ SELECT fincore.heartbeat(:job1, '1 minute');
 SELECT fincore.complete(:job1, '{"ok": true}');
 SELECT fincore.fail(:job2, 'boom');
 SELECT * FROM fincore.complete_many(ARRAY[:job3]);
-SELECT fincore.cancel(:job5);
+SELECT fincore.cancel_job(:job5);
 DO $r$ BEGIN PERFORM fincore.complete(1, '{}'); EXCEPTION WHEN OTHERS THEN NULL; END $r$;
 SELECT fincore.fail(:job4, 'boom');
-SELECT fincore.retry(:job4);
+SELECT fincore.retry_job(:job4);
 
 -- ---- a trusted backend, the same way --------------------------------------------------------------
 RESET ROLE;

@@ -93,13 +93,13 @@ SELECT throws_ok($$SELECT void_pending('20000000-0000-4000-8000-000000000004')$$
     'ZF312', NULL, 'ZF312 pending_transfer_expired: voiding after the timeout');
 SELECT throws_ok($$SELECT post_pending('20000000-0000-4000-8000-000000000001', 501)$$,
     'ZF313', NULL, 'ZF313 exceeds_pending_amount');
-SELECT throws_ok($$SELECT fincore.reverse('10000000-0000-4000-8000-0000000000ff'::uuid)$$,
+SELECT throws_ok($$SELECT fincore.reverse_transfer('10000000-0000-4000-8000-0000000000ff'::uuid)$$,
     'ZF314', NULL, 'ZF314 transfer_not_found');
-SELECT throws_ok($$SELECT fincore.reverse('30000000-0000-4000-8000-00000000000b'::uuid)$$,
+SELECT throws_ok($$SELECT fincore.reverse_transfer('30000000-0000-4000-8000-00000000000b'::uuid)$$,
     'ZF314', NULL, 'ZF314 transfer_not_found: another tenant''s transfer');
-SELECT throws_ok($$SELECT fincore.reverse('20000000-0000-4000-8000-000000000001'::uuid)$$,
+SELECT throws_ok($$SELECT fincore.reverse_transfer('20000000-0000-4000-8000-000000000001'::uuid)$$,
     'ZF315', NULL, 'ZF315 transfer_not_reversible: a hold');
-SELECT throws_ok($$SELECT fincore.reverse('10000000-0000-4000-8000-000000000001'::uuid, 10001)$$,
+SELECT throws_ok($$SELECT fincore.reverse_transfer('10000000-0000-4000-8000-000000000001'::uuid, 10001)$$,
     'ZF316', NULL, 'ZF316 exceeds_reversible_amount');
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a1', '00000000-0000-4000-8000-0000000000a2', 10000,
                                    id => '10000000-0000-4000-8000-000000000001', code => 8, metadata => '{"k":1}')$$,
@@ -295,7 +295,7 @@ SELECT is_empty($$SELECT * FROM account_transfers('00000000-0000-4000-8000-00000
 SELECT throws_ok($$SELECT transfer('00000000-0000-4000-8000-0000000000a2', '00000000-0000-4000-8000-0000000000b1', 1)$$,
     'ZF301', NULL, 'B cannot move money out of A''s account');
 SELECT throws_ok($$SELECT void_pending('20000000-0000-4000-8000-000000000001')$$, 'ZF308', NULL, 'B cannot void A''s hold');
-SELECT throws_ok($$SELECT fincore.reverse('10000000-0000-4000-8000-000000000001'::uuid)$$, 'ZF314', NULL, 'B cannot reverse A''s transfer');
+SELECT throws_ok($$SELECT fincore.reverse('10000000-0000-4000-8000-000000000001'::uuid)$$, 'ZF314', NULL, 'B cannot reverse A''s transfer (through 0.1.0''s name, the deprecated alias)');
 SELECT throws_ok($$SELECT close_account('00000000-0000-4000-8000-0000000000a1')$$, 'ZF301', NULL, 'B cannot close A''s account');
 SELECT is(pg_temp.r(pg_temp.t(NULL, 'a1', 'b1', 1)), '{debit_account_not_found}', 'B''s batch cannot use A''s account');
 SELECT throws_ok($$INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, created_at)

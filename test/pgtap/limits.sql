@@ -171,10 +171,10 @@ SELECT is(pg_temp.used('a3-holds', 'a3000000-0000-4000-8000-000000000003'), 500:
 -- A reversal gives nothing back, unless the limit says restore_on_reversal.
 SELECT fincore.transfer('a3000000-0000-4000-8000-000000000003', 'a4000000-0000-4000-8000-000000000004', 200,
                         id => 'b4000000-0000-4000-8000-000000000004');
-SELECT fincore.reverse('b4000000-0000-4000-8000-000000000004', 100);
+SELECT fincore.reverse_transfer('b4000000-0000-4000-8000-000000000004', 100);
 SELECT is(pg_temp.used('a3-holds', 'a3000000-0000-4000-8000-000000000003'), 700::bigint, 'a reversal restores nothing by default');
 SELECT fincore.update_limit(id, restore_on_reversal => true) FROM fincore.limits WHERE name = 'a3-holds';
-SELECT fincore.reverse('b4000000-0000-4000-8000-000000000004', 100);
+SELECT fincore.reverse_transfer('b4000000-0000-4000-8000-000000000004', 100);
 SELECT is(pg_temp.used('a3-holds', 'a3000000-0000-4000-8000-000000000003'), 600::bigint, 'restore_on_reversal gives the reversed amount back');
 
 -- ---------------------------------------------------------------------------

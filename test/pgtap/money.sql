@@ -96,9 +96,9 @@ SELECT results_eq($$SELECT div_round(n, 10, 'half_even'), div_round(n, 10, 'half
     'div_round: every mode for ±0.5 ±1.5 ±2.5 ±0.4 ±0.6');
 SELECT is(div_round(25, 10), 2::bigint, 'div_round defaults to half_even');
 SELECT is(div_round(-9223372036854775808, 9223372036854775807, 'floor'), -2::bigint, 'div_round at the int64 edge');
-SELECT is(div('1.00 USD'::amount, 3), '0.33 USD'::amount, 'div rounds half_even by default');
-SELECT is(div('2.00 USD'::amount, 3, 'down'), '0.66 USD'::amount, 'div down');
-SELECT is(div('-0.05 USD'::amount, 2, 'floor'), '-0.03 USD'::amount, 'div floor on a negative');
+SELECT is(divide('1.00 USD'::amount, 3), '0.33 USD'::amount, 'divide rounds half_even by default');
+SELECT is(divide('2.00 USD'::amount, 3, 'down'), '0.66 USD'::amount, 'divide down');
+SELECT is(divide('-0.05 USD'::amount, 2, 'floor'), '-0.03 USD'::amount, 'divide floor on a negative');
 SELECT is(multiply('100.00 USD', 0.075, 'half_even'), '7.50 USD'::amount, 'multiply by a rate');
 SELECT is(multiply('10.05 USD', 0.5, 'half_even'), '5.02 USD'::amount, 'multiply: half to even');
 SELECT is(multiply('10.05 USD', 0.5, 'half_up'), '5.03 USD'::amount, 'multiply: half up');

@@ -5,7 +5,7 @@
 -- lease is made by moving lease_until into the past, as the table's owner.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(202);
+SELECT plan(211);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -45,6 +45,7 @@ SELECT has_function('fincore', 'enqueue_many', ARRAY['text', 'jsonb[]', 'timesta
 SELECT has_function('fincore', 'dequeue', ARRAY['text', 'integer', 'interval', 'text']);
 SELECT has_function('fincore', 'complete', ARRAY['bigint', 'jsonb', 'integer']);
 SELECT has_function('fincore', 'complete_many', ARRAY['bigint[]', 'integer[]', 'jsonb[]']);
+SELECT has_function('fincore', 'complete_and_dequeue', ARRAY['bigint', 'text', 'jsonb', 'integer', 'integer', 'interval', 'text']);
 SELECT has_function('fincore', 'fail', ARRAY['bigint', 'text', 'timestamp with time zone', 'integer']);
 SELECT has_function('fincore', 'heartbeat', ARRAY['bigint', 'interval', 'integer']);
 SELECT has_function('fincore', 'cancel', ARRAY['bigint']);
@@ -178,6 +179,26 @@ SELECT isnt(fincore.enqueue('tap', '{}', unique_key => 'order-42'), (SELECT id F
 SELECT throws_ok($$SELECT fincore.complete((SELECT max(id) FROM fincore.jobs WHERE unique_key = 'order-42' AND queue = 'tap'))$$,
     'ZF602', NULL, 'ZF602: complete a job that is ready, not running');
 
+-- complete_and_dequeue: a worker's loop in one call.
+INSERT INTO ids SELECT 'l' || n, fincore.enqueue('loop', jsonb_build_object('n', n)) FROM generate_series(1, 3) n;
+SELECT is((SELECT array_agg(id) FROM fincore.complete_and_dequeue(NULL, 'loop')),
+    ARRAY[(SELECT id FROM ids WHERE name = 'l1')], 'complete_and_dequeue with no job claims the first');
+SELECT throws_ok($$SELECT * FROM fincore.complete_and_dequeue((SELECT id FROM ids WHERE name = 'l1'), 'loop', attempt => 2)$$,
+    'ZF602', NULL, 'ZF602: complete_and_dequeue with the wrong attempt');
+SELECT throws_ok($$SELECT * FROM fincore.complete_and_dequeue((SELECT id FROM ids WHERE name = 'l1'), 'loop', max => 0)$$,
+    'ZF605', NULL, 'ZF605: complete_and_dequeue with max 0');
+SELECT results_eq($$SELECT name, state FROM fincore.jobs JOIN ids USING (id) WHERE queue = 'loop' ORDER BY name$$,
+    $$VALUES ('l1', 'running'), ('l2', 'ready'), ('l3', 'ready')$$, 'a refused call completed and claimed nothing');
+SELECT is((SELECT array_agg(id) FROM fincore.complete_and_dequeue((SELECT id FROM ids WHERE name = 'l1'), 'loop',
+                                                                   '{"ok": true}', 1, max => 2)),
+    ARRAY(SELECT id FROM ids WHERE name IN ('l2', 'l3') ORDER BY name), 'it completes the job and claims the next ones');
+SELECT results_eq($$SELECT a.state, a.result FROM fincore.job_archive a JOIN ids USING (id) WHERE ids.name = 'l1'$$,
+    $$VALUES ('completed'::text, '{"ok": true}'::jsonb)$$, 'the completed job is archived with its result');
+SELECT is((SELECT count(*) FROM fincore.complete_and_dequeue((SELECT id FROM ids WHERE name = 'l2'), 'loop')), 0::bigint,
+    'with nothing left to claim it completes and returns no job');
+SELECT is((SELECT count(*) FROM fincore.jobs j JOIN ids USING (id) WHERE ids.name = 'l2'), 0::bigint,
+    'and the job it completed is gone from the hot table');
+
 -- complete_many: a batch in one statement, all or nothing.
 INSERT INTO ids SELECT 'm' || n, fincore.enqueue('batch', jsonb_build_object('n', n)) FROM generate_series(1, 4) n;
 SELECT * FROM fincore.dequeue('batch', 4);
@@ -248,24 +269,24 @@ SELECT is((SELECT max(fincore.job_backoff(1000)) FROM generate_series(1, 100)) <
 -- ---------------------------------------------------------------------------
 -- retry of a dead job.
 -- ---------------------------------------------------------------------------
-SELECT lives_ok($$SELECT fincore.retry((SELECT id FROM ids WHERE name = 'f'))$$, 'retry a dead job');
+SELECT lives_ok($$SELECT fincore.retry_job((SELECT id FROM ids WHERE name = 'f'))$$, 'retry a dead job');
 SELECT results_eq($$SELECT state, attempts, scheduled, jsonb_array_length(errors), errors -> -1 ? 'retried_at'
                       FROM fincore.jobs WHERE id = (SELECT id FROM ids WHERE name = 'f')$$,
     $$VALUES ('ready'::text, 0, false, 4, true)$$,
     'a retried job is ready now with fresh attempts; its history is kept and marked');
 SELECT is_empty($$SELECT 1 FROM fincore.job_archive WHERE id = (SELECT id FROM ids WHERE name = 'f')$$,
     'and it has left the dead partition');
-SELECT throws_ok($$SELECT fincore.retry((SELECT id FROM ids WHERE name = 'f'))$$, 'ZF603', NULL,
+SELECT throws_ok($$SELECT fincore.retry_job((SELECT id FROM ids WHERE name = 'f'))$$, 'ZF603', NULL,
     'ZF603: retry a job that is ready');
-SELECT throws_ok($$SELECT fincore.retry((SELECT id FROM ids WHERE name = 'high'))$$, 'ZF603', NULL,
+SELECT throws_ok($$SELECT fincore.retry_job((SELECT id FROM ids WHERE name = 'high'))$$, 'ZF603', NULL,
     'ZF603: retry a completed job');
-SELECT throws_ok($$SELECT fincore.retry(-1)$$, 'ZF601', NULL, 'ZF601: retry a job that does not exist');
+SELECT throws_ok($$SELECT fincore.retry(-1)$$, 'ZF601', NULL, 'ZF601: retry a job that does not exist (0.1.0''s name, the deprecated alias)');
 -- A dead unique job cannot come back while a new job holds its key.
 INSERT INTO ids VALUES ('ud', fincore.enqueue('uq', '{}', max_attempts => 1, unique_key => 'once'));
 SELECT * FROM fincore.dequeue('uq');
 SELECT fincore.fail((SELECT id FROM ids WHERE name = 'ud'), 'boom');
 INSERT INTO ids VALUES ('ud2', fincore.enqueue('uq', '{}', unique_key => 'once'));
-SELECT throws_ok($$SELECT fincore.retry((SELECT id FROM ids WHERE name = 'ud'))$$, 'ZF606', NULL,
+SELECT throws_ok($$SELECT fincore.retry_job((SELECT id FROM ids WHERE name = 'ud'))$$, 'ZF606', NULL,
     'ZF606: retry a dead job whose unique key an unfinished job now holds');
 SELECT is((SELECT state FROM fincore.job_archive WHERE id = (SELECT id FROM ids WHERE name = 'ud')), 'dead',
     'the refused retry left the dead job where it was');
@@ -327,18 +348,18 @@ INSERT INTO ids VALUES ('c_ready', fincore.enqueue('cancel', '{}'));
 INSERT INTO ids VALUES ('c_sched', fincore.enqueue('cancel', '{}', run_at => now() + interval '1 day'));
 INSERT INTO ids VALUES ('c_run', fincore.enqueue('cancel', '{}', priority => 9::smallint));
 SELECT * FROM fincore.dequeue('cancel');
-SELECT is(fincore.cancel((SELECT id FROM ids WHERE name = 'c_ready')), 'ready', 'cancel a ready job');
-SELECT is(fincore.cancel((SELECT id FROM ids WHERE name = 'c_sched')), 'scheduled', 'cancel a scheduled job');
-SELECT is(fincore.cancel((SELECT id FROM ids WHERE name = 'c_run')), 'running', 'cancel a running job');
+SELECT is(fincore.cancel_job((SELECT id FROM ids WHERE name = 'c_ready')), 'ready', 'cancel a ready job');
+SELECT is(fincore.cancel_job((SELECT id FROM ids WHERE name = 'c_sched')), 'scheduled', 'cancel a scheduled job');
+SELECT is(fincore.cancel_job((SELECT id FROM ids WHERE name = 'c_run')), 'running', 'cancel a running job');
 SELECT throws_ok($$SELECT fincore.complete((SELECT id FROM ids WHERE name = 'c_run'))$$, 'ZF607',
     NULL, 'ZF607: its worker cannot complete it afterwards');
-SELECT is(fincore.cancel((SELECT id FROM ids WHERE name = 'ud')), 'dead', 'cancel a dead job');
+SELECT is(fincore.cancel_job((SELECT id FROM ids WHERE name = 'ud')), 'dead', 'cancel a dead job');
 SELECT results_eq($$SELECT count(*)::int, min(state), bool_and(slot = fincore.job_archive_slot(now())) FROM fincore.job_archive
                      WHERE id IN (SELECT id FROM ids WHERE name IN ('c_ready', 'c_sched', 'c_run', 'ud'))$$,
     $$VALUES (4, 'cancelled'::text, true)$$, 'cancelled jobs are archived as cancelled');
-SELECT throws_ok($$SELECT fincore.cancel((SELECT id FROM ids WHERE name = 'c_ready'))$$, 'ZF607', NULL,
+SELECT throws_ok($$SELECT fincore.cancel_job((SELECT id FROM ids WHERE name = 'c_ready'))$$, 'ZF607', NULL,
     'ZF607: cancel a cancelled job');
-SELECT throws_ok($$SELECT fincore.cancel(-1)$$, 'ZF601', NULL, 'ZF601: cancel a job that does not exist');
+SELECT throws_ok($$SELECT fincore.cancel(-1)$$, 'ZF601', NULL, 'ZF601: cancel a job that does not exist (0.1.0''s name, the deprecated alias)');
 
 -- ---------------------------------------------------------------------------
 -- pause and resume.
@@ -492,7 +513,7 @@ SELECT results_eq($$SELECT payload ->> 't' FROM fincore.dequeue('iso', 10)$$, AR
     'an app role claims only its tenant''s jobs (B''s has the higher priority)');
 SELECT throws_ok($$SELECT fincore.complete((SELECT id FROM ids WHERE name = 'tb'))$$, 'ZF601', NULL,
     'ZF601: another tenant''s job does not exist for it');
-SELECT throws_ok($$SELECT fincore.cancel((SELECT id FROM ids WHERE name = 'tb'))$$, 'ZF601', NULL,
+SELECT throws_ok($$SELECT fincore.cancel_job((SELECT id FROM ids WHERE name = 'tb'))$$, 'ZF601', NULL,
     'ZF601: nor can it cancel one');
 SELECT throws_ok($$UPDATE fincore.jobs SET state = 'ready'$$, '42501', NULL, 'an app role cannot write jobs directly');
 SELECT throws_ok($$INSERT INTO fincore.paused_queues (queue) VALUES ('x')$$, '42501', NULL,

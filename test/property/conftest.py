@@ -47,9 +47,9 @@ LANGUAGE plpgsql AS $$
 DECLARE r fincore.amount;
 BEGIN
     IF m IS NULL THEN
-        r := fincore.div(fincore.from_minor(u, c), d);
+        r := fincore.divide(fincore.from_minor(u, c), d);
     ELSE
-        r := fincore.div(fincore.from_minor(u, c), d, m);
+        r := fincore.divide(fincore.from_minor(u, c), d, m);
     END IF;
     RETURN ARRAY['ok', fincore.minor_units(r)::text, fincore.currency(r)];
 EXCEPTION WHEN OTHERS THEN
