@@ -7,7 +7,6 @@
 #include "cache_watch.h"
 #include "wakeup.h"
 
-#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -700,6 +699,17 @@ pending_as_owner(void *arg)
  * wakes it through the wake-up board (wakeup.c), and it wakes by itself when
  * the first of its retries falls due.
  */
+/* One look of wait_for_events, as the owner. */
+static bool
+events_look(void *arg, TimestampTz *wake_at)
+{
+	WaitArgs   *w = arg;
+
+	fincore_run_as_owner(state.events_relid, pending_as_owner, w);
+	*wake_at = w->next_retry;
+	return w->pending;
+}
+
 PG_FUNCTION_INFO_V1(fincore_wait_for_events);
 Datum
 fincore_wait_for_events(PG_FUNCTION_ARGS)
@@ -707,8 +717,6 @@ fincore_wait_for_events(PG_FUNCTION_ARGS)
 	WaitArgs	w = {0};
 	Interval   *iv;
 	int64		timeout_us;
-	TimestampTz deadline;
-	volatile bool ready = false;
 
 	fincore_require_coordinator("an event");
 	if (PG_ARGISNULL(0))
@@ -718,47 +726,15 @@ fincore_wait_for_events(PG_FUNCTION_ARGS)
 	w.name = PG_GETARG_TEXT_PP(0);
 	iv = PG_GETARG_INTERVAL_P(1);
 	timeout_us = (int64) iv->day * USECS_PER_DAY + iv->time;
-	if (iv->month != 0 || iv->day > 1 || timeout_us <= 0 || timeout_us > WAIT_MAX_US)
+	if (iv->month != 0 || iv->day < 0 || iv->day > 1 || timeout_us <= 0 || timeout_us > WAIT_MAX_US)
 		ereport(ERROR,
 				(errcode(ERRCODE_FC_INVALID_CONSUMER),
-				 errmsg("invalid timeout for wait_for_events: more than 0 and at most 1 hour")));
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FC_INVALID_CONSUMER),
-				 errmsg("fincore.wait_for_events needs READ COMMITTED"),
-				 errdetail("Under %s the transaction's snapshot never sees the events committed while it waits.",
-						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
-				 errhint("Call it on its own (autocommit) or in a READ COMMITTED transaction.")));
+				 errmsg("invalid timeout for wait_for_events: %s",
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
+				 errhint("More than 0 and at most 1 hour.")));
 	w.trusted = caller_is_trusted();
 	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
 		state.events_relid = fincore_table_oid("outbox_events");
-	deadline = GetCurrentTimestamp() + timeout_us;
-	/* On the board before the first look: a commit after it wakes the wait. */
-	wakeup_register(outbox_wakeup_topic());
-	PG_TRY();
-	{
-		for (;;)
-		{
-			TimestampTz now;
-			TimestampTz until;
-
-			fincore_run_as_owner(state.events_relid, pending_as_owner, &w);
-			if (w.pending)
-			{
-				ready = true;
-				break;
-			}
-			now = GetCurrentTimestamp();
-			if (now >= deadline)
-				break;
-			until = (w.next_retry != 0 && w.next_retry < deadline) ? w.next_retry : deadline;
-			(void) wakeup_wait((long) ((until - now + 999) / 1000));
-		}
-	}
-	PG_FINALLY();
-	{
-		wakeup_unregister();
-	}
-	PG_END_TRY();
-	PG_RETURN_BOOL(ready);
+	PG_RETURN_BOOL(wakeup_wait_for(outbox_wakeup_topic(), timeout_us, events_look, &w,
+								   ERRCODE_FC_INVALID_CONSUMER, "wait_for_events"));
 }

@@ -111,7 +111,12 @@ outbox_restore_floor(void)
 uint64
 outbox_wakeup_topic(void)
 {
-	return wakeup_topic("outbox", "events");
+	static uint64 topic = 0;
+
+	/* A backend serves one database: hash once. */
+	if (topic == 0)
+		topic = wakeup_topic("outbox", "events");
+	return topic;
 }
 
 bool

@@ -7,7 +7,6 @@
 
 #include "funcapi.h"
 #include "utils/builtins.h"
-#include "access/xact.h"
 
 /* ---- dequeue ---- */
 
@@ -444,57 +443,34 @@ ready_check_work(QueueCall *call)
  * promoted jobs) wakes it through the wake-up board (wakeup.c), and it wakes by
  * itself when the first scheduled job falls due.
  */
+/* One look of wait_for_jobs: is a job ready, and if not, when does the first scheduled one fall due? */
+static bool
+jobs_look(void *arg, TimestampTz *wake_at)
+{
+	QueueCall  *call = arg;
+
+	call->paused_tenants = NULL;
+	call->found_any = false;
+	call->out_time = 0;
+	if (!queue_is_paused(call->queue, &call->scope, &call->paused_tenants))
+		queue_run(ready_check_work, call);
+	*wake_at = call->out_time;
+	return call->found_any;
+}
+
 PG_FUNCTION_INFO_V1(fincore_wait_for_jobs);
 Datum
 fincore_wait_for_jobs(PG_FUNCTION_ARGS)
 {
 	QueueCall	call = {0};
 	int64		timeout_us;
-	TimestampTz deadline;
-	volatile bool ready = false;
+	bool		ready;
 
 	call.queue = queue_name_arg(fcinfo, 0);
 	timeout_us = positive_interval_arg(fcinfo, 1, "timeout", WAIT_MAX);
 	queue_scope(&call.scope);
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FC_INVALID_JOB_OPTION),
-				 errmsg("fincore.wait_for_jobs needs READ COMMITTED"),
-				 errdetail("Under %s the transaction's snapshot never sees the jobs committed while it waits.",
-						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
-				 errhint("Call it on its own (autocommit) or in a READ COMMITTED transaction.")));
-	deadline = GetCurrentTimestamp() + timeout_us;
-	/* On the board before the first look: a commit after it wakes the wait. */
-	wakeup_register(wakeup_topic("queue", call.queue));
-	PG_TRY();
-	{
-		for (;;)
-		{
-			TimestampTz now;
-			TimestampTz until;
-
-			call.paused_tenants = NULL;
-			call.found_any = false;
-			call.out_time = 0;
-			if (!queue_is_paused(call.queue, &call.scope, &call.paused_tenants))
-				queue_run(ready_check_work, &call);
-			if (call.found_any)
-			{
-				ready = true;
-				break;
-			}
-			now = GetCurrentTimestamp();
-			if (now >= deadline)
-				break;
-			until = (call.out_time != 0 && call.out_time < deadline) ? call.out_time : deadline;
-			(void) wakeup_wait((long) ((until - now + 999) / 1000));
-		}
-	}
-	PG_FINALLY();
-	{
-		wakeup_unregister();
-	}
-	PG_END_TRY();
+	ready = wakeup_wait_for(wakeup_topic("queue", call.queue), timeout_us, jobs_look, &call,
+							ERRCODE_FC_INVALID_JOB_OPTION, "wait_for_jobs");
 	if (ready)
 	{
 		/* The next dequeue scans the queue from its start: the job may lie behind the hint. */

@@ -23,6 +23,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 typedef struct WakeBoard
 {
@@ -216,4 +217,48 @@ void
 wakeup_unregister(void)
 {
 	unregister_self();
+}
+
+bool
+wakeup_wait_for(uint64 topic, int64 timeout_us, WakeupLook look, void *arg, int sqlstate, const char *fn)
+{
+	TimestampTz deadline;
+	volatile bool ready = false;
+
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("fincore.%s needs READ COMMITTED", fn),
+				 errdetail("Under %s the transaction's snapshot never sees the work committed while it waits.",
+						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Call it on its own (autocommit) or in a READ COMMITTED transaction.")));
+	deadline = GetCurrentTimestamp() + timeout_us;
+	/* On the board before the first look: a commit after it wakes the wait. */
+	wakeup_register(topic);
+	PG_TRY();
+	{
+		for (;;)
+		{
+			TimestampTz wake_at = 0;
+			TimestampTz now;
+			TimestampTz until;
+
+			if (look(arg, &wake_at))
+			{
+				ready = true;
+				break;
+			}
+			now = GetCurrentTimestamp();
+			if (now >= deadline)
+				break;
+			until = (wake_at != 0 && wake_at < deadline) ? wake_at : deadline;
+			(void) wakeup_wait((long) ((until - now + 999) / 1000));
+		}
+	}
+	PG_FINALLY();
+	{
+		wakeup_unregister();
+	}
+	PG_END_TRY();
+	return ready;
 }

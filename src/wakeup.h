@@ -15,6 +15,8 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+
 /* How often a waiter looks for work when no board can wake it. */
 #define WAKEUP_POLL_MS	50
 
@@ -36,6 +38,18 @@ extern void wakeup_register(uint64 topic);
 /* Sleep until woken, timeout_ms pass, or WAKEUP_POLL_MS pass without a board; true if woken. */
 extern bool wakeup_wait(long timeout_ms);
 extern void wakeup_unregister(void);
+
+/*
+ * The wait of fincore.wait_for_jobs / wait_for_events: registered on topic,
+ * call look(arg, &wake_at) until it says there is work (true) or timeout_us
+ * pass (false), sleeping in between until woken, timeout, or wake_at (when
+ * look sets it, e.g. a scheduled job's due time).  Refuses a transaction
+ * snapshot (sqlstate, naming fn): it would never see the work committed while
+ * it waits.
+ */
+typedef bool (*WakeupLook) (void *arg, TimestampTz *wake_at);
+extern bool wakeup_wait_for(uint64 topic, int64 timeout_us, WakeupLook look, void *arg,
+							int sqlstate, const char *fn);
 
 /* Whether a board wakes waiters (fincore preloaded). */
 extern bool wakeup_board_present(void);

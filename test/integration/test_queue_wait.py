@@ -257,3 +257,11 @@ def test_an_outbox_consumer_waits_for_events(db):
             conn.execute("SELECT fincore.wait_for_events('no_such_consumer', '1 second')")
         assert err.value.sqlstate == "ZF502"
         assert conn.execute("SELECT fincore.wait_for_events('waiting', '0.3 seconds')").fetchone()[0] is False
+        for bad in ("'0 seconds'", "'2 hours'", "NULL"):
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(f"SELECT fincore.wait_for_events('waiting', {bad})")
+            assert err.value.sqlstate == "ZF503", bad
+        with pytest.raises(psycopg.Error) as err, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SELECT fincore.wait_for_events('waiting', '1 second')")
+        assert err.value.sqlstate == "ZF503"
