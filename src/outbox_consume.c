@@ -8,12 +8,38 @@
 #include "wakeup.h"
 
 #include "catalog/namespace.h"
+#include "common/hashfn.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+
+/* ---- consumers ---- */
+
+typedef struct Consumer
+{
+	text	   *name;
+	Datum		topics;
+	bool		all_topics;
+	bool		scoped;
+	pg_uuid_t	scope;
+	Datum		position;
+	bool		position_stale; /* last moved more than a second ago */
+	bool		has_batch;
+	Datum		batch_end;
+	int64		batch_acked;
+	int64		batch_last;
+	int32		max_attempts;
+	Datum		backoff;
+	Datum		backoff_max;
+	int32		partitions;		/* of a partitioned consumer: how many (else 0) */
+	int32		partition_no;	/* and which one this is, 0 to partitions - 1 */
+	int64		seq_floor;		/* events up to it came with a restored dump (outbox_restores) */
+	bool		dirty;			/* write back */
+	bool		moved;			/* position changed */
+} Consumer;
 
 /*
  * Where consumers read events: fincore.outbox_stream, the outbox's rows and
@@ -43,28 +69,53 @@ event_plan(SPIPlanPtr *plans, const char *fmt, int nargs, Oid *types)
 	return plans[source];
 }
 
-/* ---- consumers ---- */
+/*
+ * The partition filter of a partitioned consumer's statements, whose
+ * parameters $11 and $12 are its partition count and number.  Every statement
+ * that reads a consumer's events has a plan with it and one without (plans[0]
+ * and plans[1] are without, plans[2] and plans[3] with): a consumer of one
+ * partition pays for the hash, the others do not.
+ */
+#define PARTITION_FILTER \
+	" AND fincore.event_partition(e.tenant_id, e.aggregatetype, e.aggregateid, $11)" \
+	" OPERATOR(pg_catalog.=) $12"
+#define PARTITION_NARGS 12
 
-typedef struct Consumer
+/*
+ * The plan of fmt for consumer c: fmt's first %s is the relation events are
+ * read from, its second where the partition filter goes.  types has room for
+ * PARTITION_NARGS; the filter's two are filled in here.
+ */
+static SPIPlanPtr
+consumer_event_plan(const Consumer *c, SPIPlanPtr *plans, const char *fmt, int nargs, Oid *types)
 {
-	text	   *name;
-	Datum		topics;
-	bool		all_topics;
-	bool		scoped;
-	pg_uuid_t	scope;
-	Datum		position;
-	bool		position_stale; /* last moved more than a second ago */
-	bool		has_batch;
-	Datum		batch_end;
-	int64		batch_acked;
-	int64		batch_last;
-	int32		max_attempts;
-	Datum		backoff;
-	Datum		backoff_max;
-	int64		seq_floor;		/* events up to it came with a restored dump (outbox_restores) */
-	bool		dirty;			/* write back */
-	bool		moved;			/* position changed */
-} Consumer;
+	int			source = event_source();
+	int			k = c->partitions > 0 ? 2 + source : source;
+
+	if (plans[k] == NULL)
+	{
+		if (c->partitions > 0)
+		{
+			for (int i = nargs; i < PARTITION_NARGS; i++)
+				types[i] = INT4OID;
+			kept_plan(&plans[k], psprintf(fmt, event_relations[source], PARTITION_FILTER),
+					  PARTITION_NARGS, types);
+		}
+		else
+			kept_plan(&plans[k], psprintf(fmt, event_relations[source], ""), nargs, types);
+	}
+	return plans[k];
+}
+
+/* The partition parameters ($11, $12) of c's statements, in arrays of PARTITION_NARGS. */
+static void
+consumer_partition_args(const Consumer *c, Datum *values, char *nulls)
+{
+	values[10] = Int32GetDatum(c->partitions);
+	values[11] = Int32GetDatum(c->partition_no);
+	nulls[10] = nulls[11] = ' ';
+}
+
 
 /* May the calling role use cross-tenant consumers?  Trusted roles may call set_tenant. */
 static bool
@@ -91,23 +142,34 @@ unknown_consumer_error(text *name)
 			 errhint("Create it with fincore.subscribe(consumer, topics); app roles see only the consumers scoped to their tenant.")));
 }
 
+/* Has fincore.outbox_consumers the partition columns?  Not under 0.1.0's SQL. */
+static bool
+consumers_have_partitions(void)
+{
+	return get_attnum(fincore_table_oid("outbox_consumers"), "partitions") != InvalidAttrNumber;
+}
+
 /* Lock and read the consumer row; check the caller may use it.  SPI connected, as owner. */
 static void
 consumer_load(Consumer *c, bool trusted)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {PointerGetDatum(c->name)};
 	bool		isnull;
 	pg_uuid_t	tenant;
+	int			k = consumers_have_partitions() ? 1 : 0;
 
-	kept_plan(&plan,
-			  "SELECT c.topics, '*' OPERATOR(pg_catalog.=) ANY (c.topics), c.tenant_scope, c.position,"
-			  "       c.positioned_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 second'::pg_catalog.interval),"
-			  "       c.batch_end, c.batch_acked, c.batch_last, c.max_attempts, c.backoff, c.backoff_max"
-			  "  FROM fincore.outbox_consumers c WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
-			  1, types);
-	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+	/* 0.1.0's SQL (until ALTER EXTENSION UPDATE) has no partitioned consumers. */
+	if (plans[k] == NULL)
+		kept_plan(&plans[k],
+				  psprintf("SELECT c.topics, '*' OPERATOR(pg_catalog.=) ANY (c.topics), c.tenant_scope, c.position,"
+						   "       c.positioned_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) '1 second'::pg_catalog.interval),"
+						   "       c.batch_end, c.batch_acked, c.batch_last, c.max_attempts, c.backoff, c.backoff_max, %s"
+						   "  FROM fincore.outbox_consumers c WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
+						   k ? "c.partitions, c.partition_no" : "NULL::pg_catalog.int4, NULL::pg_catalog.int4"),
+				  1, types);
+	if (SPI_execute_plan(plans[k], values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "consumer look-up failed");
 	if (SPI_processed == 0)
 		unknown_consumer_error(c->name);
@@ -133,6 +195,12 @@ consumer_load(Consumer *c, bool trusted)
 	c->max_attempts = DatumGetInt32(spi_value(0, 9, &isnull));
 	c->backoff = SPI_datumTransfer(spi_value(0, 10, &isnull), false, sizeof(Interval));
 	c->backoff_max = SPI_datumTransfer(spi_value(0, 11, &isnull), false, sizeof(Interval));
+	{
+		Datum		partitions = spi_value(0, 12, &isnull);
+
+		c->partitions = isnull ? 0 : DatumGetInt32(partitions);
+		c->partition_no = c->partitions > 0 ? DatumGetInt32(spi_value(0, 13, &isnull)) : 0;
+	}
 	c->dirty = false;
 	c->moved = false;
 
@@ -194,12 +262,12 @@ static bool
 open_batch(Consumer *c)
 {
 	static SPIPlanPtr snap_plan = NULL;
-	static SPIPlanPtr bounds_plans[2];
+	static SPIPlanPtr bounds_plans[4];
 	SPIPlanPtr	bounds_plan;
 	Oid			snap_types[1] = {PG_SNAPSHOTOID};
-	Oid			types[6] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID, UUIDOID, INT8OID};
-	Datum		values[6];
-	char		nulls[6] = "      ";
+	Oid			types[PARTITION_NARGS] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID, UUIDOID, INT8OID};
+	Datum		values[PARTITION_NARGS];
+	char		nulls[PARTITION_NARGS + 1] = "            ";
 	Datum		cur;
 	bool		isnull;
 	bool		foreign;
@@ -226,7 +294,7 @@ open_batch(Consumer *c)
 		return false;
 	}
 
-	bounds_plan = event_plan(bounds_plans,
+	bounds_plan = consumer_event_plan(c, bounds_plans,
 			  "SELECT pg_catalog.min(b.seq), pg_catalog.max(b.seq) FROM (SELECT e.seq FROM %s e"
 			  " WHERE ((e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax($1)"
 			  "         AND e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmax($2))"
@@ -235,7 +303,7 @@ open_batch(Consumer *c)
 			  "   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $1)"
 			  "   AND ($3 OR e.topic OPERATOR(pg_catalog.=) ANY ($4))"
 			  "   AND ($5::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $5)"
-			  "   AND e.seq OPERATOR(pg_catalog.>) $6 OFFSET 0) AS b",
+			  "   AND e.seq OPERATOR(pg_catalog.>) $6%s OFFSET 0) AS b",
 			  6, types);
 	values[0] = c->position;
 	values[1] = cur;
@@ -245,6 +313,7 @@ open_batch(Consumer *c)
 	values[5] = Int64GetDatum(c->seq_floor);
 	if (!c->scoped)
 		nulls[4] = 'n';
+	consumer_partition_args(c, values, nulls);
 	if (execute_indexed(bounds_plan, values, nulls, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "batch look-up failed");
 	c->batch_acked = DatumGetInt64(spi_value(0, 1, &isnull)) - 1;
@@ -272,20 +341,20 @@ open_batch(Consumer *c)
 static uint64
 read_batch(Consumer *c, int max, Tuplestorestate *out)
 {
-	static SPIPlanPtr plans[2];
+	static SPIPlanPtr plans[4];
 	SPIPlanPtr	plan;
-	Oid			types[8] = {INT8OID, INT8OID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID,
+	Oid			types[PARTITION_NARGS] = {INT8OID, INT8OID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID,
 	UUIDOID, INT4OID};
-	Datum		values[8];
-	char		nulls[8] = "        ";
+	Datum		values[PARTITION_NARGS];
+	char		nulls[PARTITION_NARGS + 1] = "            ";
 
-	plan = event_plan(plans,
+	plan = consumer_event_plan(c, plans,
 			  "SELECT " EVENT_COLUMNS ", 0 FROM %s e"
 			  " WHERE e.seq OPERATOR(pg_catalog.>) $1 AND e.seq OPERATOR(pg_catalog.<=) $2"
 			  "   AND pg_catalog.pg_visible_in_snapshot(e.txid, $3)"
 			  "   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $4)"
 			  "   AND ($5 OR e.topic OPERATOR(pg_catalog.=) ANY ($6))"
-			  "   AND ($7::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)"
+			  "   AND ($7::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)%s"
 			  " ORDER BY e.seq LIMIT $8",
 			  8, types);
 	values[0] = Int64GetDatum(c->batch_acked);
@@ -298,6 +367,7 @@ read_batch(Consumer *c, int max, Tuplestorestate *out)
 	values[7] = Int32GetDatum(max);
 	if (!c->scoped)
 		nulls[6] = 'n';
+	consumer_partition_args(c, values, nulls);
 	if (execute_indexed(plan, values, nulls, 0) != SPI_OK_SELECT)
 		elog(ERROR, "batch read failed");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -381,6 +451,46 @@ fincore_poll(PG_FUNCTION_ARGS)
 		state.events_relid = fincore_table_oid("outbox_events");
 	fincore_run_as_owner(state.events_relid, poll_as_owner, &p);
 	return (Datum) 0;
+}
+
+/* ---- partitions ---- */
+
+/*
+ * The partition of an event's aggregate among n: every event of one
+ * aggregate (tenant, type, id) goes to one partition, so a partition's reader
+ * gets each aggregate's events in their order.  PostgreSQL's own hash of the
+ * three, so the same on every server of one byte order.
+ */
+static int32
+aggregate_partition(const pg_uuid_t *tenant, const text *type, const text *id, int32 n)
+{
+	uint64		h = hash_bytes_extended(tenant->data, UUID_LEN, 0);
+
+	h = hash_combine64(h, hash_bytes_extended((const unsigned char *) VARDATA_ANY(type),
+											  VARSIZE_ANY_EXHDR(type), 0));
+	h = hash_combine64(h, hash_bytes_extended((const unsigned char *) VARDATA_ANY(id),
+											  VARSIZE_ANY_EXHDR(id), 0));
+	return (int32) (h % (uint64) n);
+}
+
+static inline void
+check_partitions(int32 n)
+{
+	if (n < 1 || n > CONSUMER_MAX_PARTITIONS)
+		ereport(ERROR,
+				(errcode(ERRCODE_FC_INVALID_CONSUMER),
+				 errmsg("invalid number of partitions: %d", n),
+				 errhint("A consumer has 1 to %d partitions.", CONSUMER_MAX_PARTITIONS)));
+}
+
+PG_FUNCTION_INFO_V1(fincore_event_partition);
+Datum
+fincore_event_partition(PG_FUNCTION_ARGS)
+{
+	int32		n = PG_GETARG_INT32(3);
+
+	check_partitions(n);
+	PG_RETURN_INT32(aggregate_partition(PG_GETARG_UUID_P(0), PG_GETARG_TEXT_PP(1), PG_GETARG_TEXT_PP(2), n));
 }
 
 /* ---- ack and nack ---- */
@@ -472,21 +582,21 @@ nack_retry(AckArgs *a)
 	"   AND pg_catalog.pg_visible_in_snapshot(e.txid, $3)" \
 	"   AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, $4)" \
 	"   AND ($5 OR e.topic OPERATOR(pg_catalog.=) ANY ($6))" \
-	"   AND ($7::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)"
+	"   AND ($7::pg_catalog.uuid IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) $7)%s"
 
 static void
 ack_as_owner(void *arg)
 {
 	static SPIPlanPtr unretry_plan = NULL;
-	static SPIPlanPtr check_plans[2];
-	static SPIPlanPtr retry_plans[2];
-	static SPIPlanPtr bury_plans[2];
+	static SPIPlanPtr check_plans[4];
+	static SPIPlanPtr retry_plans[4];
+	static SPIPlanPtr bury_plans[4];
 	AckArgs    *a = arg;
 	Consumer   *c = &a->c;
-	Oid			types[10] = {INT8OID, UUIDOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID,
+	Oid			types[PARTITION_NARGS] = {INT8OID, UUIDOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, BOOLOID, TEXTARRAYOID,
 	UUIDOID, TEXTOID, INTERVALOID, TEXTOID};
-	Datum		values[10];
-	char		nulls[10] = "          ";
+	Datum		values[PARTITION_NARGS];
+	char		nulls[PARTITION_NARGS + 1] = "            ";
 	int64		seq;
 	SPIPlanPtr	plan;
 	int			expect;
@@ -545,14 +655,15 @@ ack_as_owner(void *arg)
 	values[9] = a->error ? PointerGetDatum(a->error) : (Datum) 0;
 	if (a->error == NULL)
 		nulls[9] = 'n';
+	consumer_partition_args(c, values, nulls);
 	if (!a->nack)
 	{
-		plan = event_plan(check_plans, "SELECT 1" IN_BATCH_EVENT, 7, types);
+		plan = consumer_event_plan(c, check_plans, "SELECT 1" IN_BATCH_EVENT, 10, types);
 		expect = SPI_OK_SELECT;
 	}
 	else if (c->max_attempts > 1)
 	{
-		plan = event_plan(retry_plans,
+		plan = consumer_event_plan(c, retry_plans,
 						 "INSERT INTO fincore.outbox_retries (consumer, id, seq, tenant_id, topic, type,"
 						 "       aggregatetype, aggregateid, payload, headers, created_at, attempts,"
 						 "       next_attempt_at, last_error)"
@@ -564,7 +675,7 @@ ack_as_owner(void *arg)
 	}
 	else
 	{
-		plan = event_plan(bury_plans,
+		plan = consumer_event_plan(c, bury_plans,
 						 "INSERT INTO fincore.dead_events (consumer, id, seq, tenant_id, topic, type,"
 						 "       aggregatetype, aggregateid, payload, headers, created_at, attempts, last_error)"
 						 " SELECT $8, " EVENT_COLUMNS ", 1, $10" IN_BATCH_EVENT,
@@ -643,22 +754,29 @@ typedef struct WaitArgs
  * The consumer row is read, not locked: a poll of it elsewhere goes on.
  * SPI connected, as the owner.
  */
+#define PENDING_PARTITION_FILTER \
+	" AND (c.partitions IS NULL OR fincore.event_partition(e.tenant_id, e.aggregatetype, e.aggregateid," \
+	" c.partitions) OPERATOR(pg_catalog.=) c.partition_no)"
+
 static void
 pending_as_owner(void *arg)
 {
 	WaitArgs   *w = arg;
-	static SPIPlanPtr plans[2];
+	static SPIPlanPtr plans[2][2];
 	Oid			types[2] = {TEXTOID, INT8OID};
 	Datum		values[2];
 	bool		isnull;
 	Datum		scope;
 	pg_uuid_t	tenant;
+	bool		partitions;
 
 	fincore_spi_connect();
 	values[0] = PointerGetDatum(w->name);
 	values[1] = Int64GetDatum(outbox_restore_floor());
-	if (execute_indexed(event_plan(plans,
-								   "SELECT c.tenant_scope,"
+	/* 0.1.0's SQL (until ALTER EXTENSION UPDATE) has no partitioned consumers. */
+	partitions = consumers_have_partitions();
+	if (execute_indexed(event_plan(plans[partitions ? 1 : 0],
+								   psprintf("SELECT c.tenant_scope,"
 								   "  EXISTS (SELECT 1 FROM fincore.outbox_retries r WHERE r.consumer OPERATOR(pg_catalog.=) c.name"
 								   "          AND r.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())"
 								   "  OR EXISTS (SELECT 1 FROM %s e"
@@ -669,10 +787,13 @@ pending_as_owner(void *arg)
 								   "     AND NOT (c.batch_end IS NOT NULL AND pg_catalog.pg_visible_in_snapshot(e.txid, c.batch_end)"
 								   "              AND e.seq OPERATOR(pg_catalog.<=) c.batch_acked)"
 								   "     AND ('*' OPERATOR(pg_catalog.=) ANY (c.topics) OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))"
-								   "     AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)),"
+								   "     AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)"
+								   "%s),"
 								   "  (SELECT pg_catalog.min(r.next_attempt_at) FROM fincore.outbox_retries r"
 								   "    WHERE r.consumer OPERATOR(pg_catalog.=) c.name)"
 								   "  FROM fincore.outbox_consumers c WHERE c.name OPERATOR(pg_catalog.=) $1",
+											"%s",
+											partitions ? PENDING_PARTITION_FILTER : ""),
 								   2, types),
 						values, NULL, 1) != SPI_OK_SELECT)
 		elog(ERROR, "consumer look-up failed");

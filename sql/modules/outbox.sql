@@ -87,7 +87,7 @@ SELECT pg_catalog.pg_extension_config_dump('fincore.outbox_settings', '');
 -- ---------------------------------------------------------------------------
 
 CREATE TABLE fincore.outbox_consumers (
-    name          text        PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
+    name          text        PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_.:-]{0,62}(/[0-9]{1,3})?$'),
     topics        text[]      NOT NULL,
     tenant_scope  uuid        REFERENCES fincore.tenants (id) ON DELETE CASCADE,
     max_attempts  integer     NOT NULL DEFAULT 10 CHECK (max_attempts BETWEEN 1 AND 1000),
@@ -99,10 +99,24 @@ CREATE TABLE fincore.outbox_consumers (
     batch_acked   bigint,
     batch_last    bigint,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CHECK ((batch_end IS NULL) = (batch_acked IS NULL) AND (batch_end IS NULL) = (batch_last IS NULL))
+    -- One partition of a partitioned consumer (subscribe(..., partitions => n)), named
+    -- <consumer>/<partition_no>: it reads the events fincore.event_partition() gives it.
+    partitions    integer,
+    partition_no  integer,
+    CHECK ((batch_end IS NULL) = (batch_acked IS NULL) AND (batch_end IS NULL) = (batch_last IS NULL)),
+    CONSTRAINT outbox_consumers_partition_check CHECK (
+        CASE WHEN partitions IS NULL THEN partition_no IS NULL AND pg_catalog.strpos(name, '/') = 0
+             ELSE partitions BETWEEN 2 AND 256 AND partition_no BETWEEN 0 AND partitions - 1
+                  AND name = pg_catalog.split_part(name, '/', 1) || '/' || partition_no::text END),
+    -- A name is one reader or one set of partitions, never both, even when subscribed concurrently.
+    CONSTRAINT outbox_consumers_one_shape EXCLUDE USING gist (
+        (pg_catalog.split_part(name, '/', 1)) WITH OPERATOR(pg_catalog.=),
+        (coalesce(partitions, 1)) WITH OPERATOR(pg_catalog.<>))
 );
 COMMENT ON TABLE fincore.outbox_consumers IS
     'Named consumers. position: every event whose txid is visible in this snapshot has been consumed. An open batch holds the events visible in batch_end and not in position, read in seq order; batch_acked is the last acknowledged seq of it.';
+COMMENT ON COLUMN fincore.outbox_consumers.partitions IS
+    'Of a partition of a partitioned consumer: how many partitions the consumer has (else NULL). Each reads the events fincore.event_partition(tenant_id, aggregatetype, aggregateid, partitions) gives its partition_no.';
 COMMENT ON COLUMN fincore.outbox_consumers.tenant_scope IS
     'NULL: a cross-tenant consumer (trusted roles only); otherwise only this tenant''s events, and that tenant''s app roles may poll it.';
 SELECT pg_catalog.pg_extension_config_dump('fincore.outbox_consumers', '');
@@ -267,15 +281,24 @@ $fn$;
 COMMENT ON FUNCTION fincore._outbox_covers(pg_snapshot, pg_snapshot) IS
     'Internal: true when every transaction completed in snapshot z is completed in snapshot p too.';
 
+-- The partition of an event's aggregate among a partitioned consumer's partitions.
+CREATE FUNCTION fincore.event_partition(tenant_id uuid, aggregatetype text, aggregateid text, partitions integer)
+    RETURNS integer
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'fincore_event_partition';
+COMMENT ON FUNCTION fincore.event_partition(uuid, text, text, integer) IS
+    'The partition (0 to partitions - 1) that reads the events of an aggregate (tenant, aggregate type, aggregate id) in a partitioned consumer: a hash of the three, so every event of one aggregate goes to one partition. ZF503 unless partitions is 1 to 256.';
+
 CREATE FUNCTION fincore.subscribe(consumer text, topics text[], tenant_scope uuid DEFAULT NULL,
                                   max_attempts integer DEFAULT 10, backoff interval DEFAULT '1 second',
-                                  backoff_max interval DEFAULT '1 hour') RETURNS void
+                                  backoff_max interval DEFAULT '1 hour', partitions integer DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 DECLARE
-    old record;
-    t   text;
+    old   record;
+    t     text;
+    n     integer := CASE WHEN subscribe.partitions = 1 THEN NULL ELSE subscribe.partitions END;
+    start pg_snapshot;
 BEGIN
     IF subscribe.consumer IS NULL OR subscribe.consumer !~ '^[a-z][a-z0-9_.:-]{0,62}$' THEN
         RAISE EXCEPTION 'invalid consumer name: %', coalesce(pg_catalog.quote_literal(subscribe.consumer), 'NULL')
@@ -305,6 +328,10 @@ BEGIN
                 subscribe.consumer, subscribe.max_attempts, subscribe.backoff, subscribe.backoff_max
             USING ERRCODE = 'ZF503', HINT = 'max_attempts is 1-1000; 0 <= backoff <= 1 day; backoff <= backoff_max <= 30 days.';
     END IF;
+    IF subscribe.partitions IS NOT NULL AND subscribe.partitions NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'invalid number of partitions for consumer %: %', subscribe.consumer, subscribe.partitions
+            USING ERRCODE = 'ZF503', HINT = 'A consumer has 1 to 256 partitions (NULL or 1: one reader).';
+    END IF;
     IF subscribe.tenant_scope IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM fincore.tenants tt WHERE tt.id = subscribe.tenant_scope) THEN
         RAISE EXCEPTION 'tenant % does not exist', subscribe.tenant_scope USING ERRCODE = 'ZF204';
@@ -315,38 +342,84 @@ BEGIN
     -- Retention (outbox_maintenance) holds SHARE ROW EXCLUSIVE on outbox_slots while it
     -- decides what every consumer has passed: a new position is never taken under it.
     LOCK TABLE fincore.outbox_slots IN ROW EXCLUSIVE MODE;
-    INSERT INTO fincore.outbox_consumers AS c (name, topics, tenant_scope, max_attempts, backoff, backoff_max, position)
-    VALUES (subscribe.consumer, subscribe.topics, subscribe.tenant_scope, subscribe.max_attempts,
-            subscribe.backoff, subscribe.backoff_max, fincore._outbox_latest_snapshot())
-    ON CONFLICT ON CONSTRAINT outbox_consumers_pkey DO NOTHING;
-    IF FOUND THEN
-        RETURN;
+    -- The consumer as it is: one reader (partitions NULL), or its partitions <consumer>/<k>,
+    -- locked, so that two subscribes of one name run one after the other.
+    SELECT pg_catalog.count(*) AS rows, pg_catalog.max(c.partitions) AS partitions,
+           pg_catalog.bool_or(c.tenant_scope IS DISTINCT FROM subscribe.tenant_scope) AS other_scope,
+           pg_catalog.min(c.tenant_scope::text) AS scope
+      INTO old
+      FROM (SELECT o.partitions, o.tenant_scope FROM fincore.outbox_consumers o
+             WHERE o.name = subscribe.consumer
+                OR (o.partitions IS NOT NULL AND pg_catalog.split_part(o.name, '/', 1) = subscribe.consumer)
+             FOR UPDATE) AS c;
+    IF old.rows = 0 THEN
+        start := fincore._outbox_latest_snapshot();
+        -- Every partition starts at the same position: together they read what one reader would.
+        BEGIN
+            INSERT INTO fincore.outbox_consumers AS c (name, topics, tenant_scope, max_attempts, backoff,
+                                                       backoff_max, position, partitions, partition_no)
+            SELECT CASE WHEN n IS NULL THEN subscribe.consumer ELSE subscribe.consumer || '/' || k::text END,
+                   subscribe.topics, subscribe.tenant_scope, subscribe.max_attempts, subscribe.backoff,
+                   subscribe.backoff_max, start, n, CASE WHEN n IS NULL THEN NULL ELSE k END
+              FROM pg_catalog.generate_series(0, coalesce(n, 1) - 1) AS k
+            ON CONFLICT ON CONSTRAINT outbox_consumers_pkey DO NOTHING;
+        EXCEPTION WHEN exclusion_violation THEN
+            -- outbox_consumers_one_shape: a concurrent subscribe made it with another shape.
+            RAISE EXCEPTION 'consumer % exists with another number of partitions', subscribe.consumer
+                USING ERRCODE = 'ZF504',
+                      HINT = 'A consumer''s partitions are fixed: unsubscribe it and subscribe again (from now on), or choose another name.';
+        END;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+        -- Created meanwhile by a subscribe that committed after this one's look: check it as it is.
+        SELECT 1 AS rows, c.partitions, c.tenant_scope IS DISTINCT FROM subscribe.tenant_scope AS other_scope,
+               c.tenant_scope::text AS scope
+          INTO old
+          FROM fincore.outbox_consumers c
+         WHERE c.name = CASE WHEN n IS NULL THEN subscribe.consumer ELSE subscribe.consumer || '/0' END
+           FOR UPDATE;
     END IF;
-    SELECT c.tenant_scope INTO old FROM fincore.outbox_consumers c WHERE c.name = subscribe.consumer FOR UPDATE;
-    IF old.tenant_scope IS DISTINCT FROM subscribe.tenant_scope THEN
-        RAISE EXCEPTION 'consumer % exists with tenant scope %', subscribe.consumer, coalesce(old.tenant_scope::text, 'NULL (all tenants)')
+    IF old.other_scope THEN
+        RAISE EXCEPTION 'consumer % exists with tenant scope %', subscribe.consumer, coalesce(old.scope, 'NULL (all tenants)')
             USING ERRCODE = 'ZF504', HINT = 'A consumer''s tenant scope is fixed: unsubscribe it first, or choose another name.';
+    END IF;
+    IF old.partitions IS DISTINCT FROM n THEN
+        RAISE EXCEPTION 'consumer % exists with partitions => %, not %', subscribe.consumer,
+                coalesce(old.partitions, 1), coalesce(n, 1)
+            USING ERRCODE = 'ZF504',
+                  HINT = 'A consumer''s partitions are fixed: unsubscribe it and subscribe again (from now on), or choose another name.';
     END IF;
     UPDATE fincore.outbox_consumers c
        SET topics = subscribe.topics, max_attempts = subscribe.max_attempts,
            backoff = subscribe.backoff, backoff_max = subscribe.backoff_max
-     WHERE c.name = subscribe.consumer;
+     WHERE c.name = subscribe.consumer
+        OR (c.partitions IS NOT NULL AND pg_catalog.split_part(c.name, '/', 1) = subscribe.consumer);
 END
 $fn$;
-COMMENT ON FUNCTION fincore.subscribe(text, text[], uuid, integer, interval, interval) IS
-    'Creates a consumer reading the given topics (''{*}'' = all) from now on, or changes an existing one''s topics and retry settings (its position stays). tenant_scope NULL = every tenant (trusted roles poll it). ZF503 bad argument, ZF504 other tenant scope.';
+COMMENT ON FUNCTION fincore.subscribe(text, text[], uuid, integer, interval, interval, integer) IS
+    'Creates a consumer reading the given topics (''{*}'' = all) from now on, or changes an existing one''s topics and retry settings (its position stays). tenant_scope NULL = every tenant (trusted roles poll it). partitions => n (2-256): n consumers <consumer>/0 .. <consumer>/<n-1>, polled, acknowledged and waited for by those names, each reading the events of the aggregates fincore.event_partition() gives it, so n workers read in parallel, each aggregate in order. ZF503 bad argument, ZF504 other tenant scope or number of partitions.';
 
 CREATE FUNCTION fincore.unsubscribe(consumer text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $fn$
 BEGIN
-    DELETE FROM fincore.outbox_consumers c WHERE c.name = unsubscribe.consumer;
+    IF pg_catalog.strpos(unsubscribe.consumer, '/') > 0
+       AND EXISTS (SELECT 1 FROM fincore.outbox_consumers c WHERE c.name = unsubscribe.consumer) THEN
+        RAISE EXCEPTION 'consumer % is a partition of consumer %', unsubscribe.consumer,
+                pg_catalog.split_part(unsubscribe.consumer, '/', 1)
+            USING ERRCODE = 'ZF503',
+                  HINT = 'A partition''s events would go unread: unsubscribe the whole consumer.';
+    END IF;
+    DELETE FROM fincore.outbox_consumers c
+     WHERE c.name = unsubscribe.consumer
+        OR (c.partitions IS NOT NULL AND pg_catalog.split_part(c.name, '/', 1) = unsubscribe.consumer);
     RETURN FOUND;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.unsubscribe(text) IS
-    'Drops a consumer with its retries and dead letters; true if it existed. Retention no longer waits for it.';
+    'Drops a consumer (every partition of a partitioned one) with its retries and dead letters; true if it existed. Retention no longer waits for it. ZF503 for one partition alone.';
 
 CREATE FUNCTION fincore.poll(consumer text, max integer DEFAULT 100)
     RETURNS TABLE (id uuid, seq bigint, tenant_id uuid, topic text, type text, aggregatetype text,
@@ -378,7 +451,9 @@ DECLARE
     n bigint;
 BEGIN
     IF replay_dead.consumer IS NULL
-       OR NOT EXISTS (SELECT 1 FROM fincore.outbox_consumers c WHERE c.name = replay_dead.consumer) THEN
+       OR NOT EXISTS (SELECT 1 FROM fincore.outbox_consumers c
+                       WHERE c.name = replay_dead.consumer
+                          OR (c.partitions IS NOT NULL AND pg_catalog.split_part(c.name, '/', 1) = replay_dead.consumer)) THEN
         RAISE EXCEPTION 'unknown consumer: %', coalesce(pg_catalog.quote_literal(replay_dead.consumer), 'NULL')
             USING ERRCODE = 'ZF502';
     END IF;
@@ -389,7 +464,10 @@ BEGIN
     END IF;
     WITH d AS (
         DELETE FROM fincore.dead_events e
-         WHERE e.consumer = replay_dead.consumer
+         WHERE e.consumer IN (SELECT c.name FROM fincore.outbox_consumers c
+                               WHERE c.name = replay_dead.consumer
+                                  OR (c.partitions IS NOT NULL
+                                      AND pg_catalog.split_part(c.name, '/', 1) = replay_dead.consumer))
            AND (replay_dead.event_ids IS NULL OR e.id = ANY (replay_dead.event_ids))
         RETURNING e.*)
     INSERT INTO fincore.outbox_retries (consumer, id, seq, tenant_id, topic, type, aggregatetype, aggregateid,
@@ -402,7 +480,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION fincore.replay_dead(text, uuid[]) IS
-    'Delivers a consumer''s dead letters again (all, or the given ids) with a fresh count of max_attempts - 1 retries; returns how many. ZF502 unknown consumer.';
+    'Delivers a consumer''s dead letters again (all, or the given ids; a partitioned consumer''s name: every partition''s) with a fresh count of max_attempts - 1 retries; returns how many. ZF502 unknown consumer.';
 
 CREATE FUNCTION fincore.consumer_lag()
     RETURNS TABLE (consumer text, topics text[], tenant_scope uuid, pending bigint,
@@ -424,9 +502,14 @@ BEGIN
       FROM fincore.outbox_consumers c
      CROSS JOIN LATERAL (
         SELECT pg_catalog.count(*) AS n, pg_catalog.min(e.created_at) AS oldest
-          FROM (SELECT o.txid, o.seq, o.created_at, o.tenant_id, o.topic FROM fincore.outbox_events o
+          FROM (SELECT o.txid, o.seq, o.created_at, o.tenant_id, o.topic, o.aggregatetype, o.aggregateid
+                  FROM fincore.outbox_events o
                 UNION ALL
-                SELECT t.event_txid, t.event_seq, t.created_at, t.tenant_id, CAST('ledger' AS pg_catalog.text)
+                SELECT t.event_txid, t.event_seq, t.created_at, t.tenant_id, CAST('ledger' AS pg_catalog.text),
+                       CAST('transfer' AS pg_catalog.text),
+                       CAST(CASE WHEN t.kind OPERATOR(pg_catalog.=) ANY (ARRAY['post', 'void', 'expire']) THEN t.pending_id
+                                 WHEN t.kind OPERATOR(pg_catalog.=) 'reversal' THEN t.reversal_of
+                                 ELSE t.id END AS pg_catalog.text)
                   FROM fincore.transfers t WHERE t.event_seq IS NOT NULL) e
          WHERE e.seq OPERATOR(pg_catalog.>) (SELECT coalesce(pg_catalog.max(r.seq_floor), 0) FROM fincore.outbox_restores r)
            AND (e.txid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmax(c.position)
@@ -435,12 +518,15 @@ BEGIN
            AND NOT (c.batch_end IS NOT NULL AND pg_catalog.pg_visible_in_snapshot(e.txid, c.batch_end)
                     AND e.seq OPERATOR(pg_catalog.<=) c.batch_acked)
            AND ('*' OPERATOR(pg_catalog.=) ANY (c.topics) OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))
-           AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)) AS p
+           AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)
+           AND (c.partitions IS NULL
+                OR fincore.event_partition(e.tenant_id, e.aggregatetype, e.aggregateid, c.partitions)
+                   OPERATOR(pg_catalog.=) c.partition_no)) AS p
      ORDER BY c.name;
 END
 $fn$;
 COMMENT ON FUNCTION fincore.consumer_lag() IS
-    'Each consumer''s backlog: committed events not yet acknowledged, the oldest one''s time and age, retries waiting, dead letters, when its position last moved.';
+    'Each consumer''s backlog (each partition of a partitioned one: <consumer>/<k>): committed events not yet acknowledged, the oldest one''s time and age, retries waiting, dead letters, when its position last moved.';
 
 -- ---------------------------------------------------------------------------
 -- A dump restored into another cluster (docs/operations.md, "Backup and restore").
@@ -541,6 +627,9 @@ BEGIN
                     AND e.seq OPERATOR(pg_catalog.<=) c.batch_acked)
            AND ('*' OPERATOR(pg_catalog.=) ANY (c.topics) OR e.topic OPERATOR(pg_catalog.=) ANY (c.topics))
            AND (c.tenant_scope IS NULL OR e.tenant_id OPERATOR(pg_catalog.=) c.tenant_scope)
+           AND (c.partitions IS NULL
+                OR fincore.event_partition(e.tenant_id, e.aggregatetype, e.aggregateid, c.partitions)
+                   OPERATOR(pg_catalog.=) c.partition_no)
         ON CONFLICT ON CONSTRAINT outbox_retries_pkey DO NOTHING;
         GET DIAGNOSTICS m = ROW_COUNT;
         n := n OPERATOR(pg_catalog.+) m;
@@ -731,7 +820,8 @@ INSERT INTO fincore.function_audience (fn, audience) VALUES
     ('fincore.inbox_accept(text,text,jsonb)', 'app'),
     ('fincore.accept_webhook(text,text,text,text,interval)', 'app'),
     ('fincore.ledger_events_enabled()', 'app'),
-    ('fincore.subscribe(text,text[],uuid,integer,interval,interval)', 'trusted'),
+    ('fincore.subscribe(text,text[],uuid,integer,interval,interval,integer)', 'trusted'),
+    ('fincore.event_partition(uuid,text,text,integer)', 'app'),
     ('fincore.unsubscribe(text)', 'trusted'),
     ('fincore.replay_dead(text,uuid[])', 'trusted'),
     ('fincore.consumer_lag()', 'trusted'),

@@ -4,7 +4,7 @@
 -- commit order, retention) needs committed transactions: test/integration/test_outbox.py.
 BEGIN;
 SET search_path = fincore, public;
-SELECT plan(132);
+SELECT plan(160);
 
 GRANT ALL ON ALL TABLES IN SCHEMA pg_temp TO PUBLIC;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA pg_temp TO PUBLIC;
@@ -39,7 +39,7 @@ SELECT results_eq($$SELECT step, fn FROM fincore.maintenance_steps WHERE step = 
     $$VALUES ('outbox'::text, 'fincore.outbox_maintenance(interval)'::text)$$, 'retention is a maintenance step');
 SELECT results_eq($$SELECT state FROM fincore.outbox_slots ORDER BY slot$$,
     ARRAY['current', 'empty', 'empty'], 'slot 0 takes events at first');
-SELECT ok(NOT has_function_privilege('authenticated', 'fincore.subscribe(text,text[],uuid,integer,interval,interval)', 'EXECUTE'),
+SELECT ok(NOT has_function_privilege('authenticated', 'fincore.subscribe(text,text[],uuid,integer,interval,interval,integer)', 'EXECUTE'),
     'app roles may not create consumers');
 SELECT ok(NOT has_function_privilege('authenticated', 'fincore.consumer_lag()', 'EXECUTE'), 'app roles may not read consumer_lag');
 SELECT ok(NOT has_function_privilege('authenticated', 'fincore.outbox_maintenance(interval)', 'EXECUTE'),
@@ -50,7 +50,7 @@ SELECT ok(has_function_privilege('authenticated', 'fincore.emit(text,text,text,t
           AND has_function_privilege('authenticated', 'fincore.poll(text,integer)', 'EXECUTE')
           AND has_function_privilege('authenticated', 'fincore.accept_webhook(text,text,text,text,interval)', 'EXECUTE'),
     'app roles may emit, poll and accept webhooks');
-SELECT ok(has_function_privilege('tap_ob_backend', 'fincore.subscribe(text,text[],uuid,integer,interval,interval)', 'EXECUTE'),
+SELECT ok(has_function_privilege('tap_ob_backend', 'fincore.subscribe(text,text[],uuid,integer,interval,interval,integer)', 'EXECUTE'),
     'trusted roles may create consumers');
 SELECT ok(NOT has_function_privilege('public', 'fincore._outbox_seal(regclass)', 'EXECUTE'), 'internal seal is not public');
 
@@ -182,6 +182,54 @@ SELECT lives_ok($$SELECT fincore.subscribe('tap_backend_made', '{orders}')$$, 'a
 ROLLBACK TO SAVEPOINT consumers_as_backend;
 SELECT is(fincore.unsubscribe('tap_a'), true, 'unsubscribe drops a consumer');
 SELECT is(fincore.unsubscribe('tap_a'), false, 'and says so when there was none');
+
+-- Partitioned consumers: <name>/<k>, one row each, all at one position.
+SELECT lives_ok($$SELECT fincore.subscribe('tap_p', '{orders}', partitions => 3)$$, 'a consumer of 3 partitions');
+SELECT results_eq($$SELECT name, partitions, partition_no FROM fincore.outbox_consumers
+                     WHERE name LIKE 'tap!_p%' ESCAPE '!' ORDER BY name$$,
+    $$VALUES ('tap_p/0', 3, 0), ('tap_p/1', 3, 1), ('tap_p/2', 3, 2)$$, 'its partitions are consumers tap_p/0..2');
+SELECT is((SELECT count(DISTINCT position::text)::int FROM fincore.outbox_consumers WHERE name LIKE 'tap!_p/%' ESCAPE '!'),
+    1, 'and start at one position');
+SELECT lives_ok($$SELECT fincore.subscribe('tap_p', '{orders,refunds}', partitions => 3, max_attempts => 4)$$,
+    'subscribe again with the same partitions changes topics and settings');
+SELECT results_eq($$SELECT DISTINCT topics, max_attempts FROM fincore.outbox_consumers WHERE name LIKE 'tap!_p/%' ESCAPE '!'$$,
+    $$VALUES ('{orders,refunds}'::text[], 4)$$, 'of every partition');
+SELECT throws_ok($$SELECT fincore.subscribe('tap_p', '{orders}', partitions => 2)$$, 'ZF504',
+    'consumer tap_p exists with partitions => 3, not 2', 'ZF504: another number of partitions');
+SELECT throws_ok($$SELECT fincore.subscribe('tap_p', '{orders}')$$, 'ZF504', NULL, 'ZF504: or one reader');
+SELECT throws_ok($$SELECT fincore.subscribe('tap_all', '{*}', partitions => 2)$$, 'ZF504',
+    'consumer tap_all exists with partitions => 1, not 2', 'ZF504: a consumer of one reader is not partitioned later');
+SELECT throws_ok($$SELECT fincore.subscribe('tap_p', '{orders}', 'aaaaaaaa-0b0b-4000-8000-000000000001', partitions => 3)$$,
+    'ZF504', NULL, 'ZF504: nor moved to a tenant scope');
+SELECT throws_ok($$SELECT fincore.subscribe('tap_q', '{orders}', partitions => 0)$$, 'ZF503', NULL, 'ZF503: 0 partitions');
+SELECT throws_ok($$SELECT fincore.subscribe('tap_q', '{orders}', partitions => 257)$$, 'ZF503', NULL, 'ZF503: 257 partitions');
+SELECT throws_ok($$SELECT fincore.subscribe('tap_p/3', '{orders}')$$, 'ZF503', NULL, 'ZF503: a partition''s name is not a consumer name');
+SELECT is((SELECT count(*)::int FROM fincore.outbox_consumers WHERE name LIKE 'tap!_q%' ESCAPE '!' OR name = 'tap_p/3'), 0,
+    'and the refusals subscribed nothing');
+SELECT lives_ok($$SELECT fincore.subscribe('tap_q', '{orders}', partitions => 1)$$, 'partitions => 1 is one reader');
+SELECT is((SELECT partitions FROM fincore.outbox_consumers WHERE name = 'tap_q'), NULL, 'named as the consumer');
+SELECT throws_ok($$SELECT * FROM fincore.poll('tap_p')$$, 'ZF502', NULL, 'ZF502: a partitioned consumer is polled by partition');
+SELECT lives_ok($$SELECT * FROM fincore.poll('tap_p/2')$$, 'a partition polls');
+SELECT throws_ok($$INSERT INTO fincore.outbox_consumers (name, topics, position, partitions, partition_no)
+                   VALUES ('tap_q/0', '{x}', '1:1:', 2, 0)$$, '23P01', NULL,
+    'a name is one reader or one set of partitions, by constraint');
+SELECT throws_ok($$INSERT INTO fincore.outbox_consumers (name, topics, position, partitions, partition_no)
+                   VALUES ('tap_r/1', '{x}', '1:1:', 2, 0)$$, '23514', NULL, 'a partition''s name ends in its number');
+-- The partition of an aggregate: the same for each of its events, and every partition is used.
+SELECT is(fincore.event_partition('aaaaaaaa-0b0b-4000-8000-000000000001', 'order', 'o-1', 1), 0, 'one partition: 0');
+SELECT is((SELECT count(DISTINCT fincore.event_partition('aaaaaaaa-0b0b-4000-8000-000000000001', 'order', 'o-' || g, 8))::int
+             FROM generate_series(1, 200) g), 8, '200 aggregates fall into all of 8 partitions');
+SELECT ok((SELECT bool_and(fincore.event_partition('aaaaaaaa-0b0b-4000-8000-000000000001', 'order', 'o-' || g, 8) BETWEEN 0 AND 7)
+             FROM generate_series(1, 200) g), 'each in 0..7');
+SELECT isnt(fincore.event_partition('aaaaaaaa-0b0b-4000-8000-000000000001', 'order', 'o-1', 256),
+            fincore.event_partition('bbbbbbbb-0b0b-4000-8000-000000000002', 'order', 'o-1', 256),
+    'an aggregate id of another tenant is another aggregate');
+SELECT throws_ok($$SELECT fincore.event_partition('aaaaaaaa-0b0b-4000-8000-000000000001', 'order', 'o-1', 0)$$,
+    'ZF503', 'invalid number of partitions: 0', 'ZF503: event_partition of 0 partitions');
+SELECT throws_ok($$SELECT fincore.unsubscribe('tap_p/1')$$, 'ZF503', NULL, 'ZF503: one partition is not dropped alone');
+SELECT is(fincore.unsubscribe('tap_p'), true, 'unsubscribe drops a partitioned consumer');
+SELECT is((SELECT count(*)::int FROM fincore.outbox_consumers WHERE name LIKE 'tap!_p/%' ESCAPE '!'), 0, 'every partition of it');
+SELECT is(fincore.unsubscribe('tap_q'), true, 'and one of one reader');
 
 -- ZF512 invalid_outbox_setting
 SELECT throws_ok($$SELECT fincore.outbox_configure(rotation_interval => '-1 minute')$$, 'ZF512', NULL, 'ZF512: negative rotation');
