@@ -337,9 +337,9 @@ open_batch(Consumer *c)
 #define EVENT_COLUMNS \
 	"e.id, e.seq, e.tenant_id, e.topic, e.type, e.aggregatetype, e.aggregateid, e.payload, e.headers, e.created_at"
 
-/* Append up to max events of the open batch after batch_acked; how many. */
+/* Append up to max events of the open batch after batch_acked to out (in cxt); how many. */
 static uint64
-read_batch(Consumer *c, int max, Tuplestorestate *out)
+read_batch(Consumer *c, int max, Tuplestorestate *out, MemoryContext cxt)
 {
 	static SPIPlanPtr plans[4];
 	SPIPlanPtr	plan;
@@ -368,11 +368,9 @@ read_batch(Consumer *c, int max, Tuplestorestate *out)
 	if (!c->scoped)
 		nulls[6] = 'n';
 	consumer_partition_args(c, values, nulls);
-	if (execute_indexed(plan, values, nulls, 0) != SPI_OK_SELECT)
-		elog(ERROR, "batch read failed");
-	for (uint64 i = 0; i < SPI_processed; i++)
-		tuplestore_puttuple(out, SPI_tuptable->vals[i]);
-	return SPI_processed;
+	for (int i = 8; i < PARTITION_NARGS; i++)
+		types[i] = INT4OID;
+	return execute_indexed_into(plan, c->partitions > 0 ? PARTITION_NARGS : 8, types, values, nulls, out, cxt);
 }
 
 static uint64
@@ -403,6 +401,7 @@ typedef struct PollArgs
 	bool		trusted;
 	int			max;
 	Tuplestorestate *out;
+	MemoryContext out_cxt;		/* where out lives */
 } PollArgs;
 
 static void
@@ -421,7 +420,7 @@ poll_as_owner(void *arg)
 	{
 		if (!c->has_batch && !open_batch(c))
 			break;
-		if (read_batch(c, left, p->out) > 0)
+		if (read_batch(c, left, p->out, p->out_cxt) > 0)
 			break;
 		close_batch(c);
 	}
@@ -447,6 +446,7 @@ fincore_poll(PG_FUNCTION_ARGS)
 	p.trusted = caller_is_trusted();
 	InitMaterializedSRF(fcinfo, 0);
 	p.out = rsinfo->setResult;
+	p.out_cxt = rsinfo->econtext->ecxt_per_query_memory;
 	if (!cache_watch_valid(&state_watch) || !OidIsValid(state.events_relid))
 		state.events_relid = fincore_table_oid("outbox_events");
 	fincore_run_as_owner(state.events_relid, poll_as_owner, &p);

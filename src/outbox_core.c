@@ -10,6 +10,7 @@
 
 #include "catalog/namespace.h"
 #include "common/pg_prng.h"
+#include "executor/tstoreReceiver.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
@@ -49,6 +50,44 @@ execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount)
 	rc = SPI_execute_plan(plan, values, nulls, false, tcount);
 	AtEOXact_GUC(true, nest);
 	return rc;
+}
+
+/*
+ * execute_indexed, with the rows going straight into out (a set-returning
+ * function's tuplestore, in cxt) instead of through SPI's table and a copy:
+ * poll's rows are its result.  How many rows.
+ */
+uint64
+execute_indexed_into(SPIPlanPtr plan, int nargs, const Oid *types, const Datum *values, const char *nulls,
+					 Tuplestorestate *out, MemoryContext cxt)
+{
+	SPIExecuteOptions opts;
+	ParamListInfo params = makeParamList(nargs);
+	DestReceiver *dest = CreateDestReceiver(DestTuplestore);
+	int			nest = NewGUCNestLevel();
+	int			rc;
+
+	for (int i = 0; i < nargs; i++)
+	{
+		params->params[i].value = values[i];
+		params->params[i].isnull = nulls != NULL && nulls[i] == 'n';
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = types[i];
+	}
+	SetTuplestoreDestReceiverParams(dest, out, cxt, false, NULL, NULL);
+	memset(&opts, 0, sizeof(opts));
+	opts.params = params;
+	opts.dest = dest;
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan_extended(plan, &opts);
+	AtEOXact_GUC(true, nest);
+	dest->rDestroy(dest);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "event read failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
 }
 
 Datum

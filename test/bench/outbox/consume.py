@@ -1,11 +1,14 @@
 """Consume every pending event of one consumer, as a client would; print events per second.
 
     consume.py fincore CONSUMER     poll(consumer, 1000) + ack of the last one, one transaction per page
+    consume.py fincore_p2 CONSUMER  the same by two workers at once, one per partition of a consumer
+                                    subscribed with partitions => 2 (CONSUMER/0 and CONSUMER/1)
     consume.py pgq CONSUMER         next_batch + get_batch_events + finish_batch, one transaction per batch
 
 Both fetch the same columns (id, type, payload text) to the client.  Connection: libpq environment.
 """
 import sys
+import threading
 import time
 
 import psycopg
@@ -24,6 +27,28 @@ def fincore(conn, consumer):
         n += len(rows)
 
 
+def fincore_p2(conn, consumer):
+    """Two workers, each on its own connection and partition; conn is the first one's."""
+    counts = [0, 0]
+    errors = []
+
+    def worker(k, c):
+        try:
+            counts[k] = fincore(c, f"{consumer}/{k}")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    with psycopg.connect(autocommit=True) as second:
+        threads = [threading.Thread(target=worker, args=(0, conn)), threading.Thread(target=worker, args=(1, second))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return sum(counts)
+
+
 def pgq(conn, consumer):
     n = 0
     while True:
@@ -40,7 +65,7 @@ def main():
     kind, consumer, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with psycopg.connect(autocommit=True) as conn:
         started = time.perf_counter()
-        n = {"fincore": fincore, "pgq": pgq}[kind](conn, consumer)
+        n = {"fincore": fincore, "fincore_p2": fincore_p2, "pgq": pgq}[kind](conn, consumer)
         elapsed = time.perf_counter() - started
     if n != expected:
         sys.exit(f"{kind} consumer {consumer} got {n} events, expected {expected}")

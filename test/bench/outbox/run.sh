@@ -7,7 +7,9 @@
 # 2. Consumer throughput on the same 200,000 events, inserted in 200 transactions of 1,000:
 #    fincore poll(consumer, 1000) + ack against PgQ (postgresql-15-pgq3) insert_event +
 #    next_batch / get_batch_events / finish_batch with a tick after every 1,000 events; one
-#    client each, rows fetched to the client (consume.py).  Target: fincore >= 0.5x PgQ.
+#    client each, rows fetched to the client (consume.py).  Target: fincore >= 0.5x PgQ (issue 6),
+#    >= 1.0x (issue 23).  And fincore_p2: one consumer of two partitions (subscribe(...,
+#    partitions => 2)) read by two workers at once, the same events.
 # 3. Dead tuples left in fincore's event storage (outbox_events_*) after all of it.  Target: 0.
 # Medians of ROUNDS rounds, interleaved, alternating which variant runs first.  Benchmarks never fail on speed.
 #
@@ -64,6 +66,7 @@ bench_psql -d "$DB" >/dev/null <<SQL
 SELECT pgq.create_queue('bench');
 SELECT pgq.register_consumer('bench', 'pgq_' || r) FROM generate_series(1, $ROUNDS) r;
 SELECT fincore.subscribe('fincore_' || r, '{bench.consume}') FROM generate_series(1, $ROUNDS) r;
+SELECT fincore.subscribe('fincore_p2_' || r, '{bench.consume}', partitions => 2) FROM generate_series(1, $ROUNDS) r;
 SQL
 for _ in $(seq $((EVENTS / 1000))); do
     printf '%s\n' \
@@ -79,7 +82,7 @@ bench_psql -d "$DB" -c "SELECT pgq.ticker('bench')" >/dev/null
 declare -A eps=()
 for round in $(seq "$ROUNDS"); do
     bench_say "Consume, round $round of $ROUNDS"
-    order="pgq fincore"; (( round % 2 == 0 )) && order="fincore pgq"
+    order="pgq fincore fincore_p2"; (( round % 2 == 0 )) && order="fincore_p2 fincore pgq"
     for variant in $order; do
         v=$(PGDATABASE=$DB /usr/bin/python3 "$dir/consume.py" "$variant" "${variant}_$round" "$EVENTS")
         eps[$variant]+="$v "
@@ -96,14 +99,15 @@ pgq_dead=$(bench_psql -d "$DB" -At -c "SELECT coalesce(sum(n_dead_tup), 0) FROM 
 
 # shellcheck disable=SC2086
 { plain=$(bench_median ${tps[plain]}); emit=$(bench_median ${tps[emit]});
-  pgq=$(bench_median ${eps[pgq]}); fc=$(bench_median ${eps[fincore]}); }
+  pgq=$(bench_median ${eps[pgq]}); fc=$(bench_median ${eps[fincore]}); fc2=$(bench_median ${eps[fincore_p2]}); }
 bench_say "Results: medians of $ROUNDS rounds"
 printf '%-44s %12s\n' "plain INSERT, $CLIENTS clients (tps)" "$plain"
 printf '%-44s %12s\n' "fincore.emit, $CLIENTS clients (tps)" "$emit"
 printf '%-44s %12s\n' "PgQ consumer (events/s)" "$pgq"
 printf '%-44s %12s\n' "fincore consumer (events/s)" "$fc"
+printf '%-44s %12s\n' "fincore consumer, 2 partitions (events/s)" "$fc2"
 printf '%-44s %12s\n' "dead tuples in fincore.outbox_events_*" "$dead"
 printf '%-44s %12s\n' "live events in fincore.outbox_events_*" "$live"
 printf '%-44s %12s\n' "dead tuples in PgQ's tables (for reference)" "$pgq_dead"
-printf '\nemit / plain INSERT = %s (target >= 0.8); fincore consumer / PgQ = %s (target >= 0.5); dead tuples = %s (target 0)\n' \
-    "$(bench_ratio "$emit" "$plain")" "$(bench_ratio "$fc" "$pgq")" "$dead"
+printf '\nemit / plain INSERT = %s (target >= 0.8); fincore consumer / PgQ = %s (target >= 1.0); 2 partitions / PgQ = %s; dead tuples = %s (target 0)\n' \
+    "$(bench_ratio "$emit" "$plain")" "$(bench_ratio "$fc" "$pgq")" "$(bench_ratio "$fc2" "$pgq")" "$dead"
