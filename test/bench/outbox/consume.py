@@ -1,14 +1,14 @@
 """Consume every pending event of one consumer, as a client would; print events per second.
 
     consume.py fincore CONSUMER     poll(consumer, 1000) + ack of the last one, one transaction per page
-    consume.py fincore_p2 CONSUMER  the same by two workers at once, one per partition of a consumer
-                                    subscribed with partitions => 2 (CONSUMER/0 and CONSUMER/1)
+    consume.py fincore_p2 CONSUMER  the same by two worker processes at once, one per partition of a
+                                    consumer subscribed with partitions => 2 (CONSUMER/0, CONSUMER/1)
     consume.py pgq CONSUMER         next_batch + get_batch_events + finish_batch, one transaction per batch
 
 Both fetch the same columns (id, type, payload text) to the client.  Connection: libpq environment.
 """
+import multiprocessing
 import sys
-import threading
 import time
 
 import psycopg
@@ -27,26 +27,16 @@ def fincore(conn, consumer):
         n += len(rows)
 
 
+def drain_partition(name):
+    with psycopg.connect(autocommit=True) as conn:
+        return fincore(conn, name)
+
+
 def fincore_p2(conn, consumer):
-    """Two workers, each on its own connection and partition; conn is the first one's."""
-    counts = [0, 0]
-    errors = []
-
-    def worker(k, c):
-        try:
-            counts[k] = fincore(c, f"{consumer}/{k}")
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    with psycopg.connect(autocommit=True) as second:
-        threads = [threading.Thread(target=worker, args=(0, conn)), threading.Thread(target=worker, args=(1, second))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    if errors:
-        raise errors[0]
-    return sum(counts)
+    """Two workers at once, each a process of its own (as real workers are: threads of one
+    Python process would share its interpreter lock) on its own partition."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return sum(pool.map(drain_partition, [f"{consumer}/0", f"{consumer}/1"]))
 
 
 def pgq(conn, consumer):
