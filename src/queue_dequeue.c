@@ -26,9 +26,26 @@ typedef struct DequeueHint
 	int64		id;
 	TimestampTz last_full;		/* 0: never */
 	int64		full_cost;		/* microseconds the last full scan took */
+	bool		marked;			/* mark is where the ready log stood before the last scan */
+	ReadyMark	mark;
 } DequeueHint;
 
+/*
+ * A full scan that took less than this may run whenever the ready log says a
+ * job became ready behind the position (else at most a tenth of the time).
+ */
+#define CHEAP_FULL_SCAN_US	1000
+
 static HTAB *dequeue_hints = NULL;
+
+/* A position in claim order, as the ready log (wakeup.h) compares them. */
+static void
+hint_position(int32 neg_priority, TimestampTz run_at, int64 id, WorkPosition *out)
+{
+	out->k[0] = neg_priority;
+	out->k[1] = run_at;
+	out->k[2] = id;
+}
 
 static DequeueHint *
 dequeue_hint(const char *queue, QueueScope *scope)
@@ -56,6 +73,7 @@ dequeue_hint(const char *queue, QueueScope *scope)
 		hint->has_position = false;
 		hint->last_full = 0;
 		hint->full_cost = 0;
+		hint->marked = false;
 	}
 	return hint;
 }
@@ -201,8 +219,12 @@ dequeue_work(QueueCall *call)
 	values[8] = Int64GetDatum(call->hint_id);
 	if (!call->hinted)
 	{
-		/* A full scan first moves this queue's due scheduled jobs into the claim index. */
-		(void) promote_due(call->queue, GetCurrentTransactionStartTimestamp());
+		/*
+		 * A full scan first moves this queue's due scheduled jobs into the
+		 * claim index, ready for the other backends too once this commits.
+		 */
+		if (promote_due(call->queue, GetCurrentTransactionStartTimestamp()) > 0)
+			wakeup_ready_at_commit(wakeup_topic("queue", call->queue), NULL);
 		nulls[6] = nulls[7] = nulls[8] = 'n';
 	}
 	if (completing)
@@ -254,10 +276,15 @@ dequeue_work(QueueCall *call)
 	qsort(rows, nrows, sizeof(ClaimedRow), claimed_cmp);
 	if (nrows > 0)
 	{
+		WorkPosition first;
+
 		call->found_any = true;
 		call->first_neg_priority = rows[0].neg_priority;
 		call->first_run_at = rows[0].run_at;
 		call->first_id = rows[0].id;
+		/* Rolled back, the claims make these jobs ready again, behind other backends' positions. */
+		hint_position(call->first_neg_priority, call->first_run_at, call->first_id, &first);
+		wakeup_ready_at_abort(wakeup_topic("queue", call->queue), &first);
 	}
 	for (int i = 0; i < nrows; i++)
 	{
@@ -293,6 +320,10 @@ dequeue_claim(QueueCall *call)
 	DequeueHint *hint;
 	TimestampTz started;
 	int64		gap;
+	bool		full;
+	uint64		topic;
+	ReadyMark	mark;
+	bool		marked = false;
 
 	if (queue_is_paused(call->queue, &call->scope, &call->paused_tenants))
 	{
@@ -304,8 +335,32 @@ dequeue_claim(QueueCall *call)
 	hint = dequeue_hint(call->queue, &call->scope);
 	started = GetCurrentTimestamp();
 	gap = Max((int64) dequeue_rescan_interval * 1000, 10 * hint->full_cost);
-	if (hint->last_full == 0 || dequeue_rescan_interval == 0 || started - hint->last_full >= gap)
+	full = hint->last_full == 0 || dequeue_rescan_interval == 0 || started - hint->last_full >= gap;
+	topic = wakeup_topic("queue", call->queue);
+	if (!full && wakeup_board_present())
+	{
+		/*
+		 * Between the periodic full scans, one whenever the ready log says a
+		 * job became ready behind this backend's position (or anywhere, when
+		 * nothing was ready at the last scan): strict claim order at every
+		 * call, unless full scans cost much (dead entries under a held
+		 * snapshot), when they stay within a tenth of the time.  A
+		 * transaction snapshot is older than any mark: it cannot use the log.
+		 */
+		WorkPosition pos;
+
+		hint_position(hint->neg_priority, hint->run_at, hint->id, &pos);
+		if ((!hint->marked || IsolationUsesXactSnapshot() ||
+			 wakeup_ready_before(topic, &hint->mark, hint->has_position ? &pos : NULL)) &&
+			(hint->full_cost < CHEAP_FULL_SCAN_US || started - hint->last_full >= 10 * hint->full_cost))
+			full = true;
+	}
+	if (full)
+	{
 		call->hinted = false;
+		/* Before the scan's snapshot: what the scan sees covers the mark. */
+		marked = wakeup_ready_mark(topic, &mark) && !IsolationUsesXactSnapshot();
+	}
 	else if (hint->has_position)
 	{
 		call->hinted = true;
@@ -315,7 +370,7 @@ dequeue_claim(QueueCall *call)
 	}
 	else
 	{
-		/* Nothing was ready at the last full scan, which is recent. */
+		/* Nothing was ready at the last full scan, which is recent, and nothing became ready since. */
 		if (call->job_id != 0)
 			complete_job(call);
 		return;
@@ -327,8 +382,12 @@ dequeue_claim(QueueCall *call)
 	hint = dequeue_hint(call->queue, &call->scope);
 	if (!call->hinted)
 	{
+		/* The first full scan may have planned the statements: its cost says little. */
+		hint->full_cost = hint->last_full == 0 ? 0 : GetCurrentTimestamp() - started;
 		hint->last_full = started;
-		hint->full_cost = GetCurrentTimestamp() - started;
+		hint->marked = marked;
+		if (marked)
+			hint->mark = mark;
 	}
 	if (call->found_any)
 	{

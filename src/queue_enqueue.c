@@ -104,6 +104,24 @@ queue_enqueue_job(const pg_uuid_t *tenant, const char *queue, Jsonb *payload, co
 	return call.out_id;
 }
 
+/*
+ * Jobs enqueued ready (run_at not after now) from id on, in the ready log at
+ * commit: a dequeue whose position is past them scans from the start (wakeup.h).
+ * Later ones wait as scheduled jobs; a full scan promotes them.
+ */
+static void
+enqueued_ready(const QueueCall *call, int64 id)
+{
+	WorkPosition pos;
+
+	if (call->run_at > GetCurrentTransactionStartTimestamp())
+		return;
+	pos.k[0] = -(int64) call->priority;
+	pos.k[1] = call->run_at;
+	pos.k[2] = id;
+	wakeup_ready_at_commit(wakeup_topic("queue", call->queue), &pos);
+}
+
 /* The options enqueue and enqueue_many share: args 2-4 (run_at, priority, max_attempts). */
 static void
 enqueue_options(FunctionCallInfo fcinfo, QueueCall *call)
@@ -141,6 +159,7 @@ fincore_enqueue(PG_FUNCTION_ARGS)
 	call.scope.scoped = true;
 	queue_run(enqueue_work, &call);
 	wakeup_at_commit(wakeup_topic("queue", call.queue));
+	enqueued_ready(&call, call.out_id);
 	PG_RETURN_INT64(call.out_id);
 }
 
@@ -236,6 +255,7 @@ fincore_enqueue_many(PG_FUNCTION_ARGS)
 	tenancy_require_tenant(&call.scope.tenant);
 	call.scope.scoped = true;
 	wakeup_at_commit(wakeup_topic("queue", call.queue));
+	enqueued_ready(&call, 0);	/* the batch's ids come later: 0 is before all of them */
 
 	/* A set of a scalar: the executor's expected descriptor is its one column. */
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
@@ -410,7 +430,10 @@ pause_or_resume(FunctionCallInfo fcinfo, bool resume)
 	call.out_null = resume;
 	queue_run(pause_work, &call);
 	if (resume)
+	{
 		wakeup_at_commit(wakeup_topic("queue", call.queue));
+		wakeup_ready_at_commit(wakeup_topic("queue", call.queue), NULL);
+	}
 }
 
 PG_FUNCTION_INFO_V1(fincore_pause_queue);

@@ -304,6 +304,9 @@ fincore_fail(PG_FUNCTION_ARGS)
 	queue_run(fail_work, &call);
 	if (call.out_null)
 		PG_RETURN_NULL();
+	/* Ready again at once (its queue is not at hand): every waiter wakes, every position is stale. */
+	if (call.out_time <= GetCurrentTransactionStartTimestamp())
+		wakeup_all_at_commit();
 	PG_RETURN_TIMESTAMPTZ(call.out_time);
 }
 

@@ -9,6 +9,15 @@
  * the database's oid in its high 32 bits and a hash of the work's kind and
  * name in its low 32 (never 0), so that "every waiter of this database" is a
  * comparison of the high half.
+ *
+ * The ready log (wakeup.h) is a second structure beside the board: slots,
+ * each a spinlock, a count of publications and a ring of the last LOG_RING of
+ * them (topic and first position); a topic publishes into one slot, readers
+ * skip the entries of other topics that share it.  A publication is made in
+ * the committing transaction's callback, after the transaction left the proc
+ * array: a reader that has read the slot's count before taking a snapshot sees
+ * every piece of work that count covers.  all_gen counts the invalidations of
+ * every position (work made ready in many queues, or in queues unknown).
  */
 #include "postgres.h"
 
@@ -23,6 +32,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/timestamp.h"
 
 typedef struct WakeBoard
@@ -33,8 +43,50 @@ typedef struct WakeBoard
 } WakeBoard;
 
 #define PENDING_MAX	16
+#define LOG_SLOTS	256
+#define LOG_RING	8
+
+typedef struct LogEntry
+{
+	uint64		gen;
+	uint64		topic;
+	bool		anywhere;		/* no position: before every position */
+	WorkPosition pos;
+} LogEntry;
+
+typedef struct LogSlot
+{
+	slock_t		mutex;
+	uint64		gen;			/* publications so far; the last LOG_RING are in ring */
+	LogEntry	ring[LOG_RING];
+} LogSlot;
+
+typedef struct ReadyLog
+{
+	pg_atomic_uint64 all_gen;
+	LogSlot		slot[LOG_SLOTS];
+} ReadyLog;
+
+/* Work this transaction makes ready, to publish at its end. */
+typedef struct PendingReady
+{
+	uint64		topic;
+	bool		anywhere;
+	WorkPosition pos;			/* the first, when not anywhere */
+} PendingReady;
+
+typedef struct PendingList
+{
+	int			n;
+	bool		all;			/* too many topics: invalidate every position */
+	PendingReady item[PENDING_MAX];
+} PendingList;
 
 static WakeBoard *board = NULL;
+static ReadyLog *ready_log = NULL;
+static PendingList ready_commit;	/* published when the transaction commits */
+static PendingList ready_abort; /* when it rolls back, or a subtransaction did */
+static bool subxact_rolled_back = false;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -56,6 +108,7 @@ board_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(board_size());
+	RequestAddinShmemSpace(sizeof(ReadyLog));
 }
 
 static void
@@ -73,6 +126,14 @@ board_startup(void)
 		pg_atomic_init_u32(&board->waiters, 0);
 		for (int i = 0; i < board->n; i++)
 			pg_atomic_init_u64(&board->topic[i], 0);
+	}
+	ready_log = ShmemInitStruct("fincore ready log", sizeof(ReadyLog), &found);
+	if (!found)
+	{
+		memset(ready_log, 0, sizeof(ReadyLog));
+		pg_atomic_init_u64(&ready_log->all_gen, 0);
+		for (int i = 0; i < LOG_SLOTS; i++)
+			SpinLockInit(&ready_log->slot[i].mutex);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -118,6 +179,152 @@ wake(uint64 topic, bool all)
 	}
 }
 
+/* ---- the ready log ---- */
+
+static inline int
+position_cmp(const WorkPosition *a, const WorkPosition *b)
+{
+	for (int i = 0; i < 3; i++)
+		if (a->k[i] != b->k[i])
+			return a->k[i] < b->k[i] ? -1 : 1;
+	return 0;
+}
+
+static inline LogSlot *
+log_slot(uint64 topic)
+{
+	return &ready_log->slot[(uint32) (topic ^ (topic >> 32)) % LOG_SLOTS];
+}
+
+static void
+log_publish(const PendingReady *r)
+{
+	LogSlot    *slot = log_slot(r->topic);
+	LogEntry   *e;
+
+	SpinLockAcquire(&slot->mutex);
+	slot->gen++;
+	e = &slot->ring[slot->gen % LOG_RING];
+	e->gen = slot->gen;
+	e->topic = r->topic;
+	e->anywhere = r->anywhere;
+	e->pos = r->pos;
+	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * Publish list (the transaction is visible, or gone), and with wake_too wake
+ * the waiters of its topics (a commit's are woken by the board's own list).
+ */
+static void
+log_publish_all(PendingList *list, bool wake_too)
+{
+	if (list->all)
+	{
+		pg_atomic_fetch_add_u64(&ready_log->all_gen, 1);
+		if (wake_too)
+			wake((uint64) MyDatabaseId << 32, true);
+	}
+	else
+		for (int i = 0; i < list->n; i++)
+		{
+			log_publish(&list->item[i]);
+			if (wake_too)
+				wake(list->item[i].topic, false);
+		}
+}
+
+static void
+pending_add(PendingList *list, uint64 topic, const WorkPosition *pos)
+{
+	if (list->all)
+		return;
+	for (int i = 0; i < list->n; i++)
+	{
+		PendingReady *r = &list->item[i];
+
+		if (r->topic != topic)
+			continue;
+		if (pos == NULL)
+			r->anywhere = true;
+		else if (!r->anywhere && position_cmp(pos, &r->pos) < 0)
+			r->pos = *pos;
+		return;
+	}
+	if (list->n == PENDING_MAX)
+	{
+		list->all = true;
+		return;
+	}
+	list->item[list->n].topic = topic;
+	list->item[list->n].anywhere = pos == NULL;
+	if (pos)
+		list->item[list->n].pos = *pos;
+	list->n++;
+}
+
+static void ensure_callback(void);
+
+void
+wakeup_ready_at_commit(uint64 topic, const WorkPosition *pos)
+{
+	if (ready_log == NULL)
+		return;
+	ensure_callback();
+	pending_add(&ready_commit, topic, pos);
+}
+
+void
+wakeup_ready_at_abort(uint64 topic, const WorkPosition *pos)
+{
+	if (ready_log == NULL)
+		return;
+	ensure_callback();
+	pending_add(&ready_abort, topic, pos);
+}
+
+bool
+wakeup_ready_mark(uint64 topic, ReadyMark *mark)
+{
+	LogSlot    *slot;
+
+	if (ready_log == NULL)
+		return false;
+	slot = log_slot(topic);
+	SpinLockAcquire(&slot->mutex);
+	mark->gen = slot->gen;
+	mark->all_gen = pg_atomic_read_u64(&ready_log->all_gen);
+	SpinLockRelease(&slot->mutex);
+	return true;
+}
+
+bool
+wakeup_ready_before(uint64 topic, ReadyMark *mark, const WorkPosition *pos)
+{
+	LogSlot    *slot;
+	bool		before = false;
+
+	if (ready_log == NULL)
+		return true;
+	slot = log_slot(topic);
+	SpinLockAcquire(&slot->mutex);
+	if (pg_atomic_read_u64(&ready_log->all_gen) != mark->all_gen || slot->gen - mark->gen > LOG_RING)
+		before = true;
+	else
+		for (uint64 g = mark->gen + 1; g <= slot->gen && !before; g++)
+		{
+			const LogEntry *e = &slot->ring[g % LOG_RING];
+
+			before = e->topic == topic && (e->anywhere || pos == NULL || position_cmp(&e->pos, pos) < 0);
+		}
+	if (!before)
+		mark->gen = slot->gen;
+	SpinLockRelease(&slot->mutex);
+	return before;
+}
+
+/* ---- the board ---- */
+
 static void
 unregister_self(void)
 {
@@ -141,16 +348,37 @@ wakeup_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 			else
 				for (int i = 0; i < npending; i++)
 					wake(pending[i], false);
+			if (ready_log != NULL)
+			{
+				log_publish_all(&ready_commit, false);
+				if (subxact_rolled_back)
+					log_publish_all(&ready_abort, true);
+			}
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			unregister_self();
+			/* Gone: the work its claims had taken is ready again. */
+			if (ready_log != NULL)
+				log_publish_all(&ready_abort, true);
 			break;
 		default:
 			return;
 	}
 	npending = 0;
 	pending_all = false;
+	memset(&ready_commit, 0, offsetof(PendingList, item));
+	memset(&ready_abort, 0, offsetof(PendingList, item));
+	subxact_rolled_back = false;
+}
+
+static void
+wakeup_subxact_callback(SubXactEvent event, SubTransactionId mySubid pg_attribute_unused(),
+						SubTransactionId parentSubid pg_attribute_unused(), void *arg pg_attribute_unused())
+{
+	/* Claims of a rolled-back savepoint are ready again whatever the transaction does. */
+	if (event == SUBXACT_EVENT_ABORT_SUB && (ready_abort.n > 0 || ready_abort.all))
+		subxact_rolled_back = true;
 }
 
 static void
@@ -159,6 +387,7 @@ ensure_callback(void)
 	if (!callback_set)
 	{
 		RegisterXactCallback(wakeup_xact_callback, NULL);
+		RegisterSubXactCallback(wakeup_subxact_callback, NULL);
 		callback_set = true;
 	}
 }
@@ -185,6 +414,7 @@ wakeup_all_at_commit(void)
 		return;
 	ensure_callback();
 	pending_all = true;
+	ready_commit.all = true;
 }
 
 void

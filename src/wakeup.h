@@ -26,7 +26,10 @@ extern uint64 wakeup_topic(const char *kind, const char *name);
 /* Note that this transaction made work of topic ready: its waiters wake at commit. */
 extern void wakeup_at_commit(uint64 topic);
 
-/* Wake every waiter of this database at commit (work of many names became ready). */
+/*
+ * Wake every waiter of this database at commit (work of many names became
+ * ready), and invalidate every reader's position in the ready log.
+ */
 extern void wakeup_all_at_commit(void);
 
 /*
@@ -50,6 +53,42 @@ extern void wakeup_unregister(void);
 typedef bool (*WakeupLook) (void *arg, TimestampTz *wake_at);
 extern bool wakeup_wait_for(uint64 topic, int64 timeout_us, WakeupLook look, void *arg,
 							int sqlstate, const char *fn);
+
+/*
+ * The ready log: which work became ready where in its order.  A reader that
+ * resumes its scans of some work at a position (dequeue's hint) must scan from
+ * the start again when work became ready before that position; the log tells
+ * it, without a look at the table.  Work of a topic has an order of positions
+ * (for jobs: -priority, run_at, id).  A committing transaction that made work
+ * ready publishes the first position of it, once visible, into a ring of the
+ * last WAKEUP_LOG_RING publications of its topic's slot; work made ready
+ * without a position (or by many topics, or topics unknown) invalidates every
+ * reader's position.  Only with the board (fincore preloaded).
+ */
+typedef struct WorkPosition
+{
+	int64		k[3];			/* compared in order */
+} WorkPosition;
+
+typedef struct ReadyMark
+{
+	uint64		gen;			/* the topic's slot's publications seen */
+	uint64		all_gen;		/* and the invalidations of every position */
+} ReadyMark;
+
+/* This transaction makes work of topic ready from pos on (NULL: anywhere), visible at commit. */
+extern void wakeup_ready_at_commit(uint64 topic, const WorkPosition *pos);
+/* ... at its end if it fails (or a subtransaction fails): claims rolled back make work ready again. */
+extern void wakeup_ready_at_abort(uint64 topic, const WorkPosition *pos);
+/* The log's mark of topic: take it before the snapshot of a scan.  false without the board. */
+extern bool wakeup_ready_mark(uint64 topic, ReadyMark *mark);
+/*
+ * Has work of topic become ready before pos (NULL: anywhere) since mark?  If
+ * not, the mark moves to now (a scan whose snapshot is taken after this call
+ * may resume at pos).  true without the board, or when the log has been
+ * overwritten since the mark.
+ */
+extern bool wakeup_ready_before(uint64 topic, ReadyMark *mark, const WorkPosition *pos);
 
 /* Whether a board wakes waiters (fincore preloaded). */
 extern bool wakeup_board_present(void);
