@@ -45,7 +45,7 @@ bench_psql -d "$DB" -f "$dir/setup.sql" >/dev/null
 jobs_per_sec() {
     local script=$1 impl=$2 secs=$3 before after
     before=$(bench_psql -d "$DB" -At -c "SELECT public.bench_done('$impl')")
-    bench_tps "$DB" "$dir/$script.sql" "$CLIENTS" "$secs" -M prepared -D prev=0 >/dev/null
+    bench_tps "$DB" "$dir/$script.sql" "$CLIENTS" "$secs" -M prepared -D prev=0 -D att=0 >/dev/null
     after=$(bench_psql -d "$DB" -At -c "SELECT public.bench_done('$impl')")
     awk -v a="$before" -v b="$after" -v s="$secs" 'BEGIN { printf "%.1f\n", (b - a) / s }'
 }
@@ -89,7 +89,7 @@ held_xmin() {
      bench_psql -d "$DB" -c "BEGIN ISOLATION LEVEL REPEATABLE READ" -c "SELECT txid_current()" \
          -c "SELECT pg_sleep($HOLD)" -c "COMMIT" >/dev/null) &
     local holder=$!
-    pgbench -n -M prepared -D prev=0 -f "$dir/$script.sql" -c "$CLIENTS" -j "$CLIENTS" -T "$total" -P 5 "$DB" 2>&1 |
+    pgbench -n -M prepared -D prev=0 -D att=0 -f "$dir/$script.sql" -c "$CLIENTS" -j "$CLIENTS" -T "$total" -P 5 "$DB" 2>&1 |
         awk '/^progress: / { print $2 + 0, $4 + 0 }' >"$out"
     wait "$holder"
     local table=public.naive_jobs
