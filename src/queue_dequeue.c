@@ -28,6 +28,7 @@ typedef struct DequeueHint
 	int64		full_cost;		/* microseconds the last full scan took */
 	bool		marked;			/* mark is where the ready log stood before the last scan */
 	ReadyMark	mark;
+	TimestampTz next_due;		/* when the first scheduled job falls due, as known (0: none) */
 } DequeueHint;
 
 /*
@@ -74,6 +75,7 @@ dequeue_hint(const char *queue, QueueScope *scope)
 		hint->last_full = 0;
 		hint->full_cost = 0;
 		hint->marked = false;
+		hint->next_due = 0;
 	}
 	return hint;
 }
@@ -130,6 +132,25 @@ dequeue_hint(const char *queue, QueueScope *scope)
 	"SELECT (SELECT pg_catalog.count(*) FROM a), u.* FROM (SELECT 1) AS one LEFT JOIN u ON true"
 
 #define HINT_POSITION "     AND ((-(j.priority::pg_catalog.int4)), j.run_at, j.id) OPERATOR(pg_catalog.>=) ($7, $8, $9)"
+
+/* When the queue's first scheduled job falls due (0: none), as of this statement. */
+static TimestampTz
+next_scheduled(const char *queue)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(queue)};
+	bool		isnull;
+	Datum		due;
+
+	pinned_exec(queue_plan(&plan,
+						   "SELECT pg_catalog.min(j.run_at) FROM fincore.jobs j"
+						   " WHERE j.queue OPERATOR(pg_catalog.=) $1 AND j.scheduled",
+						   1, types),
+				values, NULL, SPI_OK_SELECT);
+	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(due);
+}
 
 /*
  * Promote the scheduled jobs due by upto (of one queue, or of all when queue
@@ -225,6 +246,7 @@ dequeue_work(QueueCall *call)
 		 */
 		if (promote_due(call->queue, GetCurrentTransactionStartTimestamp()) > 0)
 			wakeup_ready_at_commit(wakeup_topic("queue", call->queue), NULL);
+		call->next_due = next_scheduled(call->queue);
 		nulls[6] = nulls[7] = nulls[8] = 'n';
 	}
 	if (completing)
@@ -348,11 +370,15 @@ dequeue_claim(QueueCall *call)
 		 * transaction snapshot is older than any mark: it cannot use the log.
 		 */
 		WorkPosition pos;
+		bool		behind;
 
 		hint_position(hint->neg_priority, hint->run_at, hint->id, &pos);
-		if ((!hint->marked || IsolationUsesXactSnapshot() ||
-			 wakeup_ready_before(topic, &hint->mark, hint->has_position ? &pos : NULL)) &&
-			(hint->full_cost < CHEAP_FULL_SCAN_US || started - hint->last_full >= 10 * hint->full_cost))
+		behind = !hint->marked || IsolationUsesXactSnapshot() ||
+			wakeup_ready_before(topic, &hint->mark, hint->has_position ? &pos : NULL, &hint->next_due);
+		/* A scheduled job that fell due: the full scan promotes it (due by the transaction's start). */
+		if (!behind && hint->next_due != 0 && hint->next_due <= GetCurrentTransactionStartTimestamp())
+			behind = true;
+		if (behind && (hint->full_cost < CHEAP_FULL_SCAN_US || started - hint->last_full >= 10 * hint->full_cost))
 			full = true;
 	}
 	if (full)
@@ -388,6 +414,7 @@ dequeue_claim(QueueCall *call)
 		hint->marked = marked;
 		if (marked)
 			hint->mark = mark;
+		hint->next_due = call->next_due;
 	}
 	if (call->found_any)
 	{

@@ -107,7 +107,8 @@ queue_enqueue_job(const pg_uuid_t *tenant, const char *queue, Jsonb *payload, co
 /*
  * Jobs enqueued ready (run_at not after now) from id on, in the ready log at
  * commit: a dequeue whose position is past them scans from the start (wakeup.h).
- * Later ones wait as scheduled jobs; a full scan promotes them.
+ * Later ones wait as scheduled jobs: their due time goes in the log, and the
+ * full scan a dequeue makes once it has passed promotes them.
  */
 static void
 enqueued_ready(const QueueCall *call, int64 id)
@@ -115,7 +116,10 @@ enqueued_ready(const QueueCall *call, int64 id)
 	WorkPosition pos;
 
 	if (call->run_at > GetCurrentTransactionStartTimestamp())
+	{
+		wakeup_due_at_commit(wakeup_topic("queue", call->queue), call->run_at);
 		return;
+	}
 	pos.k[0] = -(int64) call->priority;
 	pos.k[1] = call->run_at;
 	pos.k[2] = id;

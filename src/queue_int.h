@@ -137,6 +137,7 @@ struct QueueCall
 	ArrayType  *paused_tenants;
 	ReturnSetInfo *rsinfo;
 	bool		found_any;
+	TimestampTz next_due;		/* a full scan: the first scheduled job's run_at (0: none) */
 	int32		first_neg_priority;
 	TimestampTz first_run_at;
 	int64		first_id;

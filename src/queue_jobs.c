@@ -275,9 +275,10 @@ fail_work(QueueCall *call)
 				   "UPDATE fincore.jobs j SET state = 'ready', run_at = $3, scheduled = $3 OPERATOR(pg_catalog.>) pg_catalog.now(), lease_until = NULL, "
 				   "  errors = coalesce(j.errors, '[]') OPERATOR(pg_catalog.||) "
 				   "  pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('attempt', j.attempts, 'error', $2, 'at', pg_catalog.now(), 'worker', j.worker)) "
-				   "WHERE j.id OPERATOR(pg_catalog.=) $1",
+				   "WHERE j.id OPERATOR(pg_catalog.=) $1 RETURNING j.queue",
 				   3, types);
-		queue_exec(retry_plan, values, nulls, 0, SPI_OK_UPDATE);
+		queue_exec(retry_plan, values, nulls, 0, SPI_OK_UPDATE_RETURNING);
+		call->out_text = spi_text(0, 1);	/* its queue: told of the retry at commit */
 	}
 	SPI_finish();
 }
@@ -304,9 +305,15 @@ fincore_fail(PG_FUNCTION_ARGS)
 	queue_run(fail_work, &call);
 	if (call.out_null)
 		PG_RETURN_NULL();
-	/* Ready again at once (its queue is not at hand): every waiter wakes, every position is stale. */
+	/*
+	 * Retried: ready again at once (behind its queue's positions, maybe), or
+	 * due later; its waiters look again (and learn when it falls due).
+	 */
+	wakeup_at_commit(wakeup_topic("queue", call.out_text));
 	if (call.out_time <= GetCurrentTransactionStartTimestamp())
-		wakeup_all_at_commit();
+		wakeup_ready_at_commit(wakeup_topic("queue", call.out_text), NULL);
+	else
+		wakeup_due_at_commit(wakeup_topic("queue", call.out_text), call.out_time);
 	PG_RETURN_TIMESTAMPTZ(call.out_time);
 }
 

@@ -50,8 +50,10 @@ typedef struct LogEntry
 {
 	uint64		gen;
 	uint64		topic;
-	bool		anywhere;		/* no position: before every position */
-	WorkPosition pos;
+	bool		ready;			/* work became ready: */
+	bool		anywhere;		/* ... with no position: before every position */
+	WorkPosition pos;			/* ... else from here on */
+	TimestampTz due;			/* work falls due then (0: none) */
 } LogEntry;
 
 typedef struct LogSlot
@@ -71,8 +73,10 @@ typedef struct ReadyLog
 typedef struct PendingReady
 {
 	uint64		topic;
+	bool		ready;
 	bool		anywhere;
-	WorkPosition pos;			/* the first, when not anywhere */
+	WorkPosition pos;			/* the first, when ready and not anywhere */
+	TimestampTz due;			/* the earliest, 0: none */
 } PendingReady;
 
 typedef struct PendingList
@@ -207,8 +211,10 @@ log_publish(const PendingReady *r)
 	e = &slot->ring[slot->gen % LOG_RING];
 	e->gen = slot->gen;
 	e->topic = r->topic;
+	e->ready = r->ready;
 	e->anywhere = r->anywhere;
 	e->pos = r->pos;
+	e->due = r->due;
 	SpinLockRelease(&slot->mutex);
 }
 
@@ -234,33 +240,38 @@ log_publish_all(PendingList *list, bool wake_too)
 		}
 }
 
+/* Add to list: work of topic ready from pos (ready; NULL: anywhere), or due at due (not 0). */
 static void
-pending_add(PendingList *list, uint64 topic, const WorkPosition *pos)
+pending_add(PendingList *list, uint64 topic, bool ready, const WorkPosition *pos, TimestampTz due)
 {
+	PendingReady *r = NULL;
+
 	if (list->all)
 		return;
-	for (int i = 0; i < list->n; i++)
+	for (int i = 0; i < list->n && r == NULL; i++)
+		if (list->item[i].topic == topic)
+			r = &list->item[i];
+	if (r == NULL)
 	{
-		PendingReady *r = &list->item[i];
-
-		if (r->topic != topic)
-			continue;
+		if (list->n == PENDING_MAX)
+		{
+			list->all = true;
+			return;
+		}
+		r = &list->item[list->n++];
+		memset(r, 0, sizeof(*r));
+		r->topic = topic;
+	}
+	if (ready)
+	{
 		if (pos == NULL)
 			r->anywhere = true;
-		else if (!r->anywhere && position_cmp(pos, &r->pos) < 0)
+		else if (!r->ready || position_cmp(pos, &r->pos) < 0)
 			r->pos = *pos;
-		return;
+		r->ready = true;
 	}
-	if (list->n == PENDING_MAX)
-	{
-		list->all = true;
-		return;
-	}
-	list->item[list->n].topic = topic;
-	list->item[list->n].anywhere = pos == NULL;
-	if (pos)
-		list->item[list->n].pos = *pos;
-	list->n++;
+	if (due != 0 && (r->due == 0 || due < r->due))
+		r->due = due;
 }
 
 static void ensure_callback(void);
@@ -271,7 +282,16 @@ wakeup_ready_at_commit(uint64 topic, const WorkPosition *pos)
 	if (ready_log == NULL)
 		return;
 	ensure_callback();
-	pending_add(&ready_commit, topic, pos);
+	pending_add(&ready_commit, topic, true, pos, 0);
+}
+
+void
+wakeup_due_at_commit(uint64 topic, TimestampTz due)
+{
+	if (ready_log == NULL)
+		return;
+	ensure_callback();
+	pending_add(&ready_commit, topic, false, NULL, due);
 }
 
 void
@@ -280,7 +300,7 @@ wakeup_ready_at_abort(uint64 topic, const WorkPosition *pos)
 	if (ready_log == NULL)
 		return;
 	ensure_callback();
-	pending_add(&ready_abort, topic, pos);
+	pending_add(&ready_abort, topic, true, pos, 0);
 }
 
 bool
@@ -299,7 +319,7 @@ wakeup_ready_mark(uint64 topic, ReadyMark *mark)
 }
 
 bool
-wakeup_ready_before(uint64 topic, ReadyMark *mark, const WorkPosition *pos)
+wakeup_ready_before(uint64 topic, ReadyMark *mark, const WorkPosition *pos, TimestampTz *due)
 {
 	LogSlot    *slot;
 	bool		before = false;
@@ -315,7 +335,11 @@ wakeup_ready_before(uint64 topic, ReadyMark *mark, const WorkPosition *pos)
 		{
 			const LogEntry *e = &slot->ring[g % LOG_RING];
 
-			before = e->topic == topic && (e->anywhere || pos == NULL || position_cmp(&e->pos, pos) < 0);
+			if (e->topic != topic)
+				continue;
+			before = e->ready && (e->anywhere || pos == NULL || position_cmp(&e->pos, pos) < 0);
+			if (e->due != 0 && (*due == 0 || e->due < *due))
+				*due = e->due;
 		}
 	if (!before)
 		mark->gen = slot->gen;

@@ -61,9 +61,10 @@ extern bool wakeup_wait_for(uint64 topic, int64 timeout_us, WakeupLook look, voi
  * it, without a look at the table.  Work of a topic has an order of positions
  * (for jobs: -priority, run_at, id).  A committing transaction that made work
  * ready publishes the first position of it, once visible, into a ring of the
- * last WAKEUP_LOG_RING publications of its topic's slot; work made ready
- * without a position (or by many topics, or topics unknown) invalidates every
- * reader's position.  Only with the board (fincore preloaded).
+ * last publications of its topic's slot; work made ready without a position
+ * (or by many topics, or topics unknown) invalidates every reader's position.
+ * Work that will fall due later (scheduled jobs) publishes its due time, so
+ * that readers look again then.  Only with the board (fincore preloaded).
  */
 typedef struct WorkPosition
 {
@@ -78,6 +79,8 @@ typedef struct ReadyMark
 
 /* This transaction makes work of topic ready from pos on (NULL: anywhere), visible at commit. */
 extern void wakeup_ready_at_commit(uint64 topic, const WorkPosition *pos);
+/* ... or makes work of topic that falls due at due (a scheduled job), visible at commit. */
+extern void wakeup_due_at_commit(uint64 topic, TimestampTz due);
 /* ... at its end if it fails (or a subtransaction fails): claims rolled back make work ready again. */
 extern void wakeup_ready_at_abort(uint64 topic, const WorkPosition *pos);
 /* The log's mark of topic: take it before the snapshot of a scan.  false without the board. */
@@ -86,9 +89,10 @@ extern bool wakeup_ready_mark(uint64 topic, ReadyMark *mark);
  * Has work of topic become ready before pos (NULL: anywhere) since mark?  If
  * not, the mark moves to now (a scan whose snapshot is taken after this call
  * may resume at pos).  true without the board, or when the log has been
- * overwritten since the mark.
+ * overwritten since the mark.  *due becomes the earliest of itself (0: none)
+ * and the due times published since mark.
  */
-extern bool wakeup_ready_before(uint64 topic, ReadyMark *mark, const WorkPosition *pos);
+extern bool wakeup_ready_before(uint64 topic, ReadyMark *mark, const WorkPosition *pos, TimestampTz *due);
 
 /* Whether a board wakes waiters (fincore preloaded). */
 extern bool wakeup_board_present(void);

@@ -8,8 +8,11 @@ shared memory when it is preloaded:
 - a job enqueued into a queue this worker found empty;
 - a job whose claim by another session rolled back, or whose claim's savepoint rolled back;
 - a job failed with a retry time in the past (ready again at once);
+- a scheduled job, and a job failed with a retry time a second ahead, once they fall due;
 - under REPEATABLE READ (whose snapshot is older than the log: the worker scans in full).
 """
+import time
+
 import pytest
 
 from conftest import connect
@@ -93,6 +96,28 @@ def test_a_job_failed_to_run_again_at_once_is_claimed_next(db, worker):
     assert claim(worker, "order_e") == jobs[1]
     worker.execute("SELECT fincore.fail(%s, 'try again', retry_at => now() - interval '1 minute')", (first,))
     assert claim(worker, "order_e") == first
+
+
+def test_a_scheduled_job_is_claimed_by_the_first_call_after_it_falls_due(db, worker):
+    low = enqueue(db, "order_g", 4)
+    assert claim(worker, "order_g") == low[0]
+    with tenant_conn(db) as other:
+        due = other.execute("SELECT fincore.enqueue('order_g', '{}'::jsonb, run_at => clock_timestamp() + interval '1 second',"
+                            " priority => 5::smallint)").fetchone()[0]
+    assert claim(worker, "order_g") == low[1]       # not due yet
+    time.sleep(1.1)
+    assert claim(worker, "order_g") == due
+    assert claim(worker, "order_g") == low[2]
+
+
+def test_a_job_failed_with_a_later_retry_is_claimed_when_it_falls_due(db, worker):
+    urgent = enqueue(db, "order_h", priority=5)[0]
+    low = enqueue(db, "order_h", 4)
+    assert claim(worker, "order_h") == urgent
+    worker.execute("SELECT fincore.fail(%s, 'later', retry_at => clock_timestamp() + interval '1 second')", (urgent,))
+    assert claim(worker, "order_h") == low[0]
+    time.sleep(1.1)
+    assert claim(worker, "order_h") == urgent
 
 
 def test_a_job_enqueued_behind_the_position_in_a_transaction_snapshot_is_claimed_next(db, worker):
