@@ -37,16 +37,25 @@ kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
  * indexes: a batch costs its own size, whatever the table's statistics say
  * (one bulk transaction makes the txid column look like a single value).
  */
-int
-execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount)
+/* Sequential scans and sorts off until AtEOXact_GUC(true, the level returned). */
+static int
+indexed_plans_only(void)
 {
 	int			nest = NewGUCNestLevel();
-	int			rc;
 
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+int
+execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount)
+{
+	int			nest = indexed_plans_only();
+	int			rc;
+
 	rc = SPI_execute_plan(plan, values, nulls, false, tcount);
 	AtEOXact_GUC(true, nest);
 	return rc;
@@ -64,7 +73,7 @@ execute_indexed_into(SPIPlanPtr plan, int nargs, const Oid *types, const Datum *
 	SPIExecuteOptions opts;
 	ParamListInfo params = makeParamList(nargs);
 	DestReceiver *dest = CreateDestReceiver(DestTuplestore);
-	int			nest = NewGUCNestLevel();
+	int			nest;
 	int			rc;
 
 	for (int i = 0; i < nargs; i++)
@@ -78,10 +87,7 @@ execute_indexed_into(SPIPlanPtr plan, int nargs, const Oid *types, const Datum *
 	memset(&opts, 0, sizeof(opts));
 	opts.params = params;
 	opts.dest = dest;
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	nest = indexed_plans_only();
 	rc = SPI_execute_plan_extended(plan, &opts);
 	AtEOXact_GUC(true, nest);
 	dest->rDestroy(dest);

@@ -39,14 +39,6 @@ typedef struct DequeueHint
 
 static HTAB *dequeue_hints = NULL;
 
-/* A position in claim order, as the ready log (wakeup.h) compares them. */
-static void
-hint_position(int32 neg_priority, TimestampTz run_at, int64 id, WorkPosition *out)
-{
-	out->k[0] = neg_priority;
-	out->k[1] = run_at;
-	out->k[2] = id;
-}
 
 static DequeueHint *
 dequeue_hint(const char *queue, QueueScope *scope)
@@ -305,7 +297,7 @@ dequeue_work(QueueCall *call)
 		call->first_run_at = rows[0].run_at;
 		call->first_id = rows[0].id;
 		/* Rolled back, the claims make these jobs ready again, behind other backends' positions. */
-		hint_position(call->first_neg_priority, call->first_run_at, call->first_id, &first);
+		claim_position(call->first_neg_priority, call->first_run_at, call->first_id, &first);
 		wakeup_ready_at_abort(wakeup_topic("queue", call->queue), &first);
 	}
 	for (int i = 0; i < nrows; i++)
@@ -372,7 +364,7 @@ dequeue_claim(QueueCall *call)
 		WorkPosition pos;
 		bool		behind;
 
-		hint_position(hint->neg_priority, hint->run_at, hint->id, &pos);
+		claim_position(hint->neg_priority, hint->run_at, hint->id, &pos);
 		behind = !hint->marked || IsolationUsesXactSnapshot() ||
 			wakeup_ready_before(topic, &hint->mark, hint->has_position ? &pos : NULL, &hint->next_due);
 		/* A scheduled job that fell due: the full scan promotes it (due by the transaction's start). */

@@ -120,9 +120,7 @@ enqueued_ready(const QueueCall *call, int64 id)
 		wakeup_due_at_commit(wakeup_topic("queue", call->queue), call->run_at);
 		return;
 	}
-	pos.k[0] = -(int64) call->priority;
-	pos.k[1] = call->run_at;
-	pos.k[2] = id;
+	claim_position(-(int32) call->priority, call->run_at, id, &pos);
 	wakeup_ready_at_commit(wakeup_topic("queue", call->queue), &pos);
 }
 

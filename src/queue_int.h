@@ -41,6 +41,7 @@
 #include "owner_sql.h"
 #include "queue.h"
 #include "tenancy.h"
+#include "wakeup.h"
 
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -110,6 +111,15 @@ spi_text(int row, int col)
 
 	strcpy(copy, s ? s : "");
 	return copy;
+}
+
+/* A job's position in claim order, as the ready log (wakeup.h) compares them. */
+static inline void
+claim_position(int32 neg_priority, TimestampTz run_at, int64 id, WorkPosition *out)
+{
+	out->k[0] = neg_priority;
+	out->k[1] = run_at;
+	out->k[2] = id;
 }
 
 /* One structure for every call: its arguments, its state and its outputs. */
