@@ -4513,15 +4513,17 @@ BEGIN
     FOR t IN SELECT x.id FROM fincore.tenants x WHERE tenant IS NULL OR x.id = tenant ORDER BY x.id LOOP
         EXIT WHEN n >= max_subscriptions;
         -- Nothing due: next tenant (a probe of each index; no sublink, which Citus would plan apart).
+        -- The ORDER BY keeps the probe on the index: without it a LIMIT 1 plans a sequential scan,
+        -- which reads past every renewed row and made a run's cost grow with the rows renewed.
         PERFORM FROM fincore.subscriptions x
           WHERE x.tenant_id = t AND x.external_id IS NULL
             AND x.status IN ('trialing', 'active', 'past_due') AND x.period_end <= now_
-          LIMIT 1;
+          ORDER BY x.period_end LIMIT 1;
         IF NOT FOUND THEN
             PERFORM FROM fincore.subscriptions x
               WHERE x.tenant_id = t AND x.external_id IS NULL AND x.status = 'incomplete'
                 AND x.created_at <= now_ - '23 hours'::interval
-              LIMIT 1;
+              ORDER BY x.created_at LIMIT 1;
             CONTINUE WHEN NOT FOUND;
         END IF;
         PERFORM fincore._use_tenant(t);
