@@ -5,8 +5,15 @@
 #include "queue_int.h"
 #include "wakeup.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_class.h"
 #include "funcapi.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 /* ---- dequeue ---- */
 
@@ -473,6 +480,36 @@ fincore_complete_and_dequeue(PG_FUNCTION_ARGS)
 #define WAIT_MAX	(USECS_PER_SEC * 3600)
 
 /*
+ * At most this many ready jobs are examined for one that no transaction is
+ * claiming; past it, the look counts the queue as ready.
+ */
+#define READY_LOOK_ROWS	256
+
+/*
+ * Whether the job row at tid is being changed by a transaction still in
+ * progress: a claim (dequeue's UPDATE) that has not committed yet.  Every
+ * other snapshot still sees that job ready, but no dequeue can take it (SKIP
+ * LOCKED), so a wait that counted it would return at once, and again after
+ * each empty dequeue, for as long as the claimer's transaction lasts.  The
+ * dirty snapshot names an in-progress updater in xmax (a row lock alone, which
+ * no claim leaves, is not seen).  A row gone meanwhile is not claimable either.
+ */
+static bool
+job_claimable(Relation rel, ItemPointer tid)
+{
+	SnapshotData dirty;
+	HeapTupleData tuple;
+	Buffer		buf;
+
+	InitDirtySnapshot(dirty);
+	tuple.t_self = *tid;
+	if (!heap_fetch(rel, &dirty, &tuple, &buf, false))
+		return false;
+	ReleaseBuffer(buf);
+	return !TransactionIdIsValid(dirty.xmax);
+}
+
+/*
  * Is a job of call->queue claimable by the caller now (call->found_any)?  Due
  * scheduled jobs are promoted on the way; otherwise call->out_time is when the
  * first scheduled one is due (0: none).
@@ -480,12 +517,14 @@ fincore_complete_and_dequeue(PG_FUNCTION_ARGS)
 static void
 ready_check_work(QueueCall *call)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr ready_plan = NULL;
+	static SPIPlanPtr due_plan = NULL;
 	Oid			types[3] = {TEXTOID, UUIDOID, UUIDARRAYOID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	bool		isnull;
 	Datum		due;
+	Relation	rel;
 
 	fincore_spi_connect();
 	values[0] = CStringGetTextDatum(call->queue);
@@ -493,21 +532,37 @@ ready_check_work(QueueCall *call)
 	values[2] = PointerGetDatum(call->paused_tenants);
 	if (call->paused_tenants == NULL)
 		nulls[2] = 'n';
-	/* clock_timestamp(): the wait outlives its statement's now(). */
-	pinned_exec(queue_plan(&plan,
-						   "SELECT EXISTS (SELECT 1 FROM fincore.jobs j"
-						   "   WHERE j.queue OPERATOR(pg_catalog.=) $1 AND NOT j.scheduled"
-						   "     AND (j.state OPERATOR(pg_catalog.=) 'ready' OR (j.state OPERATOR(pg_catalog.=) 'running'"
-						   "          AND j.lease_until OPERATOR(pg_catalog.<) pg_catalog.clock_timestamp()))"
-						   "     AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2)"
-						   "     AND ($3::pg_catalog.uuid[] IS NULL OR j.tenant_id OPERATOR(pg_catalog.<>) ALL ($3))),"
-						   "  (SELECT pg_catalog.min(j.run_at) FROM fincore.jobs j"
-						   "   WHERE j.queue OPERATOR(pg_catalog.=) $1 AND j.scheduled"
-						   "     AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2))",
+	/*
+	 * The ready jobs in claim order, where the ones being claimed come first;
+	 * clock_timestamp(): the wait outlives its statement's now().
+	 */
+	pinned_exec(queue_plan(&ready_plan,
+						   "SELECT j.ctid FROM fincore.jobs j"
+						   " WHERE j.queue OPERATOR(pg_catalog.=) $1 AND NOT j.scheduled"
+						   "   AND (j.state OPERATOR(pg_catalog.=) 'ready' OR (j.state OPERATOR(pg_catalog.=) 'running'"
+						   "        AND j.lease_until OPERATOR(pg_catalog.<) pg_catalog.clock_timestamp()))"
+						   "   AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2)"
+						   "   AND ($3::pg_catalog.uuid[] IS NULL OR j.tenant_id OPERATOR(pg_catalog.<>) ALL ($3))"
+						   " ORDER BY j.queue, (-(j.priority::pg_catalog.int4)), j.run_at, j.id"
+						   " LIMIT " CppAsString2(READY_LOOK_ROWS),
 						   3, types),
 				values, nulls, SPI_OK_SELECT);
-	call->found_any = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	rel = table_open(fincore_table_oid("jobs"), AccessShareLock);
+	if (SPI_processed >= READY_LOOK_ROWS || rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->rd_tableam != GetHeapamTableAmRoutine())
+		call->found_any = SPI_processed > 0;
+	else
+		for (uint64 i = 0; i < SPI_processed && !call->found_any; i++)
+			call->found_any = job_claimable(rel, (ItemPointer) DatumGetPointer(
+														SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
+	table_close(rel, AccessShareLock);
+	pinned_exec(queue_plan(&due_plan,
+						   "SELECT pg_catalog.min(j.run_at) FROM fincore.jobs j"
+						   " WHERE j.queue OPERATOR(pg_catalog.=) $1 AND j.scheduled"
+						   "   AND ($2::pg_catalog.uuid IS NULL OR j.tenant_id OPERATOR(pg_catalog.=) $2)",
+						   2, types),
+				values, nulls, SPI_OK_SELECT);
+	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	call->out_time = isnull ? 0 : DatumGetTimestampTz(due);
 	if (!call->found_any && call->out_time != 0 && call->out_time <= GetCurrentTimestamp())
 		call->found_any = promote_due(call->queue, GetCurrentTimestamp()) > 0;

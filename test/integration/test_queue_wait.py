@@ -6,6 +6,8 @@ worker's loop in one round trip (fincore.complete_and_dequeue).
 - While it waits, its backend sleeps (wait event Extension), not spinning.
 - An enqueue that rolls back, or one into another queue, does not end the wait: it times out
   and returns false.
+- Nor does a job that another transaction is claiming (its claim not yet committed): the wait
+  sleeps until that claim rolls back and the job is ready again.
 - A scheduled job wakes it when it falls due.
 - Under REPEATABLE READ it refuses (ZF605): its snapshot would never see the job.
 - Without fincore in shared_preload_libraries (no board to wake it) it looks every 50 ms, and
@@ -106,6 +108,35 @@ def test_a_rollback_or_another_queue_does_not_end_the_wait(db):
     finally:
         t.join(30)
         conn.close()
+
+
+def test_a_job_another_transaction_is_claiming_does_not_end_the_wait(db):
+    """A job claimed by a transaction still open looks ready to every other snapshot, but no
+    dequeue can take it: the wait sleeps (no return, empty dequeue, return again, ...) and wakes
+    when that claim rolls back, as the job is then ready again."""
+    with tenant_conn(db) as producer:
+        job = producer.execute("SELECT fincore.enqueue('claimed', '{}')").fetchone()[0]
+    with tenant_conn(db) as claimer:
+        with claimer.transaction():
+            assert claimer.execute("SELECT id FROM fincore.dequeue('claimed')").fetchall() == [(job,)]
+            t, out, pid, conn = wait_in_thread(db, "claimed", "20 seconds")
+            try:
+                assert wait_event(db, pid) == ("Extension", "Extension"), "the waiter sleeps on its latch"
+                time.sleep(0.5)
+                assert "ready" not in out, f"a job being claimed ended the wait: {out}"
+                claimer.execute("DO $$ BEGIN RAISE EXCEPTION 'roll back'; END $$")
+            except psycopg.errors.RaiseException:
+                rolled_back = time.monotonic()
+            else:
+                pytest.fail("the claim did not roll back")
+        try:
+            t.join(10)
+            assert out.get("ready") is True, out
+            assert out["returned_at"] - rolled_back < 5, out
+            assert conn.execute("SELECT id FROM fincore.dequeue('claimed')").fetchall() == [(job,)]
+        finally:
+            t.join(30)
+            conn.close()
 
 
 def test_a_scheduled_job_wakes_the_waiter_when_due(db):
