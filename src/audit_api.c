@@ -932,13 +932,11 @@ scan_begin(RecordScan *rs, pg_uuid_t *tenant, int64 from, int64 to)
 	else
 	{
 		Datum		args[3] = {UUIDPGetDatum(tenant), Int64GetDatum(from), Int64GetDatum(to)};
-		int			nest = NewGUCNestLevel();
+		int			nest;
 
 		table_close(rs->rel, AccessShareLock);
 		/* The plan (made at the first open, kept) walks the primary key: no sort, no bitmap. */
-		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-		(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-		(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		nest = fincore_indexed_plans_only(true);
 		rs->portal = SPI_cursor_open(NULL, rs->plan, args, NULL, true);
 		AtEOXact_GUC(true, nest);
 	}

@@ -32,37 +32,7 @@ kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 }
 
 /*
- * Run a batch query with sequential scans and sorts off.  Its generic plan is
- * made at the first execution and kept, so this fixes it to the seq and txid
- * indexes: a batch costs its own size, whatever the table's statistics say
- * (one bulk transaction makes the txid column look like a single value).
- */
-/* Sequential scans and sorts off until AtEOXact_GUC(true, the level returned). */
-static int
-indexed_plans_only(void)
-{
-	int			nest = NewGUCNestLevel();
-
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	return nest;
-}
-
-int
-execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount)
-{
-	int			nest = indexed_plans_only();
-	int			rc;
-
-	rc = SPI_execute_plan(plan, values, nulls, false, tcount);
-	AtEOXact_GUC(true, nest);
-	return rc;
-}
-
-/*
- * execute_indexed, with the rows going straight into out (a set-returning
+ * fincore_execute_indexed, with the rows going straight into out (a set-returning
  * function's tuplestore, in cxt) instead of through SPI's table and a copy:
  * poll's rows are its result.  How many rows.
  */
@@ -87,7 +57,7 @@ execute_indexed_into(SPIPlanPtr plan, int nargs, const Oid *types, const Datum *
 	memset(&opts, 0, sizeof(opts));
 	opts.params = params;
 	opts.dest = dest;
-	nest = indexed_plans_only();
+	nest = fincore_indexed_plans_only(false);
 	rc = SPI_execute_plan_extended(plan, &opts);
 	AtEOXact_GUC(true, nest);
 	dest->rDestroy(dest);

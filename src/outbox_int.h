@@ -130,7 +130,6 @@ extern CacheWatch state_watch;
 /* outbox_core.c */
 extern void event_id_make(int64 seq, pg_uuid_t *out);
 extern bool event_id_seq(const pg_uuid_t *id, int64 *seq);
-extern int	execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount);
 extern uint64 execute_indexed_into(SPIPlanPtr plan, int nargs, const Oid *types, const Datum *values,
 								   const char *nulls, Tuplestorestate *out, MemoryContext cxt);
 extern SPIPlanPtr kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);

@@ -93,6 +93,43 @@ fincore_unpin_search_path(int nest)
 	AtEOXact_GUC(true, nest);
 }
 
+/*
+ * Sequential scans and sorts off (and with bitmaps, bitmap scans too) until
+ * AtEOXact_GUC(true, the level returned).  A statement planned under it (a
+ * kept generic plan is made at its first execution, and again after an
+ * invalidation) walks its index whatever the table's statistics say: a
+ * queue-like table (rows inserted and soon deleted) looks empty to the
+ * planner, and a scan of its heap then reads every dead row since the last
+ * vacuum; one bulk transaction makes a column look like a single value.  A
+ * bitmap scan suits a range of an index (the outbox's batches); a look-up by
+ * key wants the plain index scan.
+ */
+int
+fincore_indexed_plans_only(bool bitmaps)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (bitmaps)
+		(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+int
+fincore_execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount, bool bitmaps)
+{
+	int			nest = fincore_indexed_plans_only(bitmaps);
+	int			rc;
+
+	rc = SPI_execute_plan(plan, values, nulls, false, tcount);
+	AtEOXact_GUC(true, nest);
+	return rc;
+}
+
 bool
 fincore_citus_preloaded(void)
 {

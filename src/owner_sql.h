@@ -25,6 +25,14 @@ extern SPIPlanPtr fincore_prepare(const char *sql, int nargs, Oid *argtypes, int
 extern int	fincore_pin_search_path(void);
 extern void fincore_unpin_search_path(int nest);
 /*
+ * Plan and run through an index (sequential scans and sorts off, and with
+ * bitmaps bitmap scans too, at a new GUC nest level): for statements on
+ * tables whose statistics mislead the planner (rows inserted and soon deleted).
+ */
+extern int	fincore_indexed_plans_only(bool bitmaps);
+extern int	fincore_execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount,
+									bool bitmaps);
+/*
  * Run fn(arg) as the owner of a relation (reads past grants; past RLS through
  * the owner's fincore_owner policy), with search_path pinned.
  */
