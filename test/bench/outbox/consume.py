@@ -1,6 +1,8 @@
 """Consume every pending event of one consumer, as a client would; print events per second.
 
     consume.py fincore CONSUMER     poll(consumer, 1000) + ack of the last one, one transaction per page
+    consume.py fincore_text CONSUMER  the same with the event ids loaded as text (as Node's pg does):
+                                    psycopg's default makes a uuid.UUID of each, about 1 us an event
     consume.py fincore_p2 CONSUMER  the same by two worker processes at once, one per partition of a
                                     consumer subscribed with partitions => 2 (CONSUMER/0, CONSUMER/1)
     consume.py pgq CONSUMER         next_batch + get_batch_events + finish_batch, one transaction per batch
@@ -12,6 +14,7 @@ import sys
 import time
 
 import psycopg
+from psycopg.types.string import TextLoader
 
 QUEUE = "bench"
 
@@ -25,6 +28,11 @@ def fincore(conn, consumer):
                 return n
             conn.execute("SELECT fincore.ack(%s, %s)", (consumer, rows[-1][0]))
         n += len(rows)
+
+
+def fincore_text(conn, consumer):
+    conn.adapters.register_loader("uuid", TextLoader)
+    return fincore(conn, consumer)
 
 
 def drain_partition(name):
@@ -55,7 +63,7 @@ def main():
     kind, consumer, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with psycopg.connect(autocommit=True) as conn:
         started = time.perf_counter()
-        n = {"fincore": fincore, "fincore_p2": fincore_p2, "pgq": pgq}[kind](conn, consumer)
+        n = {"fincore": fincore, "fincore_text": fincore_text, "fincore_p2": fincore_p2, "pgq": pgq}[kind](conn, consumer)
         elapsed = time.perf_counter() - started
     if n != expected:
         sys.exit(f"{kind} consumer {consumer} got {n} events, expected {expected}")

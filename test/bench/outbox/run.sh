@@ -9,7 +9,9 @@
 #    next_batch / get_batch_events / finish_batch with a tick after every 1,000 events; one
 #    client each, rows fetched to the client (consume.py).  Target: fincore >= 0.5x PgQ (issue 6),
 #    >= 1.0x (issue 23).  And fincore_p2: one consumer of two partitions (subscribe(...,
-#    partitions => 2)) read by two workers at once, the same events.
+#    partitions => 2)) read by two workers at once, the same events; and fincore_text: the one
+#    consumer again, its client loading the event ids as text instead of making a Python
+#    uuid.UUID of each (PgQ's ids are bigints, cheap to load), which is what Node's pg does.
 # 3. Dead tuples left in fincore's event storage (outbox_events_*) after all of it.  Target: 0.
 # Medians of ROUNDS rounds, interleaved, alternating which variant runs first.  Benchmarks never fail on speed.
 #
@@ -67,6 +69,7 @@ SELECT pgq.create_queue('bench');
 SELECT pgq.register_consumer('bench', 'pgq_' || r) FROM generate_series(1, $ROUNDS) r;
 SELECT fincore.subscribe('fincore_' || r, '{bench.consume}') FROM generate_series(1, $ROUNDS) r;
 SELECT fincore.subscribe('fincore_p2_' || r, '{bench.consume}', partitions => 2) FROM generate_series(1, $ROUNDS) r;
+SELECT fincore.subscribe('fincore_text_' || r, '{bench.consume}') FROM generate_series(1, $ROUNDS) r;
 SQL
 for _ in $(seq $((EVENTS / 1000))); do
     printf '%s\n' \
@@ -82,7 +85,7 @@ bench_psql -d "$DB" -c "SELECT pgq.ticker('bench')" >/dev/null
 declare -A eps=()
 for round in $(seq "$ROUNDS"); do
     bench_say "Consume, round $round of $ROUNDS"
-    order="pgq fincore fincore_p2"; (( round % 2 == 0 )) && order="fincore_p2 fincore pgq"
+    order="pgq fincore fincore_text fincore_p2"; (( round % 2 == 0 )) && order="fincore_p2 fincore_text fincore pgq"
     for variant in $order; do
         v=$(PGDATABASE=$DB /usr/bin/python3 "$dir/consume.py" "$variant" "${variant}_$round" "$EVENTS")
         eps[$variant]+="$v "
@@ -99,15 +102,17 @@ pgq_dead=$(bench_psql -d "$DB" -At -c "SELECT coalesce(sum(n_dead_tup), 0) FROM 
 
 # shellcheck disable=SC2086
 { plain=$(bench_median ${tps[plain]}); emit=$(bench_median ${tps[emit]});
-  pgq=$(bench_median ${eps[pgq]}); fc=$(bench_median ${eps[fincore]}); fc2=$(bench_median ${eps[fincore_p2]}); }
+  pgq=$(bench_median ${eps[pgq]}); fc=$(bench_median ${eps[fincore]}); fc2=$(bench_median ${eps[fincore_p2]});
+  fct=$(bench_median ${eps[fincore_text]}); }
 bench_say "Results: medians of $ROUNDS rounds"
 printf '%-44s %12s\n' "plain INSERT, $CLIENTS clients (tps)" "$plain"
 printf '%-44s %12s\n' "fincore.emit, $CLIENTS clients (tps)" "$emit"
 printf '%-44s %12s\n' "PgQ consumer (events/s)" "$pgq"
 printf '%-44s %12s\n' "fincore consumer (events/s)" "$fc"
+printf '%-44s %12s\n' "fincore consumer, ids as text (events/s)" "$fct"
 printf '%-44s %12s\n' "fincore consumer, 2 partitions (events/s)" "$fc2"
 printf '%-44s %12s\n' "dead tuples in fincore.outbox_events_*" "$dead"
 printf '%-44s %12s\n' "live events in fincore.outbox_events_*" "$live"
 printf '%-44s %12s\n' "dead tuples in PgQ's tables (for reference)" "$pgq_dead"
-printf '\nemit / plain INSERT = %s (target >= 0.8); fincore consumer / PgQ = %s (target >= 1.0); 2 partitions / PgQ = %s; dead tuples = %s (target 0)\n' \
-    "$(bench_ratio "$emit" "$plain")" "$(bench_ratio "$fc" "$pgq")" "$(bench_ratio "$fc2" "$pgq")" "$dead"
+printf '\nemit / plain INSERT = %s (target >= 0.8); fincore consumer / PgQ = %s (target >= 1.0), ids as text %s; 2 partitions / PgQ = %s; dead tuples = %s (target 0)\n' \
+    "$(bench_ratio "$emit" "$plain")" "$(bench_ratio "$fc" "$pgq")" "$(bench_ratio "$fct" "$pgq")" "$(bench_ratio "$fc2" "$pgq")" "$dead"
