@@ -743,8 +743,13 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 			   " updated_at = pg_catalog.now() WHERE h.tenant_id OPERATOR(pg_catalog.=) $1", 4, tup);
 
 	args[0] = UUIDPGetDatum(tenant);
-	/* Nothing pending: no lock, no write (the maintenance step probes every chain each minute). */
-	if (SPI_execute_plan(pending_any, args, NULL, true, 1) != SPI_OK_SELECT)
+	/*
+	 * Nothing pending: no lock, no write (the maintenance step probes every
+	 * chain each minute).  By the index: planned as a scan of the table, the
+	 * probe of a chain with nothing pending read every other chain's pending
+	 * records (7 s for 2.4 million).
+	 */
+	if (fincore_execute_indexed(pending_any, args, NULL, 1, true) != SPI_OK_SELECT)
 		elog(ERROR, "audit: reading the pending records failed");
 	if (SPI_processed == 0)
 		return 0;
@@ -764,7 +769,8 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	}
 
 	args[1] = Int32GetDatum(max);
-	if (SPI_execute_plan(fincore_citus_preloaded() ? pending_read_built : pending_read, args, NULL, true, 0)
+	/* By the index, and not compiled by JIT at every call (its LIMIT is a parameter). */
+	if (fincore_execute_indexed(fincore_citus_preloaded() ? pending_read_built : pending_read, args, NULL, 0, true)
 		!= SPI_OK_SELECT)
 		elog(ERROR, "audit: reading the pending records failed");
 	pend = SPI_tuptable;

@@ -94,7 +94,7 @@ fincore_unpin_search_path(int nest)
 }
 
 /*
- * Sequential scans and sorts off (and with bitmaps, bitmap scans too) until
+ * Sequential scans, sorts and JIT off (and with bitmaps, bitmap scans too) until
  * AtEOXact_GUC(true, the level returned).  A statement planned under it (a
  * kept generic plan is made at its first execution, and again after an
  * invalidation) walks its index whatever the table's statistics say: a
@@ -102,7 +102,9 @@ fincore_unpin_search_path(int nest)
  * planner, and a scan of its heap then reads every dead row since the last
  * vacuum; one bulk transaction makes a column look like a single value.  A
  * bitmap scan suits a range of an index (the outbox's batches); a look-up by
- * key wants the plain index scan.
+ * key wants the plain index scan.  No JIT either: a kept plan's estimate can
+ * be far above what it reads (a LIMIT given as a parameter counts as a tenth
+ * of the table), and JIT would then compile it again at every execution.
  */
 int
 fincore_indexed_plans_only(bool bitmaps)
@@ -112,6 +114,8 @@ fincore_indexed_plans_only(bool bitmaps)
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	if (bitmaps)
 		(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,

@@ -25,7 +25,7 @@ extern SPIPlanPtr fincore_prepare(const char *sql, int nargs, Oid *argtypes, int
 extern int	fincore_pin_search_path(void);
 extern void fincore_unpin_search_path(int nest);
 /*
- * Plan and run through an index (sequential scans and sorts off, and with
+ * Plan and run through an index (sequential scans, sorts and JIT off, and with
  * bitmaps bitmap scans too, at a new GUC nest level): for statements on
  * tables whose statistics mislead the planner (rows inserted and soon deleted).
  */
