@@ -14,6 +14,8 @@
 // events  fincore.poll, the handler and fincore.ack (or fincore.nack) in one transaction; idle,
 //         fincore.wait_for_events sleeps in the database until an emitting transaction commits.
 // SIGTERM or SIGINT: finish the current job or batch, give back a claimed job, exit 0.
+// The statements run at every job or event are named, so pg prepares each once a connection
+// (psycopg prepares a repeated statement by itself; pg parses and plans it at every call).
 //
 // The demonstration handler: {"sleep": seconds} works that long, {"fail": true} throws, and each
 // handled job or event is a row of public.example_runs in the transaction that completes it.
@@ -72,17 +74,20 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function handleJob(client, job, worker) {
   const payload = job.payload || {};
-  await sleep(1000 * Number(payload.sleep || 0));
+  const seconds = Number(payload.sleep || 0);
+  if (seconds > 0) await sleep(1000 * seconds);   // a timer, even of 0 ms, waits at least 1 ms
   if (payload.fail) throw new Error(`job ${job.id} asked to fail`);
-  await client.query("INSERT INTO public.example_runs (kind, id, attempt, worker) VALUES ('job', $1, $2, $3)",
-                     [String(job.id), job.attempt, worker]);
+  await client.query({ name: 'job_run',
+                       text: "INSERT INTO public.example_runs (kind, id, attempt, worker) VALUES ('job', $1, $2, $3)",
+                       values: [String(job.id), job.attempt, worker] });
   return { done_by: worker };
 }
 
 async function handleEvent(client, event, worker) {
   if ((event.payload || {}).fail) throw new Error(`event ${event.id} asked to fail`);
-  await client.query("INSERT INTO public.example_runs (kind, id, attempt, worker) VALUES ('event', $1, $2, $3)",
-                     [event.id, event.retries + 1, worker]);
+  await client.query({ name: 'event_run',
+                       text: "INSERT INTO public.example_runs (kind, id, attempt, worker) VALUES ('event', $1, $2, $3)",
+                       values: [event.id, event.retries + 1, worker] });
 }
 
 // Renews a job's lease every third of it from a connection of its own, while the job runs.
@@ -128,9 +133,10 @@ async function runJobs(args) {
       // One transaction: the job's work, its completion and the claim of the next job.
       await client.query('BEGIN');
       const result = job ? await handleJob(client, job, args.name) : null;
-      rows = (await client.query(
-        'SELECT id, tenant_id, attempt, payload FROM fincore.complete_and_dequeue($1, $2, $3, $4, 1, make_interval(secs => $5), $6)',
-        [job && job.id, args.queue, job ? JSON.stringify(result) : null, job && job.attempt, args.lease, args.name])).rows;
+      rows = (await client.query({
+        name: 'complete_and_dequeue',
+        text: 'SELECT id, tenant_id, attempt, payload FROM fincore.complete_and_dequeue($1, $2, $3, $4, 1, make_interval(secs => $5), $6)',
+        values: [job && job.id, args.queue, job ? JSON.stringify(result) : null, job && job.attempt, args.lease, args.name] })).rows;
       await client.query('COMMIT');
       if (job) handled++;
     } catch (e) {
@@ -166,14 +172,16 @@ async function runEvents(args) {
   let handled = 0;
   while (!stopping) {
     await client.query('BEGIN');
-    const events = (await client.query(
-      'SELECT id, topic, type, aggregateid, payload, retries FROM fincore.poll($1, $2)', [args.consumer, args.batch])).rows;
+    const events = (await client.query({
+      name: 'poll',
+      text: 'SELECT id, topic, type, aggregateid, payload, retries FROM fincore.poll($1, $2)',
+      values: [args.consumer, args.batch] })).rows;
     for (const event of events) {
       try {
         await client.query('SAVEPOINT handler');   // a failed handler's writes go, the batch stays
         await handleEvent(client, event, args.name);
         await client.query('RELEASE SAVEPOINT handler');
-        await client.query('SELECT fincore.ack($1, $2)', [args.consumer, event.id]);
+        await client.query({ name: 'ack', text: 'SELECT fincore.ack($1, $2)', values: [args.consumer, event.id] });
       } catch (e) {
         await client.query('ROLLBACK TO SAVEPOINT handler');
         await client.query('SELECT fincore.nack($1, $2, $3)', [args.consumer, event.id, String(e.message)]);
