@@ -749,7 +749,7 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 	 * probe of a chain with nothing pending read every other chain's pending
 	 * records (7 s for 2.4 million).
 	 */
-	if (fincore_execute_indexed(pending_any, args, NULL, 1, true) != SPI_OK_SELECT)
+	if (fincore_execute_indexed(pending_any, args, NULL, 1, INDEXED_NO_BITMAPS) != SPI_OK_SELECT)
 		elog(ERROR, "audit: reading the pending records failed");
 	if (SPI_processed == 0)
 		return 0;
@@ -770,8 +770,8 @@ seal_tenant(AuditHasher *h, const pg_uuid_t *tenant, int max)
 
 	args[1] = Int32GetDatum(max);
 	/* By the index, and not compiled by JIT at every call (its LIMIT is a parameter). */
-	if (fincore_execute_indexed(fincore_citus_preloaded() ? pending_read_built : pending_read, args, NULL, 0, true)
-		!= SPI_OK_SELECT)
+	if (fincore_execute_indexed(fincore_citus_preloaded() ? pending_read_built : pending_read, args, NULL, 0,
+								INDEXED_NO_BITMAPS) != SPI_OK_SELECT)
 		elog(ERROR, "audit: reading the pending records failed");
 	pend = SPI_tuptable;
 	n = SPI_processed;
@@ -942,7 +942,7 @@ scan_begin(RecordScan *rs, pg_uuid_t *tenant, int64 from, int64 to)
 
 		table_close(rs->rel, AccessShareLock);
 		/* The plan (made at the first open, kept) walks the primary key: no sort, no bitmap. */
-		nest = fincore_indexed_plans_only(true);
+		nest = fincore_indexed_plans_only(INDEXED_NO_BITMAPS);
 		rs->portal = SPI_cursor_open(NULL, rs->plan, args, NULL, true);
 		AtEOXact_GUC(true, nest);
 	}

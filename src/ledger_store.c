@@ -1139,7 +1139,7 @@ write_holds(LedgerBatch *b, LedgerItem **rows, int n)
 		 * every hold resolved since the last vacuum (a post cost three times a
 		 * transfer by a minute after one).
 		 */
-		if (fincore_execute_indexed(delete_holds_plan, args, NULL, 0, true) != SPI_OK_DELETE)
+		if (fincore_execute_indexed(delete_holds_plan, args, NULL, 0, INDEXED_NO_BITMAPS) != SPI_OK_DELETE)
 			elog(ERROR, "ledger: clearing resolved holds failed");
 	}
 }

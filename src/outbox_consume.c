@@ -314,7 +314,7 @@ open_batch(Consumer *c)
 	if (!c->scoped)
 		nulls[4] = 'n';
 	consumer_partition_args(c, values, nulls);
-	if (fincore_execute_indexed(bounds_plan, values, nulls, 1, false) != SPI_OK_SELECT || SPI_processed != 1)
+	if (fincore_execute_indexed(bounds_plan, values, nulls, 1, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "batch look-up failed");
 	c->batch_acked = DatumGetInt64(spi_value(0, 1, &isnull)) - 1;
 	if (isnull)
@@ -795,7 +795,7 @@ pending_as_owner(void *arg)
 											"%s",
 											partitions ? PENDING_PARTITION_FILTER : ""),
 								   2, types),
-						values, NULL, 1, false) != SPI_OK_SELECT)
+						values, NULL, 1, 0) != SPI_OK_SELECT)
 		elog(ERROR, "consumer look-up failed");
 	if (SPI_processed == 0)
 		unknown_consumer_error(w->name);

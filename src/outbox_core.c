@@ -57,7 +57,7 @@ execute_indexed_into(SPIPlanPtr plan, int nargs, const Oid *types, const Datum *
 	memset(&opts, 0, sizeof(opts));
 	opts.params = params;
 	opts.dest = dest;
-	nest = fincore_indexed_plans_only(false);
+	nest = fincore_indexed_plans_only(0);
 	rc = SPI_execute_plan_extended(plan, &opts);
 	AtEOXact_GUC(true, nest);
 	dest->rDestroy(dest);

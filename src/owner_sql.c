@@ -94,39 +94,40 @@ fincore_unpin_search_path(int nest)
 }
 
 /*
- * Sequential scans, sorts and JIT off (and with bitmaps, bitmap scans too) until
+ * Sequential scans, sorts and JIT off, and what flags name (INDEXED_NO_*), until
  * AtEOXact_GUC(true, the level returned).  A statement planned under it (a
  * kept generic plan is made at its first execution, and again after an
  * invalidation) walks its index whatever the table's statistics say: a
  * queue-like table (rows inserted and soon deleted) looks empty to the
  * planner, and a scan of its heap then reads every dead row since the last
  * vacuum; one bulk transaction makes a column look like a single value.  A
- * bitmap scan suits a range of an index (the outbox's batches); a look-up by
- * key wants the plain index scan.  No JIT either: a kept plan's estimate can
- * be far above what it reads (a LIMIT given as a parameter counts as a tenth
- * of the table), and JIT would then compile it again at every execution.
+ * bitmap scan suits a range of an index (the outbox's batches) and a BRIN
+ * index; a look-up by key wants the plain index scan.  No JIT: a kept plan's
+ * estimate can be far above what it reads (a LIMIT given as a parameter counts
+ * as a tenth of the table), and JIT would compile it again at every execution.
  */
 int
-fincore_indexed_plans_only(bool bitmaps)
+fincore_indexed_plans_only(int flags)
 {
+	static const char *const always[] = {"enable_seqscan", "enable_sort", "jit"};
+	static const char *const joins[] = {"enable_hashjoin", "enable_mergejoin", "enable_material"};
 	int			nest = NewGUCNestLevel();
 
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	if (bitmaps)
+	for (size_t i = 0; i < lengthof(always); i++)
+		(void) set_config_option(always[i], "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (flags & INDEXED_NO_BITMAPS)
 		(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
+	if (flags & INDEXED_NO_JOINS)
+		for (size_t i = 0; i < lengthof(joins); i++)
+			(void) set_config_option(joins[i], "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	return nest;
 }
 
 int
-fincore_execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount, bool bitmaps)
+fincore_execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount, int flags)
 {
-	int			nest = fincore_indexed_plans_only(bitmaps);
+	int			nest = fincore_indexed_plans_only(flags);
 	int			rc;
 
 	rc = SPI_execute_plan(plan, values, nulls, false, tcount);

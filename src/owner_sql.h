@@ -25,13 +25,14 @@ extern SPIPlanPtr fincore_prepare(const char *sql, int nargs, Oid *argtypes, int
 extern int	fincore_pin_search_path(void);
 extern void fincore_unpin_search_path(int nest);
 /*
- * Plan and run through an index (sequential scans, sorts and JIT off, and with
- * bitmaps bitmap scans too, at a new GUC nest level): for statements on
- * tables whose statistics mislead the planner (rows inserted and soon deleted).
+ * Plan and run through an index (sequential scans, sorts and JIT off, and what
+ * flags add, at a new GUC nest level): for statements on tables whose
+ * statistics mislead the planner (rows inserted and soon deleted).
  */
-extern int	fincore_indexed_plans_only(bool bitmaps);
-extern int	fincore_execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount,
-									bool bitmaps);
+#define INDEXED_NO_BITMAPS	0x01	/* bitmap scans off too: a look-up by key */
+#define INDEXED_NO_JOINS	0x02	/* hash and merge joins and materialising off: nested loops */
+extern int	fincore_indexed_plans_only(int flags);
+extern int	fincore_execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls, long tcount, int flags);
 /*
  * Run fn(arg) as the owner of a relation (reads past grants; past RLS through
  * the owner's fincore_owner policy), with search_path pinned.

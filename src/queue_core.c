@@ -218,13 +218,9 @@ queue_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count, int ex
 void
 planned_exec(SPIPlanPtr plan, Datum *values, const char *nulls, int expected, bool brin)
 {
-	static const char *const off[] = {"enable_seqscan", "enable_sort", "enable_hashjoin",
-	"enable_mergejoin", "enable_material", "enable_bitmapscan"};
-	int			nest = NewGUCNestLevel();
-
 	/* A look-up through a BRIN index needs a bitmap scan; it is the rest that must go. */
-	for (size_t i = 0; i < lengthof(off) - (brin ? 1 : 0); i++)
-		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	int			nest = fincore_indexed_plans_only(INDEXED_NO_JOINS | (brin ? 0 : INDEXED_NO_BITMAPS));
+
 	queue_exec(plan, values, nulls, 0, expected);
 	AtEOXact_GUC(true, nest);
 }
