@@ -533,8 +533,8 @@ ready_check_work(QueueCall *call)
 	if (call->paused_tenants == NULL)
 		nulls[2] = 'n';
 	/*
-	 * The ready jobs in claim order, where the ones being claimed come first;
-	 * clock_timestamp(): the wait outlives its statement's now().
+	 * The ready jobs in claim order (the ones being claimed are usually the
+	 * first); clock_timestamp(): the wait outlives its statement's now().
 	 */
 	pinned_exec(queue_plan(&ready_plan,
 						   "SELECT j.ctid FROM fincore.jobs j"
@@ -553,8 +553,11 @@ ready_check_work(QueueCall *call)
 		call->found_any = SPI_processed > 0;
 	else
 		for (uint64 i = 0; i < SPI_processed && !call->found_any; i++)
-			call->found_any = job_claimable(rel, (ItemPointer) DatumGetPointer(
-														SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
+		{
+			Datum		tid = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+			call->found_any = job_claimable(rel, (ItemPointer) DatumGetPointer(tid));
+		}
 	table_close(rel, AccessShareLock);
 	pinned_exec(queue_plan(&due_plan,
 						   "SELECT pg_catalog.min(j.run_at) FROM fincore.jobs j"
